@@ -1,0 +1,3 @@
+"""modelport: a self-hosted gateway for LLM model deployments."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,131 @@
+"""create_app(settings): the ASGI application, with everything it needs built in its
+lifespan (database, migrations, first-start setup, engine, vendors, service)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import ValidationError
+
+from modelport import __version__
+from modelport.api.limits import BodySizeLimit
+from modelport.api.routes import health, inference, registry_read
+from modelport.bootstrap import bootstrap_if_empty
+from modelport.config import Settings
+from modelport.engine.model import ModelLoadError
+from modelport.engine.pool import EnginePool
+from modelport.errors import ModelportError
+from modelport.service import InferenceService
+from modelport.store import db, repo
+from modelport.vendors.embedded import EmbeddedVendor
+from modelport.vendors.registry import EMBEDDED, VendorRegistry
+
+log = logging.getLogger(__name__)
+
+
+async def _load_embedded_deployments(app: FastAPI) -> None:
+    pool: EnginePool = app.state.engine_pool
+    async with app.state.sessions() as session, session.begin():
+        for deployment in await repo.embedded_deployments(session):
+            checkpoint = deployment.vendor_configuration["checkpoint_path"]
+            try:
+                await pool.attach(deployment.id, checkpoint)
+            except ModelLoadError as exc:
+                log.error("deployment %s failed to load: %s", deployment.id, exc)
+                deployment.status, deployment.status_reason = "FAILED", str(exc)
+            else:
+                deployment.status, deployment.status_reason = "READY", None
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        await db.upgrade(engine)
+    app.state.sessions = db.make_sessions(engine)
+    if settings.bootstrap:
+        first = await bootstrap_if_empty(
+            app.state.sessions, api_key=settings.api_key, context_window=settings.embedded_n_ctx
+        )
+        if first is not None and first.key_was_generated:
+            # Shown once, never stored: the database keeps only its hash.
+            print(
+                f"\nmodelport: first start. Admin API key (shown only now, store it safely):\n\n"
+                f"    {first.api_key}\n\n"
+                f"Default account {first.account_id}; model deployment {first.deployment_id}\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    vendors = VendorRegistry()
+    app.state.engine_pool = None
+    if settings.embedded_engine:
+        pool = EnginePool(n_ctx=settings.embedded_n_ctx, max_queue=settings.embedded_max_queue)
+        app.state.engine_pool = pool
+        vendors.register(EMBEDDED, EmbeddedVendor(pool))
+        await _load_embedded_deployments(app)
+    app.state.vendors = vendors
+    app.state.service = InferenceService(app.state.sessions, vendors)
+    try:
+        yield
+    finally:
+        await vendors.aclose()
+        await engine.dispose()
+
+
+def _validation_detail(errors: list[dict[str, object]]) -> dict[str, object]:
+    fields = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],  # type: ignore[attr-defined]
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in errors
+    ]
+    summary = "; ".join(f"{'.'.join(item['loc']) or 'body'}: {item['msg']}" for item in fields)  # type: ignore[arg-type]
+    return {"detail": f"invalid request: {summary}", "errors": fields}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="modelport",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(ModelportError)
+    async def _modelport_error(_request: Request, exc: ModelportError) -> ORJSONResponse:
+        return ORJSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        return ORJSONResponse(_validation_detail(list(exc.errors())), status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _body_invalid(_request: Request, exc: ValidationError) -> ORJSONResponse:
+        errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]
+        for error in errors:
+            error["loc"] = ("body", *error.get("loc", ()))  # type: ignore[misc]
+        return ORJSONResponse(_validation_detail(errors), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return ORJSONResponse({"detail": "internal server error"}, status_code=500)
+
+    app.include_router(health.router)
+    app.include_router(inference.router)
+    app.include_router(registry_read.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,59 @@
+"""Request dependencies: who is calling, in which account, and the service."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.auth import Principal
+from modelport.errors import Forbidden, Unauthenticated
+from modelport.keys import hash_key
+from modelport.service import InferenceService
+from modelport.store import repo
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return factory
+
+
+async def current_principal(
+    request: Request,
+    x_api_key: Annotated[str | None, Header()] = None,
+    x_selected_account_id: Annotated[str | None, Header()] = None,
+) -> Principal:
+    if not x_api_key:
+        raise Unauthenticated("missing x-api-key header")
+    async with sessions(request)() as session:
+        owner = await repo.find_key_owner(session, key_hash=hash_key(x_api_key))
+        # One answer for unknown and revoked keys: errors never say whether a key exists.
+        if owner is None:
+            raise Unauthenticated("invalid API key")
+        account_id = x_selected_account_id or owner.default_account_id
+        role = await repo.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
+    if role is None:
+        raise Forbidden(f"this API key's identity is not a member of account {account_id}")
+    return Principal(
+        identity_id=owner.identity_id, identity_type=owner.identity_type, account_id=account_id, role=role
+    )
+
+
+def inference_service(request: Request) -> InferenceService:
+    service: InferenceService = request.app.state.service
+    return service
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+Service = Annotated[InferenceService, Depends(inference_service)]
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(sessions)]
+
+
+async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
+    """Validate a JSON body with pydantic-core's own parser (strict JSON semantics, and
+    one pass instead of json.loads + validation). Errors become 422s."""
+    return schema.model_validate_json(await request.body())

@@ -1,0 +1,40 @@
+"""POST /v4/models/{model_deployment_id}/chat-completions and /completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from modelport.api import sse
+from modelport.api.deps import CurrentPrincipal, Service, parse_body
+from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse
+
+router = APIRouter(tags=["inference"])
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _answer(
+    service: Service, principal: CurrentPrincipal, deployment_id: str, body: CompletionRequest
+) -> Response:
+    if body.stream:
+        events = await service.stream(principal, deployment_id, body)
+        return StreamingResponse(sse.encode(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
+    result = await service.complete(principal, deployment_id, body)
+    return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+@router.post("/v4/models/{model_deployment_id}/chat-completions", response_model=CompletionResponse)
+async def chat_completions(
+    model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
+) -> Response:
+    body = await parse_body(request, ChatCompletionRequest)
+    return await _answer(service, principal, model_deployment_id, body)
+
+
+@router.post("/v4/models/{model_deployment_id}/completions", response_model=CompletionResponse)
+async def completions(
+    model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
+) -> Response:
+    body = await parse_body(request, CompletionRequest)
+    return await _answer(service, principal, model_deployment_id, body)

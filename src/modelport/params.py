@@ -1,0 +1,115 @@
+"""Request parameters against a deployment: defaults, clamping, vendor abilities.
+
+Everything here is pure: it takes the request and what the vendor can do, and either
+returns the effective settings or raises the error the caller should see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
+from modelport.generation import Sampling
+from modelport.schemas.inference import CompletionRequest
+from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities
+
+
+def check_supported(
+    request: CompletionRequest, capabilities: Capabilities, *, drop_unsupported: bool
+) -> set[str]:
+    """Return the parameters to drop; refuse (400) the unsupported ones unless dropping."""
+    asked = request.explicit_parameters() & OPTIONAL_PARAMETERS
+    unsupported = asked - capabilities.parameters
+    if unsupported and not drop_unsupported:
+        names = ", ".join(sorted(unsupported))
+        raise InvalidRequest(
+            f"{names} {'is' if len(unsupported) == 1 else 'are'} not supported by vendor "
+            f"{capabilities.vendor}; remove {'it' if len(unsupported) == 1 else 'them'}, or set "
+            "drop_unsupported_params in the model's creation parameters to drop such parameters",
+            unsupported_parameters=sorted(unsupported),
+        )
+    return unsupported
+
+
+def effective_sampling(
+    request: CompletionRequest,
+    capabilities: Capabilities,
+    *,
+    dropped: set[str] = frozenset(),  # type: ignore[assignment]
+) -> Sampling:
+    """The sampling settings to send: defaults applied, temperature clamped to the
+    vendor's ceiling (SPEC 3.1: 'defaults to the max value'), dropped parameters cleared."""
+
+    def keep(name: str) -> Any:
+        return None if name in dropped else getattr(request, name)
+
+    top_k = keep("top_k")
+    return Sampling(
+        temperature=min(request.temperature, capabilities.max_temperature),
+        max_tokens=request.max_tokens,
+        top_p=keep("top_p"),
+        top_k=int(top_k) if top_k is not None else None,
+        frequency_penalty=keep("frequency_penalty"),
+        presence_penalty=keep("presence_penalty"),
+        stop_sequences=tuple(keep("stop_sequences") or ()),
+        logprobs=bool(keep("logprobs")),
+        top_logprobs=keep("top_logprobs") or 0,
+        reasoning_effort=keep("reasoning_effort"),
+    )
+
+
+def resolve_max_tokens(
+    requested: int | None, *, prompt_tokens: int, context_window: int, default: int | None
+) -> int:
+    """max_tokens for this call, or 400 if the prompt and the request cannot fit.
+
+    An explicit value must fit with the prompt; a default is trimmed to what fits.
+    """
+    room = context_window - prompt_tokens
+    if requested is not None:
+        if prompt_tokens + requested > context_window:
+            raise ContextWindowExceeded(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {requested}: together "
+                f"{prompt_tokens + requested}, more than the context window of {context_window} tokens",
+                prompt_tokens=prompt_tokens,
+                max_tokens=requested,
+                context_window=context_window,
+            )
+        return requested
+    if room < 1:
+        raise ContextWindowExceeded(
+            f"the prompt has {prompt_tokens} tokens, which leaves no room in the context window "
+            f"of {context_window} tokens",
+            prompt_tokens=prompt_tokens,
+            context_window=context_window,
+        )
+    return room if default is None else min(default, room)
+
+
+_BINDING_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+}
+
+
+def check_bindings(schema: list[dict[str, Any]], bindings: dict[str, Any]) -> dict[str, Any]:
+    """Check `model_request_parameters.bindings` against a model's parameter schema (422)."""
+    declared = {str(entry["name"]): entry for entry in schema}
+    problems: list[str] = []
+    for name in sorted(bindings.keys() - declared.keys()):
+        problems.append(f"unknown parameter {name!r}")
+    for name, entry in sorted(declared.items()):
+        if name not in bindings:
+            if entry.get("required"):
+                problems.append(f"missing required parameter {name!r}")
+            continue
+        value = bindings[name]
+        expected = _BINDING_TYPES.get(str(entry.get("type")), (str,))
+        # bool is an int in Python; a declared int or float must not accept true/false.
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            problems.append(f"parameter {name!r} must be of type {entry.get('type')}")
+    if problems:
+        raise ValidationFailed("invalid model_request_parameters: " + "; ".join(problems), errors=problems)
+    return bindings

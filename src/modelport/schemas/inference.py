@@ -1,0 +1,158 @@
+"""Wire models of the inference endpoints (SPEC.md 3). No I/O here.
+
+Requests are validated strictly at the edge: a violation is a 422 naming the field.
+Responses mirror the SDK's `CompletionResponse` type exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_STOP_SEQUENCES = 4
+MAX_TOP_LOGPROBS = 20
+
+
+class _Strict(BaseModel):
+    # strict: "0.5" is not a number and "yes" is not a bool; extra="forbid": a misspelt
+    # parameter is an error the caller sees, not a setting silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextPart(_Strict):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["low", "high", "auto"] | None = None
+
+
+class ImageURLPart(_Strict):
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageURL
+
+
+class ImageData(_Strict):
+    data: str
+    media_type: str
+    detail: Literal["low", "high", "auto"] | None = None
+    type: Literal["base64"] = "base64"
+
+
+class ImageDataPart(_Strict):
+    type: Literal["image_data"] = "image_data"
+    image_data: ImageData
+
+
+UserContentPart = Annotated[TextPart | ImageURLPart | ImageDataPart, Field(discriminator="type")]
+
+
+class UserMessage(_Strict):
+    role: Literal["user"]
+    content: str | list[UserContentPart]
+
+
+class AssistantMessage(_Strict):
+    role: Literal["assistant"]
+    content: str
+
+
+class SystemMessage(_Strict):
+    role: Literal["system"]
+    content: str
+
+
+ChatMessage = Annotated[UserMessage | AssistantMessage | SystemMessage, Field(discriminator="role")]
+
+
+class ParameterBindings(_Strict):
+    bindings: dict[str, str | int | float | bool]
+
+
+class CompletionRequest(_Strict):
+    """`POST /v4/models/{id}/completions`; the chat request adds `chat_history`."""
+
+    prompt: str
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2
+    stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[float, Field(ge=1)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    stream: bool = False
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    model_request_parameters: ParameterBindings | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(stop == "" for stop in value):
+            raise ValueError("stop sequences must not be empty strings")
+        return value
+
+    @field_validator("top_k")
+    @classmethod
+    def _whole_top_k(cls, value: float | None) -> float | None:
+        if value is not None and not float(value).is_integer():
+            raise ValueError("top_k must be a whole number")
+        return value
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> CompletionRequest:
+        if self.top_logprobs is not None and self.logprobs is not True:
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return self
+
+    def explicit_parameters(self) -> set[str]:
+        """The optional parameters the caller actually set (to check against a vendor)."""
+        return {name for name in self.model_fields_set if getattr(self, name) is not None}
+
+
+class ChatCompletionRequest(CompletionRequest):
+    """`POST /v4/models/{id}/chat-completions`."""
+
+    chat_history: list[ChatMessage]
+
+
+# --- responses: the SDK's CompletionResponse ---------------------------------------
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    logprobs: ChoiceLogprobs | None = None
+
+
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+class CompletionResponse(BaseModel):
+    completions: list[list[Any]]
+    choices: list[Choice] | None = None
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    response_tokens: int | None = None

@@ -1,0 +1,149 @@
+"""Wire models of the registry (SPEC.md 2), shaped as the SDK's types expect."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.store.tables import Deployment, Model
+
+ModelType = Literal["COMPLETION", "CHAT_COMPLETION", "AGENT", "EMBEDDING", "RERANKING", "GENERIC", "BUNDLE"]
+ModelVendor = Literal[
+    "OPENAI",
+    "COHERE",
+    "GOOGLE",
+    "VERTEX_AI",
+    "ANTHROPIC",
+    "LAUNCH",
+    "LLMENGINE",
+    "BEDROCK",
+    "FIREWORKS_AI",
+    "OTHER",
+]
+MAX_PAGE_SIZE = 10_000
+
+ItemT = TypeVar("ItemT")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class Page(_Out, Generic[ItemT]):
+    items: list[ItemT]
+    current_page: int
+    items_per_page: int
+    total_item_count: int
+
+
+class ModelInstanceOut(_Out):
+    id: str
+    account_id: str
+    created_at: datetime
+    created_by_identity_type: str
+    created_by_user_id: str
+    deployment_count: int
+    model_type: str
+    name: str
+    request_schema: dict[str, Any]
+    response_schema: dict[str, Any]
+    supports_multi_turn: bool
+    base_model_id: str | None = None
+    base_model_metadata: dict[str, Any] | None = None
+    description: str | None = None
+    display_name: str | None = None
+    model_card: str | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    model_group_id: str | None = None
+    model_template_id: str | None = None
+    model_vendor: str | None = None
+    training_data_card: str | None = None
+    deployments: list[DeploymentOut] | None = None
+
+    @classmethod
+    def of(
+        cls, model: Model, *, deployment_count: int, deployments: list[Deployment] | None = None
+    ) -> ModelInstanceOut:
+        return cls(
+            id=model.id,
+            account_id=model.account_id,
+            created_at=model.created_at,
+            created_by_identity_type=model.created_by_identity_type,
+            created_by_user_id=model.created_by_user_id,
+            deployment_count=deployment_count,
+            model_type=model.model_type,
+            name=model.name,
+            request_schema=model.request_schema or {},
+            response_schema={},
+            supports_multi_turn=model.model_type == "CHAT_COMPLETION",
+            base_model_id=model.base_model_id,
+            base_model_metadata=model.base_model_metadata,
+            description=model.description,
+            display_name=model.display_name,
+            model_card=model.model_card,
+            model_creation_parameters=redact(model.model_creation_parameters),
+            model_group_id=model.model_group_id,
+            model_template_id=model.model_template_id,
+            model_vendor=model.model_vendor,
+            training_data_card=model.training_data_card,
+            deployments=None if deployments is None else [DeploymentOut.of(d) for d in deployments],
+        )
+
+
+class DeploymentOut(_Out):
+    id: str
+    account_id: str
+    created_at: datetime
+    created_by_identity_type: str
+    created_by_user_id: str
+    name: str
+    status: str
+    deployment_metadata: dict[str, Any] | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    model_endpoint_id: str | None = None
+    model_instance_id: str | None = None
+    vendor_configuration: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> DeploymentOut:
+        metadata = dict(deployment.deployment_metadata or {})
+        if deployment.status_reason:
+            metadata.setdefault("status_reason", deployment.status_reason)
+        return cls(
+            id=deployment.id,
+            account_id=deployment.account_id,
+            created_at=deployment.created_at,
+            created_by_identity_type=deployment.created_by_identity_type,
+            created_by_user_id=deployment.created_by_user_id,
+            name=deployment.name,
+            status=deployment.status,
+            deployment_metadata=metadata or None,
+            model_creation_parameters=redact(deployment.model_creation_parameters),
+            model_endpoint_id=deployment.model_endpoint_id,
+            model_instance_id=deployment.model_id,
+            vendor_configuration=deployment.vendor_configuration,
+        )
+
+
+# Settings whose values are secrets; a reference to a secret (api_key_env, a secret's
+# name) is fine to show, the secret itself never is.
+SECRET_SETTING_NAMES = frozenset({"api_key", "secret", "token", "password", "authorization"})
+
+
+def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    if parameters is None:
+        return None
+    return {
+        name: "<redacted>" if name.lower() in SECRET_SETTING_NAMES else value
+        for name, value in parameters.items()
+    }
+
+
+class PageQuery(BaseModel):
+    page: int = Field(default=1, ge=1)
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
+
+
+ModelInstanceOut.model_rebuild()

@@ -1,0 +1,340 @@
+"""Inference orchestration. Knows no HTTP.
+
+For every request, whatever the vendor: find the deployment in the caller's account,
+check the parameters against what the vendor can do, apply defaults and clamping,
+call the adapter, remove stop sequences from what comes back (streamed or not, by the
+same filter, so both give the same text), and shape the SDK's `CompletionResponse`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.auth import Principal
+from modelport.errors import DeploymentUnavailable, InvalidRequest, NotFound
+from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob
+from modelport.params import check_bindings, check_supported, effective_sampling
+from modelport.schemas.inference import (
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+)
+from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
+from modelport.stopseq import StopSequenceFilter
+from modelport.store import repo
+from modelport.store.tables import Deployment, Model
+from modelport.vendors.base import Capabilities, Target, Vendor
+from modelport.vendors.registry import VendorRegistry
+
+CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
+TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
+
+# Called once per finished request: (principal, deployment id, prompt tokens,
+# response tokens, HTTP status, latency in ms). Usage recording plugs in here.
+UsageSink = Callable[[Principal, str, int, int, int, float], None]
+
+
+def target_of(deployment: Deployment, model: Model) -> Target:
+    parameters = {**(model.model_creation_parameters or {}), **(deployment.model_creation_parameters or {})}
+    details = (model.base_model_metadata or {}).get("modelDetails") or {}
+    window = details.get("token_context_window")
+    return Target(
+        deployment_id=deployment.id,
+        model_type=model.model_type,
+        model_vendor=model.model_vendor or "OTHER",
+        parameters=parameters,
+        vendor_configuration=dict(deployment.vendor_configuration or {}),
+        context_window=int(window) if window else None,
+    )
+
+
+@dataclass(slots=True)
+class _Prepared:
+    vendor: Vendor
+    target: Target
+    call: GenerationCall
+    capabilities: Capabilities
+    prompt: str
+    wants_logprobs: bool
+
+
+@dataclass(slots=True)
+class _Piece:
+    text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    response_tokens: int | None = None
+
+
+class _OutputFilter:
+    """Stop-sequence filtering, with logprob entries kept in step with the text.
+
+    An entry is released once all of its token's text has been released; at a stop
+    sequence, the entry that straddles it is cut to the text before the stop, so the
+    released tokens always join to the released text.
+    """
+
+    def __init__(self, stop_sequences: tuple[str, ...]) -> None:
+        self._stops = StopSequenceFilter(stop_sequences)
+        self._pending: list[TokenLogprob] = []
+        self._unmatched = 0  # released characters not yet covered by released entries
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    def take(self, chunk: GenerationChunk) -> tuple[str, list[TokenLogprob]]:
+        if chunk.logprobs:
+            self._pending.extend(chunk.logprobs)
+        return self._release(self._stops.feed(chunk.text))
+
+    def finish(self) -> tuple[str, list[TokenLogprob]]:
+        text, entries = self._release(self._stops.flush())
+        if self._pending and self._unmatched > 0:
+            straddler = self._pending[0]
+            cut = straddler.token[: self._unmatched]
+            entries.append(
+                TokenLogprob(
+                    token=cut,
+                    logprob=straddler.logprob,
+                    bytes=list(cut.encode("utf-8")),
+                    top_logprobs=straddler.top_logprobs,
+                )
+            )
+        self._pending.clear()
+        return text, entries
+
+    def _release(self, text: str) -> tuple[str, list[TokenLogprob]]:
+        self._unmatched += len(text)
+        released: list[TokenLogprob] = []
+        while self._pending and len(self._pending[0].token) <= self._unmatched:
+            entry = self._pending.pop(0)
+            self._unmatched -= len(entry.token)
+            released.append(entry)
+        return text, released
+
+
+async def _one(chunk: GenerationChunk) -> AsyncIterator[GenerationChunk]:
+    yield chunk
+
+
+class InferenceService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vendors: VendorRegistry,
+        usage: UsageSink | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._vendors = vendors
+        self._usage = usage
+
+    async def complete(
+        self, principal: Principal, deployment_id: str, request: CompletionRequest
+    ) -> CompletionResponse:
+        started = time.perf_counter()
+        prepared = await self._prepare(principal, deployment_id, request)
+        result = await prepared.vendor.complete(prepared.target, prepared.call)
+        pieces = [piece async for piece in self._filtered(prepared, _one(result))]
+        final = pieces[-1]
+        response = self._response(
+            prepared,
+            text="".join(piece.text for piece in pieces),
+            logprobs=[entry for piece in pieces for entry in piece.logprobs],
+            final=final,
+        )
+        self._record(principal, deployment_id, final, 200, started)
+        return response
+
+    async def stream(
+        self, principal: Principal, deployment_id: str, request: CompletionRequest
+    ) -> AsyncIterator[CompletionResponse]:
+        """Validate and start; errors known before the first event are raised here."""
+        started = time.perf_counter()
+        prepared = await self._prepare(principal, deployment_id, request)
+        chunks = await prepared.vendor.stream(prepared.target, prepared.call)
+        return self._stream_events(principal, deployment_id, prepared, chunks, started)
+
+    async def _stream_events(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        prepared: _Prepared,
+        chunks: AsyncIterator[GenerationChunk],
+        started: float,
+    ) -> AsyncIterator[CompletionResponse]:
+        status = 499  # the client went away before the end, unless we get there
+        final: _Piece | None = None
+        try:
+            async for piece in self._filtered(prepared, chunks):
+                if piece.finish_reason is not None:
+                    final = piece
+                    status = 200
+                elif not piece.text and not piece.logprobs:
+                    continue
+                yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self._record(principal, deployment_id, final or _Piece(text=""), status, started)
+
+    async def _filtered(
+        self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]
+    ) -> AsyncIterator[_Piece]:
+        output = _OutputFilter(prepared.call.sampling.stop_sequences)
+        finish_reason: str | None = None
+        prompt_tokens: int | None = None
+        response_tokens: int | None = None
+        try:
+            async for chunk in chunks:
+                if not output.stopped:
+                    text, entries = output.take(chunk)
+                    if text or entries:
+                        yield _Piece(text=text, logprobs=entries)
+                if chunk.finish_reason is not None:
+                    finish_reason = chunk.finish_reason
+                if chunk.prompt_tokens is not None:
+                    prompt_tokens = chunk.prompt_tokens
+                if chunk.response_tokens is not None:
+                    response_tokens = chunk.response_tokens
+                # A vendor that stops by itself ends right after the stop sequence and
+                # reports its counts; one that does not must be cut off here.
+                if output.stopped and not prepared.capabilities.stops_at_stop_sequences:
+                    break
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        text, entries = output.finish()
+        yield _Piece(
+            text=text,
+            logprobs=entries,
+            finish_reason="stop" if output.stopped else (finish_reason or "stop"),
+            prompt_tokens=prompt_tokens,
+            response_tokens=response_tokens,
+        )
+
+    def _response(
+        self, prepared: _Prepared, *, text: str, logprobs: list[TokenLogprob], final: _Piece
+    ) -> CompletionResponse:
+        choices = None
+        if prepared.wants_logprobs:
+            content = [
+                WireTokenLogprob(
+                    token=entry.token,
+                    logprob=entry.logprob,
+                    bytes=entry.bytes,
+                    top_logprobs=[
+                        {"token": alt.token, "logprob": alt.logprob, "bytes": alt.bytes}  # type: ignore[misc]
+                        for alt in entry.top_logprobs
+                    ],
+                )
+                for entry in logprobs
+            ]
+            choices = [Choice(index=0, logprobs=ChoiceLogprobs(content=content))]
+        return CompletionResponse(
+            completions=[[prepared.prompt, [text]]],
+            choices=choices,
+            finish_reason=final.finish_reason,  # type: ignore[arg-type]
+            prompt_tokens=final.prompt_tokens,
+            response_tokens=final.response_tokens,
+        )
+
+    def _record(
+        self, principal: Principal, deployment_id: str, final: _Piece, status: int, started: float
+    ) -> None:
+        if self._usage is not None:
+            self._usage(
+                principal,
+                deployment_id,
+                final.prompt_tokens or 0,
+                final.response_tokens or 0,
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _prepare(
+        self, principal: Principal, deployment_id: str, request: CompletionRequest
+    ) -> _Prepared:
+        async with self._sessions() as session:
+            found = await repo.get_deployment_with_model(
+                session, account_id=principal.account_id, deployment_id=deployment_id
+            )
+        if found is None:
+            raise NotFound(f"model deployment {deployment_id} not found")
+        deployment, model = found
+        if deployment.status != "READY":
+            reason = f": {deployment.status_reason}" if deployment.status_reason else ""
+            raise DeploymentUnavailable(f"deployment {deployment_id} is {deployment.status}{reason}")
+        target = target_of(deployment, model)
+        vendor = self._vendors.for_target(target)
+        capabilities = vendor.capabilities(target)
+        is_chat = isinstance(request, ChatCompletionRequest)
+
+        if model.model_type not in TEXT_TYPES:
+            raise InvalidRequest(
+                f"deployment {deployment_id} serves a {model.model_type} model, which does not generate text"
+            )
+        if not is_chat and request.chat_template is not None:
+            raise InvalidRequest(
+                "chat_template applies to chat-completions only; /completions sends raw text"
+            )
+        dropped = check_supported(
+            request, capabilities, drop_unsupported=bool(target.parameters.get("drop_unsupported_params"))
+        )
+        if request.model_request_parameters is not None:
+            schema = (model.request_schema or {}).get("parameters") or []
+            check_bindings(schema, request.model_request_parameters.bindings)
+        sampling = effective_sampling(request, capabilities, dropped=dropped)
+
+        if is_chat and model.model_type in CHAT_TYPES:
+            assert isinstance(request, ChatCompletionRequest)
+            messages = _messages(request, capabilities)
+            call = GenerationCall(
+                sampling=sampling,
+                messages=messages,
+                chat_template=None if "chat_template" in dropped else request.chat_template,
+                chat_template_kwargs=None
+                if "chat_template_kwargs" in dropped
+                else request.chat_template_kwargs,
+            )
+        else:
+            # A completion model called on chat-completions answers the prompt alone
+            # (the platform's documented behaviour: history is disregarded).
+            call = GenerationCall(sampling=sampling, prompt=request.prompt)
+        return _Prepared(
+            vendor=vendor,
+            target=target,
+            call=call,
+            capabilities=capabilities,
+            prompt=request.prompt,
+            wants_logprobs=sampling.logprobs,
+        )
+
+
+def _messages(request: ChatCompletionRequest, capabilities: Capabilities) -> tuple[dict[str, Any], ...]:
+    messages: list[dict[str, Any]] = []
+    for message in request.chat_history:
+        content = message.content
+        if isinstance(content, list):
+            if any(part.type != "text" for part in content):
+                if not capabilities.accepts_images:
+                    raise InvalidRequest(
+                        f"this deployment's model (vendor {capabilities.vendor}) cannot take images; "
+                        "send text content only"
+                    )
+                messages.append({"role": message.role, "content": [part.model_dump() for part in content]})
+                continue
+            content = "\n".join(part.text for part in content if part.type == "text")
+        messages.append({"role": message.role, "content": content})
+    messages.append({"role": "user", "content": request.prompt})
+    return tuple(messages)

@@ -1,0 +1,66 @@
+"""Stream-safe stop sequences.
+
+Text arrives in arbitrary pieces (tokens, SSE chunks). A stop sequence may be split
+across pieces, so the filter holds back the shortest tail that could still grow into a
+stop sequence and releases everything before it. No part of a stop sequence is ever
+released, and the concatenation of everything released equals the full text cut at
+the first stop sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StopSequenceFilter:
+    """Feed text pieces in; get back the text that is safe to send on."""
+
+    def __init__(self, stop_sequences: Sequence[str]) -> None:
+        if any(not stop for stop in stop_sequences):
+            raise ValueError("stop sequences must not be empty")
+        self._stops = tuple(dict.fromkeys(stop_sequences))
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """Add a piece of generated text; return what may be released now.
+
+        After a stop sequence is found, `stopped` is True and further pieces are dropped.
+        """
+        if self.stopped:
+            return ""
+        if not self._stops:
+            return piece
+        buffer = self._held + piece
+        # Any occurrence must start inside the held tail or the new piece: a stop that
+        # started earlier would have kept its beginning held back.
+        cut = min((i for i in (buffer.find(stop) for stop in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return buffer[:cut]
+        keep = self._longest_stop_prefix_suffix(buffer)
+        self._held = buffer[len(buffer) - keep :]
+        return buffer[: len(buffer) - keep]
+
+    def flush(self) -> str:
+        """The generation ended without a stop sequence: release what was held back."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+    def _longest_stop_prefix_suffix(self, text: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of a stop."""
+        best = 0
+        for stop in self._stops:
+            for length in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:length]):
+                    best = length
+                    break
+        return best
+
+
+def cut_at_stop(text: str, stop_sequences: Sequence[str]) -> tuple[str, bool]:
+    """Cut a finished text at its first stop sequence. Returns (text, whether one was found)."""
+    stop_filter = StopSequenceFilter(stop_sequences)
+    released = stop_filter.feed(text)
+    return released + stop_filter.flush(), stop_filter.stopped

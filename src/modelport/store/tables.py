@@ -1,0 +1,134 @@
+"""SQLAlchemy 2 tables. These are storage, not wire shapes (see `schemas/`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}  # noqa: RUF012
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Identity(Base):
+    """A user or service account; it holds API keys and belongs to accounts."""
+
+    __tablename__ = "identities"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    identity_type: Mapped[str] = mapped_column(String(20))  # "user" | "service_account"
+    default_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    identity_id: Mapped[str] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))  # "admin" | "member"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the key; the key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters, so a person can tell their keys apart in a listing.
+    display_prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    model_type: Mapped[str] = mapped_column(String(40))
+    model_vendor: Mapped[str | None] = mapped_column(String(40))
+    model_creation_parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    base_model_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    request_schema: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    model_card: Mapped[str | None] = mapped_column(Text)
+    training_data_card: Mapped[str | None] = mapped_column(Text)
+    base_model_id: Mapped[str | None] = mapped_column(String(200))
+    model_group_id: Mapped[str | None] = mapped_column(String(200))
+    model_template_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_user_id: Mapped[str] = mapped_column(String(36))
+    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    vendor_configuration: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    model_creation_parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    deployment_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    model_endpoint_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_user_id: Mapped[str] = mapped_column(String(36))
+    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+
+
+class UsageRecord(Base):
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_deployment_time", "deployment_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(36))
+    deployment_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    response_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status the caller got
+    latency_ms: Mapped[int] = mapped_column(Integer)
+
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "Deployment",
+    "Identity",
+    "Membership",
+    "Model",
+    "UsageRecord",
+]

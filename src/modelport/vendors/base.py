@@ -1,0 +1,94 @@
+"""The contract every vendor adapter fulfils.
+
+An adapter turns a `GenerationCall` into the vendor's wire call and the vendor's
+answer into `GenerationChunk`s. It does not apply defaults, clamp, or filter stop
+sequences: the service does that once for every vendor. What a vendor can do is data
+(`Capabilities`), not branches in the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob
+
+# Every optional request parameter a vendor may or may not honour.
+OPTIONAL_PARAMETERS = frozenset(
+    {
+        "top_p",
+        "top_k",
+        "frequency_penalty",
+        "presence_penalty",
+        "logprobs",
+        "top_logprobs",
+        "chat_template",
+        "chat_template_kwargs",
+        "reasoning_effort",
+        "stop_sequences",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    vendor: str
+    # The optional parameters this vendor honours; any other one is refused (or dropped).
+    parameters: frozenset[str]
+    max_temperature: float = 2.0
+    # max_tokens when the request gives none; None means "context window - prompt".
+    default_max_tokens: int | None = None
+    accepts_images: bool = False
+    # Whether the vendor itself stops at a stop sequence. If not, the service cancels
+    # the generation once it sees one.
+    stops_at_stop_sequences: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a deployment's requests go: everything an adapter needs to call it."""
+
+    deployment_id: str
+    model_type: str
+    model_vendor: str
+    # The model's creation parameters with the deployment's overrides applied.
+    parameters: dict[str, Any] = field(default_factory=dict)
+    vendor_configuration: dict[str, Any] = field(default_factory=dict)
+    context_window: int | None = None
+
+
+class Vendor(Protocol):
+    def capabilities(self, target: Target) -> Capabilities: ...
+
+    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
+        """The whole answer as one chunk that carries the finish reason and counts."""
+        ...
+
+    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        """Check the call and start it; the iterator then yields chunks, the last one
+        with the finish reason. Errors that can be known before the first chunk are
+        raised here, so the caller can still answer with a status code."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationChunk:
+    """Join a stream of chunks into one (for adapters whose only mode is streaming)."""
+    result = GenerationChunk(text="")
+    texts: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    async for chunk in chunks:
+        texts.append(chunk.text)
+        if chunk.logprobs:
+            logprobs.extend(chunk.logprobs)
+        if chunk.finish_reason is not None:
+            result.finish_reason = chunk.finish_reason
+        if chunk.prompt_tokens is not None:
+            result.prompt_tokens = chunk.prompt_tokens
+        if chunk.response_tokens is not None:
+            result.response_tokens = chunk.response_tokens
+    result.text = "".join(texts)
+    result.logprobs = logprobs or None
+    return result

@@ -1,0 +1,79 @@
+"""The embedded engine as a vendor: LLM Engine deployments with a local GGUF file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from modelport.engine.model import EmbeddedModel
+from modelport.engine.pool import EnginePool
+from modelport.errors import DeploymentUnavailable
+from modelport.generation import GenerationCall, GenerationChunk
+from modelport.params import resolve_max_tokens
+from modelport.templates import render_chat
+from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, collect
+
+# LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter.
+CAPABILITIES = Capabilities(
+    vendor="LLMENGINE",
+    parameters=OPTIONAL_PARAMETERS - {"reasoning_effort"},
+    max_temperature=2.0,
+    default_max_tokens=100,
+    accepts_images=False,
+    stops_at_stop_sequences=True,
+)
+
+# Used only for a GGUF file that carries no chat template of its own.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class EmbeddedVendor:
+    def __init__(self, pool: EnginePool) -> None:
+        self._pool = pool
+
+    def capabilities(self, target: Target) -> Capabilities:
+        return CAPABILITIES
+
+    def _model(self, target: Target) -> EmbeddedModel:
+        path = target.vendor_configuration.get("checkpoint_path")
+        model = self._pool.get(path) if path else None
+        if model is None:
+            raise DeploymentUnavailable(
+                f"deployment {target.deployment_id} is not loaded in the embedded engine"
+            )
+        return model
+
+    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        model = self._model(target)
+        if call.messages is not None:
+            text = render_chat(
+                call.chat_template or model.chat_template or FALLBACK_CHAT_TEMPLATE,
+                call.messages,
+                bos_token=model.bos_token,
+                eos_token=model.eos_token,
+                extra=call.chat_template_kwargs,
+            )
+            tokens = await asyncio.to_thread(model.tokenize, text, special=True)
+        else:
+            tokens = await asyncio.to_thread(model.tokenize, call.prompt or "", special=False)
+        max_tokens = resolve_max_tokens(
+            call.sampling.max_tokens,
+            prompt_tokens=len(tokens),
+            context_window=model.context_window,
+            default=CAPABILITIES.default_max_tokens,
+        )
+        return model.generate(tokens, replace(call.sampling, max_tokens=max_tokens))
+
+    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
+        chunks = await self.stream(target, call)
+        try:
+            return await collect(chunks)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        await self._pool.close()
