@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from modelport import __version__
@@ -100,29 +100,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="modelport",
         version=__version__,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.state.settings = settings
 
     @app.exception_handler(ModelportError)
-    async def _modelport_error(_request: Request, exc: ModelportError) -> ORJSONResponse:
-        return ORJSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+    async def _modelport_error(_request: Request, exc: ModelportError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
-        return ORJSONResponse(_validation_detail(list(exc.errors())), status_code=422)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(_validation_detail(list(exc.errors())), status_code=422)
 
     @app.exception_handler(ValidationError)
-    async def _body_invalid(_request: Request, exc: ValidationError) -> ORJSONResponse:
+    async def _body_invalid(_request: Request, exc: ValidationError) -> JSONResponse:
         errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]
         for error in errors:
             error["loc"] = ("body", *error.get("loc", ()))  # type: ignore[misc]
-        return ORJSONResponse(_validation_detail(errors), status_code=422)
+        return JSONResponse(_validation_detail(errors), status_code=422)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return ORJSONResponse({"detail": "internal server error"}, status_code=500)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     app.include_router(health.router)
     app.include_router(inference.router)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelport.store.tables import Deployment, Model
 
@@ -29,6 +29,12 @@ ItemT = TypeVar("ItemT")
 
 class _Out(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
+
+    @field_validator("created_at", mode="after", check_fields=False)
+    @classmethod
+    def _as_utc(cls, value: datetime) -> datetime:
+        # SQLite hands back naive datetimes; every time modelport stores is UTC.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Page(_Out, Generic[ItemT]):

