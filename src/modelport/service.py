@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
 from modelport.errors import DeploymentUnavailable, InvalidRequest, NotFound
-from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob
+from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
 from modelport.schemas.inference import (
     ChatCompletionRequest,
@@ -25,6 +25,7 @@ from modelport.schemas.inference import (
     ChoiceLogprobs,
     CompletionRequest,
     CompletionResponse,
+    TopLogprob,
 )
 from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 from modelport.stopseq import StopSequenceFilter
@@ -69,7 +70,7 @@ class _Prepared:
 class _Piece:
     text: str
     logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
 
@@ -191,7 +192,7 @@ class InferenceService:
         self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]
     ) -> AsyncIterator[_Piece]:
         output = _OutputFilter(prepared.call.sampling.stop_sequences)
-        finish_reason: str | None = None
+        finish_reason: FinishReason | None = None
         prompt_tokens: int | None = None
         response_tokens: int | None = None
         try:
@@ -234,7 +235,7 @@ class InferenceService:
                     logprob=entry.logprob,
                     bytes=entry.bytes,
                     top_logprobs=[
-                        {"token": alt.token, "logprob": alt.logprob, "bytes": alt.bytes}  # type: ignore[misc]
+                        TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes)
                         for alt in entry.top_logprobs
                     ],
                 )
@@ -244,7 +245,7 @@ class InferenceService:
         return CompletionResponse(
             completions=[[prepared.prompt, [text]]],
             choices=choices,
-            finish_reason=final.finish_reason,  # type: ignore[arg-type]
+            finish_reason=final.finish_reason,
             prompt_tokens=final.prompt_tokens,
             response_tokens=final.response_tokens,
         )

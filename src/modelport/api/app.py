@@ -33,7 +33,7 @@ async def _load_embedded_deployments(app: FastAPI) -> None:
     pool: EnginePool = app.state.engine_pool
     async with app.state.sessions() as session, session.begin():
         for deployment in await repo.embedded_deployments(session):
-            checkpoint = deployment.vendor_configuration["checkpoint_path"]
+            checkpoint = str((deployment.vendor_configuration or {})["checkpoint_path"])
             try:
                 await pool.attach(deployment.id, checkpoint)
             except ModelLoadError as exc:
@@ -90,7 +90,7 @@ def _validation_detail(errors: list[dict[str, object]]) -> dict[str, object]:
         }
         for error in errors
     ]
-    summary = "; ".join(f"{'.'.join(item['loc']) or 'body'}: {item['msg']}" for item in fields)  # type: ignore[arg-type]
+    summary = "; ".join(f"{'.'.join(item['loc']) or 'body'}: {item['msg']}" for item in fields)
     return {"detail": f"invalid request: {summary}", "errors": fields}
 
 

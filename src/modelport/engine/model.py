@@ -174,7 +174,7 @@ class EmbeddedModel:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         # Always start from an empty cache: reusing a cached prefix evaluates the prompt
         # in different batch shapes, which can change greedy output in the last bits.
-        llm.reset()
+        llm.reset()  # type: ignore[no-untyped-call]
         tokens = llm.generate(
             job.prompt_tokens,
             temp=sampling.temperature,

@@ -1,0 +1,192 @@
+"""The real server on a free loopback port, driven by the official SDK (scale-gp) with
+strict response validation, plus disconnect and concurrency behaviour."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import scale_gp
+from scale_gp import SGPClient
+
+pytestmark = pytest.mark.e2e
+
+KEY = "mp_e2e_admin_key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'e2e.db'}",
+        "MODELPORT_API_KEY": KEY,
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_LOG_LEVEL": "warning",
+    }
+    log = (data / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "modelport"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{(data / 'server.log').read_text()}")
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def sdk(server: str) -> SGPClient:
+    return SGPClient(api_key=KEY, base_url=server, _strict_response_validation=True, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def deployment_id(sdk: SGPClient) -> str:
+    [deployment] = list(sdk.models.deployments.list_all())
+    return deployment.id
+
+
+HISTORY = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Hello!"},
+    {"role": "assistant", "content": "Hello! How can I help?"},
+]
+
+
+def test_the_sdk_lists_and_retrieves_the_default_model(sdk: SGPClient, deployment_id: str) -> None:
+    [deployment] = list(sdk.models.deployments.list_all())
+    assert deployment.status == "READY"
+    assert deployment.vendor_configuration is not None
+    model = sdk.models.retrieve(deployment.model_instance_id or "")
+    assert model.name == "smollm2-135m-instruct"
+    assert model.model_type == "CHAT_COMPLETION" and model.model_vendor == "LLMENGINE"
+    assert model.base_model_metadata and model.base_model_metadata.model_details
+    assert model.base_model_metadata.model_details.token_context_window == 8192
+
+
+def test_chat_completions_with_every_parameter_stream_and_not(sdk: SGPClient, deployment_id: str) -> None:
+    params = {
+        "chat_history": HISTORY,
+        "prompt": "Tell me a fact about the sea.",
+        "temperature": 0.0,
+        "max_tokens": 40,
+        "top_p": 0.9,
+        "top_k": 40,
+        "frequency_penalty": 0.1,
+        "presence_penalty": 0.1,
+        "stop_sequences": ["\n\n", "###"],
+        "logprobs": True,
+        "top_logprobs": 2,
+        "chat_template_kwargs": {"unused": True},
+    }
+    whole = sdk.models.chat_completions.create(deployment_id, **params)  # type: ignore[arg-type]
+    text = whole.completions[0][1][0]
+    assert isinstance(text, str) and text
+    assert whole.finish_reason in {"stop", "length"}
+    assert whole.prompt_tokens and whole.response_tokens
+    assert whole.choices and whole.choices[0].logprobs and whole.choices[0].logprobs.content
+    events = list(sdk.models.chat_completions.create(deployment_id, stream=True, **params))  # type: ignore[arg-type]
+    assert "".join(str(event.completions[0][1][0]) for event in events) == text
+    assert events[-1].finish_reason == whole.finish_reason
+    assert events[-1].response_tokens == whole.response_tokens
+
+
+def test_completions_stream_and_not(sdk: SGPClient, deployment_id: str) -> None:
+    whole = sdk.models.completions.create(deployment_id, prompt="The sky is", temperature=0, max_tokens=12)
+    events = list(
+        sdk.models.completions.create(deployment_id, prompt="The sky is", temperature=0, max_tokens=12, stream=True)
+    )
+    assert "".join(str(event.completions[0][1][0]) for event in events) == whole.completions[0][1][0]
+    assert whole.response_tokens == 12 and whole.finish_reason == "length"
+
+
+def test_sdk_errors_carry_the_status(sdk: SGPClient, deployment_id: str) -> None:
+    with pytest.raises(scale_gp.UnprocessableEntityError):
+        sdk.models.chat_completions.create(deployment_id, chat_history=[], prompt="x", temperature=2.5)
+    with pytest.raises(scale_gp.BadRequestError):
+        sdk.models.chat_completions.create(deployment_id, chat_history=[], prompt="x", max_tokens=9000)
+    with pytest.raises(scale_gp.NotFoundError):
+        sdk.models.chat_completions.create("missing", chat_history=[], prompt="x")
+    with pytest.raises(scale_gp.AuthenticationError):
+        SGPClient(api_key="wrong", base_url=str(sdk.base_url), max_retries=0).models.chat_completions.create(
+            deployment_id, chat_history=[], prompt="x"
+        )
+
+
+LONG_RUNNING = {"prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 3000, "stream": True}
+SHORT = {"prompt": "Hello", "temperature": 0, "max_tokens": 3}
+
+
+def timed_short_request(server: str, deployment_id: str) -> float:
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{server}/v4/models/{deployment_id}/completions", json=SHORT, headers={"x-api-key": KEY}, timeout=120
+    )
+    assert response.status_code == 200
+    return time.perf_counter() - started
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(server: str, deployment_id: str) -> None:
+    alone = min(timed_short_request(server, deployment_id) for _ in range(3))
+    with (
+        httpx.Client(timeout=120) as http,
+        http.stream(
+            "POST",
+            f"{server}/v4/models/{deployment_id}/completions",
+            json=LONG_RUNNING,
+            headers={"x-api-key": KEY},
+        ) as response,
+    ):
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data:")]
+        assert received  # the generation is running
+    # The connection is closed. 3000 tokens would take the engine tens of seconds; a
+    # short request queued behind abandoned work would wait that long.
+    after = timed_short_request(server, deployment_id)
+    assert after < alone + 1.0, f"short request took {after:.2f}s after a disconnect ({alone:.2f}s alone)"
+
+
+def test_concurrent_requests_are_all_served_correctly(sdk: SGPClient, deployment_id: str) -> None:
+    prompts = [f"Write one sentence about the number {n}." for n in range(8)]
+
+    def ask(prompt: str, stream: bool) -> str:
+        if stream:
+            events = sdk.models.chat_completions.create(
+                deployment_id, chat_history=[], prompt=prompt, temperature=0, max_tokens=24, stream=True
+            )
+            return "".join(str(event.completions[0][1][0]) for event in events)
+        result = sdk.models.chat_completions.create(
+            deployment_id, chat_history=[], prompt=prompt, temperature=0, max_tokens=24
+        )
+        return str(result.completions[0][1][0])
+
+    alone = [ask(prompt, stream=False) for prompt in prompts]
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        together = list(pool.map(ask, prompts, [n % 2 == 0 for n in range(len(prompts))]))
+    assert together == alone
