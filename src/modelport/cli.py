@@ -30,9 +30,7 @@ def serve(
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "modelport.api.app:create_app",
         factory=True,

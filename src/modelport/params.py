@@ -14,9 +14,7 @@ from modelport.schemas.inference import CompletionRequest
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities
 
 
-def check_supported(
-    request: CompletionRequest, capabilities: Capabilities, *, drop_unsupported: bool
-) -> set[str]:
+def check_supported(request: CompletionRequest, capabilities: Capabilities, *, drop_unsupported: bool) -> set[str]:
     """Return the parameters to drop; refuse (400) the unsupported ones unless dropping."""
     asked = request.explicit_parameters() & OPTIONAL_PARAMETERS
     unsupported = asked - capabilities.parameters
@@ -58,9 +56,7 @@ def effective_sampling(
     )
 
 
-def resolve_max_tokens(
-    requested: int | None, *, prompt_tokens: int, context_window: int, default: int | None
-) -> int:
+def resolve_max_tokens(requested: int | None, *, prompt_tokens: int, context_window: int, default: int | None) -> int:
     """max_tokens for this call, or 400 if the prompt and the request cannot fit.
 
     An explicit value must fit with the prompt; a default is trimmed to what fits.

@@ -188,9 +188,7 @@ class InferenceService:
         finally:
             self._record(principal, deployment_id, final or _Piece(text=""), status, started)
 
-    async def _filtered(
-        self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]
-    ) -> AsyncIterator[_Piece]:
+    async def _filtered(self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[_Piece]:
         output = _OutputFilter(prepared.call.sampling.stop_sequences)
         finish_reason: FinishReason | None = None
         prompt_tokens: int | None = None
@@ -235,8 +233,7 @@ class InferenceService:
                     logprob=entry.logprob,
                     bytes=entry.bytes,
                     top_logprobs=[
-                        TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes)
-                        for alt in entry.top_logprobs
+                        TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
                     ],
                 )
                 for entry in logprobs
@@ -250,9 +247,7 @@ class InferenceService:
             response_tokens=final.response_tokens,
         )
 
-    def _record(
-        self, principal: Principal, deployment_id: str, final: _Piece, status: int, started: float
-    ) -> None:
+    def _record(self, principal: Principal, deployment_id: str, final: _Piece, status: int, started: float) -> None:
         if self._usage is not None:
             self._usage(
                 principal,
@@ -263,9 +258,7 @@ class InferenceService:
                 (time.perf_counter() - started) * 1000,
             )
 
-    async def _prepare(
-        self, principal: Principal, deployment_id: str, request: CompletionRequest
-    ) -> _Prepared:
+    async def _prepare(self, principal: Principal, deployment_id: str, request: CompletionRequest) -> _Prepared:
         async with self._sessions() as session:
             found = await repo.get_deployment_with_model(
                 session, account_id=principal.account_id, deployment_id=deployment_id
@@ -286,9 +279,7 @@ class InferenceService:
                 f"deployment {deployment_id} serves a {model.model_type} model, which does not generate text"
             )
         if not is_chat and request.chat_template is not None:
-            raise InvalidRequest(
-                "chat_template applies to chat-completions only; /completions sends raw text"
-            )
+            raise InvalidRequest("chat_template applies to chat-completions only; /completions sends raw text")
         dropped = check_supported(
             request, capabilities, drop_unsupported=bool(target.parameters.get("drop_unsupported_params"))
         )
@@ -304,9 +295,7 @@ class InferenceService:
                 sampling=sampling,
                 messages=messages,
                 chat_template=None if "chat_template" in dropped else request.chat_template,
-                chat_template_kwargs=None
-                if "chat_template_kwargs" in dropped
-                else request.chat_template_kwargs,
+                chat_template_kwargs=None if "chat_template_kwargs" in dropped else request.chat_template_kwargs,
             )
         else:
             # A completion model called on chat-completions answers the prompt alone

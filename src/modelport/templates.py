@@ -68,9 +68,7 @@ def render_chat(
     variables: dict[str, Any] = dict(extra or {})
     clash = RESERVED_NAMES & variables.keys()
     if clash:
-        raise TemplateRenderError(
-            f"chat_template_kwargs may not set {', '.join(sorted(clash))}: the server sets them"
-        )
+        raise TemplateRenderError(f"chat_template_kwargs may not set {', '.join(sorted(clash))}: the server sets them")
     variables.update(
         messages=[dict(message) for message in messages],
         add_generation_prompt=add_generation_prompt,

@@ -108,9 +108,7 @@ async def test_another_accounts_deployment_is_404_like_a_missing_one(
     missing = await client.post(chat_url("no-such-deployment"), json=QUESTION)
     assert foreign.status_code == missing.status_code == 404
     # ...and the other account cannot use ours.
-    theirs = await client.post(
-        chat_url(deployment_id), json=QUESTION, headers={"x-api-key": other_account["key"]}
-    )
+    theirs = await client.post(chat_url(deployment_id), json=QUESTION, headers={"x-api-key": other_account["key"]})
     assert theirs.status_code == 404
 
 
@@ -174,9 +172,7 @@ async def test_bad_or_escaping_templates_are_400(
 
 
 async def test_images_to_a_text_only_model_are_400(client: httpx.AsyncClient, deployment_id: str) -> None:
-    history = [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}
-    ]
+    history = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]
     response = await client.post(chat_url(deployment_id), json={**QUESTION, "chat_history": history})
     assert response.status_code == 400
     assert "images" in response.json()["detail"]
@@ -190,9 +186,7 @@ async def test_a_parameter_the_vendor_cannot_honour_is_400_naming_it(
     assert "reasoning_effort" in response.json()["detail"] and "LLMENGINE" in response.json()["detail"]
 
 
-async def test_chat_template_on_plain_completions_is_400(
-    client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_chat_template_on_plain_completions_is_400(client: httpx.AsyncClient, deployment_id: str) -> None:
     response = await client.post(
         f"/v4/models/{deployment_id}/completions", json={"prompt": "Hi", "chat_template": "{{ messages }}"}
     )
@@ -215,9 +209,7 @@ async def test_greedy_decoding_is_deterministic(client: httpx.AsyncClient, deplo
     assert first["completions"][0][0] == QUESTION["prompt"]
 
 
-async def test_streamed_deltas_join_to_the_non_streamed_text(
-    client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_streamed_deltas_join_to_the_non_streamed_text(client: httpx.AsyncClient, deployment_id: str) -> None:
     whole = await chat(client, deployment_id)
     events = await chat_stream(client, deployment_id)
     assert len(events) > 2
@@ -231,9 +223,7 @@ async def test_streamed_deltas_join_to_the_non_streamed_text(
     assert all("finish_reason" not in event for event in events[:-1])
 
 
-async def test_token_counts_are_the_real_ones(
-    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_token_counts_are_the_real_ones(app: FastAPI, client: httpx.AsyncClient, deployment_id: str) -> None:
     [model] = app.state.engine_pool._models.values()
     prompt = render_chat(
         model.chat_template,
@@ -247,9 +237,7 @@ async def test_token_counts_are_the_real_ones(
 
 
 async def test_max_tokens_ends_with_length(client: httpx.AsyncClient, deployment_id: str) -> None:
-    result = await chat(
-        client, deployment_id, prompt="Count from 1 to 200, separated by commas.", max_tokens=7
-    )
+    result = await chat(client, deployment_id, prompt="Count from 1 to 200, separated by commas.", max_tokens=7)
     assert result["finish_reason"] == "length"
     assert result["response_tokens"] == 7
 
@@ -266,9 +254,7 @@ async def test_default_max_tokens_is_100_for_this_llm_engine_model(
     assert result["response_tokens"] == 100
 
 
-async def test_stop_sequences_cut_the_text_and_never_appear(
-    client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_stop_sequences_cut_the_text_and_never_appear(client: httpx.AsyncClient, deployment_id: str) -> None:
     free = text_of(await chat(client, deployment_id))
     # Stop on a word from the middle of the free-running answer.
     stop = free.split()[len(free.split()) // 2]
@@ -283,9 +269,7 @@ async def test_stop_sequences_cut_the_text_and_never_appear(
     assert events[-1]["finish_reason"] == "stop"
 
 
-async def test_logprobs_tokens_and_bytes_rebuild_the_text(
-    client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_logprobs_tokens_and_bytes_rebuild_the_text(client: httpx.AsyncClient, deployment_id: str) -> None:
     result = await chat(
         client,
         deployment_id,
@@ -307,9 +291,7 @@ async def test_logprobs_tokens_and_bytes_rebuild_the_text(
         assert entry["logprob"] <= 0
 
 
-async def test_logprobs_follow_the_text_through_a_stop_sequence(
-    client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_logprobs_follow_the_text_through_a_stop_sequence(client: httpx.AsyncClient, deployment_id: str) -> None:
     free = text_of(await chat(client, deployment_id))
     stop = free.split()[len(free.split()) // 2][1:] or free.split()[1]
     for events in (
@@ -318,9 +300,7 @@ async def test_logprobs_follow_the_text_through_a_stop_sequence(
     ):
         text = "".join(text_of(event) for event in events)
         tokens = "".join(
-            entry["token"]
-            for event in events
-            for entry in (event.get("choices") or [{}])[0]["logprobs"]["content"]
+            entry["token"] for event in events for entry in (event.get("choices") or [{}])[0]["logprobs"]["content"]
         )
         assert tokens == text
 
@@ -339,9 +319,7 @@ async def test_sampling_parameters_are_accepted(client: httpx.AsyncClient, deplo
     assert result["response_tokens"] <= 10
 
 
-async def test_a_request_chat_template_and_its_kwargs_are_used(
-    client: httpx.AsyncClient, deployment_id: str
-) -> None:
+async def test_a_request_chat_template_and_its_kwargs_are_used(client: httpx.AsyncClient, deployment_id: str) -> None:
     template = (
         "{{ preamble }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
         "{% endfor %}<|im_start|>assistant\n"

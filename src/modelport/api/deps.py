@@ -38,9 +38,7 @@ async def current_principal(
         role = await repo.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
     if role is None:
         raise Forbidden(f"this API key's identity is not a member of account {account_id}")
-    return Principal(
-        identity_id=owner.identity_id, identity_type=owner.identity_type, account_id=account_id, role=role
-    )
+    return Principal(identity_id=owner.identity_id, identity_type=owner.identity_type, account_id=account_id, role=role)
 
 
 def inference_service(request: Request) -> InferenceService:

@@ -198,9 +198,7 @@ class EmbeddedModel:
             generated += 1
             piece = self._piece(token)
             text = decoder.decode(piece)
-            logprobs = (
-                [self._logprob(token, text, piece, sampling.top_logprobs)] if sampling.logprobs else None
-            )
+            logprobs = [self._logprob(token, text, piece, sampling.top_logprobs)] if sampling.logprobs else None
             job.emit(GenerationChunk(text=text, logprobs=logprobs))
             stop_watch.feed(text)
             if stop_watch.stopped:

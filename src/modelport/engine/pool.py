@@ -55,9 +55,7 @@ class EnginePool:
             model = self._models.get(key)
             if model is None:
                 # Loading takes seconds: off the event loop.
-                model = await asyncio.to_thread(
-                    EmbeddedModel, key, n_ctx=self._n_ctx, max_queue=self._max_queue
-                )
+                model = await asyncio.to_thread(EmbeddedModel, key, n_ctx=self._n_ctx, max_queue=self._max_queue)
                 self._models[key] = model
             self._users.setdefault(key, set()).add(deployment_id)
             return model

@@ -141,10 +141,7 @@ SECRET_SETTING_NAMES = frozenset({"api_key", "secret", "token", "password", "aut
 def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
     if parameters is None:
         return None
-    return {
-        name: "<redacted>" if name.lower() in SECRET_SETTING_NAMES else value
-        for name, value in parameters.items()
-    }
+    return {name: "<redacted>" if name.lower() in SECRET_SETTING_NAMES else value for name, value in parameters.items()}
 
 
 class PageQuery(BaseModel):
@@ -153,3 +150,140 @@ class PageQuery(BaseModel):
 
 
 ModelInstanceOut.model_rebuild()
+
+
+# --- requests -------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class RequestParameter(_In):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["str", "int", "float", "bool"]
+    description: str | None = None
+    required: bool = False
+
+
+class RequestSchema(_In):
+    """A model's request-parameter schema: what `model_request_parameters.bindings` may set."""
+
+    parameters: list[RequestParameter] = Field(default_factory=list)
+
+
+class BaseModelDetails(_In):
+    alignments: int | None = None
+    languages: int | None = None
+    number_of_parameters: int | None = None
+    token_context_window: int | None = Field(default=None, ge=1)
+
+
+class BaseModelMetadataIn(_In):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+
+    delivery_date: str | None = None
+    model_developer: str | None = None
+    model_license_url: str | None = None
+    model_details: BaseModelDetails | None = Field(default=None, alias="modelDetails")
+    ui_model_section_type: Literal["PARTNER", "OPENSOURCE", "CUSTOM"] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class ModelCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    model_type: ModelType
+    account_id: str | None = None
+    model_vendor: ModelVendor | None = None
+    model_creation_parameters: dict[str, Any] = Field(default_factory=dict)
+    base_model_metadata: BaseModelMetadataIn | None = None
+    request_schema: RequestSchema | None = None
+    display_name: str | None = None
+    description: str | None = None
+    model_card: str | None = None
+    training_data_card: str | None = None
+    base_model_id: str | None = None
+    model_group_id: str | None = None
+    model_template_id: str | None = None
+
+
+class ModelUpdate(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    model_type: ModelType | None = None
+    model_vendor: ModelVendor | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    base_model_metadata: BaseModelMetadataIn | None = None
+    request_schema: RequestSchema | None = None
+    display_name: str | None = None
+    description: str | None = None
+    model_card: str | None = None
+    training_data_card: str | None = None
+    base_model_id: str | None = None
+    model_group_id: str | None = None
+    model_template_id: str | None = None
+
+
+class DeploymentCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    account_id: str | None = None
+    deployment_metadata: dict[str, Any] | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    vendor_configuration: dict[str, Any] | None = None
+    # Block until an embedded model has loaded (READY or FAILED); the SDK's default.
+    wait_for_ready: bool = True
+
+
+class DeploymentUpdate(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    deployment_metadata: dict[str, Any] | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    vendor_configuration: dict[str, Any] | None = None
+    wait_for_ready: bool = True
+
+
+class DeleteResponse(_Out):
+    count: int
+    success: bool
+
+
+class AccountCreate(_In):
+    account_name: str = Field(min_length=1, max_length=200)
+
+
+class AccountCreated(_Out):
+    account_id: str
+
+
+class UsagePoint(_Out):
+    date: datetime
+    prompt_tokens: int
+    response_tokens: int
+    summary_tokens: int
+
+
+class ModelUsage(_Out):
+    data: list[UsagePoint]
+    start_date: datetime
+    end_date: datetime
+
+
+class KeyCreate(_In):
+    role: Literal["admin", "member"] = "member"
+    name: str = Field(default="", max_length=200)
+
+
+class KeyOut(_Out):
+    id: str
+    name: str
+    display_prefix: str
+    role: str
+    identity_id: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    # The key itself: in this response only, never again.
+    key: str

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Float, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modelport.store.tables import Account, ApiKey, Deployment, Identity, Membership, Model, utcnow
+from modelport.store.tables import Account, ApiKey, Deployment, Identity, Membership, Model, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +35,7 @@ async def create_account(session: AsyncSession, *, name: str) -> Account:
     return account
 
 
-async def create_identity(
-    session: AsyncSession, *, name: str, identity_type: str, default_account_id: str
-) -> Identity:
+async def create_identity(session: AsyncSession, *, name: str, identity_type: str, default_account_id: str) -> Identity:
     identity = Identity(name=name, identity_type=identity_type, default_account_id=default_account_id)
     session.add(identity)
     await session.flush()
@@ -73,9 +71,7 @@ async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | 
 
 async def membership_role(session: AsyncSession, *, identity_id: str, account_id: str) -> str | None:
     role: str | None = await session.scalar(
-        select(Membership.role).where(
-            Membership.identity_id == identity_id, Membership.account_id == account_id
-        )
+        select(Membership.role).where(Membership.identity_id == identity_id, Membership.account_id == account_id)
     )
     return role
 
@@ -105,9 +101,7 @@ async def deployment_counts(session: AsyncSession, *, model_ids: list[str]) -> d
     return {model_id: int(count) for model_id, count in rows.all()}
 
 
-async def create_deployment(
-    session: AsyncSession, *, account_id: str, model_id: str, **fields: Any
-) -> Deployment:
+async def create_deployment(session: AsyncSession, *, account_id: str, model_id: str, **fields: Any) -> Deployment:
     deployment = Deployment(account_id=account_id, model_id=model_id, **fields)
     session.add(deployment)
     await session.flush()
@@ -154,9 +148,7 @@ async def list_deployments(
 async def embedded_deployments(session: AsyncSession) -> list[Deployment]:
     """Deployments of every account that the embedded engine should serve."""
     rows = await session.scalars(select(Deployment).where(Deployment.status.in_(("READY", "PENDING"))))
-    return [
-        deployment for deployment in rows if (deployment.vendor_configuration or {}).get("checkpoint_path")
-    ]
+    return [deployment for deployment in rows if (deployment.vendor_configuration or {}).get("checkpoint_path")]
 
 
 async def set_deployment_status(
@@ -168,5 +160,126 @@ async def set_deployment_status(
         deployment.status_reason = reason
 
 
-def now() -> datetime:
-    return utcnow()
+# --- models -------------------------------------------------------------------------
+
+MODEL_SORT_COLUMNS = frozenset(
+    {
+        "display_name", "model_vendor", "base_model_id", "model_card", "training_data_card", "description",
+        "model_template_id", "model_group_id", "id", "created_at", "account_id", "created_by_user_id",
+        "created_by_identity_type", "name", "model_type",
+    }
+)  # fmt: skip
+DEPLOYMENT_SORT_COLUMNS = frozenset(
+    {
+        "model_endpoint_id", "status", "id", "created_at", "account_id", "created_by_user_id",
+        "created_by_identity_type", "name",
+    }
+)  # fmt: skip
+
+
+def _order(table: Any, sort_by: list[tuple[str, bool]]) -> list[Any]:
+    """ORDER BY for (column, descending) pairs, always ending on the id for a stable order."""
+    order = [
+        getattr(table, column).desc() if descending else getattr(table, column).asc() for column, descending in sort_by
+    ]
+    return [*order, table.created_at.asc(), table.id.asc()]
+
+
+async def list_models(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    page: int,
+    limit: int,
+    model_type: str | None = None,
+    sort_by: list[tuple[str, bool]] = (),  # type: ignore[assignment]
+) -> tuple[list[Model], int]:
+    where = [Model.account_id == account_id]
+    if model_type is not None:
+        where.append(Model.model_type == model_type)
+    total = int(await session.scalar(select(func.count()).select_from(Model).where(*where)) or 0)
+    rows = await session.scalars(
+        select(Model).where(*where).order_by(*_order(Model, list(sort_by))).offset((page - 1) * limit).limit(limit)
+    )
+    return list(rows), total
+
+
+async def count_deployments(session: AsyncSession, *, model_id: str) -> int:
+    return int(
+        await session.scalar(select(func.count()).select_from(Deployment).where(Deployment.model_id == model_id)) or 0
+    )
+
+
+async def delete_row(session: AsyncSession, row: Model | Deployment) -> None:
+    await session.delete(row)
+    await session.flush()
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+async def list_keys(session: AsyncSession, *, account_id: str) -> list[tuple[ApiKey, str]]:
+    """Keys of the identities that are members of an account, with their role there."""
+    rows = await session.execute(
+        select(ApiKey, Membership.role)
+        .join(Membership, Membership.identity_id == ApiKey.identity_id)
+        .where(Membership.account_id == account_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return [(key, role) for key, role in rows.all()]
+
+
+async def get_key_in_account(session: AsyncSession, *, account_id: str, key_id: str) -> tuple[ApiKey, str] | None:
+    row = (
+        await session.execute(
+            select(ApiKey, Membership.role)
+            .join(Membership, Membership.identity_id == ApiKey.identity_id)
+            .where(ApiKey.id == key_id, Membership.account_id == account_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def get_account(session: AsyncSession, *, account_id: str) -> Account | None:
+    return await session.get(Account, account_id)
+
+
+# --- usage --------------------------------------------------------------------------
+
+
+async def insert_usage(session: AsyncSession, records: list[dict[str, Any]]) -> None:
+    if records:
+        await session.execute(insert(UsageRecord), records)
+
+
+def _epoch_seconds(session: AsyncSession, column: Any) -> Any:
+    # The one place where the SQL differs between SQLite and PostgreSQL.
+    if session.bind is not None and session.bind.dialect.name == "sqlite":
+        return func.cast(func.strftime("%s", column), Float) + (
+            func.cast(func.strftime("%f", column), Float) - func.cast(func.strftime("%S", column), Float)
+        )
+    return func.extract("epoch", column)
+
+
+async def usage_by_chunk(
+    session: AsyncSession, *, account_id: str, deployment_id: str, start: datetime, end: datetime, chunks: int
+) -> dict[int, tuple[int, int]]:
+    """Sums of prompt and response tokens per chunk of [start, end), by chunk index."""
+    width = (end - start).total_seconds() / chunks
+    bucket = func.floor((_epoch_seconds(session, UsageRecord.created_at) - start.timestamp()) / width)
+    rows = await session.execute(
+        select(bucket, func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.response_tokens))
+        .where(
+            UsageRecord.account_id == account_id,
+            UsageRecord.deployment_id == deployment_id,
+            UsageRecord.created_at >= start,
+            UsageRecord.created_at < end,
+        )
+        .group_by(bucket)
+    )
+    sums: dict[int, tuple[int, int]] = {}
+    for index, prompt, response in rows.all():
+        position = min(max(int(index), 0), chunks - 1)
+        before = sums.get(position, (0, 0))
+        sums[position] = (before[0] + int(prompt or 0), before[1] + int(response or 0))
+    return sums

@@ -45,9 +45,7 @@ class Identity(Base):
 class Membership(Base):
     __tablename__ = "memberships"
 
-    identity_id: Mapped[str] = mapped_column(
-        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
-    )
+    identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[str] = mapped_column(String(20))  # "admin" | "member"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

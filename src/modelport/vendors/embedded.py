@@ -42,9 +42,7 @@ class EmbeddedVendor:
         path = target.vendor_configuration.get("checkpoint_path")
         model = self._pool.get(path) if path else None
         if model is None:
-            raise DeploymentUnavailable(
-                f"deployment {target.deployment_id} is not loaded in the embedded engine"
-            )
+            raise DeploymentUnavailable(f"deployment {target.deployment_id} is not loaded in the embedded engine")
         return model
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:

@@ -41,9 +41,7 @@ async def list_all_deployments(
     principal: CurrentPrincipal, sessions: Sessions, page: PageNumber = 1, limit: PageSize = 100
 ) -> Page[DeploymentOut]:
     async with sessions() as session:
-        rows, total = await repo.list_deployments(
-            session, account_id=principal.account_id, page=page, limit=limit
-        )
+        rows, total = await repo.list_deployments(session, account_id=principal.account_id, page=page, limit=limit)
     return Page(
         items=[DeploymentOut.of(row) for row in rows],
         current_page=page,
@@ -79,9 +77,7 @@ async def retrieve_deployment(
     model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, sessions: Sessions
 ) -> DeploymentOut:
     async with sessions() as session:
-        deployment = await repo.get_deployment(
-            session, account_id=principal.account_id, deployment_id=deployment_id
-        )
+        deployment = await repo.get_deployment(session, account_id=principal.account_id, deployment_id=deployment_id)
     if deployment is None or deployment.model_id != model_instance_id:
         raise NotFound(f"deployment {deployment_id} of model {model_instance_id} not found")
     return DeploymentOut.of(deployment)

@@ -1,0 +1,330 @@
+"""The registry: accounts, keys, models and deployments. Knows no HTTP.
+
+Reads are open to every member of the selected account; changes need its admin role.
+A resource of another account is not found, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.auth import Principal
+from modelport.engine.model import ModelLoadError
+from modelport.engine.pool import EnginePool
+from modelport.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from modelport.keys import display_prefix, generate_key, hash_key
+from modelport.schemas.registry import (
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentUpdate,
+    KeyCreated,
+    KeyOut,
+    ModelCreate,
+    ModelInstanceOut,
+    ModelUpdate,
+    Page,
+)
+from modelport.store import repo
+from modelport.store.tables import ApiKey, Deployment, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden(f"this needs the admin role in account {principal.account_id}; the key's role is member")
+
+
+def parse_sort(values: list[str] | None, allowed: frozenset[str]) -> list[tuple[str, bool]]:
+    """`["name:asc", "created_at:desc"]` (the SDK sends them comma-joined) -> columns."""
+    order: list[tuple[str, bool]] = []
+    for value in (part for item in values or [] for part in item.split(",") if part):
+        column, _, direction = value.partition(":")
+        if column not in allowed or direction not in {"asc", "desc"}:
+            raise ValidationFailed(
+                f"cannot sort by {value!r}; sortable: {', '.join(sorted(allowed))} with :asc or :desc"
+            )
+        order.append((column, direction == "desc"))
+    return order
+
+
+def _creator(principal: Principal) -> dict[str, str]:
+    return {"created_by_user_id": principal.identity_id, "created_by_identity_type": principal.identity_type}
+
+
+def _check_account(principal: Principal, account_id: str | None) -> None:
+    # The SDK's create calls may name an account; it must be the selected one.
+    if account_id is not None and account_id != principal.account_id:
+        raise Forbidden(f"account_id {account_id} is not the selected account {principal.account_id}")
+
+
+class Registry:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], pool: EnginePool | None) -> None:
+        self._sessions = sessions
+        self._pool = pool
+        self._loads: set[asyncio.Task[None]] = set()
+
+    # --- accounts and keys --------------------------------------------------------
+
+    async def create_account(self, principal: Principal, *, name: str) -> str:
+        async with self._sessions() as session, session.begin():
+            account = await repo.create_account(session, name=name)
+            await repo.add_membership(session, identity_id=principal.identity_id, account_id=account.id, role="admin")
+            return account.id
+
+    async def create_key(self, principal: Principal, *, role: str, name: str) -> KeyCreated:
+        require_admin(principal)
+        return await create_key(self._sessions, account_id=principal.account_id, role=role, name=name)
+
+    async def list_keys(self, principal: Principal) -> list[KeyOut]:
+        require_admin(principal)
+        async with self._sessions() as session:
+            return [_key_out(key, role) for key, role in await repo.list_keys(session, account_id=principal.account_id)]
+
+    async def revoke_key(self, principal: Principal, key_id: str) -> KeyOut:
+        require_admin(principal)
+        async with self._sessions() as session, session.begin():
+            found = await repo.get_key_in_account(session, account_id=principal.account_id, key_id=key_id)
+            if found is None:
+                raise NotFound(f"API key {key_id} not found")
+            key, role = found
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+            return _key_out(key, role)
+
+    # --- models -------------------------------------------------------------------
+
+    async def create_model(self, principal: Principal, body: ModelCreate) -> ModelInstanceOut:
+        require_admin(principal)
+        _check_account(principal, body.account_id)
+        fields = body.model_dump(exclude={"account_id", "base_model_metadata", "request_schema"})
+        async with self._sessions() as session, session.begin():
+            model = await repo.create_model(
+                session,
+                account_id=principal.account_id,
+                base_model_metadata=body.base_model_metadata.stored() if body.base_model_metadata else None,
+                request_schema=body.request_schema.model_dump() if body.request_schema else {},
+                **fields,
+                **_creator(principal),
+            )
+            return ModelInstanceOut.of(model, deployment_count=0)
+
+    async def get_model(self, principal: Principal, model_id: str, *, with_deployments: bool) -> ModelInstanceOut:
+        async with self._sessions() as session:
+            model = await self._model(session, principal, model_id)
+            deployments, total = await repo.list_deployments(
+                session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
+            )
+        return ModelInstanceOut.of(model, deployment_count=total, deployments=deployments if with_deployments else None)
+
+    async def list_models(
+        self,
+        principal: Principal,
+        *,
+        page: int,
+        limit: int,
+        model_type: str | None,
+        sort_by: list[str] | None,
+        with_deployments: bool,
+    ) -> Page[ModelInstanceOut]:
+        order = parse_sort(sort_by, repo.MODEL_SORT_COLUMNS)
+        async with self._sessions() as session:
+            models, total = await repo.list_models(
+                session, account_id=principal.account_id, page=page, limit=limit, model_type=model_type, sort_by=order
+            )
+            counts = await repo.deployment_counts(session, model_ids=[model.id for model in models])
+            items = []
+            for model in models:
+                deployments = None
+                if with_deployments:
+                    deployments, _ = await repo.list_deployments(
+                        session, account_id=principal.account_id, model_id=model.id, page=1, limit=10_000
+                    )
+                items.append(
+                    ModelInstanceOut.of(model, deployment_count=counts.get(model.id, 0), deployments=deployments)
+                )
+        return Page(items=items, current_page=page, items_per_page=limit, total_item_count=total)
+
+    async def update_model(self, principal: Principal, model_id: str, body: ModelUpdate) -> ModelInstanceOut:
+        require_admin(principal)
+        changes = body.model_dump(exclude_unset=True, exclude={"base_model_metadata", "request_schema"})
+        async with self._sessions() as session, session.begin():
+            model = await self._model(session, principal, model_id)
+            for name, value in changes.items():
+                setattr(model, name, value)
+            if "base_model_metadata" in body.model_fields_set:
+                model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
+            if "request_schema" in body.model_fields_set:
+                model.request_schema = body.request_schema.model_dump() if body.request_schema else {}
+            await session.flush()
+            count = await repo.count_deployments(session, model_id=model_id)
+            return ModelInstanceOut.of(model, deployment_count=count)
+
+    async def delete_model(self, principal: Principal, model_id: str) -> None:
+        require_admin(principal)
+        async with self._sessions() as session, session.begin():
+            model = await self._model(session, principal, model_id)
+            count = await repo.count_deployments(session, model_id=model_id)
+            if count:
+                raise Conflict(f"model {model_id} still has {count} deployment(s); delete them first")
+            await repo.delete_row(session, model)
+
+    # --- deployments ----------------------------------------------------------------
+
+    async def create_deployment(self, principal: Principal, model_id: str, body: DeploymentCreate) -> DeploymentOut:
+        require_admin(principal)
+        _check_account(principal, body.account_id)
+        async with self._sessions() as session, session.begin():
+            model = await self._model(session, principal, model_id)
+            embedded = _embedded_checkpoint(model.model_vendor, body.vendor_configuration)
+            deployment = await repo.create_deployment(
+                session,
+                account_id=principal.account_id,
+                model_id=model.id,
+                name=body.name,
+                status="PENDING" if embedded else "READY",
+                vendor_configuration=body.vendor_configuration,
+                model_creation_parameters=body.model_creation_parameters,
+                deployment_metadata=body.deployment_metadata,
+                **_creator(principal),
+            )
+        if embedded:
+            await self._load(deployment, embedded, wait=body.wait_for_ready)
+        return await self.get_deployment(principal, model_id, deployment.id)
+
+    async def get_deployment(self, principal: Principal, model_id: str, deployment_id: str) -> DeploymentOut:
+        async with self._sessions() as session:
+            return DeploymentOut.of(await self._deployment(session, principal, model_id, deployment_id))
+
+    async def list_deployments(
+        self, principal: Principal, *, model_id: str | None, page: int, limit: int, sort_by: list[str] | None = None
+    ) -> Page[DeploymentOut]:
+        parse_sort(sort_by, repo.DEPLOYMENT_SORT_COLUMNS)  # refuse unknown columns (422)
+        async with self._sessions() as session:
+            if model_id is not None:
+                await self._model(session, principal, model_id)
+            rows, total = await repo.list_deployments(
+                session, account_id=principal.account_id, model_id=model_id, page=page, limit=limit
+            )
+        return Page(
+            items=[DeploymentOut.of(row) for row in rows],
+            current_page=page,
+            items_per_page=limit,
+            total_item_count=total,
+        )
+
+    async def update_deployment(
+        self, principal: Principal, model_id: str, deployment_id: str, body: DeploymentUpdate
+    ) -> DeploymentOut:
+        require_admin(principal)
+        changes = body.model_dump(exclude_unset=True, exclude={"wait_for_ready"})
+        async with self._sessions() as session, session.begin():
+            deployment = await self._deployment(session, principal, model_id, deployment_id)
+            model = await self._model(session, principal, model_id)
+            before = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            for name, value in changes.items():
+                setattr(deployment, name, value)
+            after = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            if after != before and after:
+                deployment.status, deployment.status_reason = "PENDING", None
+        if after != before:
+            if self._pool is not None:
+                await self._pool.detach(deployment_id)
+            if after:
+                await self._load(deployment, after, wait=body.wait_for_ready)
+        return await self.get_deployment(principal, model_id, deployment_id)
+
+    async def delete_deployment(self, principal: Principal, model_id: str, deployment_id: str) -> None:
+        require_admin(principal)
+        async with self._sessions() as session, session.begin():
+            deployment = await self._deployment(session, principal, model_id, deployment_id)
+            await repo.delete_row(session, deployment)
+        if self._pool is not None:
+            await self._pool.detach(deployment_id)
+
+    async def deployment_exists(self, principal: Principal, deployment_id: str) -> None:
+        async with self._sessions() as session:
+            if await repo.get_deployment(session, account_id=principal.account_id, deployment_id=deployment_id) is None:
+                raise NotFound(f"model deployment {deployment_id} not found")
+
+    # --- helpers ------------------------------------------------------------------
+
+    async def _model(self, session: AsyncSession, principal: Principal, model_id: str) -> Any:
+        model = await repo.get_model(session, account_id=principal.account_id, model_id=model_id)
+        if model is None:
+            raise NotFound(f"model {model_id} not found")
+        return model
+
+    async def _deployment(
+        self, session: AsyncSession, principal: Principal, model_id: str, deployment_id: str
+    ) -> Deployment:
+        deployment = await repo.get_deployment(session, account_id=principal.account_id, deployment_id=deployment_id)
+        if deployment is None or deployment.model_id != model_id:
+            raise NotFound(f"deployment {deployment_id} of model {model_id} not found")
+        return deployment
+
+    async def _load(self, deployment: Deployment, checkpoint: str, *, wait: bool) -> None:
+        """Load a GGUF file for a deployment: PENDING -> READY, or FAILED with the reason."""
+
+        async def load() -> None:
+            if self._pool is None:
+                status, reason = "FAILED", "the embedded engine is disabled on this server (MODELPORT_EMBEDDED_ENGINE)"
+            else:
+                try:
+                    await self._pool.attach(deployment.id, checkpoint)
+                    status, reason = "READY", None
+                except ModelLoadError as exc:
+                    log.warning("deployment %s failed to load: %s", deployment.id, exc)
+                    status, reason = "FAILED", str(exc)
+            async with self._sessions() as session, session.begin():
+                await repo.set_deployment_status(session, deployment_id=deployment.id, status=status, reason=reason)
+
+        if wait:
+            await load()
+        else:
+            task = asyncio.create_task(load(), name=f"load:{deployment.id}")
+            self._loads.add(task)
+            task.add_done_callback(self._loads.discard)
+
+
+def _embedded_checkpoint(vendor: str | None, configuration: dict[str, Any] | None) -> str | None:
+    checkpoint = (configuration or {}).get("checkpoint_path")
+    return str(checkpoint) if vendor == "LLMENGINE" and checkpoint else None
+
+
+def _key_out(key: ApiKey, role: str) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        name=key.name,
+        display_prefix=key.display_prefix,
+        role=role,
+        identity_id=key.identity_id,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+async def create_key(
+    sessions: async_sessionmaker[AsyncSession], *, account_id: str, role: str, name: str
+) -> KeyCreated:
+    """A new service-account identity in `account_id` with `role`, and its key (shown once)."""
+    async with sessions() as session, session.begin():
+        if await repo.get_account(session, account_id=account_id) is None:
+            raise NotFound(f"account {account_id} not found")
+        identity = await repo.create_identity(
+            session, name=name or "service account", identity_type="service_account", default_account_id=account_id
+        )
+        await repo.add_membership(session, identity_id=identity.id, account_id=account_id, role=role)
+        secret = generate_key()
+        key = await repo.create_api_key(
+            session,
+            identity_id=identity.id,
+            key_hash=hash_key(secret),
+            display_prefix=display_prefix(secret),
+            name=name,
+        )
+        return KeyCreated(**_key_out(key, role).model_dump(), key=secret)

@@ -1,0 +1,134 @@
+"""Usage records, written in batches off the request's hot path.
+
+A request only appends to an in-memory list; a background task writes what has
+accumulated every `interval` seconds (or sooner, once `batch_size` records wait) in
+one INSERT. Shutdown writes what is left, so a clean stop loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.auth import Principal
+from modelport.errors import ValidationFailed
+from modelport.schemas.registry import ModelUsage, UsagePoint
+from modelport.store import repo
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNKS = 1000
+
+
+class UsageRecorder:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, interval: float = 1.0, batch_size: int = 500
+    ) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._batch_size = batch_size
+        self._pending: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+
+    def record(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        prompt_tokens: int,
+        response_tokens: int,
+        status: int,
+        latency_ms: float,
+    ) -> None:
+        self._pending.append(
+            {
+                "account_id": principal.account_id,
+                "deployment_id": deployment_id,
+                "created_at": datetime.now(UTC),
+                "prompt_tokens": prompt_tokens,
+                "response_tokens": response_tokens,
+                "status": status,
+                "latency_ms": round(latency_ms),
+            }
+        )
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def flush(self) -> None:
+        """Write everything recorded so far."""
+        async with self._write_lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                async with self._sessions() as session, session.begin():
+                    await repo.insert_usage(session, batch)
+            except Exception:
+                # Keep the records for the next attempt rather than lose them.
+                self._pending[:0] = batch
+                raise
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing usage records failed; will retry")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+async def usage_statistics(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    account_id: str,
+    deployment_id: str,
+    start: datetime,
+    end: datetime,
+    chunks: int,
+) -> ModelUsage:
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    if end <= start:
+        raise ValidationFailed("end_date must be after start_date")
+    if not 1 <= chunks <= MAX_CHUNKS:
+        raise ValidationFailed(f"chunks must be between 1 and {MAX_CHUNKS}")
+    async with sessions() as session:
+        sums = await repo.usage_by_chunk(
+            session, account_id=account_id, deployment_id=deployment_id, start=start, end=end, chunks=chunks
+        )
+    width = (end - start) / chunks
+    points = []
+    for index in range(chunks):
+        prompt, response = sums.get(index, (0, 0))
+        points.append(
+            UsagePoint(
+                date=start + width * index,
+                prompt_tokens=prompt,
+                response_tokens=response,
+                summary_tokens=prompt + response,
+            )
+        )
+    return ModelUsage(data=points, start_date=start, end_date=end)
+
+
+__all__ = ["UsageRecorder", "usage_statistics"]
