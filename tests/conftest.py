@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import os
+import uuid
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,33 @@ from modelport.api.app import create_app
 from modelport.config import Settings
 
 ADMIN_KEY = "mp_test_admin_key"
+POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+# CI sets this so that a missing PostgreSQL fails the run instead of skipping its leg.
+REQUIRE_POSTGRES = os.environ.get("MODELPORT_TEST_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """Each storage-backed test runs on SQLite and on a throw-away PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'modelport.db'}"
+        return
+    import asyncpg
+
+    try:
+        admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if REQUIRE_POSTGRES:
+            raise
+        pytest.skip(f"PostgreSQL leg not run: no server at {POSTGRES_SERVER} ({exc})")
+    name = f"modelport_test_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = POSTGRES_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +50,11 @@ def tmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def app(tmp_data: Path) -> AsyncIterator[FastAPI]:
-    """The real application, on a fresh SQLite file, with the embedded model loaded."""
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The real application, on a fresh database, with the embedded model loaded."""
     settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_data / 'api.db'}",
+        database_url=database_url,
+        usage_flush_seconds=0.2,
         api_key=ADMIN_KEY,
         max_body_bytes=256 * 1024,
     )

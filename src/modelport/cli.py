@@ -5,15 +5,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.config import Settings
 
 app = typer.Typer(help="modelport: a self-hosted gateway for LLM model deployments.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+keys_app = typer.Typer(help="API keys (shown once at creation; stored as hashes).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
+
+
+def _with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Run `work` against the configured database, schema upgraded first."""
+    from modelport.store import db
+
+    settings = Settings()
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> T:
+        engine = db.make_engine(settings.database_url)
+        try:
+            await db.upgrade(engine)
+            return await work(db.make_sessions(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -59,6 +91,77 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
             await engine.dispose()
 
     typer.echo(f"database at revision {asyncio.run(run())}")
+
+
+@accounts_app.command("create")
+def accounts_create(name: Annotated[str, typer.Argument(help="The account's name.")]) -> None:
+    """Create an account; prints its id. Give it an admin with `keys create --role admin`."""
+    from modelport.store import repo
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> str:
+        async with sessions() as session, session.begin():
+            return (await repo.create_account(session, name=name)).id
+
+    typer.echo(_with_database(work))
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="Account id the key acts in.")],
+    role: Annotated[str, typer.Option(help="admin or member.")] = "member",
+    name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
+) -> None:
+    """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
+    from modelport.errors import NotFound
+    from modelport.registry import create_key
+
+    if role not in {"admin", "member"}:
+        _fail("--role must be admin or member")
+    try:
+        created = _with_database(lambda sessions: create_key(sessions, account_id=account, role=role, name=name))
+    except NotFound as exc:
+        _fail(exc.detail)
+    typer.echo(f"key id {created.id} ({created.role} in account {account})", err=True)
+    typer.echo(created.key)
+
+
+@keys_app.command("list")
+def keys_list(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+    """List the keys of an account's members (never the keys themselves)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from modelport.store import repo
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[Any, str]]:
+        async with sessions() as session:
+            return await repo.list_keys(session, account_id=account)
+
+    table = Table("id", "name", "prefix", "role", "created", "revoked")
+    for key, key_role in _with_database(work):
+        table.add_row(
+            key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+    """Revoke a key: it answers 401 from the next request on."""
+    from modelport.store.tables import ApiKey, utcnow
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
+        async with sessions() as session, session.begin():
+            key = await session.get(ApiKey, key_id)
+            if key is None:
+                return False
+            key.revoked_at = key.revoked_at or utcnow()
+            return True
+
+    if not _with_database(work):
+        _fail(f"no key with id {key_id}")
+    typer.echo(f"revoked {key_id}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     embedded_max_queue: int = 256
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 4 * 1024 * 1024
+    # How often batched usage records are written.
+    usage_flush_seconds: float = 1.0
     log_level: str = "info"
 
     @cached_property

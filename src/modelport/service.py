@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
-from modelport.errors import DeploymentUnavailable, InvalidRequest, NotFound
+from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
 from modelport.schemas.inference import (
@@ -31,6 +31,7 @@ from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 from modelport.stopseq import StopSequenceFilter
 from modelport.store import repo
 from modelport.store.tables import Deployment, Model
+from modelport.templates import substitute_bindings
 from modelport.vendors.base import Capabilities, Target, Vendor
 from modelport.vendors.registry import VendorRegistry
 
@@ -143,8 +144,12 @@ class InferenceService:
     ) -> CompletionResponse:
         started = time.perf_counter()
         prepared = await self._prepare(principal, deployment_id, request)
-        result = await prepared.vendor.complete(prepared.target, prepared.call)
-        pieces = [piece async for piece in self._filtered(prepared, _one(result))]
+        try:
+            result = await prepared.vendor.complete(prepared.target, prepared.call)
+            pieces = [piece async for piece in self._filtered(prepared, _one(result))]
+        except ModelportError as exc:
+            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            raise
         final = pieces[-1]
         response = self._response(
             prepared,
@@ -161,7 +166,11 @@ class InferenceService:
         """Validate and start; errors known before the first event are raised here."""
         started = time.perf_counter()
         prepared = await self._prepare(principal, deployment_id, request)
-        chunks = await prepared.vendor.stream(prepared.target, prepared.call)
+        try:
+            chunks = await prepared.vendor.stream(prepared.target, prepared.call)
+        except ModelportError as exc:
+            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            raise
         return self._stream_events(principal, deployment_id, prepared, chunks, started)
 
     async def _stream_events(
@@ -182,6 +191,9 @@ class InferenceService:
                 elif not piece.text and not piece.logprobs:
                     continue
                 yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
+        except ModelportError as exc:
+            status = exc.status_code
+            raise
         except Exception:
             status = 500
             raise
@@ -283,9 +295,11 @@ class InferenceService:
         dropped = check_supported(
             request, capabilities, drop_unsupported=bool(target.parameters.get("drop_unsupported_params"))
         )
-        if request.model_request_parameters is not None:
-            schema = (model.request_schema or {}).get("parameters") or []
-            check_bindings(schema, request.model_request_parameters.bindings)
+        schema = (model.request_schema or {}).get("parameters") or []
+        bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
+        if schema or bindings:
+            check_bindings(schema, bindings)
+            target = replace(target, parameters=substitute_bindings(target.parameters, bindings))
         sampling = effective_sampling(request, capabilities, dropped=dropped)
 
         if is_chat and model.model_type in CHAT_TYPES:

@@ -82,3 +82,22 @@ def render_chat(
         raise TemplateRenderError(f"chat_template tried an operation the sandbox forbids: {exc}") from exc
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
         raise TemplateRenderError(f"chat_template failed to render: {exc}") from exc
+
+
+def substitute_bindings(settings: Any, bindings: Mapping[str, Any]) -> Any:
+    """Fill `{{ name }}` placeholders in a model's settings (any nesting of dicts and
+    lists) with request bindings, rendered in the same sandbox as chat templates."""
+    if isinstance(settings, str):
+        if "{{" not in settings and "{%" not in settings:
+            return settings
+        try:
+            return _compile(settings).render(dict(bindings))
+        except SecurityError as exc:
+            raise TemplateRenderError(f"a model setting tried an operation the sandbox forbids: {exc}") from exc
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise TemplateRenderError(f"a model setting failed to render with the bindings: {exc}") from exc
+    if isinstance(settings, dict):
+        return {key: substitute_bindings(value, bindings) for key, value in settings.items()}
+    if isinstance(settings, list):
+        return [substitute_bindings(value, bindings) for value in settings]
+    return settings

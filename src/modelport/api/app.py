@@ -15,14 +15,16 @@ from pydantic import ValidationError
 
 from modelport import __version__
 from modelport.api.limits import BodySizeLimit
-from modelport.api.routes import health, inference, registry_read
+from modelport.api.routes import accounts, deployments, health, inference, models
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.config import Settings
 from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
 from modelport.errors import ModelportError
+from modelport.registry import Registry
 from modelport.service import InferenceService
 from modelport.store import db, repo
+from modelport.usage import UsageRecorder
 from modelport.vendors.embedded import EmbeddedVendor
 from modelport.vendors.registry import EMBEDDED, VendorRegistry
 
@@ -73,10 +75,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         await _load_embedded_deployments(app)
     app.state.vendors = vendors
-    app.state.service = InferenceService(app.state.sessions, vendors)
+    usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
+    usage.start()
+    app.state.usage = usage
+    app.state.registry = Registry(app.state.sessions, app.state.engine_pool)
+    app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record)
     try:
         yield
     finally:
+        await usage.close()
         await vendors.aclose()
         await engine.dispose()
 
@@ -125,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(inference.router)
-    app.include_router(registry_read.router)
+    app.include_router(models.router)
+    app.include_router(deployments.router)
+    app.include_router(accounts.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

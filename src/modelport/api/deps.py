@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
 from modelport.errors import Forbidden, Unauthenticated
 from modelport.keys import hash_key
+from modelport.registry import Registry
+from modelport.schemas.registry import MAX_PAGE_SIZE
 from modelport.service import InferenceService
 from modelport.store import repo
 
@@ -55,3 +57,18 @@ async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
     """Validate a JSON body with pydantic-core's own parser (strict JSON semantics, and
     one pass instead of json.loads + validation). Errors become 422s."""
     return schema.model_validate_json(await request.body())
+
+
+def registry(request: Request) -> Registry:
+    found: Registry = request.app.state.registry
+    return found
+
+
+RegistryDep = Annotated[Registry, Depends(registry)]
+PageNumber = Annotated[int, Query(ge=1)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+
+def parse_list(values: list[str] | None) -> list[str]:
+    """The SDK sends list query parameters comma-joined (`view=Deployments,ModelGroup`)."""
+    return [part for value in values or [] for part in value.split(",") if part]

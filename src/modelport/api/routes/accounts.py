@@ -1,0 +1,30 @@
+"""Accounts, and modelport's own API-key routes (admins of the selected account)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from modelport.api.deps import CurrentPrincipal, RegistryDep
+from modelport.schemas.registry import AccountCreate, AccountCreated, KeyCreate, KeyCreated, KeyOut
+
+router = APIRouter(tags=["accounts"])
+
+
+@router.post("/accounts", response_model=AccountCreated)
+async def create_account(body: AccountCreate, principal: CurrentPrincipal, registry: RegistryDep) -> AccountCreated:
+    return AccountCreated(account_id=await registry.create_account(principal, name=body.account_name))
+
+
+@router.post("/v4/api-keys", response_model=KeyCreated, status_code=201)
+async def create_key(body: KeyCreate, principal: CurrentPrincipal, registry: RegistryDep) -> KeyCreated:
+    return await registry.create_key(principal, role=body.role, name=body.name)
+
+
+@router.get("/v4/api-keys", response_model=list[KeyOut])
+async def list_keys(principal: CurrentPrincipal, registry: RegistryDep) -> list[KeyOut]:
+    return await registry.list_keys(principal)
+
+
+@router.delete("/v4/api-keys/{key_id}", response_model=KeyOut)
+async def revoke_key(key_id: str, principal: CurrentPrincipal, registry: RegistryDep) -> KeyOut:
+    return await registry.revoke_key(principal, key_id)

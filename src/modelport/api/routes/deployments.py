@@ -1,0 +1,102 @@
+"""Deployments of a model, every deployment of the account, and their usage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from modelport.api.deps import CurrentPrincipal, PageNumber, PageSize, RegistryDep
+from modelport.schemas.registry import (
+    DeleteResponse,
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentUpdate,
+    ModelUsage,
+    Page,
+)
+from modelport.usage import usage_statistics
+
+router = APIRouter(tags=["deployments"])
+
+SortBy = Annotated[list[str] | None, Query()]
+
+
+@router.post("/v4/models/{model_instance_id}/deployments", response_model=DeploymentOut)
+async def create_deployment(
+    model_instance_id: str, body: DeploymentCreate, principal: CurrentPrincipal, registry: RegistryDep
+) -> DeploymentOut:
+    return await registry.create_deployment(principal, model_instance_id, body)
+
+
+@router.get("/v4/models/{model_instance_id}/deployments", response_model=Page[DeploymentOut])
+async def list_deployments(
+    model_instance_id: str,
+    principal: CurrentPrincipal,
+    registry: RegistryDep,
+    page: PageNumber = 1,
+    limit: PageSize = 100,
+    sort_by: SortBy = None,
+) -> Page[DeploymentOut]:
+    return await registry.list_deployments(
+        principal, model_id=model_instance_id, page=page, limit=limit, sort_by=sort_by
+    )
+
+
+@router.get("/v4/model-deployments", response_model=Page[DeploymentOut])
+async def list_all_deployments(
+    principal: CurrentPrincipal,
+    registry: RegistryDep,
+    page: PageNumber = 1,
+    limit: PageSize = 100,
+    sort_by: SortBy = None,
+) -> Page[DeploymentOut]:
+    return await registry.list_deployments(principal, model_id=None, page=page, limit=limit, sort_by=sort_by)
+
+
+@router.get("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
+async def retrieve_deployment(
+    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: RegistryDep
+) -> DeploymentOut:
+    return await registry.get_deployment(principal, model_instance_id, deployment_id)
+
+
+@router.patch("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
+async def update_deployment(
+    model_instance_id: str,
+    deployment_id: str,
+    body: DeploymentUpdate,
+    principal: CurrentPrincipal,
+    registry: RegistryDep,
+) -> DeploymentOut:
+    return await registry.update_deployment(principal, model_instance_id, deployment_id, body)
+
+
+@router.delete("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeleteResponse)
+async def delete_deployment(
+    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: RegistryDep
+) -> DeleteResponse:
+    await registry.delete_deployment(principal, model_instance_id, deployment_id)
+    return DeleteResponse(count=1, success=True)
+
+
+@router.get("/v4/model-deployments/{model_deployment_id}/usage-statistics", response_model=ModelUsage)
+async def deployment_usage(
+    model_deployment_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    registry: RegistryDep,
+    start_date: datetime,
+    end_date: datetime,
+    chunks: Annotated[int, Query(ge=1, le=1000)],
+) -> ModelUsage:
+    await registry.deployment_exists(principal, model_deployment_id)
+    return await usage_statistics(
+        request.app.state.sessions,
+        account_id=principal.account_id,
+        deployment_id=model_deployment_id,
+        start=start_date,
+        end=end_date,
+        chunks=chunks,
+    )

@@ -1,0 +1,60 @@
+"""/v4/models: the models of the selected account."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from modelport.api.deps import CurrentPrincipal, PageNumber, PageSize, RegistryDep, parse_list
+from modelport.schemas.registry import DeleteResponse, ModelCreate, ModelInstanceOut, ModelUpdate, Page
+
+router = APIRouter(tags=["models"])
+
+
+@router.post("/v4/models", response_model=ModelInstanceOut, response_model_exclude_none=True)
+async def create_model(body: ModelCreate, principal: CurrentPrincipal, registry: RegistryDep) -> ModelInstanceOut:
+    return await registry.create_model(principal, body)
+
+
+@router.get("/v4/models", response_model=Page[ModelInstanceOut], response_model_exclude_none=True)
+async def list_models(
+    principal: CurrentPrincipal,
+    registry: RegistryDep,
+    page: PageNumber = 1,
+    limit: PageSize = 100,
+    model_type: str | None = None,
+    sort_by: Annotated[list[str] | None, Query()] = None,
+    view: Annotated[list[str] | None, Query()] = None,
+) -> Page[ModelInstanceOut]:
+    return await registry.list_models(
+        principal,
+        page=page,
+        limit=limit,
+        model_type=model_type,
+        sort_by=sort_by,
+        with_deployments="Deployments" in parse_list(view),
+    )
+
+
+@router.get("/v4/models/{model_id}", response_model=ModelInstanceOut, response_model_exclude_none=True)
+async def retrieve_model(
+    model_id: str,
+    principal: CurrentPrincipal,
+    registry: RegistryDep,
+    view: Annotated[list[str] | None, Query()] = None,
+) -> ModelInstanceOut:
+    return await registry.get_model(principal, model_id, with_deployments="Deployments" in parse_list(view))
+
+
+@router.patch("/v4/models/{model_id}", response_model=ModelInstanceOut, response_model_exclude_none=True)
+async def update_model(
+    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, registry: RegistryDep
+) -> ModelInstanceOut:
+    return await registry.update_model(principal, model_id, body)
+
+
+@router.delete("/v4/models/{model_id}", response_model=DeleteResponse)
+async def delete_model(model_id: str, principal: CurrentPrincipal, registry: RegistryDep) -> DeleteResponse:
+    await registry.delete_model(principal, model_id)
+    return DeleteResponse(count=1, success=True)
