@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
