@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -72,8 +73,12 @@ CHAT = {
     "model_request_parameters": {"bindings": {"region": "eu"}},
 }
 NOW = datetime.now(UTC)
-USAGE_QUERY = f"start_date={(NOW - timedelta(days=1)).isoformat()}&end_date={(NOW + timedelta(days=1)).isoformat()}&chunks=2".replace(
-    "+", "%2B"
+USAGE_QUERY = urlencode(
+    {
+        "start_date": (NOW - timedelta(days=1)).isoformat(),
+        "end_date": (NOW + timedelta(days=1)).isoformat(),
+        "chunks": 2,
+    }
 )
 
 # (method, path template, body); {model}/{deployment}/{key} are filled per case.
