@@ -102,6 +102,7 @@ class Registry:
         require_admin(principal)
         _check_account(principal, body.account_id)
         fields = body.model_dump(exclude={"account_id", "base_model_metadata", "request_schema"})
+        fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
             model = await repo.create_model(
                 session,
@@ -155,7 +156,7 @@ class Registry:
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
             for name, value in changes.items():
-                setattr(model, name, value)
+                setattr(model, name, {} if name == "model_creation_parameters" and value is None else value)
             if "base_model_metadata" in body.model_fields_set:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:

@@ -192,26 +192,9 @@ class BaseModelMetadataIn(_In):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-class ModelCreate(_In):
-    name: str = Field(min_length=1, max_length=200)
-    model_type: ModelType
-    account_id: str | None = None
-    model_vendor: ModelVendor | None = None
-    model_creation_parameters: dict[str, Any] = Field(default_factory=dict)
-    base_model_metadata: BaseModelMetadataIn | None = None
-    request_schema: RequestSchema | None = None
-    display_name: str | None = None
-    description: str | None = None
-    model_card: str | None = None
-    training_data_card: str | None = None
-    base_model_id: str | None = None
-    model_group_id: str | None = None
-    model_template_id: str | None = None
+class _ModelSettings(_In):
+    """What a model says about itself: settable at creation, changeable later."""
 
-
-class ModelUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    model_type: ModelType | None = None
     model_vendor: ModelVendor | None = None
     model_creation_parameters: dict[str, Any] | None = None
     base_model_metadata: BaseModelMetadataIn | None = None
@@ -223,6 +206,17 @@ class ModelUpdate(_In):
     base_model_id: str | None = None
     model_group_id: str | None = None
     model_template_id: str | None = None
+
+
+class ModelCreate(_ModelSettings):
+    name: str = Field(min_length=1, max_length=200)
+    model_type: ModelType
+    account_id: str | None = None
+
+
+class ModelUpdate(_ModelSettings):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    model_type: ModelType | None = None
 
 
 class DeploymentCreate(_In):
