@@ -67,9 +67,8 @@ def main() -> None:
                 tokens = json.loads(line[5:]).get("response_tokens") or tokens
     total = time.perf_counter() - started
     assert first is not None
-    print(
-        f"one stream: {tokens} tokens in {total:.2f}s, first token {first:.3f}s, {(tokens - 1) / (total - first):.1f} tokens/s"
-    )
+    rate = (tokens - 1) / (total - first)
+    print(f"one stream: {tokens} tokens in {total:.2f}s, first token {first:.3f}s, {rate:.1f} tokens/s")
 
 
 if __name__ == "__main__":
