@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     embedded_max_queue: int = 256
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 4 * 1024 * 1024
+    # Upstream vendors: seconds to connect, seconds to wait for each read, and how
+    # many tries (the first included) for failures before the first byte.
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 120.0
+    upstream_attempts: int = 3
+    upstream_backoff: float = 0.25
     # How often batched usage records are written.
     usage_flush_seconds: float = 1.0
     log_level: str = "info"

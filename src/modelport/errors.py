@@ -66,3 +66,28 @@ class DeploymentUnavailable(ModelportError):
 
 class EngineOverloaded(DeploymentUnavailable):
     pass
+
+
+class RateLimited(ModelportError):
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after} if self.retry_after else {}
+
+
+class UpstreamError(ModelportError):
+    """The vendor failed or answered with an error (502)."""
+
+    status_code = 502
+
+
+class UpstreamTimeout(ModelportError):
+    status_code = 504
+
+
+class MissingCredential(DeploymentUnavailable):
+    pass

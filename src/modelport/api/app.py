@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,8 +26,12 @@ from modelport.registry import Registry
 from modelport.service import InferenceService
 from modelport.store import db, repo
 from modelport.usage import UsageRecorder
+from modelport.vendors import openai
 from modelport.vendors.embedded import EmbeddedVendor
+from modelport.vendors.llmengine import LLMEngineVendor
+from modelport.vendors.openai import OpenAICompatible
 from modelport.vendors.registry import EMBEDDED, VendorRegistry
+from modelport.vendors.upstream import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,22 @@ async def _load_embedded_deployments(app: FastAPI) -> None:
                 deployment.status, deployment.status_reason = "FAILED", str(exc)
             else:
                 deployment.status, deployment.status_reason = "READY", None
+
+
+def _register_upstream_vendors(vendors: VendorRegistry, settings: Settings) -> None:
+    """One pooled HTTP client per vendor, created here and closed at shutdown."""
+    policy = RetryPolicy(attempts=settings.upstream_attempts, backoff=settings.upstream_backoff)
+
+    def pooled_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        )
+
+    vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
+    vendors.register(
+        "LLMENGINE", LLMEngineVendor({"openai": OpenAICompatible(pooled_client(), openai.LLMENGINE, policy)})
+    )
 
 
 @asynccontextmanager
@@ -74,6 +95,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         await _load_embedded_deployments(app)
+    _register_upstream_vendors(vendors, settings)
     app.state.vendors = vendors
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     usage.start()

@@ -1,0 +1,44 @@
+"""LLM Engine deployments served elsewhere (`model_creation_parameters.base_url`).
+
+`protocol: "openai"` (the default) is the OpenAI-compatible API of vLLM and LLM
+Engine v2, spoken by the OpenAI adapter with vLLM's extras passed through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from modelport.errors import InvalidRequest
+from modelport.generation import GenerationCall, GenerationChunk
+from modelport.vendors.base import Capabilities, Target, Vendor
+
+PROTOCOLS = ("openai", "llmengine-v1")
+
+
+class LLMEngineVendor:
+    def __init__(self, by_protocol: dict[str, Vendor]) -> None:
+        self._by_protocol = by_protocol
+
+    def _for(self, target: Target) -> Vendor:
+        protocol = str(target.parameters.get("protocol", "openai"))
+        vendor = self._by_protocol.get(protocol)
+        if vendor is None:
+            supported = ", ".join(sorted(self._by_protocol))
+            raise InvalidRequest(
+                f"deployment {target.deployment_id} asks for LLM Engine protocol {protocol!r}; "
+                f"this server speaks {supported}"
+            )
+        return vendor
+
+    def capabilities(self, target: Target) -> Capabilities:
+        return self._for(target).capabilities(target)
+
+    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
+        return await self._for(target).complete(target, call)
+
+    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        return await self._for(target).stream(target, call)
+
+    async def aclose(self) -> None:
+        for vendor in self._by_protocol.values():
+            await vendor.aclose()

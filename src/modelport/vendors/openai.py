@@ -1,0 +1,226 @@
+"""OpenAI's Chat Completions and legacy Completions APIs, and every server that speaks
+them (vLLM, LLM Engine v2, llama.cpp's server) through `model_creation_parameters.base_url`.
+
+Written on httpx rather than the `openai` SDK: the SDK's own retries, timeouts and
+error types would sit on top of modelport's (which must follow SPEC's rules), and
+vLLM's extra fields (`top_k`, `chat_template`) would go through `extra_body` anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from modelport.errors import InvalidRequest, UpstreamError
+from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
+from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+_SAMPLING = frozenset({"top_p", "frequency_penalty", "presence_penalty", "stop_sequences"})
+
+# What each family honours. LLM Engine / vLLM servers take vLLM's extras too.
+OPENAI_CHAT = Capabilities(vendor="OPENAI", parameters=_SAMPLING | {"logprobs", "top_logprobs"}, accepts_images=True)
+OPENAI_REASONING = Capabilities(
+    vendor="OPENAI", parameters=frozenset({"reasoning_effort", "stop_sequences"}), accepts_images=True
+)
+OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING)
+LLMENGINE_OPENAI = Capabilities(
+    vendor="LLMENGINE",
+    parameters=_SAMPLING | {"top_k", "logprobs", "top_logprobs", "chat_template", "chat_template_kwargs"},
+    default_max_tokens=100,
+)
+LLMENGINE_OPENAI_COMPLETIONS = Capabilities(
+    vendor="LLMENGINE", parameters=_SAMPLING | {"top_k"}, default_max_tokens=100
+)
+
+# o1, o3, o4-mini, gpt-5...: they take max_completion_tokens and reject temperature.
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Flavour:
+    """How one vendor uses the OpenAI wire format."""
+
+    vendor: str
+    chat: Capabilities
+    completions: Capabilities
+    default_base_url: str | None
+    knows_reasoning_models: bool
+
+
+OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, knows_reasoning_models=True)
+LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS, None, knows_reasoning_models=False)
+
+
+class OpenAICompatible:
+    def __init__(self, client: httpx.AsyncClient, flavour: Flavour, policy: RetryPolicy) -> None:
+        self._client = client
+        self._flavour = flavour
+        self._policy = policy
+
+    def _is_reasoning(self, target: Target) -> bool:
+        if not self._flavour.knows_reasoning_models:
+            return False
+        flag = target.parameters.get("reasoning_model")
+        if flag is not None:
+            return bool(flag)
+        return bool(_REASONING_MODEL.match(str(target.parameters.get("model", ""))))
+
+    def capabilities(self, target: Target) -> Capabilities:
+        if target.model_type == "COMPLETION":
+            return self._flavour.completions
+        return OPENAI_REASONING if self._is_reasoning(target) else self._flavour.chat
+
+    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+        base_url = target.parameters.get("base_url") or self._flavour.default_base_url
+        if not base_url:
+            raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
+        model = target.parameters.get("model")
+        if not model:
+            raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
+        sampling = call.sampling
+        reasoning = self._is_reasoning(target)
+        body: dict[str, Any] = {"model": model, "stream": stream}
+        if call.messages is not None:
+            path = "chat/completions"
+            body["messages"] = [_message(message) for message in call.messages]
+        else:
+            path = "completions"
+            body["prompt"] = call.prompt or ""
+        if not reasoning:
+            body["temperature"] = sampling.temperature
+        max_tokens = sampling.max_tokens or self.capabilities(target).default_max_tokens
+        if max_tokens is None and call.messages is None and target.context_window:
+            # The legacy API defaults to 16 tokens; SPEC wants "context - prompt". A
+            # prompt has at least one UTF-8 byte per token, so this always fits.
+            max_tokens = max(1, target.context_window - len((call.prompt or "").encode("utf-8")))
+        if max_tokens is not None:
+            body["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
+        optional = {
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "frequency_penalty": sampling.frequency_penalty,
+            "presence_penalty": sampling.presence_penalty,
+            "stop": list(sampling.stop_sequences) or None,
+            "reasoning_effort": sampling.reasoning_effort,
+            "chat_template": call.chat_template,
+            "chat_template_kwargs": call.chat_template_kwargs,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        if sampling.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = sampling.top_logprobs
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(target.parameters.get("extra_body") or {})
+        api_key = api_key_for(target, self._flavour.vendor)
+        headers = {str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        request = self._client.build_request("POST", join_url(str(base_url), path), json=body, headers=headers)
+        return request, api_key
+
+    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
+        request, api_key = self._request(target, call, stream=False)
+        response = await send(
+            self._client, request, vendor=self._flavour.vendor, policy=self._policy, secrets=[api_key]
+        )
+        payload = await read_json(response, vendor=self._flavour.vendor)
+        choice = (payload.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        text = message.get("content") if "message" in choice else choice.get("text")
+        finish = _FINISH.get(str(choice.get("finish_reason")), "stop")
+        if message.get("refusal"):
+            text, finish = "", "content_filter"
+        usage = payload.get("usage") or {}
+        return GenerationChunk(
+            text=text or "",
+            logprobs=_logprobs(choice.get("logprobs")),
+            finish_reason=finish,
+            prompt_tokens=usage.get("prompt_tokens"),
+            response_tokens=usage.get("completion_tokens"),
+        )
+
+    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        request, api_key = self._request(target, call, stream=True)
+        response = await send(
+            self._client, request, vendor=self._flavour.vendor, policy=self._policy, secrets=[api_key]
+        )
+        return self._chunks(response)
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+        finish: FinishReason = "stop"
+        prompt_tokens = response_tokens = None
+        async for _event, payload in sse_json(response, vendor=self._flavour.vendor):
+            if payload.get("error"):
+                raise UpstreamError(f"{self._flavour.vendor} failed mid-stream: {payload['error']}")
+            usage = payload.get("usage")
+            if usage:
+                prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
+                response_tokens = usage.get("completion_tokens", response_tokens)
+            for choice in payload.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if "delta" in choice else choice.get("text")
+                if delta.get("refusal"):
+                    finish = "content_filter"
+                logprobs = _logprobs(choice.get("logprobs"))
+                if text or logprobs:
+                    yield GenerationChunk(text=text or "", logprobs=logprobs)
+                if choice.get("finish_reason"):
+                    finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if part.get("type") == "image_data":
+                image = part["image_data"]
+                url = {"url": f"data:{image['media_type']};base64,{image['data']}"}
+                if image.get("detail"):
+                    url["detail"] = image["detail"]
+                parts.append({"type": "image_url", "image_url": url})
+            else:
+                parts.append({key: value for key, value in part.items() if value is not None})
+        content = parts
+    return {"role": message["role"], "content": content}
+
+
+def _logprobs(block: Any) -> list[TokenLogprob] | None:
+    if not isinstance(block, dict) or not isinstance(block.get("content"), list):
+        return None
+    return [
+        TokenLogprob(
+            token=entry["token"],
+            logprob=float(entry["logprob"]),
+            bytes=entry.get("bytes") if entry.get("bytes") is not None else list(entry["token"].encode("utf-8")),
+            top_logprobs=[
+                TokenAlternative(
+                    token=alt["token"],
+                    logprob=float(alt["logprob"]),
+                    bytes=alt.get("bytes") if alt.get("bytes") is not None else list(alt["token"].encode("utf-8")),
+                )
+                for alt in entry.get("top_logprobs") or []
+            ],
+        )
+        for entry in block["content"]
+    ]

