@@ -17,6 +17,13 @@ def text_of(body: dict[str, Any]) -> str:
     return str(body["completions"][0][1][0])
 
 
+async def straight_to(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=60) as upstream:
+        response = await upstream.post(url, json=body)
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
 def joined(raw: str) -> tuple[str, list[dict[str, Any]]]:
     import json
 
@@ -30,11 +37,10 @@ async def test_greedy_text_through_modelport_equals_the_upstreams(
 ) -> None:
     _app, client = vendor_app
     deployment = await deploy(client, vendor=vendor, base_url=llama_server, model="smollm2")
-    direct = httpx.post(
+    direct = await straight_to(
         f"{llama_server}/chat/completions",
-        json={"model": "smollm2", "messages": MESSAGES, "temperature": 0, "max_tokens": 30},
-        timeout=60,
-    ).json()
+        {"model": "smollm2", "messages": MESSAGES, "temperature": 0, "max_tokens": 30},
+    )
     body = {"chat_history": MESSAGES[:1], "prompt": MESSAGES[1]["content"], "temperature": 0, "max_tokens": 30}
     response = await client.post(f"/v4/models/{deployment}/chat-completions", json=body)
     assert response.status_code == 200, response.text
@@ -82,11 +88,10 @@ async def test_plain_completions_go_to_the_completions_api(
 ) -> None:
     _app, client = vendor_app
     deployment = await deploy(client, vendor="OPENAI", model_type="COMPLETION", base_url=llama_server, model="smollm2")
-    direct = httpx.post(
+    direct = await straight_to(
         f"{llama_server}/completions",
-        json={"model": "smollm2", "prompt": "The capital of France is", "temperature": 0, "max_tokens": 8},
-        timeout=60,
-    ).json()
+        {"model": "smollm2", "prompt": "The capital of France is", "temperature": 0, "max_tokens": 8},
+    )
     response = await client.post(
         f"/v4/models/{deployment}/completions",
         json={"prompt": "The capital of France is", "temperature": 0, "max_tokens": 8},
