@@ -174,3 +174,30 @@ async def deploy(
     assert deployment.status_code == 200, deployment.text
     assert deployment.json()["status"] == "READY"
     return str(deployment.json()["id"])
+
+
+@pytest.fixture(scope="module")
+async def recorded_app(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient, Any]]:
+    """modelport whose vendors talk to recorded fixtures instead of the network."""
+    from modelport.api.app import create_app
+    from modelport.config import Settings
+    from tests.conftest import ADMIN_KEY
+    from tests.vendors.recorded import Recorded
+
+    transport = Recorded()
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('recorded') / 'r.db'}",
+        api_key=ADMIN_KEY,
+        embedded_engine=False,
+        upstream_attempts=1,
+    )
+    application = create_app(settings, upstream_transport=transport)
+    async with application.router.lifespan_context(application), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://modelport.test",
+        headers={"x-api-key": ADMIN_KEY},
+        timeout=60,
+    ) as client:
+        yield application, client, transport

@@ -27,7 +27,9 @@ from modelport.service import InferenceService
 from modelport.store import db, repo
 from modelport.usage import UsageRecorder
 from modelport.vendors import openai
+from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.embedded import EmbeddedVendor
+from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
 from modelport.vendors.openai import OpenAICompatible
 from modelport.vendors.registry import EMBEDDED, VendorRegistry
@@ -50,20 +52,26 @@ async def _load_embedded_deployments(app: FastAPI) -> None:
                 deployment.status, deployment.status_reason = "READY", None
 
 
-def _register_upstream_vendors(vendors: VendorRegistry, settings: Settings) -> None:
-    """One pooled HTTP client per vendor, created here and closed at shutdown."""
+def _register_upstream_vendors(
+    vendors: VendorRegistry, settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> None:
+    """One pooled HTTP client per vendor, created here and closed at shutdown.
+    `transport` replaces the network (tests inject recorded vendor answers)."""
     policy = RetryPolicy(attempts=settings.upstream_attempts, backoff=settings.upstream_backoff)
 
     def pooled_client() -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            transport=transport,
         )
 
     vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
     vendors.register(
         "LLMENGINE", LLMEngineVendor({"openai": OpenAICompatible(pooled_client(), openai.LLMENGINE, policy)})
     )
+    vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
+    vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
 
 
 @asynccontextmanager
@@ -95,7 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         await _load_embedded_deployments(app)
-    _register_upstream_vendors(vendors, settings)
+    _register_upstream_vendors(vendors, settings, app.state.upstream_transport)
     app.state.vendors = vendors
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     usage.start()
@@ -123,7 +131,9 @@ def _validation_detail(errors: list[dict[str, object]]) -> dict[str, object]:
     return {"detail": f"invalid request: {summary}", "errors": fields}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="modelport",
@@ -131,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.upstream_transport = upstream_transport
 
     @app.exception_handler(ModelportError)
     async def _modelport_error(_request: Request, exc: ModelportError) -> JSONResponse:

@@ -1,0 +1,141 @@
+"""Anthropic's Messages API (`/v1/messages`), streaming and not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from modelport.errors import InvalidRequest, UpstreamError
+from modelport.generation import FinishReason, GenerationCall, GenerationChunk
+from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.turns import split_conversation
+from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+
+CAPABILITIES = Capabilities(
+    vendor="ANTHROPIC",
+    parameters=frozenset({"top_p", "top_k", "stop_sequences"}),
+    max_temperature=1.0,  # Anthropic refuses more; SPEC clamps
+    default_max_tokens=10_000,  # capped by the model's own limit (max_output_tokens)
+    accepts_images=True,
+)
+
+# As @ai-sdk/anthropic maps them (research notes); a refusal is a content filter.
+STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "tool_use": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicVendor:
+    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+        self._client = client
+        self._policy = policy
+
+    def capabilities(self, target: Target) -> Capabilities:
+        return CAPABILITIES
+
+    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+        model = target.parameters.get("model")
+        if not model:
+            raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
+        messages = call.messages if call.messages is not None else ({"role": "user", "content": call.prompt or ""},)
+        system, turns = split_conversation(messages)
+        sampling = call.sampling
+        max_tokens = sampling.max_tokens or CAPABILITIES.default_max_tokens or 10_000
+        ceiling = target.parameters.get("max_output_tokens")
+        if ceiling and sampling.max_tokens is None:
+            max_tokens = min(max_tokens, int(ceiling))
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "messages": [{"role": turn.role, "content": [_part(part) for part in turn.parts]} for turn in turns],
+            "temperature": sampling.temperature,
+            "stream": stream,
+        }
+        if system:
+            body["system"] = system
+        optional = {"top_p": sampling.top_p, "top_k": sampling.top_k, "stop_sequences": list(sampling.stop_sequences)}
+        body.update({name: value for name, value in optional.items() if value})
+        body.update(target.parameters.get("extra_body") or {})
+        api_key = api_key_for(target, "ANTHROPIC")
+        headers = {"anthropic-version": API_VERSION}
+        headers.update({str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()})
+        if api_key:
+            headers["x-api-key"] = api_key
+        base_url = str(target.parameters.get("base_url") or ANTHROPIC_BASE_URL)
+        return self._client.build_request(
+            "POST", join_url(base_url, "v1/messages"), json=body, headers=headers
+        ), api_key
+
+    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
+        request, api_key = self._request(target, call, stream=False)
+        response = await send(self._client, request, vendor="ANTHROPIC", policy=self._policy, secrets=[api_key])
+        payload = await read_json(response, vendor="ANTHROPIC")
+        finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
+        text = "".join(block.get("text", "") for block in payload.get("content") or [] if block.get("type") == "text")
+        usage = payload.get("usage") or {}
+        return GenerationChunk(
+            text="" if finish == "content_filter" else text,
+            finish_reason=finish,
+            prompt_tokens=_input_tokens(usage),
+            response_tokens=usage.get("output_tokens"),
+        )
+
+    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        request, api_key = self._request(target, call, stream=True)
+        response = await send(self._client, request, vendor="ANTHROPIC", policy=self._policy, secrets=[api_key])
+        return self._chunks(response)
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+        finish: FinishReason = "stop"
+        prompt_tokens = response_tokens = None
+        async for event, payload in sse_json(response, vendor="ANTHROPIC"):
+            kind = payload.get("type", event)
+            if kind == "message_start":
+                usage = (payload.get("message") or {}).get("usage") or {}
+                prompt_tokens = _input_tokens(usage)
+                response_tokens = usage.get("output_tokens", response_tokens)
+            elif kind == "content_block_delta":
+                delta = payload.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield GenerationChunk(text=delta["text"])
+            elif kind == "message_delta":
+                reason = (payload.get("delta") or {}).get("stop_reason")
+                if reason:
+                    finish = STOP_REASONS.get(str(reason), "stop")
+                # output_tokens here is cumulative: the last one is the total.
+                response_tokens = (payload.get("usage") or {}).get("output_tokens", response_tokens)
+            elif kind == "error":
+                error = payload.get("error") or {}
+                raise UpstreamError(f"ANTHROPIC failed mid-stream: {error.get('message', error)}")
+        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _input_tokens(usage: dict[str, Any]) -> int | None:
+    if "input_tokens" not in usage:
+        return None
+    # Cached prompt tokens are still prompt tokens the model used.
+    cached = int(usage.get("cache_creation_input_tokens") or 0) + int(usage.get("cache_read_input_tokens") or 0)
+    return int(usage["input_tokens"]) + cached
+
+
+def _part(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") == "image_data":
+        image = part["image_data"]
+        return {"type": "image", "source": {"type": "base64", "media_type": image["media_type"], "data": image["data"]}}
+    if part.get("type") == "image_url":
+        return {"type": "image", "source": {"type": "url", "url": part["image_url"]["url"]}}
+    return {"type": "text", "text": part["text"]}

@@ -1,0 +1,148 @@
+"""Google Gemini: `generateContent` and `streamGenerateContent?alt=sse`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from modelport.errors import InvalidRequest, UpstreamError
+from modelport.generation import FinishReason, GenerationCall, GenerationChunk
+from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.turns import split_conversation
+from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+
+CAPABILITIES = Capabilities(
+    vendor="GOOGLE",
+    parameters=frozenset({"top_p", "top_k", "stop_sequences", "frequency_penalty", "presence_penalty"}),
+    max_temperature=2.0,
+    accepts_images=True,
+)
+
+# STOP covers a natural end and a stop sequence; the safety family is a content filter.
+FINISH_REASONS: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "LANGUAGE": "content_filter",
+}
+
+
+class GoogleVendor:
+    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+        self._client = client
+        self._policy = policy
+
+    def capabilities(self, target: Target) -> Capabilities:
+        return CAPABILITIES
+
+    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+        model = target.parameters.get("model")
+        if not model:
+            raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
+        messages = call.messages if call.messages is not None else ({"role": "user", "content": call.prompt or ""},)
+        system, turns = split_conversation(messages)
+        sampling = call.sampling
+        config: dict[str, Any] = {"candidateCount": 1, "temperature": sampling.temperature}
+        optional = {
+            "topP": sampling.top_p,
+            "topK": sampling.top_k,
+            "maxOutputTokens": sampling.max_tokens,
+            "stopSequences": list(sampling.stop_sequences) or None,
+            "frequencyPenalty": sampling.frequency_penalty,
+            "presencePenalty": sampling.presence_penalty,
+        }
+        config.update({name: value for name, value in optional.items() if value is not None})
+        body: dict[str, Any] = {
+            "contents": [
+                {"role": "model" if turn.role == "assistant" else "user", "parts": [_part(part) for part in turn.parts]}
+                for turn in turns
+            ],
+            "generationConfig": config,
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        body.update(target.parameters.get("extra_body") or {})
+        api_key = api_key_for(target, "GOOGLE")
+        headers = {str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()}
+        if api_key:
+            headers["x-goog-api-key"] = api_key
+        base_url = str(target.parameters.get("base_url") or GEMINI_BASE_URL)
+        method = "streamGenerateContent" if stream else "generateContent"
+        url = join_url(base_url, f"models/{model}:{method}")
+        params = {"alt": "sse"} if stream else None
+        return self._client.build_request("POST", url, json=body, headers=headers, params=params), api_key
+
+    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
+        request, api_key = self._request(target, call, stream=False)
+        response = await send(self._client, request, vendor="GOOGLE", policy=self._policy, secrets=[api_key])
+        frame = _Frame(await read_json(response, vendor="GOOGLE"))
+        return GenerationChunk(
+            text=frame.text,
+            finish_reason=frame.finish or "stop",
+            prompt_tokens=frame.prompt_tokens,
+            response_tokens=frame.response_tokens,
+        )
+
+    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        request, api_key = self._request(target, call, stream=True)
+        response = await send(self._client, request, vendor="GOOGLE", policy=self._policy, secrets=[api_key])
+        return self._chunks(response)
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+        finish: FinishReason = "stop"
+        prompt_tokens = response_tokens = None
+        async for _event, payload in sse_json(response, vendor="GOOGLE"):
+            if payload.get("error"):
+                raise UpstreamError(f"GOOGLE failed mid-stream: {payload['error'].get('message', payload['error'])}")
+            frame = _Frame(payload)
+            if frame.text:
+                yield GenerationChunk(text=frame.text)
+            finish = frame.finish or finish
+            prompt_tokens = frame.prompt_tokens if frame.prompt_tokens is not None else prompt_tokens
+            response_tokens = frame.response_tokens if frame.response_tokens is not None else response_tokens
+        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _Frame:
+    """One GenerateContentResponse: the text, finish reason and usage it carries."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        candidates = payload.get("candidates") or []
+        self.finish: FinishReason | None = None
+        self.text = ""
+        if not candidates and (payload.get("promptFeedback") or {}).get("blockReason"):
+            self.finish = "content_filter"  # the prompt itself was blocked: no candidates
+        elif candidates:
+            candidate = candidates[0]
+            parts = (candidate.get("content") or {}).get("parts") or []
+            # "thought" parts are the model's reasoning, not its answer.
+            self.text = "".join(part.get("text", "") for part in parts if not part.get("thought"))
+            reason = candidate.get("finishReason")
+            if reason:
+                self.finish = FINISH_REASONS.get(str(reason), "stop")
+        usage = payload.get("usageMetadata") or {}
+        self.prompt_tokens: int | None = usage.get("promptTokenCount")
+        candidates_tokens = usage.get("candidatesTokenCount")
+        thoughts = usage.get("thoughtsTokenCount") or 0
+        self.response_tokens: int | None = None if candidates_tokens is None else candidates_tokens + thoughts
+
+
+def _part(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") == "image_data":
+        image = part["image_data"]
+        return {"inlineData": {"mimeType": image["media_type"], "data": image["data"]}}
+    if part.get("type") == "image_url":
+        return {"fileData": {"fileUri": part["image_url"]["url"]}}
+    return {"text": part["text"]}

@@ -1,0 +1,34 @@
+"""An httpx transport that answers with recorded vendor fixtures and keeps what it was sent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass
+class Recorded(httpx.AsyncBaseTransport):
+    """`answers` maps the upstream model name to (status, fixture file)."""
+
+    answers: dict[str, tuple[int, str]] = field(default_factory=dict)
+    sent: list[httpx.Request] = field(default_factory=list)
+
+    def last_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self.sent[-1].content)
+        return body
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        body = json.loads(request.content)
+        # Anthropic names the model in the body; Gemini in the path (models/{model}:method).
+        model = body.get("model") or request.url.path.split("/models/")[1].split(":")[0]
+        status, name = self.answers[model]
+        content = (FIXTURES / name).read_bytes()
+        media = "text/event-stream" if name.endswith(".sse") else "application/json"
+        return httpx.Response(status, content=content, headers={"content-type": media})
