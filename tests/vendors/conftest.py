@@ -194,10 +194,13 @@ async def recorded_app(
         upstream_attempts=1,
     )
     application = create_app(settings, upstream_transport=transport)
-    async with application.router.lifespan_context(application), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://modelport.test",
-        headers={"x-api-key": ADMIN_KEY},
-        timeout=60,
-    ) as client:
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://modelport.test",
+            headers={"x-api-key": ADMIN_KEY},
+            timeout=60,
+        ) as client,
+    ):
         yield application, client, transport

@@ -26,8 +26,13 @@ class Recorded(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.sent.append(request)
         body = json.loads(request.content)
-        # Anthropic names the model in the body; Gemini in the path (models/{model}:method).
-        model = body.get("model") or request.url.path.split("/models/")[1].split(":")[0]
+        # Anthropic names the model in the body, LLM Engine v1 in the query, Gemini in the
+        # path (models/{model}:method).
+        model = (
+            body.get("model")
+            or request.url.params.get("model_endpoint_name")
+            or request.url.path.split("/models/")[1].split(":")[0]
+        )
         status, name = self.answers[model]
         content = (FIXTURES / name).read_bytes()
         media = "text/event-stream" if name.endswith(".sse") else "application/json"

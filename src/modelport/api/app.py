@@ -31,6 +31,7 @@ from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.embedded import EmbeddedVendor
 from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
+from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
 from modelport.vendors.registry import EMBEDDED, VendorRegistry
 from modelport.vendors.upstream import RetryPolicy
@@ -68,7 +69,13 @@ def _register_upstream_vendors(
 
     vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
     vendors.register(
-        "LLMENGINE", LLMEngineVendor({"openai": OpenAICompatible(pooled_client(), openai.LLMENGINE, policy)})
+        "LLMENGINE",
+        LLMEngineVendor(
+            {
+                "openai": OpenAICompatible(pooled_client(), openai.LLMENGINE, policy),
+                "llmengine-v1": LLMEngineV1(pooled_client(), policy),
+            }
+        ),
     )
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
