@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     upstream_read_timeout: float = 120.0
     upstream_attempts: int = 3
     upstream_backoff: float = 0.25
+    # Encrypts account secrets at rest; without it, secrets cannot be stored or used.
+    secret_key: str | None = None
     # How often batched usage records are written.
     usage_flush_seconds: float = 1.0
     log_level: str = "info"

@@ -28,6 +28,7 @@ from modelport.schemas.inference import (
     TopLogprob,
 )
 from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
+from modelport.secrets import SecretBox, resolve_secret
 from modelport.stopseq import StopSequenceFilter
 from modelport.store import repo
 from modelport.store.tables import Deployment, Model
@@ -134,10 +135,12 @@ class InferenceService:
         sessions: async_sessionmaker[AsyncSession],
         vendors: VendorRegistry,
         usage: UsageSink | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         self._sessions = sessions
         self._vendors = vendors
         self._usage = usage
+        self._secrets = secrets or SecretBox(None)
 
     async def complete(
         self, principal: Principal, deployment_id: str, request: CompletionRequest
@@ -301,6 +304,12 @@ class InferenceService:
             check_bindings(schema, bindings)
             target = replace(target, parameters=substitute_bindings(target.parameters, bindings))
         sampling = effective_sampling(request, capabilities, dropped=dropped)
+        secret_name = target.parameters.get("api_key_secret")
+        if secret_name:
+            api_key = await resolve_secret(
+                self._sessions, self._secrets, account_id=principal.account_id, name=str(secret_name)
+            )
+            target = replace(target, api_key=api_key)
 
         if is_chat and model.model_type in CHAT_TYPES:
             assert isinstance(request, ChatCompletionRequest)

@@ -4,7 +4,7 @@ Text arrives in arbitrary pieces (tokens, SSE chunks). A stop sequence may be sp
 across pieces, so the filter holds back the shortest tail that could still grow into a
 stop sequence and releases everything before it. No part of a stop sequence is ever
 released, and the concatenation of everything released equals the full text cut at
-the first stop sequence.
+the first stop sequence: the one that completes first.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ class StopSequenceFilter:
             return piece
         buffer = self._held + piece
         # Any occurrence must start inside the held tail or the new piece: a stop that
-        # started earlier would have kept its beginning held back.
-        cut = min((i for i in (buffer.find(stop) for stop in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # started earlier would have kept its beginning held back. Generation ends at
+        # the stop that completes first (ties: the longer one, which starts earlier),
+        # so a whole text and the same text in pieces are cut at the same place.
+        found = [(i + len(stop), i) for stop in self._stops if (i := buffer.find(stop)) >= 0]
+        if found:
+            cut = min(found)[1]
             self.stopped = True
             self._held = ""
             return buffer[:cut]

@@ -4,7 +4,7 @@ the first stop sequence, and no part of a stop sequence is ever released."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelport.stopseq import StopSequenceFilter, cut_at_stop
@@ -16,8 +16,10 @@ stops = st.lists(st.text(alphabet=ALPHABET, min_size=1, max_size=4), min_size=0,
 
 
 def reference_cut(text: str, stop_sequences: list[str]) -> tuple[str, bool]:
-    positions = [text.find(stop) for stop in stop_sequences if stop in text]
-    return (text[: min(positions)], True) if positions else (text, False)
+    """Cut before the stop that completes first, as a generation running token by
+    token would stop (ties: the longer stop, which starts earlier)."""
+    found = [(text.find(stop) + len(stop), text.find(stop)) for stop in stop_sequences if stop in text]
+    return (text[: min(found)[1]], True) if found else (text, False)
 
 
 def chunked(text: str, cuts: list[int]) -> list[str]:
@@ -29,6 +31,7 @@ def chunked(text: str, cuts: list[int]) -> list[str]:
     return pieces
 
 
+@settings(max_examples=1000)
 @given(text=texts, stop_sequences=stops, cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=20))
 def test_any_chunking_releases_the_text_cut_at_the_first_stop(
     text: str, stop_sequences: list[str], cuts: list[int]
@@ -41,6 +44,7 @@ def test_any_chunking_releases_the_text_cut_at_the_first_stop(
     assert stop_filter.stopped is found
 
 
+@settings(max_examples=1000)
 @given(text=texts, stop_sequences=stops.filter(bool))
 def test_one_character_at_a_time_never_releases_part_of_a_stop(text: str, stop_sequences: list[str]) -> None:
     stop_filter = StopSequenceFilter(stop_sequences)
@@ -71,6 +75,13 @@ def test_held_text_that_turns_out_not_to_be_a_stop_is_released() -> None:
 
 def test_the_earliest_of_several_stops_wins() -> None:
     assert cut_at_stop("one, two. three", [".", ","]) == ("one", True)
+
+
+def test_overlapping_stops_cut_where_generation_would_have_stopped() -> None:
+    # Token by token, "." completes before "a.a" could: the text is "a" either way.
+    assert cut_at_stop("a.a", [".", "a.a"]) == ("a", True)
+    stop_filter = StopSequenceFilter([".", "a.a"])
+    assert stop_filter.feed("a") + stop_filter.feed(".") + stop_filter.feed("a") + stop_filter.flush() == "a"
 
 
 def test_feeding_after_a_stop_releases_nothing() -> None:

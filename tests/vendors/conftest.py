@@ -59,6 +59,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # The upstream `model` name picks the behaviour.
 
 FLAKY_CALLS: dict[str, int] = {}
+# For "slow-stream": how many streams started, and how many ended before their end.
+SLOW_STREAMS = {"started": 0, "abandoned": 0}
 
 
 def _completion(text: str) -> dict[str, Any]:
@@ -104,6 +106,21 @@ async def _chat(request: Request) -> Response:
             _sse('{"choices":[{"index":0,"delta":{"content":"ok"}}]}', "{not json"), media_type="text/event-stream"
         )
 
+    if model == "slow-stream":
+
+        async def slow() -> AsyncIterator[bytes]:
+            SLOW_STREAMS["started"] += 1
+            sent = 0
+            try:
+                for index in range(200):
+                    sent = index + 1
+                    yield _sse('{"choices":[{"index":0,"delta":{"content":"tick "},"finish_reason":null}]}')
+                    await asyncio.sleep(0.05)
+            finally:
+                if sent < 200:
+                    SLOW_STREAMS["abandoned"] += 1
+
+        return StreamingResponse(slow(), media_type="text/event-stream")
     if model == "reset":
 
         async def breaks() -> AsyncIterator[bytes]:
@@ -192,6 +209,7 @@ async def recorded_app(
         api_key=ADMIN_KEY,
         embedded_engine=False,
         upstream_attempts=1,
+        secret_key="a-test-only-secret-key",
     )
     application = create_app(settings, upstream_transport=transport)
     async with (

@@ -16,13 +16,14 @@ from pydantic import ValidationError
 
 from modelport import __version__
 from modelport.api.limits import BodySizeLimit
-from modelport.api.routes import accounts, deployments, health, inference, models
+from modelport.api.routes import accounts, deployments, health, inference, models, secrets
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.config import Settings
 from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
 from modelport.errors import ModelportError
 from modelport.registry import Registry
+from modelport.secrets import SecretBox
 from modelport.service import InferenceService
 from modelport.store import db, repo
 from modelport.usage import UsageRecorder
@@ -116,7 +117,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage.start()
     app.state.usage = usage
     app.state.registry = Registry(app.state.sessions, app.state.engine_pool)
-    app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record)
+    box = SecretBox(settings.secret_key)
+    app.state.secret_box = box
+    app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record, secrets=box)
     try:
         yield
     finally:
@@ -175,5 +178,6 @@ def create_app(
     app.include_router(models.router)
     app.include_router(deployments.router)
     app.include_router(accounts.router)
+    app.include_router(secrets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

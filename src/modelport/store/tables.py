@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -106,6 +106,18 @@ class Deployment(Base):
     created_by_identity_type: Mapped[str] = mapped_column(String(20))
 
 
+class AccountSecret(Base):
+    __tablename__ = "account_secrets"
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_account_secret_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class UsageRecord(Base):
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_deployment_time", "deployment_id", "created_at"),)
@@ -122,6 +134,7 @@ class UsageRecord(Base):
 
 __all__ = [
     "Account",
+    "AccountSecret",
     "ApiKey",
     "Base",
     "Deployment",

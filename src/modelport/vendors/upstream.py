@@ -43,6 +43,8 @@ class RetryPolicy:
 def api_key_for(target: Target, vendor: str) -> str | None:
     """The credential for a target: none, or the server environment variable that
     `model_creation_parameters.api_key_env` names (503 naming it when unset)."""
+    if target.api_key:
+        return target.api_key
     variable = target.parameters.get("api_key_env")
     if not variable:
         return None

@@ -1,0 +1,52 @@
+"""Account secrets (vendor API keys): encrypted at rest, referenced by name, never shown.
+
+The encryption key comes from MODELPORT_SECRET_KEY. Any string works; it is stretched
+to a Fernet key with SHA-256, so use a long random value (`python -c "import secrets;
+print(secrets.token_urlsafe(32))"`). Losing it makes the stored secrets unreadable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.errors import DeploymentUnavailable, MissingCredential
+from modelport.store import repo
+
+
+class SecretBox:
+    def __init__(self, secret_key: str | None) -> None:
+        self._fernet = (
+            Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode("utf-8")).digest()))
+            if secret_key
+            else None
+        )
+
+    def _require(self) -> Fernet:
+        if self._fernet is None:
+            raise DeploymentUnavailable("account secrets need MODELPORT_SECRET_KEY to be set on the modelport server")
+        return self._fernet
+
+    def seal(self, value: str) -> bytes:
+        return self._require().encrypt(value.encode("utf-8"))
+
+    def open(self, sealed: bytes, *, name: str) -> str:
+        try:
+            return self._require().decrypt(sealed).decode("utf-8")
+        except InvalidToken:
+            raise DeploymentUnavailable(
+                f"secret {name!r} cannot be decrypted: MODELPORT_SECRET_KEY differs from the one it was stored with"
+            ) from None
+
+
+async def resolve_secret(
+    sessions: async_sessionmaker[AsyncSession], box: SecretBox, *, account_id: str, name: str
+) -> str:
+    async with sessions() as session:
+        stored = await repo.get_secret(session, account_id=account_id, name=name)
+    if stored is None:
+        raise MissingCredential(f"the credential is missing: this account has no secret named {name!r}")
+    return box.open(stored.ciphertext, name=name)
