@@ -80,15 +80,16 @@ class _Piece:
 class _OutputFilter:
     """Stop-sequence filtering, with logprob entries kept in step with the text.
 
-    An entry is released once all of its token's text has been released; at a stop
-    sequence, the entry that straddles it is cut to the text before the stop, so the
-    released tokens always join to the released text.
+    An entry is released once all of its token's bytes have been released; at a stop
+    sequence, the entry that straddles it is cut to the bytes before the stop, so the
+    released tokens always join to the released text. Counting UTF-8 bytes rather
+    than characters keeps tokens that split a character in step.
     """
 
     def __init__(self, stop_sequences: tuple[str, ...]) -> None:
         self._stops = StopSequenceFilter(stop_sequences)
         self._pending: list[TokenLogprob] = []
-        self._unmatched = 0  # released characters not yet covered by released entries
+        self._unmatched = 0  # released UTF-8 bytes not yet covered by released entries
 
     @property
     def stopped(self) -> bool:
@@ -103,12 +104,12 @@ class _OutputFilter:
         text, entries = self._release(self._stops.flush())
         if self._pending and self._unmatched > 0:
             straddler = self._pending[0]
-            cut = straddler.token[: self._unmatched]
+            cut = _token_bytes(straddler)[: self._unmatched]
             entries.append(
                 TokenLogprob(
-                    token=cut,
+                    token=cut.decode("utf-8", "ignore"),
                     logprob=straddler.logprob,
-                    bytes=list(cut.encode("utf-8")),
+                    bytes=list(cut),
                     top_logprobs=straddler.top_logprobs,
                 )
             )
@@ -116,13 +117,17 @@ class _OutputFilter:
         return text, entries
 
     def _release(self, text: str) -> tuple[str, list[TokenLogprob]]:
-        self._unmatched += len(text)
+        self._unmatched += len(text.encode("utf-8"))
         released: list[TokenLogprob] = []
-        while self._pending and len(self._pending[0].token) <= self._unmatched:
+        while self._pending and len(_token_bytes(self._pending[0])) <= self._unmatched:
             entry = self._pending.pop(0)
-            self._unmatched -= len(entry.token)
+            self._unmatched -= len(_token_bytes(entry))
             released.append(entry)
         return text, released
+
+
+def _token_bytes(entry: TokenLogprob) -> bytes:
+    return bytes(entry.bytes) if entry.bytes is not None else entry.token.encode("utf-8")
 
 
 async def _one(chunk: GenerationChunk) -> AsyncIterator[GenerationChunk]:

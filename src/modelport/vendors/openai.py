@@ -8,6 +8,7 @@ vLLM's extra fields (`top_k`, `chat_template`) would go through `extra_body` any
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -208,9 +209,12 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
 def _logprobs(block: Any) -> list[TokenLogprob] | None:
     if not isinstance(block, dict) or not isinstance(block.get("content"), list):
         return None
+    # A token that splits a character arrives as escaped text ("\\xf0\\x9f"); its text
+    # is rebuilt from its bytes, so that the tokens join to the answer's text.
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
     return [
         TokenLogprob(
-            token=entry["token"],
+            token=decoder.decode(bytes(entry["bytes"])) if entry.get("bytes") is not None else entry["token"],
             logprob=float(entry["logprob"]),
             bytes=entry.get("bytes") if entry.get("bytes") is not None else list(entry["token"].encode("utf-8")),
             top_logprobs=[
