@@ -55,10 +55,6 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
     settings = Settings(
         database_url=database_url,
         usage_flush_seconds=0.2,
-        # Short upstream limits keep the fault tests quick.
-        upstream_read_timeout=2.0,
-        upstream_attempts=3,
-        upstream_backoff=0.05,
         api_key=ADMIN_KEY,
         max_body_bytes=256 * 1024,
     )

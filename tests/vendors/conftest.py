@@ -154,8 +154,9 @@ def fake_vendor() -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-async def vendor_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+async def _app_with(
+    tmp_path_factory: pytest.TempPathFactory, *, read_timeout: float
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """modelport on SQLite (vendor behaviour does not depend on the database)."""
     from modelport.api.app import create_app
     from modelport.config import Settings
@@ -164,7 +165,7 @@ async def vendor_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('vendors') / 'v.db'}",
         api_key=ADMIN_KEY,
-        upstream_read_timeout=2.0,
+        upstream_read_timeout=read_timeout,
         upstream_attempts=3,
         upstream_backoff=0.05,
     )
@@ -175,6 +176,20 @@ async def vendor_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
             transport=transport, base_url="http://modelport.test", headers={"x-api-key": ADMIN_KEY}, timeout=60
         ) as client:
             yield application, client
+
+
+@pytest.fixture(scope="module")
+async def vendor_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """For real upstreams: a timeout no loaded test machine reaches."""
+    async for pair in _app_with(tmp_path_factory, read_timeout=120.0):
+        yield pair
+
+
+@pytest.fixture(scope="module")
+async def fault_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """For the fake vendor: a 2 s read timeout, so a stall is found quickly."""
+    async for pair in _app_with(tmp_path_factory, read_timeout=2.0):
+        yield pair
 
 
 async def deploy(

@@ -21,9 +21,9 @@ async def ask(client: httpx.AsyncClient, deployment: str, **extra: Any) -> httpx
 
 
 async def test_a_healthy_stream_reports_usage_from_include_usage(
-    vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
 ) -> None:
-    _app, client = vendor_app
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="ok")
     response = await ask(client, deployment, stream=True)
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
@@ -31,10 +31,8 @@ async def test_a_healthy_stream_reports_usage_from_include_usage(
     assert (events[-1]["finish_reason"], events[-1]["prompt_tokens"], events[-1]["response_tokens"]) == ("length", 7, 2)
 
 
-async def test_5xx_before_the_first_byte_is_retried(
-    vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
-) -> None:
-    _app, client = vendor_app
+async def test_5xx_before_the_first_byte_is_retried(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
+    _app, client = fault_app
     conftest.FLAKY_CALLS.clear()
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="flaky")
     response = await ask(client, deployment)
@@ -44,9 +42,9 @@ async def test_5xx_before_the_first_byte_is_retried(
 
 
 async def test_persistent_5xx_is_502_with_the_vendors_message_and_no_secret(
-    vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str, monkeypatch: pytest.MonkeyPatch
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _app, client = vendor_app
+    _app, client = fault_app
     monkeypatch.setenv("FAKE_VENDOR_KEY", "sk-very-secret-value-123")
     deployment = await deploy(
         client, vendor="OPENAI", base_url=fake_vendor, model="fail-500", api_key_env="FAKE_VENDOR_KEY"
@@ -58,8 +56,8 @@ async def test_persistent_5xx_is_502_with_the_vendors_message_and_no_secret(
     assert "sk-very-secret-value-123" not in response.text
 
 
-async def test_429_is_passed_on_with_retry_after(vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
-    _app, client = vendor_app
+async def test_429_is_passed_on_with_retry_after(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="rate-limited")
     response = await ask(client, deployment)
     assert response.status_code == 429
@@ -67,16 +65,16 @@ async def test_429_is_passed_on_with_retry_after(vendor_app: tuple[Any, httpx.As
     assert "slow down" in response.json()["detail"]
 
 
-async def test_a_vendor_refusal_is_400(vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
-    _app, client = vendor_app
+async def test_a_vendor_refusal_is_400(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="refuse-400")
     response = await ask(client, deployment)
     assert response.status_code == 400
     assert "too large" in response.json()["detail"]
 
 
-async def test_a_stall_past_the_timeout_is_504(vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
-    _app, client = vendor_app
+async def test_a_stall_past_the_timeout_is_504(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="stall")
     started = time.monotonic()
     response = await ask(client, deployment)
@@ -86,9 +84,9 @@ async def test_a_stall_past_the_timeout_is_504(vendor_app: tuple[Any, httpx.Asyn
 
 
 async def test_a_reset_mid_stream_ends_with_an_error_event(
-    vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
 ) -> None:
-    _app, client = vendor_app
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="reset")
     response = await ask(client, deployment, stream=True)
     assert response.status_code == 200
@@ -100,9 +98,9 @@ async def test_a_reset_mid_stream_ends_with_an_error_event(
 
 
 async def test_malformed_sse_is_an_error_event_not_a_crash(
-    vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
 ) -> None:
-    _app, client = vendor_app
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="malformed")
     response = await ask(client, deployment, stream=True)
     blocks = response.text.strip().split("\n\n")
@@ -111,17 +109,17 @@ async def test_malformed_sse_is_an_error_event_not_a_crash(
 
 
 async def test_an_unset_credential_variable_is_503_naming_it(
-    vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
 ) -> None:
-    _app, client = vendor_app
+    _app, client = fault_app
     deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="ok", api_key_env="NO_SUCH_KEY_VAR")
     response = await ask(client, deployment)
     assert response.status_code == 503
     assert "NO_SUCH_KEY_VAR" in response.json()["detail"]
 
 
-async def test_an_unreachable_upstream_is_502(vendor_app: tuple[Any, httpx.AsyncClient]) -> None:
-    _app, client = vendor_app
+async def test_an_unreachable_upstream_is_502(fault_app: tuple[Any, httpx.AsyncClient]) -> None:
+    _app, client = fault_app
     from tests.e2e.test_server import free_port
 
     deployment = await deploy(client, vendor="OPENAI", base_url=f"http://127.0.0.1:{free_port()}/v1", model="x")
@@ -130,8 +128,8 @@ async def test_an_unreachable_upstream_is_502(vendor_app: tuple[Any, httpx.Async
     assert "could not reach" in response.json()["detail"]
 
 
-async def test_model_settings_never_show_a_secret(vendor_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
-    _app, client = vendor_app
+async def test_model_settings_never_show_a_secret(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
+    _app, client = fault_app
     model = await client.post(
         "/v4/models",
         json={"name": "s", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",

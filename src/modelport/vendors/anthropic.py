@@ -7,11 +7,20 @@ from typing import Any
 
 import httpx
 
-from modelport.errors import InvalidRequest, UpstreamError
+from modelport.errors import UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
-from modelport.vendors.turns import split_conversation
-from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+from modelport.vendors.turns import conversation
+from modelport.vendors.upstream import (
+    RetryPolicy,
+    api_key_for,
+    configured_headers,
+    join_url,
+    read_json,
+    send,
+    sse_json,
+    upstream_model,
+)
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -45,11 +54,8 @@ class AnthropicVendor:
         return CAPABILITIES
 
     def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
-        model = target.parameters.get("model")
-        if not model:
-            raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
-        messages = call.messages if call.messages is not None else ({"role": "user", "content": call.prompt or ""},)
-        system, turns = split_conversation(messages)
+        model = upstream_model(target)
+        system, turns = conversation(call)
         sampling = call.sampling
         max_tokens = sampling.max_tokens or CAPABILITIES.default_max_tokens or 10_000
         ceiling = target.parameters.get("max_output_tokens")
@@ -68,8 +74,7 @@ class AnthropicVendor:
         body.update({name: value for name, value in optional.items() if value})
         body.update(target.parameters.get("extra_body") or {})
         api_key = api_key_for(target, "ANTHROPIC")
-        headers = {"anthropic-version": API_VERSION}
-        headers.update({str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()})
+        headers = {"anthropic-version": API_VERSION, **configured_headers(target)}
         if api_key:
             headers["x-api-key"] = api_key
         base_url = str(target.parameters.get("base_url") or ANTHROPIC_BASE_URL)

@@ -7,11 +7,20 @@ from typing import Any
 
 import httpx
 
-from modelport.errors import InvalidRequest, UpstreamError
+from modelport.errors import UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
-from modelport.vendors.turns import split_conversation
-from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+from modelport.vendors.turns import conversation
+from modelport.vendors.upstream import (
+    RetryPolicy,
+    api_key_for,
+    configured_headers,
+    join_url,
+    read_json,
+    send,
+    sse_json,
+    upstream_model,
+)
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -45,11 +54,8 @@ class GoogleVendor:
         return CAPABILITIES
 
     def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
-        model = target.parameters.get("model")
-        if not model:
-            raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
-        messages = call.messages if call.messages is not None else ({"role": "user", "content": call.prompt or ""},)
-        system, turns = split_conversation(messages)
+        model = upstream_model(target)
+        system, turns = conversation(call)
         sampling = call.sampling
         config: dict[str, Any] = {"candidateCount": 1, "temperature": sampling.temperature}
         optional = {
@@ -72,7 +78,7 @@ class GoogleVendor:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         body.update(target.parameters.get("extra_body") or {})
         api_key = api_key_for(target, "GOOGLE")
-        headers = {str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()}
+        headers = configured_headers(target)
         if api_key:
             headers["x-goog-api-key"] = api_key
         base_url = str(target.parameters.get("base_url") or GEMINI_BASE_URL)

@@ -16,7 +16,7 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.templates import render_chat
 from modelport.vendors.base import Capabilities, Target
-from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+from modelport.vendors.upstream import RetryPolicy, api_key_for, configured_headers, join_url, read_json, send, sse_json
 
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
@@ -77,7 +77,7 @@ class LLMEngineV1:
         body.update({name: value for name, value in optional.items() if value is not None})
         body.update(target.parameters.get("extra_body") or {})
         api_key = api_key_for(target, "LLMENGINE")
-        headers = {str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()}
+        headers = configured_headers(target)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         path = "v1/llm/completions-stream" if stream else "v1/llm/completions-sync"

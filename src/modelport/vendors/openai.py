@@ -19,7 +19,16 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.vendors.base import Capabilities, Target
-from modelport.vendors.upstream import RetryPolicy, api_key_for, join_url, read_json, send, sse_json
+from modelport.vendors.upstream import (
+    RetryPolicy,
+    api_key_for,
+    configured_headers,
+    join_url,
+    read_json,
+    send,
+    sse_json,
+    upstream_model,
+)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -90,9 +99,7 @@ class OpenAICompatible:
         base_url = target.parameters.get("base_url") or self._flavour.default_base_url
         if not base_url:
             raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
-        model = target.parameters.get("model")
-        if not model:
-            raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
+        model = upstream_model(target)
         sampling = call.sampling
         reasoning = self._is_reasoning(target)
         body: dict[str, Any] = {"model": model, "stream": stream}
@@ -129,7 +136,7 @@ class OpenAICompatible:
             body["stream_options"] = {"include_usage": True}
         body.update(target.parameters.get("extra_body") or {})
         api_key = api_key_for(target, self._flavour.vendor)
-        headers = {str(k): str(v) for k, v in (target.parameters.get("headers") or {}).items()}
+        headers = configured_headers(target)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         request = self._client.build_request("POST", join_url(str(base_url), path), json=body, headers=headers)

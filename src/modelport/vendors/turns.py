@@ -7,11 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelport.generation import GenerationCall
+
 
 @dataclass(slots=True)
 class Turn:
     role: str  # "user" | "assistant"
     parts: list[dict[str, Any]] = field(default_factory=list)  # {"type": "text", "text"} or image parts
+
+
+def conversation(call: GenerationCall) -> tuple[str | None, list[Turn]]:
+    """The system text and the turns of a call; a plain completion is one user turn."""
+    messages = call.messages if call.messages is not None else ({"role": "user", "content": call.prompt or ""},)
+    return split_conversation(messages)
 
 
 def split_conversation(messages: tuple[dict[str, Any], ...]) -> tuple[str | None, list[Turn]]:

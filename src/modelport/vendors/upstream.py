@@ -56,6 +56,19 @@ def api_key_for(target: Target, vendor: str) -> str | None:
     return value
 
 
+def upstream_model(target: Target) -> str:
+    """The vendor's own name for the model (`model_creation_parameters.model`)."""
+    model = target.parameters.get("model")
+    if not model:
+        raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
+    return str(model)
+
+
+def configured_headers(target: Target) -> dict[str, str]:
+    """`model_creation_parameters.headers`: extra headers for every upstream request."""
+    return {str(name): str(value) for name, value in (target.parameters.get("headers") or {}).items()}
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """Remove credentials from a vendor's message before it reaches a caller or a log."""
     for secret in secrets:
