@@ -29,7 +29,7 @@ from modelport.schemas.registry import (
     Page,
 )
 from modelport.store import repo
-from modelport.store.tables import ApiKey, Deployment, utcnow
+from modelport.store.tables import ApiKey, Deployment, Model, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class Registry:
 
     # --- helpers ------------------------------------------------------------------
 
-    async def _model(self, session: AsyncSession, principal: Principal, model_id: str) -> Any:
+    async def _model(self, session: AsyncSession, principal: Principal, model_id: str) -> Model:
         model = await repo.get_model(session, account_id=principal.account_id, model_id=model_id)
         if model is None:
             raise NotFound(f"model {model_id} not found")

@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -240,7 +239,3 @@ class EmbeddedModel:
         return TokenLogprob(
             token=text, logprob=float(logits[token] - log_norm), bytes=list(piece), top_logprobs=alternatives
         )
-
-
-def describe(model: EmbeddedModel) -> dict[str, Any]:
-    return {"path": str(model.path), "context_window": model.context_window}

@@ -144,11 +144,6 @@ def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
     return {name: "<redacted>" if name.lower() in SECRET_SETTING_NAMES else value for name, value in parameters.items()}
 
 
-class PageQuery(BaseModel):
-    page: int = Field(default=1, ge=1)
-    limit: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
-
-
 ModelInstanceOut.model_rebuild()
 
 
