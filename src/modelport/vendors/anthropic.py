@@ -12,12 +12,11 @@ from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.turns import conversation
 from modelport.vendors.upstream import (
-    RetryPolicy,
+    HttpVendor,
     api_key_for,
     configured_headers,
     join_url,
     read_json,
-    send,
     sse_json,
     upstream_model,
 )
@@ -45,10 +44,8 @@ STOP_REASONS: dict[str, FinishReason] = {
 }
 
 
-class AnthropicVendor:
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
-        self._client = client
-        self._policy = policy
+class AnthropicVendor(HttpVendor):
+    vendor = "ANTHROPIC"
 
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
@@ -84,8 +81,8 @@ class AnthropicVendor:
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         request, api_key = self._request(target, call, stream=False)
-        response = await send(self._client, request, vendor="ANTHROPIC", policy=self._policy, secrets=[api_key])
-        payload = await read_json(response, vendor="ANTHROPIC")
+        response = await self._send(request, api_key)
+        payload = await read_json(response, vendor=self.vendor)
         finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
         text = "".join(block.get("text", "") for block in payload.get("content") or [] if block.get("type") == "text")
         usage = payload.get("usage") or {}
@@ -98,13 +95,13 @@ class AnthropicVendor:
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         request, api_key = self._request(target, call, stream=True)
-        response = await send(self._client, request, vendor="ANTHROPIC", policy=self._policy, secrets=[api_key])
+        response = await self._send(request, api_key)
         return self._chunks(response)
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
-        async for event, payload in sse_json(response, vendor="ANTHROPIC"):
+        async for event, payload in sse_json(response, vendor=self.vendor):
             kind = payload.get("type", event)
             if kind == "message_start":
                 usage = (payload.get("message") or {}).get("usage") or {}
@@ -124,9 +121,6 @@ class AnthropicVendor:
                 error = payload.get("error") or {}
                 raise UpstreamError(f"ANTHROPIC failed mid-stream: {error.get('message', error)}")
         yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:

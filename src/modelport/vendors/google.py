@@ -12,12 +12,11 @@ from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.turns import conversation
 from modelport.vendors.upstream import (
-    RetryPolicy,
+    HttpVendor,
     api_key_for,
     configured_headers,
     join_url,
     read_json,
-    send,
     sse_json,
     upstream_model,
 )
@@ -45,10 +44,8 @@ FINISH_REASONS: dict[str, FinishReason] = {
 }
 
 
-class GoogleVendor:
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
-        self._client = client
-        self._policy = policy
+class GoogleVendor(HttpVendor):
+    vendor = "GOOGLE"
 
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
@@ -89,8 +86,8 @@ class GoogleVendor:
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         request, api_key = self._request(target, call, stream=False)
-        response = await send(self._client, request, vendor="GOOGLE", policy=self._policy, secrets=[api_key])
-        frame = _Frame(await read_json(response, vendor="GOOGLE"))
+        response = await self._send(request, api_key)
+        frame = _Frame(await read_json(response, vendor=self.vendor))
         return GenerationChunk(
             text=frame.text,
             finish_reason=frame.finish or "stop",
@@ -100,13 +97,13 @@ class GoogleVendor:
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         request, api_key = self._request(target, call, stream=True)
-        response = await send(self._client, request, vendor="GOOGLE", policy=self._policy, secrets=[api_key])
+        response = await self._send(request, api_key)
         return self._chunks(response)
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
-        async for _event, payload in sse_json(response, vendor="GOOGLE"):
+        async for _event, payload in sse_json(response, vendor=self.vendor):
             if payload.get("error"):
                 raise UpstreamError(f"GOOGLE failed mid-stream: {payload['error'].get('message', payload['error'])}")
             frame = _Frame(payload)
@@ -116,9 +113,6 @@ class GoogleVendor:
             prompt_tokens = frame.prompt_tokens if frame.prompt_tokens is not None else prompt_tokens
             response_tokens = frame.response_tokens if frame.response_tokens is not None else response_tokens
         yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class _Frame:

@@ -16,7 +16,7 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.templates import render_chat
 from modelport.vendors.base import Capabilities, Target
-from modelport.vendors.upstream import RetryPolicy, api_key_for, configured_headers, join_url, read_json, send, sse_json
+from modelport.vendors.upstream import HttpVendor, api_key_for, configured_headers, join_url, read_json, sse_json
 
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
@@ -39,10 +39,8 @@ CAPABILITIES = Capabilities(
 )
 
 
-class LLMEngineV1:
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
-        self._client = client
-        self._policy = policy
+class LLMEngineV1(HttpVendor):
+    vendor = "LLMENGINE"
 
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
@@ -88,8 +86,8 @@ class LLMEngineV1:
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         request, api_key, limit = self._request(target, call, stream=False)
-        response = await send(self._client, request, vendor="LLMENGINE", policy=self._policy, secrets=[api_key])
-        output = (await read_json(response, vendor="LLMENGINE")).get("output") or {}
+        response = await self._send(request, api_key)
+        output = (await read_json(response, vendor=self.vendor)).get("output") or {}
         completion_tokens = output.get("num_completion_tokens")
         return GenerationChunk(
             text=output.get("text") or "",
@@ -101,14 +99,14 @@ class LLMEngineV1:
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         request, api_key, limit = self._request(target, call, stream=True)
-        response = await send(self._client, request, vendor="LLMENGINE", policy=self._policy, secrets=[api_key])
+        response = await self._send(request, api_key)
         return self._chunks(response, limit, wants_logprobs=call.sampling.logprobs)
 
     async def _chunks(
         self, response: httpx.Response, limit: int, *, wants_logprobs: bool
     ) -> AsyncIterator[GenerationChunk]:
         prompt_tokens = completion_tokens = None
-        async for _event, payload in sse_json(response, vendor="LLMENGINE"):
+        async for _event, payload in sse_json(response, vendor=self.vendor):
             if payload.get("error"):
                 raise UpstreamError(f"LLMENGINE failed mid-stream: {payload['error']}")
             output = payload.get("output") or {}
@@ -129,9 +127,6 @@ class LLMEngineV1:
             prompt_tokens=prompt_tokens,
             response_tokens=completion_tokens,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def _finish(completion_tokens: int | None, limit: int) -> FinishReason:

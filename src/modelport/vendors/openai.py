@@ -20,12 +20,12 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.upstream import (
+    HttpVendor,
     RetryPolicy,
     api_key_for,
     configured_headers,
     join_url,
     read_json,
-    send,
     sse_json,
     upstream_model,
 )
@@ -76,11 +76,11 @@ OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, kno
 LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS, None, knows_reasoning_models=False)
 
 
-class OpenAICompatible:
+class OpenAICompatible(HttpVendor):
     def __init__(self, client: httpx.AsyncClient, flavour: Flavour, policy: RetryPolicy) -> None:
-        self._client = client
+        super().__init__(client, policy)
         self._flavour = flavour
-        self._policy = policy
+        self.vendor = flavour.vendor
 
     def _is_reasoning(self, target: Target) -> bool:
         if not self._flavour.knows_reasoning_models:
@@ -135,7 +135,7 @@ class OpenAICompatible:
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(target.parameters.get("extra_body") or {})
-        api_key = api_key_for(target, self._flavour.vendor)
+        api_key = api_key_for(target, self.vendor)
         headers = configured_headers(target)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -144,10 +144,8 @@ class OpenAICompatible:
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         request, api_key = self._request(target, call, stream=False)
-        response = await send(
-            self._client, request, vendor=self._flavour.vendor, policy=self._policy, secrets=[api_key]
-        )
-        payload = await read_json(response, vendor=self._flavour.vendor)
+        response = await self._send(request, api_key)
+        payload = await read_json(response, vendor=self.vendor)
         choice = (payload.get("choices") or [{}])[0]
         message = choice.get("message") or {}
         text = message.get("content") if "message" in choice else choice.get("text")
@@ -165,17 +163,15 @@ class OpenAICompatible:
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         request, api_key = self._request(target, call, stream=True)
-        response = await send(
-            self._client, request, vendor=self._flavour.vendor, policy=self._policy, secrets=[api_key]
-        )
+        response = await self._send(request, api_key)
         return self._chunks(response)
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
-        async for _event, payload in sse_json(response, vendor=self._flavour.vendor):
+        async for _event, payload in sse_json(response, vendor=self.vendor):
             if payload.get("error"):
-                raise UpstreamError(f"{self._flavour.vendor} failed mid-stream: {payload['error']}")
+                raise UpstreamError(f"{self.vendor} failed mid-stream: {payload['error']}")
             usage = payload.get("usage")
             if usage:
                 prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
@@ -191,9 +187,6 @@ class OpenAICompatible:
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(str(choice["finish_reason"]), "stop")
         yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

@@ -160,15 +160,23 @@ def _seconds(value: str | None) -> float | None:
     return None
 
 
-async def read_json(response: httpx.Response, *, vendor: str) -> Any:
+@contextlib.asynccontextmanager
+async def _reading(response: httpx.Response, *, vendor: str, what: str) -> AsyncIterator[None]:
+    """Read an answer's body: failures after the status line are the vendor's, and
+    the response is closed however reading ends (finished, failed or abandoned)."""
     try:
-        body = await response.aread()
+        yield
     except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(f"{vendor} stopped answering mid-response") from exc
+        raise UpstreamTimeout(f"{vendor} stalled mid-{what}") from exc
     except httpx.TransportError as exc:
-        raise UpstreamError(f"{vendor} broke the connection mid-response ({type(exc).__name__})") from exc
+        raise UpstreamError(f"{vendor} broke the connection mid-{what} ({type(exc).__name__})") from exc
     finally:
         await response.aclose()
+
+
+async def read_json(response: httpx.Response, *, vendor: str) -> Any:
+    async with _reading(response, vendor=vendor, what="response"):
+        body = await response.aread()
     try:
         return json.loads(body)
     except ValueError as exc:
@@ -177,24 +185,37 @@ async def read_json(response: httpx.Response, *, vendor: str) -> Any:
 
 async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncIterator[tuple[str, Any]]:
     """(event name, parsed JSON data) for each server-sent event; `[DONE]` ends it."""
-    try:
-        async for event in EventSource(response).aiter_sse():
-            if not event.data or event.data.strip() == "[DONE]":
-                if event.data.strip() == "[DONE]":
+    async with _reading(response, vendor=vendor, what="stream"):
+        try:
+            async for event in EventSource(response).aiter_sse():
+                data = event.data.strip()
+                if data == "[DONE]":
                     return
-                continue
-            try:
-                yield event.event, json.loads(event.data)
-            except ValueError as exc:
-                raise UpstreamError(f"{vendor} sent an event that is not JSON: {event.data[:200]!r}") from exc
-    except SSEError as exc:
-        raise UpstreamError(f"{vendor} did not answer with an event stream: {exc}") from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(f"{vendor} stalled mid-stream") from exc
-    except httpx.TransportError as exc:
-        raise UpstreamError(f"{vendor} broke the connection mid-stream ({type(exc).__name__})") from exc
-    finally:
-        await response.aclose()
+                if not data:
+                    continue
+                try:
+                    yield event.event, json.loads(data)
+                except ValueError as exc:
+                    raise UpstreamError(f"{vendor} sent an event that is not JSON: {data[:200]!r}") from exc
+        except SSEError as exc:
+            raise UpstreamError(f"{vendor} did not answer with an event stream: {exc}") from exc
+
+
+class HttpVendor:
+    """What every HTTP adapter holds and does the same way: its pooled client (built
+    at start-up, closed at shutdown), its retry policy, and sending with both."""
+
+    vendor: str
+
+    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+        self._client = client
+        self._policy = policy
+
+    async def _send(self, request: httpx.Request, api_key: str | None) -> httpx.Response:
+        return await send(self._client, request, vendor=self.vendor, policy=self._policy, secrets=[api_key])
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 def join_url(base: str, path: str) -> str:
