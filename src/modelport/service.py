@@ -9,6 +9,7 @@ same filter, so both give the same text), and shape the SDK's `CompletionRespons
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -88,7 +89,7 @@ class _OutputFilter:
 
     def __init__(self, stop_sequences: tuple[str, ...]) -> None:
         self._stops = StopSequenceFilter(stop_sequences)
-        self._pending: list[TokenLogprob] = []
+        self._pending: deque[TokenLogprob] = deque()
         self._unmatched = 0  # released UTF-8 bytes not yet covered by released entries
 
     @property
@@ -120,7 +121,7 @@ class _OutputFilter:
         self._unmatched += len(text.encode("utf-8"))
         released: list[TokenLogprob] = []
         while self._pending and len(_token_bytes(self._pending[0])) <= self._unmatched:
-            entry = self._pending.pop(0)
+            entry = self._pending.popleft()
             self._unmatched -= len(_token_bytes(entry))
             released.append(entry)
         return text, released
