@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,8 +14,10 @@ from fastapi import FastAPI
 
 from modelport.api.app import create_app
 from modelport.config import Settings
+from tests.servers import free_port, running
 
 ADMIN_KEY = "mp_test_admin_key"
+E2E_KEY = "mp_e2e_admin_key"
 POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 # CI sets this so that a missing PostgreSQL fails the run instead of skipping its leg.
 REQUIRE_POSTGRES = os.environ.get("MODELPORT_TEST_REQUIRE_POSTGRES") == "1"
@@ -42,6 +45,24 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`modelport serve` in a subprocess on a free loopback port, on a fresh SQLite file."""
+    data = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'e2e.db'}",
+        "MODELPORT_API_KEY": E2E_KEY,
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_LOG_LEVEL": "warning",
+    }
+    base_url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "modelport"), "serve"]
+    with running(command, ready_url=f"{base_url}/health", log_path=data / "server.log", env=env):
+        yield base_url
 
 
 @pytest.fixture(scope="session")

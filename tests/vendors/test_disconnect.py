@@ -7,11 +7,11 @@ import time
 
 import httpx
 
-from tests.e2e.test_server import KEY, server  # noqa: F401  (the running-server fixture)
+from tests.conftest import E2E_KEY as KEY
 from tests.vendors import conftest
 
 
-def test_closing_the_client_stream_closes_the_upstream_stream(server: str, fake_vendor: str) -> None:  # noqa: F811
+def test_closing_the_client_stream_closes_the_upstream_stream(server: str, fake_vendor: str) -> None:
     headers = {"x-api-key": KEY}
     model = httpx.post(
         f"{server}/v4/models",

@@ -120,7 +120,7 @@ async def test_an_unset_credential_variable_is_503_naming_it(
 
 async def test_an_unreachable_upstream_is_502(fault_app: tuple[Any, httpx.AsyncClient]) -> None:
     _app, client = fault_app
-    from tests.e2e.test_server import free_port
+    from tests.servers import free_port
 
     deployment = await deploy(client, vendor="OPENAI", base_url=f"http://127.0.0.1:{free_port()}/v1", model="x")
     response = await ask(client, deployment)
