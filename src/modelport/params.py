@@ -6,6 +6,7 @@ returns the effective settings or raises the error the caller should see.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
@@ -33,7 +34,7 @@ def effective_sampling(
     request: CompletionRequest,
     capabilities: Capabilities,
     *,
-    dropped: set[str] = frozenset(),  # type: ignore[assignment]
+    dropped: AbstractSet[str] = frozenset(),
 ) -> Sampling:
     """The sampling settings to send: defaults applied, temperature clamped to the
     vendor's ceiling (SPEC 3.1: 'defaults to the max value'), dropped parameters cleared."""

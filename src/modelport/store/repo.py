@@ -6,6 +6,7 @@ account is simply not found.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -202,7 +203,7 @@ async def list_models(
     page: int,
     limit: int,
     model_type: str | None = None,
-    sort_by: list[tuple[str, bool]] = (),  # type: ignore[assignment]
+    sort_by: Sequence[tuple[str, bool]] = (),
 ) -> tuple[list[Model], int]:
     where = [Model.account_id == account_id]
     if model_type is not None:
