@@ -53,24 +53,49 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [MODELPORT_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [MODELPORT_PORT].")] = None,
     database_url: Annotated[str | None, typer.Option(help="[MODELPORT_DATABASE_URL]")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes [MODELPORT_WORKERS].")] = None,
 ) -> None:
     """Start the HTTP server (and, on first start, set up the default model)."""
     import uvicorn
 
     # Options become environment settings, so the app factory sees one source of truth.
-    for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url)):
+    for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers > 1:
+        # Migrate and set up once, here, rather than in every worker at the same time.
+        _prepare_database(settings)
+        os.environ["MODELPORT_MIGRATE_ON_START"] = "false"
+        os.environ["MODELPORT_BOOTSTRAP"] = "false"
     uvicorn.run(
         "modelport.api.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=5,
     )
+
+
+def _prepare_database(settings: Settings) -> None:
+    from modelport.api.app import prepare_database
+    from modelport.store import db
+
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        engine = db.make_engine(settings.database_url)
+        try:
+            await prepare_database(settings, engine, db.make_sessions(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 @db_app.command("upgrade")

@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     # How often batched usage records are written.
     usage_flush_seconds: float = 1.0
+    # Keys, roles, deployments and secrets are cached in each process; a change made by
+    # another process (a worker, the CLI) is seen within `cache_refresh_seconds`.
+    cache_ttl_seconds: float = 30.0
+    cache_refresh_seconds: float = 0.5
+    # Worker processes for `modelport serve` (each with its own cache and engine).
+    workers: int = 1
+    # One log line per request costs a little on every request; off unless asked for.
+    access_log: bool = False
     log_level: str = "info"
 
     @cached_property

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
+from modelport.cache import RegistryCache
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
@@ -34,6 +35,7 @@ from modelport.stopseq import StopSequenceFilter
 from modelport.store import repo
 from modelport.store.tables import Deployment, Model
 from modelport.templates import substitute_bindings
+from modelport.timing import waiting_for_vendor
 from modelport.vendors.base import Capabilities, Target, Vendor
 from modelport.vendors.registry import VendorRegistry
 
@@ -57,6 +59,17 @@ def target_of(deployment: Deployment, model: Model) -> Target:
         vendor_configuration=dict(deployment.vendor_configuration or {}),
         context_window=int(window) if window else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _DeploymentView:
+    """What a request needs of a deployment and its model (cached between requests)."""
+
+    status: str
+    status_reason: str | None
+    model_type: str
+    request_schema: dict[str, Any]
+    target: Target
 
 
 @dataclass(slots=True)
@@ -142,11 +155,14 @@ class InferenceService:
         vendors: VendorRegistry,
         usage: UsageSink | None = None,
         secrets: SecretBox | None = None,
+        cache: RegistryCache | None = None,
     ) -> None:
         self._sessions = sessions
         self._vendors = vendors
         self._usage = usage
         self._secrets = secrets or SecretBox(None)
+        # Without a shared cache (tests, scripts) every lookup goes to the database.
+        self._cache = cache or RegistryCache(ttl_seconds=0)
 
     async def complete(
         self, principal: Principal, deployment_id: str, request: CompletionRequest
@@ -154,7 +170,8 @@ class InferenceService:
         started = time.perf_counter()
         prepared = await self._prepare(principal, deployment_id, request)
         try:
-            result = await prepared.vendor.complete(prepared.target, prepared.call)
+            with waiting_for_vendor():
+                result = await prepared.vendor.complete(prepared.target, prepared.call)
             pieces = [piece async for piece in self._filtered(prepared, _one(result))]
         except ModelportError as exc:
             self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
@@ -176,7 +193,8 @@ class InferenceService:
         started = time.perf_counter()
         prepared = await self._prepare(principal, deployment_id, request)
         try:
-            chunks = await prepared.vendor.stream(prepared.target, prepared.call)
+            with waiting_for_vendor():
+                chunks = await prepared.vendor.stream(prepared.target, prepared.call)
         except ModelportError as exc:
             self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
             raise
@@ -279,32 +297,56 @@ class InferenceService:
                 (time.perf_counter() - started) * 1000,
             )
 
-    async def _prepare(self, principal: Principal, deployment_id: str, request: CompletionRequest) -> _Prepared:
-        async with self._sessions() as session:
-            found = await repo.get_deployment_with_model(
-                session, account_id=principal.account_id, deployment_id=deployment_id
+    async def _deployment(self, account_id: str, deployment_id: str) -> _DeploymentView:
+        async def load() -> _DeploymentView | None:
+            async with self._sessions() as session:
+                found = await repo.get_deployment_with_model(
+                    session, account_id=account_id, deployment_id=deployment_id
+                )
+            if found is None:
+                return None
+            deployment, model = found
+            return _DeploymentView(
+                status=deployment.status,
+                status_reason=deployment.status_reason,
+                model_type=model.model_type,
+                request_schema=dict(model.request_schema or {}),
+                target=target_of(deployment, model),
             )
-        if found is None:
+
+        view = await self._cache.get_or_load(("deployment", account_id, deployment_id), load)
+        if view is None:
             raise NotFound(f"model deployment {deployment_id} not found")
-        deployment, model = found
+        return view
+
+    async def _api_key(self, account_id: str, name: str) -> str:
+        async def load() -> str:
+            return await resolve_secret(self._sessions, self._secrets, account_id=account_id, name=name)
+
+        api_key = await self._cache.get_or_load(("secret", account_id, name), load)
+        assert api_key is not None
+        return api_key
+
+    async def _prepare(self, principal: Principal, deployment_id: str, request: CompletionRequest) -> _Prepared:
+        deployment = await self._deployment(principal.account_id, deployment_id)
         if deployment.status != "READY":
             reason = f": {deployment.status_reason}" if deployment.status_reason else ""
             raise DeploymentUnavailable(f"deployment {deployment_id} is {deployment.status}{reason}")
-        target = target_of(deployment, model)
+        target = deployment.target
         vendor = self._vendors.for_target(target)
         capabilities = vendor.capabilities(target)
         is_chat = isinstance(request, ChatCompletionRequest)
 
-        if model.model_type not in TEXT_TYPES:
+        if deployment.model_type not in TEXT_TYPES:
             raise InvalidRequest(
-                f"deployment {deployment_id} serves a {model.model_type} model, which does not generate text"
+                f"deployment {deployment_id} serves a {deployment.model_type} model, which does not generate text"
             )
         if not is_chat and request.chat_template is not None:
             raise InvalidRequest("chat_template applies to chat-completions only; /completions sends raw text")
         dropped = check_supported(
             request, capabilities, drop_unsupported=bool(target.parameters.get("drop_unsupported_params"))
         )
-        schema = (model.request_schema or {}).get("parameters") or []
+        schema = deployment.request_schema.get("parameters") or []
         bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
         if schema or bindings:
             check_bindings(schema, bindings)
@@ -312,12 +354,10 @@ class InferenceService:
         sampling = effective_sampling(request, capabilities, dropped=dropped)
         secret_name = target.parameters.get("api_key_secret")
         if secret_name:
-            api_key = await resolve_secret(
-                self._sessions, self._secrets, account_id=principal.account_id, name=str(secret_name)
-            )
+            api_key = await self._api_key(principal.account_id, str(secret_name))
             target = replace(target, api_key=api_key)
 
-        if is_chat and model.model_type in CHAT_TYPES:
+        if is_chat and deployment.model_type in CHAT_TYPES:
             assert isinstance(request, ChatCompletionRequest)
             messages = _messages(request, capabilities)
             call = GenerationCall(

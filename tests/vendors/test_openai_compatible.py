@@ -18,7 +18,12 @@ def text_of(body: dict[str, Any]) -> str:
 
 
 async def straight_to(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The upstream's own answer, asked twice. llama.cpp's server reuses the cached
+    prefix of a repeated prompt and evaluates only its last token, a different batch
+    shape that can flip a greedy tie. The second answer is given from the same state
+    that modelport's request (the same prompt again) will find."""
     async with httpx.AsyncClient(timeout=60) as upstream:
+        await upstream.post(url, json=body)
         response = await upstream.post(url, json=body)
     answer: dict[str, Any] = response.json()
     return answer

@@ -3,6 +3,8 @@ lifespan (database, migrations, first-start setup, engine, vendors, service)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -13,11 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__
 from modelport.api.limits import BodySizeLimit
+from modelport.api.overhead import OverheadHeader
 from modelport.api.routes import accounts, deployments, health, inference, models, secrets
 from modelport.bootstrap import bootstrap_if_empty
+from modelport.cache import RegistryCache
 from modelport.config import Settings
 from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
@@ -35,6 +40,7 @@ from modelport.vendors.llmengine import LLMEngineVendor
 from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
 from modelport.vendors.registry import EMBEDDED, VendorRegistry
+from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -64,8 +70,7 @@ def _register_upstream_vendors(
     def pooled_client() -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            transport=transport,
+            transport=transport or AiohttpTransport(max_connections=512),
         )
 
     vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
@@ -82,19 +87,13 @@ def _register_upstream_vendors(
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    engine = db.make_engine(settings.database_url)
+async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Migrations and first-start setup, as the settings ask. `serve --workers N` runs
+    this once before starting the workers, so they do not race each other for it."""
     if settings.migrate_on_start:
         await db.upgrade(engine)
-    app.state.sessions = db.make_sessions(engine)
     if settings.bootstrap:
-        first = await bootstrap_if_empty(
-            app.state.sessions, api_key=settings.api_key, context_window=settings.embedded_n_ctx
-        )
+        first = await bootstrap_if_empty(sessions, api_key=settings.api_key, context_window=settings.embedded_n_ctx)
         if first is not None and first.key_was_generated:
             # Shown once, never stored: the database keeps only its hash.
             print(
@@ -104,6 +103,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(settings.database_url)
+    cache = RegistryCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
+    app.state.cache = cache
+    app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
+    await prepare_database(settings, engine, app.state.sessions)
+    cache.observe_generation(await db.read_generation(app.state.sessions))
     vendors = VendorRegistry()
     app.state.engine_pool = None
     if settings.embedded_engine:
@@ -119,10 +131,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = Registry(app.state.sessions, app.state.engine_pool)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
-    app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record, secrets=box)
+    app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache)
+    poller = asyncio.create_task(cache.poll(lambda: db.read_generation(app.state.sessions)), name="registry-cache")
     try:
         yield
     finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
         await usage.close()
         await vendors.aclose()
         await engine.dispose()
@@ -180,4 +196,5 @@ def create_app(
     app.include_router(accounts.router)
     app.include_router(secrets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OverheadHeader)  # outermost: its clock starts first
     return app

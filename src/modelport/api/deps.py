@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
+from modelport.cache import RegistryCache
 from modelport.errors import Forbidden, Unauthenticated
 from modelport.keys import hash_key
 from modelport.registry import Registry
@@ -19,7 +20,11 @@ from modelport.store import repo
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+# Dependencies are `async def` even where nothing is awaited: FastAPI runs plain `def`
+# dependencies in a thread pool, which costs more than they do, on every request.
+
+
+async def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     return factory
 
@@ -31,19 +36,31 @@ async def current_principal(
 ) -> Principal:
     if not x_api_key:
         raise Unauthenticated("missing x-api-key header")
-    async with sessions(request)() as session:
-        owner = await repo.find_key_owner(session, key_hash=hash_key(x_api_key))
-        # One answer for unknown and revoked keys: errors never say whether a key exists.
-        if owner is None:
-            raise Unauthenticated("invalid API key")
-        account_id = x_selected_account_id or owner.default_account_id
-        role = await repo.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
+    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    cache: RegistryCache = request.app.state.cache
+    key_hash = hash_key(x_api_key)
+
+    async def load_owner() -> repo.KeyOwner | None:
+        async with factory() as session:
+            return await repo.find_key_owner(session, key_hash=key_hash)
+
+    owner = await cache.get_or_load(("key", key_hash), load_owner)
+    # One answer for unknown and revoked keys: errors never say whether a key exists.
+    if owner is None:
+        raise Unauthenticated("invalid API key")
+    account_id = x_selected_account_id or owner.default_account_id
+
+    async def load_role() -> str | None:
+        async with factory() as session:
+            return await repo.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
+
+    role = await cache.get_or_load(("role", owner.identity_id, account_id), load_role)
     if role is None:
         raise Forbidden(f"this API key's identity is not a member of account {account_id}")
     return Principal(identity_id=owner.identity_id, identity_type=owner.identity_type, account_id=account_id, role=role)
 
 
-def inference_service(request: Request) -> InferenceService:
+async def inference_service(request: Request) -> InferenceService:
     service: InferenceService = request.app.state.service
     return service
 
@@ -59,7 +76,7 @@ async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
     return schema.model_validate_json(await request.body())
 
 
-def registry(request: Request) -> Registry:
+async def registry(request: Request) -> Registry:
     found: Registry = request.app.state.registry
     return found
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, UOWTransaction
+
+from modelport.store.tables import AccountSecret, ApiKey, Deployment, Identity, Membership, Model, RegistryGeneration
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,8 +36,53 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def make_sessions(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def make_sessions(
+    engine: AsyncEngine, *, on_registry_change: Callable[[], None] | None = None
+) -> async_sessionmaker[Any]:
+    """Sessions for `engine`. `on_registry_change` is called after every commit that
+    changed what `modelport.cache` holds (this process's cache drops its entries)."""
+    info = {_LISTENERS: [on_registry_change] if on_registry_change else []}
+    return async_sessionmaker(engine, expire_on_commit=False, info=info)
+
+
+# --- registry change tracking ------------------------------------------------------
+# Written by hand in one place rather than at every write site, so no write can forget
+# it: any flush that touches these tables bumps the shared generation counter in the
+# same transaction, and a commit tells this process's listeners.
+
+_REGISTRY_TABLES = (ApiKey, Identity, Membership, Model, Deployment, AccountSecret)
+_CHANGED = "modelport_registry_changed"
+_LISTENERS = "modelport_registry_listeners"
+
+
+@event.listens_for(Session, "after_flush")
+def _bump_generation(session: Session, _flush: UOWTransaction) -> None:
+    # In after_flush, new/dirty/deleted still list what this flush wrote.
+    touched = (*session.new, *session.dirty, *session.deleted)
+    if session.info.get(_CHANGED) or not any(isinstance(row, _REGISTRY_TABLES) for row in touched):
+        return
+    session.info[_CHANGED] = True
+    session.connection().execute(
+        update(RegistryGeneration).where(RegistryGeneration.id == 1).values(value=RegistryGeneration.value + 1)
+    )
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_listeners(session: Session) -> None:
+    if session.info.pop(_CHANGED, False):
+        for listener in session.info.get(_LISTENERS, ()):
+            listener()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_change(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
+
+
+async def read_generation(sessions: async_sessionmaker[Any]) -> int:
+    async with sessions() as session:
+        value = await session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
+    return int(value or 0)
 
 
 def _alembic_config(connection: Connection) -> Config:

@@ -118,6 +118,16 @@ class AccountSecret(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RegistryGeneration(Base):
+    """One row whose counter goes up in every transaction that changes keys, roles,
+    models, deployments or secrets. Processes poll it to drop their caches."""
+
+    __tablename__ = "registry_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class UsageRecord(Base):
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_deployment_time", "deployment_id", "created_at"),)
@@ -141,5 +151,6 @@ __all__ = [
     "Identity",
     "Membership",
     "Model",
+    "RegistryGeneration",
     "UsageRecord",
 ]

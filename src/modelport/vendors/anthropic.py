@@ -16,6 +16,7 @@ from modelport.vendors.upstream import (
     api_key_for,
     configured_headers,
     join_url,
+    json_request,
     read_json,
     sse_json,
     upstream_model,
@@ -75,9 +76,7 @@ class AnthropicVendor(HttpVendor):
         if api_key:
             headers["x-api-key"] = api_key
         base_url = str(target.parameters.get("base_url") or ANTHROPIC_BASE_URL)
-        return self._client.build_request(
-            "POST", join_url(base_url, "v1/messages"), json=body, headers=headers
-        ), api_key
+        return json_request(self._client, join_url(base_url, "v1/messages"), body, headers=headers), api_key
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         request, api_key = self._request(target, call, stream=False)

@@ -16,6 +16,7 @@ from modelport.vendors.upstream import (
     api_key_for,
     configured_headers,
     join_url,
+    json_request,
     read_json,
     sse_json,
     upstream_model,
@@ -82,7 +83,7 @@ class GoogleVendor(HttpVendor):
         method = "streamGenerateContent" if stream else "generateContent"
         url = join_url(base_url, f"models/{model}:{method}")
         params = {"alt": "sse"} if stream else None
-        return self._client.build_request("POST", url, json=body, headers=headers, params=params), api_key
+        return json_request(self._client, url, body, headers=headers, params=params), api_key
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         request, api_key = self._request(target, call, stream=False)

@@ -16,7 +16,15 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.templates import render_chat
 from modelport.vendors.base import Capabilities, Target
-from modelport.vendors.upstream import HttpVendor, api_key_for, configured_headers, join_url, read_json, sse_json
+from modelport.vendors.upstream import (
+    HttpVendor,
+    api_key_for,
+    configured_headers,
+    join_url,
+    json_request,
+    read_json,
+    sse_json,
+)
 
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
@@ -79,8 +87,8 @@ class LLMEngineV1(HttpVendor):
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         path = "v1/llm/completions-stream" if stream else "v1/llm/completions-sync"
-        request = self._client.build_request(
-            "POST", join_url(str(base_url), path), params={"model_endpoint_name": endpoint}, json=body, headers=headers
+        request = json_request(
+            self._client, join_url(str(base_url), path), body, headers=headers, params={"model_endpoint_name": endpoint}
         )
         return request, api_key, max_new_tokens
 

@@ -25,6 +25,7 @@ from modelport.vendors.upstream import (
     api_key_for,
     configured_headers,
     join_url,
+    json_request,
     read_json,
     sse_json,
     upstream_model,
@@ -139,7 +140,7 @@ class OpenAICompatible(HttpVendor):
         headers = configured_headers(target)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        request = self._client.build_request("POST", join_url(str(base_url), path), json=body, headers=headers)
+        request = json_request(self._client, join_url(str(base_url), path), body, headers=headers)
         return request, api_key
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:

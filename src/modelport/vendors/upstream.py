@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from httpx_sse import EventSource, SSEError
 
 from modelport.errors import (
@@ -67,6 +68,25 @@ def upstream_model(target: Target) -> str:
 def configured_headers(target: Target) -> dict[str, str]:
     """`model_creation_parameters.headers`: extra headers for every upstream request."""
     return {str(name): str(value) for name, value in (target.parameters.get("headers") or {}).items()}
+
+
+def json_request(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    *,
+    headers: dict[str, str],
+    params: dict[str, str] | None = None,
+) -> httpx.Request:
+    """A POST with a JSON body, encoded by orjson (several times faster than httpx's
+    own `json=`, which goes through the standard library)."""
+    return client.build_request(
+        "POST",
+        url,
+        content=orjson.dumps(body),
+        headers={"content-type": "application/json", **headers},
+        params=params,
+    )
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:

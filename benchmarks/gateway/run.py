@@ -1,0 +1,399 @@
+"""Gateway overhead: the mock upstream directly, modelport in front of it, and LiteLLM's
+proxy in front of it, measured in one run, interleaved, with wrk on loopback.
+
+    .venv/bin/python benchmarks/gateway/run.py --litellm /path/to/litellm-venv/bin/litellm
+
+See benchmarks/README.md for what it reports and the numbers measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+API_KEY = "bench-key"
+LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+
+OPENAI_BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+MODELPORT_BODY = {"chat_history": [], "prompt": "Say hello.", "max_tokens": 16}
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+%(headers)s
+done = function(summary, latency, requests)
+  local out = string.format(
+    '{"requests": %%d, "seconds": %%f, "errors": %%d, "p50_us": %%d, "p99_us": %%d, "mean_us": %%f}',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+      + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean)
+  io.stderr:write("WRKJSON " .. out .. "\\n")
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (uvicorn workers are children of the supervisor)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the process tree, MB (the supervisor's included)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    body: dict[str, object]
+    headers: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    startup_seconds: float | None = None
+    rss_after_start: float | None = None
+    scripts: dict[bool, Path] = field(default_factory=dict)
+
+    def script(self, workdir: Path, stream: bool) -> Path:
+        if stream not in self.scripts:
+            body = json.dumps({**self.body, "stream": stream})
+            headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in self.headers.items())
+            path = workdir / f"{self.name}-{'stream' if stream else 'json'}.lua"
+            path.write_text(WRK_SCRIPT % {"body": body, "headers": headers})
+            self.scripts[stream] = path
+        return self.scripts[stream]
+
+
+def wait_until_served(target: Target, started: float, timeout: float = 60.0) -> float:
+    """Seconds from `started` until the target answers a real request with 200."""
+    body = {**target.body, "stream": False}
+    deadline = started + timeout
+    with httpx.Client(timeout=5) as client:
+        while time.perf_counter() < deadline:
+            if target.process is not None and target.process.poll() is not None:
+                raise RuntimeError(f"{target.name} exited during start-up (exit status {target.process.returncode})")
+            try:
+                if client.post(target.url, json=body, headers=target.headers).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.005)
+    raise RuntimeError(f"{target.name} did not serve a request within {timeout:.0f} s")
+
+
+def run_wrk(target: Target, workdir: Path, *, connections: int, seconds: int, stream: bool) -> dict[str, float]:
+    threads = min(connections, 2)
+    before = cpu_seconds(target.process.pid) if target.process else 0.0
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+         "-s", str(target.script(workdir, stream)), target.url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cpu = (cpu_seconds(target.process.pid) - before) if target.process else 0.0
+    line = next(line for line in out.stderr.splitlines() if line.startswith("WRKJSON "))
+    result: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
+    result["rps"] = result["requests"] / result["seconds"]
+    result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
+    return result
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def modelport_env(workdir: Path, port: int, workers: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/modelport.db",
+        "MODELPORT_API_KEY": API_KEY,
+        "MODELPORT_EMBEDDED_ENGINE": "false",
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_WORKERS": str(workers),
+        "MODELPORT_LOG_LEVEL": "warning",
+    }
+
+
+def configure_modelport(workdir: Path, port: int, mock_port: int) -> str:
+    """First start: create an OPENAI model pointed at the mock and a deployment of it."""
+    process = start([str(VENV_BIN / "modelport"), "serve"], modelport_env(workdir, port, 1), workdir / "setup.log")
+    base = f"http://127.0.0.1:{port}"
+    headers = {"x-api-key": API_KEY}
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+            for _ in range(600):
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            model = client.post(
+                "/v4/models",
+                json={
+                    "name": "mock",
+                    "model_type": "CHAT_COMPLETION",
+                    "model_vendor": "OPENAI",
+                    "model_creation_parameters": {"base_url": f"http://127.0.0.1:{mock_port}/v1", "model": "mock"},
+                },
+            )
+            model.raise_for_status()
+            deployment = client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "mock"})
+            deployment.raise_for_status()
+            return str(deployment.json()["id"])
+    finally:
+        stop(process)
+
+
+def litellm_config(workdir: Path, mock_port: int) -> Path:
+    # One model routed to the mock; no database, no callbacks, logging off.
+    path = workdir / "litellm.yaml"
+    path.write_text(
+        "model_list:\n"
+        "  - model_name: mock\n"
+        "    litellm_params:\n"
+        "      model: openai/mock\n"
+        f"      api_base: http://127.0.0.1:{mock_port}/v1\n"
+        "      api_key: sk-mock\n"
+        "litellm_settings:\n"
+        "  callbacks: []\n"
+        "  success_callback: []\n"
+        "  failure_callback: []\n"
+        "  set_verbose: false\n"
+        "  json_logs: false\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+        "  disable_spend_logs: true\n"
+        "  disable_error_logs: true\n"
+    )
+    return path
+
+
+def soak(target: Target, workdir: Path, total: int) -> list[tuple[int, float]]:
+    """RSS after every tenth of `total` requests (non-streaming, 8 connections)."""
+    assert target.process is not None
+    samples = [(0, rss_mb(target.process.pid))]
+    done = 0
+    step = total // 10
+    while done < total:
+        before = done
+        while done - before < step:
+            done += int(run_wrk(target, workdir, connections=8, seconds=2, stream=False)["requests"])
+        samples.append((done, rss_mb(target.process.pid)))
+    return samples
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--litellm", help="the litellm executable in its own virtual environment (peer; optional)")
+    parser.add_argument("--seconds", type=int, default=4, help="length of each wrk run")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--workers", type=int, default=1, help="modelport worker processes")
+    parser.add_argument("--soak", type=int, default=0, help="also send this many requests and sample RSS")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
+    mock_port, modelport_port, litellm_port = free_port(), free_port(), free_port()
+    mock = start(
+        [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock_port)], dict(os.environ),
+        workdir / "mock.log",
+    )  # fmt: skip
+    targets: list[Target] = []
+    try:
+        deployment = configure_modelport(workdir, modelport_port, mock_port)
+        direct = Target("mock", f"http://127.0.0.1:{mock_port}/v1/chat/completions", OPENAI_BODY, {}, mock)
+        wait_until_served(direct, time.perf_counter())
+        targets.append(direct)
+
+        gateway = Target(
+            "modelport",
+            f"http://127.0.0.1:{modelport_port}/v4/models/{deployment}/chat-completions",
+            MODELPORT_BODY,
+            {"x-api-key": API_KEY, "content-type": "application/json"},
+        )
+        started = time.perf_counter()
+        gateway.process = start(
+            [str(VENV_BIN / "modelport"), "serve"],
+            modelport_env(workdir, modelport_port, args.workers),
+            workdir / "modelport.log",
+        )
+        gateway.startup_seconds = wait_until_served(gateway, started)
+        targets.append(gateway)
+
+        if args.litellm:
+            peer = Target(
+                "litellm",
+                f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                OPENAI_BODY,
+                {"content-type": "application/json", "authorization": f"Bearer {LITELLM_KEY}"},
+            )
+            env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION", "DISABLE_ADMIN_UI": "True"}
+            env.pop("DATABASE_URL", None)
+            started = time.perf_counter()
+            peer.process = start(
+                [args.litellm, "--config", str(litellm_config(workdir, mock_port)), "--port", str(litellm_port),
+                 "--host", "127.0.0.1", "--num_workers", "1"],
+                env, workdir / "litellm.log",
+            )  # fmt: skip
+            peer.startup_seconds = wait_until_served(peer, started, timeout=180)
+            targets.append(peer)
+
+        for target in targets:
+            if target.process is not None:
+                # A few requests so lazy imports are done before "after start-up".
+                wait_until_served(target, time.perf_counter())
+                target.rss_after_start = rss_mb(target.process.pid)
+
+        results: dict[str, dict[str, dict[str, float]]] = {t.name: {} for t in targets}
+        for connections in [int(c) for c in args.concurrency.split(",")]:
+            for stream in (False, True):
+                for target in targets:  # interleaved: each target in turn, same conditions
+                    key = f"{'stream' if stream else 'json'}@{connections}"
+                    result = run_wrk(target, workdir, connections=connections, seconds=args.seconds, stream=stream)
+                    results[target.name][key] = result
+                    print(
+                        f"{target.name:9} {key:10} {result['rps']:9.0f} req/s  p50 {result['p50_us'] / 1000:7.2f} ms"
+                        f"  p99 {result['p99_us'] / 1000:7.2f} ms  cpu {result['cpu_ms_per_request']:.2f} ms/req"
+                        f"  errors {result['errors']}",
+                        flush=True,
+                    )
+
+        soak_samples = soak(gateway, workdir, args.soak) if args.soak else []
+        report(targets, results, soak_samples, args)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "results": results,
+                        "startup_seconds": {t.name: t.startup_seconds for t in targets},
+                        "rss_after_start_mb": {t.name: t.rss_after_start for t in targets},
+                        "rss_after_run_mb": {t.name: rss_mb(t.process.pid) for t in targets if t.process},
+                        "soak": soak_samples,
+                    },
+                    indent=2,
+                )
+            )
+    finally:
+        for target in targets:
+            stop(target.process)
+        stop(mock)
+
+
+def report(
+    targets: list[Target], results: dict[str, dict[str, dict[str, float]]], soak_samples: list[tuple[int, float]],
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    print()
+    rows = []
+    for key in results["mock"]:
+        for target in targets:
+            r = results[target.name][key]
+            cpu = f"{r['cpu_ms_per_request']:.2f}" if target.process else ""
+            rows.append([key, target.name, f"{r['rps']:,.0f}", f"{r['p50_us'] / 1000:.2f}", f"{r['p99_us'] / 1000:.2f}",
+                         cpu, str(int(r["errors"]))])  # fmt: skip
+    print(table(rows, ["run", "target", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "errors"]))
+    print()
+    mock = results["mock"]
+    rows = []
+    for target in targets[1:]:
+        mine = results[target.name]
+        rows.append(
+            [
+                target.name,
+                f"{(mine['json@1']['p50_us'] - mock['json@1']['p50_us']) / 1000:.2f}",
+                f"{(mine['stream@1']['p50_us'] - mock['stream@1']['p50_us']) / 1000:.2f}",
+                f"{target.startup_seconds:.2f}",
+                f"{target.rss_after_start:.0f}",
+                f"{rss_mb(target.process.pid):.0f}" if target.process else "",
+            ]
+        )
+    print(table(rows, ["gateway", "added p50 ms (json, c=1)", "added p50 ms (stream, c=1)", "start-up s",
+                       "RSS after start MB", "RSS after run MB"]))  # fmt: skip
+    best_gateway = max(r["rps"] for name, runs in results.items() if name != "mock" for r in runs.values())
+    best_mock = max(r["rps"] for r in mock.values())
+    verdict = "ok" if best_mock >= 3 * best_gateway else "TOO SLOW: gateway numbers are capped by the mock"
+    print(f"\nmock check: mock peak {best_mock:,.0f} req/s vs best gateway {best_gateway:,.0f} req/s: {verdict}")
+    names = [t.name for t in targets]
+    if "litellm" in names:
+        for mode in ("json", "stream"):
+            ratio = results["modelport"][f"{mode}@32"]["rps"] / results["litellm"][f"{mode}@32"]["rps"]
+            print(f"modelport / litellm throughput at c=32 ({mode}): {ratio:.1f}x")
+    if soak_samples:
+        print()
+        print(table([[f"{n:,}", f"{mb:.1f}"] for n, mb in soak_samples], ["requests served", "modelport RSS MB"]))
+    del args
+
+
+if __name__ == "__main__":
+    main()
