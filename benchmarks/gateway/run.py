@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--litellm", help="the litellm executable in its own virtual environment (peer; optional)")
     parser.add_argument("--seconds", type=int, default=4, help="length of each wrk run")
     parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--workers", type=int, default=1, help="modelport worker processes")
+    parser.add_argument("--workers", default="1", help="modelport worker processes; a list (1,2) runs each")
     parser.add_argument("--soak", type=int, default=0, help="also send this many requests and sample RSS")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
@@ -276,20 +276,22 @@ def main() -> None:
         wait_until_served(direct, time.perf_counter())
         targets.append(direct)
 
-        gateway = Target(
-            "modelport",
-            f"http://127.0.0.1:{modelport_port}/v4/models/{deployment}/chat-completions",
-            MODELPORT_BODY,
-            {"x-api-key": API_KEY, "content-type": "application/json"},
-        )
-        started = time.perf_counter()
-        gateway.process = start(
-            [str(VENV_BIN / "modelport"), "serve"],
-            modelport_env(workdir, modelport_port, args.workers),
-            workdir / "modelport.log",
-        )
-        gateway.startup_seconds = wait_until_served(gateway, started)
-        targets.append(gateway)
+        for workers in [int(n) for n in args.workers.split(",")]:
+            port = modelport_port if workers == 1 else free_port()
+            gateway = Target(
+                "modelport" if workers == 1 else f"modelport-{workers}w",
+                f"http://127.0.0.1:{port}/v4/models/{deployment}/chat-completions",
+                MODELPORT_BODY,
+                {"x-api-key": API_KEY, "content-type": "application/json"},
+            )
+            started = time.perf_counter()
+            gateway.process = start(
+                [str(VENV_BIN / "modelport"), "serve"],
+                modelport_env(workdir, port, workers),
+                workdir / f"{gateway.name}.log",
+            )
+            gateway.startup_seconds = wait_until_served(gateway, started)
+            targets.append(gateway)
 
         if args.litellm:
             peer = Target(
@@ -329,7 +331,7 @@ def main() -> None:
                         flush=True,
                     )
 
-        soak_samples = soak(gateway, workdir, args.soak) if args.soak else []
+        soak_samples = soak(targets[1], workdir, args.soak) if args.soak else []
         report(targets, results, soak_samples, args)
         if args.json:
             args.json.write_text(
@@ -366,13 +368,18 @@ def report(
     print()
     mock = results["mock"]
     rows = []
+
+    def added(target: str, key: str) -> str:
+        if key not in mock:
+            return "n/a"
+        return f"{(results[target][key]['p50_us'] - mock[key]['p50_us']) / 1000:.2f}"
+
     for target in targets[1:]:
-        mine = results[target.name]
         rows.append(
             [
                 target.name,
-                f"{(mine['json@1']['p50_us'] - mock['json@1']['p50_us']) / 1000:.2f}",
-                f"{(mine['stream@1']['p50_us'] - mock['stream@1']['p50_us']) / 1000:.2f}",
+                added(target.name, "json@1"),
+                added(target.name, "stream@1"),
                 f"{target.startup_seconds:.2f}",
                 f"{target.rss_after_start:.0f}",
                 f"{rss_mb(target.process.pid):.0f}" if target.process else "",
@@ -385,6 +392,11 @@ def report(
     verdict = "ok" if best_mock >= 3 * best_gateway else "TOO SLOW: gateway numbers are capped by the mock"
     print(f"\nmock check: mock peak {best_mock:,.0f} req/s vs best gateway {best_gateway:,.0f} req/s: {verdict}")
     names = [t.name for t in targets]
+    for name in names:
+        if name.startswith("modelport-"):
+            for key in results["modelport"]:
+                ratio = results[name][key]["rps"] / results["modelport"][key]["rps"]
+                print(f"{name} / modelport (1 worker) throughput, {key}: {ratio:.2f}x")
     if "litellm" in names:
         for mode in ("json", "stream"):
             ratio = results["modelport"][f"{mode}@32"]["rps"] / results["litellm"][f"{mode}@32"]["rps"]

