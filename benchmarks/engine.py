@@ -15,6 +15,7 @@ Rounds are interleaved so that the machine's noise hits every column alike.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -23,10 +24,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import llama_cpp
 from llama_cpp import Llama
@@ -81,8 +82,11 @@ def raw_ceiling(model: Llama, batch_size: int, steps: int) -> float:
 
         fill([(tok, pos, seq, pos == len(prompt) - 1) for seq in range(batch_size) for pos, tok in enumerate(prompt)])
         token = prompt[-1]
+        warmup = 4  # a new context's first steps allocate its buffers: not timed
+        for step in range(warmup):
+            fill([(token, len(prompt) + step, seq, True) for seq in range(batch_size)])
         started = time.perf_counter()
-        for step in range(steps):
+        for step in range(warmup, warmup + steps):
             fill([(token, len(prompt) + step, seq, True) for seq in range(batch_size)])
         return batch_size * steps / (time.perf_counter() - started)
     finally:
@@ -120,45 +124,36 @@ def start_modelport(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("modelport did not start")
 
 
-def modelport_stream(url: str, tokens: int) -> tuple[float, float, int]:
-    """(seconds to first token, decode tokens/s after it, tokens) for one stream."""
+async def modelport_stream(session: aiohttp.ClientSession, url: str, tokens: int) -> tuple[float, float, int]:
+    """(seconds to first token, decode tokens/s after it, tokens) for one stream.
+
+    The client is part of the measurement on a 2-core machine, so it is kept cheap:
+    one event loop, one aiohttp session, and only the final event parsed
+    (each event carries one token; the final one carries the count)."""
     body = {"prompt": PROMPT, "temperature": 0, "max_tokens": tokens, "stream": True}
     started = time.perf_counter()
     first = 0.0
-    count = 0
-    with httpx.stream("POST", url, json=body, headers={"x-api-key": API_KEY}, timeout=300) as response:
+    last = b""
+    async with session.post(url, json=body, headers={"x-api-key": API_KEY}) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            event = json.loads(line[6:])
-            if event["completions"][0][1][0]:
-                count += 1
-                if count == 1:
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                if not first:
                     first = time.perf_counter()
-            if event.get("response_tokens") is not None:
-                count = event["response_tokens"]
+                last = line
     ended = time.perf_counter()
+    count = int(json.loads(last[6:])["response_tokens"])
     return first - started, (count - 1) / (ended - first), count
 
 
-def aggregate(url: str, streams: int, tokens: int) -> float:
+async def aggregate(session: aiohttp.ClientSession, url: str, streams: int, tokens: int) -> float:
     """Total tokens/s of `streams` concurrent streams, start of the first to end of the last."""
-    counts = [0] * streams
-
-    def one(index: int) -> None:
-        counts[index] = modelport_stream(url, tokens)[2]
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(streams)]
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    results = await asyncio.gather(*(modelport_stream(session, url, tokens) for _ in range(streams)))
+    return sum(result[2] for result in results) / (time.perf_counter() - started)
 
 
-def main() -> None:
+async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
@@ -168,10 +163,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="modelport-engine-bench-"))
     process, base = start_modelport(workdir)
     try:
-        deployment = httpx.get(f"{base}/v4/model-deployments", headers={"x-api-key": API_KEY}).json()["items"][0]["id"]
+        listing = await asyncio.to_thread(httpx.get, f"{base}/v4/model-deployments", headers={"x-api-key": API_KEY})
+        deployment = listing.json()["items"][0]["id"]
         url = f"{base}/v4/models/{deployment}/completions"
         llm = Llama(model_path=path, n_ctx=8192, n_batch=2048, n_threads=THREADS, verbose=False)
-        modelport_stream(url, 8)  # warm both up
+        # A connection per stream: a kept-alive one can be closed by the server (idle
+        # timeout) while the ceiling runs, and reusing it would fail the next request.
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True), timeout=aiohttp.ClientTimeout(total=600)
+        )
+        await modelport_stream(session, url, 8)  # warm both up
         bare_stream(llm, 8)
 
         single: dict[str, list[tuple[float, float]]] = {"bare": [], "modelport": []}
@@ -180,10 +181,10 @@ def main() -> None:
         ceiling: dict[int, list[float]] = {n: [] for n in streams}
         for round_ in range(args.rounds):
             single["bare"].append(bare_stream(llm, args.tokens))
-            single["modelport"].append(modelport_stream(url, args.tokens)[:2])
+            single["modelport"].append((await modelport_stream(session, url, args.tokens))[:2])
             for n in streams:
-                ceiling[n].append(raw_ceiling(llm, n, steps=max(16, args.tokens // 4)))
-                together[n].append(aggregate(url, n, args.tokens))
+                ceiling[n].append(raw_ceiling(llm, n, steps=args.tokens))
+                together[n].append(await aggregate(session, url, n, args.tokens))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
         def med(values: list[float]) -> float:
@@ -203,10 +204,11 @@ def main() -> None:
         for n in streams:
             mine, top = med(together[n]), med(ceiling[n])
             print(f"| {n} | {mine:.1f} | {top:.1f} | {100 * mine / top:.0f}% |")
+        await session.close()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

@@ -115,7 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cache = cache
     app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
     await prepare_database(settings, engine, app.state.sessions)
-    cache.observe_generation(await db.read_generation(app.state.sessions))
+    cache.observe_generation(await db.read_generation(engine))
     vendors = VendorRegistry()
     app.state.engine_pool = None
     if settings.embedded_engine:
@@ -137,7 +137,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
     app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache)
-    poller = asyncio.create_task(cache.poll(lambda: db.read_generation(app.state.sessions)), name="registry-cache")
+    poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def event(payload: BaseModel) -> bytes:
-    return b"data: " + orjson.dumps(payload.model_dump(mode="json", exclude_none=True)) + b"\n\n"
+    return b"data: " + payload.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
 
 def error_event(detail: dict[str, object]) -> bytes:

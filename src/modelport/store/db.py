@@ -79,9 +79,13 @@ def _forget_change(session: Session) -> None:
     session.info.pop(_CHANGED, None)
 
 
-async def read_generation(sessions: async_sessionmaker[Any]) -> int:
-    async with sessions() as session:
-        value = await session.scalar(select(RegistryGeneration.value).where(RegistryGeneration.id == 1))
+_READ_GENERATION = select(RegistryGeneration.value).where(RegistryGeneration.id == 1)
+
+
+async def read_generation(engine: AsyncEngine) -> int:
+    # A bare connection rather than an ORM session: this runs twice a second forever.
+    async with engine.connect() as connection:
+        value = await connection.scalar(_READ_GENERATION)
     return int(value or 0)
 
 
