@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -348,3 +349,18 @@ async def test_plain_completions_send_the_prompt_as_raw_text(
     result = response.json()
     assert result["prompt_tokens"] == len(model.tokenize(prompt, special=False))
     assert "Paris" in text_of(result)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_gateways_own_time_is_reported_without_the_engines(
+    client: httpx.AsyncClient, deployment_id: str, stream: bool
+) -> None:
+    body = {"chat_history": [], "prompt": "Tell me a story.", "temperature": 0, "max_tokens": 40, "stream": stream}
+    started = time.perf_counter()
+    response = await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200
+    overhead = float(response.headers["x-modelport-overhead-ms"])
+    # Forty tokens of generation take far longer than the gateway's own work; a header
+    # that counted the engine's time would be close to the whole request's.
+    assert 0 <= overhead < elapsed_ms / 2

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from modelport.engine.model import EmbeddedModel
+from modelport.engine.model import EmbeddedModel, ModelLoadError
 from modelport.engine.pool import EnginePool
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import GenerationCall, GenerationChunk
@@ -38,15 +38,22 @@ class EmbeddedVendor:
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    def _model(self, target: Target) -> EmbeddedModel:
+    async def _model(self, target: Target) -> EmbeddedModel:
         path = target.vendor_configuration.get("checkpoint_path")
-        model = self._pool.get(path) if path else None
+        if not path:
+            raise DeploymentUnavailable(f"deployment {target.deployment_id} names no checkpoint_path")
+        model = self._pool.get(str(path))
         if model is None:
-            raise DeploymentUnavailable(f"deployment {target.deployment_id} is not loaded in the embedded engine")
+            # READY in the database but not loaded here: another worker process loaded
+            # it (`serve --workers N`). Load it in this process on first use.
+            try:
+                model = await self._pool.attach(target.deployment_id, str(path))
+            except ModelLoadError as exc:
+                raise DeploymentUnavailable(f"deployment {target.deployment_id} could not be loaded: {exc}") from exc
         return model
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        model = self._model(target)
+        model = await self._model(target)
         if call.messages is not None:
             text = render_chat(
                 call.chat_template or model.chat_template or FALLBACK_CHAT_TEMPLATE,

@@ -1,0 +1,117 @@
+"""The per-process registry cache: what it keeps, and when it lets go."""
+
+from __future__ import annotations
+
+import asyncio
+
+from modelport.cache import RegistryCache
+
+
+async def test_found_values_are_kept_and_missing_ones_are_asked_again() -> None:
+    cache = RegistryCache()
+    calls: list[str] = []
+
+    async def load(value: str | None) -> str | None:
+        calls.append(str(value))
+        return value
+
+    assert await cache.get_or_load("a", lambda: load("owner")) == "owner"
+    assert await cache.get_or_load("a", lambda: load("changed")) == "owner"
+    # Something missing may be created by another process at any time: never cached.
+    assert await cache.get_or_load("b", lambda: load(None)) is None
+    assert await cache.get_or_load("b", lambda: load("created")) == "created"
+    assert calls == ["owner", "None", "created"]
+
+
+async def test_a_change_elsewhere_empties_the_cache() -> None:
+    cache = RegistryCache()
+    cache.observe_generation(7)
+
+    async def owner() -> str:
+        return "owner"
+
+    async def revoked() -> None:
+        return None
+
+    await cache.get_or_load("key", owner)
+    cache.observe_generation(7)  # nothing changed
+    assert await cache.get_or_load("key", revoked) == "owner"
+    cache.observe_generation(8)  # another process wrote to the registry
+    assert await cache.get_or_load("key", revoked) is None
+
+
+async def test_an_unreadable_counter_empties_the_cache() -> None:
+    cache = RegistryCache()
+    cache.observe_generation(1)
+
+    async def owner() -> str:
+        return "owner"
+
+    async def revoked() -> None:
+        return None
+
+    await cache.get_or_load("key", owner)
+    cache.observe_generation(None)  # database unreachable: fail closed
+    assert await cache.get_or_load("key", revoked) is None
+
+
+async def test_a_lookup_that_raced_a_change_is_not_stored() -> None:
+    cache = RegistryCache()
+    reading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_old_value() -> str:
+        reading.set()
+        await release.wait()
+        return "read before the change"
+
+    lookup = asyncio.create_task(cache.get_or_load("key", slow_old_value))
+    await reading.wait()
+    cache.clear()  # the change commits while the old value is in flight
+    release.set()
+    assert await lookup == "read before the change"
+
+    async def fresh() -> str:
+        return "after the change"
+
+    assert await cache.get_or_load("key", fresh) == "after the change"
+
+
+async def test_entries_expire_after_their_ttl() -> None:
+    cache = RegistryCache(ttl_seconds=0.05)
+
+    async def first() -> str:
+        return "first"
+
+    async def second() -> str:
+        return "second"
+
+    await cache.get_or_load("key", first)
+    await asyncio.sleep(0.1)
+    assert await cache.get_or_load("key", second) == "second"
+
+
+async def test_poll_watches_the_counter_until_cancelled() -> None:
+    cache = RegistryCache(refresh_seconds=0.01)
+    generations = iter([1, 1, 2])
+    seen = asyncio.Event()
+
+    async def read() -> int:
+        try:
+            return next(generations)
+        except StopIteration:
+            seen.set()
+            return 2
+
+    async def owner() -> str:
+        return "owner"
+
+    async def revoked() -> None:
+        return None
+
+    cache.observe_generation(1)
+    await cache.get_or_load("key", owner)
+    poller = asyncio.create_task(cache.poll(read))
+    await asyncio.wait_for(seen.wait(), timeout=5)
+    poller.cancel()
+    assert await cache.get_or_load("key", revoked) is None
