@@ -29,13 +29,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from modelport.errors import DeploymentUnavailable, EngineOverloaded
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
 from modelport.stopseq import StopSequenceFilter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -417,16 +418,15 @@ class EmbeddedModel:
     def _logits(self, index: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Row `index` of the last step's logits, as a view (no copy)."""
         import llama_cpp
+        import numpy as np  # here, not at the top: a gateway without an embedded model never needs it
 
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
 
     def _logprob(self, index: int, token: int, text: str, piece: bytes, top_n: int) -> TokenLogprob:
         """Log-probabilities from the model's raw logits (before temperature and penalties)."""
-        import llama_cpp
+        import numpy as np
 
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,)).astype(
-            np.float64
-        )
+        logits = self._logits(index).astype(np.float64)
         peak = logits.max()
         log_norm = peak + np.log(np.exp(logits - peak).sum())
         alternatives: list[TokenAlternative] = []

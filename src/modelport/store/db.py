@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, UOWTransaction
 
 from modelport.store.tables import AccountSecret, ApiKey, Deployment, Identity, Membership, Model, RegistryGeneration
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -90,6 +91,8 @@ async def read_generation(engine: AsyncEngine) -> int:
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -98,6 +101,10 @@ def _alembic_config(connection: Connection) -> Config:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema up to `revision` (Alembic), in the engine's own database."""
+
+    # Alembic (and Mako, Pygments) are imported only when migrating: about 10 MB of
+    # resident memory that a worker serving requests does not need.
+    from alembic import command
 
     def _run(connection: Connection) -> None:
         command.upgrade(_alembic_config(connection), revision)
