@@ -122,3 +122,15 @@ async def test_requests_wait_for_kv_room_instead_of_failing(tmp_path: Path) -> N
         assert text(first) == text(second)  # one after the other: same shapes, same text
     finally:
         small.close()
+
+
+async def test_a_request_larger_than_the_window_is_capped_not_stuck() -> None:
+    small = EmbeddedModel(resolve_checkpoint(GGUF), n_ctx=256, kv_tokens=256)
+    try:
+        tokens = prompt(small, "Count from one to one thousand.")
+        # Asks for more than the window holds: ends at the window with "length".
+        chunks = await asyncio.wait_for(run(small, tokens, Sampling(temperature=0.0, max_tokens=5000)), timeout=60)
+        assert chunks[-1].finish_reason in {"length", "stop"}
+        assert len(tokens) + (chunks[-1].response_tokens or 0) <= 256
+    finally:
+        small.close()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelport.errors import DeploymentUnavailable, EngineOverloaded
+from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
 from modelport.stopseq import StopSequenceFilter
 
@@ -192,6 +192,10 @@ class EmbeddedModel:
 
     async def generate(self, prompt_tokens: list[int], sampling: Sampling) -> AsyncIterator[GenerationChunk]:
         """Stream a generation. Closing the iterator early cancels the job."""
+        if len(prompt_tokens) >= self.context_window:
+            raise InvalidRequest(
+                f"the prompt is {len(prompt_tokens)} tokens; this model's context window is {self.context_window}"
+            )
         job = _Job(prompt_tokens=prompt_tokens, sampling=sampling, loop=asyncio.get_running_loop())
         try:
             self._jobs.put_nowait(job)
@@ -248,7 +252,10 @@ class EmbeddedModel:
                 if waiting.cancelled.is_set():
                     waiting = None
                     continue
-                max_tokens = waiting.sampling.max_tokens or (self.context_window - len(waiting.prompt_tokens))
+                # Generation ends at the context window anyway, so a reservation never
+                # exceeds one window (and so always fits once the cache is empty).
+                room = self.context_window - len(waiting.prompt_tokens)
+                max_tokens = min(waiting.sampling.max_tokens or room, room)
                 need = len(waiting.prompt_tokens) + max_tokens
                 if not free_ids or reserved + need > self.kv_tokens:
                     break
