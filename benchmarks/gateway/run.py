@@ -332,7 +332,7 @@ def main() -> None:
                     )
 
         soak_samples = soak(targets[1], workdir, args.soak) if args.soak else []
-        report(targets, results, soak_samples, args)
+        report(targets, results, soak_samples)
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -353,9 +353,8 @@ def main() -> None:
 
 
 def report(
-    targets: list[Target], results: dict[str, dict[str, dict[str, float]]], soak_samples: list[tuple[int, float]],
-    args: argparse.Namespace,
-) -> None:  # fmt: skip
+    targets: list[Target], results: dict[str, dict[str, dict[str, float]]], soak_samples: list[tuple[int, float]]
+) -> None:
     print()
     rows = []
     for key in results["mock"]:
@@ -404,7 +403,6 @@ def report(
     if soak_samples:
         print()
         print(table([[f"{n:,}", f"{mb:.1f}"] for n, mb in soak_samples], ["requests served", "modelport RSS MB"]))
-    del args
 
 
 if __name__ == "__main__":

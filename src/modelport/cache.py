@@ -58,7 +58,7 @@ class RegistryCache:
         self.misses += 1
         epoch = self._epoch
         loaded = await load()
-        if loaded is not None and epoch == self._epoch:
+        if loaded is not None and epoch == self._epoch and self.ttl_seconds > 0:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()  # crude but bounded; a full cache refills in one pass
             self._entries[key] = (now + self.ttl_seconds, loaded)
