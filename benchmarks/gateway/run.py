@@ -12,8 +12,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,8 +22,10 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
-API_KEY = "bench-key"
+sys.path.insert(0, str(HERE.parent))  # run as a script: the shared helpers sit one level up
+
+from servers import API_KEY, MODELPORT, free_port, modelport_env, start, stop  # noqa: E402
+
 LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 
 OPENAI_BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
@@ -45,12 +45,6 @@ done = function(summary, latency, requests)
   io.stderr:write("WRKJSON " .. out .. "\\n")
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_tree(pid: int) -> list[int]:
@@ -150,36 +144,9 @@ def run_wrk(target: Target, workdir: Path, *, connections: int, seconds: int, st
     return result
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def modelport_env(workdir: Path, port: int, workers: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/modelport.db",
-        "MODELPORT_API_KEY": API_KEY,
-        "MODELPORT_EMBEDDED_ENGINE": "false",
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_WORKERS": str(workers),
-        "MODELPORT_LOG_LEVEL": "warning",
-    }
-
-
 def configure_modelport(workdir: Path, port: int, mock_port: int) -> str:
     """First start: create an OPENAI model pointed at the mock and a deployment of it."""
-    process = start([str(VENV_BIN / "modelport"), "serve"], modelport_env(workdir, port, 1), workdir / "setup.log")
+    process = start([MODELPORT, "serve"], modelport_env(workdir, port, embedded_engine="false"), workdir / "setup.log")
     base = f"http://127.0.0.1:{port}"
     headers = {"x-api-key": API_KEY}
     try:
@@ -286,8 +253,8 @@ def main() -> None:
             )
             started = time.perf_counter()
             gateway.process = start(
-                [str(VENV_BIN / "modelport"), "serve"],
-                modelport_env(workdir, port, workers),
+                [MODELPORT, "serve"],
+                modelport_env(workdir, port, embedded_engine="false", workers=str(workers)),
                 workdir / f"{gateway.name}.log",
             )
             gateway.startup_seconds = wait_until_served(gateway, started)
