@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from fastapi import FastAPI
 
 from modelport.api.app import create_app
 from modelport.config import Settings
-from tests.servers import free_port, running
+from tests.servers import modelport_serving
 
 ADMIN_KEY = "mp_test_admin_key"
 E2E_KEY = "mp_e2e_admin_key"
@@ -50,18 +49,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`modelport serve` in a subprocess on a free loopback port, on a fresh SQLite file."""
-    data = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'e2e.db'}",
-        "MODELPORT_API_KEY": E2E_KEY,
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_LOG_LEVEL": "warning",
-    }
-    base_url = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).parent / "modelport"), "serve"]
-    with running(command, ready_url=f"{base_url}/health", log_path=data / "server.log", env=env):
+    with modelport_serving(tmp_path_factory.mktemp("e2e"), api_key=E2E_KEY) as base_url:
         yield base_url
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,3 +41,22 @@ def running(command: list[str], *, ready_url: str, log_path: Path, env: dict[str
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextmanager
+def modelport_serving(data: Path, **settings: str) -> Iterator[str]:
+    """`modelport serve` on a free loopback port and a fresh SQLite file in `data`;
+    `settings` become MODELPORT_* variables (`api_key="k"` → MODELPORT_API_KEY=k).
+    Yields the base URL once /health answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'modelport.db'}",
+        "MODELPORT_PORT": str(port),
+        "MODELPORT_LOG_LEVEL": "warning",
+        **{f"MODELPORT_{name.upper()}": value for name, value in settings.items()},
+    }
+    base_url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "modelport"), "serve"]
+    with running(command, ready_url=f"{base_url}/health", log_path=data / "server.log", env=env):
+        yield base_url

@@ -40,8 +40,6 @@ class RegistryCache:
         # what it read, since that may predate the change that caused the clear.
         self._epoch = 0
         self._generation: int | None = None
-        self.hits = 0
-        self.misses = 0
 
     def clear(self) -> None:
         self._entries.clear()
@@ -52,10 +50,8 @@ class RegistryCache:
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
-            self.hits += 1
             value: T = entry[1]
             return value
-        self.misses += 1
         epoch = self._epoch
         loaded = await load()
         if loaded is not None and epoch == self._epoch and self.ttl_seconds > 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port, running
+from tests.servers import modelport_serving
 
 ADMIN = "mp_workers_admin_key"
 BODY = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 2}
@@ -23,21 +23,10 @@ REQUESTS = 24  # each on a new connection, so the kernel spreads them over both 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """The base URL, and the environment under which the CLI reaches the same database."""
     data = tmp_path_factory.mktemp("workers")
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'workers.db'}",
-        "MODELPORT_API_KEY": ADMIN,
-        "MODELPORT_PORT": str(port),
-        "MODELPORT_WORKERS": "2",
-        "MODELPORT_USAGE_FLUSH_SECONDS": "0.2",
-        "MODELPORT_LOG_LEVEL": "warning",
-    }
-    base_url = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).parent / "modelport"), "serve"]
-    with running(command, ready_url=f"{base_url}/health", log_path=data / "server.log", env=env):
-        yield base_url, env
+    with modelport_serving(data, api_key=ADMIN, workers="2", usage_flush_seconds="0.2") as base_url:
+        yield base_url, {**os.environ, "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'modelport.db'}"}
 
 
 def statuses(base_url: str, path: str, key: str) -> list[int]:

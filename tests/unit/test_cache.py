@@ -7,6 +7,14 @@ import asyncio
 from modelport.cache import RegistryCache
 
 
+async def owner() -> str:
+    return "owner"
+
+
+async def revoked() -> None:
+    return None
+
+
 async def test_found_values_are_kept_and_missing_ones_are_asked_again() -> None:
     cache = RegistryCache()
     calls: list[str] = []
@@ -27,12 +35,6 @@ async def test_a_change_elsewhere_empties_the_cache() -> None:
     cache = RegistryCache()
     cache.observe_generation(7)
 
-    async def owner() -> str:
-        return "owner"
-
-    async def revoked() -> None:
-        return None
-
     await cache.get_or_load("key", owner)
     cache.observe_generation(7)  # nothing changed
     assert await cache.get_or_load("key", revoked) == "owner"
@@ -43,12 +45,6 @@ async def test_a_change_elsewhere_empties_the_cache() -> None:
 async def test_an_unreadable_counter_empties_the_cache() -> None:
     cache = RegistryCache()
     cache.observe_generation(1)
-
-    async def owner() -> str:
-        return "owner"
-
-    async def revoked() -> None:
-        return None
 
     await cache.get_or_load("key", owner)
     cache.observe_generation(None)  # database unreachable: fail closed
@@ -102,12 +98,6 @@ async def test_poll_watches_the_counter_until_cancelled() -> None:
         except StopIteration:
             seen.set()
             return 2
-
-    async def owner() -> str:
-        return "owner"
-
-    async def revoked() -> None:
-        return None
 
     cache.observe_generation(1)
     await cache.get_or_load("key", owner)

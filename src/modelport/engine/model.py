@@ -77,10 +77,10 @@ class _Sequence:
     max_tokens: int
     reserved: int  # KV cells set aside for it: prompt + max_tokens
     unevaluated: list[int]  # prompt tokens not yet decoded
+    stops: StopSequenceFilter
     position: int = 0
     generated: int = 0
     last_token: int = -1
-    stops: StopSequenceFilter = field(default_factory=lambda: StopSequenceFilter(()))
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
