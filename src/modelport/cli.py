@@ -64,21 +64,32 @@ def serve(
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervisor = None
     if settings.workers > 1:
         # Migrate and set up once, here, rather than in every worker at the same time.
         _prepare_database(settings)
         os.environ["MODELPORT_MIGRATE_ON_START"] = "false"
         os.environ["MODELPORT_BOOTSTRAP"] = "false"
-    uvicorn.run(
-        "modelport.api.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=5,
-    )
+        if settings.embedded_engine:
+            # One engine per GGUF file for all workers: the supervisor lives here.
+            from modelport.api.app import start_engine_supervisor
+
+            supervisor = start_engine_supervisor(settings)
+            os.environ["MODELPORT_ENGINE_SUPERVISOR"] = str(supervisor.control_path)
+    try:
+        uvicorn.run(
+            "modelport.api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
 
 
 def _prepare_database(settings: Settings) -> None:

@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     # prompt + max_tokens cells; one that does not fit waits for others to finish.
     embedded_max_sequences: int = 16
     embedded_kv_tokens: int = 0
+    # Keep finished requests' KV cells so that later prompts starting the same way
+    # (a shared system prompt, a growing conversation) skip evaluating that part.
+    embedded_prefix_cache: bool = True
+    # Each GGUF file runs in an engine process of its own; one that dies is started
+    # again after `engine_restart_backoff` seconds (doubling with each crash in a row),
+    # and after more than `engine_restart_limit` crashes in a row its deployments FAIL.
+    engine_restart_limit: int = 3
+    engine_restart_backoff: float = 0.5
+    # Set by `serve --workers N` for its workers: the engine supervisor's socket in the
+    # parent process, so that every worker uses the same engines. Unset, a server
+    # process runs its own supervisor.
+    engine_supervisor: str | None = None
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 4 * 1024 * 1024
     # Upstream vendors: seconds to connect, seconds to wait for each read, and how
@@ -54,7 +66,7 @@ class Settings(BaseSettings):
     # another process (a worker, the CLI) is seen within `cache_refresh_seconds`.
     cache_ttl_seconds: float = 30.0
     cache_refresh_seconds: float = 0.5
-    # Worker processes for `modelport serve` (each with its own cache and engine).
+    # Worker processes for `modelport serve` (each with its own cache; they share the engines).
     workers: int = 1
     # One log line per request costs a little on every request; off unless asked for.
     access_log: bool = False

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.auth import Principal
 from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
+from modelport.engine.supervisor import FailureCallback
 from modelport.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from modelport.keys import display_prefix, generate_key, hash_key
 from modelport.schemas.registry import (
@@ -28,7 +29,7 @@ from modelport.schemas.registry import (
     ModelUpdate,
     Page,
 )
-from modelport.store import repo
+from modelport.store import db, repo
 from modelport.store.tables import ApiKey, Deployment, Model, utcnow
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ class Registry:
                 status, reason = "FAILED", "the embedded engine is disabled on this server (MODELPORT_EMBEDDED_ENGINE)"
             else:
                 try:
-                    await self._pool.attach(deployment.id, checkpoint)
+                    await self._pool.attach(deployment.id, checkpoint, retry=True)
                     status, reason = "READY", None
                 except ModelLoadError as exc:
                     log.warning("deployment %s failed to load: %s", deployment.id, exc)
@@ -290,6 +291,23 @@ class Registry:
             task = asyncio.create_task(load(), name=f"load:{deployment.id}")
             self._loads.add(task)
             task.add_done_callback(self._loads.discard)
+
+
+def deployment_failure_recorder(database_url: str) -> FailureCallback:
+    """For the engine supervisor: marks FAILED, with the reason, the deployments of an
+    engine that could not be kept running. It opens its own database connection on
+    first use, on the supervisor's event loop."""
+    sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def record(deployment_ids: list[str], reason: str) -> None:
+        nonlocal sessions
+        if sessions is None:
+            sessions = db.make_sessions(db.make_engine(database_url))
+        async with sessions() as session, session.begin():
+            for deployment_id in deployment_ids:
+                await repo.set_deployment_status(session, deployment_id=deployment_id, status="FAILED", reason=reason)
+
+    return record
 
 
 def _embedded_checkpoint(vendor: str | None, configuration: dict[str, Any] | None) -> str | None:

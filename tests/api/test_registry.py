@@ -318,9 +318,12 @@ async def test_deployments_load_without_waiting_and_unload_when_deleted(
     else:
         pytest.fail("deployment never became READY")
     pool = app.state.engine_pool
-    assert deployment["id"] in {user for users in pool._users.values() for user in users}
+    assert deployment["id"] in pool.users()
+    [engine] = [engine for engine in await pool.status() if deployment["id"] in engine["deployments"]]
     await ok(await client.delete(url, headers=headers))
-    assert deployment["id"] not in {user for users in pool._users.values() for user in users}
+    assert deployment["id"] not in pool.users()
+    [still] = [other for other in await pool.status() if other["model"] == engine["model"]]
+    assert deployment["id"] not in still["deployments"] and still["state"] == "ready"
     assert pool.loaded()  # still loaded for the other deployments that use the same file
 
 

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
@@ -26,8 +27,9 @@ from modelport.cache import RegistryCache
 from modelport.config import Settings
 from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
+from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
-from modelport.registry import Registry
+from modelport.registry import Registry, deployment_failure_recorder
 from modelport.secrets import SecretBox
 from modelport.service import InferenceService
 from modelport.store import db, repo
@@ -44,6 +46,28 @@ from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    return EngineSettings(
+        n_ctx=settings.embedded_n_ctx,
+        max_queue=settings.embedded_max_queue,
+        max_sequences=settings.embedded_max_sequences,
+        kv_tokens=settings.embedded_kv_tokens,
+        prefix_cache=settings.embedded_prefix_cache,
+        restart_limit=settings.engine_restart_limit,
+        restart_backoff=settings.engine_restart_backoff,
+        log_level=settings.log_level,
+    )
+
+
+def start_engine_supervisor(settings: Settings) -> SupervisorThread:
+    """The engine supervisor for this server (the parent's, under `--workers N`)."""
+    supervisor = SupervisorThread(
+        engine_settings(settings), on_failed=deployment_failure_recorder(settings.database_url)
+    )
+    supervisor.start()
+    return supervisor
 
 
 async def _load_embedded_deployments(app: FastAPI) -> None:
@@ -118,13 +142,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cache.observe_generation(await db.read_generation(engine))
     vendors = VendorRegistry()
     app.state.engine_pool = None
+    own_supervisor: SupervisorThread | None = None
     if settings.embedded_engine:
-        pool = EnginePool(
-            n_ctx=settings.embedded_n_ctx,
-            max_queue=settings.embedded_max_queue,
-            max_sequences=settings.embedded_max_sequences,
-            kv_tokens=settings.embedded_kv_tokens,
-        )
+        if settings.engine_supervisor:
+            control = Path(settings.engine_supervisor)
+        else:
+            own_supervisor = start_engine_supervisor(settings)
+            control = own_supervisor.control_path
+        pool = EnginePool(SupervisorClient(control))
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         await _load_embedded_deployments(app)
@@ -146,6 +171,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await poller
         await usage.close()
         await vendors.aclose()
+        if own_supervisor is not None:
+            await asyncio.to_thread(own_supervisor.stop)
         await engine.dispose()
 
 

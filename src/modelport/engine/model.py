@@ -1,38 +1,43 @@
-"""One GGUF model loaded in llama.cpp, generating for many requests at once.
+"""One GGUF model in llama.cpp, generating for many requests at once.
 
-A llama.cpp context is not thread-safe, so one worker thread per model owns it and
-runs *continuous batching*: every running request is a sequence in one shared KV
-cache, and each step evaluates one llama.cpp batch holding the next token of every
-running sequence (plus the prompt of any newly admitted one). A request joins between
-two steps and leaves as soon as it finishes or is cancelled; each keeps its own
-sampler (temperature, top_k, top_p, penalties), stop sequences and logprobs.
+This runs inside an engine process (`engine/process.py`), never in the gateway: a
+native crash here ends that process, not the server. The process drives it from one
+thread, so it has no locks: `submit` and `cancel` queue work, and each `step` runs
+one round of *continuous batching*. Every running request is a sequence in one
+shared KV cache; a step evaluates one llama.cpp batch holding the next token of
+every running sequence (plus as much of newly admitted prompts as fits), samples
+each sequence's next token with its own sampler, and returns what every sequence
+produced. Decoding one token for eight sequences costs far less than eight
+single-token steps (the weights are read once per step), which is where the
+throughput comes from (`benchmarks/engine.py` measures it against llama.cpp's ceiling).
 
-Decoding one token for eight sequences costs far less than eight single-token steps
-(the weights are read once per step), which is where the throughput comes from
-(`benchmarks/engine.py` measures it against llama.cpp's own ceiling).
-
-The event loop never waits on llama.cpp: tokens are handed back with
-`call_soon_threadsafe`, and a request is cancelled by setting its event, which the
-worker checks before every step.
+*Prefix reuse*: a finished sequence's KV cells stay in the cache, remembered by the
+tokens they hold (see `engine/prefix.py`). A new request whose prompt starts with
+tokens already in the cache, from a finished or a running sequence, shares those
+cells (`llama_memory_seq_cp`: no copy, no evaluation) and evaluates only the rest,
+as vLLM's automatic prefix caching does. Kept prefixes are dropped, least recently
+used first, when running sequences need their cells.
 """
 
 from __future__ import annotations
 
-import asyncio
 import codecs
+import contextlib
 import ctypes
 import logging
+import math
 import os
-import queue
-import threading
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest
+from modelport.engine.prefix import PrefixCache
+from modelport.errors import EngineOverloaded, InvalidRequest, ModelportError
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
+from modelport.params import resolve_max_tokens
 from modelport.stopseq import StopSequenceFilter
 
 if TYPE_CHECKING:
@@ -44,27 +49,19 @@ log = logging.getLogger(__name__)
 # of new prompts as fits; a longer prompt is evaluated over several steps).
 STEP_TOKENS = 2048
 
+Event = GenerationChunk | ModelportError
+
 
 class ModelLoadError(Exception):
-    pass
+    """The file cannot be served: missing, unreadable, or the build computes garbage.
+    Restarting the engine would not help."""
 
 
 @dataclass(eq=False)
 class _Job:
+    key: Hashable  # the caller's handle for this request
     prompt_tokens: list[int]
-    sampling: Sampling
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[GenerationChunk | BaseException] = field(default_factory=asyncio.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def deliver(self, item: GenerationChunk | BaseException) -> None:
-        """On the event loop: hand one item to the waiting request."""
-        self.events.put_nowait(item)
-
-
-def _deliver_all(items: list[tuple[_Job, GenerationChunk | BaseException]]) -> None:
-    for job, item in items:
-        job.deliver(item)
+    sampling: Sampling  # max_tokens resolved
 
 
 @dataclass(eq=False)
@@ -78,17 +75,15 @@ class _Sequence:
     reserved: int  # KV cells set aside for it: prompt + max_tokens
     unevaluated: list[int]  # prompt tokens not yet decoded
     stops: StopSequenceFilter
-    position: int = 0
+    evaluated: list[int]  # tokens whose KV cells this sequence holds, in order
     generated: int = 0
     last_token: int = -1
+    cancelled: bool = False
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
-_SHUTDOWN = object()
-
-
-class EmbeddedModel:
-    """A loaded GGUF file and the thread that runs its generations."""
+class BatchEngine:
+    """A loaded GGUF file, its multi-sequence context and the scheduler that batches requests."""
 
     def __init__(
         self,
@@ -98,6 +93,7 @@ class EmbeddedModel:
         max_queue: int = 256,
         max_sequences: int = 16,
         kv_tokens: int | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         import llama_cpp
         from llama_cpp import Llama
@@ -105,24 +101,26 @@ class EmbeddedModel:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         started = time.perf_counter()
-        log.info("loading embedded model %s", path)
         threads = os.cpu_count() or 1
         try:
             # Llama loads the weights and the tokenizer; its own small context is not
             # used for generation, which gets a multi-sequence context below.
-            self._llm = Llama(model_path=str(path), n_ctx=512, n_batch=512, n_threads=threads, verbose=False)
+            with _unsafe_repacking_off():
+                self._llm = Llama(model_path=str(path), n_ctx=512, n_batch=512, n_threads=threads, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         trained = self._llm._model.n_ctx_train()
         self.context_window = min(n_ctx, trained) if n_ctx else trained
         self.max_sequences = max_sequences
+        self.max_queue = max_queue
         # One KV cache shared by all sequences; each request reserves prompt +
         # max_tokens cells when admitted, so a running sequence never runs out.
         self.kv_tokens = max(kv_tokens or 0, self.context_window)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens
         params.n_batch = STEP_TOKENS
-        params.n_seq_max = max_sequences
+        # Twice the running sequences: the other half are kept prefixes.
+        params.n_seq_max = 2 * max_sequences if prefix_cache else max_sequences
         params.kv_unified = True
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama_cpp.llama_init_from_model(self._llm._model.model, params)
@@ -140,10 +138,15 @@ class EmbeddedModel:
         self.bos_token = self._token_text(self._llm.token_bos())
         self.eos_token = self._token_text(self._llm.token_eos())
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        self._jobs: queue.Queue[_Job | object] = queue.Queue(maxsize=max_queue)
-        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Job, GenerationChunk | BaseException]]] = {}
-        self._thread = threading.Thread(target=self._work, name=f"engine:{path.name}", daemon=True)
-        self._thread.start()
+        self._waiting: deque[_Job] = deque()
+        self._running: list[_Sequence] = []
+        self._by_key: dict[Hashable, _Job | _Sequence] = {}
+        self._reserved = 0
+        self._prefixes = PrefixCache(
+            self._memory, seq_ids=params.n_seq_max, keep=max_sequences if prefix_cache else 0, llama=llama_cpp
+        )
+        self.steps = 0
+        self.reused_tokens = 0
         log.info(
             "loaded %s in %.2fs (context %d tokens, %d sequences sharing %d KV cells, vocabulary %d)",
             path.name,
@@ -153,6 +156,49 @@ class EmbeddedModel:
             self.kv_tokens,
             self._n_vocab,
         )
+
+    def info(self) -> dict[str, Any]:
+        """What a gateway needs to know to send requests here."""
+        return {
+            "model": self.path.name,
+            "context_window": self.context_window,
+            "chat_template": self.chat_template,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "max_sequences": self.max_sequences,
+            "kv_tokens": self.kv_tokens,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "waiting": len(self._waiting),
+            "running": len(self._running),
+            "kv_reserved": self._reserved,
+            "kv_kept": self._prefixes.cells,
+            "steps": self.steps,
+            "reused_tokens": self.reused_tokens,
+        }
+
+    def self_check(self) -> None:
+        """Decode a few tokens and look at the logits: a build whose kernels do not
+        work on this CPU crashes here, at start-up, or computes garbage, which this
+        refuses. Either way no user request ever reaches it."""
+        tokens = self.tokenize("The capital of France is", special=False)
+        key = object()
+        self.submit(key, tokens, Sampling(temperature=0.0, max_tokens=2, logprobs=True))
+        events: list[Event] = []
+        while self.busy:
+            events += [event for owner, event in self.step() if owner is key]
+        errors = [event for event in events if isinstance(event, ModelportError)]
+        if errors:
+            raise ModelLoadError(f"the start-up self-check failed: {errors[0].detail}")
+        chunks = [event for event in events if isinstance(event, GenerationChunk)]
+        logprobs = [entry.logprob for chunk in chunks for entry in chunk.logprobs or []]
+        if len(logprobs) != 2 or not all(math.isfinite(value) and value <= 0 for value in logprobs):
+            raise ModelLoadError(f"the start-up self-check computed invalid log-probabilities {logprobs}")
+        self._prefixes.clear()
+
+    # --- tokens -----------------------------------------------------------------------
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -190,112 +236,112 @@ class EmbeddedModel:
         tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
         return tokens
 
-    async def generate(self, prompt_tokens: list[int], sampling: Sampling) -> AsyncIterator[GenerationChunk]:
-        """Stream a generation. Closing the iterator early cancels the job."""
+    # --- requests ---------------------------------------------------------------------
+
+    def submit_text(
+        self, key: Hashable, text: str, *, special: bool, sampling: Sampling, default_max_tokens: int | None
+    ) -> ModelportError | None:
+        """Tokenize and queue a request; the error that refuses it, if any."""
+        tokens = self.tokenize(text, special=special)
+        try:
+            max_tokens = resolve_max_tokens(
+                sampling.max_tokens,
+                prompt_tokens=len(tokens),
+                context_window=self.context_window,
+                default=default_max_tokens,
+            )
+        except InvalidRequest as exc:
+            return exc
+        return self.submit(key, tokens, replace(sampling, max_tokens=max_tokens))
+
+    def submit(self, key: Hashable, prompt_tokens: list[int], sampling: Sampling) -> ModelportError | None:
+        if not prompt_tokens:
+            return InvalidRequest("the prompt is empty: give at least one token of text")
         if len(prompt_tokens) >= self.context_window:
-            raise InvalidRequest(
+            return InvalidRequest(
                 f"the prompt is {len(prompt_tokens)} tokens; this model's context window is {self.context_window}"
             )
-        job = _Job(prompt_tokens=prompt_tokens, sampling=sampling, loop=asyncio.get_running_loop())
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            raise EngineOverloaded(
-                f"the embedded engine has {self._jobs.maxsize} requests waiting; try again shortly"
-            ) from None
-        try:
-            while True:
-                item = await job.events.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            job.cancelled.set()
+        if len(self._waiting) >= self.max_queue:
+            return EngineOverloaded(f"the embedded engine has {self.max_queue} requests waiting; try again shortly")
+        job = _Job(key=key, prompt_tokens=prompt_tokens, sampling=sampling)
+        self._waiting.append(job)
+        self._by_key[key] = job
+        return None
+
+    def cancel(self, key: Hashable) -> None:
+        """Forget a request: waiting, it never starts; running, it leaves before the next step."""
+        item = self._by_key.pop(key, None)
+        if isinstance(item, _Job):
+            self._waiting.remove(item)
+        elif isinstance(item, _Sequence):
+            item.cancelled = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running or self._waiting)
 
     def close(self) -> None:
         import llama_cpp
 
-        self._jobs.put(_SHUTDOWN)
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():  # never free a context a thread may still be using
-            log.error("the engine thread for %s did not stop; leaving its memory allocated", self.path.name)
-            return
+        for sequence in self._running:
+            self._release(sequence, keep=False)
+        self._prefixes.clear()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
         self._llm.close()
 
-    # --- the worker thread ------------------------------------------------------
+    # --- one step ---------------------------------------------------------------------
 
-    def _work(self) -> None:
-        running: list[_Sequence] = []
-        free_ids = list(range(self.max_sequences - 1, -1, -1))
-        waiting: _Job | None = None  # admitted next, once there is room (FIFO: no overtaking)
-        reserved = 0
-        while True:
-            # Admit new jobs between steps: block only when there is nothing to run.
-            while True:
-                if waiting is None:
-                    try:
-                        item = self._jobs.get(block=not running)
-                    except queue.Empty:
-                        break
-                    if item is _SHUTDOWN:
-                        for sequence in running:
-                            self._post(sequence.job, DeploymentUnavailable("the embedded engine is shutting down"))
-                            self._release(sequence)
-                        self._flush()
-                        return
-                    assert isinstance(item, _Job)
-                    waiting = item
-                if waiting.cancelled.is_set():
-                    waiting = None
-                    continue
-                # Generation ends at the context window anyway, so a reservation never
-                # exceeds one window (and so always fits once the cache is empty).
-                room = self.context_window - len(waiting.prompt_tokens)
-                max_tokens = min(waiting.sampling.max_tokens or room, room)
-                need = len(waiting.prompt_tokens) + max_tokens
-                if not free_ids or reserved + need > self.kv_tokens:
-                    break
-                running.append(self._start(waiting, free_ids.pop(), max_tokens, need))
-                reserved += need
-                waiting = None
-            try:
-                finished = self._step(running)
-            except Exception as exc:  # the step failed: its sequences fail, the engine lives on
-                log.exception("embedded generation failed")
-                finished = list(running)
-                for sequence in finished:
-                    self._post(sequence.job, DeploymentUnavailable(f"the embedded engine failed: {exc}"))
-            self._flush()
-            for sequence in finished:
-                running.remove(sequence)
-                self._release(sequence)
-                free_ids.append(sequence.seq_id)
-                reserved -= sequence.reserved
+    def step(self) -> list[tuple[Hashable, Event]]:
+        """Admit what fits, evaluate one batch, sample; every request's new output."""
+        self._admit()
+        out: list[tuple[Hashable, Event]] = []
+        keep = True
+        try:
+            finished = self._decode(out)
+        except Exception as exc:  # the step failed: its sequences fail, the engine lives on
+            log.exception("embedded generation failed")
+            finished, keep = list(self._running), False  # what their cells hold is unknown now
+            failure = InvalidRequest(f"the embedded engine could not evaluate this request: {exc}")
+            out += [(sequence.job.key, failure) for sequence in finished if not sequence.cancelled]
+        self.steps += 1
+        for sequence in finished:
+            self._running.remove(sequence)
+            self._by_key.pop(sequence.job.key, None)
+            self._reserved -= sequence.reserved
+            self._release(sequence, keep=keep)
+        return out
 
-    def _post(self, job: _Job, item: GenerationChunk | BaseException) -> None:
-        self._outbox.setdefault(job.loop, []).append((job, item))
-
-    def _flush(self) -> None:
-        """Hand a step's tokens to the event loop in one wake-up rather than one per
-        token: with 16 sequences that is 16 times fewer cross-thread calls."""
-        for loop, items in self._outbox.items():
-            loop.call_soon_threadsafe(_deliver_all, items)
-        self._outbox = {}
-
-    def _start(self, job: _Job, seq_id: int, max_tokens: int, reserved: int) -> _Sequence:
-        return _Sequence(
-            job=job,
-            seq_id=seq_id,
-            sampler=self._sampler(job.sampling, max_tokens),
-            max_tokens=max_tokens,
-            reserved=reserved,
-            unevaluated=list(job.prompt_tokens),
-            stops=StopSequenceFilter(job.sampling.stop_sequences),
-        )
+    def _admit(self) -> None:
+        """Start waiting jobs, first come first served, while sequences and KV cells allow."""
+        while self._waiting and len(self._running) < self.max_sequences:
+            job = self._waiting[0]
+            prompt = job.prompt_tokens
+            # Generation ends at the context window anyway, so a reservation never
+            # exceeds one window (and so always fits once the cache is empty).
+            room = self.context_window - len(prompt)
+            max_tokens = min(job.sampling.max_tokens or room, room)
+            need = len(prompt) + max_tokens
+            sources = {sequence.seq_id: sequence.evaluated for sequence in self._running}
+            slot = self._prefixes.claim(prompt, sources, free_cells=self.kv_tokens - self._reserved - need)
+            if slot is None:
+                break  # no room yet: wait for running sequences to finish
+            self._waiting.popleft()
+            reused = slot.reused
+            self.reused_tokens += reused
+            sequence = _Sequence(
+                job=job,
+                seq_id=slot.seq_id,
+                sampler=self._sampler(job.sampling, max_tokens),
+                max_tokens=max_tokens,
+                reserved=need,
+                unevaluated=prompt[reused:],
+                stops=StopSequenceFilter(job.sampling.stop_sequences),
+                evaluated=prompt[:reused],
+            )
+            self._running.append(sequence)
+            self._by_key[job.key] = sequence
+            self._reserved += need
 
     def _sampler(self, sampling: Sampling, max_tokens: int) -> Any:
         """A llama.cpp sampler chain with this request's settings (same order as
@@ -330,18 +376,22 @@ class EmbeddedModel:
         add(chain, llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED))
         return chain
 
-    def _release(self, sequence: _Sequence) -> None:
+    def _release(self, sequence: _Sequence, *, keep: bool) -> None:
         import llama_cpp
 
-        llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        if keep:
+            self._prefixes.keep(sequence.seq_id, sequence.evaluated)
+        else:
+            llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
         if sequence.sampler is not None:
             llama_cpp.llama_sampler_free(sequence.sampler)
+            sequence.sampler = None
 
-    def _step(self, running: list[_Sequence]) -> list[_Sequence]:
+    def _decode(self, out: list[tuple[Hashable, Event]]) -> list[_Sequence]:
         """One llama_decode for every running sequence; returns those that finished."""
         import llama_cpp
 
-        finished = [sequence for sequence in running if sequence.job.cancelled.is_set()]
+        finished = [sequence for sequence in self._running if sequence.cancelled]
         batch = self._batch
         size = 0
         sampled_at: list[tuple[_Sequence, int]] = []
@@ -349,14 +399,14 @@ class EmbeddedModel:
         def add(sequence: _Sequence, token: int, logits: bool) -> None:
             nonlocal size
             batch.token[size] = token
-            batch.pos[size] = sequence.position
+            batch.pos[size] = len(sequence.evaluated)
             batch.n_seq_id[size] = 1
             batch.seq_id[size][0] = sequence.seq_id
             batch.logits[size] = logits
-            sequence.position += 1
+            sequence.evaluated.append(token)
             size += 1
 
-        active = [sequence for sequence in running if not sequence.job.cancelled.is_set()]
+        active = [sequence for sequence in self._running if not sequence.cancelled]
         # Running sequences first, one token each, so a long new prompt never stalls them.
         for sequence in active:
             if not sequence.unevaluated:
@@ -378,11 +428,11 @@ class EmbeddedModel:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         for sequence, index in sampled_at:
-            if self._advance(sequence, index):
+            if self._advance(sequence, index, out):
                 finished.append(sequence)
         return finished
 
-    def _advance(self, sequence: _Sequence, index: int) -> bool:
+    def _advance(self, sequence: _Sequence, index: int, out: list[tuple[Hashable, Event]]) -> bool:
         """Sample the sequence's next token from row `index`, hand it to the caller;
         True when the sequence is done."""
         import llama_cpp
@@ -402,30 +452,32 @@ class EmbeddedModel:
             text = sequence.decoder.decode(piece)
             sampling = job.sampling
             logprobs = [self._logprob(index, token, text, piece, sampling.top_logprobs)] if sampling.logprobs else None
-            self._post(job, GenerationChunk(text=text, logprobs=logprobs))
+            out.append((job.key, GenerationChunk(text=text, logprobs=logprobs)))
             sequence.stops.feed(text)
             if sequence.stops.stopped:
                 finish = "stop"
             # The next step evaluates this token: it must still fit in the context.
-            elif sequence.generated >= sequence.max_tokens or sequence.position + 1 >= self.context_window:
+            elif sequence.generated >= sequence.max_tokens or len(sequence.evaluated) + 1 >= self.context_window:
                 finish = "length"
         if finish is None:
             return False
-        self._post(
-            job,
-            GenerationChunk(
-                text=sequence.decoder.decode(b"", final=True),
-                finish_reason=finish,
-                prompt_tokens=len(job.prompt_tokens),
-                response_tokens=sequence.generated,
-            ),
+        out.append(
+            (
+                job.key,
+                GenerationChunk(
+                    text=sequence.decoder.decode(b"", final=True),
+                    finish_reason=finish,
+                    prompt_tokens=len(job.prompt_tokens),
+                    response_tokens=sequence.generated,
+                ),
+            )
         )
         return True
 
     def _logits(self, index: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         """Row `index` of the last step's logits, as a view (no copy)."""
         import llama_cpp
-        import numpy as np  # here, not at the top: a gateway without an embedded model never needs it
+        import numpy as np  # here, not at the top: only an engine process needs it
 
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
 
@@ -451,3 +503,46 @@ class EmbeddedModel:
         return TokenLogprob(
             token=text, logprob=float(logits[token] - log_norm), bytes=list(piece), top_logprobs=alternatives
         )
+
+
+@contextlib.contextmanager
+def _unsafe_repacking_off() -> Iterator[None]:
+    """llama.cpp's AMX "extra buffer type" repacks weights for Intel AMX and then
+    crashes in llama_decode (ggml-org/llama.cpp #20824). modelport's own build has no
+    AMX kernels (scripts/setup), but a build made with GGML_NATIVE on an AMX machine
+    does: there, and only there, turn the extra buffer types off (`--no-repack`).
+    `Llama` takes no argument for it, so its default model parameters are amended
+    while it loads (the engine process loads on one thread)."""
+    import llama_cpp.llama_cpp as low_level
+
+    if "AMX" not in _system_info() or not _cpu_has_amx():
+        yield
+        return
+    log.warning("this llama.cpp build uses AMX on an AMX CPU: weight repacking turned off (llama.cpp #20824)")
+    defaults = low_level.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    low_level.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = defaults
+
+
+def _system_info() -> str:
+    import llama_cpp
+
+    info: bytes = llama_cpp.llama_print_system_info()
+    return info.decode("utf-8", "replace")
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
+    except OSError:
+        return False

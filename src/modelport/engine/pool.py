@@ -1,13 +1,19 @@
-"""The GGUF models loaded in this process, shared by the deployments that use them."""
+"""The embedded engines as one gateway process sees them: a client per GGUF file.
+
+Loading happens in the engine processes that the supervisor runs; this keeps, for
+this process, which deployments use which file and the connection to each engine.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
-from modelport.engine.model import EmbeddedModel, ModelLoadError
+from modelport.engine.client import EngineClient, EngineInfo
+from modelport.engine.model import ModelLoadError
+from modelport.engine.supervisor import SupervisorClient
 
 log = logging.getLogger(__name__)
 
@@ -31,59 +37,70 @@ def resolve_checkpoint(checkpoint_path: str) -> Path:
 
 
 class EnginePool:
-    def __init__(self, *, n_ctx: int, max_queue: int, max_sequences: int = 16, kv_tokens: int = 0) -> None:
-        self._n_ctx = n_ctx
-        self._max_queue = max_queue
-        self._max_sequences = max_sequences
-        self._kv_tokens = kv_tokens
-        self._models: dict[Path, EmbeddedModel] = {}
-        self._users: dict[Path, set[str]] = {}
-        self._lock = asyncio.Lock()
+    # Loading a large GGUF file takes a while; the supervisor answers once it is loaded.
+    ATTACH_TIMEOUT_SECONDS = 900.0
 
-    def get(self, checkpoint_path: str) -> EmbeddedModel | None:
+    def __init__(self, supervisor: SupervisorClient) -> None:
+        self._supervisor = supervisor
+        self._clients: dict[Path, EngineClient] = {}
+        self._users: dict[str, Path] = {}
+
+    def get(self, checkpoint_path: str) -> EngineClient | None:
         try:
-            return self._models.get(resolve_checkpoint(checkpoint_path))
+            return self._clients.get(resolve_checkpoint(checkpoint_path))
         except ModelLoadError:
             return None
 
     def loaded(self) -> list[str]:
-        return [str(path) for path in self._models]
+        return [str(path) for path in self._clients]
 
-    async def attach(self, deployment_id: str, checkpoint_path: str) -> EmbeddedModel:
-        """Make sure the model at `checkpoint_path` is loaded (once) and note who uses
-        it. Raises ModelLoadError when the file cannot be loaded."""
-        key = resolve_checkpoint(checkpoint_path)
-        async with self._lock:
-            model = self._models.get(key)
-            if model is None:
-                # Loading takes seconds: off the event loop.
-                model = await asyncio.to_thread(
-                    EmbeddedModel,
-                    key,
-                    n_ctx=self._n_ctx,
-                    max_queue=self._max_queue,
-                    max_sequences=self._max_sequences,
-                    kv_tokens=self._kv_tokens,
-                )
-                self._models[key] = model
-            self._users.setdefault(key, set()).add(deployment_id)
-            return model
+    def users(self) -> set[str]:
+        return set(self._users)
+
+    async def attach(self, deployment_id: str, checkpoint_path: str, *, retry: bool = False) -> EngineClient:
+        """Have the supervisor load `checkpoint_path` (once, for every worker) and note
+        that this deployment uses it. Raises ModelLoadError when it cannot be served.
+        `retry`: start an engine that has failed again (an admin asked for it)."""
+        path = resolve_checkpoint(checkpoint_path)
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        try:
+            reply = await self._supervisor.call(
+                {"op": "attach", "deployment_id": deployment_id, "path": str(path), "retry": retry},
+                answer_within=self.ATTACH_TIMEOUT_SECONDS,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ModelLoadError(f"the engine supervisor did not answer: {exc}") from exc
+        if not reply.get("ok"):
+            raise ModelLoadError(str(reply.get("error")))
+        client = self._clients.get(path)
+        if client is None:
+            client = EngineClient(path.name, Path(reply["socket"]), EngineInfo.from_wire(reply["info"]))
+            self._clients[path] = client
+        self._users[deployment_id] = path
+        return client
 
     async def detach(self, deployment_id: str) -> None:
-        """Forget a deployment; unload models no deployment uses any more."""
-        async with self._lock:
-            for key, users in list(self._users.items()):
-                users.discard(deployment_id)
-                if not users:
-                    del self._users[key]
-                    model = self._models.pop(key, None)
-                    if model is not None:
-                        log.info("unloading %s", key)
-                        await asyncio.to_thread(model.close)
+        """Forget a deployment here and at the supervisor, which stops an engine that
+        no deployment uses any more."""
+        path = self._users.pop(deployment_id, None)
+        if path is not None and path not in self._users.values():
+            client = self._clients.pop(path, None)
+            if client is not None:
+                await client.close()
+        try:
+            await self._supervisor.call({"op": "detach", "deployment_id": deployment_id}, answer_within=30)
+        except (OSError, TimeoutError) as exc:
+            log.warning("the engine supervisor did not answer a detach for %s: %s", deployment_id, exc)
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Every engine the supervisor runs: state, reason, pid, restarts."""
+        reply = await self._supervisor.call({"op": "status"}, answer_within=5)
+        engines: list[dict[str, Any]] = reply.get("engines", [])
+        return engines
 
     async def close(self) -> None:
-        async with self._lock:
-            for model in self._models.values():
-                await asyncio.to_thread(model.close)
-            self._models.clear()
-            self._users.clear()
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        self._users.clear()

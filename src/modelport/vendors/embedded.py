@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
-from modelport.engine.model import EmbeddedModel, ModelLoadError
+from modelport.engine.client import EngineClient
+from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import GenerationCall, GenerationChunk
-from modelport.params import resolve_max_tokens
 from modelport.templates import render_chat
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, collect
 
@@ -38,14 +36,14 @@ class EmbeddedVendor:
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    async def _model(self, target: Target) -> EmbeddedModel:
+    async def _model(self, target: Target) -> EngineClient:
         path = target.vendor_configuration.get("checkpoint_path")
         if not path:
             raise DeploymentUnavailable(f"deployment {target.deployment_id} names no checkpoint_path")
         model = self._pool.get(str(path))
         if model is None:
-            # READY in the database but not loaded here: another worker process loaded
-            # it (`serve --workers N`). Load it in this process on first use.
+            # READY in the database but unknown here: another worker process attached
+            # it (`serve --workers N`). The supervisor has it loaded; connect to it.
             try:
                 model = await self._pool.attach(target.deployment_id, str(path))
             except ModelLoadError as exc:
@@ -53,25 +51,26 @@ class EmbeddedVendor:
         return model
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        model = await self._model(target)
+        engine = await self._model(target)
+        info = engine.info
         if call.messages is not None:
             text = render_chat(
-                call.chat_template or model.chat_template or FALLBACK_CHAT_TEMPLATE,
+                call.chat_template or info.chat_template or FALLBACK_CHAT_TEMPLATE,
                 call.messages,
-                bos_token=model.bos_token,
-                eos_token=model.eos_token,
+                bos_token=info.bos_token,
+                eos_token=info.eos_token,
                 extra=call.chat_template_kwargs,
             )
-            tokens = await asyncio.to_thread(model.tokenize, text, special=True)
         else:
-            tokens = await asyncio.to_thread(model.tokenize, call.prompt or "", special=False)
-        max_tokens = resolve_max_tokens(
-            call.sampling.max_tokens,
-            prompt_tokens=len(tokens),
-            context_window=model.context_window,
-            default=CAPABILITIES.default_max_tokens,
+            text = call.prompt or ""
+        # The engine tokenizes and fits max_tokens to the context window: it has the
+        # vocabulary, and one message there costs less than a round trip to ask.
+        return engine.generate(
+            text=text,
+            special=call.messages is not None,
+            sampling=call.sampling,
+            default_max_tokens=CAPABILITIES.default_max_tokens,
         )
-        return model.generate(tokens, replace(call.sampling, max_tokens=max_tokens))
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         chunks = await self.stream(target, call)

@@ -1,0 +1,195 @@
+"""The gateway's side of an engine process: submit, stream, cancel.
+
+Each gateway process keeps one connection per engine. A reader task takes the
+engine's step messages and hands every sequence's events to the request waiting for
+them. When the connection ends (the engine died or was stopped), every request in
+flight fails at once with 503, or an `error` event if its stream had started; the
+next request connects again, to the engine the supervisor has restarted by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelport.engine.protocol import (
+    chunk_from_wire,
+    encode,
+    error_from_wire,
+    is_error,
+    read_message,
+    sampling_to_wire,
+)
+from modelport.errors import DeploymentUnavailable
+from modelport.generation import GenerationChunk, Sampling
+
+log = logging.getLogger(__name__)
+
+_Item = GenerationChunk | BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    model: str
+    context_window: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> EngineInfo:
+        return cls(
+            model=str(data["model"]),
+            context_window=int(data["context_window"]),
+            chat_template=data.get("chat_template"),
+            bos_token=str(data.get("bos_token") or ""),
+            eos_token=str(data.get("eos_token") or ""),
+        )
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+        self.writer = writer
+        self.name = name
+        self.waiting: dict[int, asyncio.Queue[_Item]] = {}
+        self.stats: asyncio.Future[dict[str, Any]] | None = None
+        self.closed = False
+        self._reader = reader
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read(), name=f"engine-reader:{self.name}")
+
+    async def _read(self) -> None:
+        try:
+            while (message := await read_message(self._reader)) is not None:
+                if message.get("op") == "step":
+                    for event in message["events"]:
+                        queue = self.waiting.get(event[0])
+                        if queue is not None:
+                            queue.put_nowait(error_from_wire(event) if is_error(event) else chunk_from_wire(event))
+                elif message.get("op") == "stats" and self.stats is not None and not self.stats.done():
+                    self.stats.set_result(message["stats"])
+        except Exception:
+            log.exception("reading from the engine for %s failed", self.name)
+        finally:
+            self._lost()
+
+    def _lost(self) -> None:
+        self.closed = True
+        self.writer.close()
+        if self.waiting:
+            log.error("the engine for %s stopped with %d requests in flight", self.name, len(self.waiting))
+        for queue in self.waiting.values():
+            queue.put_nowait(
+                DeploymentUnavailable(
+                    f"the embedded engine for {self.name} stopped while generating; it is being restarted"
+                )
+            )
+        self.waiting.clear()
+        if self.stats is not None and not self.stats.done():
+            self.stats.set_exception(DeploymentUnavailable(f"the embedded engine for {self.name} stopped"))
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.closed:
+            self.writer.write(encode(message))
+
+    async def close(self) -> None:
+        self.writer.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class EngineClient:
+    """Requests to one engine process, from this gateway process."""
+
+    def __init__(self, name: str, socket_path: Path, info: EngineInfo) -> None:
+        self.name = name
+        self.socket_path = socket_path
+        self.info = info
+        self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
+        self._ids = itertools.count(1)
+
+    async def _connect(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            return connection
+        async with self._connecting:
+            if self._connection is not None and not self._connection.closed:
+                return self._connection
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+                hello = await asyncio.wait_for(read_message(reader), timeout=10)
+            except (OSError, TimeoutError) as exc:
+                raise DeploymentUnavailable(
+                    f"the embedded engine for {self.name} is not running (it may be restarting): {exc}"
+                ) from exc
+            if hello is None or hello.get("op") != "hello":
+                writer.close()
+                raise DeploymentUnavailable(
+                    f"the embedded engine for {self.name} is not running (it may be restarting)"
+                )
+            self.info = EngineInfo.from_wire(hello["info"])
+            self._connection = _Connection(reader, writer, self.name)
+            self._connection.start()
+            return self._connection
+
+    async def connect(self) -> None:
+        await self._connect()
+
+    async def generate(
+        self, *, text: str, special: bool, sampling: Sampling, default_max_tokens: int | None
+    ) -> AsyncIterator[GenerationChunk]:
+        """Stream a generation. Closing the iterator early cancels it in the engine."""
+        connection = await self._connect()
+        request_id = next(self._ids)
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        connection.waiting[request_id] = queue
+        connection.send(
+            {
+                "op": "submit",
+                "id": request_id,
+                "text": text,
+                "special": special,
+                "sampling": sampling_to_wire(sampling),
+                "default_max_tokens": default_max_tokens,
+            }
+        )
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    finished = True
+                    return
+        finally:
+            connection.waiting.pop(request_id, None)
+            if not finished:
+                connection.send({"op": "cancel", "id": request_id})
+
+    async def stats(self, answer_within: float = 2.0) -> dict[str, Any]:
+        """The engine's counters: queue, running sequences, KV cells, steps."""
+        connection = await self._connect()
+        loop = asyncio.get_running_loop()
+        if connection.stats is None or connection.stats.done():
+            connection.stats = loop.create_future()
+            connection.send({"op": "stats"})
+        return await asyncio.wait_for(asyncio.shield(connection.stats), answer_within)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None

@@ -1,0 +1,241 @@
+"""The engine process: one GGUF file, served to every gateway worker on one socket.
+
+`python -m modelport.engine.process --socket PATH --model FILE ...` is started by the
+supervisor (`engine/supervisor.py`). It loads the model, runs the start-up self-check,
+listens on the socket and then prints one line of JSON on standard output: `{"ready":
+info}`, or `{"error": reason}` for a file it cannot serve. Logs go to standard error.
+
+One thread does everything, so the llama.cpp context needs no lock: between two engine
+steps it reads what the gateways sent (new requests, cancellations), then runs a step
+and sends each connection one message with every one of its sequences' new tokens.
+Standard input is the supervisor's pipe: when it closes, the supervisor is gone and
+the engine exits rather than live on as an orphan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import selectors
+import socket
+import sys
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelport.engine.model import BatchEngine, Event, ModelLoadError
+from modelport.engine.protocol import (
+    MessageBuffer,
+    ProtocolError,
+    chunk_to_wire,
+    encode,
+    error_to_wire,
+    sampling_from_wire,
+)
+from modelport.generation import GenerationChunk
+
+log = logging.getLogger("modelport.engine")
+
+# A gateway that does not read for this long is dropped (its requests are cancelled),
+# so that one stuck worker cannot stall every other worker's generations.
+SEND_TIMEOUT_SECONDS = 10.0
+# Exit status for a model that cannot be served: restarting would not help.
+EXIT_UNSERVABLE = 3
+
+
+class _Gateway:
+    """One connected gateway process and the requests it has in flight."""
+
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        self.sock = sock
+        self.number = number
+        self.buffer = MessageBuffer()
+        self.requests: set[int] = set()
+
+    def key(self, request_id: int) -> Hashable:
+        return (self.number, request_id)
+
+
+class EngineServer:
+    def __init__(self, engine: BatchEngine, listener: socket.socket) -> None:
+        self._engine = engine
+        self._listener = listener
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._selector.register(sys.stdin.buffer, selectors.EVENT_READ, "supervisor")
+        self._gateways: dict[int, _Gateway] = {}
+        self._owners: dict[Hashable, _Gateway] = {}
+        self._connections = 0
+        self._pending: dict[_Gateway, list[list[Any]]] = {}
+        self.max_gateways_in_one_step = 0
+
+    def serve_forever(self) -> None:
+        while True:
+            # Block only when there is nothing to generate.
+            for key, _ in self._selector.select(timeout=0 if self._engine.busy else None):
+                if key.data == "supervisor":
+                    if not os.read(sys.stdin.fileno(), 4096):
+                        log.info("the supervisor has gone; the engine stops")
+                        return
+                elif key.data is None:
+                    self._accept()
+                else:
+                    self._receive(key.data)
+            if self._engine.busy:
+                self._deliver(self._engine.step())
+            self._flush()
+
+    def _accept(self) -> None:
+        sock, _ = self._listener.accept()
+        sock.settimeout(SEND_TIMEOUT_SECONDS)
+        self._connections += 1
+        gateway = _Gateway(sock, self._connections)
+        self._gateways[gateway.number] = gateway
+        self._selector.register(sock, selectors.EVENT_READ, gateway)
+        self._send(gateway, {"op": "hello", "info": self._engine.info(), "pid": os.getpid()})
+
+    def _receive(self, gateway: _Gateway) -> None:
+        try:
+            data = gateway.sock.recv(1 << 16)
+            messages = gateway.buffer.feed(data) if data else None
+        except (OSError, ProtocolError, orjson.JSONDecodeError) as exc:
+            log.warning("dropping gateway connection %d: %s", gateway.number, exc)
+            messages = None
+        if messages is None:
+            self._drop(gateway)
+            return
+        for message in messages:
+            op = message.get("op")
+            if op == "submit":
+                self._submit(gateway, message)
+            elif op == "cancel":
+                request_id = int(message["id"])
+                gateway.requests.discard(request_id)
+                self._owners.pop(gateway.key(request_id), None)
+                self._engine.cancel(gateway.key(request_id))
+            elif op == "stats":
+                stats = self._engine.stats() | {
+                    "gateways": len(self._gateways),
+                    "max_gateways_in_one_step": self.max_gateways_in_one_step,
+                }
+                self._send(gateway, {"op": "stats", "stats": stats})
+
+    def _submit(self, gateway: _Gateway, message: dict[str, Any]) -> None:
+        request_id = int(message["id"])
+        key = gateway.key(request_id)
+        refused = self._engine.submit_text(
+            key,
+            str(message["text"]),
+            special=bool(message.get("special")),
+            sampling=sampling_from_wire(message["sampling"]),
+            default_max_tokens=message.get("default_max_tokens"),
+        )
+        if refused is not None:
+            self._pending.setdefault(gateway, []).append(error_to_wire(request_id, refused))
+            return
+        gateway.requests.add(request_id)
+        self._owners[key] = gateway
+
+    def _deliver(self, events: list[tuple[Hashable, Event]]) -> None:
+        for key, event in events:
+            gateway = self._owners.get(key)
+            if gateway is None:
+                continue  # cancelled, or its gateway has gone
+            request_id = key[1]  # type: ignore[index]
+            if isinstance(event, GenerationChunk):
+                self._pending.setdefault(gateway, []).append(chunk_to_wire(request_id, event))
+                done = event.finish_reason is not None
+            else:
+                self._pending.setdefault(gateway, []).append(error_to_wire(request_id, event))
+                done = True
+            if done:
+                gateway.requests.discard(request_id)
+                del self._owners[key]
+        self.max_gateways_in_one_step = max(self.max_gateways_in_one_step, len(self._pending))
+
+    def _flush(self) -> None:
+        """One message per gateway per step, with all of its sequences' events."""
+        pending, self._pending = self._pending, {}
+        for gateway, events in pending.items():
+            self._send(gateway, {"op": "step", "events": events})
+
+    def _send(self, gateway: _Gateway, message: dict[str, Any]) -> None:
+        if gateway.number not in self._gateways:
+            return
+        try:
+            gateway.sock.sendall(encode(message))
+        except OSError as exc:
+            log.warning("dropping gateway connection %d: %s", gateway.number, exc)
+            self._drop(gateway)
+
+    def _drop(self, gateway: _Gateway) -> None:
+        """A gateway has gone (closed, crashed or stuck): cancel what it asked for."""
+        if self._gateways.pop(gateway.number, None) is None:
+            return
+        for request_id in gateway.requests:
+            self._owners.pop(gateway.key(request_id), None)
+            self._engine.cancel(gateway.key(request_id))
+        self._selector.unregister(gateway.sock)
+        gateway.sock.close()
+        self._pending.pop(gateway, None)
+
+
+def _listen(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)  # left by an engine that died
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    return listener
+
+
+def _report(message: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(message).decode() + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modelport-engine", description=__doc__)
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--n-ctx", type=int, default=0)
+    parser.add_argument("--max-queue", type=int, default=256)
+    parser.add_argument("--max-sequences", type=int, default=16)
+    parser.add_argument("--kv-tokens", type=int, default=0)
+    parser.add_argument("--no-prefix-cache", action="store_true")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        engine = BatchEngine(
+            args.model,
+            n_ctx=args.n_ctx or None,
+            max_queue=args.max_queue,
+            max_sequences=args.max_sequences,
+            kv_tokens=args.kv_tokens or None,
+            prefix_cache=not args.no_prefix_cache,
+        )
+        engine.self_check()
+    except ModelLoadError as exc:
+        log.error("%s", exc)
+        _report({"error": str(exc)})
+        return EXIT_UNSERVABLE
+    listener = _listen(args.socket)
+    _report({"ready": engine.info(), "pid": os.getpid()})
+    try:
+        EngineServer(engine, listener).serve_forever()
+    finally:
+        listener.close()
+        args.socket.unlink(missing_ok=True)
+        engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""What the gateway and an engine process say to each other, and how it travels.
+
+An engine process serves one GGUF file on a Unix stream socket. Each message is a
+4-byte big-endian length followed by that many bytes of JSON. A plain stream socket
+rather than ZeroMQ because the end of the stream *is* the news a gateway must act on
+at once: when the engine dies, every connection to it reads EOF in the same instant,
+and the requests in flight fail there and then (ZeroMQ hides a dead peer behind its
+automatic reconnects). JSON through orjson, already the gateway's encoder, is as fast
+as msgpack for these small messages.
+
+Gateway → engine:
+  {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "default_max_tokens": 100}
+  {"op": "cancel", "id": 7}
+  {"op": "stats"}
+Engine → gateway:
+  {"op": "hello", "info": {...}}                      once, when the connection opens
+  {"op": "step", "events": [[7, text, logprobs, finish, prompt_tokens, response_tokens], ...]}
+                                                      one message per engine step, every
+                                                      sequence of this connection in it
+  {"op": "step", "events": [[7, {"error": "InvalidRequest", "detail": "...", "extra": {}}]]}
+  {"op": "stats", "stats": {...}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from modelport.errors import (
+    ContextWindowExceeded,
+    DeploymentUnavailable,
+    EngineOverloaded,
+    InvalidRequest,
+    ModelportError,
+)
+from modelport.generation import GenerationChunk, Sampling, TokenAlternative, TokenLogprob
+
+HEADER = struct.Struct(">I")
+# A prompt is at most a context window of text; 64 MiB is far above any real message.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# The errors an engine may report for one request; anything else arrives as 503.
+_ERRORS: dict[str, type[ModelportError]] = {
+    cls.__name__: cls for cls in (InvalidRequest, ContextWindowExceeded, EngineOverloaded, DeploymentUnavailable)
+}
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a message of this protocol."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = orjson.dumps(message)
+    return HEADER.pack(len(body)) + body
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next message, or None once the other side has closed the connection."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+        (length,) = HEADER.unpack(header)
+        if length > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"a message of {length} bytes is over the limit")
+        body = await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    message: dict[str, Any] = orjson.loads(body)
+    return message
+
+
+class MessageBuffer:
+    """Reassembles messages from the bytes a non-blocking socket hands over."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._data += data
+        messages = []
+        while len(self._data) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._data)
+            if length > MAX_MESSAGE_BYTES:
+                raise ProtocolError(f"a message of {length} bytes is over the limit")
+            end = HEADER.size + length
+            if len(self._data) < end:
+                break
+            messages.append(orjson.loads(bytes(self._data[HEADER.size : end])))
+            del self._data[:end]
+        return messages
+
+
+# --- the pieces of a message ------------------------------------------------------------
+
+
+def sampling_to_wire(sampling: Sampling) -> dict[str, Any]:
+    return asdict(sampling)
+
+
+def sampling_from_wire(data: dict[str, Any]) -> Sampling:
+    return Sampling(**{**data, "stop_sequences": tuple(data.get("stop_sequences") or ())})
+
+
+def chunk_to_wire(request_id: int, chunk: GenerationChunk) -> list[Any]:
+    logprobs = None
+    if chunk.logprobs is not None:
+        logprobs = [[entry.token, entry.logprob, entry.bytes, _alternatives(entry)] for entry in chunk.logprobs]
+    return [request_id, chunk.text, logprobs, chunk.finish_reason, chunk.prompt_tokens, chunk.response_tokens]
+
+
+def _alternatives(entry: TokenLogprob) -> list[list[Any]]:
+    return [[alt.token, alt.logprob, alt.bytes] for alt in entry.top_logprobs]
+
+
+def chunk_from_wire(event: list[Any]) -> GenerationChunk:
+    _, text, logprobs, finish_reason, prompt_tokens, response_tokens = event
+    entries = None
+    if logprobs is not None:
+        entries = [
+            TokenLogprob(
+                token=token,
+                logprob=logprob,
+                bytes=piece,
+                top_logprobs=[TokenAlternative(token=t, logprob=lp, bytes=b) for t, lp, b in alternatives],
+            )
+            for token, logprob, piece, alternatives in logprobs
+        ]
+    return GenerationChunk(
+        text=text,
+        logprobs=entries,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        response_tokens=response_tokens,
+    )
+
+
+def error_to_wire(request_id: int, error: ModelportError) -> list[Any]:
+    name = type(error).__name__ if type(error).__name__ in _ERRORS else DeploymentUnavailable.__name__
+    return [request_id, {"error": name, "detail": error.detail, "extra": error.extra}]
+
+
+def error_from_wire(event: list[Any]) -> ModelportError:
+    data = event[1]
+    cls = _ERRORS.get(data.get("error"), DeploymentUnavailable)
+    return cls(str(data.get("detail", "the embedded engine failed")), **(data.get("extra") or {}))
+
+
+def is_error(event: list[Any]) -> bool:
+    return len(event) == 2

@@ -1,0 +1,343 @@
+"""Starts an engine process per GGUF file, watches it, restarts it when it dies.
+
+The supervisor runs on a thread of its own, with its own event loop, in the process
+that runs `modelport serve` (the parent of the workers under `--workers N`, so one
+engine serves every worker). Gateway processes ask it, over a Unix socket, to load a
+file for a deployment (`attach`: it answers with the engine's socket once the model
+is loaded and its self-check passed), to let go of one (`detach`: the engine stops
+when no deployment uses it), and how its engines are (`status`).
+
+An engine that dies (SIGSEGV, SIGKILL, the OOM killer) is started again after a
+backoff that doubles with each crash in a row. A crash loop, more than
+`restart_limit` crashes in a row without `stable_seconds` of uptime between them,
+ends it: the engine is left FAILED with the reason, and `on_failed` is told which
+deployments it served so that they can be marked FAILED too. A file llama.cpp cannot
+load is FAILED at once: starting it again would not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from modelport.engine.protocol import encode, read_message
+
+log = logging.getLogger(__name__)
+
+EngineState = Literal["starting", "ready", "restarting", "failed", "stopped"]
+FailureCallback = Callable[[list[str], str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    n_ctx: int = 8192
+    max_queue: int = 256
+    max_sequences: int = 16
+    kv_tokens: int = 0
+    prefix_cache: bool = True
+    restart_limit: int = 3
+    restart_backoff: float = 0.5
+    stable_seconds: float = 30.0
+    load_timeout: float = 600.0
+    log_level: str = "info"
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class _Engine:
+    """One GGUF file's engine process, through its restarts."""
+
+    def __init__(self, path: str, socket_path: Path, settings: EngineSettings, on_failed: FailureCallback | None):
+        self.path = path
+        self.socket_path = socket_path
+        self.users: set[str] = set()
+        self.state: EngineState = "starting"
+        self.reason: str | None = None
+        self.info: dict[str, Any] | None = None
+        self.pid: int | None = None
+        self.restarts = 0
+        self._settings = settings
+        self._on_failed = on_failed
+        self._process: asyncio.subprocess.Process | None = None
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"engine-supervisor:{Path(self.path).name}")
+
+    async def settled(self) -> EngineState:
+        """Wait until the engine is ready or has failed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.state in ("ready", "failed", "stopped"))
+        return self.state
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "model": self.path,
+            "state": self.state,
+            "reason": self.reason,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "deployments": sorted(self.users),
+        }
+
+    async def _set(self, state: EngineState, reason: str | None = None) -> None:
+        self.state, self.reason = state, reason
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        crashes = 0
+        while True:
+            started = loop.time()
+            died = await self._start_once()
+            if died is None:  # loaded: now watch it
+                await self._set("ready")
+                assert self._process is not None
+                returncode = await self._process.wait()
+                died = f"the engine process for {Path(self.path).name} died ({describe_exit(returncode)})"
+            if self.state in ("failed", "stopped"):
+                return
+            crashes = 1 if loop.time() - started >= self._settings.stable_seconds else crashes + 1
+            if crashes > self._settings.restart_limit:
+                await self._fail(f"{died}; it crashed {crashes} times in a row, so it is not started again")
+                return
+            delay = self._settings.restart_backoff * 2 ** (crashes - 1)
+            log.error("%s; starting it again in %.1fs", died, delay)
+            self.pid = None
+            await self._set("restarting", died)
+            await asyncio.sleep(delay)
+            self.restarts += 1
+
+    async def _start_once(self) -> str | None:
+        """Start the process and wait for it to be ready: None, or why it is not."""
+        settings = self._settings
+        command = [
+            sys.executable,
+            "-m",
+            "modelport.engine.process",
+            "--socket",
+            str(self.socket_path),
+            "--model",
+            self.path,
+            "--n-ctx",
+            str(settings.n_ctx),
+            "--max-queue",
+            str(settings.max_queue),
+            "--max-sequences",
+            str(settings.max_sequences),
+            "--kv-tokens",
+            str(settings.kv_tokens),
+            "--log-level",
+            settings.log_level,
+        ]
+        if not settings.prefix_cache:
+            command.append("--no-prefix-cache")
+        # stdin is the engine's lifeline: it exits when the pipe closes with us.
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        self._process, self.pid = process, process.pid
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), settings.load_timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return f"the engine process for {Path(self.path).name} did not start within {settings.load_timeout:.0f}s"
+        if not line:
+            returncode = await process.wait()
+            return (
+                f"the engine process for {Path(self.path).name} died while loading the model and running its "
+                f"self-check ({describe_exit(returncode)}); this llama.cpp build may not work on this CPU"
+            )
+        report = orjson.loads(line)
+        if "error" in report:
+            await process.wait()
+            await self._fail(str(report["error"]))
+            return str(report["error"])
+        self.info = report["ready"]
+        log.info("engine for %s ready (pid %d)", Path(self.path).name, process.pid)
+        return None
+
+    async def _fail(self, reason: str) -> None:
+        log.error("engine for %s FAILED: %s", Path(self.path).name, reason)
+        self.pid = None
+        await self._set("failed", reason)
+        if self._on_failed is not None and self.users:
+            try:
+                await self._on_failed(sorted(self.users), reason)
+            except Exception:
+                log.exception("could not record that deployments %s failed", sorted(self.users))
+
+    async def stop(self) -> None:
+        await self._set("stopped")
+        process = self._process
+        if process is not None and process.returncode is None:
+            assert process.stdin is not None
+            process.stdin.close()  # the engine exits when its lifeline closes
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.socket_path.unlink(missing_ok=True)
+
+
+class EngineSupervisor:
+    def __init__(self, settings: EngineSettings, runtime_dir: Path, on_failed: FailureCallback | None = None):
+        self._settings = settings
+        self._dir = runtime_dir
+        self._on_failed = on_failed
+        self._engines: dict[str, _Engine] = {}
+        self._lock = asyncio.Lock()
+
+    async def attach(self, deployment_id: str, path: str, *, retry: bool = False) -> dict[str, Any]:
+        """Load `path` for a deployment (once for all deployments and workers)."""
+        async with self._lock:
+            engine = self._engines.get(path)
+            if engine is not None and engine.state == "failed" and retry:
+                await engine.stop()
+                engine = None
+            if engine is None:
+                name = hashlib.sha256(path.encode()).hexdigest()[:16]
+                engine = _Engine(path, self._dir / f"{name}.sock", self._settings, self._on_failed)
+                self._engines[path] = engine
+                engine.start()
+            engine.users.add(deployment_id)
+        state = await engine.settled()
+        if state != "ready":
+            return {"ok": False, "error": engine.reason or f"the engine is {state}"}
+        return {"ok": True, "socket": str(engine.socket_path), "info": engine.info}
+
+    async def detach(self, deployment_id: str) -> None:
+        async with self._lock:
+            for path, engine in list(self._engines.items()):
+                engine.users.discard(deployment_id)
+                if not engine.users:
+                    log.info("no deployment uses %s any more: stopping its engine", Path(path).name)
+                    del self._engines[path]
+                    await engine.stop()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [engine.status() for engine in self._engines.values()]
+
+    async def close(self) -> None:
+        async with self._lock:
+            for engine in self._engines.values():
+                await engine.stop()
+            self._engines.clear()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One control request per connection, from a gateway process."""
+        try:
+            request = await read_message(reader)
+            if request is None:
+                return
+            op = request.get("op")
+            if op == "attach":
+                reply = await self.attach(
+                    str(request["deployment_id"]), str(request["path"]), retry=bool(request.get("retry"))
+                )
+            elif op == "detach":
+                await self.detach(str(request["deployment_id"]))
+                reply = {"ok": True}
+            elif op == "status":
+                reply = {"ok": True, "engines": self.status()}
+            else:
+                reply = {"ok": False, "error": f"unknown operation {op!r}"}
+            writer.write(encode(reply))
+            await writer.drain()
+        except Exception:
+            log.exception("engine supervisor request failed")
+        finally:
+            writer.close()
+
+
+class SupervisorThread:
+    """An EngineSupervisor on a thread of its own, listening on `control_path`."""
+
+    def __init__(self, settings: EngineSettings, on_failed: FailureCallback | None = None) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="modelport-engines-"))
+        self.control_path = self._dir / "supervisor.sock"
+        self._settings = settings
+        self._on_failed = on_failed
+        self._loop = asyncio.new_event_loop()
+        self._supervisor: EngineSupervisor | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="engine-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def listen() -> asyncio.Server:
+            self._supervisor = EngineSupervisor(self._settings, self._dir, self._on_failed)
+            return await asyncio.start_unix_server(self._supervisor.handle, path=str(self.control_path))
+
+        server = self._loop.run_until_complete(listen())
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            self._loop.run_until_complete(server.wait_closed())
+            if self._supervisor is not None:
+                self._loop.run_until_complete(self._supervisor.close())
+            self._loop.close()
+
+    def stop(self) -> None:
+        """Stop every engine and the thread (from any other thread)."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class SupervisorClient:
+    """A gateway process's way to the supervisor."""
+
+    def __init__(self, control_path: Path) -> None:
+        self.control_path = control_path
+
+    async def call(self, request: dict[str, Any], *, answer_within: float) -> dict[str, Any]:
+        reader, writer = await asyncio.open_unix_connection(str(self.control_path))
+        try:
+            writer.write(encode(request))
+            await writer.drain()
+            reply = await asyncio.wait_for(read_message(reader), answer_within)
+        finally:
+            writer.close()
+        if reply is None:
+            raise ConnectionError("the engine supervisor closed the connection without answering")
+        return reply
