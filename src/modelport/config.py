@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # Keep finished requests' KV cells so that later prompts starting the same way
     # (a shared system prompt, a growing conversation) skip evaluating that part.
     embedded_prefix_cache: bool = True
+    # Tokens one engine step evaluates at most. At 32, a request's output does not
+    # depend on its neighbours in the batch or on prefix reuse; 512 reads long prompts
+    # faster (see the README).
+    embedded_step_tokens: int = 32
     # Each GGUF file runs in an engine process of its own; one that dies is started
     # again after `engine_restart_backoff` seconds (doubling with each crash in a row),
     # and after more than `engine_restart_limit` crashes in a row its deployments FAIL.

@@ -11,12 +11,15 @@ produced. Decoding one token for eight sequences costs far less than eight
 single-token steps (the weights are read once per step), which is where the
 throughput comes from (`benchmarks/engine.py` measures it against llama.cpp's ceiling).
 
-*Prefix reuse*: a finished sequence's KV cells stay in the cache, remembered by the
-tokens they hold (see `engine/prefix.py`). A new request whose prompt starts with
-tokens already in the cache, from a finished or a running sequence, shares those
+*Prefix reuse*: a finished sequence's prompt cells stay in the KV cache, remembered
+by the tokens they hold (see `engine/prefix.py`). A new request whose prompt starts
+with tokens already in the cache, from a finished or a running sequence, shares those
 cells (`llama_memory_seq_cp`: no copy, no evaluation) and evaluates only the rest,
-as vLLM's automatic prefix caching does. Kept prefixes are dropped, least recently
-used first, when running sequences need their cells.
+as vLLM's automatic prefix caching does. Only prompt cells are shared, never those of
+generated tokens: those were computed one row at a time, and llama.cpp's one-row
+kernels round differently from the many-row ones that evaluate a prompt, so reusing
+them would change a later greedy answer in its last bits (measured: it did). Kept
+prefixes are dropped, least recently used first, when running sequences need cells.
 """
 
 from __future__ import annotations
@@ -45,9 +48,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Tokens one step may evaluate (decode tokens of running sequences first, then as much
-# of new prompts as fits; a longer prompt is evaluated over several steps).
-STEP_TOKENS = 2048
+# Tokens one step evaluates at most: the next token of every running sequence first,
+# then as much of new prompts as fits (a longer prompt takes several steps, so running
+# streams keep flowing while it is read: chunked prefill). Kept small on purpose:
+# llama.cpp's CPU kernels compute each row of a batch of up to 63 rows exactly as they
+# would alone, but round differently in larger batches (measured on the x86-64 build:
+# the same prompt's logits moved by up to 0.56 between one 76-row batch and any split
+# of it into batches of 1 to 63 rows). At 32 rows, a request's greedy output does not
+# depend on which other requests share its steps, nor on whether its prompt prefix was
+# reused, at the price of slower evaluation of long prompts (benchmarks/README.md).
+STEP_TOKENS = 32
 
 Event = GenerationChunk | ModelportError
 
@@ -94,6 +104,7 @@ class BatchEngine:
         max_sequences: int = 16,
         kv_tokens: int | None = None,
         prefix_cache: bool = True,
+        step_tokens: int = STEP_TOKENS,
     ) -> None:
         import llama_cpp
         from llama_cpp import Llama
@@ -118,7 +129,9 @@ class BatchEngine:
         self.kv_tokens = max(kv_tokens or 0, self.context_window)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens
-        params.n_batch = STEP_TOKENS
+        # Every running sequence's next token always fits in one step.
+        self.step_tokens = max(step_tokens, max_sequences)
+        params.n_batch = params.n_ubatch = self.step_tokens
         # Twice the running sequences: the other half are kept prefixes.
         params.n_seq_max = 2 * max_sequences if prefix_cache else max_sequences
         params.kv_unified = True
@@ -128,7 +141,7 @@ class BatchEngine:
             self._llm.close()
             raise ModelLoadError(f"llama.cpp could not create a context for {path} ({self.kv_tokens} KV cells)")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(STEP_TOKENS, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self.step_tokens, 0, 1)
         self.path = path
         self._vocab = self._llm._model.vocab
         self._pieces: dict[int, bytes] = {}
@@ -322,7 +335,9 @@ class BatchEngine:
             room = self.context_window - len(prompt)
             max_tokens = min(job.sampling.max_tokens or room, room)
             need = len(prompt) + max_tokens
-            sources = {sequence.seq_id: sequence.evaluated for sequence in self._running}
+            sources = {
+                sequence.seq_id: sequence.evaluated[: len(sequence.job.prompt_tokens)] for sequence in self._running
+            }
             slot = self._prefixes.claim(prompt, sources, free_cells=self.kv_tokens - self._reserved - need)
             if slot is None:
                 break  # no room yet: wait for running sequences to finish
@@ -380,7 +395,7 @@ class BatchEngine:
         import llama_cpp
 
         if keep:
-            self._prefixes.keep(sequence.seq_id, sequence.evaluated)
+            self._prefixes.keep(sequence.seq_id, sequence.evaluated[: len(sequence.job.prompt_tokens)])
         else:
             llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
         if sequence.sampler is not None:
@@ -413,8 +428,8 @@ class BatchEngine:
                 add(sequence, sequence.last_token, True)
                 sampled_at.append((sequence, size - 1))
         for sequence in active:
-            if sequence.unevaluated and size < STEP_TOKENS:
-                chunk = sequence.unevaluated[: STEP_TOKENS - size]
+            if sequence.unevaluated and size < self.step_tokens:
+                chunk = sequence.unevaluated[: self.step_tokens - size]
                 del sequence.unevaluated[: len(chunk)]
                 for token in chunk:
                     add(sequence, token, False)

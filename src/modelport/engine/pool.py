@@ -51,6 +51,10 @@ class EnginePool:
         except ModelLoadError:
             return None
 
+    def client(self, path: str) -> EngineClient | None:
+        """This process's client of the engine for a resolved file path."""
+        return self._clients.get(Path(path))
+
     def loaded(self) -> list[str]:
         return [str(path) for path in self._clients]
 

@@ -76,11 +76,13 @@ class PrefixCache:
         return Slot(seq_id=seq_id, reused=reused)
 
     def keep(self, seq_id: int, tokens: list[int]) -> None:
-        """A sequence has finished: keep what its cells hold for later prompts."""
+        """A sequence has finished: keep the cells of its first `tokens` for later
+        prompts, and clear the rest."""
         if not tokens or self._keep_at_most == 0:
             self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self._free.append(seq_id)
             return
+        self._llama.llama_memory_seq_rm(self._memory, seq_id, len(tokens), -1)
         self._kept[seq_id] = tokens
         self.cells += len(tokens)
         while len(self._kept) > self._keep_at_most:

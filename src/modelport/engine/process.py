@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=256)
     parser.add_argument("--max-sequences", type=int, default=16)
     parser.add_argument("--kv-tokens", type=int, default=0)
+    parser.add_argument("--step-tokens", type=int, default=32)
     parser.add_argument("--no-prefix-cache", action="store_true")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             max_sequences=args.max_sequences,
             kv_tokens=args.kv_tokens or None,
             prefix_cache=not args.no_prefix_cache,
+            step_tokens=args.step_tokens,
         )
         engine.self_check()
     except ModelLoadError as exc:

@@ -48,6 +48,7 @@ class EngineSettings:
     max_sequences: int = 16
     kv_tokens: int = 0
     prefix_cache: bool = True
+    step_tokens: int = 32
     restart_limit: int = 3
     restart_backoff: float = 0.5
     stable_seconds: float = 30.0
@@ -151,6 +152,8 @@ class _Engine:
             str(settings.max_sequences),
             "--kv-tokens",
             str(settings.kv_tokens),
+            "--step-tokens",
+            str(settings.step_tokens),
             "--log-level",
             settings.log_level,
         ]

