@@ -9,6 +9,8 @@ same settings, same run; plus llama.cpp's own batch ceiling.
 2. Aggregate tokens/s with 1, 2, 4, 8 and 16 concurrent streams through modelport.
 3. The raw ceiling: `llama_decode` on a batch of B sequences, one token each (no
    sampling, no Python per token beyond filling the batch), through the low-level API.
+4. Prefix reuse: time to first token of chat requests that share a ~1,500-token system
+   prompt, the first one (evaluates it) against the later ones (reuse its KV cells).
 Rounds are interleaved so that the machine's noise hits every column alike.
 """
 
@@ -127,6 +129,35 @@ async def modelport_stream(session: aiohttp.ClientSession, url: str, tokens: int
     return first - started, (count - 1) / (ended - first), count
 
 
+SYSTEM_RULE = "Answer questions about the store politely, in one sentence, and never invent a price or a date. "
+
+
+async def first_token_seconds(session: aiohttp.ClientSession, url: str, body: dict[str, object]) -> float:
+    started = time.perf_counter()
+    async with session.post(url, json={**body, "stream": True}, headers={"x-api-key": API_KEY}) as response:
+        response.raise_for_status()
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                return time.perf_counter() - started
+    raise RuntimeError("the stream ended without an event")
+
+
+async def shared_prefix(session: aiohttp.ClientSession, chat_url: str, round_: int) -> tuple[float, list[float], int]:
+    """(first request's TTFT, later requests' TTFTs, system prompt words) for one new
+    system prompt of ~1,500 tokens (new each round: its first request finds nothing kept)."""
+    system = f"Round {round_}. " + SYSTEM_RULE * 75
+    questions = ["Do you sell helmets?", "When do you open?", "Can I pay by card?", "Where are you?", "Is it busy?"]
+    times = [
+        await first_token_seconds(
+            session,
+            chat_url,
+            {"chat_history": [{"role": "system", "content": system}], "prompt": question, "max_tokens": 4},
+        )
+        for question in questions
+    ]
+    return times[0], times[1:], len(system.split())
+
+
 async def aggregate(session: aiohttp.ClientSession, url: str, streams: int, tokens: int) -> float:
     """Total tokens/s of `streams` concurrent streams, start of the first to end of the last."""
     started = time.perf_counter()
@@ -160,7 +191,13 @@ async def main() -> None:
         streams = [int(n) for n in args.streams.split(",")]
         together: dict[int, list[float]] = {n: [] for n in streams}
         ceiling: dict[int, list[float]] = {n: [] for n in streams}
+        prefix_first: list[float] = []
+        prefix_later: list[float] = []
+        chat_url = url.replace("/completions", "/chat-completions")
         for round_ in range(args.rounds):
+            first, later, _words = await shared_prefix(session, chat_url, round_)
+            prefix_first.append(first)
+            prefix_later += later
             single["bare"].append(bare_stream(llm, args.tokens))
             single["modelport"].append((await modelport_stream(session, url, args.tokens))[:2])
             for n in streams:
@@ -185,6 +222,9 @@ async def main() -> None:
         for n in streams:
             mine, top = med(together[n]), med(ceiling[n])
             print(f"| {n} | {mine:.1f} | {top:.1f} | {100 * mine / top:.0f}% |")
+        print("\n| shared ~1,500-token system prompt | time to first token |\n| --- | --- |")
+        print(f"| first request (evaluates it) | {med(prefix_first) * 1000:.0f} ms |")
+        print(f"| later requests (reuse its KV cells) | {med(prefix_later) * 1000:.0f} ms |")
         await session.close()
     finally:
         stop(process)

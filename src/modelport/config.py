@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # depend on its neighbours in the batch or on prefix reuse; 512 reads long prompts
     # faster (see the README).
     embedded_step_tokens: int = 32
+    # CPU threads of each engine process (0: every core). Fewer leave cores to the
+    # gateway's request handlers on a machine that serves vendors too.
+    embedded_threads: int = 0
     # Each GGUF file runs in an engine process of its own; one that dies is started
     # again after `engine_restart_backoff` seconds (doubling with each crash in a row),
     # and after more than `engine_restart_limit` crashes in a row its deployments FAIL.

@@ -56,6 +56,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
         kv_tokens=settings.embedded_kv_tokens,
         prefix_cache=settings.embedded_prefix_cache,
         step_tokens=settings.embedded_step_tokens,
+        threads=settings.embedded_threads,
         restart_limit=settings.engine_restart_limit,
         restart_backoff=settings.engine_restart_backoff,
         log_level=settings.log_level,

@@ -105,6 +105,7 @@ class BatchEngine:
         kv_tokens: int | None = None,
         prefix_cache: bool = True,
         step_tokens: int = STEP_TOKENS,
+        threads: int | None = None,
     ) -> None:
         import llama_cpp
         from llama_cpp import Llama
@@ -112,7 +113,7 @@ class BatchEngine:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         started = time.perf_counter()
-        threads = os.cpu_count() or 1
+        threads = threads or os.cpu_count() or 1
         try:
             # Llama loads the weights and the tokenizer; its own small context is not
             # used for generation, which gets a multi-sequence context below.

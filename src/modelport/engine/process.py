@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-sequences", type=int, default=16)
     parser.add_argument("--kv-tokens", type=int, default=0)
     parser.add_argument("--step-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-prefix-cache", action="store_true")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             kv_tokens=args.kv_tokens or None,
             prefix_cache=not args.no_prefix_cache,
             step_tokens=args.step_tokens,
+            threads=args.threads or None,
         )
         engine.self_check()
     except ModelLoadError as exc:

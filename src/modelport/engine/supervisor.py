@@ -49,6 +49,7 @@ class EngineSettings:
     kv_tokens: int = 0
     prefix_cache: bool = True
     step_tokens: int = 32
+    threads: int = 0
     restart_limit: int = 3
     restart_backoff: float = 0.5
     stable_seconds: float = 30.0
@@ -154,6 +155,8 @@ class _Engine:
             str(settings.kv_tokens),
             "--step-tokens",
             str(settings.step_tokens),
+            "--threads",
+            str(settings.threads),
             "--log-level",
             settings.log_level,
         ]
