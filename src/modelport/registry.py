@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
-from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
+from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback
 from modelport.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from modelport.keys import display_prefix, generate_key, hash_key

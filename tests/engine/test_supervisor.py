@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool, resolve_checkpoint
+from modelport.engine.protocol import ModelLoadError, encode, read_message
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import Sampling
@@ -154,3 +154,16 @@ async def test_a_file_llama_cpp_cannot_load_fails_at_once_without_restarts(
     assert time.monotonic() - started < 20
     [engine] = await pool.status()
     assert engine["state"] == "failed" and engine["restarts"] == 0
+
+
+async def test_a_malformed_message_drops_only_the_connection_that_sent_it(pool: EnginePool) -> None:
+    client = await pool.attach("dep", GGUF)
+    reader, writer = await asyncio.open_unix_connection(str(client.socket_path))
+    hello = await read_message(reader)
+    assert hello is not None and hello["op"] == "hello"
+    writer.write(encode({"op": "submit", "id": 1}))  # no text, no sampling
+    assert await asyncio.wait_for(read_message(reader), 10) is None  # that connection is closed
+    writer.close()
+    assert "Paris" in await ask(pool)  # the engine serves everyone else as before
+    [engine] = await pool.status()
+    assert engine["restarts"] == 0

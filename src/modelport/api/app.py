@@ -25,8 +25,8 @@ from modelport.api.routes import accounts, deployments, health, inference, model
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
-from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
+from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.registry import Registry, deployment_failure_recorder
@@ -154,7 +154,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = EnginePool(SupervisorClient(control))
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
-        await _load_embedded_deployments(app)
+        try:
+            await _load_embedded_deployments(app)
+        except BaseException:
+            if own_supervisor is not None:  # no engine outlives a start-up that failed
+                await asyncio.to_thread(own_supervisor.stop)
+            raise
     _register_upstream_vendors(vendors, settings, app.state.upstream_transport)
     app.state.vendors = vendors
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.engine.protocol import (
+    ProtocolError,
     chunk_from_wire,
     encode,
     error_from_wire,
@@ -126,19 +127,19 @@ class EngineClient:
         async with self._connecting:
             if self._connection is not None and not self._connection.closed:
                 return self._connection
+            unavailable = f"the embedded engine for {self.name} is not running (it may be restarting)"
             try:
                 reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+            except OSError as exc:
+                raise DeploymentUnavailable(f"{unavailable}: {exc}") from exc
+            try:
                 hello = await asyncio.wait_for(read_message(reader), timeout=10)
-            except (OSError, TimeoutError) as exc:
-                raise DeploymentUnavailable(
-                    f"the embedded engine for {self.name} is not running (it may be restarting): {exc}"
-                ) from exc
-            if hello is None or hello.get("op") != "hello":
+                if hello is None or hello.get("op") != "hello":
+                    raise ProtocolError("no greeting")
+                self.info = EngineInfo.from_wire(hello["info"])
+            except (OSError, TimeoutError, ProtocolError, ValueError, KeyError) as exc:
                 writer.close()
-                raise DeploymentUnavailable(
-                    f"the embedded engine for {self.name} is not running (it may be restarting)"
-                )
-            self.info = EngineInfo.from_wire(hello["info"])
+                raise DeploymentUnavailable(f"{unavailable}: {exc!r}") from exc
             self._connection = _Connection(reader, writer, self.name)
             self._connection.start()
             return self._connection

@@ -25,20 +25,21 @@ prefixes are dropped, least recently used first, when running sequences need cel
 from __future__ import annotations
 
 import codecs
-import contextlib
 import ctypes
 import logging
 import math
 import os
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelport.engine.cpu import unsafe_repacking_off
 from modelport.engine.prefix import PrefixCache
-from modelport.errors import EngineOverloaded, InvalidRequest, ModelportError
+from modelport.engine.protocol import ModelLoadError
+from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest, ModelportError
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
 from modelport.params import resolve_max_tokens
 from modelport.stopseq import StopSequenceFilter
@@ -60,11 +61,6 @@ log = logging.getLogger(__name__)
 STEP_TOKENS = 32
 
 Event = GenerationChunk | ModelportError
-
-
-class ModelLoadError(Exception):
-    """The file cannot be served: missing, unreadable, or the build computes garbage.
-    Restarting the engine would not help."""
 
 
 @dataclass(eq=False)
@@ -117,7 +113,7 @@ class BatchEngine:
         try:
             # Llama loads the weights and the tokenizer; its own small context is not
             # used for generation, which gets a multi-sequence context below.
-            with _unsafe_repacking_off():
+            with unsafe_repacking_off():
                 self._llm = Llama(model_path=str(path), n_ctx=512, n_batch=512, n_threads=threads, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
@@ -316,7 +312,7 @@ class BatchEngine:
         except Exception as exc:  # the step failed: its sequences fail, the engine lives on
             log.exception("embedded generation failed")
             finished, keep = list(self._running), False  # what their cells hold is unknown now
-            failure = InvalidRequest(f"the embedded engine could not evaluate this request: {exc}")
+            failure = DeploymentUnavailable(f"the embedded engine could not evaluate this step: {exc}")
             out += [(sequence.job.key, failure) for sequence in finished if not sequence.cancelled]
         self.steps += 1
         for sequence in finished:
@@ -395,10 +391,8 @@ class BatchEngine:
     def _release(self, sequence: _Sequence, *, keep: bool) -> None:
         import llama_cpp
 
-        if keep:
-            self._prefixes.keep(sequence.seq_id, sequence.evaluated[: len(sequence.job.prompt_tokens)])
-        else:
-            llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        kept = sequence.evaluated[: len(sequence.job.prompt_tokens)] if keep else []
+        self._prefixes.keep(sequence.seq_id, kept)
         if sequence.sampler is not None:
             llama_cpp.llama_sampler_free(sequence.sampler)
             sequence.sampler = None
@@ -519,46 +513,3 @@ class BatchEngine:
         return TokenLogprob(
             token=text, logprob=float(logits[token] - log_norm), bytes=list(piece), top_logprobs=alternatives
         )
-
-
-@contextlib.contextmanager
-def _unsafe_repacking_off() -> Iterator[None]:
-    """llama.cpp's AMX "extra buffer type" repacks weights for Intel AMX and then
-    crashes in llama_decode (ggml-org/llama.cpp #20824). modelport's own build has no
-    AMX kernels (scripts/setup), but a build made with GGML_NATIVE on an AMX machine
-    does: there, and only there, turn the extra buffer types off (`--no-repack`).
-    `Llama` takes no argument for it, so its default model parameters are amended
-    while it loads (the engine process loads on one thread)."""
-    import llama_cpp.llama_cpp as low_level
-
-    if "AMX" not in _system_info() or not _cpu_has_amx():
-        yield
-        return
-    log.warning("this llama.cpp build uses AMX on an AMX CPU: weight repacking turned off (llama.cpp #20824)")
-    defaults = low_level.llama_model_default_params
-
-    def without_extra_buffers() -> Any:
-        params = defaults()
-        params.use_extra_bufts = False
-        return params
-
-    low_level.llama_model_default_params = without_extra_buffers
-    try:
-        yield
-    finally:
-        low_level.llama_model_default_params = defaults
-
-
-def _system_info() -> str:
-    import llama_cpp
-
-    info: bytes = llama_cpp.llama_print_system_info()
-    return info.decode("utf-8", "replace")
-
-
-def _cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            return any(line.startswith("flags") and " amx_tile" in line for line in cpuinfo)
-    except OSError:
-        return False

@@ -6,14 +6,16 @@ this process, which deployments use which file and the connection to each engine
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from modelport.engine.client import EngineClient, EngineInfo
-from modelport.engine.model import ModelLoadError
+from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import SupervisorClient
+from modelport.errors import ModelportError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,6 @@ class EnginePool:
         except ModelLoadError:
             return None
 
-    def client(self, path: str) -> EngineClient | None:
-        """This process's client of the engine for a resolved file path."""
-        return self._clients.get(Path(path))
-
     def loaded(self) -> list[str]:
         return [str(path) for path in self._clients]
 
@@ -86,22 +84,47 @@ class EnginePool:
 
     async def detach(self, deployment_id: str) -> None:
         """Forget a deployment here and at the supervisor, which stops an engine that
-        no deployment uses any more."""
-        path = self._users.pop(deployment_id, None)
-        if path is not None and path not in self._users.values():
-            client = self._clients.pop(path, None)
-            if client is not None:
-                await client.close()
+        no deployment uses any more. The client stays: other deployments of the file
+        may use it here without this process having attached them, and once the engine
+        stops its connection ends by itself."""
+        self._users.pop(deployment_id, None)
         try:
             await self._supervisor.call({"op": "detach", "deployment_id": deployment_id}, answer_within=30)
         except (OSError, TimeoutError) as exc:
             log.warning("the engine supervisor did not answer a detach for %s: %s", deployment_id, exc)
 
     async def status(self) -> list[dict[str, Any]]:
-        """Every engine the supervisor runs: state, reason, pid, restarts."""
+        """Every engine the supervisor runs: state, reason, pid, restarts, deployments."""
         reply = await self._supervisor.call({"op": "status"}, answer_within=5)
         engines: list[dict[str, Any]] = reply.get("engines", [])
         return engines
+
+    async def health(self) -> list[dict[str, Any]]:
+        """What an unauthenticated health check may see of each engine: file names, not
+        paths or deployments, and the engine's own counters (queue, running sequences,
+        KV cells, gateway processes served)."""
+        try:
+            engines = await self.status()
+        except (OSError, TimeoutError) as exc:
+            return [{"model": "", "state": "unknown", "reason": f"the engine supervisor did not answer: {exc}"}]
+        report = []
+        for engine in engines:
+            path = str(engine.get("model", ""))
+            name = Path(path).name
+            reason = engine.get("reason")
+            entry: dict[str, Any] = {
+                "model": name,
+                "state": engine.get("state"),
+                "pid": engine.get("pid"),
+                "restarts": engine.get("restarts", 0),
+                "reason": str(reason).replace(path, name) if reason else None,
+            }
+            client = self._clients.get(Path(path))
+            if client is not None and engine.get("state") == "ready":
+                with contextlib.suppress(ModelportError, TimeoutError):
+                    entry["stats"] = await client.stats(answer_within=1.0)
+            report.append(entry)
+        return report
 
     async def close(self) -> None:
         for client in self._clients.values():

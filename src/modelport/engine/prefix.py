@@ -77,7 +77,7 @@ class PrefixCache:
 
     def keep(self, seq_id: int, tokens: list[int]) -> None:
         """A sequence has finished: keep the cells of its first `tokens` for later
-        prompts, and clear the rest."""
+        prompts and clear the rest (all of them, and free the id, for no tokens)."""
         if not tokens or self._keep_at_most == 0:
             self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self._free.append(seq_id)

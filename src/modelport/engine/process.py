@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import selectors
+import signal
 import socket
 import sys
 from collections.abc import Hashable
@@ -26,9 +27,10 @@ from typing import Any
 
 import orjson
 
-from modelport.engine.model import BatchEngine, Event, ModelLoadError
+from modelport.engine.model import BatchEngine, Event
 from modelport.engine.protocol import (
     MessageBuffer,
+    ModelLoadError,
     ProtocolError,
     chunk_to_wire,
     encode,
@@ -101,27 +103,38 @@ class EngineServer:
         try:
             data = gateway.sock.recv(1 << 16)
             messages = gateway.buffer.feed(data) if data else None
-        except (OSError, ProtocolError, orjson.JSONDecodeError) as exc:
+        except (OSError, ProtocolError, ValueError) as exc:  # orjson's JSONDecodeError is a ValueError
             log.warning("dropping gateway connection %d: %s", gateway.number, exc)
             messages = None
         if messages is None:
             self._drop(gateway)
             return
         for message in messages:
-            op = message.get("op")
-            if op == "submit":
-                self._submit(gateway, message)
-            elif op == "cancel":
-                request_id = int(message["id"])
-                gateway.requests.discard(request_id)
-                self._owners.pop(gateway.key(request_id), None)
-                self._engine.cancel(gateway.key(request_id))
-            elif op == "stats":
-                stats = self._engine.stats() | {
-                    "gateways": len(self._gateways),
-                    "max_gateways_in_one_step": self.max_gateways_in_one_step,
-                }
-                self._send(gateway, {"op": "stats", "stats": stats})
+            try:
+                self._handle(gateway, message)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # A gateway of another version, or a bug: drop that gateway, keep serving the others.
+                log.error("dropping gateway connection %d after a malformed message: %r", gateway.number, exc)
+                self._drop(gateway)
+                return
+
+    def _handle(self, gateway: _Gateway, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "submit":
+            self._submit(gateway, message)
+        elif op == "cancel":
+            request_id = int(message["id"])
+            gateway.requests.discard(request_id)
+            self._owners.pop(gateway.key(request_id), None)
+            self._engine.cancel(gateway.key(request_id))
+        elif op == "stats":
+            stats = self._engine.stats() | {
+                "gateways": len(self._gateways),
+                "max_gateways_in_one_step": self.max_gateways_in_one_step,
+            }
+            self._send(gateway, {"op": "stats", "stats": stats})
+        else:
+            raise ValueError(f"unknown operation {op!r}")
 
     def _submit(self, gateway: _Gateway, message: dict[str, Any]) -> None:
         request_id = int(message["id"])
@@ -197,6 +210,11 @@ def _report(message: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The engine's life is its supervisor's pipe (standard input), not a signal: a
+    # Ctrl-C in the server's terminal, or a service manager's SIGTERM to the whole group,
+    # must not end generations that the gateway is still draining.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parser = argparse.ArgumentParser(prog="modelport-engine", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)

@@ -49,6 +49,11 @@ _ERRORS: dict[str, type[ModelportError]] = {
 }
 
 
+class ModelLoadError(Exception):
+    """The file cannot be served: missing, unreadable, or the build computes garbage.
+    Restarting the engine would not help."""
+
+
 class ProtocolError(Exception):
     """The other side sent something that is not a message of this protocol."""
 

@@ -106,24 +106,37 @@ class _Engine:
         }
 
     async def _set(self, state: EngineState, reason: str | None = None) -> None:
+        if self.state == "stopped":
+            return  # stopping is final: a late "ready" or crash must not undo it
         self.state, self.reason = state, reason
         async with self._changed:
             self._changed.notify_all()
 
     async def _run(self) -> None:
+        try:
+            await self._keep_running()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never leave attaches waiting on an engine nobody watches
+            log.exception("the supervisor of %s failed", Path(self.path).name)
+            await self._fail(f"the engine supervisor failed: {exc!r}")
+
+    async def _keep_running(self) -> None:
         loop = asyncio.get_running_loop()
         crashes = 0
         while True:
-            started = loop.time()
+            up_since = None
             died = await self._start_once()
-            if died is None:  # loaded: now watch it
+            if died is None and self.state != "stopped":  # loaded: now watch it
+                up_since = loop.time()
                 await self._set("ready")
                 assert self._process is not None
                 returncode = await self._process.wait()
                 died = f"the engine process for {Path(self.path).name} died ({describe_exit(returncode)})"
             if self.state in ("failed", "stopped"):
                 return
-            crashes = 1 if loop.time() - started >= self._settings.stable_seconds else crashes + 1
+            stable = up_since is not None and loop.time() - up_since >= self._settings.stable_seconds
+            crashes = 1 if stable else crashes + 1
             if crashes > self._settings.restart_limit:
                 await self._fail(f"{died}; it crashed {crashes} times in a row, so it is not started again")
                 return
@@ -163,8 +176,9 @@ class _Engine:
         if not settings.prefix_cache:
             command.append("--no-prefix-cache")
         # stdin is the engine's lifeline: it exits when the pipe closes with us.
+        # A session of its own: a Ctrl-C meant for the server does not reach it.
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True
         )
         self._process, self.pid = process, process.pid
         assert process.stdout is not None
@@ -212,7 +226,7 @@ class _Engine:
                 await process.wait()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self.socket_path.unlink(missing_ok=True)
 
@@ -229,12 +243,14 @@ class EngineSupervisor:
         """Load `path` for a deployment (once for all deployments and workers)."""
         async with self._lock:
             engine = self._engines.get(path)
+            users: set[str] = set()
             if engine is not None and engine.state == "failed" and retry:
-                await engine.stop()
+                users = engine.users  # the same deployments, served by a new engine
                 engine = None
             if engine is None:
                 name = hashlib.sha256(path.encode()).hexdigest()[:16]
                 engine = _Engine(path, self._dir / f"{name}.sock", self._settings, self._on_failed)
+                engine.users |= users
                 self._engines[path] = engine
                 engine.start()
             engine.users.add(deployment_id)
@@ -244,22 +260,25 @@ class EngineSupervisor:
         return {"ok": True, "socket": str(engine.socket_path), "info": engine.info}
 
     async def detach(self, deployment_id: str) -> None:
+        unused = []
         async with self._lock:
             for path, engine in list(self._engines.items()):
                 engine.users.discard(deployment_id)
                 if not engine.users:
                     log.info("no deployment uses %s any more: stopping its engine", Path(path).name)
-                    del self._engines[path]
-                    await engine.stop()
+                    unused.append(self._engines.pop(path))
+        for engine in unused:  # outside the lock: stopping may take seconds
+            await engine.stop()
 
     def status(self) -> list[dict[str, Any]]:
         return [engine.status() for engine in self._engines.values()]
 
     async def close(self) -> None:
         async with self._lock:
-            for engine in self._engines.values():
-                await engine.stop()
+            engines = list(self._engines.values())
             self._engines.clear()
+        # Stopped together: none is restarted while another one is still stopping.
+        await asyncio.gather(*(engine.stop() for engine in engines))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One control request per connection, from a gateway process."""
@@ -298,11 +317,15 @@ class SupervisorThread:
         self._loop = asyncio.new_event_loop()
         self._supervisor: EngineSupervisor | None = None
         self._started = threading.Event()
+        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="engine-supervisor", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
         self._started.wait()
+        if self._failure is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise RuntimeError(f"the engine supervisor could not start: {self._failure}") from self._failure
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -311,15 +334,21 @@ class SupervisorThread:
             self._supervisor = EngineSupervisor(self._settings, self._dir, self._on_failed)
             return await asyncio.start_unix_server(self._supervisor.handle, path=str(self.control_path))
 
-        server = self._loop.run_until_complete(listen())
-        self._started.set()
+        try:
+            server = self._loop.run_until_complete(listen())
+        except BaseException as exc:
+            self._failure = exc
+            self._loop.close()
+            return
+        finally:
+            self._started.set()
         try:
             self._loop.run_forever()
         finally:
             server.close()
-            self._loop.run_until_complete(server.wait_closed())
             if self._supervisor is not None:
                 self._loop.run_until_complete(self._supervisor.close())
+            self._loop.run_until_complete(server.wait_closed())
             self._loop.close()
 
     def stop(self) -> None:

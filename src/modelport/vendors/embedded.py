@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from modelport.engine.client import EngineClient
-from modelport.engine.model import ModelLoadError
 from modelport.engine.pool import EnginePool
+from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import GenerationCall, GenerationChunk
 from modelport.templates import render_chat
