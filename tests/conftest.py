@@ -59,9 +59,16 @@ def tmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def app(database_url: str) -> AsyncIterator[FastAPI]:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the test app's operator allows GGUF files in."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str, model_dir: Path) -> AsyncIterator[FastAPI]:
     """The real application, on a fresh database, with the embedded model loaded."""
     settings = Settings(
+        model_dirs=[str(model_dir)],
         database_url=database_url,
         usage_flush_seconds=0.2,
         api_key=ADMIN_KEY,

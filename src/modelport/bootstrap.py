@@ -34,7 +34,7 @@ async def bootstrap_if_empty(
             return None
         account = await repo.create_account(session, name="default")
         identity = await repo.create_identity(
-            session, name="admin", identity_type="user", default_account_id=account.id
+            session, name="admin", identity_type="user", default_account_id=account.id, is_operator=True
         )
         await repo.add_membership(session, identity_id=identity.id, account_id=account.id, role="admin")
         key = api_key or generate_key()

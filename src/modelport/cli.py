@@ -58,6 +58,8 @@ def serve(
     """Start the HTTP server (and, on first start, set up the default model)."""
     import uvicorn
 
+    from modelport.api.connections import HeaderDeadlineProtocol
+
     # Options become environment settings, so the app factory sees one source of truth.
     for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
@@ -86,6 +88,11 @@ def serve(
             log_level=settings.log_level,
             access_log=settings.access_log,
             timeout_graceful_shutdown=5,
+            # Idle and half-open connections are closed, and connections are capped:
+            # slow clients cannot hold the server.
+            timeout_keep_alive=int(settings.keep_alive_seconds),
+            limit_concurrency=settings.max_connections,
+            http=HeaderDeadlineProtocol,
         )
     finally:
         if supervisor is not None:
@@ -171,7 +178,7 @@ def keys_list(account: Annotated[str, typer.Option(help="Account id.")]) -> None
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[Any, str]]:
         async with sessions() as session:
-            return await repo.list_keys(session, account_id=account)
+            return await repo.list_keys(session, account_id=account, identity_id="", everyone=True)
 
     table = Table("id", "name", "prefix", "role", "created", "revoked")
     for key, key_role in _with_database(work):

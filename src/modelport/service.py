@@ -21,6 +21,7 @@ from modelport.cache import RegistryCache
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
+from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.schemas.inference import (
     ChatCompletionRequest,
     Choice,
@@ -156,9 +157,11 @@ class InferenceService:
         usage: UsageSink | None = None,
         secrets: SecretBox | None = None,
         cache: RegistryCache | None = None,
+        policy: ServerPolicy | None = None,
     ) -> None:
         self._sessions = sessions
         self._vendors = vendors
+        self._policy = policy or ServerPolicy(key_envs=frozenset(DEFAULT_KEY_ENVS))
         self._usage = usage
         self._secrets = secrets or SecretBox(None)
         # Without a shared cache (tests, scripts) every lookup goes to the database.
@@ -352,6 +355,9 @@ class InferenceService:
             check_bindings(schema, bindings)
             target = replace(target, parameters=substitute_bindings(target.parameters, bindings))
         sampling = effective_sampling(request, capabilities, dropped=dropped)
+        variable = target.parameters.get("api_key_env")
+        if variable:  # checked again here: the operator's list may have changed since
+            self._policy.check_api_key_env(str(variable))
         secret_name = target.parameters.get("api_key_secret")
         if secret_name:
             api_key = await self._api_key(principal.account_id, str(secret_name))

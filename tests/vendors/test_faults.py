@@ -128,12 +128,37 @@ async def test_an_unreachable_upstream_is_502(fault_app: tuple[Any, httpx.AsyncC
     assert "could not reach" in response.json()["detail"]
 
 
-async def test_model_settings_never_show_a_secret(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"model": "ok", "api_key": "sk-inline-secret-999"},
+        {"model": "ok", "openai_api_key": "sk-inline-secret-999"},
+        {"model": "ok", "headers": {"Authorization": "Bearer sk-inline-secret-999"}},
+        {"model": "ok", "headers": {"x-api-key": "sk-inline-secret-999"}},
+        {"model": "ok", "extra_body": {"nested": [{"password": "sk-inline-secret-999"}]}},
+    ],
+)
+async def test_credentials_in_model_settings_are_refused_and_never_echoed(
+    fault_app: tuple[Any, httpx.AsyncClient], parameters: dict[str, Any]
+) -> None:
     _app, client = fault_app
     model = await client.post(
         "/v4/models",
         json={"name": "s", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
-              "model_creation_parameters": {"model": "ok", "api_key": "sk-inline-secret-999", "api_key_env": "X"}},
+              "model_creation_parameters": parameters},
     )  # fmt: skip
+    assert model.status_code == 422
+    assert "/v4/secrets" in model.json()["detail"]
     assert "sk-inline-secret-999" not in model.text
-    assert model.json()["model_creation_parameters"]["api_key_env"] == "X"
+
+
+async def test_a_binding_placeholder_in_a_header_is_no_stored_credential(
+    fault_app: tuple[Any, httpx.AsyncClient],
+) -> None:
+    _app, client = fault_app
+    model = await client.post(
+        "/v4/models",
+        json={"name": "bound", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
+              "model_creation_parameters": {"model": "ok", "headers": {"Authorization": "Bearer {{ token }}"}}},
+    )  # fmt: skip
+    assert model.status_code == 200, model.text

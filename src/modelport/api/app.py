@@ -96,7 +96,7 @@ def _register_upstream_vendors(
     def pooled_client() -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
-            transport=transport or AiohttpTransport(max_connections=512),
+            transport=transport or AiohttpTransport(policy=settings.policy, max_connections=512),
         )
 
     vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
@@ -151,7 +151,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else:
             own_supervisor = start_engine_supervisor(settings)
             control = own_supervisor.control_path
-        pool = EnginePool(SupervisorClient(control))
+        pool = EnginePool(SupervisorClient(control), settings.policy)
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         try:
@@ -165,10 +165,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     usage.start()
     app.state.usage = usage
-    app.state.registry = Registry(app.state.sessions, app.state.engine_pool)
+    app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
-    app.state.service = InferenceService(app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache)
+    app.state.service = InferenceService(
+        app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache, policy=settings.policy
+    )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:
         yield

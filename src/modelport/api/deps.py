@@ -57,7 +57,14 @@ async def current_principal(
     role = await cache.get_or_load(("role", owner.identity_id, account_id), load_role)
     if role is None:
         raise Forbidden(f"this API key's identity is not a member of account {account_id}")
-    return Principal(identity_id=owner.identity_id, identity_type=owner.identity_type, account_id=account_id, role=role)
+    return Principal(
+        identity_id=owner.identity_id,
+        identity_type=owner.identity_type,
+        account_id=account_id,
+        role=role,
+        is_operator=owner.is_operator,
+        key_id=owner.key_id,
+    )
 
 
 async def inference_service(request: Request) -> InferenceService:

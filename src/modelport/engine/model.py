@@ -107,7 +107,7 @@ class BatchEngine:
         from llama_cpp import Llama
 
         if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
+            raise ModelLoadError(f"GGUF file not found: {path.name}")
         started = time.perf_counter()
         threads = threads or os.cpu_count() or 1
         try:
@@ -116,7 +116,9 @@ class BatchEngine:
             with unsafe_repacking_off():
                 self._llm = Llama(model_path=str(path), n_ctx=512, n_batch=512, n_threads=threads, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
+            # The file's name, not its path: reasons reach API users.
+            detail = str(exc).replace(str(path), path.name)
+            raise ModelLoadError(f"llama.cpp could not load {path.name}: {detail}") from exc
         trained = self._llm._model.n_ctx_train()
         self.context_window = min(n_ctx, trained) if n_ctx else trained
         self.max_sequences = max_sequences
@@ -136,7 +138,7 @@ class BatchEngine:
         self._ctx = llama_cpp.llama_init_from_model(self._llm._model.model, params)
         if not self._ctx:
             self._llm.close()
-            raise ModelLoadError(f"llama.cpp could not create a context for {path} ({self.kv_tokens} KV cells)")
+            raise ModelLoadError(f"llama.cpp could not create a context for {path.name} ({self.kv_tokens} KV cells)")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.step_tokens, 0, 1)
         self.path = path

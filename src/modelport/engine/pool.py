@@ -7,7 +7,6 @@ this process, which deployments use which file and the connection to each engine
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,41 +14,35 @@ from typing import Any
 from modelport.engine.client import EngineClient, EngineInfo
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import SupervisorClient
-from modelport.errors import ModelportError
+from modelport.errors import InvalidRequest, ModelportError
+from modelport.policy import ServerPolicy
 
 log = logging.getLogger(__name__)
 
 
-PACKAGE_SCHEME = "pkg://"
-
-
-def resolve_checkpoint(checkpoint_path: str) -> Path:
-    """A GGUF path on disk, or `pkg://<python package>/<file>` for a model file that a
-    Python package ships (so the path survives moving or rebuilding the venv)."""
-    if checkpoint_path.startswith(PACKAGE_SCHEME):
-        package, _, filename = checkpoint_path[len(PACKAGE_SCHEME) :].partition("/")
-        try:
-            module = importlib.import_module(package)
-        except ImportError as exc:
-            raise ModelLoadError(f"package {package!r} is not installed: {exc}") from exc
-        if module.__file__ is None:
-            raise ModelLoadError(f"package {package!r} has no files on disk")
-        return Path(module.__file__).parent / filename
-    return Path(checkpoint_path).expanduser().resolve()
+def resolve_checkpoint(checkpoint_path: str, policy: ServerPolicy | None = None) -> Path:
+    """The GGUF file a deployment names: a path under a model directory, or
+    `pkg://<python package>/<file>` for a file an allowed package ships (so the path
+    survives moving or rebuilding the venv). ModelLoadError when it is not allowed."""
+    try:
+        return (policy or ServerPolicy()).resolve_checkpoint(checkpoint_path)
+    except InvalidRequest as exc:
+        raise ModelLoadError(exc.detail) from exc
 
 
 class EnginePool:
     # Loading a large GGUF file takes a while; the supervisor answers once it is loaded.
     ATTACH_TIMEOUT_SECONDS = 900.0
 
-    def __init__(self, supervisor: SupervisorClient) -> None:
+    def __init__(self, supervisor: SupervisorClient, policy: ServerPolicy | None = None) -> None:
         self._supervisor = supervisor
+        self._policy = policy or ServerPolicy()
         self._clients: dict[Path, EngineClient] = {}
         self._users: dict[str, Path] = {}
 
     def get(self, checkpoint_path: str) -> EngineClient | None:
         try:
-            return self._clients.get(resolve_checkpoint(checkpoint_path))
+            return self._clients.get(resolve_checkpoint(checkpoint_path, self._policy))
         except ModelLoadError:
             return None
 
@@ -63,9 +56,7 @@ class EnginePool:
         """Have the supervisor load `checkpoint_path` (once, for every worker) and note
         that this deployment uses it. Raises ModelLoadError when it cannot be served.
         `retry`: start an engine that has failed again (an admin asked for it)."""
-        path = resolve_checkpoint(checkpoint_path)
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
+        path = resolve_checkpoint(checkpoint_path, self._policy)
         try:
             reply = await self._supervisor.call(
                 {"op": "attach", "deployment_id": deployment_id, "path": str(path), "retry": retry},

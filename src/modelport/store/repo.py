@@ -33,6 +33,7 @@ class KeyOwner:
     identity_id: str
     identity_type: str
     default_account_id: str
+    is_operator: bool = False
 
 
 async def count_accounts(session: AsyncSession) -> int:
@@ -46,8 +47,12 @@ async def create_account(session: AsyncSession, *, name: str) -> Account:
     return account
 
 
-async def create_identity(session: AsyncSession, *, name: str, identity_type: str, default_account_id: str) -> Identity:
-    identity = Identity(name=name, identity_type=identity_type, default_account_id=default_account_id)
+async def create_identity(
+    session: AsyncSession, *, name: str, identity_type: str, default_account_id: str, is_operator: bool = False
+) -> Identity:
+    identity = Identity(
+        name=name, identity_type=identity_type, default_account_id=default_account_id, is_operator=is_operator
+    )
     session.add(identity)
     await session.flush()
     return identity
@@ -70,14 +75,16 @@ async def create_api_key(
 async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | None:
     row = (
         await session.execute(
-            select(ApiKey.id, Identity.id, Identity.identity_type, Identity.default_account_id)
+            select(ApiKey.id, Identity.id, Identity.identity_type, Identity.default_account_id, Identity.is_operator)
             .join(Identity, Identity.id == ApiKey.identity_id)
             .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
         )
     ).first()
     if row is None:
         return None
-    return KeyOwner(key_id=row[0], identity_id=row[1], identity_type=row[2], default_account_id=row[3])
+    return KeyOwner(
+        key_id=row[0], identity_id=row[1], identity_type=row[2], default_account_id=row[3], is_operator=bool(row[4])
+    )
 
 
 async def membership_role(session: AsyncSession, *, identity_id: str, account_id: str) -> str | None:
@@ -229,23 +236,38 @@ async def delete_row(session: AsyncSession, row: Model | Deployment) -> None:
 # --- keys ---------------------------------------------------------------------------
 
 
-async def list_keys(session: AsyncSession, *, account_id: str) -> list[tuple[ApiKey, str]]:
-    """Keys of the identities that are members of an account, with their role there."""
+def _keys_managed_in(account_id: str, identity_id: str, *, everyone: bool) -> Any:
+    """Keys an admin of `account_id` manages: those of the account's own service
+    accounts, and the admin's own; with `everyone` (an operator), every member's."""
+    if everyone:
+        return Membership.account_id == account_id
+    own_service_account = (Identity.identity_type == "service_account") & (Identity.default_account_id == account_id)
+    return (Membership.account_id == account_id) & (own_service_account | (Identity.id == identity_id))
+
+
+async def list_keys(
+    session: AsyncSession, *, account_id: str, identity_id: str, everyone: bool = False
+) -> list[tuple[ApiKey, str]]:
+    """Keys an admin of the account may see, with their identity's role there."""
     rows = await session.execute(
         select(ApiKey, Membership.role)
         .join(Membership, Membership.identity_id == ApiKey.identity_id)
-        .where(Membership.account_id == account_id)
+        .join(Identity, Identity.id == ApiKey.identity_id)
+        .where(_keys_managed_in(account_id, identity_id, everyone=everyone))
         .order_by(ApiKey.created_at, ApiKey.id)
     )
     return [(key, role) for key, role in rows.all()]
 
 
-async def get_key_in_account(session: AsyncSession, *, account_id: str, key_id: str) -> tuple[ApiKey, str] | None:
+async def get_key_in_account(
+    session: AsyncSession, *, account_id: str, key_id: str, identity_id: str, everyone: bool = False
+) -> tuple[ApiKey, str] | None:
     row = (
         await session.execute(
             select(ApiKey, Membership.role)
             .join(Membership, Membership.identity_id == ApiKey.identity_id)
-            .where(ApiKey.id == key_id, Membership.account_id == account_id)
+            .join(Identity, Identity.id == ApiKey.identity_id)
+            .where(ApiKey.id == key_id, _keys_managed_in(account_id, identity_id, everyone=everyone))
         )
     ).first()
     return None if row is None else (row[0], row[1])

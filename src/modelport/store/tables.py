@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 
 def new_id() -> str:
@@ -39,6 +40,8 @@ class Identity(Base):
     name: Mapped[str] = mapped_column(String(200))
     identity_type: Mapped[str] = mapped_column(String(20))  # "user" | "service_account"
     default_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    # Runs the server: creates accounts, manages any key (see modelport/policy.py).
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

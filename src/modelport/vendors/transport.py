@@ -14,10 +14,63 @@ Here aiohttp's errors map onto the httpx errors that mean the same thing.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from modelport.policy import ServerPolicy, UpstreamDenied
+
+
+class _CheckedResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only addresses the operator allows: the check sits
+    between DNS and connect, so a name that resolves to a denied address (a metadata
+    service, or a rebinding trick) is never connected to."""
+
+    def __init__(self, policy: ServerPolicy) -> None:
+        self._policy = policy
+        self._resolver = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._resolver.resolve(host, port, family)
+        denied: UpstreamDenied | None = None
+        allowed = []
+        for result in results:
+            try:
+                self._policy.check_address(ipaddress.ip_address(result["host"]), host=host)
+            except UpstreamDenied as exc:
+                denied = exc
+            else:
+                allowed.append(result)
+        if not allowed and denied is not None:
+            raise _Denied(denied)
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+class _Denied(OSError):
+    """Carries the policy's refusal through aiohttp, which wraps resolver errors."""
+
+    def __init__(self, refusal: UpstreamDenied) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+
+
+def _refusal(exc: BaseException) -> UpstreamDenied | None:
+    seen: Any = exc
+    while seen is not None:
+        if isinstance(seen, _Denied):
+            return seen.refusal
+        seen = getattr(seen, "os_error", None) or seen.__cause__
+    return None
 
 
 def _mapped(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -53,19 +106,32 @@ class _Body(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int = 512, keepalive_seconds: float = 30.0) -> None:
+    def __init__(
+        self, *, policy: ServerPolicy | None = None, max_connections: int = 512, keepalive_seconds: float = 30.0
+    ) -> None:
+        self._policy = policy or ServerPolicy()
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
+        self._allowed_hosts: set[str] = set()  # the policy does not change while the server runs
 
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop, as aiohttp requires.
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_seconds)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            keepalive_timeout=self._keepalive_seconds,
+            resolver=_CheckedResolver(self._policy),
+        )
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
+        # Names are checked after DNS (the resolver); a literal address never reaches it.
+        host = request.url.host
+        if host not in self._allowed_hosts:
+            self._policy.check_host(host)
+            self._allowed_hosts.add(host)
         timeout = request.extensions.get("timeout", {})
         try:
             response = await session.request(
@@ -79,6 +145,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ),
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
+            refusal = _refusal(exc)
+            if refusal is not None:
+                raise refusal from None
             raise _mapped(exc, request) from exc
         return httpx.Response(
             status_code=response.status,

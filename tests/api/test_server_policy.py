@@ -1,0 +1,202 @@
+"""What an account admin may not do with the server's own powers: create accounts,
+read the server's environment through api_key_env, reach link-local upstreams, or
+revoke keys that are not theirs to manage. One role-by-route matrix, then one test per
+finding of the security review (issue 10)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from modelport.api.app import create_app
+from modelport.config import Settings
+from tests.conftest import ADMIN_KEY
+from tests.servers import free_port
+
+
+async def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
+    """Account B, created by the operator (who is then a member of it too), with a
+    service-account admin and member; account A is the operator's default account."""
+    account = await ok(await client.post("/accounts", json={"account_name": "policy-b"}))
+    in_b = {"x-selected-account-id": account["account_id"]}
+    admin = await ok(await client.post("/v4/api-keys", json={"role": "admin", "name": "b-admin"}, headers=in_b), 201)
+    member = await ok(await client.post("/v4/api-keys", json={"role": "member", "name": "b-member"}, headers=in_b), 201)
+    a_model = await ok(
+        await client.post(
+            "/v4/models", json={"name": "a-private", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI"}
+        )
+    )
+    return {
+        "account": account["account_id"],
+        "admin": admin["key"],
+        "member": member["key"],
+        "member_key_id": member["id"],
+        "a_model": a_model["id"],
+    }
+
+
+def openai_model(name: str, **parameters: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model_type": "CHAT_COMPLETION",
+        "model_vendor": "OPENAI",
+        "model_creation_parameters": {"model": "gpt-x", **parameters},
+    }
+
+
+# --- the matrix --------------------------------------------------------------------------
+
+ROLES = ("operator", "admin", "member")
+
+
+def key_of(role: str, tenant: dict[str, str]) -> str:
+    return ADMIN_KEY if role == "operator" else tenant[role]
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str, str], role: str) -> None:
+    """Each role, acting in account B; 'A' is an account the admin and member are not in."""
+    headers = {"x-api-key": key_of(role, tenant), "x-selected-account-id": tenant["account"]}
+    expected = {
+        # route: (operator, admin, member)
+        "create account": (200, 403, 403),
+        "create key": (201, 201, 403),
+        "list models": (200, 200, 200),
+        "create model with an allowed api_key_env": (200, 200, 403),
+        "create model naming MODELPORT_SECRET_KEY": (422, 422, 403),
+        "read account A's model": (404, 404, 404),
+    }
+    index = ROLES.index(role)
+    got = {
+        "create account": (await client.post("/accounts", json={"account_name": f"by-{role}"}, headers=headers)),
+        "create key": await client.post("/v4/api-keys", json={"role": "member", "name": role}, headers=headers),
+        "list models": await client.get("/v4/models", headers=headers),
+        "create model with an allowed api_key_env": await client.post(
+            "/v4/models", json=openai_model(f"env-{role}", api_key_env="OPENAI_API_KEY"), headers=headers
+        ),
+        "create model naming MODELPORT_SECRET_KEY": await client.post(
+            "/v4/models", json=openai_model(f"steal-{role}", api_key_env="MODELPORT_SECRET_KEY"), headers=headers
+        ),
+        "read account A's model": await client.get(f"/v4/models/{tenant['a_model']}", headers=headers),
+    }
+    assert {route: response.status_code for route, response in got.items()} == {
+        route: statuses[index] for route, statuses in expected.items()
+    }
+
+
+# --- one test per finding ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["MODELPORT_SECRET_KEY", "MODELPORT_API_KEY", "modelport_secret_key", "HOME"])
+async def test_api_key_env_names_only_what_the_operator_allows(
+    client: httpx.AsyncClient, tenant: dict[str, str], variable: str
+) -> None:
+    response = await client.post(
+        "/v4/models",
+        json=openai_model(f"probe-{variable}", api_key_env=variable),
+        headers={"x-api-key": tenant["admin"]},
+    )
+    assert response.status_code == 422
+    assert "api_key_secret" in response.json()["detail"] or "modelport's own" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fe80::1]/v1",
+        "http://metadata.google.internal/computeMetadata/v1",
+        "http://[::ffff:169.254.169.254]/v1",
+    ],
+)
+async def test_cloud_metadata_upstreams_are_refused(
+    client: httpx.AsyncClient, tenant: dict[str, str], base_url: str
+) -> None:
+    response = await client.post(
+        "/v4/models", json=openai_model("metadata", base_url=base_url), headers={"x-api-key": tenant["admin"]}
+    )
+    assert response.status_code == 422 and "denied" in response.json()["detail"]
+
+
+async def test_an_account_admin_cannot_see_or_revoke_the_operators_key(
+    client: httpx.AsyncClient, tenant: dict[str, str]
+) -> None:
+    as_b_admin = {"x-api-key": tenant["admin"]}
+    everyone = await ok(await client.get("/v4/api-keys", headers={"x-selected-account-id": tenant["account"]}))
+    [operator_key] = [key for key in everyone if key["name"] == "first admin key"]
+    visible = await ok(await client.get("/v4/api-keys", headers=as_b_admin))
+    assert operator_key["id"] not in {key["id"] for key in visible}
+    assert {"b-admin", "b-member"} <= {key["name"] for key in visible}
+    assert (await client.delete(f"/v4/api-keys/{operator_key['id']}", headers=as_b_admin)).status_code == 404
+    assert (await client.get("/v4/models")).status_code == 200  # the operator's key still works
+
+
+async def test_an_account_admin_revokes_the_accounts_service_account_keys(
+    client: httpx.AsyncClient, tenant: dict[str, str]
+) -> None:
+    in_b = {"x-selected-account-id": tenant["account"]}
+    spare = await ok(await client.post("/v4/api-keys", json={"role": "member", "name": "spare"}, headers=in_b), 201)
+    await ok(await client.delete(f"/v4/api-keys/{spare['id']}", headers={"x-api-key": tenant["admin"]}))
+    assert (await client.get("/v4/models", headers={"x-api-key": spare["key"]})).status_code == 401
+
+
+# --- an operator's settings: upstream deny list, self-service accounts -----------------
+
+
+@pytest.fixture(scope="module")
+async def guarded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    data: Path = tmp_path_factory.mktemp("guarded")
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{data / 'g.db'}",
+        api_key=ADMIN_KEY,
+        embedded_engine=False,
+        upstream_deny=["127.0.0.0/8", "::1/128"],
+        upstream_attempts=1,
+        account_self_service=True,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://modelport.test", headers={"x-api-key": ADMIN_KEY}, timeout=30
+        ) as http:
+            yield application, http
+
+
+async def test_a_name_that_resolves_to_a_denied_address_is_never_connected_to(
+    guarded: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _app, client = guarded
+    # A name passes at creation (addresses are checked after DNS, on every connection).
+    model = await ok(
+        await client.post("/v4/models", json=openai_model("local", base_url=f"http://localhost:{free_port()}/v1"))
+    )
+    deployment = await ok(await client.post(f"/v4/models/{model['id']}/deployments", json={"name": "d"}))
+    response = await client.post(
+        f"/v4/models/{deployment['id']}/chat-completions", json={"chat_history": [], "prompt": "hi"}
+    )
+    assert response.status_code == 400
+    assert "denied" in response.json()["detail"]
+    # A literal address in the deny list is refused at creation.
+    literal = await client.post("/v4/models", json=openai_model("literal", base_url="http://127.0.0.1:9/v1"))
+    assert literal.status_code == 422 and "denied" in literal.json()["detail"]
+
+
+async def test_with_self_service_on_any_key_holder_creates_accounts(
+    guarded: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _app, client = guarded
+    member = await ok(await client.post("/v4/api-keys", json={"role": "member", "name": "m"}), 201)
+    created = await client.post("/accounts", json={"account_name": "mine"}, headers={"x-api-key": member["key"]})
+    assert created.status_code == 200
