@@ -151,7 +151,7 @@ async def test_a_file_llama_cpp_cannot_load_fails_at_once_without_restarts(
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     started = time.monotonic()
-    with pytest.raises(ModelLoadError, match="could not load broken.gguf"):
+    with pytest.raises(ModelLoadError, match=r"could not load broken\.gguf"):
         await pool.attach("dep", str(broken))
     assert time.monotonic() - started < 20
     [engine] = await pool.status()
