@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -375,3 +376,18 @@ async def test_the_gateways_own_time_is_reported_without_the_engines(
     # Forty tokens of generation take far longer than the gateway's own work; a header
     # that counted the engine's time would be close to the whole request's.
     assert 0 <= overhead < elapsed_ms / 2
+
+
+async def test_an_empty_prompt_gets_400_and_others_streams_go_on(client: httpx.AsyncClient, deployment_id: str) -> None:
+    async def long_stream() -> list[dict[str, Any]]:
+        return await chat_stream(client, deployment_id, prompt="Count to fifty.", temperature=0, max_tokens=60)
+
+    running = asyncio.create_task(long_stream())
+    await asyncio.sleep(0.2)  # the stream has started generating
+    empty = await client.post(f"/v4/models/{deployment_id}/completions", json={"prompt": "", "max_tokens": 5})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    # A chat template that renders to nothing is refused the same way.
+    nothing = await client.post(chat_url(deployment_id), json={**QUESTION, "chat_template": "{# nothing #}"})
+    assert nothing.status_code == 400 and "empty" in nothing.json()["detail"]
+    events = await running
+    assert events[-1]["finish_reason"] in {"stop", "length"}
