@@ -200,3 +200,33 @@ async def test_with_self_service_on_any_key_holder_creates_accounts(
     member = await ok(await client.post("/v4/api-keys", json={"role": "member", "name": "m"}), 201)
     created = await client.post("/accounts", json={"account_name": "mine"}, headers={"x-api-key": member["key"]})
     assert created.status_code == 200
+
+
+async def test_credentials_stored_before_the_rule_are_redacted_at_any_depth(
+    app: FastAPI, client: httpx.AsyncClient, tenant: dict[str, str]
+) -> None:
+    from modelport.store import repo
+
+    secret = "sk-stored-long-ago-123456"
+    async with app.state.sessions() as session, session.begin():
+        model = await repo.create_model(
+            session,
+            account_id=tenant["account"],
+            name="legacy",
+            model_type="CHAT_COMPLETION",
+            model_vendor="OPENAI",
+            model_creation_parameters={
+                "model": "gpt-x",
+                "openai_api_key": secret,
+                "headers": {"Authorization": f"Bearer {secret}", "x-trace": "kept"},
+                "extra_body": {"auth": [{"password": secret}]},
+                "api_key_env": "OPENAI_API_KEY",
+            },
+            created_by_user_id="legacy",
+            created_by_identity_type="user",
+        )
+    shown = await ok(await client.get(f"/v4/models/{model.id}", headers={"x-api-key": tenant["member"]}))
+    assert secret not in str(shown)
+    parameters = shown["model_creation_parameters"]
+    assert parameters["headers"] == {"Authorization": "<redacted>", "x-trace": "kept"}
+    assert parameters["api_key_env"] == "OPENAI_API_KEY"  # a reference, not a secret

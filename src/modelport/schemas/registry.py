@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelport.policy import CREDENTIAL_NAME, CREDENTIAL_REFERENCES
 from modelport.store.tables import Deployment, Model
 
 ModelType = Literal["COMPLETION", "CHAT_COMPLETION", "AGENT", "EMBEDDING", "RERANKING", "GENERIC", "BUNDLE"]
@@ -133,15 +134,28 @@ class DeploymentOut(_Out):
         )
 
 
-# Settings whose values are secrets; a reference to a secret (api_key_env, a secret's
-# name) is fine to show, the secret itself never is.
-SECRET_SETTING_NAMES = frozenset({"api_key", "secret", "token", "password", "authorization"})
-
-
 def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Settings as shown to API users: a credential-looking value at any depth is
+    replaced. New settings cannot hold one (the policy refuses it), but settings stored
+    before that rule may; a reference to a secret (api_key_env, a secret's name) is
+    fine to show, the secret itself never is."""
     if parameters is None:
         return None
-    return {name: "<redacted>" if name.lower() in SECRET_SETTING_NAMES else value for name, value in parameters.items()}
+    shown: dict[str, Any] = _redacted(parameters)
+    return shown
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            name: "<redacted>"
+            if str(name).lower() not in CREDENTIAL_REFERENCES and CREDENTIAL_NAME.search(str(name)) and inner
+            else _redacted(inner)
+            for name, inner in value.items()
+        }
+    if isinstance(value, list):
+        return [_redacted(inner) for inner in value]
+    return value
 
 
 ModelInstanceOut.model_rebuild()
