@@ -31,8 +31,10 @@ def resolve_checkpoint(checkpoint_path: str, policy: ServerPolicy | None = None)
 
 
 class EnginePool:
-    # Loading a large GGUF file takes a while; the supervisor answers once it is loaded.
-    ATTACH_TIMEOUT_SECONDS = 900.0
+    # The supervisor answers once the file is loaded or has failed, which it bounds
+    # itself: at most (restart_limit + 1) starts of load_timeout each, with defaults 4 ×
+    # 600 s. This is only a backstop for a supervisor that stopped answering at all.
+    ATTACH_TIMEOUT_SECONDS = 3 * 3600.0
 
     def __init__(self, supervisor: SupervisorClient, policy: ServerPolicy | None = None) -> None:
         self._supervisor = supervisor
