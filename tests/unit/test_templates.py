@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from modelport.errors import TemplateRenderError
-from modelport.templates import render_chat
+from modelport.templates import render_chat, substitute_bindings
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -62,3 +62,68 @@ def test_syntax_errors_are_render_errors() -> None:
 def test_sandbox_escapes_are_refused(escape: str) -> None:
     with pytest.raises(TemplateRenderError):
         render(escape)
+
+
+# --- bounded rendering: no template may freeze the server or take its memory ---------
+
+
+@pytest.mark.parametrize(
+    ("template", "limit"),
+    [
+        ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}Hi", "loops more than"),
+        ("{{ 'a' * 10**9 }}", "repeating a value"),
+        ("{{ [1] * 10**9 }}", "repeating a value"),
+        ("{{ 10 ** 100000 }}", "size limit for numbers"),
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+            "joining these values",
+        ),
+        ("{% for i in range(90000) %}{{ 'x' * 100 }}{% endfor %}", "output is over the limit"),
+        ("{{ 'x'|center(10**9) }}", "width of"),
+        ("{{ '%2000000000s' % 'x' }}", "format width"),
+        ("{{ '{:>2000000000}'.format('x') }}", "format width"),
+        # Loops over the messages' own text: no range() to count, the clock ends it.
+        (
+            "{% for m in messages %}{% for c in m.content %}{% for d in m.content %}{% endfor %}{% endfor %}"
+            "{% endfor %}",
+            "ran longer than",
+        ),
+    ],
+)
+def test_costly_templates_are_refused_naming_the_limit(template: str, limit: str) -> None:
+    messages = [{"role": "user", "content": "Hi there. " * 500}]
+    with pytest.raises(TemplateRenderError, match="too costly") as refused:
+        render_chat(template, messages, bos_token="", eos_token="")
+    assert limit in str(refused.value)
+
+
+def test_a_model_setting_placeholder_is_bounded_too() -> None:
+    with pytest.raises(TemplateRenderError, match="too costly"):
+        substitute_bindings({"headers": {"x-note": "{{ note * 10**9 }}"}}, {"note": "a"})
+
+
+def test_a_typical_hugging_face_template_still_renders_exactly() -> None:
+    template = (
+        "{{ bos_token }}{% for message in messages %}"
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+        "{% if loop.last and add_generation_prompt %}{% endif %}{% endfor %}"
+    )
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "?"},
+    ]
+    assert (
+        render_chat(template, turns, bos_token="<s>", eos_token="</s>")
+        == "<s>[INST] Hi [/INST]Hello</s>[INST] ? [/INST]"
+    )
+    with pytest.raises(TemplateRenderError, match="must alternate"):
+        render_chat(template, turns[1:], bos_token="<s>", eos_token="</s>")
+
+
+def test_range_may_not_be_replaced_by_the_caller() -> None:
+    with pytest.raises(TemplateRenderError, match="range"):
+        render("{{ range }}", range=list)

@@ -32,7 +32,7 @@ def resolve_checkpoint(checkpoint_path: str, policy: ServerPolicy | None = None)
 
 class EnginePool:
     # The supervisor answers once the file is loaded or has failed, which it bounds
-    # itself: at most (restart_limit + 1) starts of load_timeout each, with defaults 4 ×
+    # itself: at most (restart_limit + 1) starts of load_timeout each, with defaults 4 times
     # 600 s. This is only a backstop for a supervisor that stopped answering at all.
     ATTACH_TIMEOUT_SECONDS = 3 * 3600.0
 

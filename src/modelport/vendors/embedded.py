@@ -9,7 +9,7 @@ from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import GenerationCall, GenerationChunk
-from modelport.templates import render_chat
+from modelport.templates import render_chat_async
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, collect
 
 # LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter.
@@ -54,7 +54,7 @@ class EmbeddedVendor:
         engine = await self._model(target)
         info = engine.info
         if call.messages is not None:
-            text = render_chat(
+            text = await render_chat_async(
                 call.chat_template or info.chat_template or FALLBACK_CHAT_TEMPLATE,
                 call.messages,
                 bos_token=info.bos_token,

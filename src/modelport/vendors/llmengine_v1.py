@@ -14,7 +14,7 @@ import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
-from modelport.templates import render_chat
+from modelport.templates import render_chat_async
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.upstream import (
     HttpVendor,
@@ -53,7 +53,9 @@ class LLMEngineV1(HttpVendor):
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None, int]:
+    async def _request(
+        self, target: Target, call: GenerationCall, *, stream: bool
+    ) -> tuple[httpx.Request, str | None, int]:
         base_url = target.parameters.get("base_url")
         endpoint = target.parameters.get("model")
         if not base_url or not endpoint:
@@ -67,7 +69,7 @@ class LLMEngineV1(HttpVendor):
                 raise InvalidRequest(f"{name} must be between 0 and 2 for LLM Engine v1 (got {value})")
         max_new_tokens = sampling.max_tokens or CAPABILITIES.default_max_tokens or 100
         body: dict[str, Any] = {
-            "prompt": _prompt(target, call),
+            "prompt": await _prompt(target, call),
             "max_new_tokens": max_new_tokens,
             "temperature": sampling.temperature,
         }
@@ -93,7 +95,7 @@ class LLMEngineV1(HttpVendor):
         return request, api_key, max_new_tokens
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        request, api_key, limit = self._request(target, call, stream=False)
+        request, api_key, limit = await self._request(target, call, stream=False)
         response = await self._send(request, api_key)
         output = (await read_json(response, vendor=self.vendor)).get("output") or {}
         completion_tokens = output.get("num_completion_tokens")
@@ -106,7 +108,7 @@ class LLMEngineV1(HttpVendor):
         )
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        request, api_key, limit = self._request(target, call, stream=True)
+        request, api_key, limit = await self._request(target, call, stream=True)
         response = await self._send(request, api_key)
         return self._chunks(response, limit, wants_logprobs=call.sampling.logprobs)
 
@@ -142,7 +144,7 @@ def _finish(completion_tokens: int | None, limit: int) -> FinishReason:
     return "length" if completion_tokens is not None and completion_tokens >= limit else "stop"
 
 
-def _prompt(target: Target, call: GenerationCall) -> str:
+async def _prompt(target: Target, call: GenerationCall) -> str:
     if call.messages is None:
         return call.prompt or ""
     template = call.chat_template or target.parameters.get("chat_template")
@@ -151,7 +153,7 @@ def _prompt(target: Target, call: GenerationCall) -> str:
             "LLM Engine v1 takes raw prompts: a chat model needs a chat_template, in the request or in the "
             "model's creation parameters"
         )
-    return render_chat(
+    return await render_chat_async(
         str(template),
         call.messages,
         bos_token=str(target.parameters.get("bos_token", "")),
