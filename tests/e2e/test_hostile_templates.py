@@ -50,3 +50,17 @@ def test_the_server_answers_others_while_a_hostile_template_renders(server: str)
     response = hostile["response"]
     assert response.status_code == 400
     assert "too costly" in response.json()["detail"]
+
+
+NESTED_RANGE = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}Hi"
+
+
+def test_the_nested_range_template_gets_400_naming_the_range_budget(server: str) -> None:
+    headers = {"x-api-key": KEY}
+    [deployment] = httpx.get(f"{server}/v4/model-deployments", headers=headers).json()["items"]
+    body = {"chat_history": [], "prompt": "Hi", "chat_template": NESTED_RANGE, "max_tokens": 3}
+    response = httpx.post(
+        f"{server}/v4/models/{deployment['id']}/chat-completions", json=body, headers=headers, timeout=30
+    )
+    assert response.status_code == 400
+    assert "range()" in response.json()["detail"]
