@@ -8,6 +8,7 @@ same filter, so both give the same text), and shape the SDK's `CompletionRespons
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -353,7 +354,9 @@ class InferenceService:
         bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
         if schema or bindings:
             check_bindings(schema, bindings)
-            target = replace(target, parameters=substitute_bindings(target.parameters, bindings))
+            # Rendered on a worker thread, like chat templates: the loop serves others meanwhile.
+            parameters = await asyncio.to_thread(substitute_bindings, target.parameters, bindings)
+            target = replace(target, parameters=parameters)
         sampling = effective_sampling(request, capabilities, dropped=dropped)
         variable = target.parameters.get("api_key_env")
         if variable:  # checked again here: the operator's list may have changed since
