@@ -91,3 +91,9 @@ class UpstreamTimeout(ModelportError):
 
 class MissingCredential(DeploymentUnavailable):
     pass
+
+
+class UnsupportedMediaType(ModelportError):
+    """A request body in a format other than JSON (415)."""
+
+    status_code = 415

@@ -10,16 +10,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__
-from modelport.api.limits import BodySizeLimit
+from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
 from modelport.api.routes import accounts, deployments, health, inference, models, secrets
 from modelport.bootstrap import bootstrap_if_empty
@@ -30,6 +31,7 @@ from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.registry import Registry, deployment_failure_recorder
+from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.secrets import SecretBox
 from modelport.service import InferenceService
 from modelport.store import db, repo
@@ -185,17 +187,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def _validation_detail(errors: list[dict[str, object]]) -> dict[str, object]:
-    fields = [
-        {
-            "loc": [str(part) for part in error.get("loc", ())],  # type: ignore[attr-defined]
-            "msg": str(error.get("msg", "")),
-            "type": str(error.get("type", "")),
-        }
-        for error in errors
-    ]
-    summary = "; ".join(f"{'.'.join(item['loc']) or 'body'}: {item['msg']}" for item in fields)
-    return {"detail": f"invalid request: {summary}", "errors": fields}
+def _complete_openapi(document: dict[str, Any]) -> None:
+    """What FastAPI cannot see for itself: the bodies of the inference routes (parsed by
+    hand, see `api.deps.parse_body`), and the error bodies modelport really sends."""
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    models: list[type[BaseModel]] = [*inference.BODY_MODELS, ValidationErrorResponse, ErrorResponse]
+    for model in models:
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, schema in {**found.pop("$defs", {}), model.__name__: found}.items():
+            schemas.setdefault(name, schema)
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "422" in responses:
+                responses["422"] = _error_response("Validation Error", ValidationErrorResponse)
+            if "requestBody" in operation:
+                responses.setdefault("415", _error_response("Unsupported Media Type (not JSON)", ErrorResponse))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+
+
+def _error_response(description: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+    }
 
 
 def create_app(
@@ -216,14 +232,14 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(_validation_detail(list(exc.errors())), status_code=422)
+        return JSONResponse(validation_detail(list(exc.errors())), status_code=422)
 
     @app.exception_handler(ValidationError)
     async def _body_invalid(_request: Request, exc: ValidationError) -> JSONResponse:
         errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]
         for error in errors:
             error["loc"] = ("body", *error.get("loc", ()))  # type: ignore[misc]
-        return JSONResponse(_validation_detail(errors), status_code=422)
+        return JSONResponse(validation_detail(errors), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -236,6 +252,17 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(accounts.router)
     app.include_router(secrets.router)
+    app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # outermost: its clock starts first
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = app.openapi_schema
+        if document is None:
+            document = build_openapi()  # FastAPI keeps it in app.openapi_schema
+            _complete_openapi(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -13,7 +13,7 @@ from modelport.cache import RegistryCache
 from modelport.errors import Forbidden, Unauthenticated
 from modelport.keys import hash_key
 from modelport.registry import Registry
-from modelport.schemas.registry import MAX_PAGE_SIZE
+from modelport.schemas.registry import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 from modelport.service import InferenceService
 from modelport.store import repo
 
@@ -89,7 +89,7 @@ async def registry(request: Request) -> Registry:
 
 
 RegistryDep = Annotated[Registry, Depends(registry)]
-PageNumber = Annotated[int, Query(ge=1)]
+PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 

@@ -1,13 +1,40 @@
-"""A cap on request body size (413), enforced before the body is parsed."""
+"""What a request may carry, enforced before any route runs: a cap on body size (413),
+JSON bodies only (415), and no NUL characters anywhere (422)."""
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelport.errors import ModelportError, UnsupportedMediaType, ValidationFailed
+from modelport.schemas.errors import validation_detail
+
 
 class BodyTooLarge(Exception):
     pass
+
+
+async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _refuse(send: Send, error: ModelportError) -> None:
+    await _answer(send, error.status_code, error.body())
 
 
 class BodySizeLimit:
@@ -48,15 +75,134 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps({"detail": f"request body is larger than the limit of {self.max_bytes} bytes"})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 413, {"detail": f"request body is larger than the limit of {self.max_bytes} bytes"})
+
+
+# --- request hygiene --------------------------------------------------------------------
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+NUL_MESSAGE = "NUL characters (\\u0000) are not allowed"
+# A JSON string's escape for U+0000: `\u0000` whose backslash is not itself escaped
+# (`\\u0000` is the six characters `\u0000`, not a NUL).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or application/*+json, in UTF-8 (the only encoding JSON has)."""
+    media, _, parameters = content_type.partition(";")
+    kind, _, subtype = media.strip().lower().partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        return False
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def _nul_refusal(loc: list[str]) -> ValidationFailed:
+    body = validation_detail([{"loc": loc, "msg": NUL_MESSAGE, "type": "nul_character"}])
+    return ValidationFailed(str(body["detail"]), errors=body["errors"])
+
+
+def _nul_outside_body(scope: Scope) -> list[str] | None:
+    if "\x00" in scope["path"]:
+        return ["path"]
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        return ["query"]
+    for name, value in scope["headers"]:
+        if b"\x00" in value or b"\x00" in name:
+            return ["header", name.decode("latin-1").replace("\x00", "")]
+    return None
+
+
+def _nul_in_body(body: bytes) -> list[str] | None:
+    # A raw NUL byte is invalid JSON (the parser refuses it); an escaped one is not.
+    if b"u0000" not in body or _NUL_ESCAPE.search(body) is None:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return ["body"]
+    return ["body", *(_nul_path(parsed) or [])]
+
+
+def _nul_path(value: object) -> list[str] | None:
+    """Where in a parsed JSON document the first NUL character is (a key or a string)."""
+    if isinstance(value, str):
+        return [] if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if "\x00" in key:
+                return [key.replace("\x00", "\\u0000")]
+            found = _nul_path(inner)
+            if found is not None:
+                return [key, *found]
+    if isinstance(value, list):
+        for index, inner in enumerate(value):
+            found = _nul_path(inner)
+            if found is not None:
+                return [str(index), *found]
+    return None
+
+
+class RequestHygiene:
+    """Refuses what no route can take, before routing, authentication or parsing:
+
+    - a POST/PUT/PATCH body that is not JSON (415): every body modelport reads is JSON,
+      and the inference routes parse theirs by hand, whatever the content type says;
+    - a NUL character in the path, the query, a header or any JSON string or key (422):
+      PostgreSQL cannot store or even compare text holding one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = _nul_outside_body(scope)
+        if where is not None:
+            await _refuse(send, _nul_refusal(where))
+            return
+        if scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
+        if content_type is not None and not is_json_media_type(content_type.decode("latin-1")):
+            await _refuse(
+                send,
+                UnsupportedMediaType(
+                    f"unsupported content type {content_type.decode('latin-1')!r}: "
+                    "request bodies must be JSON (content-type: application/json)"
+                ),
+            )
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before it finished sending
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and content_type is None:
+            await _refuse(send, UnsupportedMediaType("a request body needs the header content-type: application/json"))
+            return
+        where = _nul_in_body(body) if body else None
+        if where is not None:
+            await _refuse(send, _nul_refusal(where))
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)

@@ -10,14 +10,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelport.schemas.json_value import JsonObject
+
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
+# Far above any model's vocabulary or output length, and within a C int everywhere.
+MAX_TOP_K = 1_000_000
+MAX_MAX_TOKENS = 1_000_000
 
 
 class _Strict(BaseModel):
     # strict: "0.5" is not a number and "yes" is not a bool; extra="forbid": a misspelt
     # parameter is an error the caller sees, not a setting silently ignored.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: NaN and Infinity are not JSON, and no parameter means them.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TextPart(_Strict):
@@ -78,16 +84,17 @@ class CompletionRequest(_Strict):
     prompt: str
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2
     stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_MAX_TOKENS)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[float, Field(ge=1)] | None = None
+    # A float because the SDK types it so (40.0 is fine), but a whole number.
+    top_k: Annotated[float, Field(ge=1, le=MAX_TOP_K, json_schema_extra={"multipleOf": 1})] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     stream: bool = False
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     chat_template: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: JsonObject | None = None
     model_request_parameters: ParameterBindings | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
 

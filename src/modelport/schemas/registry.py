@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from modelport.policy import CREDENTIAL_NAME, CREDENTIAL_REFERENCES
+from modelport.schemas.json_value import JsonInt, JsonObject
 from modelport.store.tables import Deployment, Model
 
 ModelType = Literal["COMPLETION", "CHAT_COMPLETION", "AGENT", "EMBEDDING", "RERANKING", "GENERIC", "BUNDLE"]
@@ -24,6 +27,8 @@ ModelVendor = Literal[
     "OTHER",
 ]
 MAX_PAGE_SIZE = 10_000
+# (page - 1) * limit is the SQL OFFSET: at most 10**10 here, far inside a signed 64-bit integer.
+MAX_PAGE_NUMBER = 1_000_000
 
 ItemT = TypeVar("ItemT")
 
@@ -165,7 +170,28 @@ ModelInstanceOut.model_rebuild()
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+# The length of the column each string is stored in (store/tables.py): PostgreSQL refuses
+# a longer value rather than truncating it.
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
+def _not_null(value: Any, info: ValidationInfo) -> Any:
+    """For fields that may be left out of an update but not cleared: an explicit null."""
+    if value is None:
+        raise PydanticCustomError(
+            "null_not_allowed",
+            "{field} cannot be null: leave it out to keep the current value",
+            {"field": info.field_name},
+        )
+    return value
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "left out", which JSON Schema has no value for
 
 
 class RequestParameter(_In):
@@ -182,10 +208,11 @@ class RequestSchema(_In):
 
 
 class BaseModelDetails(_In):
-    alignments: int | None = None
-    languages: int | None = None
-    number_of_parameters: int | None = None
-    token_context_window: int | None = Field(default=None, ge=1)
+    alignments: JsonInt | None = None
+    languages: JsonInt | None = None
+    number_of_parameters: JsonInt | None = None
+    # The service computes with it and vendors and engines take it as a C int.
+    token_context_window: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class BaseModelMetadataIn(_In):
@@ -205,45 +232,51 @@ class _ModelSettings(_In):
     """What a model says about itself: settable at creation, changeable later."""
 
     model_vendor: ModelVendor | None = None
-    model_creation_parameters: dict[str, Any] | None = None
+    model_creation_parameters: JsonObject | None = None
     base_model_metadata: BaseModelMetadataIn | None = None
     request_schema: RequestSchema | None = None
-    display_name: str | None = None
+    display_name: ShortText | None = None
     description: str | None = None
     model_card: str | None = None
     training_data_card: str | None = None
-    base_model_id: str | None = None
-    model_group_id: str | None = None
-    model_template_id: str | None = None
+    base_model_id: ShortText | None = None
+    model_group_id: ShortText | None = None
+    model_template_id: ShortText | None = None
 
 
 class ModelCreate(_ModelSettings):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     model_type: ModelType
     account_id: str | None = None
 
 
 class ModelUpdate(_ModelSettings):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    model_type: ModelType | None = None
+    # Optional, not nullable: the columns are NOT NULL (SkipJsonSchema keeps null out of
+    # the OpenAPI document, the validator refuses it with a 422 naming the field).
+    name: Name | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+    model_type: ModelType | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+
+    _refuse_null = field_validator("name", "model_type")(_not_null)
 
 
 class DeploymentCreate(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     account_id: str | None = None
-    deployment_metadata: dict[str, Any] | None = None
-    model_creation_parameters: dict[str, Any] | None = None
-    vendor_configuration: dict[str, Any] | None = None
+    deployment_metadata: JsonObject | None = None
+    model_creation_parameters: JsonObject | None = None
+    vendor_configuration: JsonObject | None = None
     # Block until an embedded model has loaded (READY or FAILED); the SDK's default.
     wait_for_ready: bool = True
 
 
 class DeploymentUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    deployment_metadata: dict[str, Any] | None = None
-    model_creation_parameters: dict[str, Any] | None = None
-    vendor_configuration: dict[str, Any] | None = None
+    name: Name | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+    deployment_metadata: JsonObject | None = None
+    model_creation_parameters: JsonObject | None = None
+    vendor_configuration: JsonObject | None = None
     wait_for_ready: bool = True
+
+    _refuse_null = field_validator("name")(_not_null)
 
 
 class DeleteResponse(_Out):
@@ -252,7 +285,7 @@ class DeleteResponse(_Out):
 
 
 class AccountCreate(_In):
-    account_name: str = Field(min_length=1, max_length=200)
+    account_name: Name
 
 
 class AccountCreated(_Out):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from modelport.api.deps import CurrentPrincipal, PageNumber, PageSize, RegistryDep
+from modelport.errors import ValidationFailed
+from modelport.schemas.errors import validation_detail
 from modelport.schemas.registry import (
     DeleteResponse,
     DeploymentCreate,
@@ -21,6 +23,19 @@ from modelport.usage import usage_statistics
 router = APIRouter(tags=["deployments"])
 
 SortBy = Annotated[list[str] | None, Query()]
+
+
+def _storable(name: str, value: datetime) -> None:
+    """Times are compared in UTC, and year 1 east of Greenwich or year 9999 west of it
+    has no UTC equivalent that Python (or the database driver) can hold: a 422."""
+    try:
+        if value.tzinfo is not None:
+            value.astimezone(UTC)
+    except OverflowError:
+        body = validation_detail(
+            [{"loc": ["query", name], "msg": "out of the range of storable times in UTC", "type": "datetime_range"}]
+        )
+        raise ValidationFailed(str(body["detail"]), errors=body["errors"]) from None
 
 
 @router.post("/v4/models/{model_instance_id}/deployments", response_model=DeploymentOut)
@@ -91,6 +106,8 @@ async def deployment_usage(
     end_date: datetime,
     chunks: Annotated[int, Query(ge=1, le=1000)],
 ) -> ModelUsage:
+    _storable("start_date", start_date)
+    _storable("end_date", end_date)
     await registry.deployment_exists(principal, model_deployment_id)
     return await usage_statistics(
         request.app.state.sessions,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
 from modelport.api import sse
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
@@ -12,6 +15,14 @@ from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
 router = APIRouter(tags=["inference"])
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# The bodies these routes parse by hand (for speed, see `parse_body`), so FastAPI does not
+# see them: they are declared to OpenAPI here, and `api.app` adds their schemas.
+BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest)
+
+
+def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def _answer(
@@ -24,7 +35,11 @@ async def _answer(
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-@router.post("/v4/models/{model_deployment_id}/chat-completions", response_model=CompletionResponse)
+@router.post(
+    "/v4/models/{model_deployment_id}/chat-completions",
+    response_model=CompletionResponse,
+    openapi_extra=_declared_body(ChatCompletionRequest),
+)
 async def chat_completions(
     model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
 ) -> Response:
@@ -32,7 +47,11 @@ async def chat_completions(
     return await _answer(service, principal, model_deployment_id, body)
 
 
-@router.post("/v4/models/{model_deployment_id}/completions", response_model=CompletionResponse)
+@router.post(
+    "/v4/models/{model_deployment_id}/completions",
+    response_model=CompletionResponse,
+    openapi_extra=_declared_body(CompletionRequest),
+)
 async def completions(
     model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
 ) -> Response:
