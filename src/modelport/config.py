@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # and after more than `engine_restart_limit` crashes in a row its deployments FAIL.
     engine_restart_limit: int = 3
     engine_restart_backoff: float = 0.5
+    # An engine that sends nothing for this long while requests wait is taken for
+    # stuck: those requests end with 503 instead of waiting forever.
+    engine_stall_seconds: float = 60.0
     # Set by `serve --workers N` for its workers: the engine supervisor's socket in the
     # parent process, so that every worker uses the same engines. Unset, a server
     # process runs its own supervisor.

@@ -157,3 +157,40 @@ async def test_a_malformed_message_drops_only_the_connection_that_sent_it(pool: 
     assert "Paris" in await ask(pool)  # the engine serves everyone else as before
     [engine] = await pool.status()
     assert engine["restarts"] == 0
+
+
+async def test_a_stuck_engine_ends_its_requests_instead_of_hanging_them(supervisor: SupervisorThread) -> None:
+    pool = EnginePool(SupervisorClient(supervisor.control_path), stall_seconds=2.0)
+    try:
+        client = await pool.attach("dep", GGUF)
+        pid = await engine_pid(pool)
+        stream = client.generate(text=CHAT, special=True, sampling=LONG, default_max_tokens=None)
+        received = 0
+        stopped_at = 0.0
+        try:
+            with pytest.raises(DeploymentUnavailable, match="has not answered"):
+                async for _chunk in stream:
+                    received += 1
+                    if received == 3:
+                        os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, doing nothing
+                        stopped_at = time.monotonic()
+            assert time.monotonic() - stopped_at < 6
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Woken up, the same engine serves new requests (the client connects again).
+        assert "Paris" in await ask(pool)
+        [engine] = await pool.status()
+        assert engine["pid"] == pid and engine["restarts"] == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_request_after_a_long_quiet_spell_is_not_taken_for_a_stall(supervisor: SupervisorThread) -> None:
+    pool = EnginePool(SupervisorClient(supervisor.control_path), stall_seconds=1.0)
+    try:
+        await pool.attach("dep", GGUF)
+        assert "Paris" in await ask(pool)
+        await asyncio.sleep(2.5)  # the connection stays open and silent, with nothing waiting
+        assert "Paris" in await ask(pool, max_tokens=40)
+    finally:
+        await pool.close()

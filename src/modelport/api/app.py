@@ -153,7 +153,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else:
             own_supervisor = start_engine_supervisor(settings)
             control = own_supervisor.control_path
-        pool = EnginePool(SupervisorClient(control), settings.policy)
+        pool = EnginePool(SupervisorClient(control), settings.policy, stall_seconds=settings.engine_stall_seconds)
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool))
         try:

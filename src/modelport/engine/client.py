@@ -55,21 +55,42 @@ class EngineInfo:
 
 
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, stall_seconds: float
+    ) -> None:
         self.writer = writer
         self.name = name
+        self.stall_seconds = stall_seconds
+        self.last_heard = asyncio.get_running_loop().time()
         self.waiting: dict[int, asyncio.Queue[_Item]] = {}
         self.stats: asyncio.Future[dict[str, Any]] | None = None
         self.closed = False
+        self.stalled = False
         self._reader = reader
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read(), name=f"engine-reader:{self.name}")
+        self._watchdog = asyncio.create_task(self._watch(), name=f"engine-watchdog:{self.name}")
+
+    async def _watch(self) -> None:
+        """An engine that is alive but stuck (stopped, or in an endless kernel) never
+        closes the connection: with requests waiting, silence past `stall_seconds`
+        (the engine sends something every second while it works) ends them."""
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(min(1.0, self.stall_seconds / 4))
+            if self.waiting and loop.time() - self.last_heard > self.stall_seconds:
+                self.stalled = True
+                self.writer.close()  # the reader sees the end and fails every waiting request
+                return
 
     async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while (message := await read_message(self._reader)) is not None:
+                self.last_heard = loop.time()
                 if message.get("op") == "step":
                     for event in message["events"]:
                         queue = self.waiting.get(event[0])
@@ -87,12 +108,12 @@ class _Connection:
         self.writer.close()
         if self.waiting:
             log.error("the engine for %s stopped with %d requests in flight", self.name, len(self.waiting))
+        if self.stalled:
+            reason = f"the embedded engine for {self.name} has not answered for {self.stall_seconds:g} s"
+        else:
+            reason = f"the embedded engine for {self.name} stopped while generating; it is being restarted"
         for queue in self.waiting.values():
-            queue.put_nowait(
-                DeploymentUnavailable(
-                    f"the embedded engine for {self.name} stopped while generating; it is being restarted"
-                )
-            )
+            queue.put_nowait(DeploymentUnavailable(reason))
         self.waiting.clear()
         if self.stats is not None and not self.stats.done():
             self.stats.set_exception(DeploymentUnavailable(f"the embedded engine for {self.name} stopped"))
@@ -103,19 +124,21 @@ class _Connection:
 
     async def close(self) -> None:
         self.writer.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 class EngineClient:
     """Requests to one engine process, from this gateway process."""
 
-    def __init__(self, name: str, socket_path: Path, info: EngineInfo) -> None:
+    def __init__(self, name: str, socket_path: Path, info: EngineInfo, *, stall_seconds: float = 60.0) -> None:
         self.name = name
         self.socket_path = socket_path
         self.info = info
+        self.stall_seconds = stall_seconds
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -140,7 +163,7 @@ class EngineClient:
             except (OSError, TimeoutError, ProtocolError, ValueError, KeyError) as exc:
                 writer.close()
                 raise DeploymentUnavailable(f"{unavailable}: {exc!r}") from exc
-            self._connection = _Connection(reader, writer, self.name)
+            self._connection = _Connection(reader, writer, self.name, self.stall_seconds)
             self._connection.start()
             return self._connection
 
@@ -154,6 +177,8 @@ class EngineClient:
         connection = await self._connect()
         request_id = next(self._ids)
         queue: asyncio.Queue[_Item] = asyncio.Queue()
+        if not connection.waiting:  # an idle connection's silence so far says nothing
+            connection.last_heard = asyncio.get_running_loop().time()
         connection.waiting[request_id] = queue
         connection.send(
             {

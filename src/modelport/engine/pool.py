@@ -36,9 +36,12 @@ class EnginePool:
     # 600 s. This is only a backstop for a supervisor that stopped answering at all.
     ATTACH_TIMEOUT_SECONDS = 3 * 3600.0
 
-    def __init__(self, supervisor: SupervisorClient, policy: ServerPolicy | None = None) -> None:
+    def __init__(
+        self, supervisor: SupervisorClient, policy: ServerPolicy | None = None, *, stall_seconds: float = 60.0
+    ) -> None:
         self._supervisor = supervisor
         self._policy = policy or ServerPolicy()
+        self._stall_seconds = stall_seconds
         self._clients: dict[Path, EngineClient] = {}
         self._users: dict[str, Path] = {}
 
@@ -70,7 +73,8 @@ class EnginePool:
             raise ModelLoadError(str(reply.get("error")))
         client = self._clients.get(path)
         if client is None:
-            client = EngineClient(path.name, Path(reply["socket"]), EngineInfo.from_wire(reply["info"]))
+            info = EngineInfo.from_wire(reply["info"])
+            client = EngineClient(path.name, Path(reply["socket"]), info, stall_seconds=self._stall_seconds)
             self._clients[path] = client
         self._users[deployment_id] = path
         return client

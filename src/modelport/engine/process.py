@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ log = logging.getLogger("modelport.engine")
 # A gateway that does not read for this long is dropped (its requests are cancelled),
 # so that one stuck worker cannot stall every other worker's generations.
 SEND_TIMEOUT_SECONDS = 10.0
+# A gateway with requests in flight hears from the engine at least this often, even
+# while its prompts are still being read: silence means a stuck engine (engine/client.py).
+HEARTBEAT_SECONDS = 1.0
 # Exit status for a model that cannot be served: restarting would not help.
 EXIT_UNSERVABLE = 3
 
@@ -56,6 +60,7 @@ class _Gateway:
         self.number = number
         self.buffer = MessageBuffer()
         self.requests: set[int] = set()
+        self.last_sent = time.monotonic()
 
     def key(self, request_id: int) -> Hashable:
         return (self.number, request_id)
@@ -174,12 +179,17 @@ class EngineServer:
         pending, self._pending = self._pending, {}
         for gateway, events in pending.items():
             self._send(gateway, {"op": "step", "events": events})
+        now = time.monotonic()
+        for gateway in list(self._gateways.values()):
+            if gateway.requests and gateway not in pending and now - gateway.last_sent >= HEARTBEAT_SECONDS:
+                self._send(gateway, {"op": "step", "events": []})
 
     def _send(self, gateway: _Gateway, message: dict[str, Any]) -> None:
         if gateway.number not in self._gateways:
             return
         try:
             gateway.sock.sendall(encode(message))
+            gateway.last_sent = time.monotonic()
         except OSError as exc:
             log.warning("dropping gateway connection %d: %s", gateway.number, exc)
             self._drop(gateway)
