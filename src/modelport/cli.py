@@ -65,6 +65,7 @@ def serve(
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = Settings()
+    os.environ["MODELPORT_HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supervisor = None
     if settings.workers > 1:

@@ -10,13 +10,18 @@ deadline, from the connection's start or from the end of the previous response.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# Read here rather than passed in: uvicorn builds the protocol itself, in each worker.
-HEADER_TIMEOUT_SECONDS = float(os.environ.get("MODELPORT_HEADER_TIMEOUT_SECONDS", "10"))
+
+@functools.cache
+def header_timeout_seconds() -> float:
+    # From the environment rather than passed in: uvicorn builds the protocol itself, in
+    # each worker; `modelport serve` puts the setting there (a .env file included).
+    return float(os.environ.get("MODELPORT_HEADER_TIMEOUT_SECONDS", "10"))
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -41,7 +46,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def _arm(self) -> None:
         self._disarm()
-        self._header_deadline = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._headers_too_slow)
+        self._header_deadline = self.loop.call_later(header_timeout_seconds(), self._headers_too_slow)
 
     def _disarm(self) -> None:
         if self._header_deadline is not None:
