@@ -12,7 +12,6 @@ class Principal:
     account_id: str  # the selected account
     role: str  # the identity's role in that account: "admin" | "member"
     is_operator: bool = False  # runs the server: may create accounts and manage any key
-    key_id: str | None = None  # the key this request came with
 
     @property
     def is_admin(self) -> bool:

@@ -26,17 +26,17 @@ from typing import Any
 
 import httpx
 import pytest
+
+# A dev dependency (pyproject.toml): a missing install fails the run, it is not skipped.
+import schemathesis
 from fastapi import FastAPI
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.core import NotSet
 
 from modelport.secrets import SecretBox
 from tests.conftest import ADMIN_KEY
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.core import NotSet  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))
 BASE_URL = "http://modelport.test"

@@ -167,9 +167,6 @@ class EngineClient:
             self._connection.start()
             return self._connection
 
-    async def connect(self) -> None:
-        await self._connect()
-
     async def generate(
         self, *, text: str, special: bool, sampling: Sampling, default_max_tokens: int | None
     ) -> AsyncIterator[GenerationChunk]:

@@ -51,9 +51,6 @@ class EnginePool:
         except ModelLoadError:
             return None
 
-    def loaded(self) -> list[str]:
-        return [str(path) for path in self._clients]
-
     def users(self) -> set[str]:
         return set(self._users)
 
