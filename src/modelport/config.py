@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # another process (a worker, the CLI) is seen within `cache_refresh_seconds`.
     cache_ttl_seconds: float = 30.0
     cache_refresh_seconds: float = 0.5
+    # Passive health of deployments behind one model name (modelport/routing.py): this
+    # many 502/503/504s in a row set a deployment aside for the cooldown.
+    routing_failures_to_set_aside: int = Field(default=3, ge=1)
+    routing_cooldown_seconds: float = Field(default=30.0, ge=0)
     # Worker processes for `modelport serve` (each with its own cache; they share the engines).
     workers: int = 1
     # One log line per request costs a little on every request; off unless asked for.

@@ -9,9 +9,10 @@ same filter, so both give the same text), and shape the SDK's `CompletionRespons
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportErr
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
+from modelport.routing import Router
 from modelport.schemas.inference import (
     ChatCompletionRequest,
     Choice,
@@ -146,6 +148,12 @@ def _token_bytes(entry: TokenLogprob) -> bytes:
     return bytes(entry.bytes) if entry.bytes is not None else entry.token.encode("utf-8")
 
 
+# What the compatible surfaces receive: the service's output before it is shaped into
+# the SGP `CompletionResponse` (text, logprobs, and on the last piece the finish reason
+# and token counts).
+Generated = _Piece
+
+
 async def _one(chunk: GenerationChunk) -> AsyncIterator[GenerationChunk]:
     yield chunk
 
@@ -159,6 +167,7 @@ class InferenceService:
         secrets: SecretBox | None = None,
         cache: RegistryCache | None = None,
         policy: ServerPolicy | None = None,
+        router: Router | None = None,
     ) -> None:
         self._sessions = sessions
         self._vendors = vendors
@@ -167,6 +176,7 @@ class InferenceService:
         self._secrets = secrets or SecretBox(None)
         # Without a shared cache (tests, scripts) every lookup goes to the database.
         self._cache = cache or RegistryCache(ttl_seconds=0)
+        self._router = router or Router(sessions, self._cache)
 
     async def complete(
         self, principal: Principal, deployment_id: str, request: CompletionRequest
@@ -212,16 +222,25 @@ class InferenceService:
         chunks: AsyncIterator[GenerationChunk],
         started: float,
     ) -> AsyncIterator[CompletionResponse]:
+        pieces = self._recorded(principal, deployment_id, self._filtered(prepared, chunks), started)
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
+
+    async def _recorded(
+        self, principal: Principal, deployment_id: str, pieces: AsyncIterator[_Piece], started: float
+    ) -> AsyncGenerator[_Piece, None]:
+        """The non-empty pieces of a stream; its usage is recorded when it ends, however it ends."""
         status = 499  # the client went away before the end, unless we get there
         final: _Piece | None = None
         try:
-            async for piece in self._filtered(prepared, chunks):
+            async for piece in pieces:
                 if piece.finish_reason is not None:
                     final = piece
                     status = 200
                 elif not piece.text and not piece.logprobs:
                     continue
-                yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
+                yield piece
         except ModelportError as exc:
             status = exc.status_code
             raise
@@ -229,7 +248,76 @@ class InferenceService:
             status = 500
             raise
         finally:
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()
             self._record(principal, deployment_id, final or _Piece(text=""), status, started)
+
+    # --- the compatible surfaces: a model named, routed over its deployments -----------
+
+    async def generate(
+        self,
+        principal: Principal,
+        model: str,
+        request: CompletionRequest,
+        *,
+        messages: tuple[dict[str, Any], ...] | None = None,
+    ) -> Generated:
+        """The whole answer from one of the deployments `model` names (see `routing`).
+        `messages` (OpenAI-style dicts) replace `chat_history` + `prompt` for chat models."""
+
+        async def attempt(deployment_id: str) -> Generated:
+            started = time.perf_counter()
+            prepared = await self._prepare(principal, deployment_id, request, messages=messages)
+            try:
+                with waiting_for_vendor():
+                    result = await prepared.vendor.complete(prepared.target, prepared.call)
+                pieces = [piece async for piece in self._filtered(prepared, _one(result))]
+            except ModelportError as exc:
+                self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+                raise
+            final = pieces[-1]
+            self._record(principal, deployment_id, final, 200, started)
+            return _Piece(
+                text="".join(piece.text for piece in pieces),
+                logprobs=[entry for piece in pieces for entry in piece.logprobs],
+                finish_reason=final.finish_reason,
+                prompt_tokens=final.prompt_tokens,
+                response_tokens=final.response_tokens,
+            )
+
+        return await self._router.run(principal.account_id, model, attempt)
+
+    async def generate_stream(
+        self,
+        principal: Principal,
+        model: str,
+        request: CompletionRequest,
+        *,
+        messages: tuple[dict[str, Any], ...] | None = None,
+    ) -> AsyncIterator[Generated]:
+        """Start streaming from one of the deployments `model` names. A deployment that
+        fails before its first piece is replaced by the next one, unseen by the caller;
+        errors after that end the stream."""
+
+        async def attempt(deployment_id: str) -> AsyncIterator[Generated]:
+            started = time.perf_counter()
+            prepared = await self._prepare(principal, deployment_id, request, messages=messages)
+            try:
+                with waiting_for_vendor():
+                    chunks = await prepared.vendor.stream(prepared.target, prepared.call)
+                pieces = self._recorded(principal, deployment_id, self._filtered(prepared, chunks), started)
+            except ModelportError as exc:
+                self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+                raise
+            try:
+                first = await anext(pieces)
+            except BaseException:
+                await pieces.aclose()
+                raise
+            return _prepend(first, pieces)
+
+        return await self._router.run(principal.account_id, model, attempt)
 
     async def _filtered(self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[_Piece]:
         output = _OutputFilter(prepared.call.sampling.stop_sequences)
@@ -331,7 +419,14 @@ class InferenceService:
         assert api_key is not None
         return api_key
 
-    async def _prepare(self, principal: Principal, deployment_id: str, request: CompletionRequest) -> _Prepared:
+    async def _prepare(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        request: CompletionRequest,
+        *,
+        messages: tuple[dict[str, Any], ...] | None = None,
+    ) -> _Prepared:
         deployment = await self._deployment(principal.account_id, deployment_id)
         if deployment.status != "READY":
             reason = f": {deployment.status_reason}" if deployment.status_reason else ""
@@ -368,7 +463,10 @@ class InferenceService:
 
         if is_chat and deployment.model_type in CHAT_TYPES:
             assert isinstance(request, ChatCompletionRequest)
-            messages = _messages(request, capabilities)
+            if messages is None:
+                messages = _messages(request, capabilities)
+            else:
+                _check_images(messages, capabilities)
             call = GenerationCall(
                 sampling=sampling,
                 messages=messages,
@@ -406,3 +504,21 @@ def _messages(request: ChatCompletionRequest, capabilities: Capabilities) -> tup
         messages.append({"role": message.role, "content": content})
     messages.append({"role": "user", "content": request.prompt})
     return tuple(messages)
+
+
+def _check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(part.get("type") != "text" for part in content):
+            if not capabilities.accepts_images:
+                raise InvalidRequest(
+                    f"this deployment's model (vendor {capabilities.vendor}) cannot take images; "
+                    "send text content only"
+                )
+
+
+async def _prepend(first: _Piece, rest: AsyncGenerator[_Piece, None]) -> AsyncIterator[_Piece]:
+    async with contextlib.aclosing(rest):
+        yield first
+        async for piece in rest:
+            yield piece

@@ -31,6 +31,7 @@ from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.registry import Registry, deployment_failure_recorder
+from modelport.routing import PassiveHealth, Router
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.secrets import SecretBox
 from modelport.service import InferenceService
@@ -170,8 +171,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
+    health = PassiveHealth(
+        failures_to_set_aside=settings.routing_failures_to_set_aside,
+        cooldown_seconds=settings.routing_cooldown_seconds,
+    )
     app.state.service = InferenceService(
-        app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache, policy=settings.policy
+        app.state.sessions,
+        vendors,
+        usage=usage.record,
+        secrets=box,
+        cache=cache,
+        policy=settings.policy,
+        router=Router(app.state.sessions, cache, health),
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:

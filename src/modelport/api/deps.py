@@ -32,13 +32,15 @@ async def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 async def current_principal(
     request: Request,
     x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
     x_selected_account_id: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    if not x_api_key:
-        raise Unauthenticated("missing x-api-key header")
+    api_key = x_api_key or _bearer_token(authorization)
+    if not api_key:
+        raise Unauthenticated("missing API key: send an x-api-key header or Authorization: Bearer <key>")
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
     cache: RegistryCache = request.app.state.cache
-    key_hash = hash_key(x_api_key)
+    key_hash = hash_key(api_key)
 
     async def load_owner() -> repo.KeyOwner | None:
         async with factory() as session:
@@ -64,6 +66,14 @@ async def current_principal(
         role=role,
         is_operator=owner.is_operator,
     )
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    """The key of `Authorization: Bearer <key>` (what the OpenAI SDK sends)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def inference_service(request: Request) -> InferenceService:

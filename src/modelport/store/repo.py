@@ -353,3 +353,24 @@ async def delete_secret(session: AsyncSession, *, account_id: str, name: str) ->
         return False
     await session.delete(secret)
     return True
+
+
+# --- routing (compatible surfaces: `model` by name) ----------------------------------
+
+
+async def models_for_routing(session: AsyncSession, *, account_id: str, name: str) -> list[Model]:
+    """The account's models called `name`, oldest first (a name is not unique)."""
+    rows = await session.scalars(
+        select(Model).where(Model.account_id == account_id, Model.name == name).order_by(Model.created_at, Model.id)
+    )
+    return list(rows)
+
+
+async def ready_deployments_of(session: AsyncSession, *, account_id: str, model_id: str) -> list[str]:
+    """Ids of a model's READY deployments, oldest first."""
+    rows = await session.scalars(
+        select(Deployment.id)
+        .where(Deployment.account_id == account_id, Deployment.model_id == model_id, Deployment.status == "READY")
+        .order_by(Deployment.created_at, Deployment.id)
+    )
+    return list(rows)
