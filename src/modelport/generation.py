@@ -4,6 +4,13 @@ A `GenerationCall` is a request after validation and defaults: what to send. A v
 answers with `GenerationChunk`s: raw text pieces (stop sequences may still be in
 them; the service removes them), optional per-token logprobs, and at the end the
 finish reason and token counts.
+
+Beyond the SGP v4 request, a call may carry OpenAI's function-calling and structured
+output parameters (`tools`, `tool_choice`, `response_format`, `seed`, `logit_bias`,
+`n`), in OpenAI's own shapes: the OpenAI-compatible surfaces pass them through
+unchanged and each adapter translates them to its vendor (or refuses them with 400,
+see `params.check_supported`). A model that calls a tool answers with `tool_calls`
+deltas in OpenAI's streaming shape and finish reason "tool_calls".
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "content_filter"]
+# "tool_calls": the model stopped to call tools (OpenAI's reason); the SGP v4 response
+# has no such value and reports it as "stop".
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,20 @@ class GenerationCall:
     prompt: str | None = None
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    # OpenAI shapes, passed through (see the module docstring). `messages` may then also
+    # hold assistant turns with `tool_calls` and `{"role": "tool", "tool_call_id",
+    # "content"}` turns.
+    # [{"type": "function", "function": {"name", "description", "parameters"}}]
+    tools: tuple[dict[str, Any], ...] | None = None
+    # "none" | "auto" | "required" | {"type": "function", "function": {"name"}}
+    tool_choice: str | dict[str, Any] | None = None
+    # {"type": "text" | "json_object"} or
+    # {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None
+    # token id (a decimal string, as OpenAI sends it) -> bias added to its logit
+    logit_bias: dict[str, float] | None = None
+    n: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +88,32 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    # OpenAI's streaming delta shape: [{"index", "id"?, "type": "function"?,
+    # "function": {"name"?, "arguments"}}]; a non-streamed answer carries each call
+    # whole (id, type, name and all of its arguments) in one entry per index.
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+def join_tool_calls(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Fold streamed tool-call deltas into whole calls (in place, by `index`).
+
+    The first delta of a call names it (id, type, function name); later ones append
+    to its arguments, as OpenAI streams them.
+    """
+    by_index = {int(entry["index"]): entry for entry in joined}
+    for delta in deltas:
+        index = int(delta.get("index", 0))
+        function = delta.get("function") or {}
+        entry = by_index.get(index)
+        if entry is None:
+            entry = {"index": index, "id": None, "type": "function", "function": {"name": None, "arguments": ""}}
+            by_index[index] = entry
+            joined.append(entry)
+        if delta.get("id"):
+            entry["id"] = delta["id"]
+        if delta.get("type"):
+            entry["type"] = delta["type"]
+        if function.get("name"):
+            entry["function"]["name"] = function["name"]
+        entry["function"]["arguments"] += function.get("arguments") or ""
+    joined.sort(key=lambda entry: int(entry["index"]))

@@ -7,17 +7,60 @@ returns the effective settings or raises the error the caller should see.
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
+from dataclasses import replace
 from typing import Any
 
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
-from modelport.generation import Sampling
+from modelport.generation import GenerationCall, Sampling
 from modelport.schemas.inference import CompletionRequest
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities
 
+# The optional parameters that live on the GenerationCall rather than on Sampling
+# (the OpenAI-compatible surfaces set them; the SGP v4 request has none of them).
+CALL_PARAMETERS = ("tools", "tool_choice", "response_format", "seed", "logit_bias", "n")
 
-def check_supported(request: CompletionRequest, capabilities: Capabilities, *, drop_unsupported: bool) -> set[str]:
-    """Return the parameters to drop; refuse (400) the unsupported ones unless dropping."""
-    asked = request.explicit_parameters() & OPTIONAL_PARAMETERS
+
+def call_parameters(call: GenerationCall) -> set[str]:
+    """The GenerationCall-level optional parameters this call actually asks for.
+
+    Defaults ask for nothing: `n` of 1 and `response_format` `{"type": "text"}` (what
+    many clients send explicitly) are what every vendor does anyway.
+    """
+    asked: set[str] = set()
+    for name in CALL_PARAMETERS:
+        value = getattr(call, name)
+        if name == "n":
+            if value != 1:
+                asked.add(name)
+        elif name == "response_format":
+            if value is not None and value.get("type", "text") != "text":
+                asked.add(name)
+        elif value is not None:
+            asked.add(name)
+    return asked
+
+
+def without_parameters(call: GenerationCall, dropped: AbstractSet[str]) -> GenerationCall:
+    """The call with its dropped GenerationCall-level parameters reset to their defaults."""
+    resets: dict[str, Any] = {name: (1 if name == "n" else None) for name in CALL_PARAMETERS if name in dropped}
+    return replace(call, **resets) if resets else call
+
+
+def check_supported(
+    request: CompletionRequest | None,
+    capabilities: Capabilities,
+    *,
+    drop_unsupported: bool,
+    call: GenerationCall | None = None,
+) -> set[str]:
+    """Return the parameters to drop; refuse (400) the unsupported ones unless dropping.
+
+    Checks the request's explicit parameters and, when given, the call's
+    GenerationCall-level ones (`call_parameters`); either may be left out.
+    """
+    asked = (request.explicit_parameters() if request is not None else set()) & OPTIONAL_PARAMETERS
+    if call is not None:
+        asked |= call_parameters(call)
     unsupported = asked - capabilities.parameters
     if unsupported and not drop_unsupported:
         names = ", ".join(sorted(unsupported))

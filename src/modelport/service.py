@@ -373,7 +373,8 @@ class InferenceService:
         return CompletionResponse(
             completions=[[prepared.prompt, [text]]],
             choices=choices,
-            finish_reason=final.finish_reason,
+            # The v4 response has no "tool_calls" reason (SPEC 3.7: it reads as "stop").
+            finish_reason="stop" if final.finish_reason == "tool_calls" else final.finish_reason,
             prompt_tokens=final.prompt_tokens,
             response_tokens=final.response_tokens,
         )

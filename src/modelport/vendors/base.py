@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob
+from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
 
 # Every optional request parameter a vendor may or may not honour.
 OPTIONAL_PARAMETERS = frozenset(
@@ -27,6 +27,13 @@ OPTIONAL_PARAMETERS = frozenset(
         "chat_template_kwargs",
         "reasoning_effort",
         "stop_sequences",
+        # GenerationCall-level (OpenAI-compatible surfaces only; see params.call_parameters)
+        "tools",
+        "tool_choice",
+        "response_format",
+        "seed",
+        "logit_bias",
+        "n",
     }
 )
 
@@ -82,10 +89,13 @@ async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationChunk:
     result = GenerationChunk(text="")
     texts: list[str] = []
     logprobs: list[TokenLogprob] = []
+    tool_calls: list[dict[str, Any]] = []
     async for chunk in chunks:
         texts.append(chunk.text)
         if chunk.logprobs:
             logprobs.extend(chunk.logprobs)
+        if chunk.tool_calls:
+            join_tool_calls(tool_calls, chunk.tool_calls)
         if chunk.finish_reason is not None:
             result.finish_reason = chunk.finish_reason
         if chunk.prompt_tokens is not None:
@@ -94,4 +104,5 @@ async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationChunk:
             result.response_tokens = chunk.response_tokens
     result.text = "".join(texts)
     result.logprobs = logprobs or None
+    result.tool_calls = tool_calls or None
     return result

@@ -15,7 +15,8 @@ from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, co
 # LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter.
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
-    parameters=OPTIONAL_PARAMETERS - {"reasoning_effort"},
+    parameters=OPTIONAL_PARAMETERS
+    - {"reasoning_effort", "tools", "tool_choice", "response_format", "seed", "logit_bias", "n"},
     max_temperature=2.0,
     default_max_tokens=100,
     accepts_images=False,
