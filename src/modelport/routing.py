@@ -45,7 +45,14 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.cache import RegistryCache
-from modelport.errors import DeploymentUnavailable, ModelportError, NotFound, RateLimited, UpstreamError, UpstreamTimeout
+from modelport.errors import (
+    DeploymentUnavailable,
+    ModelportError,
+    NotFound,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from modelport.store import repo
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.auth import Principal
 from modelport.cache import RegistryCache
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
-from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
-from modelport.params import check_bindings, check_supported, effective_sampling
+from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
+from modelport.params import check_bindings, check_supported, effective_sampling, without_parameters
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.routing import Router
 from modelport.schemas.inference import (
@@ -93,6 +93,8 @@ class _Piece:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI delta shape (whole calls when not streamed)
+    stop_sequence: str | None = None  # on the last piece: the stop sequence that ended it, if seen
 
 
 class _OutputFilter:
@@ -112,6 +114,10 @@ class _OutputFilter:
     @property
     def stopped(self) -> bool:
         return self._stops.stopped
+
+    @property
+    def matched(self) -> str | None:
+        return self._stops.matched
 
     def take(self, chunk: GenerationChunk) -> tuple[str, list[TokenLogprob]]:
         if chunk.logprobs:
@@ -238,7 +244,7 @@ class InferenceService:
                 if piece.finish_reason is not None:
                     final = piece
                     status = 200
-                elif not piece.text and not piece.logprobs:
+                elif not piece.text and not piece.logprobs and not piece.tool_calls:
                     continue
                 yield piece
         except ModelportError as exc:
@@ -262,13 +268,15 @@ class InferenceService:
         request: CompletionRequest,
         *,
         messages: tuple[dict[str, Any], ...] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Generated:
         """The whole answer from one of the deployments `model` names (see `routing`).
-        `messages` (OpenAI-style dicts) replace `chat_history` + `prompt` for chat models."""
+        `messages` (OpenAI-style dicts) replace `chat_history` + `prompt` for chat models;
+        `options` are GenerationCall-level parameters (tools, response_format, ...)."""
 
         async def attempt(deployment_id: str) -> Generated:
             started = time.perf_counter()
-            prepared = await self._prepare(principal, deployment_id, request, messages=messages)
+            prepared = await self._prepare(principal, deployment_id, request, messages=messages, options=options)
             try:
                 with waiting_for_vendor():
                     result = await prepared.vendor.complete(prepared.target, prepared.call)
@@ -278,12 +286,17 @@ class InferenceService:
                 raise
             final = pieces[-1]
             self._record(principal, deployment_id, final, 200, started)
+            tool_calls: list[dict[str, Any]] = []
+            for piece in pieces:
+                join_tool_calls(tool_calls, piece.tool_calls or [])
             return _Piece(
                 text="".join(piece.text for piece in pieces),
                 logprobs=[entry for piece in pieces for entry in piece.logprobs],
+                tool_calls=tool_calls or None,
                 finish_reason=final.finish_reason,
                 prompt_tokens=final.prompt_tokens,
                 response_tokens=final.response_tokens,
+                stop_sequence=final.stop_sequence,
             )
 
         return await self._router.run(principal.account_id, model, attempt)
@@ -295,6 +308,7 @@ class InferenceService:
         request: CompletionRequest,
         *,
         messages: tuple[dict[str, Any], ...] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> AsyncIterator[Generated]:
         """Start streaming from one of the deployments `model` names. A deployment that
         fails before its first piece is replaced by the next one, unseen by the caller;
@@ -302,7 +316,7 @@ class InferenceService:
 
         async def attempt(deployment_id: str) -> AsyncIterator[Generated]:
             started = time.perf_counter()
-            prepared = await self._prepare(principal, deployment_id, request, messages=messages)
+            prepared = await self._prepare(principal, deployment_id, request, messages=messages, options=options)
             try:
                 with waiting_for_vendor():
                     chunks = await prepared.vendor.stream(prepared.target, prepared.call)
@@ -330,6 +344,8 @@ class InferenceService:
                     text, entries = output.take(chunk)
                     if text or entries:
                         yield _Piece(text=text, logprobs=entries)
+                if chunk.tool_calls:
+                    yield _Piece(text="", tool_calls=chunk.tool_calls)
                 if chunk.finish_reason is not None:
                     finish_reason = chunk.finish_reason
                 if chunk.prompt_tokens is not None:
@@ -351,6 +367,7 @@ class InferenceService:
             finish_reason="stop" if output.stopped else (finish_reason or "stop"),
             prompt_tokens=prompt_tokens,
             response_tokens=response_tokens,
+            stop_sequence=output.matched,
         )
 
     def _response(
@@ -427,6 +444,7 @@ class InferenceService:
         request: CompletionRequest,
         *,
         messages: tuple[dict[str, Any], ...] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> _Prepared:
         deployment = await self._deployment(principal.account_id, deployment_id)
         if deployment.status != "READY":
@@ -478,6 +496,10 @@ class InferenceService:
             # A completion model called on chat-completions answers the prompt alone
             # (the platform's documented behaviour: history is disregarded).
             call = GenerationCall(sampling=sampling, prompt=request.prompt)
+        if options:  # the compatible surfaces' call-level parameters, checked like the others
+            call = replace(call, **options)
+            drop = bool(target.parameters.get("drop_unsupported_params"))
+            call = without_parameters(call, check_supported(None, capabilities, drop_unsupported=drop, call=call))
         return _Prepared(
             vendor=vendor,
             target=target,
@@ -510,12 +532,11 @@ def _messages(request: ChatCompletionRequest, capabilities: Capabilities) -> tup
 def _check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:
     for message in messages:
         content = message.get("content")
-        if isinstance(content, list) and any(part.get("type") != "text" for part in content):
-            if not capabilities.accepts_images:
-                raise InvalidRequest(
-                    f"this deployment's model (vendor {capabilities.vendor}) cannot take images; "
-                    "send text content only"
-                )
+        has_images = isinstance(content, list) and any(part.get("type") != "text" for part in content)
+        if has_images and not capabilities.accepts_images:
+            raise InvalidRequest(
+                f"this deployment's model (vendor {capabilities.vendor}) cannot take images; send text content only"
+            )
 
 
 async def _prepend(first: _Piece, rest: AsyncGenerator[_Piece, None]) -> AsyncIterator[_Piece]:

@@ -21,6 +21,7 @@ class StopSequenceFilter:
         self._stops = tuple(dict.fromkeys(stop_sequences))
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def feed(self, piece: str) -> str:
         """Add a piece of generated text; return what may be released now.
@@ -36,9 +37,9 @@ class StopSequenceFilter:
         # started earlier would have kept its beginning held back. Generation ends at
         # the stop that completes first (ties: the longer one, which starts earlier),
         # so a whole text and the same text in pieces are cut at the same place.
-        found = [(i + len(stop), i) for stop in self._stops if (i := buffer.find(stop)) >= 0]
+        found = [(i + len(stop), i, stop) for stop in self._stops if (i := buffer.find(stop)) >= 0]
         if found:
-            cut = min(found)[1]
+            _end, cut, self.matched = min(found)
             self.stopped = True
             self._held = ""
             return buffer[:cut]

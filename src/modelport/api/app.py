@@ -20,9 +20,19 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__
+from modelport.api import error_shapes
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
-from modelport.api.routes import accounts, deployments, health, inference, models, secrets
+from modelport.api.routes import (
+    accounts,
+    anthropic_compat,
+    deployments,
+    health,
+    inference,
+    models,
+    openai_compat,
+    secrets,
+)
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
@@ -237,25 +247,30 @@ def create_app(
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport
 
+    def error_answer(request: Request, status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
+        # The OpenAI and Anthropic surfaces answer in their vendor's error shape.
+        status, body = error_shapes.reshape(request.url.path, status, body)
+        return JSONResponse(body, status_code=status, headers=headers)
+
     @app.exception_handler(ModelportError)
-    async def _modelport_error(_request: Request, exc: ModelportError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+    async def _modelport_error(request: Request, exc: ModelportError) -> JSONResponse:
+        return error_answer(request, exc.status_code, exc.body(), exc.headers())
 
     @app.exception_handler(RequestValidationError)
-    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(validation_detail(list(exc.errors())), status_code=422)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_answer(request, 422, validation_detail(list(exc.errors())))
 
     @app.exception_handler(ValidationError)
-    async def _body_invalid(_request: Request, exc: ValidationError) -> JSONResponse:
+    async def _body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
         errors = [dict(error) for error in exc.errors(include_url=False, include_input=False)]
         for error in errors:
             error["loc"] = ("body", *error.get("loc", ()))  # type: ignore[misc]
-        return JSONResponse(validation_detail(errors), status_code=422)
+        return error_answer(request, 422, validation_detail(errors))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
+        return error_answer(request, 500, {"detail": "internal server error"})
 
     app.include_router(health.router)
     app.include_router(inference.router)
@@ -263,6 +278,8 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(accounts.router)
     app.include_router(secrets.router)
+    app.include_router(openai_compat.router)
+    app.include_router(anthropic_compat.router)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # outermost: its clock starts first

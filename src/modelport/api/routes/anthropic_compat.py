@@ -1,0 +1,69 @@
+"""The Anthropic Messages surface: POST /v1/messages and /v1/messages/count_tokens, for
+any deployment (the `model` is routed like on /v1/chat/completions). Translation lives
+in `modelport.compat.anthropic`; errors are reshaped by `api.error_shapes`.
+
+count_tokens asks the deployment for one token and reports the prompt tokens it
+counted: exact for every vendor (each counts with its own tokenizer), at the price of
+a one-token generation, recorded in usage like any other call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from modelport.api.deps import CurrentPrincipal, Service, parse_body
+from modelport.api.error_shapes import anthropic_error
+from modelport.compat import anthropic as translate
+from modelport.errors import ModelportError
+from modelport.schemas import anthropic as wire
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["anthropic-compatible"])
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _event(name: str, payload: dict[str, object]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+async def _sse(events: AsyncIterator[translate.Event]) -> AsyncIterator[bytes]:
+    try:
+        async for name, payload in events:
+            yield _event(name, payload)
+    except ModelportError as exc:
+        yield _event("error", anthropic_error(exc.status_code, exc.detail))
+    except Exception:
+        log.exception("stream failed after it started")
+        yield _event("error", anthropic_error(500, "internal error while streaming"))
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@router.post("/v1/messages", response_model=wire.MessageResponse)
+async def messages(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    body = await parse_body(request, wire.MessagesBody)
+    sampling, turns, options = translate.message_request(body)
+    if body.stream:
+        pieces = await service.generate_stream(principal, body.model, sampling, messages=turns, options=options)
+        return StreamingResponse(
+            _sse(translate.message_events(body, pieces)), media_type="text/event-stream", headers=_STREAM_HEADERS
+        )
+    generated = await service.generate(principal, body.model, sampling, messages=turns, options=options)
+    return Response(translate.message(body, generated).model_dump_json(), media_type="application/json")
+
+
+@router.post("/v1/messages/count_tokens", response_model=wire.TokenCount)
+async def count_tokens(request: Request, principal: CurrentPrincipal, service: Service) -> wire.TokenCount:
+    body = await parse_body(request, wire.CountTokensBody)
+    sampling, turns, options = translate.message_request(body)
+    generated = await service.generate(principal, body.model, sampling, messages=turns, options=options)
+    return wire.TokenCount(input_tokens=generated.prompt_tokens or 0)

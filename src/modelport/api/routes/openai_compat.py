@@ -1,0 +1,110 @@
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/models, and
+the SGP SDK's OpenAI-shaped beta (/v4/beta/chat/completions, /v4/beta/completions),
+answered by the same handlers. Translation lives in `modelport.compat.openai`; errors
+are reshaped by `api.error_shapes`.
+
+Streams end with `data: [DONE]` on /v1 (OpenAI's sentinel). The SGP SDK parses every
+`data:` line as JSON, so the beta routes send no sentinel. An error after a stream has
+started is an `error` event whose data is OpenAI's error body, which both SDKs raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from modelport.api.deps import CurrentPrincipal, RegistryDep, Service, parse_body
+from modelport.api.error_shapes import openai_error
+from modelport.compat import openai as translate
+from modelport.errors import ModelportError, NotFound
+from modelport.schemas import openai as wire
+from modelport.schemas.registry import MAX_PAGE_SIZE
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["openai-compatible"])
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _json(payload: BaseModel) -> Response:
+    return Response(payload.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+async def _sse(events: AsyncIterator[BaseModel], *, done_sentinel: bool) -> AsyncIterator[bytes]:
+    try:
+        async for item in events:
+            yield b"data: " + item.model_dump_json(exclude_none=True).encode() + b"\n\n"
+        if done_sentinel:
+            yield b"data: [DONE]\n\n"
+    except ModelportError as exc:
+        body = openai_error(exc.status_code, exc.detail)
+        yield b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+    except Exception:
+        log.exception("stream failed after it started")
+        yield b"event: error\ndata: " + orjson.dumps(openai_error(500, "internal error while streaming")) + b"\n\n"
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _streaming(events: AsyncIterator[BaseModel], request: Request) -> StreamingResponse:
+    done = not request.url.path.startswith("/v4/beta/")
+    return StreamingResponse(_sse(events, done_sentinel=done), media_type="text/event-stream", headers=_STREAM_HEADERS)
+
+
+@router.post("/v1/chat/completions", response_model=wire.ChatCompletion)
+@router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion)
+async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    body = await parse_body(request, wire.ChatCompletionBody)
+    sampling, messages, options = translate.chat_request(body)
+    if body.stream:
+        pieces = await service.generate_stream(principal, body.model, sampling, messages=messages, options=options)
+        return _streaming(translate.chat_chunks(body, pieces), request)
+    generated = await service.generate(principal, body.model, sampling, messages=messages, options=options)
+    return _json(translate.chat_completion(body, generated))
+
+
+@router.post("/v1/completions", response_model=wire.TextCompletion)
+@router.post("/v4/beta/completions", response_model=wire.TextCompletion)
+async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    body = await parse_body(request, wire.TextCompletionBody)
+    sampling, options = translate.text_request(body)
+    if body.stream:
+        pieces = await service.generate_stream(principal, body.model, sampling, options=options)
+        return _streaming(translate.text_chunks(body, pieces), request)
+    generated = await service.generate(principal, body.model, sampling, options=options)
+    return _json(translate.text_completion(body, generated))
+
+
+async def _model_cards(principal: CurrentPrincipal, registry: RegistryDep) -> list[wire.ModelCard]:
+    page = await registry.list_models(
+        principal, page=1, limit=MAX_PAGE_SIZE, model_type=None, sort_by=None, with_deployments=False
+    )
+    return [
+        wire.ModelCard(
+            id=model.name,
+            created=int(model.created_at.timestamp()),
+            owned_by=(model.model_vendor or "other").lower(),
+        )
+        for model in page.items
+    ]
+
+
+@router.get("/v1/models", response_model=wire.ModelList)
+async def list_models(principal: CurrentPrincipal, registry: RegistryDep) -> wire.ModelList:
+    return wire.ModelList(data=await _model_cards(principal, registry))
+
+
+@router.get("/v1/models/{model:path}", response_model=wire.ModelCard)
+async def get_model(model: str, principal: CurrentPrincipal, registry: RegistryDep) -> wire.ModelCard:
+    for card in await _model_cards(principal, registry):
+        if model in (card.id, f"{card.owned_by}/{card.id}"):
+            return card
+    raise NotFound(f"model {model!r} not found")

@@ -1,0 +1,248 @@
+"""Anthropic's Messages shapes <-> the one InferenceService.
+
+A Messages request becomes OpenAI-style messages (what every adapter takes; the
+Anthropic adapter turns them back into Anthropic's blocks, so an Anthropic deployment
+loses nothing): the system prompt becomes a system message, `tool_use` blocks become
+assistant `tool_calls`, `tool_result` blocks become `tool` messages, images become
+`image_url` parts (base64 as data URLs). Tools and `tool_choice` become the OpenAI
+ones. The sampling parameters go through the v4 rules as an SGP request, so ranges,
+clamping and vendor abilities are checked once, the same way.
+
+Back: `Generated` pieces become a `message` with text and `tool_use` blocks, or the
+event stream (`message_start`, `content_block_start`/`_delta`/`_stop`, `message_delta`,
+`message_stop`). Input tokens are known only at the end of a stream, so
+`message_start` reports 0 and `message_delta` carries the real counts (the SDK's
+accumulator takes them from there).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelport.errors import InvalidRequest
+from modelport.schemas import anthropic as wire
+from modelport.schemas.inference import ChatCompletionRequest
+from modelport.service import Generated
+
+ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
+# count_tokens asks the deployment for this many tokens and reports its prompt count.
+COUNTING_MAX_TOKENS = 1
+
+Event = tuple[str, dict[str, Any]]
+
+
+def message_request(
+    body: wire.MessagesBody | wire.CountTokensBody,
+) -> tuple[ChatCompletionRequest, tuple[dict[str, Any], ...], dict[str, Any]]:
+    """(sampling request, messages, call options) for the service."""
+    messages = _messages(body)
+    values: dict[str, Any] = {"chat_history": [], "prompt": _last_user_text(body.messages)}
+    if isinstance(body, wire.MessagesBody):
+        values.update(
+            temperature=ANTHROPIC_DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
+            max_tokens=body.max_tokens,
+            stream=body.stream,
+        )
+        optional = {"stop_sequences": body.stop_sequences, "top_p": body.top_p, "top_k": body.top_k}
+        values.update({name: value for name, value in optional.items() if value is not None})
+        if body.top_k is not None:
+            values["top_k"] = float(body.top_k)
+    else:
+        values.update(temperature=0.0, max_tokens=COUNTING_MAX_TOKENS)
+    try:
+        request = ChatCompletionRequest.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise InvalidRequest(f"invalid {'.'.join(map(str, error['loc']))}: {error['msg']}") from exc
+    options: dict[str, Any] = {}
+    if body.tools:
+        options["tools"] = tuple(
+            {
+                "type": "function",
+                "function": {"name": tool.name, "description": tool.description or "", "parameters": tool.input_schema},
+            }
+            for tool in body.tools
+        )
+    if body.tool_choice is not None:
+        options["tool_choice"] = _tool_choice(body.tool_choice)
+    return request, messages, options
+
+
+def _tool_choice(choice: wire.ToolChoice) -> str | dict[str, Any]:
+    if choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequest("tool_choice of type tool needs the tool's name")
+        return {"type": "function", "function": {"name": choice.name}}
+    return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+
+
+def _last_user_text(messages: list[wire.Message]) -> str:
+    last = messages[-1]
+    if last.role != "user":
+        return ""
+    if isinstance(last.content, str):
+        return last.content
+    return "".join(block.text for block in last.content if isinstance(block, wire.TextBlock))
+
+
+def _messages(body: wire.CountTokensBody) -> tuple[dict[str, Any], ...]:
+    out: list[dict[str, Any]] = []
+    if body.system:
+        system = body.system if isinstance(body.system, str) else "\n\n".join(block.text for block in body.system)
+        out.append({"role": "system", "content": system})
+    for message in body.messages:
+        if isinstance(message.content, str):
+            out.append({"role": message.role, "content": message.content})
+        elif message.role == "assistant":
+            out.append(_assistant(message.content))
+        else:
+            out.extend(_user(message.content))
+    return tuple(out)
+
+
+def _assistant(blocks: list[Any]) -> dict[str, Any]:
+    text = "".join(block.text for block in blocks if isinstance(block, wire.TextBlock))
+    turn: dict[str, Any] = {"role": "assistant", "content": text}
+    calls = [
+        {"id": block.id, "type": "function", "function": {"name": block.name, "arguments": json.dumps(block.input)}}
+        for block in blocks
+        if isinstance(block, wire.ToolUseBlock)
+    ]
+    if calls:
+        turn["tool_calls"] = calls
+    return turn
+
+
+def _user(blocks: list[Any]) -> list[dict[str, Any]]:
+    """Tool results first (as `tool` messages, where OpenAI keeps them), then the rest."""
+    turns: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for block in blocks:
+        if isinstance(block, wire.ToolResultBlock):
+            result = block.content if isinstance(block.content, str) else "".join(b.text for b in block.content or [])
+            turns.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": result})
+        elif isinstance(block, wire.TextBlock):
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, wire.ImageBlock):
+            source = block.source
+            url = source.url if isinstance(source, wire.URLSource) else f"data:{source.media_type};base64,{source.data}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            raise InvalidRequest("a user message cannot hold tool_use blocks; they belong to assistant messages")
+    if parts:
+        only_text = all(part["type"] == "text" for part in parts)
+        content: Any = "".join(part["text"] for part in parts) if only_text else parts
+        turns.append({"role": "user", "content": content})
+    return turns
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+def message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def stop_reason(piece: Generated) -> wire.StopReason:
+    if piece.finish_reason == "length":
+        return "max_tokens"
+    if piece.finish_reason == "tool_calls":
+        return "tool_use"
+    if piece.finish_reason == "content_filter":
+        return "refusal"
+    return "stop_sequence" if piece.stop_sequence else "end_turn"
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def message(body: wire.MessagesBody, generated: Generated) -> wire.MessageResponse:
+    content: list[wire.ResponseText | wire.ResponseToolUse] = []
+    if generated.text or not generated.tool_calls:
+        content.append(wire.ResponseText(text=generated.text))
+    for call in generated.tool_calls or []:
+        function = call.get("function") or {}
+        content.append(
+            wire.ResponseToolUse(
+                id=str(call.get("id") or f"toolu_{uuid.uuid4().hex}"),
+                name=str(function.get("name") or ""),
+                input=_tool_input(str(function.get("arguments") or "")),
+            )
+        )
+    return wire.MessageResponse(
+        id=message_id(),
+        model=body.model,
+        content=content,
+        stop_reason=stop_reason(generated),
+        stop_sequence=generated.stop_sequence,
+        usage=wire.Usage(input_tokens=generated.prompt_tokens or 0, output_tokens=generated.response_tokens or 0),
+    )
+
+
+async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generated]) -> AsyncIterator[Event]:
+    """Anthropic's event stream: one text block, then one block per tool call."""
+    start = wire.MessageResponse(
+        id=message_id(),
+        model=body.model,
+        content=[],
+        stop_reason=None,
+        stop_sequence=None,
+        usage=wire.Usage(input_tokens=0, output_tokens=0),
+    )
+    yield "message_start", {"type": "message_start", "message": start.model_dump()}
+    index = -1  # the open content block
+    open_kind: str | None = None
+    tool_blocks: dict[int, int] = {}  # tool call index -> content block index
+
+    def close() -> Event:
+        return "content_block_stop", {"type": "content_block_stop", "index": index}
+
+    async for piece in pieces:
+        if piece.text:
+            if open_kind != "text":
+                if open_kind is not None:
+                    yield close()
+                index, open_kind = index + 1, "text"
+                yield "content_block_start", _block_start(index, {"type": "text", "text": ""})
+            yield "content_block_delta", _block_delta(index, {"type": "text_delta", "text": piece.text})
+        for call in piece.tool_calls or []:
+            call_index = int(call.get("index", 0))
+            function = call.get("function") or {}
+            if call_index not in tool_blocks:
+                if open_kind is not None:
+                    yield close()
+                index, open_kind = index + 1, "tool_use"
+                tool_blocks[call_index] = index
+                block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex}",
+                         "name": function.get("name") or "", "input": {}}  # fmt: skip
+                yield "content_block_start", _block_start(index, block)
+            if function.get("arguments"):
+                delta = {"type": "input_json_delta", "partial_json": function["arguments"]}
+                yield "content_block_delta", _block_delta(tool_blocks[call_index], delta)
+        if piece.finish_reason is not None:
+            if open_kind is None:  # an empty answer still has its (empty) text block
+                index, open_kind = 0, "text"
+                yield "content_block_start", _block_start(index, {"type": "text", "text": ""})
+            yield close()
+            usage = {"input_tokens": piece.prompt_tokens or 0, "output_tokens": piece.response_tokens or 0}
+            delta = {"stop_reason": stop_reason(piece), "stop_sequence": piece.stop_sequence}
+            yield "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+            yield "message_stop", {"type": "message_stop"}
+
+
+def _block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_start", "index": index, "content_block": block}
+
+
+def _block_delta(index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": delta}

@@ -1,0 +1,257 @@
+"""OpenAI's request and response shapes <-> the one InferenceService.
+
+A request becomes what the service already takes: the sampling parameters as an SGP
+`ChatCompletionRequest` / `CompletionRequest` (so every rule of the v4 routes applies:
+ranges, clamping, vendor abilities), the messages as OpenAI-style dicts, and the
+call-level parameters (tools, response_format, ...) as GenerationCall options. The
+service's output (`Generated` pieces) becomes `chat.completion` / `text_completion`
+objects or their streamed chunks.
+
+Two choices differ from the v4 routes, to match OpenAI: `temperature` defaults to 1, and
+the answer echoes the `model` the caller named.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelport.errors import InvalidRequest
+from modelport.generation import TokenLogprob as GeneratedLogprob
+from modelport.schemas import openai as wire
+from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
+from modelport.service import Generated
+
+OPENAI_DEFAULT_TEMPERATURE = 1.0
+# SGP names -> the OpenAI names a caller sent, for error messages.
+_PARAMETER_NAMES = {"stop_sequences": "stop", "chat_history": "messages", "prompt": "messages"}
+
+
+def chat_request(
+    body: wire.ChatCompletionBody,
+) -> tuple[ChatCompletionRequest, tuple[dict[str, Any], ...], dict[str, Any]]:
+    """(sampling request, messages, call options) for the service."""
+    messages = tuple(_message(message) for message in body.messages)
+    sampling = _sampling(body, max_tokens=body.max_completion_tokens or body.max_tokens)
+    if body.logprobs is not None:
+        sampling["logprobs"] = body.logprobs
+    if body.top_logprobs is not None:
+        sampling["top_logprobs"] = body.top_logprobs
+    if body.reasoning_effort is not None:
+        sampling["reasoning_effort"] = body.reasoning_effort
+    # A COMPLETION model on the chat route answers the last user turn (as on v4).
+    last = body.messages[-1]
+    prompt = _text(last.content) if isinstance(last, wire.UserMessage) else ""
+    request = _validated(ChatCompletionRequest, {"chat_history": [], "prompt": prompt, **sampling})
+    options: dict[str, Any] = _call_options(body)
+    if body.tools is not None:
+        options["tools"] = tuple(tool.model_dump(exclude_none=True) for tool in body.tools)
+    if body.tool_choice is not None:
+        options["tool_choice"] = body.tool_choice
+    if body.response_format is not None:
+        options["response_format"] = body.response_format
+    return request, messages, options
+
+
+def text_request(body: wire.TextCompletionBody) -> tuple[CompletionRequest, dict[str, Any]]:
+    sampling = _sampling(body, max_tokens=body.max_tokens)
+    if body.logprobs is not None:
+        sampling["logprobs"] = True
+        if body.logprobs > 0:
+            sampling["top_logprobs"] = body.logprobs
+    return _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}), _call_options(body)
+
+
+def _sampling(body: wire.ChatCompletionBody | wire.TextCompletionBody, *, max_tokens: int | None) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "temperature": OPENAI_DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
+        "stop_sequences": body.stop_sequences(),
+        "max_tokens": max_tokens,
+        "top_p": body.top_p,
+        "top_k": None if body.top_k is None else float(body.top_k),
+        "frequency_penalty": body.frequency_penalty,
+        "presence_penalty": body.presence_penalty,
+        "stream": body.stream,
+    }
+    # Only what the caller set: the service refuses set parameters a vendor cannot honour.
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _call_options(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if body.n is not None and body.n > 1:
+        # A vendor's answer is one sequence of chunks here; several choices cannot be told apart.
+        raise InvalidRequest("n greater than 1 is not supported: send n requests instead", param="n")
+    if body.seed is not None:
+        options["seed"] = body.seed
+    if body.logit_bias is not None:
+        options["logit_bias"] = dict(body.logit_bias)
+    return options
+
+
+def _validated(schema: type[CompletionRequest], values: dict[str, Any]) -> Any:
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = str(error["loc"][0]) if error["loc"] else "request"
+        name = _PARAMETER_NAMES.get(field, field)
+        raise InvalidRequest(f"invalid {name}: {error['msg']}", param=name) from exc
+
+
+def _text(content: str | list[Any] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content if isinstance(part, wire.TextPart))
+
+
+def _message(message: wire.Message) -> dict[str, Any]:
+    """One message as the adapters take it (OpenAI-style dicts, system for developer)."""
+    if isinstance(message, wire.SystemMessage):
+        return {"role": "system", "content": _text(message.content)}
+    if isinstance(message, wire.UserMessage):
+        if isinstance(message.content, str):
+            return {"role": "user", "content": message.content}
+        return {"role": "user", "content": [part.model_dump(exclude_none=True) for part in message.content]}
+    if isinstance(message, wire.AssistantMessage):
+        turn: dict[str, Any] = {"role": "assistant", "content": _text(message.content)}
+        if message.tool_calls:
+            turn["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        return turn
+    return {"role": "tool", "tool_call_id": message.tool_call_id, "content": _text(message.content)}
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+def completion_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _usage(piece: Generated) -> wire.Usage:
+    prompt, completion = piece.prompt_tokens or 0, piece.response_tokens or 0
+    return wire.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _chat_logprobs(entries: list[GeneratedLogprob]) -> wire.ChoiceLogprobs:
+    return wire.ChoiceLogprobs(
+        content=[
+            wire.TokenLogprob(
+                token=entry.token,
+                logprob=entry.logprob,
+                bytes=entry.bytes,
+                top_logprobs=[
+                    wire.TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
+                ],
+            )
+            for entry in entries
+        ]
+    )
+
+
+def _tool_calls(calls: list[dict[str, Any]]) -> list[wire.ResponseToolCall]:
+    return [
+        wire.ResponseToolCall(
+            id=str(call.get("id") or completion_id("call")),
+            function=wire.ResponseFunctionCall(
+                name=str(call["function"]["name"]), arguments=str(call["function"].get("arguments") or "")
+            ),
+        )
+        for call in calls
+    ]
+
+
+def chat_completion(body: wire.ChatCompletionBody, generated: Generated) -> wire.ChatCompletion:
+    tool_calls = _tool_calls(generated.tool_calls) if generated.tool_calls else None
+    message = wire.ResponseMessage(content=generated.text if generated.text or not tool_calls else None)
+    message.tool_calls = tool_calls
+    return wire.ChatCompletion(
+        id=completion_id("chatcmpl"),
+        created=int(time.time()),
+        model=body.model,
+        choices=[
+            wire.ChatChoice(
+                index=0,
+                message=message,
+                finish_reason=generated.finish_reason or "stop",
+                logprobs=_chat_logprobs(generated.logprobs) if body.logprobs else None,
+            )
+        ],
+        usage=_usage(generated),
+    )
+
+
+async def chat_chunks(
+    body: wire.ChatCompletionBody, pieces: AsyncIterator[Generated]
+) -> AsyncIterator[wire.ChatCompletionChunk]:
+    """OpenAI's stream: the role first, then content and tool-call deltas, then the finish
+    reason in a chunk of its own, then (with `stream_options.include_usage`) the usage in
+    a chunk with no choices."""
+    identity = {"id": completion_id("chatcmpl"), "created": int(time.time()), "model": body.model}
+
+    def chunk(delta: wire.ChunkDelta, **fields: Any) -> wire.ChatCompletionChunk:
+        return wire.ChatCompletionChunk(**identity, choices=[wire.ChunkChoice(index=0, delta=delta, **fields)])
+
+    yield chunk(wire.ChunkDelta(role="assistant", content=""))
+    async for piece in pieces:
+        if piece.text or piece.logprobs:
+            logprobs = _chat_logprobs(piece.logprobs) if body.logprobs else None
+            yield chunk(wire.ChunkDelta(content=piece.text), logprobs=logprobs)
+        if piece.tool_calls:
+            deltas = [wire.DeltaToolCall.model_validate(call) for call in piece.tool_calls]
+            yield chunk(wire.ChunkDelta(tool_calls=deltas))
+        if piece.finish_reason is not None:
+            yield chunk(wire.ChunkDelta(), finish_reason=piece.finish_reason)
+            if body.include_usage():
+                yield wire.ChatCompletionChunk(**identity, choices=[], usage=_usage(piece))
+
+
+def _text_logprobs(entries: list[GeneratedLogprob], offset: int) -> wire.TextLogprobs:
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return wire.TextLogprobs(
+        tokens=[entry.token for entry in entries],
+        token_logprobs=[entry.logprob for entry in entries],
+        top_logprobs=[{alt.token: alt.logprob for alt in entry.top_logprobs} for entry in entries],
+        text_offset=offsets,
+    )
+
+
+def _text_finish(generated: Generated) -> Any:
+    # The legacy API has no tool calls; what stopped for one stopped all the same.
+    return "stop" if generated.finish_reason == "tool_calls" else generated.finish_reason
+
+
+def text_completion(body: wire.TextCompletionBody, generated: Generated) -> wire.TextCompletion:
+    logprobs = _text_logprobs(generated.logprobs, 0) if body.logprobs is not None else None
+    return wire.TextCompletion(
+        id=completion_id("cmpl"),
+        created=int(time.time()),
+        model=body.model,
+        choices=[
+            wire.TextChoice(index=0, text=generated.text, finish_reason=_text_finish(generated), logprobs=logprobs)
+        ],
+        usage=_usage(generated),
+    )
+
+
+async def text_chunks(
+    body: wire.TextCompletionBody, pieces: AsyncIterator[Generated]
+) -> AsyncIterator[wire.TextCompletion]:
+    identity = {"id": completion_id("cmpl"), "created": int(time.time()), "model": body.model}
+    offset = 0
+    async for piece in pieces:
+        logprobs = _text_logprobs(piece.logprobs, offset) if body.logprobs is not None else None
+        offset += len(piece.text)
+        choice = wire.TextChoice(index=0, text=piece.text, finish_reason=_text_finish(piece), logprobs=logprobs)
+        yield wire.TextCompletion(**identity, choices=[choice])
+        if piece.finish_reason is not None and body.include_usage():
+            yield wire.TextCompletion(**identity, choices=[], usage=_usage(piece))
