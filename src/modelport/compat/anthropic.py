@@ -70,6 +70,9 @@ def message_request(
         )
     if body.tool_choice is not None:
         options["tool_choice"] = _tool_choice(body.tool_choice)
+    if body.output_config is not None and body.output_config.format is not None:
+        schema = body.output_config.format.schema_
+        options["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     return request, messages, options
 
 

@@ -2,8 +2,13 @@
 No I/O here.
 
 Requests are checked as Anthropic checks them (`max_tokens` required, roles `user` and
-`assistant`, content as a string or blocks); an unknown field is refused, except
-`metadata`, `service_tier` and blocks' `cache_control`, which change nothing here.
+`assistant`, content as a string or blocks); an unknown field is refused (400 naming
+it), as are `thinking` and `output_config.effort`, which no deployment here honours.
+Fields that change nothing about the answer here (`metadata`, `service_tier`,
+`cache_control`, `inference_geo`, `speed`, `user_profile_id`, `workspace_id`) are
+accepted and ignored. `temperature`, `top_p` and `top_k` are honoured as older
+Anthropic clients send them; `output_config.format` (a JSON schema) becomes OpenAI's
+`response_format` for the deployment's adapter.
 """
 
 from __future__ import annotations
@@ -79,6 +84,15 @@ class ToolChoice(_Strict):
     disable_parallel_tool_use: bool | None = None
 
 
+class JSONOutputFormat(_Strict):
+    type: Literal["json_schema"]
+    schema_: Annotated[dict[str, Any], Field(alias="schema")]
+
+
+class OutputConfig(_Strict):
+    format: JSONOutputFormat | None = None
+
+
 class CountTokensBody(_Strict):
     """`POST /v1/messages/count_tokens`: what a request would send, without sampling."""
 
@@ -87,6 +101,12 @@ class CountTokensBody(_Strict):
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+    # Accepted and ignored: they do not change the answer here.
+    cache_control: dict[str, Any] | None = None
+    inference_geo: str | None = None
+    user_profile_id: str | None = None
+    workspace_id: str | None = None
 
 
 class MessagesBody(CountTokensBody):
@@ -100,6 +120,7 @@ class MessagesBody(CountTokensBody):
     stream: bool = False
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None
+    speed: str | None = None
 
 
 # --- responses ------------------------------------------------------------------------
