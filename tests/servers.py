@@ -21,7 +21,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(command: list[str], *, ready_url: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def running(
+    command: list[str], *, ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start `command`, wait until `ready_url` answers 200 (60 s at most), stop it after.
     If it dies or never answers, fail with what it wrote to `log_path`."""
     with log_path.open("w") as log:
@@ -37,7 +39,7 @@ def running(command: list[str], *, ready_url: str, log_path: Path, env: dict[str
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{command[0]} did not start:\n{log_path.read_text()}")
             time.sleep(0.2)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -69,9 +69,27 @@ def _message_and_param(body: dict[str, Any]) -> tuple[str, str | None]:
     errors = body.get("errors")
     if param is None and isinstance(errors, list) and errors:
         # The first refused field, without the "body" prefix: OpenAI's `param`.
-        location = [str(part) for part in errors[0].get("loc", []) if part != "body"]
-        param = ".".join(location) or None
+        param = _parameter_path(errors[0].get("loc", []))
     unsupported = body.get("unsupported_parameters")
     if param is None and isinstance(unsupported, list) and unsupported:
         param = str(unsupported[0])
     return message, None if param is None else str(param)
+
+
+# Parts of a pydantic error location that name a union member or a validator rather than
+# a place in the body (`stop.list[str]`, `messages.0.user.content`).
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "system", "developer", "user",
+                        "assistant", "tool", "text", "image", "image_url", "tool_use", "tool_result"})  # fmt: skip
+
+
+def _parameter_path(location: list[object]) -> str | None:
+    """OpenAI's `param`: the place in the body, `messages.0.content` style."""
+    parts: list[str] = []
+    for part in location:
+        text = str(part)
+        if text == "body":
+            continue
+        if text in _TYPE_TAGS or "[" in text or "-" in text:
+            break
+        parts.append(text)
+    return ".".join(parts) or None

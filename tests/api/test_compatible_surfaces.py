@@ -1,0 +1,98 @@
+"""The compatible surfaces through the ASGI app, on SQLite and PostgreSQL: Bearer auth on
+every route, account isolation of `model` names, and the vendors' error shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from fastapi import FastAPI
+
+from tests.conftest import ADMIN_KEY
+
+MODEL = "smollm2-135m-instruct"
+HELLO = [{"role": "user", "content": "Hi"}]
+
+
+async def test_a_bearer_key_works_on_every_route(client: httpx.AsyncClient) -> None:
+    bearer = {"x-api-key": "", "authorization": f"Bearer {ADMIN_KEY}"}
+    assert (await client.get("/v4/models", headers=bearer)).status_code == 200
+    assert (await client.get("/v1/models", headers=bearer)).status_code == 200
+    wrong = await client.get("/v1/models", headers={"x-api-key": "", "authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.json() == {
+        "error": {
+            "message": "invalid API key",
+            "type": "authentication_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    basic = await client.get("/v4/models", headers={"x-api-key": "", "authorization": f"Basic {ADMIN_KEY}"})
+    assert basic.status_code == 401 and "detail" in basic.json()  # v4 keeps its own error shape
+
+
+async def test_a_model_of_another_account_is_not_found(client: httpx.AsyncClient) -> None:
+    account = (await client.post("/accounts", json={"account_name": "elsewhere"})).json()["account_id"]
+    elsewhere = {"x-selected-account-id": account}
+    assert (await client.get("/v1/models", headers=elsewhere)).json() == {"object": "list", "data": []}
+    [deployment] = (await client.get("/v4/model-deployments")).json()["items"]
+    for name in (MODEL, f"llmengine/{MODEL}", deployment["id"]):
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": name, "messages": HELLO, "max_tokens": 2}, headers=elsewhere
+        )
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"]["type"] == "invalid_request_error"
+        anthropic = await client.post(
+            "/v1/messages", json={"model": name, "messages": HELLO, "max_tokens": 2}, headers=elsewhere
+        )
+        assert anthropic.status_code == 404
+        assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "not_found_error"
+
+
+async def test_validation_errors_are_400_naming_the_parameter(client: httpx.AsyncClient) -> None:
+    cases = [
+        ({"model": MODEL, "messages": HELLO, "top_logprobs": 2}, None),
+        ({"model": MODEL, "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": MODEL, "messages": HELLO, "n": 2}, "n"),
+        ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0"),
+    ]
+    for body, param in cases:
+        answer = await client.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        if param is not None:
+            assert error["param"] == param, error
+    not_json = await client.post("/v1/messages", content=b"{", headers={"content-type": "application/json"})
+    assert not_json.status_code == 400 and not_json.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_images_are_refused_by_a_model_that_cannot_see(client: httpx.AsyncClient) -> None:
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+    ]
+    answer = await client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": content}]}
+    )
+    assert answer.status_code == 400 and "images" in answer.json()["error"]["message"]
+
+
+async def test_usage_is_recorded_for_the_deployment_that_answered(app: FastAPI, client: httpx.AsyncClient) -> None:
+    [deployment] = (await client.get("/v4/model-deployments")).json()["items"]
+    answer = await client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3, "temperature": 0}
+    )
+    assert answer.status_code == 200, answer.text
+    usage = answer.json()["usage"]
+    await app.state.usage.flush()
+    now = datetime.now(UTC)
+    window = {"start_date": (now - timedelta(hours=1)).isoformat(), "end_date": (now + timedelta(hours=1)).isoformat()}
+    statistics = await client.get(
+        f"/v4/model-deployments/{deployment['id']}/usage-statistics", params={**window, "chunks": 1}
+    )
+    assert statistics.status_code == 200, statistics.text
+    [chunk] = statistics.json()["data"]
+    assert chunk["prompt_tokens"] >= usage["prompt_tokens"] and chunk["response_tokens"] >= usage["completion_tokens"]
