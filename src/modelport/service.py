@@ -91,6 +91,7 @@ class _Piece:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI deltas, passed on as they come
 
 
 class _OutputFilter:
@@ -219,7 +220,7 @@ class InferenceService:
                 if piece.finish_reason is not None:
                     final = piece
                     status = 200
-                elif not piece.text and not piece.logprobs:
+                elif not piece.text and not piece.logprobs and not piece.tool_calls:
                     continue
                 yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
         except ModelportError as exc:
@@ -240,8 +241,8 @@ class InferenceService:
             async for chunk in chunks:
                 if not output.stopped:
                     text, entries = output.take(chunk)
-                    if text or entries:
-                        yield _Piece(text=text, logprobs=entries)
+                    if text or entries or chunk.tool_calls:
+                        yield _Piece(text=text, logprobs=entries, tool_calls=chunk.tool_calls)
                 if chunk.finish_reason is not None:
                     finish_reason = chunk.finish_reason
                 if chunk.prompt_tokens is not None:
