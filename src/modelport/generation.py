@@ -37,6 +37,11 @@ class Sampling:
     logprobs: bool = False
     top_logprobs: int = 0
     reasoning_effort: str | None = None
+    # For the embedded engine, which samples itself: its vendor fills these from the
+    # call (`seed`, `logit_bias`, `response_format`); other vendors read the call's.
+    seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
+    grammar: str | None = None  # GBNF that constrains the output (engine/grammar.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,7 @@ class _Piece:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
-    tool_calls: list[dict[str, Any]] | None = None  # OpenAI delta shape (whole calls when not streamed)
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI deltas, passed on as they come
     stop_sequence: str | None = None  # on the last piece: the stop sequence that ended it, if seen
 
 
@@ -342,10 +342,8 @@ class InferenceService:
             async for chunk in chunks:
                 if not output.stopped:
                     text, entries = output.take(chunk)
-                    if text or entries:
-                        yield _Piece(text=text, logprobs=entries)
-                if chunk.tool_calls:
-                    yield _Piece(text="", tool_calls=chunk.tool_calls)
+                    if text or entries or chunk.tool_calls:
+                        yield _Piece(text=text, logprobs=entries, tool_calls=chunk.tool_calls)
                 if chunk.finish_reason is not None:
                     finish_reason = chunk.finish_reason
                 if chunk.prompt_tokens is not None:

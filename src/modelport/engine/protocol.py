@@ -106,7 +106,13 @@ def sampling_to_wire(sampling: Sampling) -> dict[str, Any]:
 
 
 def sampling_from_wire(data: dict[str, Any]) -> Sampling:
-    return Sampling(**{**data, "stop_sequences": tuple(data.get("stop_sequences") or ())})
+    return Sampling(
+        **{
+            **data,
+            "stop_sequences": tuple(data.get("stop_sequences") or ()),
+            "logit_bias": tuple((int(token), float(bias)) for token, bias in data.get("logit_bias") or ()),
+        }
+    )
 
 
 def chunk_to_wire(request_id: int, chunk: GenerationChunk) -> list[Any]:

@@ -1,13 +1,25 @@
-"""Anthropic's Messages API (`/v1/messages`), streaming and not."""
+"""Anthropic's Messages API (`/v1/messages`), streaming and not.
+
+Function calling maps onto Anthropic's tool use: OpenAI `tools` become `tools` with an
+`input_schema`, `tool_choice` auto/required/none/{function} becomes auto/any/none/
+{tool}, assistant tool calls and tool turns become `tool_use` and `tool_result`
+blocks, and the answer's `tool_use` blocks (streamed as `input_json_delta`s) come back
+as OpenAI tool calls with stop reason `tool_use` read as `tool_calls`.
+
+`response_format` is refused (400): the Messages API version modelport speaks has no
+JSON mode, and forcing a tool call in its place would answer in another shape than
+the caller asked for. `seed`, `logit_bias` and `n` > 1 have no Anthropic equivalent.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from modelport.errors import UpstreamError
+from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.turns import conversation
@@ -27,7 +39,7 @@ API_VERSION = "2023-06-01"
 
 CAPABILITIES = Capabilities(
     vendor="ANTHROPIC",
-    parameters=frozenset({"top_p", "top_k", "stop_sequences"}),
+    parameters=frozenset({"top_p", "top_k", "stop_sequences", "tools", "tool_choice"}),
     max_temperature=1.0,  # Anthropic refuses more; SPEC clamps
     default_max_tokens=10_000,  # capped by the model's own limit (max_output_tokens)
     accepts_images=True,
@@ -38,7 +50,7 @@ STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
-    "tool_use": "stop",
+    "tool_use": "tool_calls",
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
     "refusal": "content_filter",
@@ -70,6 +82,10 @@ class AnthropicVendor(HttpVendor):
             body["system"] = system
         optional = {"top_p": sampling.top_p, "top_k": sampling.top_k, "stop_sequences": list(sampling.stop_sequences)}
         body.update({name: value for name, value in optional.items() if value})
+        if call.tools is not None:
+            body["tools"] = [_tool(tool) for tool in call.tools]
+        if call.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(call.tool_choice)
         body.update(target.parameters.get("extra_body") or {})
         api_key = api_key_for(target, "ANTHROPIC")
         headers = {"anthropic-version": API_VERSION, **configured_headers(target)}
@@ -83,10 +99,22 @@ class AnthropicVendor(HttpVendor):
         response = await self._send(request, api_key)
         payload = await read_json(response, vendor=self.vendor)
         finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
-        text = "".join(block.get("text", "") for block in payload.get("content") or [] if block.get("type") == "text")
+        blocks = payload.get("content") or []
+        text = "".join(block.get("text", "") for block in blocks if block.get("type") == "text")
+        uses = [block for block in blocks if block.get("type") == "tool_use"]
+        tool_calls = [
+            {
+                "index": index,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+            }
+            for index, block in enumerate(uses)
+        ]
         usage = payload.get("usage") or {}
         return GenerationChunk(
             text="" if finish == "content_filter" else text,
+            tool_calls=tool_calls or None,
             finish_reason=finish,
             prompt_tokens=_input_tokens(usage),
             response_tokens=usage.get("output_tokens"),
@@ -100,16 +128,29 @@ class AnthropicVendor(HttpVendor):
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
+        tool_index: dict[int, int] = {}  # content block index -> tool call index
         async for event, payload in sse_json(response, vendor=self.vendor):
             kind = payload.get("type", event)
             if kind == "message_start":
                 usage = (payload.get("message") or {}).get("usage") or {}
                 prompt_tokens = _input_tokens(usage)
                 response_tokens = usage.get("output_tokens", response_tokens)
+            elif kind == "content_block_start":
+                block = payload.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    index = tool_index[int(payload.get("index", 0))] = len(tool_index)
+                    start = {"name": block.get("name"), "arguments": ""}
+                    yield GenerationChunk(
+                        tool_calls=[{"index": index, "id": block.get("id"), "type": "function", "function": start}]
+                    )
             elif kind == "content_block_delta":
                 delta = payload.get("delta") or {}
                 if delta.get("type") == "text_delta" and delta.get("text"):
                     yield GenerationChunk(text=delta["text"])
+                elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                    index = tool_index.get(int(payload.get("index", 0)), 0)
+                    arguments = {"arguments": delta["partial_json"]}
+                    yield GenerationChunk(tool_calls=[{"index": index, "function": arguments}])
             elif kind == "message_delta":
                 reason = (payload.get("delta") or {}).get("stop_reason")
                 if reason:
@@ -130,7 +171,33 @@ def _input_tokens(usage: dict[str, Any]) -> int | None:
     return int(usage["input_tokens"]) + cached
 
 
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        raise InvalidRequest("Anthropic takes function tools only ({'type': 'function', 'function': {...}})")
+    function = tool["function"]
+    described = {"name": function.get("name"), "input_schema": function.get("parameters") or {"type": "object"}}
+    if function.get("description"):
+        described["description"] = function["description"]
+    return described
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not name:
+            raise InvalidRequest("tool_choice names no function: give {'type': 'function', 'function': {'name': ...}}")
+        return {"type": "tool", "name": name}
+    mapped = {"auto": "auto", "required": "any", "none": "none"}.get(choice)
+    if mapped is None:
+        raise InvalidRequest(f"tool_choice {choice!r} is not one of auto, required, none or a function")
+    return {"type": mapped}
+
+
 def _part(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") == "tool_call":
+        return {"type": "tool_use", "id": part["id"], "name": part["name"], "input": part["arguments"]}
+    if part.get("type") == "tool_result":
+        return {"type": "tool_result", "tool_use_id": part["id"], "content": part["content"]}
     if part.get("type") == "image_data":
         image = part["image_data"]
         return {"type": "image", "source": {"type": "base64", "media_type": image["media_type"], "data": image["data"]}}

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from modelport.engine.client import EngineClient
+from modelport.engine.grammar import grammar_for
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
-from modelport.errors import DeploymentUnavailable
-from modelport.generation import GenerationCall, GenerationChunk
+from modelport.errors import DeploymentUnavailable, InvalidRequest
+from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.templates import render_chat_async
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, collect
 
-# LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter.
+# LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter,
+# and response_format (a grammar), seed and logit_bias. Not tools: a small local model
+# has no trained tool-call format to parse reliably, so they are refused (400) rather
+# than half-honoured. Not n > 1: a GenerationChunk carries one choice.
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
-    parameters=OPTIONAL_PARAMETERS
-    - {"reasoning_effort", "tools", "tool_choice", "response_format", "seed", "logit_bias", "n"},
+    parameters=OPTIONAL_PARAMETERS - {"reasoning_effort", "tools", "tool_choice", "n"},
     max_temperature=2.0,
     default_max_tokens=100,
     accepts_images=False,
@@ -69,7 +73,7 @@ class EmbeddedVendor:
         return engine.generate(
             text=text,
             special=call.messages is not None,
-            sampling=call.sampling,
+            sampling=engine_sampling(call),
             default_max_tokens=CAPABILITIES.default_max_tokens,
         )
 
@@ -82,3 +86,30 @@ class EmbeddedVendor:
 
     async def aclose(self) -> None:
         await self._pool.close()
+
+
+def engine_sampling(call: GenerationCall) -> Sampling:
+    """The call's sampling with what the engine itself must apply: the seed, the
+    logit bias (token ids checked against the vocabulary by the engine) and the
+    grammar for response_format (400 here if the schema cannot be one)."""
+    return replace(
+        call.sampling,
+        seed=call.seed,
+        logit_bias=_logit_bias(call.logit_bias),
+        grammar=grammar_for(call.response_format),
+    )
+
+
+def _logit_bias(logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    entries: list[tuple[int, float]] = []
+    for token, bias in (logit_bias or {}).items():
+        try:
+            token_id = int(token)
+        except ValueError:
+            raise InvalidRequest(
+                f"logit_bias keys are token ids; {token!r} is not an integer", param="logit_bias"
+            ) from None
+        if not -100 <= bias <= 100:
+            raise InvalidRequest(f"logit_bias values lie in [-100, 100]; token {token} has {bias}", param="logit_bias")
+        entries.append((token_id, float(bias)))
+    return tuple(entries)

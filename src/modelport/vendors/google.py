@@ -1,13 +1,29 @@
-"""Google Gemini: `generateContent` and `streamGenerateContent?alt=sse`."""
+"""Google Gemini: `generateContent` and `streamGenerateContent?alt=sse`.
+
+Function calling: OpenAI `tools` become one `functionDeclarations` tool, `tool_choice`
+becomes `toolConfig.functionCallingConfig` (AUTO / ANY / NONE, or ANY limited to the
+named function), the answer's `functionCall` parts come back as OpenAI tool calls
+(whole, even when streamed: Gemini sends each call in one piece) with finish reason
+`tool_calls`, and a tool turn goes back as a `functionResponse` part. Gemini gives a
+call no id unless it has one of its own, so modelport makes one up (`call_...`).
+
+`response_format` json_object / json_schema become `responseMimeType:
+application/json` and `responseSchema`. Gemini's Schema is a subset of JSON Schema
+(OpenAPI 3.0's): keywords it does not know, such as `additionalProperties` that
+OpenAI strict schemas carry, are left out (Gemini sends only the declared properties
+anyway), and `$ref` is refused with 400. Tool parameters are translated the same way.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from modelport.errors import UpstreamError
+from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.turns import conversation
@@ -26,7 +42,19 @@ GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
 CAPABILITIES = Capabilities(
     vendor="GOOGLE",
-    parameters=frozenset({"top_p", "top_k", "stop_sequences", "frequency_penalty", "presence_penalty"}),
+    parameters=frozenset(
+        {
+            "top_p",
+            "top_k",
+            "stop_sequences",
+            "frequency_penalty",
+            "presence_penalty",
+            "tools",
+            "tool_choice",
+            "response_format",
+            "seed",
+        }
+    ),
     max_temperature=2.0,
     accepts_images=True,
 )
@@ -63,8 +91,10 @@ class GoogleVendor(HttpVendor):
             "stopSequences": list(sampling.stop_sequences) or None,
             "frequencyPenalty": sampling.frequency_penalty,
             "presencePenalty": sampling.presence_penalty,
+            "seed": call.seed,
         }
         config.update({name: value for name, value in optional.items() if value is not None})
+        config.update(_response_format(call.response_format))
         body: dict[str, Any] = {
             "contents": [
                 {"role": "model" if turn.role == "assistant" else "user", "parts": [_part(part) for part in turn.parts]}
@@ -74,6 +104,10 @@ class GoogleVendor(HttpVendor):
         }
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
+        if call.tools is not None:
+            body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in call.tools]}]
+        if call.tool_choice is not None:
+            body["toolConfig"] = {"functionCallingConfig": _calling_config(call.tool_choice)}
         body.update(target.parameters.get("extra_body") or {})
         api_key = api_key_for(target, "GOOGLE")
         headers = configured_headers(target)
@@ -91,6 +125,7 @@ class GoogleVendor(HttpVendor):
         frame = _Frame(await read_json(response, vendor=self.vendor))
         return GenerationChunk(
             text=frame.text,
+            tool_calls=frame.tool_calls(0),
             finish_reason=frame.finish or "stop",
             prompt_tokens=frame.prompt_tokens,
             response_tokens=frame.response_tokens,
@@ -104,12 +139,15 @@ class GoogleVendor(HttpVendor):
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
+        calls = 0
         async for _event, payload in sse_json(response, vendor=self.vendor):
             if payload.get("error"):
                 raise UpstreamError(f"GOOGLE failed mid-stream: {payload['error'].get('message', payload['error'])}")
             frame = _Frame(payload)
-            if frame.text:
-                yield GenerationChunk(text=frame.text)
+            tool_calls = frame.tool_calls(calls)
+            if frame.text or tool_calls:
+                yield GenerationChunk(text=frame.text, tool_calls=tool_calls)
+            calls += len(frame.calls)
             finish = frame.finish or finish
             prompt_tokens = frame.prompt_tokens if frame.prompt_tokens is not None else prompt_tokens
             response_tokens = frame.response_tokens if frame.response_tokens is not None else response_tokens
@@ -123,6 +161,7 @@ class _Frame:
         candidates = payload.get("candidates") or []
         self.finish: FinishReason | None = None
         self.text = ""
+        self.calls: list[dict[str, Any]] = []  # the functionCall parts
         if not candidates and (payload.get("promptFeedback") or {}).get("blockReason"):
             self.finish = "content_filter"  # the prompt itself was blocked: no candidates
         elif candidates:
@@ -130,17 +169,151 @@ class _Frame:
             parts = (candidate.get("content") or {}).get("parts") or []
             # "thought" parts are the model's reasoning, not its answer.
             self.text = "".join(part.get("text", "") for part in parts if not part.get("thought"))
+            self.calls = [part["functionCall"] for part in parts if isinstance(part.get("functionCall"), dict)]
             reason = candidate.get("finishReason")
             if reason:
                 self.finish = FINISH_REASONS.get(str(reason), "stop")
+                # Gemini ends a turn that calls functions with STOP; OpenAI says tool_calls.
+                if self.finish == "stop" and self.calls:
+                    self.finish = "tool_calls"
         usage = payload.get("usageMetadata") or {}
         self.prompt_tokens: int | None = usage.get("promptTokenCount")
         candidates_tokens = usage.get("candidatesTokenCount")
         thoughts = usage.get("thoughtsTokenCount") or 0
         self.response_tokens: int | None = None if candidates_tokens is None else candidates_tokens + thoughts
 
+    def tool_calls(self, first_index: int) -> list[dict[str, Any]] | None:
+        """This frame's function calls as whole OpenAI tool calls, numbered from `first_index`."""
+        if not self.calls:
+            return None
+        return [
+            {
+                "index": first_index + offset,
+                "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": call.get("name"), "arguments": json.dumps(call.get("args") or {})},
+            }
+            for offset, call in enumerate(self.calls)
+        ]
+
+
+# The keywords of Gemini's Schema object (generativelanguage v1beta); others are left out.
+_SCHEMA_KEYWORDS = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+        "maximum",
+    }
+)
+
+
+def gemini_schema(schema: Any, *, what: str) -> Any:
+    """A JSON schema in the subset Gemini's Schema takes (see the module docstring)."""
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        raise InvalidRequest(f"{what}: Gemini takes no $ref in a schema; inline the definition", param=what)
+    result: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _SCHEMA_KEYWORDS:
+            continue
+        if key == "type" and isinstance(value, list):
+            # ["string", "null"]: Gemini says nullable instead of a list of types.
+            kinds = [kind for kind in value if kind != "null"]
+            if len(kinds) != 1:
+                raise InvalidRequest(f"{what}: Gemini takes one type per schema, not {value}", param=what)
+            result["type"], result["nullable"] = kinds[0], "null" in value
+        elif key == "properties" and isinstance(value, dict):
+            result[key] = {name: gemini_schema(inner, what=what) for name, inner in value.items()}
+        elif key == "items":
+            result[key] = gemini_schema(value, what=what)
+        elif key == "anyOf" and isinstance(value, list):
+            result[key] = [gemini_schema(inner, what=what) for inner in value]
+        else:
+            result[key] = value
+    return result
+
+
+def _response_format(response_format: dict[str, Any] | None) -> dict[str, Any]:
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"responseMimeType": "application/json"}
+    if kind == "json_schema":
+        spec = (response_format or {}).get("json_schema") or {}
+        config: dict[str, Any] = {"responseMimeType": "application/json"}
+        if spec.get("schema"):
+            config["responseSchema"] = gemini_schema(spec["schema"], what="response_format")
+        return config
+    raise InvalidRequest(f"response_format type {kind!r} is not supported", param="response_format")
+
+
+def _declaration(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        raise InvalidRequest("Gemini takes function tools only ({'type': 'function', 'function': {...}})")
+    function = tool["function"]
+    declaration: dict[str, Any] = {"name": function.get("name")}
+    if function.get("description"):
+        declaration["description"] = function["description"]
+    parameters = function.get("parameters")
+    # A function without parameters declares none (Gemini refuses an empty object schema).
+    if parameters and parameters.get("properties"):
+        declaration["parameters"] = gemini_schema(parameters, what="tools")
+    return declaration
+
+
+def _calling_config(choice: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not name:
+            raise InvalidRequest("tool_choice names no function: give {'type': 'function', 'function': {'name': ...}}")
+        return {"mode": "ANY", "allowedFunctionNames": [name]}
+    mode = {"auto": "AUTO", "required": "ANY", "none": "NONE"}.get(choice)
+    if mode is None:
+        raise InvalidRequest(f"tool_choice {choice!r} is not one of auto, required, none or a function")
+    return {"mode": mode}
+
+
+def _function_response(content: str) -> dict[str, Any]:
+    """A tool's answer as the object Gemini wants: the JSON object itself, else wrapped."""
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"content": content}
+
 
 def _part(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") == "tool_call":
+        return {"functionCall": {"name": part["name"], "args": part["arguments"]}}
+    if part.get("type") == "tool_result":
+        if not part.get("name"):
+            raise InvalidRequest(
+                f"the tool turn answers call {part['id']!r}, which no earlier assistant turn made; "
+                "Gemini needs the function's name",
+                param="messages",
+            )
+        return {"functionResponse": {"name": part["name"], "response": _function_response(part["content"])}}
     if part.get("type") == "image_data":
         image = part["image_data"]
         return {"inlineData": {"mimeType": image["media_type"], "data": image["data"]}}

@@ -34,20 +34,32 @@ from modelport.vendors.upstream import (
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 _SAMPLING = frozenset({"top_p", "frequency_penalty", "presence_penalty", "stop_sequences"})
+# Passed through as they are: the wire format is OpenAI's own. `n` is in none of these:
+# a GenerationChunk carries one choice, so n > 1 is refused (400) rather than answered
+# with one choice where the caller asked for several.
+_TOOLS = frozenset({"tools", "tool_choice", "response_format"})
+_DRAW = frozenset({"seed", "logit_bias"})
 
-# What each family honours. LLM Engine / vLLM servers take vLLM's extras too.
-OPENAI_CHAT = Capabilities(vendor="OPENAI", parameters=_SAMPLING | {"logprobs", "top_logprobs"}, accepts_images=True)
-OPENAI_REASONING = Capabilities(
-    vendor="OPENAI", parameters=frozenset({"reasoning_effort", "stop_sequences"}), accepts_images=True
+# What each family honours. LLM Engine / vLLM servers take vLLM's extras too (vLLM and
+# llama.cpp's server both take tools, response_format, seed and logit_bias on chat).
+OPENAI_CHAT = Capabilities(
+    vendor="OPENAI", parameters=_SAMPLING | _TOOLS | _DRAW | {"logprobs", "top_logprobs"}, accepts_images=True
 )
-OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING)
+# Reasoning models refuse logit_bias (and sampling settings) but call tools.
+OPENAI_REASONING = Capabilities(
+    vendor="OPENAI", parameters=_TOOLS | {"reasoning_effort", "stop_sequences", "seed"}, accepts_images=True
+)
+OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING | _DRAW)
 LLMENGINE_OPENAI = Capabilities(
     vendor="LLMENGINE",
-    parameters=_SAMPLING | {"top_k", "logprobs", "top_logprobs", "chat_template", "chat_template_kwargs"},
+    parameters=_SAMPLING
+    | _TOOLS
+    | _DRAW
+    | {"top_k", "logprobs", "top_logprobs", "chat_template", "chat_template_kwargs"},
     default_max_tokens=100,
 )
 LLMENGINE_OPENAI_COMPLETIONS = Capabilities(
-    vendor="LLMENGINE", parameters=_SAMPLING | {"top_k"}, default_max_tokens=100
+    vendor="LLMENGINE", parameters=_SAMPLING | _DRAW | {"top_k"}, default_max_tokens=100
 )
 
 # o1, o3, o4-mini, gpt-5...: they take max_completion_tokens and reject temperature.
@@ -57,8 +69,8 @@ _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "content_filter": "content_filter",
-    "tool_calls": "stop",
-    "function_call": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "stop",  # the deprecated single-function form, never asked for here
 }
 
 
@@ -128,6 +140,11 @@ class OpenAICompatible(HttpVendor):
             "reasoning_effort": sampling.reasoning_effort,
             "chat_template": call.chat_template,
             "chat_template_kwargs": call.chat_template_kwargs,
+            "tools": list(call.tools) if call.tools is not None else None,
+            "tool_choice": call.tool_choice,
+            "response_format": call.response_format,
+            "seed": call.seed,
+            "logit_bias": call.logit_bias,
         }
         body.update({name: value for name, value in optional.items() if value is not None})
         if sampling.logprobs:
@@ -157,6 +174,7 @@ class OpenAICompatible(HttpVendor):
         return GenerationChunk(
             text=text or "",
             logprobs=_logprobs(choice.get("logprobs")),
+            tool_calls=_whole_tool_calls(message.get("tool_calls")),
             finish_reason=finish,
             prompt_tokens=usage.get("prompt_tokens"),
             response_tokens=usage.get("completion_tokens"),
@@ -183,15 +201,20 @@ class OpenAICompatible(HttpVendor):
                 if delta.get("refusal"):
                     finish = "content_filter"
                 logprobs = _logprobs(choice.get("logprobs"))
-                if text or logprobs:
-                    yield GenerationChunk(text=text or "", logprobs=logprobs)
+                tool_calls = _tool_call_deltas(delta.get("tool_calls"))
+                if text or logprobs or tool_calls:
+                    yield GenerationChunk(text=text or "", logprobs=logprobs, tool_calls=tool_calls)
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(str(choice["finish_reason"]), "stop")
         yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
 
 
+# An assistant turn's tool calls, and a tool turn's answer, travel as OpenAI sends them.
+_TURN_FIELDS = ("name", "tool_calls", "tool_call_id")
+
+
 def _message(message: dict[str, Any]) -> dict[str, Any]:
-    content = message["content"]
+    content = message.get("content")
     if isinstance(content, list):
         parts = []
         for part in content:
@@ -204,7 +227,47 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
             else:
                 parts.append({key: value for key, value in part.items() if value is not None})
         content = parts
-    return {"role": message["role"], "content": content}
+    turn = {"role": message["role"], "content": content}
+    turn.update({name: message[name] for name in _TURN_FIELDS if message.get(name) is not None})
+    return turn
+
+
+def _whole_tool_calls(calls: Any) -> list[dict[str, Any]] | None:
+    """A non-streamed answer's tool calls, each with its index (the delta shape, whole)."""
+    if not isinstance(calls, list) or not calls:
+        return None
+    return [
+        {
+            "index": index,
+            "id": call.get("id"),
+            "type": call.get("type") or "function",
+            "function": {
+                "name": (call.get("function") or {}).get("name"),
+                "arguments": (call.get("function") or {}).get("arguments") or "",
+            },
+        }
+        for index, call in enumerate(calls)
+    ]
+
+
+def _tool_call_deltas(deltas: Any) -> list[dict[str, Any]] | None:
+    """A streamed delta's tool calls, with the fields the vendor left out (or sent as
+    null) dropped, as OpenAI streams them: only the first delta of a call names it."""
+    if not isinstance(deltas, list) or not deltas:
+        return None
+    cleaned: list[dict[str, Any]] = []
+    for position, delta in enumerate(deltas):
+        entry: dict[str, Any] = {"index": int(delta.get("index", position))}
+        if delta.get("id"):
+            entry["id"] = delta["id"]
+        if delta.get("type"):
+            entry["type"] = delta["type"]
+        function = delta.get("function") or {}
+        entry["function"] = {"arguments": function.get("arguments") or ""}
+        if function.get("name"):
+            entry["function"]["name"] = function["name"]
+        cleaned.append(entry)
+    return cleaned
 
 
 def _logprobs(block: Any) -> list[TokenLogprob] | None:
