@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 from openai import OpenAI
@@ -160,3 +162,24 @@ def test_the_sgp_beta_answers_in_the_sdks_strict_types(server: str) -> None:
         model=f"llmengine/{MODEL}", prompt="The capital of France is", temperature=0, max_tokens=8
     )
     assert completion.choices[0].text
+
+
+def test_json_schema_output_parses_and_matches_on_the_embedded_model(client: OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give me a city and its population as JSON."}],
+        temperature=0,
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+    )
+    [choice] = answer.choices
+    assert choice.finish_reason == "stop", choice
+    parsed = json.loads(choice.message.content or "")
+    assert set(parsed) == {"city", "population"}
+    assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
