@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,7 +34,7 @@ from modelport.schemas.inference import (
 )
 from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 from modelport.secrets import SecretBox, resolve_secret
-from modelport.stopseq import StopSequenceFilter
+from modelport.stopseq import OutputFilter
 from modelport.store import repo
 from modelport.store.tables import Deployment, Model
 from modelport.templates import substitute_bindings
@@ -95,63 +94,6 @@ class _Piece:
     response_tokens: int | None = None
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI deltas, passed on as they come
     stop_sequence: str | None = None  # on the last piece: the stop sequence that ended it, if seen
-
-
-class _OutputFilter:
-    """Stop-sequence filtering, with logprob entries kept in step with the text.
-
-    An entry is released once all of its token's bytes have been released; at a stop
-    sequence, the entry that straddles it is cut to the bytes before the stop, so the
-    released tokens always join to the released text. Counting UTF-8 bytes rather
-    than characters keeps tokens that split a character in step.
-    """
-
-    def __init__(self, stop_sequences: tuple[str, ...]) -> None:
-        self._stops = StopSequenceFilter(stop_sequences)
-        self._pending: deque[TokenLogprob] = deque()
-        self._unmatched = 0  # released UTF-8 bytes not yet covered by released entries
-
-    @property
-    def stopped(self) -> bool:
-        return self._stops.stopped
-
-    @property
-    def matched(self) -> str | None:
-        return self._stops.matched
-
-    def take(self, chunk: GenerationChunk) -> tuple[str, list[TokenLogprob]]:
-        if chunk.logprobs:
-            self._pending.extend(chunk.logprobs)
-        return self._release(self._stops.feed(chunk.text))
-
-    def finish(self) -> tuple[str, list[TokenLogprob]]:
-        text, entries = self._release(self._stops.flush())
-        if self._pending and self._unmatched > 0:
-            straddler = self._pending[0]
-            cut = _token_bytes(straddler)[: self._unmatched]
-            entries.append(
-                TokenLogprob(
-                    token=cut.decode("utf-8", "ignore"),
-                    logprob=straddler.logprob,
-                    bytes=list(cut),
-                    top_logprobs=straddler.top_logprobs,
-                )
-            )
-        self._pending.clear()
-        return text, entries
-
-    def _release(self, text: str) -> tuple[str, list[TokenLogprob]]:
-        self._unmatched += len(text.encode("utf-8"))
-        released: list[TokenLogprob] = []
-        while self._pending and len(_token_bytes(self._pending[0])) <= self._unmatched:
-            entry = self._pending.popleft()
-            self._unmatched -= len(_token_bytes(entry))
-            released.append(entry)
-        return text, released
-
-
-def _token_bytes(entry: TokenLogprob) -> bytes:
-    return bytes(entry.bytes) if entry.bytes is not None else entry.token.encode("utf-8")
 
 
 # What the compatible surfaces receive: the service's output before it is shaped into
@@ -334,7 +276,7 @@ class InferenceService:
         return await self._router.run(principal.account_id, model, attempt)
 
     async def _filtered(self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[_Piece]:
-        output = _OutputFilter(prepared.call.sampling.stop_sequences)
+        output = OutputFilter(prepared.call.sampling.stop_sequences)
         finish_reason: FinishReason | None = None
         prompt_tokens: int | None = None
         response_tokens: int | None = None

@@ -5,11 +5,17 @@ across pieces, so the filter holds back the shortest tail that could still grow 
 stop sequence and releases everything before it. No part of a stop sequence is ever
 released, and the concatenation of everything released equals the full text cut at
 the first stop sequence: the one that completes first.
+
+`OutputFilter` applies it to a vendor's chunks, keeping their per-token logprobs in step
+with the text it releases.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+
+from modelport.generation import GenerationChunk, TokenLogprob
 
 
 class StopSequenceFilter:
@@ -68,3 +74,60 @@ def cut_at_stop(text: str, stop_sequences: Sequence[str]) -> tuple[str, bool]:
     stop_filter = StopSequenceFilter(stop_sequences)
     released = stop_filter.feed(text)
     return released + stop_filter.flush(), stop_filter.stopped
+
+
+class OutputFilter:
+    """Stop-sequence filtering, with logprob entries kept in step with the text.
+
+    An entry is released once all of its token's bytes have been released; at a stop
+    sequence, the entry that straddles it is cut to the bytes before the stop, so the
+    released tokens always join to the released text. Counting UTF-8 bytes rather
+    than characters keeps tokens that split a character in step.
+    """
+
+    def __init__(self, stop_sequences: tuple[str, ...]) -> None:
+        self._stops = StopSequenceFilter(stop_sequences)
+        self._pending: deque[TokenLogprob] = deque()
+        self._unmatched = 0  # released UTF-8 bytes not yet covered by released entries
+
+    @property
+    def stopped(self) -> bool:
+        return self._stops.stopped
+
+    @property
+    def matched(self) -> str | None:
+        return self._stops.matched
+
+    def take(self, chunk: GenerationChunk) -> tuple[str, list[TokenLogprob]]:
+        if chunk.logprobs:
+            self._pending.extend(chunk.logprobs)
+        return self._release(self._stops.feed(chunk.text))
+
+    def finish(self) -> tuple[str, list[TokenLogprob]]:
+        text, entries = self._release(self._stops.flush())
+        if self._pending and self._unmatched > 0:
+            straddler = self._pending[0]
+            cut = _token_bytes(straddler)[: self._unmatched]
+            entries.append(
+                TokenLogprob(
+                    token=cut.decode("utf-8", "ignore"),
+                    logprob=straddler.logprob,
+                    bytes=list(cut),
+                    top_logprobs=straddler.top_logprobs,
+                )
+            )
+        self._pending.clear()
+        return text, entries
+
+    def _release(self, text: str) -> tuple[str, list[TokenLogprob]]:
+        self._unmatched += len(text.encode("utf-8"))
+        released: list[TokenLogprob] = []
+        while self._pending and len(_token_bytes(self._pending[0])) <= self._unmatched:
+            entry = self._pending.popleft()
+            self._unmatched -= len(_token_bytes(entry))
+            released.append(entry)
+        return text, released
+
+
+def _token_bytes(entry: TokenLogprob) -> bytes:
+    return bytes(entry.bytes) if entry.bytes is not None else entry.token.encode("utf-8")
