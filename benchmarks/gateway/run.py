@@ -1,5 +1,6 @@
-"""Gateway overhead: the mock upstream directly, modelport in front of it, and LiteLLM's
-proxy in front of it, measured in one run, interleaved, with wrk on loopback.
+"""Gateway overhead: the mock upstream directly, the Python floor (floor.py: a bare
+forwarding proxy) in front of it, modelport in front of it, and LiteLLM's proxy in front
+of it, measured in one run, interleaved, with wrk on loopback.
 
     .venv/bin/python benchmarks/gateway/run.py --litellm /path/to/litellm-venv/bin/litellm
 
@@ -243,6 +244,16 @@ def main() -> None:
         wait_until_served(direct, time.perf_counter())
         targets.append(direct)
 
+        floor_port = free_port()
+        floor = Target("floor", f"http://127.0.0.1:{floor_port}/v1/chat/completions", OPENAI_BODY, {})
+        started = time.perf_counter()
+        floor.process = start(
+            [sys.executable, str(HERE / "floor.py"), "--port", str(floor_port), "--upstream", direct.url],
+            dict(os.environ), workdir / "floor.log",
+        )  # fmt: skip
+        floor.startup_seconds = wait_until_served(floor, started)
+        targets.append(floor)
+
         for workers in [int(n) for n in args.workers.split(",")]:
             port = modelport_port if workers == 1 else free_port()
             gateway = Target(
@@ -341,6 +352,8 @@ def report(
         return f"{(results[target][key]['p50_us'] - mock[key]['p50_us']) / 1000:.2f}"
 
     for target in targets[1:]:
+        if target.name == "floor":
+            continue
         rows.append(
             [
                 target.name,
@@ -358,6 +371,17 @@ def report(
     verdict = "ok" if best_mock >= 3 * best_gateway else "TOO SLOW: gateway numbers are capped by the mock"
     print(f"\nmock check: mock peak {best_mock:,.0f} req/s vs best gateway {best_gateway:,.0f} req/s: {verdict}")
     names = [t.name for t in targets]
+    floor = results["floor"]
+    print()
+    rows = []
+    for key in floor:
+        for name in names:
+            if name.startswith("modelport"):
+                r = results[name][key]
+                rows.append([key, name, f"{r['cpu_ms_per_request'] / floor[key]['cpu_ms_per_request']:.2f}x",
+                             f"{r['p99_us'] / max(r['p50_us'], 1):.1f}x",
+                             f"{(r['p99_us'] - mock[key]['p99_us']) / 1000:.2f}"])  # fmt: skip
+    print(table(rows, ["run", "gateway", "CPU/request vs floor", "p99 / p50", "added p99 ms"]))
     for name in names:
         if name.startswith("modelport-"):
             for key in results["modelport"]:
