@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
+from modelport.deployments import (
+    check_configuration,
+    check_deployment,
+    check_model,
+    check_vendor,
+    embedded_checkpoint,
+)
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback
@@ -66,11 +73,18 @@ def _check_account(principal: Principal, account_id: str | None) -> None:
 
 class Registry:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], pool: EnginePool | None, policy: ServerPolicy | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        pool: EnginePool | None,
+        policy: ServerPolicy | None = None,
+        *,
+        adapters: Callable[[str], bool] = lambda _name: True,
     ) -> None:
         self._sessions = sessions
         self._pool = pool
         self._policy = policy or ServerPolicy()
+        # Whether an adapter is registered under a name: a vendor without one is refused.
+        self._adapters = adapters
         self._loads: set[asyncio.Task[None]] = set()
 
     # --- accounts and keys --------------------------------------------------------
@@ -126,9 +140,12 @@ class Registry:
         require_admin(principal)
         _check_account(principal, body.account_id)
         self._policy.check_model_parameters(body.model_creation_parameters)
+        check_vendor(body.model_vendor, self._adapters)
+        check_model(body.model_vendor, body.model_creation_parameters)
         fields = body.model_dump(exclude={"account_id", "base_model_metadata", "request_schema"})
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
+            await self._check_name_free(session, principal, body.name)
             model = await repo.create_model(
                 session,
                 account_id=principal.account_id,
@@ -181,8 +198,23 @@ class Registry:
         self._policy.check_model_parameters(changes.get("model_creation_parameters"))
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
+            if "name" in changes and changes["name"] != model.name:
+                await self._check_name_free(session, principal, changes["name"])
+            if "model_vendor" in changes and changes["model_vendor"] != model.model_vendor:
+                check_vendor(changes["model_vendor"], self._adapters)
             for name, value in changes.items():
                 setattr(model, name, {} if name == "model_creation_parameters" and value is None else value)
+            # The changed model as a whole, and each of its deployments with it, must still hold.
+            check_model(model.model_vendor, model.model_creation_parameters)
+            deployments, _ = await repo.list_deployments(
+                session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
+            )
+            for deployment in deployments:
+                check_deployment(
+                    model,
+                    parameters=deployment.model_creation_parameters,
+                    configuration=deployment.vendor_configuration,
+                )
             if "base_model_metadata" in body.model_fields_set:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:
@@ -208,7 +240,10 @@ class Registry:
         self._policy.check_model_parameters(body.model_creation_parameters)
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
-            embedded = _embedded_checkpoint(model.model_vendor, body.vendor_configuration)
+            _check_deployable(model, self._adapters)
+            configuration = check_configuration(model.model_vendor, body.vendor_configuration)
+            check_deployment(model, parameters=body.model_creation_parameters, configuration=configuration)
+            embedded = embedded_checkpoint(model.model_vendor, configuration)
             if embedded:
                 self._check_checkpoint(embedded)
             deployment = await repo.create_deployment(
@@ -217,7 +252,7 @@ class Registry:
                 model_id=model.id,
                 name=body.name,
                 status="PENDING" if embedded else "READY",
-                vendor_configuration=body.vendor_configuration,
+                vendor_configuration=configuration,
                 model_creation_parameters=body.model_creation_parameters,
                 deployment_metadata=body.deployment_metadata,
                 **_creator(principal),
@@ -256,10 +291,17 @@ class Registry:
         async with self._sessions() as session, session.begin():
             deployment = await self._deployment(session, principal, model_id, deployment_id)
             model = await self._model(session, principal, model_id)
-            before = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            before = embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            if "vendor_configuration" in changes:
+                changes["vendor_configuration"] = check_configuration(
+                    model.model_vendor, changes["vendor_configuration"]
+                )
             for name, value in changes.items():
                 setattr(deployment, name, value)
-            after = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            check_deployment(
+                model, parameters=deployment.model_creation_parameters, configuration=deployment.vendor_configuration
+            )
+            after = embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
             if after != before and after:
                 self._check_checkpoint(after)
                 deployment.status, deployment.status_reason = "PENDING", None
@@ -290,6 +332,11 @@ class Registry:
             self._policy.resolve_checkpoint(checkpoint)
         except InvalidRequest as exc:
             raise ValidationFailed(f"vendor_configuration.checkpoint_path: {exc.detail}") from exc
+
+    async def _check_name_free(self, session: AsyncSession, principal: Principal, name: str) -> None:
+        # Models are called by name (/v1 routes, usage by model name, fallbacks): one per account.
+        if await repo.model_named(session, account_id=principal.account_id, name=name) is not None:
+            raise Conflict(f"a model named {name!r} already exists in account {principal.account_id}")
 
     async def _model(self, session: AsyncSession, principal: Principal, model_id: str) -> Model:
         model = await repo.get_model(session, account_id=principal.account_id, model_id=model_id)
@@ -346,9 +393,10 @@ def deployment_failure_recorder(database_url: str) -> FailureCallback:
     return record
 
 
-def _embedded_checkpoint(vendor: str | None, configuration: dict[str, Any] | None) -> str | None:
-    checkpoint = (configuration or {}).get("checkpoint_path")
-    return str(checkpoint) if vendor == "LLMENGINE" and checkpoint else None
+def _check_deployable(model: Model, adapters: Callable[[str], bool]) -> None:
+    if model.model_vendor is None:
+        raise ValidationFailed(f"model {model.id} names no model_vendor; set one (PATCH the model) to deploy it")
+    check_vendor(model.model_vendor, adapters)  # a model stored before vendors were checked
 
 
 def _key_out(key: ApiKey, role: str) -> KeyOut:

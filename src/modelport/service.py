@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
 from modelport.cache import RegistryCache
+from modelport.deployments import target_of
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
@@ -35,7 +36,6 @@ from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 from modelport.secrets import SecretBox, resolve_secret
 from modelport.stopseq import StopSequenceFilter
 from modelport.store import repo
-from modelport.store.tables import Deployment, Model
 from modelport.templates import substitute_bindings
 from modelport.timing import waiting_for_vendor
 from modelport.vendors.base import Capabilities, Target, Vendor
@@ -47,20 +47,6 @@ TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 # Called once per finished request: (principal, deployment id, prompt tokens,
 # response tokens, HTTP status, latency in ms). Usage recording plugs in here.
 UsageSink = Callable[[Principal, str, int, int, int, float], None]
-
-
-def target_of(deployment: Deployment, model: Model) -> Target:
-    parameters = {**(model.model_creation_parameters or {}), **(deployment.model_creation_parameters or {})}
-    details = (model.base_model_metadata or {}).get("modelDetails") or {}
-    window = details.get("token_context_window")
-    return Target(
-        deployment_id=deployment.id,
-        model_type=model.model_type,
-        model_vendor=model.model_vendor or "OTHER",
-        parameters=parameters,
-        vendor_configuration=dict(deployment.vendor_configuration or {}),
-        context_window=int(window) if window else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from modelport.api.routes import accounts, deployments, health, inference, model
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
+from modelport.deployments import embedded_checkpoint
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
@@ -43,7 +44,7 @@ from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
 from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
-from modelport.vendors.registry import EMBEDDED, VendorRegistry
+from modelport.vendors.registry import EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
@@ -77,8 +78,10 @@ def start_engine_supervisor(settings: Settings) -> SupervisorThread:
 async def _load_embedded_deployments(app: FastAPI) -> None:
     pool: EnginePool = app.state.engine_pool
     async with app.state.sessions() as session, session.begin():
-        for deployment in await repo.embedded_deployments(session):
-            checkpoint = str((deployment.vendor_configuration or {})["checkpoint_path"])
+        for deployment, model_vendor in await repo.live_deployments(session):
+            checkpoint = embedded_checkpoint(model_vendor, deployment.vendor_configuration)
+            if checkpoint is None:
+                continue
             try:
                 await pool.attach(deployment.id, checkpoint)
             except ModelLoadError as exc:
@@ -111,6 +114,7 @@ def _register_upstream_vendors(
             }
         ),
     )
+    vendors.register(OPENAI_COMPATIBLE, OpenAICompatible(pooled_client(), openai.COMPATIBLE, policy))
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
 
@@ -167,7 +171,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     usage.start()
     app.state.usage = usage
-    app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy)
+    app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy, adapters=vendors.has)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
     app.state.service = InferenceService(

@@ -108,6 +108,13 @@ async def get_model(session: AsyncSession, *, account_id: str, model_id: str) ->
     return model
 
 
+async def model_named(session: AsyncSession, *, account_id: str, name: str) -> Model | None:
+    model: Model | None = await session.scalar(
+        select(Model).where(Model.account_id == account_id, Model.name == name).limit(1)
+    )
+    return model
+
+
 async def deployment_counts(session: AsyncSession, *, model_ids: list[str]) -> dict[str, int]:
     if not model_ids:
         return {}
@@ -163,10 +170,15 @@ async def list_deployments(
     return list(rows), total
 
 
-async def embedded_deployments(session: AsyncSession) -> list[Deployment]:
-    """Deployments of every account that the embedded engine should serve."""
-    rows = await session.scalars(select(Deployment).where(Deployment.status.in_(("READY", "PENDING"))))
-    return [deployment for deployment in rows if (deployment.vendor_configuration or {}).get("checkpoint_path")]
+async def live_deployments(session: AsyncSession) -> list[tuple[Deployment, str | None]]:
+    """READY or PENDING deployments of every account, each with its model's vendor
+    (which of them the embedded engine serves is decided in modelport.deployments)."""
+    rows = await session.execute(
+        select(Deployment, Model.model_vendor)
+        .join(Model, Model.id == Deployment.model_id)
+        .where(Deployment.status.in_(("READY", "PENDING")))
+    )
+    return [(deployment, vendor) for deployment, vendor in rows.all()]
 
 
 async def set_deployment_status(

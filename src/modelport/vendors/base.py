@@ -56,6 +56,8 @@ class Target:
     parameters: dict[str, Any] = field(default_factory=dict)
     vendor_configuration: dict[str, Any] = field(default_factory=dict)
     context_window: int | None = None
+    # The registered adapter that serves it (decided by modelport.deployments.target_of).
+    adapter: str = ""
     # A credential resolved from an account secret (`api_key_secret`); kept out of
     # `parameters` and of repr() so it cannot leak into a response or a log line.
     api_key: str | None = field(default=None, repr=False)

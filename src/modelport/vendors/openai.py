@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -74,6 +74,14 @@ class Flavour:
 
 
 OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, knows_reasoning_models=True)
+# FIREWORKS_AI and OTHER: OpenAI's wire format at the model's own base_url (required).
+COMPATIBLE = Flavour(
+    "OPENAI-compatible",
+    replace(OPENAI_CHAT, vendor="OPENAI-compatible"),
+    replace(OPENAI_COMPLETIONS, vendor="OPENAI-compatible"),
+    None,
+    knows_reasoning_models=False,
+)
 LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS, None, knows_reasoning_models=False)
 
 

@@ -128,7 +128,23 @@ def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: It
         # The vendor refused this request (too long a prompt, a value it rejects):
         # the caller's to fix, so not a "vendor failed" 502.
         return InvalidRequest(f"{vendor} refused the request: {message}", upstream_status=response.status_code)
+    if response.status_code == 404:
+        # Most often a wrong base_url or model: say which address was called.
+        return UpstreamError(
+            f"{vendor} answered 404 for {called_url(response)}: {message}", upstream_status=response.status_code
+        )
     return UpstreamError(f"{vendor} answered {response.status_code}: {message}", upstream_status=response.status_code)
+
+
+def called_url(response: httpx.Response) -> str:
+    """The address a response answered, without its query or user info (where a
+    credential could sit)."""
+    try:
+        url = response.request.url
+    except RuntimeError:
+        return "(unknown address)"
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}"
 
 
 async def send(
