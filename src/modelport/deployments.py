@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from modelport.errors import ValidationFailed
-from modelport.schemas.errors import validation_detail
+from modelport.errors import field_errors
 from modelport.schemas.json_value import JsonObject
 from modelport.store.tables import Deployment, Model
 from modelport.vendors.base import Target
@@ -195,16 +194,14 @@ class _VendorConfiguration(BaseModel):
 # --- checking ------------------------------------------------------------------------------
 
 
-def _refuse(errors: list[dict[str, Any]]) -> ValidationFailed:
-    body = validation_detail(errors)
-    return ValidationFailed(str(body["detail"]), errors=body["errors"])
-
-
 def _pydantic_errors(exc: ValidationError, prefix: tuple[str, ...]) -> list[dict[str, Any]]:
     errors = []
     for error in exc.errors(include_url=False, include_input=False):
         location = [part for part in error["loc"] if part not in {"configuration", "LAUNCH", "LLMENGINE"}]
         message = "unknown key (not a setting of this vendor)" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "union_tag_invalid":  # the discriminator itself is wrong
+            location.append("vendor")
+            message = "must be LAUNCH or LLMENGINE, the two vendor configurations the SDK reads"
         errors.append({"loc": [*prefix, *map(str, location)], "msg": message, "type": error["type"]})
     return errors
 
@@ -221,7 +218,7 @@ def check_vendor(model_vendor: str | None, has_adapter: Callable[[str], bool], *
     adapter = adapter_for_vendor(model_vendor)
     if model_vendor not in SETTINGS_BY_VENDOR or adapter is None or not has_adapter(adapter):
         served = ", ".join(served_vendors(has_adapter))
-        raise _refuse(
+        raise field_errors(
             [
                 {
                     "loc": ["body", field],
@@ -243,7 +240,7 @@ def vendor_settings(
     try:
         return schema.model_validate(dict(parameters or {}))
     except ValidationError as exc:
-        raise _refuse(_pydantic_errors(exc, location)) from None
+        raise field_errors(_pydantic_errors(exc, location)) from None
 
 
 def check_configuration(model_vendor: str | None, configuration: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -255,9 +252,9 @@ def check_configuration(model_vendor: str | None, configuration: Mapping[str, An
     try:
         checked = _VendorConfiguration.model_validate({"configuration": dict(configuration)}).configuration
     except ValidationError as exc:
-        raise _refuse(_pydantic_errors(exc, location)) from None
+        raise field_errors(_pydantic_errors(exc, location)) from None
     if isinstance(checked, LLMEngineConfiguration) and checked.checkpoint_path and model_vendor != "LLMENGINE":
-        raise _refuse(
+        raise field_errors(
             [
                 {
                     "loc": [*location, "checkpoint_path"],
@@ -295,7 +292,7 @@ def check_deployment(
     settings = vendor_settings(model.model_vendor, merged_parameters(model, parameters))
     missing = [] if embedded_checkpoint(model.model_vendor, configuration) else settings.missing()
     if missing:
-        raise _refuse(
+        raise field_errors(
             [
                 {
                     "loc": ["body", "model_creation_parameters", name],

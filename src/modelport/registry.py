@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,7 +24,7 @@ from modelport.deployments import (
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback
-from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed
+from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed, field_error
 from modelport.keys import display_prefix, generate_key, hash_key
 from modelport.policy import ServerPolicy
 from modelport.schemas.registry import (
@@ -38,7 +39,8 @@ from modelport.schemas.registry import (
     Page,
 )
 from modelport.store import db, repo
-from modelport.store.tables import ApiKey, Deployment, Model, utcnow
+from modelport.store.tables import ApiKey, Deployment, Model, ModelGroup, ModelTemplate, utcnow
+from modelport.template_rules import check_against_template
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,10 @@ def parse_sort(values: list[str] | None, allowed: frozenset[str]) -> list[tuple[
     for value in (part for item in values or [] for part in item.split(",") if part):
         column, _, direction = value.partition(":")
         if column not in allowed or direction not in {"asc", "desc"}:
-            raise ValidationFailed(
-                f"cannot sort by {value!r}; sortable: {', '.join(sorted(allowed))} with :asc or :desc"
+            raise field_error(
+                ["query", "sort_by"],
+                f"cannot sort by {value!r}; sortable: {', '.join(sorted(allowed))} with :asc or :desc",
+                "sort_by",
             )
         order.append((column, direction == "desc"))
     return order
@@ -69,6 +73,18 @@ def _check_account(principal: Principal, account_id: str | None) -> None:
     # The SDK's create calls may name an account; it must be the selected one.
     if account_id is not None and account_id != principal.account_id:
         raise Forbidden(f"account_id {account_id} is not the selected account {principal.account_id}")
+
+
+def _check_account_filter(principal: Principal, account_id: str | None) -> None:
+    """Lists are of the selected account; an `account_id` filter naming another one
+    is refused rather than answered with that account's resources or an empty page."""
+    if account_id is not None and account_id != principal.account_id:
+        raise field_error(
+            ["query", "account_id"],
+            f"{account_id} is not the selected account {principal.account_id}; "
+            "select it with the x-selected-account-id header",
+            "account_filter",
+        )
 
 
 class Registry:
@@ -146,11 +162,20 @@ class Registry:
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
             await self._check_name_free(session, principal, body.name)
+            request_schema = await _check_links(
+                session,
+                principal.account_id,
+                model_type=body.model_type,
+                model_group_id=body.model_group_id,
+                model_template_id=body.model_template_id,
+                parameters=body.model_creation_parameters,
+                request_schema=body.request_schema.model_dump() if body.request_schema else {},
+            )
             model = await repo.create_model(
                 session,
                 account_id=principal.account_id,
                 base_model_metadata=body.base_model_metadata.stored() if body.base_model_metadata else None,
-                request_schema=body.request_schema.model_dump() if body.request_schema else {},
+                request_schema=request_schema,
                 **fields,
                 **_creator(principal),
             )
@@ -173,11 +198,20 @@ class Registry:
         model_type: str | None,
         sort_by: list[str] | None,
         with_deployments: bool,
+        model_group_id: str | None = None,
+        account_id: str | None = None,
     ) -> Page[ModelInstanceOut]:
         order = parse_sort(sort_by, repo.MODEL_SORT_COLUMNS)
+        _check_account_filter(principal, account_id)
         async with self._sessions() as session:
             models, total = await repo.list_models(
-                session, account_id=principal.account_id, page=page, limit=limit, model_type=model_type, sort_by=order
+                session,
+                account_id=principal.account_id,
+                page=page,
+                limit=limit,
+                model_type=model_type,
+                model_group_id=model_group_id,
+                sort_by=order,
             )
             counts = await repo.deployment_counts(session, model_ids=[model.id for model in models])
             items = []
@@ -219,6 +253,15 @@ class Registry:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:
                 model.request_schema = body.request_schema.model_dump() if body.request_schema else {}
+            model.request_schema = await _check_links(
+                session,
+                principal.account_id,
+                model_type=model.model_type,
+                model_group_id=model.model_group_id,
+                model_template_id=model.model_template_id,
+                parameters=model.model_creation_parameters,
+                request_schema=model.request_schema,
+            )
             await session.flush()
             count = await repo.count_deployments(session, model_id=model_id)
             return ModelInstanceOut.of(model, deployment_count=count)
@@ -266,14 +309,22 @@ class Registry:
             return DeploymentOut.of(await self._deployment(session, principal, model_id, deployment_id))
 
     async def list_deployments(
-        self, principal: Principal, *, model_id: str | None, page: int, limit: int, sort_by: list[str] | None = None
+        self,
+        principal: Principal,
+        *,
+        model_id: str | None,
+        page: int,
+        limit: int,
+        sort_by: list[str] | None = None,
+        account_id: str | None = None,
     ) -> Page[DeploymentOut]:
-        parse_sort(sort_by, repo.DEPLOYMENT_SORT_COLUMNS)  # refuse unknown columns (422)
+        order = parse_sort(sort_by, repo.DEPLOYMENT_SORT_COLUMNS)
+        _check_account_filter(principal, account_id)
         async with self._sessions() as session:
             if model_id is not None:
                 await self._model(session, principal, model_id)
             rows, total = await repo.list_deployments(
-                session, account_id=principal.account_id, model_id=model_id, page=page, limit=limit
+                session, account_id=principal.account_id, model_id=model_id, page=page, limit=limit, sort_by=order
             )
         return Page(
             items=[DeploymentOut.of(row) for row in rows],
@@ -393,9 +444,41 @@ def deployment_failure_recorder(database_url: str) -> FailureCallback:
     return record
 
 
+async def _check_links(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    model_type: str,
+    model_group_id: str | None,
+    model_template_id: str | None,
+    parameters: dict[str, Any] | None,
+    request_schema: dict[str, Any],
+) -> dict[str, Any]:
+    """A model's group and template must be the account's; a model made from a
+    template must fit it. Returns the request schema the model is to have."""
+    if model_group_id is not None and (
+        await repo.get_owned(session, ModelGroup, account_id=account_id, row_id=model_group_id) is None
+    ):
+        raise field_error(
+            ["body", "model_group_id"], f"no model group {model_group_id} in account {account_id}", "not_found"
+        )
+    if model_template_id is None:
+        return request_schema
+    template = await repo.get_owned(session, ModelTemplate, account_id=account_id, row_id=model_template_id)
+    if template is None:
+        raise field_error(
+            ["body", "model_template_id"], f"no model template {model_template_id} in account {account_id}", "not_found"
+        )
+    return check_against_template(template, model_type=model_type, parameters=parameters, request_schema=request_schema)
+
+
 def _check_deployable(model: Model, adapters: Callable[[str], bool]) -> None:
     if model.model_vendor is None:
-        raise ValidationFailed(f"model {model.id} names no model_vendor; set one (PATCH the model) to deploy it")
+        raise field_error(
+            ["body", "model_vendor"],
+            f"model {model.id} names no model_vendor; set one (PATCH the model) to deploy it",
+            "missing",
+        )
     check_vendor(model.model_vendor, adapters)  # a model stored before vendors were checked
 
 

@@ -24,6 +24,8 @@ async def list_models(
     page: PageNumber = 1,
     limit: PageSize = 100,
     model_type: str | None = None,
+    model_group_id: str | None = None,
+    account_id: str | None = None,
     sort_by: Annotated[list[str] | None, Query()] = None,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> Page[ModelInstanceOut]:
@@ -32,6 +34,8 @@ async def list_models(
         page=page,
         limit=limit,
         model_type=model_type,
+        model_group_id=model_group_id,
+        account_id=account_id,
         sort_by=sort_by,
         with_deployments="Deployments" in parse_list(view),
     )
