@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +25,7 @@ from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback
 from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed, field_error
 from modelport.keys import display_prefix, generate_key, hash_key
+from modelport.model_links import check_links, groups_of
 from modelport.policy import ServerPolicy
 from modelport.schemas.registry import (
     DeploymentCreate,
@@ -39,8 +39,7 @@ from modelport.schemas.registry import (
     Page,
 )
 from modelport.store import db, repo
-from modelport.store.tables import ApiKey, Deployment, Model, ModelGroup, ModelTemplate, utcnow
-from modelport.template_rules import check_against_template
+from modelport.store.tables import ApiKey, Deployment, Model, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ class Registry:
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
             await self._check_name_free(session, principal, body.name)
-            request_schema = await _check_links(
+            request_schema = await check_links(
                 session,
                 principal.account_id,
                 model_type=body.model_type,
@@ -181,13 +180,21 @@ class Registry:
             )
             return ModelInstanceOut.of(model, deployment_count=0)
 
-    async def get_model(self, principal: Principal, model_id: str, *, with_deployments: bool) -> ModelInstanceOut:
+    async def get_model(
+        self, principal: Principal, model_id: str, *, with_deployments: bool, with_group: bool = False
+    ) -> ModelInstanceOut:
         async with self._sessions() as session:
             model = await self._model(session, principal, model_id)
             deployments, total = await repo.list_deployments(
                 session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
             )
-        return ModelInstanceOut.of(model, deployment_count=total, deployments=deployments if with_deployments else None)
+            groups = await groups_of(session, principal, [model]) if with_group else {}
+        return ModelInstanceOut.of(
+            model,
+            deployment_count=total,
+            deployments=deployments if with_deployments else None,
+            model_group=groups.get(model.model_group_id or ""),
+        )
 
     async def list_models(
         self,
@@ -198,6 +205,7 @@ class Registry:
         model_type: str | None,
         sort_by: list[str] | None,
         with_deployments: bool,
+        with_group: bool = False,
         model_group_id: str | None = None,
         account_id: str | None = None,
     ) -> Page[ModelInstanceOut]:
@@ -214,6 +222,7 @@ class Registry:
                 sort_by=order,
             )
             counts = await repo.deployment_counts(session, model_ids=[model.id for model in models])
+            groups = await groups_of(session, principal, models) if with_group else {}
             items = []
             for model in models:
                 deployments = None
@@ -222,7 +231,12 @@ class Registry:
                         session, account_id=principal.account_id, model_id=model.id, page=1, limit=10_000
                     )
                 items.append(
-                    ModelInstanceOut.of(model, deployment_count=counts.get(model.id, 0), deployments=deployments)
+                    ModelInstanceOut.of(
+                        model,
+                        deployment_count=counts.get(model.id, 0),
+                        deployments=deployments,
+                        model_group=groups.get(model.model_group_id or ""),
+                    )
                 )
         return Page(items=items, current_page=page, items_per_page=limit, total_item_count=total)
 
@@ -253,7 +267,7 @@ class Registry:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:
                 model.request_schema = body.request_schema.model_dump() if body.request_schema else {}
-            model.request_schema = await _check_links(
+            model.request_schema = await check_links(
                 session,
                 principal.account_id,
                 model_type=model.model_type,
@@ -442,34 +456,6 @@ def deployment_failure_recorder(database_url: str) -> FailureCallback:
                 await repo.set_deployment_status(session, deployment_id=deployment_id, status="FAILED", reason=reason)
 
     return record
-
-
-async def _check_links(
-    session: AsyncSession,
-    account_id: str,
-    *,
-    model_type: str,
-    model_group_id: str | None,
-    model_template_id: str | None,
-    parameters: dict[str, Any] | None,
-    request_schema: dict[str, Any],
-) -> dict[str, Any]:
-    """A model's group and template must be the account's; a model made from a
-    template must fit it. Returns the request schema the model is to have."""
-    if model_group_id is not None and (
-        await repo.get_owned(session, ModelGroup, account_id=account_id, row_id=model_group_id) is None
-    ):
-        raise field_error(
-            ["body", "model_group_id"], f"no model group {model_group_id} in account {account_id}", "not_found"
-        )
-    if model_template_id is None:
-        return request_schema
-    template = await repo.get_owned(session, ModelTemplate, account_id=account_id, row_id=model_template_id)
-    if template is None:
-        raise field_error(
-            ["body", "model_template_id"], f"no model template {model_template_id} in account {account_id}", "not_found"
-        )
-    return check_against_template(template, model_type=model_type, parameters=parameters, request_schema=request_schema)
 
 
 def _check_deployable(model: Model, adapters: Callable[[str], bool]) -> None:

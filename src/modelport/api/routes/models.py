@@ -38,6 +38,7 @@ async def list_models(
         account_id=account_id,
         sort_by=sort_by,
         with_deployments="Deployments" in parse_list(view),
+        with_group="ModelGroup" in parse_list(view),
     )
 
 
@@ -48,7 +49,10 @@ async def retrieve_model(
     registry: RegistryDep,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> ModelInstanceOut:
-    return await registry.get_model(principal, model_id, with_deployments="Deployments" in parse_list(view))
+    views = parse_list(view)
+    return await registry.get_model(
+        principal, model_id, with_deployments="Deployments" in views, with_group="ModelGroup" in views
+    )
 
 
 @router.patch("/v4/models/{model_id}", response_model=ModelInstanceOut, response_model_exclude_none=True)
