@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
 from modelport.cache import RegistryCache
-from modelport.deployments import target_of
+from modelport.deployments import target_of, with_parameters
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.params import check_bindings, check_supported, effective_sampling
@@ -333,23 +333,21 @@ class InferenceService:
             )
         if not is_chat and request.chat_template is not None:
             raise InvalidRequest("chat_template applies to chat-completions only; /completions sends raw text")
-        dropped = check_supported(
-            request, capabilities, drop_unsupported=bool(target.parameters.get("drop_unsupported_params"))
-        )
+        dropped = check_supported(request, capabilities, drop_unsupported=bool(target.settings.drop_unsupported_params))
         schema = deployment.request_schema.get("parameters") or []
         bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
         if schema or bindings:
             check_bindings(schema, bindings)
             # Rendered on a worker thread, like chat templates: the loop serves others meanwhile.
             parameters = await asyncio.to_thread(substitute_bindings, target.parameters, bindings)
-            target = replace(target, parameters=parameters)
+            target = with_parameters(target, parameters)
         sampling = effective_sampling(request, capabilities, dropped=dropped)
-        variable = target.parameters.get("api_key_env")
+        variable = target.settings.api_key_env
         if variable:  # checked again here: the operator's list may have changed since
-            self._policy.check_api_key_env(str(variable))
-        secret_name = target.parameters.get("api_key_secret")
+            self._policy.check_api_key_env(variable)
+        secret_name = target.settings.api_key_secret
         if secret_name:
-            api_key = await self._api_key(principal.account_id, str(secret_name))
+            api_key = await self._api_key(principal.account_id, secret_name)
             target = replace(target, api_key=api_key)
 
         if is_chat and deployment.model_type in CHAT_TYPES:

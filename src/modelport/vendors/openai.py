@@ -19,6 +19,7 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.settings import OpenAISettings
 from modelport.vendors.upstream import (
     HttpVendor,
     RetryPolicy,
@@ -94,10 +95,10 @@ class OpenAICompatible(HttpVendor):
     def _is_reasoning(self, target: Target) -> bool:
         if not self._flavour.knows_reasoning_models:
             return False
-        flag = target.parameters.get("reasoning_model")
+        flag = target.settings.reasoning_model if isinstance(target.settings, OpenAISettings) else None
         if flag is not None:
-            return bool(flag)
-        return bool(_REASONING_MODEL.match(str(target.parameters.get("model", ""))))
+            return flag
+        return bool(_REASONING_MODEL.match(target.settings.model or ""))
 
     def capabilities(self, target: Target) -> Capabilities:
         if target.model_type == "COMPLETION":
@@ -105,7 +106,7 @@ class OpenAICompatible(HttpVendor):
         return OPENAI_REASONING if self._is_reasoning(target) else self._flavour.chat
 
     def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
-        base_url = target.parameters.get("base_url") or self._flavour.default_base_url
+        base_url = target.settings.base_url or self._flavour.default_base_url
         if not base_url:
             raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
         model = upstream_model(target)
@@ -143,7 +144,7 @@ class OpenAICompatible(HttpVendor):
             body["top_logprobs"] = sampling.top_logprobs
         if stream:
             body["stream_options"] = {"include_usage": True}
-        body.update(target.parameters.get("extra_body") or {})
+        body.update(target.settings.extra_body or {})
         api_key = api_key_for(target, self.vendor)
         headers = configured_headers(target)
         if api_key:
