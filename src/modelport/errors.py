@@ -60,6 +60,19 @@ class ValidationFailed(ModelportError):
     status_code = 422
 
 
+def field_errors(errors: list[dict[str, Any]]) -> ValidationFailed:
+    """A 422 listing refused fields, each `{"loc": [...], "msg", "type"}`, in the shape
+    pydantic's own refusals take."""
+    from modelport.schemas.errors import validation_detail
+
+    body = validation_detail(errors)
+    return ValidationFailed(str(body["detail"]), errors=body["errors"])
+
+
+def field_error(loc: list[str], msg: str, kind: str) -> ValidationFailed:
+    return field_errors([{"loc": loc, "msg": msg, "type": kind}])
+
+
 class DeploymentUnavailable(ModelportError):
     status_code = 503
 

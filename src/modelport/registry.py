@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
+from modelport.deployments import (
+    check_configuration,
+    check_deployment,
+    check_model,
+    check_vendor,
+    embedded_checkpoint,
+)
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback
-from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed
+from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed, field_error
 from modelport.keys import display_prefix, generate_key, hash_key
+from modelport.model_links import check_links, groups_of
 from modelport.policy import ServerPolicy
 from modelport.schemas.registry import (
     DeploymentCreate,
@@ -47,8 +55,10 @@ def parse_sort(values: list[str] | None, allowed: frozenset[str]) -> list[tuple[
     for value in (part for item in values or [] for part in item.split(",") if part):
         column, _, direction = value.partition(":")
         if column not in allowed or direction not in {"asc", "desc"}:
-            raise ValidationFailed(
-                f"cannot sort by {value!r}; sortable: {', '.join(sorted(allowed))} with :asc or :desc"
+            raise field_error(
+                ["query", "sort_by"],
+                f"cannot sort by {value!r}; sortable: {', '.join(sorted(allowed))} with :asc or :desc",
+                "sort_by",
             )
         order.append((column, direction == "desc"))
     return order
@@ -64,13 +74,32 @@ def _check_account(principal: Principal, account_id: str | None) -> None:
         raise Forbidden(f"account_id {account_id} is not the selected account {principal.account_id}")
 
 
+def _check_account_filter(principal: Principal, account_id: str | None) -> None:
+    """Lists are of the selected account; an `account_id` filter naming another one
+    is refused rather than answered with that account's resources or an empty page."""
+    if account_id is not None and account_id != principal.account_id:
+        raise field_error(
+            ["query", "account_id"],
+            f"{account_id} is not the selected account {principal.account_id}; "
+            "select it with the x-selected-account-id header",
+            "account_filter",
+        )
+
+
 class Registry:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], pool: EnginePool | None, policy: ServerPolicy | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        pool: EnginePool | None,
+        policy: ServerPolicy | None = None,
+        *,
+        adapters: Callable[[str], bool] = lambda _name: True,
     ) -> None:
         self._sessions = sessions
         self._pool = pool
         self._policy = policy or ServerPolicy()
+        # Whether an adapter is registered under a name: a vendor without one is refused.
+        self._adapters = adapters
         self._loads: set[asyncio.Task[None]] = set()
 
     # --- accounts and keys --------------------------------------------------------
@@ -126,26 +155,46 @@ class Registry:
         require_admin(principal)
         _check_account(principal, body.account_id)
         self._policy.check_model_parameters(body.model_creation_parameters)
+        check_vendor(body.model_vendor, self._adapters)
+        check_model(body.model_vendor, body.model_creation_parameters)
         fields = body.model_dump(exclude={"account_id", "base_model_metadata", "request_schema"})
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
+            await self._check_name_free(session, principal, body.name)
+            request_schema = await check_links(
+                session,
+                principal.account_id,
+                model_type=body.model_type,
+                model_group_id=body.model_group_id,
+                model_template_id=body.model_template_id,
+                parameters=body.model_creation_parameters,
+                request_schema=body.request_schema.model_dump() if body.request_schema else {},
+            )
             model = await repo.create_model(
                 session,
                 account_id=principal.account_id,
                 base_model_metadata=body.base_model_metadata.stored() if body.base_model_metadata else None,
-                request_schema=body.request_schema.model_dump() if body.request_schema else {},
+                request_schema=request_schema,
                 **fields,
                 **_creator(principal),
             )
             return ModelInstanceOut.of(model, deployment_count=0)
 
-    async def get_model(self, principal: Principal, model_id: str, *, with_deployments: bool) -> ModelInstanceOut:
+    async def get_model(
+        self, principal: Principal, model_id: str, *, with_deployments: bool, with_group: bool = False
+    ) -> ModelInstanceOut:
         async with self._sessions() as session:
             model = await self._model(session, principal, model_id)
             deployments, total = await repo.list_deployments(
                 session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
             )
-        return ModelInstanceOut.of(model, deployment_count=total, deployments=deployments if with_deployments else None)
+            groups = await groups_of(session, principal, [model]) if with_group else {}
+        return ModelInstanceOut.of(
+            model,
+            deployment_count=total,
+            deployments=deployments if with_deployments else None,
+            model_group=groups.get(model.model_group_id or ""),
+        )
 
     async def list_models(
         self,
@@ -156,13 +205,24 @@ class Registry:
         model_type: str | None,
         sort_by: list[str] | None,
         with_deployments: bool,
+        with_group: bool = False,
+        model_group_id: str | None = None,
+        account_id: str | None = None,
     ) -> Page[ModelInstanceOut]:
         order = parse_sort(sort_by, repo.MODEL_SORT_COLUMNS)
+        _check_account_filter(principal, account_id)
         async with self._sessions() as session:
             models, total = await repo.list_models(
-                session, account_id=principal.account_id, page=page, limit=limit, model_type=model_type, sort_by=order
+                session,
+                account_id=principal.account_id,
+                page=page,
+                limit=limit,
+                model_type=model_type,
+                model_group_id=model_group_id,
+                sort_by=order,
             )
             counts = await repo.deployment_counts(session, model_ids=[model.id for model in models])
+            groups = await groups_of(session, principal, models) if with_group else {}
             items = []
             for model in models:
                 deployments = None
@@ -171,7 +231,12 @@ class Registry:
                         session, account_id=principal.account_id, model_id=model.id, page=1, limit=10_000
                     )
                 items.append(
-                    ModelInstanceOut.of(model, deployment_count=counts.get(model.id, 0), deployments=deployments)
+                    ModelInstanceOut.of(
+                        model,
+                        deployment_count=counts.get(model.id, 0),
+                        deployments=deployments,
+                        model_group=groups.get(model.model_group_id or ""),
+                    )
                 )
         return Page(items=items, current_page=page, items_per_page=limit, total_item_count=total)
 
@@ -181,12 +246,36 @@ class Registry:
         self._policy.check_model_parameters(changes.get("model_creation_parameters"))
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
+            if "name" in changes and changes["name"] != model.name:
+                await self._check_name_free(session, principal, changes["name"])
+            if "model_vendor" in changes and changes["model_vendor"] != model.model_vendor:
+                check_vendor(changes["model_vendor"], self._adapters)
             for name, value in changes.items():
                 setattr(model, name, {} if name == "model_creation_parameters" and value is None else value)
+            # The changed model as a whole, and each of its deployments with it, must still hold.
+            check_model(model.model_vendor, model.model_creation_parameters)
+            deployments, _ = await repo.list_deployments(
+                session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
+            )
+            for deployment in deployments:
+                check_deployment(
+                    model,
+                    parameters=deployment.model_creation_parameters,
+                    configuration=deployment.vendor_configuration,
+                )
             if "base_model_metadata" in body.model_fields_set:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:
                 model.request_schema = body.request_schema.model_dump() if body.request_schema else {}
+            model.request_schema = await check_links(
+                session,
+                principal.account_id,
+                model_type=model.model_type,
+                model_group_id=model.model_group_id,
+                model_template_id=model.model_template_id,
+                parameters=model.model_creation_parameters,
+                request_schema=model.request_schema,
+            )
             await session.flush()
             count = await repo.count_deployments(session, model_id=model_id)
             return ModelInstanceOut.of(model, deployment_count=count)
@@ -208,7 +297,10 @@ class Registry:
         self._policy.check_model_parameters(body.model_creation_parameters)
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
-            embedded = _embedded_checkpoint(model.model_vendor, body.vendor_configuration)
+            _check_deployable(model, self._adapters)
+            configuration = check_configuration(model.model_vendor, body.vendor_configuration)
+            check_deployment(model, parameters=body.model_creation_parameters, configuration=configuration)
+            embedded = embedded_checkpoint(model.model_vendor, configuration)
             if embedded:
                 self._check_checkpoint(embedded)
             deployment = await repo.create_deployment(
@@ -217,7 +309,7 @@ class Registry:
                 model_id=model.id,
                 name=body.name,
                 status="PENDING" if embedded else "READY",
-                vendor_configuration=body.vendor_configuration,
+                vendor_configuration=configuration,
                 model_creation_parameters=body.model_creation_parameters,
                 deployment_metadata=body.deployment_metadata,
                 **_creator(principal),
@@ -231,14 +323,22 @@ class Registry:
             return DeploymentOut.of(await self._deployment(session, principal, model_id, deployment_id))
 
     async def list_deployments(
-        self, principal: Principal, *, model_id: str | None, page: int, limit: int, sort_by: list[str] | None = None
+        self,
+        principal: Principal,
+        *,
+        model_id: str | None,
+        page: int,
+        limit: int,
+        sort_by: list[str] | None = None,
+        account_id: str | None = None,
     ) -> Page[DeploymentOut]:
-        parse_sort(sort_by, repo.DEPLOYMENT_SORT_COLUMNS)  # refuse unknown columns (422)
+        order = parse_sort(sort_by, repo.DEPLOYMENT_SORT_COLUMNS)
+        _check_account_filter(principal, account_id)
         async with self._sessions() as session:
             if model_id is not None:
                 await self._model(session, principal, model_id)
             rows, total = await repo.list_deployments(
-                session, account_id=principal.account_id, model_id=model_id, page=page, limit=limit
+                session, account_id=principal.account_id, model_id=model_id, page=page, limit=limit, sort_by=order
             )
         return Page(
             items=[DeploymentOut.of(row) for row in rows],
@@ -256,10 +356,17 @@ class Registry:
         async with self._sessions() as session, session.begin():
             deployment = await self._deployment(session, principal, model_id, deployment_id)
             model = await self._model(session, principal, model_id)
-            before = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            before = embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            if "vendor_configuration" in changes:
+                changes["vendor_configuration"] = check_configuration(
+                    model.model_vendor, changes["vendor_configuration"]
+                )
             for name, value in changes.items():
                 setattr(deployment, name, value)
-            after = _embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+            check_deployment(
+                model, parameters=deployment.model_creation_parameters, configuration=deployment.vendor_configuration
+            )
+            after = embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
             if after != before and after:
                 self._check_checkpoint(after)
                 deployment.status, deployment.status_reason = "PENDING", None
@@ -290,6 +397,11 @@ class Registry:
             self._policy.resolve_checkpoint(checkpoint)
         except InvalidRequest as exc:
             raise ValidationFailed(f"vendor_configuration.checkpoint_path: {exc.detail}") from exc
+
+    async def _check_name_free(self, session: AsyncSession, principal: Principal, name: str) -> None:
+        # Models are called by name (/v1 routes, usage by model name, fallbacks): one per account.
+        if await repo.model_named(session, account_id=principal.account_id, name=name) is not None:
+            raise Conflict(f"a model named {name!r} already exists in account {principal.account_id}")
 
     async def _model(self, session: AsyncSession, principal: Principal, model_id: str) -> Model:
         model = await repo.get_model(session, account_id=principal.account_id, model_id=model_id)
@@ -346,9 +458,14 @@ def deployment_failure_recorder(database_url: str) -> FailureCallback:
     return record
 
 
-def _embedded_checkpoint(vendor: str | None, configuration: dict[str, Any] | None) -> str | None:
-    checkpoint = (configuration or {}).get("checkpoint_path")
-    return str(checkpoint) if vendor == "LLMENGINE" and checkpoint else None
+def _check_deployable(model: Model, adapters: Callable[[str], bool]) -> None:
+    if model.model_vendor is None:
+        raise field_error(
+            ["body", "model_vendor"],
+            f"model {model.id} names no model_vendor; set one (PATCH the model) to deploy it",
+            "missing",
+        )
+    check_vendor(model.model_vendor, adapters)  # a model stored before vendors were checked
 
 
 def _key_out(key: ApiKey, role: str) -> KeyOut:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
 from modelport.cache import RegistryCache
+from modelport.deployments import target_of, with_parameters
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
 from modelport.params import check_bindings, check_supported, effective_sampling, without_parameters
@@ -36,7 +37,6 @@ from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 from modelport.secrets import SecretBox, resolve_secret
 from modelport.stopseq import OutputFilter
 from modelport.store import repo
-from modelport.store.tables import Deployment, Model
 from modelport.templates import substitute_bindings
 from modelport.timing import waiting_for_vendor
 from modelport.vendors.base import Capabilities, Target, Vendor
@@ -48,20 +48,6 @@ TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 # Called once per finished request: (principal, deployment id, prompt tokens,
 # response tokens, HTTP status, latency in ms). Usage recording plugs in here.
 UsageSink = Callable[[Principal, str, int, int, int, float], None]
-
-
-def target_of(deployment: Deployment, model: Model) -> Target:
-    parameters = {**(model.model_creation_parameters or {}), **(deployment.model_creation_parameters or {})}
-    details = (model.base_model_metadata or {}).get("modelDetails") or {}
-    window = details.get("token_context_window")
-    return Target(
-        deployment_id=deployment.id,
-        model_type=model.model_type,
-        model_vendor=model.model_vendor or "OTHER",
-        parameters=parameters,
-        vendor_configuration=dict(deployment.vendor_configuration or {}),
-        context_window=int(window) if window else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,23 +387,21 @@ class InferenceService:
             )
         if not is_chat and request.chat_template is not None:
             raise InvalidRequest("chat_template applies to chat-completions only; /completions sends raw text")
-        dropped = check_supported(
-            request, capabilities, drop_unsupported=bool(target.parameters.get("drop_unsupported_params"))
-        )
+        dropped = check_supported(request, capabilities, drop_unsupported=bool(target.settings.drop_unsupported_params))
         schema = deployment.request_schema.get("parameters") or []
         bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
         if schema or bindings:
             check_bindings(schema, bindings)
             # Rendered on a worker thread, like chat templates: the loop serves others meanwhile.
             parameters = await asyncio.to_thread(substitute_bindings, target.parameters, bindings)
-            target = replace(target, parameters=parameters)
+            target = with_parameters(target, parameters)
         sampling = effective_sampling(request, capabilities, dropped=dropped)
-        variable = target.parameters.get("api_key_env")
+        variable = target.settings.api_key_env
         if variable:  # checked again here: the operator's list may have changed since
-            self._policy.check_api_key_env(str(variable))
-        secret_name = target.parameters.get("api_key_secret")
+            self._policy.check_api_key_env(variable)
+        secret_name = target.settings.api_key_secret
         if secret_name:
-            api_key = await self._api_key(principal.account_id, str(secret_name))
+            api_key = await self._api_key(principal.account_id, secret_name)
             target = replace(target, api_key=api_key)
 
         if is_chat and deployment.model_type in CHAT_TYPES:

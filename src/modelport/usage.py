@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,7 +100,7 @@ async def usage_statistics(
     sessions: async_sessionmaker[AsyncSession],
     *,
     account_id: str,
-    deployment_id: str,
+    deployment_id: str | Sequence[str],
     start: datetime,
     end: datetime,
     chunks: int,

@@ -4,6 +4,7 @@ account isolation on every route. Runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,11 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v4/models/{model}", None),
     ("PATCH", "/v4/models/{model}", {"description": "changed"}),
     ("GET", "/v4/models/{model}/deployments", None),
-    ("POST", "/v4/models/{model}/deployments", {"name": "extra", "vendor_configuration": {"vendor": "LLMENGINE"}}),
+    (
+        "POST",
+        "/v4/models/{model}/deployments",
+        {"name": "extra", "vendor_configuration": {"vendor": "LLMENGINE", "checkpoint_path": GGUF}},
+    ),
     ("GET", "/v4/models/{model}/deployments/{deployment}", None),
     ("PATCH", "/v4/models/{model}/deployments/{deployment}", {"deployment_metadata": {"team": "x"}}),
     ("GET", "/v4/model-deployments/{deployment}/usage-statistics?" + USAGE_QUERY, None),
@@ -117,7 +122,7 @@ async def test_other_accounts_resources_are_404_like_missing_ones(
             await client.post(
                 "/v4/models",
                 json={
-                    "name": "tmp",
+                    "name": f"tmp-{uuid.uuid4().hex[:8]}",  # model names are unique in an account
                     "model_type": "CHAT_COMPLETION",
                     "model_vendor": "LLMENGINE",
                     "request_schema": {"parameters": [{"name": "region", "type": "str"}]},

@@ -36,7 +36,13 @@ async def place(client: httpx.AsyncClient) -> dict[str, Any]:
     model = await ok(
         await client.post(
             "/v4/models",
-            json={"name": "m", "model_type": "CHAT_COMPLETION", "model_vendor": "LLMENGINE"},
+            json={
+                "name": "m",
+                "model_type": "CHAT_COMPLETION",
+                "model_vendor": "LLMENGINE",
+                # Nothing listens there: these tests are refused before any call.
+                "model_creation_parameters": {"model": "m", "base_url": "http://127.0.0.1:9/v1"},
+            },
             headers=headers,
         )
     )

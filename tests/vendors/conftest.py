@@ -7,6 +7,7 @@ import asyncio
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -181,7 +182,9 @@ async def deploy(
     """A model with these creation parameters and one deployment of it; returns the deployment id."""
     model = await client.post(
         "/v4/models",
-        json={"name": f"{vendor}-{parameters.get('model')}", "model_type": model_type, "model_vendor": vendor,
+        # Model names are unique in an account (409): each deployment gets a model of its own.
+        json={"name": f"{vendor}-{parameters.get('model')}-{uuid.uuid4().hex[:8]}", "model_type": model_type,
+              "model_vendor": vendor,
               "model_creation_parameters": parameters},
     )  # fmt: skip
     assert model.status_code == 200, model.text

@@ -162,3 +162,21 @@ async def test_a_binding_placeholder_in_a_header_is_no_stored_credential(
               "model_creation_parameters": {"model": "ok", "headers": {"Authorization": "Bearer {{ token }}"}}},
     )  # fmt: skip
     assert model.status_code == 200, model.text
+
+
+@pytest.mark.parametrize("vendor", ["OTHER", "FIREWORKS_AI"])
+async def test_other_openai_compatible_vendors_are_served_and_a_404_names_the_url(
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str, vendor: str
+) -> None:
+    """FIREWORKS_AI and OTHER go through the OpenAI-compatible adapter at their base_url;
+    an upstream 404 (a wrong base_url or model) says which address was called."""
+    _app, client = fault_app
+    served = await deploy(client, vendor=vendor, base_url=fake_vendor, model="ok")
+    answer = await ask(client, served)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["completions"][0][1][0] == "Hello"
+    missing = await deploy(client, vendor=vendor, base_url=fake_vendor, model="no-such-model")
+    refused = await ask(client, missing)
+    assert refused.status_code == 502
+    assert f"404 for {fake_vendor}/chat/completions" in refused.json()["detail"]
+    assert "unknown model no-such-model" in refused.json()["detail"]

@@ -26,6 +26,7 @@ from modelport.api.overhead import OverheadHeader
 from modelport.api.routes import (
     accounts,
     anthropic_compat,
+    catalogue,
     deployments,
     health,
     inference,
@@ -36,6 +37,7 @@ from modelport.api.routes import (
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
+from modelport.deployments import embedded_checkpoint
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
@@ -54,7 +56,7 @@ from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
 from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
-from modelport.vendors.registry import EMBEDDED, VendorRegistry
+from modelport.vendors.registry import EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
@@ -88,8 +90,10 @@ def start_engine_supervisor(settings: Settings) -> SupervisorThread:
 async def _load_embedded_deployments(app: FastAPI) -> None:
     pool: EnginePool = app.state.engine_pool
     async with app.state.sessions() as session, session.begin():
-        for deployment in await repo.embedded_deployments(session):
-            checkpoint = str((deployment.vendor_configuration or {})["checkpoint_path"])
+        for deployment, model_vendor in await repo.live_deployments(session):
+            checkpoint = embedded_checkpoint(model_vendor, deployment.vendor_configuration)
+            if checkpoint is None:
+                continue
             try:
                 await pool.attach(deployment.id, checkpoint)
             except ModelLoadError as exc:
@@ -122,6 +126,7 @@ def _register_upstream_vendors(
             }
         ),
     )
+    vendors.register(OPENAI_COMPATIBLE, OpenAICompatible(pooled_client(), openai.COMPATIBLE, policy))
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
 
@@ -178,7 +183,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     usage.start()
     app.state.usage = usage
-    app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy)
+    app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy, adapters=vendors.has)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
     health = PassiveHealth(
@@ -280,6 +285,7 @@ def create_app(
     app.include_router(secrets.router)
     app.include_router(openai_compat.router)
     app.include_router(anthropic_compat.router)
+    app.include_router(catalogue.router)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # outermost: its clock starts first

@@ -73,10 +73,17 @@ class ModelInstanceOut(_Out):
     model_vendor: str | None = None
     training_data_card: str | None = None
     deployments: list[DeploymentOut] | None = None
+    # With view=ModelGroup: the model's group (SDK `ModelGroup`).
+    model_group: dict[str, Any] | None = None
 
     @classmethod
     def of(
-        cls, model: Model, *, deployment_count: int, deployments: list[Deployment] | None = None
+        cls,
+        model: Model,
+        *,
+        deployment_count: int,
+        deployments: list[Deployment] | None = None,
+        model_group: dict[str, Any] | None = None,
     ) -> ModelInstanceOut:
         return cls(
             id=model.id,
@@ -101,6 +108,7 @@ class ModelInstanceOut(_Out):
             model_vendor=model.model_vendor,
             training_data_card=model.training_data_card,
             deployments=None if deployments is None else [DeploymentOut.of(d) for d in deployments],
+            model_group=model_group,
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Float, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,9 +22,13 @@ from modelport.store.tables import (
     Identity,
     Membership,
     Model,
+    ModelGroup,
+    ModelTemplate,
     UsageRecord,
     utcnow,
 )
+
+OwnedT = TypeVar("OwnedT", ModelGroup, ModelTemplate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,13 @@ async def get_model(session: AsyncSession, *, account_id: str, model_id: str) ->
     return model
 
 
+async def model_named(session: AsyncSession, *, account_id: str, name: str) -> Model | None:
+    model: Model | None = await session.scalar(
+        select(Model).where(Model.account_id == account_id, Model.name == name).limit(1)
+    )
+    return model
+
+
 async def deployment_counts(session: AsyncSession, *, model_ids: list[str]) -> dict[str, int]:
     if not model_ids:
         return {}
@@ -147,7 +158,13 @@ async def get_deployment_with_model(
 
 
 async def list_deployments(
-    session: AsyncSession, *, account_id: str, page: int, limit: int, model_id: str | None = None
+    session: AsyncSession,
+    *,
+    account_id: str,
+    page: int,
+    limit: int,
+    model_id: str | None = None,
+    sort_by: Sequence[tuple[str, bool]] = (),
 ) -> tuple[list[Deployment], int]:
     where = [Deployment.account_id == account_id]
     if model_id is not None:
@@ -156,17 +173,22 @@ async def list_deployments(
     rows = await session.scalars(
         select(Deployment)
         .where(*where)
-        .order_by(Deployment.created_at, Deployment.id)
+        .order_by(*_order(Deployment, list(sort_by)))
         .offset((page - 1) * limit)
         .limit(limit)
     )
     return list(rows), total
 
 
-async def embedded_deployments(session: AsyncSession) -> list[Deployment]:
-    """Deployments of every account that the embedded engine should serve."""
-    rows = await session.scalars(select(Deployment).where(Deployment.status.in_(("READY", "PENDING"))))
-    return [deployment for deployment in rows if (deployment.vendor_configuration or {}).get("checkpoint_path")]
+async def live_deployments(session: AsyncSession) -> list[tuple[Deployment, str | None]]:
+    """READY or PENDING deployments of every account, each with its model's vendor
+    (which of them the embedded engine serves is decided in modelport.deployments)."""
+    rows = await session.execute(
+        select(Deployment, Model.model_vendor)
+        .join(Model, Model.id == Deployment.model_id)
+        .where(Deployment.status.in_(("READY", "PENDING")))
+    )
+    return [(deployment, vendor) for deployment, vendor in rows.all()]
 
 
 async def set_deployment_status(
@@ -190,16 +212,17 @@ MODEL_SORT_COLUMNS = frozenset(
 DEPLOYMENT_SORT_COLUMNS = frozenset(
     {
         "model_endpoint_id", "status", "id", "created_at", "account_id", "created_by_user_id",
-        "created_by_identity_type", "name",
+        "created_by_identity_type", "name", "model_instance_id",
     }
 )  # fmt: skip
+# Wire names of columns stored under another name.
+_COLUMN_OF = {"model_instance_id": "model_id"}
 
 
 def _order(table: Any, sort_by: list[tuple[str, bool]]) -> list[Any]:
     """ORDER BY for (column, descending) pairs, always ending on the id for a stable order."""
-    order = [
-        getattr(table, column).desc() if descending else getattr(table, column).asc() for column, descending in sort_by
-    ]
+    columns = [(getattr(table, _COLUMN_OF.get(name, name)), descending) for name, descending in sort_by]
+    order = [column.desc() if descending else column.asc() for column, descending in columns]
     return [*order, table.created_at.asc(), table.id.asc()]
 
 
@@ -210,11 +233,14 @@ async def list_models(
     page: int,
     limit: int,
     model_type: str | None = None,
+    model_group_id: str | None = None,
     sort_by: Sequence[tuple[str, bool]] = (),
 ) -> tuple[list[Model], int]:
     where = [Model.account_id == account_id]
     if model_type is not None:
         where.append(Model.model_type == model_type)
+    if model_group_id is not None:
+        where.append(Model.model_group_id == model_group_id)
     total = int(await session.scalar(select(func.count()).select_from(Model).where(*where)) or 0)
     rows = await session.scalars(
         select(Model).where(*where).order_by(*_order(Model, list(sort_by))).offset((page - 1) * limit).limit(limit)
@@ -295,16 +321,24 @@ def _epoch_seconds(session: AsyncSession, column: Any) -> Any:
 
 
 async def usage_by_chunk(
-    session: AsyncSession, *, account_id: str, deployment_id: str, start: datetime, end: datetime, chunks: int
+    session: AsyncSession,
+    *,
+    account_id: str,
+    deployment_id: str | Sequence[str],
+    start: datetime,
+    end: datetime,
+    chunks: int,
 ) -> dict[int, tuple[int, int]]:
-    """Sums of prompt and response tokens per chunk of [start, end), by chunk index."""
+    """Sums of prompt and response tokens of one or several deployments per chunk of
+    [start, end), by chunk index."""
+    deployment_ids = [deployment_id] if isinstance(deployment_id, str) else list(deployment_id)
     width = (end - start).total_seconds() / chunks
     bucket = func.floor((_epoch_seconds(session, UsageRecord.created_at) - start.timestamp()) / width)
     rows = await session.execute(
         select(bucket, func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.response_tokens))
         .where(
             UsageRecord.account_id == account_id,
-            UsageRecord.deployment_id == deployment_id,
+            UsageRecord.deployment_id.in_(deployment_ids),
             UsageRecord.created_at >= start,
             UsageRecord.created_at < end,
         )
@@ -374,3 +408,82 @@ async def ready_deployments_of(session: AsyncSession, *, account_id: str, model_
         .order_by(Deployment.created_at, Deployment.id)
     )
     return list(rows)
+# --- model groups and templates -----------------------------------------------------
+
+
+async def add_row(session: AsyncSession, row: OwnedT) -> OwnedT:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def get_owned(session: AsyncSession, table: type[OwnedT], *, account_id: str, row_id: str) -> OwnedT | None:
+    row: OwnedT | None = await session.scalar(select(table).where(table.id == row_id, table.account_id == account_id))
+    return row
+
+
+async def list_owned(
+    session: AsyncSession, table: type[OwnedT], *, account_id: str, page: int, limit: int
+) -> tuple[list[OwnedT], int]:
+    where = table.account_id == account_id
+    total = int(await session.scalar(select(func.count()).select_from(table).where(where)) or 0)
+    rows = await session.scalars(
+        select(table).where(where).order_by(table.created_at, table.id).offset((page - 1) * limit).limit(limit)
+    )
+    return list(rows), total
+
+
+async def delete_owned(session: AsyncSession, row: ModelGroup | ModelTemplate) -> None:
+    await session.delete(row)
+    await session.flush()
+
+
+async def count_models_with(
+    session: AsyncSession, *, account_id: str, model_group_id: str | None = None, model_template_id: str | None = None
+) -> int:
+    where = [Model.account_id == account_id]
+    if model_group_id is not None:
+        where.append(Model.model_group_id == model_group_id)
+    if model_template_id is not None:
+        where.append(Model.model_template_id == model_template_id)
+    return int(await session.scalar(select(func.count()).select_from(Model).where(*where)) or 0)
+
+
+async def deployment_ids_of_models(
+    session: AsyncSession, *, account_id: str, model_name: str | None = None, model_group_id: str | None = None
+) -> list[str]:
+    """The deployments of the account's models with this name, or in this group."""
+    where = [Model.account_id == account_id]
+    if model_name is not None:
+        where.append(Model.name == model_name)
+    if model_group_id is not None:
+        where.append(Model.model_group_id == model_group_id)
+    rows = await session.scalars(select(Deployment.id).join(Model, Model.id == Deployment.model_id).where(*where))
+    return list(rows)
+
+
+async def groups_by_id(session: AsyncSession, *, account_id: str, group_ids: list[str]) -> dict[str, ModelGroup]:
+    if not group_ids:
+        return {}
+    rows = await session.scalars(
+        select(ModelGroup).where(ModelGroup.account_id == account_id, ModelGroup.id.in_(group_ids))
+    )
+    return {group.id: group for group in rows}
+
+
+# --- identities ---------------------------------------------------------------------
+
+
+async def get_identity(session: AsyncSession, *, identity_id: str) -> Identity | None:
+    return await session.get(Identity, identity_id)
+
+
+async def memberships_of(session: AsyncSession, *, identity_id: str) -> list[tuple[Account, str]]:
+    """Every account the identity belongs to, with its role there."""
+    rows = await session.execute(
+        select(Account, Membership.role)
+        .join(Membership, Membership.account_id == Account.id)
+        .where(Membership.identity_id == identity_id)
+        .order_by(Account.created_at, Account.id)
+    )
+    return [(account, role) for account, role in rows.all()]

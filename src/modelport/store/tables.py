@@ -109,6 +109,40 @@ class Deployment(Base):
     created_by_identity_type: Mapped[str] = mapped_column(String(20))
 
 
+class ModelGroup(Base):
+    """Models gathered under one name (a model's `model_group_id`), with usage per group."""
+
+    __tablename__ = "model_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_user_id: Mapped[str] = mapped_column(String(36))
+    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+
+
+class ModelTemplate(Base):
+    """The shape models made from it share: type, endpoint, and the creation- and
+    request-parameter schemas they are checked against."""
+
+    __tablename__ = "model_templates"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    model_type: Mapped[str] = mapped_column(String(40))
+    endpoint_type: Mapped[str] = mapped_column(String(20))
+    endpoint_protocol: Mapped[str | None] = mapped_column(String(20), default=None)
+    vendor_configuration: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    model_creation_parameters_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    model_request_parameters_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_user_id: Mapped[str] = mapped_column(String(36))
+    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+
+
 class AccountSecret(Base):
     __tablename__ = "account_secrets"
     __table_args__ = (UniqueConstraint("account_id", "name", name="uq_account_secret_name"),)
@@ -154,6 +188,8 @@ __all__ = [
     "Identity",
     "Membership",
     "Model",
+    "ModelGroup",
+    "ModelTemplate",
     "RegistryGeneration",
     "UsageRecord",
 ]

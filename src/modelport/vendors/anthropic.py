@@ -22,6 +22,7 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.settings import AnthropicSettings
 from modelport.vendors.turns import conversation
 from modelport.vendors.upstream import (
     HttpVendor,
@@ -68,9 +69,9 @@ class AnthropicVendor(HttpVendor):
         system, turns = conversation(call)
         sampling = call.sampling
         max_tokens = sampling.max_tokens or CAPABILITIES.default_max_tokens or 10_000
-        ceiling = target.parameters.get("max_output_tokens")
+        ceiling = target.settings.max_output_tokens if isinstance(target.settings, AnthropicSettings) else None
         if ceiling and sampling.max_tokens is None:
-            max_tokens = min(max_tokens, int(ceiling))
+            max_tokens = min(max_tokens, ceiling)
         body: dict[str, Any] = {
             "model": model,
             "max_tokens": max_tokens,
@@ -86,12 +87,12 @@ class AnthropicVendor(HttpVendor):
             body["tools"] = [_tool(tool) for tool in call.tools]
         if call.tool_choice is not None:
             body["tool_choice"] = _tool_choice(call.tool_choice)
-        body.update(target.parameters.get("extra_body") or {})
+        body.update(target.settings.extra_body or {})
         api_key = api_key_for(target, "ANTHROPIC")
         headers = {"anthropic-version": API_VERSION, **configured_headers(target)}
         if api_key:
             headers["x-api-key"] = api_key
-        base_url = str(target.parameters.get("base_url") or ANTHROPIC_BASE_URL)
+        base_url = target.settings.base_url or ANTHROPIC_BASE_URL
         return json_request(self._client, join_url(base_url, "v1/messages"), body, headers=headers), api_key
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
+from modelport.vendors.settings import CommonSettings
 
 # Every optional request parameter a vendor may or may not honour.
 OPTIONAL_PARAMETERS = frozenset(
@@ -59,10 +60,16 @@ class Target:
     deployment_id: str
     model_type: str
     model_vendor: str
-    # The model's creation parameters with the deployment's overrides applied.
+    # The model's creation parameters with the deployment's overrides applied, checked:
+    # as a plain dict, and typed (what adapters read).
     parameters: dict[str, Any] = field(default_factory=dict)
     vendor_configuration: dict[str, Any] = field(default_factory=dict)
     context_window: int | None = None
+    # The registered adapter that serves it, and for the embedded engine its GGUF file
+    # (both decided once, by modelport.deployments.target_of).
+    adapter: str = ""
+    checkpoint: str | None = None
+    settings: CommonSettings = field(default_factory=CommonSettings)
     # A credential resolved from an account secret (`api_key_secret`); kept out of
     # `parameters` and of repr() so it cannot leak into a response or a log line.
     api_key: str | None = field(default=None, repr=False)

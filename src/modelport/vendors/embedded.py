@@ -42,7 +42,7 @@ class EmbeddedVendor:
         return CAPABILITIES
 
     async def _model(self, target: Target) -> EngineClient:
-        path = target.vendor_configuration.get("checkpoint_path")
+        path = target.checkpoint
         if not path:
             raise DeploymentUnavailable(f"deployment {target.deployment_id} names no checkpoint_path")
         model = self._pool.get(str(path))

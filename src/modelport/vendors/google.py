@@ -108,12 +108,12 @@ class GoogleVendor(HttpVendor):
             body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in call.tools]}]
         if call.tool_choice is not None:
             body["toolConfig"] = {"functionCallingConfig": _calling_config(call.tool_choice)}
-        body.update(target.parameters.get("extra_body") or {})
+        body.update(target.settings.extra_body or {})
         api_key = api_key_for(target, "GOOGLE")
         headers = configured_headers(target)
         if api_key:
             headers["x-goog-api-key"] = api_key
-        base_url = str(target.parameters.get("base_url") or GEMINI_BASE_URL)
+        base_url = target.settings.base_url or GEMINI_BASE_URL
         method = "streamGenerateContent" if stream else "generateContent"
         url = join_url(base_url, f"models/{model}:{method}")
         params = {"alt": "sse"} if stream else None

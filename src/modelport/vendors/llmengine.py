@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target, Vendor
+from modelport.vendors.settings import LLMEngineSettings
 
 PROTOCOLS = ("openai", "llmengine-v1")
 
@@ -20,7 +21,7 @@ class LLMEngineVendor:
         self._by_protocol = by_protocol
 
     def _for(self, target: Target) -> Vendor:
-        protocol = str(target.parameters.get("protocol", "openai"))
+        protocol = target.settings.protocol if isinstance(target.settings, LLMEngineSettings) else "openai"
         vendor = self._by_protocol.get(protocol)
         if vendor is None:
             supported = ", ".join(sorted(self._by_protocol))

@@ -16,6 +16,7 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.templates import render_chat_async
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.settings import LLMEngineSettings
 from modelport.vendors.upstream import (
     HttpVendor,
     api_key_for,
@@ -56,8 +57,8 @@ class LLMEngineV1(HttpVendor):
     async def _request(
         self, target: Target, call: GenerationCall, *, stream: bool
     ) -> tuple[httpx.Request, str | None, int]:
-        base_url = target.parameters.get("base_url")
-        endpoint = target.parameters.get("model")
+        base_url = target.settings.base_url
+        endpoint = target.settings.model
         if not base_url or not endpoint:
             raise InvalidRequest(f"deployment {target.deployment_id} needs base_url and model (the endpoint name)")
         sampling = call.sampling
@@ -83,7 +84,7 @@ class LLMEngineV1(HttpVendor):
             "return_token_log_probs": True if sampling.logprobs else None,
         }
         body.update({name: value for name, value in optional.items() if value is not None})
-        body.update(target.parameters.get("extra_body") or {})
+        body.update(target.settings.extra_body or {})
         api_key = api_key_for(target, "LLMENGINE")
         headers = configured_headers(target)
         if api_key:
@@ -147,7 +148,8 @@ def _finish(completion_tokens: int | None, limit: int) -> FinishReason:
 async def _prompt(target: Target, call: GenerationCall) -> str:
     if call.messages is None:
         return call.prompt or ""
-    template = call.chat_template or target.parameters.get("chat_template")
+    settings = target.settings if isinstance(target.settings, LLMEngineSettings) else LLMEngineSettings()
+    template = call.chat_template or settings.chat_template
     if not template:
         raise InvalidRequest(
             "LLM Engine v1 takes raw prompts: a chat model needs a chat_template, in the request or in the "
@@ -156,8 +158,8 @@ async def _prompt(target: Target, call: GenerationCall) -> str:
     return await render_chat_async(
         str(template),
         call.messages,
-        bos_token=str(target.parameters.get("bos_token", "")),
-        eos_token=str(target.parameters.get("eos_token", "")),
+        bos_token=settings.bos_token or "",
+        eos_token=settings.eos_token or "",
         extra=call.chat_template_kwargs,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.settings import OpenAISettings
 from modelport.vendors.upstream import (
     HttpVendor,
     RetryPolicy,
@@ -86,6 +87,14 @@ class Flavour:
 
 
 OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, knows_reasoning_models=True)
+# FIREWORKS_AI and OTHER: OpenAI's wire format at the model's own base_url (required).
+COMPATIBLE = Flavour(
+    "OPENAI-compatible",
+    replace(OPENAI_CHAT, vendor="OPENAI-compatible"),
+    replace(OPENAI_COMPLETIONS, vendor="OPENAI-compatible"),
+    None,
+    knows_reasoning_models=False,
+)
 LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS, None, knows_reasoning_models=False)
 
 
@@ -98,10 +107,10 @@ class OpenAICompatible(HttpVendor):
     def _is_reasoning(self, target: Target) -> bool:
         if not self._flavour.knows_reasoning_models:
             return False
-        flag = target.parameters.get("reasoning_model")
+        flag = target.settings.reasoning_model if isinstance(target.settings, OpenAISettings) else None
         if flag is not None:
-            return bool(flag)
-        return bool(_REASONING_MODEL.match(str(target.parameters.get("model", ""))))
+            return flag
+        return bool(_REASONING_MODEL.match(target.settings.model or ""))
 
     def capabilities(self, target: Target) -> Capabilities:
         if target.model_type == "COMPLETION":
@@ -109,7 +118,7 @@ class OpenAICompatible(HttpVendor):
         return OPENAI_REASONING if self._is_reasoning(target) else self._flavour.chat
 
     def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
-        base_url = target.parameters.get("base_url") or self._flavour.default_base_url
+        base_url = target.settings.base_url or self._flavour.default_base_url
         if not base_url:
             raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
         model = upstream_model(target)
@@ -152,7 +161,7 @@ class OpenAICompatible(HttpVendor):
             body["top_logprobs"] = sampling.top_logprobs
         if stream:
             body["stream_options"] = {"include_usage": True}
-        body.update(target.parameters.get("extra_body") or {})
+        body.update(target.settings.extra_body or {})
         api_key = api_key_for(target, self.vendor)
         headers = configured_headers(target)
         if api_key:

@@ -1,19 +1,31 @@
-"""Vendor name -> adapter. Built-in adapters register here like any plugin would."""
+"""Vendor -> adapter. Built-in adapters register here like any plugin would."""
 
 from __future__ import annotations
 
 from modelport.errors import InvalidRequest
 from modelport.vendors.base import Target, Vendor
 
+# The adapter of LLM Engine deployments with a local GGUF file (see modelport.deployments).
 EMBEDDED = "EMBEDDED"
+# Any server that speaks OpenAI's API at a base_url the model names.
+OPENAI_COMPATIBLE = "OPENAI_COMPATIBLE"
+COHERE = "cohere"
+
+# The adapter that serves each vendor the SDK names. A vendor missing here, or whose
+# adapter is not registered on this server, is refused when a model is registered.
+ADAPTER_OF_VENDOR: dict[str, str] = {
+    "OPENAI": "OPENAI",
+    "FIREWORKS_AI": OPENAI_COMPATIBLE,
+    "OTHER": OPENAI_COMPATIBLE,
+    "ANTHROPIC": "ANTHROPIC",
+    "GOOGLE": "GOOGLE",
+    "LLMENGINE": "LLMENGINE",
+    "COHERE": COHERE,
+}
 
 
-def vendor_key(target: Target) -> str:
-    """Which adapter serves a target: an LLM Engine deployment with a local GGUF file
-    runs in the embedded engine; everything else goes to its vendor's adapter."""
-    if target.model_vendor == "LLMENGINE" and target.vendor_configuration.get("checkpoint_path"):
-        return EMBEDDED
-    return target.model_vendor
+def adapter_for_vendor(model_vendor: str) -> str | None:
+    return ADAPTER_OF_VENDOR.get(model_vendor)
 
 
 class VendorRegistry:
@@ -23,9 +35,11 @@ class VendorRegistry:
     def register(self, key: str, vendor: Vendor) -> None:
         self._vendors[key] = vendor
 
+    def has(self, key: str) -> bool:
+        return key in self._vendors
+
     def for_target(self, target: Target) -> Vendor:
-        key = vendor_key(target)
-        vendor = self._vendors.get(key)
+        vendor = self._vendors.get(target.adapter)
         if vendor is None:
             raise InvalidRequest(
                 f"deployment {target.deployment_id} has vendor {target.model_vendor}, which this "

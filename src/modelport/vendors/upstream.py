@@ -46,7 +46,7 @@ def api_key_for(target: Target, vendor: str) -> str | None:
     `model_creation_parameters.api_key_env` names (503 naming it when unset)."""
     if target.api_key:
         return target.api_key
-    variable = target.parameters.get("api_key_env")
+    variable = target.settings.api_key_env
     if not variable:
         return None
     value = os.environ.get(str(variable))
@@ -59,15 +59,15 @@ def api_key_for(target: Target, vendor: str) -> str | None:
 
 def upstream_model(target: Target) -> str:
     """The vendor's own name for the model (`model_creation_parameters.model`)."""
-    model = target.parameters.get("model")
+    model = target.settings.model
     if not model:
         raise InvalidRequest(f"deployment {target.deployment_id} names no upstream `model` in its parameters")
-    return str(model)
+    return model
 
 
 def configured_headers(target: Target) -> dict[str, str]:
     """`model_creation_parameters.headers`: extra headers for every upstream request."""
-    return {str(name): str(value) for name, value in (target.parameters.get("headers") or {}).items()}
+    return dict(target.settings.headers or {})
 
 
 def json_request(
@@ -128,7 +128,23 @@ def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: It
         # The vendor refused this request (too long a prompt, a value it rejects):
         # the caller's to fix, so not a "vendor failed" 502.
         return InvalidRequest(f"{vendor} refused the request: {message}", upstream_status=response.status_code)
+    if response.status_code == 404:
+        # Most often a wrong base_url or model: say which address was called.
+        return UpstreamError(
+            f"{vendor} answered 404 for {called_url(response)}: {message}", upstream_status=response.status_code
+        )
     return UpstreamError(f"{vendor} answered {response.status_code}: {message}", upstream_status=response.status_code)
+
+
+def called_url(response: httpx.Response) -> str:
+    """The address a response answered, without its query or user info (where a
+    credential could sit)."""
+    try:
+        url = response.request.url
+    except RuntimeError:
+        return "(unknown address)"
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}"
 
 
 async def send(

@@ -53,9 +53,10 @@ async def list_deployments(
     page: PageNumber = 1,
     limit: PageSize = 100,
     sort_by: SortBy = None,
+    account_id: str | None = None,
 ) -> Page[DeploymentOut]:
     return await registry.list_deployments(
-        principal, model_id=model_instance_id, page=page, limit=limit, sort_by=sort_by
+        principal, model_id=model_instance_id, page=page, limit=limit, sort_by=sort_by, account_id=account_id
     )
 
 
@@ -66,8 +67,11 @@ async def list_all_deployments(
     page: PageNumber = 1,
     limit: PageSize = 100,
     sort_by: SortBy = None,
+    account_id: str | None = None,
 ) -> Page[DeploymentOut]:
-    return await registry.list_deployments(principal, model_id=None, page=page, limit=limit, sort_by=sort_by)
+    return await registry.list_deployments(
+        principal, model_id=None, page=page, limit=limit, sort_by=sort_by, account_id=account_id
+    )
 
 
 @router.get("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
@@ -109,6 +113,7 @@ async def deployment_usage(
     _storable("start_date", start_date)
     _storable("end_date", end_date)
     await registry.deployment_exists(principal, model_deployment_id)
+    await request.app.state.usage.flush()  # include the calls made just before (writes are batched)
     return await usage_statistics(
         request.app.state.sessions,
         account_id=principal.account_id,

@@ -24,6 +24,8 @@ async def list_models(
     page: PageNumber = 1,
     limit: PageSize = 100,
     model_type: str | None = None,
+    model_group_id: str | None = None,
+    account_id: str | None = None,
     sort_by: Annotated[list[str] | None, Query()] = None,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> Page[ModelInstanceOut]:
@@ -32,8 +34,11 @@ async def list_models(
         page=page,
         limit=limit,
         model_type=model_type,
+        model_group_id=model_group_id,
+        account_id=account_id,
         sort_by=sort_by,
         with_deployments="Deployments" in parse_list(view),
+        with_group="ModelGroup" in parse_list(view),
     )
 
 
@@ -44,7 +49,10 @@ async def retrieve_model(
     registry: RegistryDep,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> ModelInstanceOut:
-    return await registry.get_model(principal, model_id, with_deployments="Deployments" in parse_list(view))
+    views = parse_list(view)
+    return await registry.get_model(
+        principal, model_id, with_deployments="Deployments" in views, with_group="ModelGroup" in views
+    )
 
 
 @router.patch("/v4/models/{model_id}", response_model=ModelInstanceOut, response_model_exclude_none=True)

@@ -1,0 +1,166 @@
+"""What each vendor's settings may hold: one typed model per vendor for a deployment's
+`model_creation_parameters` (the model's, with the deployment's override applied), and
+the two `vendor_configuration` shapes the SDK reads back. Unknown keys are refused and
+types are strict, so a typo or a wrong type is found when a deployment is registered
+(see `modelport.deployments`), and adapters read typed fields, not dict keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from modelport.schemas.json_value import JsonObject
+
+# --- settings values ----------------------------------------------------------------------
+
+
+def _templated(value: str) -> bool:
+    # `{{ binding }}` placeholders are filled per request (SPEC 2, request parameters).
+    return "{{" in value or "{%" in value
+
+
+def _http_url(value: str) -> str:
+    """An upstream address: http(s) with a host, so `localhost:8000/v1` (no scheme) is
+    refused rather than read as a path. A placeholder may stand for the whole host."""
+    if value.startswith("{{"):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not (parts.netloc or _templated(value)):
+        raise PydanticCustomError(
+            "http_url", "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1"
+        )
+    return value
+
+
+BaseUrl = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_http_url)]
+ModelName = Annotated[str, Field(min_length=1, max_length=500)]
+Cost = Annotated[float, Field(ge=0)]
+
+
+class _Settings(BaseModel):
+    # Strict: "100" is not a number of tokens; a wrong type is refused, never coerced.
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=(), allow_inf_nan=False)
+
+
+class CommonSettings(_Settings):
+    """Keys every vendor understands."""
+
+    # The vendor's own name for the model.
+    model: ModelName | None = None
+    base_url: BaseUrl | None = None
+    # A credential: the name of an account secret (PUT /v4/secrets/{name}), or of a
+    # server environment variable the operator allows.
+    api_key_secret: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    api_key_env: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    headers: dict[str, str] | None = None
+    extra_body: JsonObject | None = None
+    drop_unsupported_params: bool | None = None
+    input_cost_per_token: Cost | None = None
+    output_cost_per_token: Cost | None = None
+    # Names of other models of the same account, tried in order when this one fails.
+    fallback_models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
+
+    # The keys this vendor cannot work without (checked on the merged settings).
+    required: ClassVar[tuple[str, ...]] = ()
+
+    def missing(self) -> list[str]:
+        return [name for name in self.required if getattr(self, name) in (None, "")]
+
+
+class OpenAISettings(CommonSettings):
+    # Reasoning models (o1, o3, gpt-5...) take max_completion_tokens and no temperature;
+    # known by name, or said here for a name modelport does not know.
+    reasoning_model: bool | None = None
+    required: ClassVar[tuple[str, ...]] = ("model",)
+
+
+class OpenAICompatibleSettings(CommonSettings):
+    """FIREWORKS_AI and OTHER: any server that speaks OpenAI's API, at its base_url."""
+
+    required: ClassVar[tuple[str, ...]] = ("model", "base_url")
+
+
+class AnthropicSettings(CommonSettings):
+    # The model's own output limit: the default max_tokens (10,000) is capped at it.
+    max_output_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    required: ClassVar[tuple[str, ...]] = ("model",)
+
+
+class GoogleSettings(CommonSettings):
+    required: ClassVar[tuple[str, ...]] = ("model",)
+
+
+class CohereSettings(CommonSettings):
+    base_url: BaseUrl | None = "https://api.cohere.com"
+    required: ClassVar[tuple[str, ...]] = ("model",)
+
+
+class LLMEngineSettings(CommonSettings):
+    """An LLM Engine / vLLM server at base_url, or (with a checkpoint_path in the
+    deployment's vendor_configuration) the engine embedded in modelport."""
+
+    protocol: Literal["openai", "llmengine-v1"] = "openai"
+    chat_template: Annotated[str, Field(max_length=100_000)] | None = None
+    bos_token: Annotated[str, Field(max_length=100)] | None = None
+    eos_token: Annotated[str, Field(max_length=100)] | None = None
+    required: ClassVar[tuple[str, ...]] = ("model", "base_url")
+
+
+SETTINGS_BY_VENDOR: dict[str, type[CommonSettings]] = {
+    "OPENAI": OpenAISettings,
+    "FIREWORKS_AI": OpenAICompatibleSettings,
+    "OTHER": OpenAICompatibleSettings,
+    "ANTHROPIC": AnthropicSettings,
+    "GOOGLE": GoogleSettings,
+    "COHERE": CohereSettings,
+    "LLMENGINE": LLMEngineSettings,
+}
+
+
+# --- vendor_configuration ------------------------------------------------------------------
+
+GpuType = Literal[
+    "nvidia-tesla-t4",
+    "nvidia-ampere-a10",
+    "nvidia-ampere-a100",
+    "nvidia-ampere-a100e",
+    "nvidia-hopper-h100",
+    "nvidia-hopper-h100-1g20gb",
+    "nvidia-hopper-h100-3g40gb",
+]
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Text = Annotated[str, Field(max_length=2000)]
+
+
+class LaunchConfiguration(_Settings):
+    """The SDK's `LaunchDeploymentVendorConfiguration` (worker scaling; descriptive here)."""
+
+    vendor: Literal["LAUNCH"]
+    max_workers: Count | None = None
+    min_workers: Count | None = None
+    per_worker: Count | None = None
+
+
+class LLMEngineConfiguration(_Settings):
+    """The SDK's `LlmEngineDeploymentVendorConfiguration`. modelport acts on
+    `checkpoint_path` (a GGUF file served by the embedded engine); the rest describe
+    the deployment as LLM Engine would run it."""
+
+    vendor: Literal["LLMENGINE"] = "LLMENGINE"
+    checkpoint_path: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    base_model_name: Text | None = None
+    model_name: Text | None = None
+    cpus: Count | None = None
+    gpu_type: GpuType | None = None
+    gpus: Count | None = None
+    high_priority: bool | None = None
+    inference_framework_image_tag: Text | None = None
+    max_workers: Count | None = None
+    min_workers: Count | None = None
+    memory: Text | None = None
+    num_shards: Count | None = None
+    per_worker: Count | None = None
+    storage: Text | None = None
