@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from modelport import __version__
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
-from modelport.api.routes import accounts, deployments, health, inference, models, secrets
+from modelport.api.routes import accounts, deployments, health, inference, models, retrieval, secrets
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
@@ -248,6 +248,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(inference.router)
+    app.include_router(retrieval.router)
     app.include_router(models.router)
     app.include_router(deployments.router)
     app.include_router(accounts.router)

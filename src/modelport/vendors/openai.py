@@ -19,8 +19,8 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.upstream import (
-    HttpVendor,
     RetryPolicy,
     api_key_for,
     configured_headers,
@@ -77,7 +77,7 @@ OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, kno
 LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS, None, knows_reasoning_models=False)
 
 
-class OpenAICompatible(HttpVendor):
+class OpenAICompatible(OpenAIRetrieval):
     def __init__(self, client: httpx.AsyncClient, flavour: Flavour, policy: RetryPolicy) -> None:
         super().__init__(client, policy)
         self._flavour = flavour
@@ -96,10 +96,14 @@ class OpenAICompatible(HttpVendor):
             return self._flavour.completions
         return OPENAI_REASONING if self._is_reasoning(target) else self._flavour.chat
 
-    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+    def _base_url(self, target: Target) -> str:
         base_url = target.parameters.get("base_url") or self._flavour.default_base_url
         if not base_url:
             raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
+        return str(base_url)
+
+    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+        base_url = self._base_url(target)
         model = upstream_model(target)
         sampling = call.sampling
         reasoning = self._is_reasoning(target)
