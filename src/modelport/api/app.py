@@ -38,6 +38,7 @@ from modelport.store import db, repo
 from modelport.usage import UsageRecorder
 from modelport.vendors import openai
 from modelport.vendors.anthropic import AnthropicVendor
+from modelport.vendors.cohere import CohereVendor
 from modelport.vendors.embedded import EmbeddedVendor
 from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
@@ -113,6 +114,7 @@ def _register_upstream_vendors(
     )
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
+    vendors.register("COHERE", CohereVendor(pooled_client(), policy))
 
 
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
