@@ -116,7 +116,6 @@ class GoogleVendor(HttpVendor):
             response_tokens = frame.response_tokens if frame.response_tokens is not None else response_tokens
         yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
 
-
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         """`batchEmbedContents`, 100 texts a call; Gemini reports no token count."""
         model = upstream_model(target)
@@ -127,7 +126,8 @@ class GoogleVendor(HttpVendor):
         url = join_url(str(target.parameters.get("base_url") or GEMINI_BASE_URL), f"models/{model}:batchEmbedContents")
         vectors: list[list[float]] = []
         for batch in in_batches(texts, EMBED_BATCH):
-            body = {"requests": [{"model": f"models/{model}", "content": {"parts": [{"text": text}]}} for text in batch]}
+            parts = [{"model": f"models/{model}", "content": {"parts": [{"text": text}]}} for text in batch]
+            body = {"requests": parts}
             request = json_request(self._client, url, body, headers=headers)
             payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
             found = payload.get("embeddings") or []
