@@ -98,12 +98,22 @@ class OpenAIRetrieval(HttpVendor):
         request = json_request(self._client, join_url(self._base_url(target), "embeddings"), body, headers=headers)
         payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
         items = ordered(list(payload.get("data") or []), len(texts), vendor=self.vendor, what="embeddings")
-        vectors = []
-        for item in items:
-            embedding = item.get("embedding")
-            if not isinstance(embedding, list) or not embedding:
-                raise UpstreamError(f"{self.vendor} answered an embedding that is not a list of numbers")
-            vectors.append(mean_pooled(embedding) if isinstance(embedding[0], list) else embedding)
+        embeddings = [item.get("embedding") for item in items]
+        if not all(isinstance(embedding, list) and embedding for embedding in embeddings):
+            raise UpstreamError(f"{self.vendor} answered an embedding that is not a list of numbers")
+        per_token = isinstance(embeddings[0][0], list)
+        if per_token and len(texts) > 1:
+            # llama-cpp-python's server places the token vectors of every input after the
+            # first wrongly in a batched per-token answer (it offsets by tokens, not by
+            # floats), so each text is asked again on its own.
+            vectors: list[list[float]] = []
+            tokens: int | None = None
+            for text in texts:
+                [vector], used = await self._embed_batch(target, [text])
+                vectors.append(vector)
+                tokens = tokens if used is None else (tokens or 0) + used
+            return vectors, tokens
+        vectors = [mean_pooled(embedding) if per_token else embedding for embedding in embeddings]
         usage = payload.get("usage") or {}
         return vectors, usage.get("prompt_tokens", usage.get("total_tokens"))
 
