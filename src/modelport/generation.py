@@ -65,3 +65,5 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    # The counts are modelport's estimate: the vendor reported none (token_estimate.py).
+    estimated: bool = False

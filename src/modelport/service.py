@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,9 +45,22 @@ from modelport.vendors.registry import VendorRegistry
 CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 
-# Called once per finished request: (principal, deployment id, prompt tokens,
-# response tokens, HTTP status, latency in ms). Usage recording plugs in here.
-UsageSink = Callable[[Principal, str, int, int, int, float], None]
+
+class UsageSink(Protocol):
+    """Called once per finished request. Usage recording plugs in here. `estimated`:
+    the vendor reported no counts, so they are modelport's estimate."""
+
+    def __call__(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        prompt_tokens: int,
+        response_tokens: int,
+        status: int,
+        latency_ms: float,
+        *,
+        estimated: bool = False,
+    ) -> None: ...
 
 
 def target_of(deployment: Deployment, model: Model) -> Target:
@@ -92,6 +105,7 @@ class _Piece:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    estimated: bool = False
 
 
 class _OutputFilter:
@@ -237,6 +251,7 @@ class InferenceService:
         finish_reason: FinishReason | None = None
         prompt_tokens: int | None = None
         response_tokens: int | None = None
+        estimated = False
         try:
             async for chunk in chunks:
                 if not output.stopped:
@@ -249,6 +264,7 @@ class InferenceService:
                     prompt_tokens = chunk.prompt_tokens
                 if chunk.response_tokens is not None:
                     response_tokens = chunk.response_tokens
+                estimated = estimated or chunk.estimated
                 # A vendor that stops by itself ends right after the stop sequence and
                 # reports its counts; one that does not must be cut off here.
                 if output.stopped and not prepared.capabilities.stops_at_stop_sequences:
@@ -264,6 +280,7 @@ class InferenceService:
             finish_reason="stop" if output.stopped else (finish_reason or "stop"),
             prompt_tokens=prompt_tokens,
             response_tokens=response_tokens,
+            estimated=estimated,
         )
 
     def _response(
@@ -300,6 +317,7 @@ class InferenceService:
                 final.response_tokens or 0,
                 status,
                 (time.perf_counter() - started) * 1000,
+                estimated=final.estimated,
             )
 
     async def embed(self, principal: Principal, deployment_id: str, request: EmbeddingRequest) -> EmbeddingResponse:

@@ -18,6 +18,7 @@ import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
+from modelport.token_estimate import estimate_prompt_tokens
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.upstream import (
@@ -169,11 +170,12 @@ class OpenAICompatible(OpenAIRetrieval):
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         request, api_key = self._request(target, call, stream=True)
         response = await self._send(request, api_key)
-        return self._chunks(response)
+        return self._chunks(response, call)
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+    async def _chunks(self, response: httpx.Response, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
+        deltas = 0  # deltas that carried text: one token each on llama.cpp and vLLM
         async for _event, payload in sse_json(response, vendor=self.vendor):
             if payload.get("error"):
                 raise UpstreamError(f"{self.vendor} failed mid-stream: {payload['error']}")
@@ -188,10 +190,19 @@ class OpenAICompatible(OpenAIRetrieval):
                     finish = "content_filter"
                 logprobs = _logprobs(choice.get("logprobs"))
                 if text or logprobs:
+                    deltas += 1
                     yield GenerationChunk(text=text or "", logprobs=logprobs)
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(str(choice["finish_reason"]), "stop")
-        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+        # Counts are never missing (SPEC 3.7): a server that sent no usage gets modelport's.
+        estimated = prompt_tokens is None or response_tokens is None
+        if response_tokens is None:
+            response_tokens = deltas
+        if prompt_tokens is None:
+            prompt_tokens = estimate_prompt_tokens(call)
+        yield GenerationChunk(
+            finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens, estimated=estimated
+        )
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
