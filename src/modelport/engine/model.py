@@ -151,6 +151,10 @@ class BatchEngine:
         self.bos_token = self._token_text(self._llm.token_bos())
         self.eos_token = self._token_text(self._llm.token_eos())
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        # An encoder such as BERT (engine/convert.py) sees the whole text at once: it
+        # computes sentence embeddings and cannot generate.
+        architecture = metadata.get("general.architecture", "")
+        self.embedding_only = metadata.get(f"{architecture}.attention.causal") == "false"
         self._waiting: deque[_Job] = deque()
         self._running: list[_Sequence] = []
         self._by_key: dict[Hashable, _Job | _Sequence] = {}
@@ -182,6 +186,7 @@ class BatchEngine:
             "eos_token": self.eos_token,
             "max_sequences": self.max_sequences,
             "kv_tokens": self.kv_tokens,
+            "embedding_only": self.embedding_only,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -198,6 +203,14 @@ class BatchEngine:
         """Decode a few tokens and look at the logits: a build whose kernels do not
         work on this CPU crashes here, at start-up, or computes garbage, which this
         refuses. Either way no user request ever reaches it."""
+        if self.embedding_only:
+            try:
+                vector, _ = self.embed("The capital of France is")
+            except (RuntimeError, ModelportError) as exc:
+                raise ModelLoadError(f"the start-up self-check could not embed a sentence: {exc}") from exc
+            if not all(math.isfinite(value) for value in vector) or not any(vector):
+                raise ModelLoadError("the start-up self-check computed an invalid embedding")
+            return
         tokens = self.tokenize("The capital of France is", special=False)
         key = object()
         self.submit(key, tokens, Sampling(temperature=0.0, max_tokens=2, logprobs=True))
@@ -264,6 +277,8 @@ class BatchEngine:
         self, key: Hashable, text: str, *, special: bool, sampling: Sampling, default_max_tokens: int | None
     ) -> ModelportError | None:
         """Tokenize and queue a request; the error that refuses it, if any."""
+        if self.embedding_only:
+            return InvalidRequest(f"{self.path.name} is an embedding model: it computes embeddings, not text")
         tokens = self.tokenize(text, special=special)
         try:
             max_tokens = resolve_max_tokens(

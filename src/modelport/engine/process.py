@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine, Event
 from modelport.engine.protocol import (
     MessageBuffer,
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         engine = BatchEngine(
-            args.model,
+            gguf_path(args.model),
             n_ctx=args.n_ctx or None,
             max_queue=args.max_queue,
             max_sequences=args.max_sequences,
