@@ -17,6 +17,9 @@ from tests.servers import modelport_serving
 
 ADMIN_KEY = "mp_test_admin_key"
 E2E_KEY = "mp_e2e_admin_key"
+# The deployments a fresh install creates (modelport/bootstrap.py).
+CHAT_DEPLOYMENT = "smollm2-135m-instruct-embedded"
+EMBEDDING_DEPLOYMENT = "all-minilm-l6-v2-embedded"
 POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 # CI sets this so that a missing PostgreSQL fails the run instead of skipping its leg.
 REQUIRE_POSTGRES = os.environ.get("MODELPORT_TEST_REQUIRE_POSTGRES") == "1"
@@ -91,6 +94,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def deployment_id(client: httpx.AsyncClient) -> str:
     listing = (await client.get("/v4/model-deployments")).json()
-    [deployment] = listing["items"]
+    # A fresh install has a chat deployment and an embeddings deployment; this is the chat one.
+    [deployment] = [item for item in listing["items"] if item["name"] == CHAT_DEPLOYMENT]
     assert deployment["status"] == "READY"
     return str(deployment["id"])

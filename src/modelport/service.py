@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,20 +34,34 @@ from modelport.schemas.inference import (
     TopLogprob,
 )
 from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
+from modelport.schemas.retrieval import EmbeddingRequest, EmbeddingResponse, RerankingRequest, RerankingResponse
 from modelport.secrets import SecretBox, resolve_secret
 from modelport.stopseq import OutputFilter
 from modelport.store import repo
 from modelport.templates import substitute_bindings
 from modelport.timing import waiting_for_vendor
-from modelport.vendors.base import Capabilities, Target, Vendor
+from modelport.vendors.base import Capabilities, Embedder, Reranker, Target, Vendor
 from modelport.vendors.registry import VendorRegistry
 
 CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 
-# Called once per finished request: (principal, deployment id, prompt tokens,
-# response tokens, HTTP status, latency in ms). Usage recording plugs in here.
-UsageSink = Callable[[Principal, str, int, int, int, float], None]
+
+class UsageSink(Protocol):
+    """Called once per finished request. Usage recording plugs in here. `estimated`:
+    the vendor reported no counts, so they are modelport's estimate."""
+
+    def __call__(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        prompt_tokens: int,
+        response_tokens: int,
+        status: int,
+        latency_ms: float,
+        *,
+        estimated: bool = False,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +94,7 @@ class _Piece:
     response_tokens: int | None = None
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI deltas, passed on as they come
     stop_sequence: str | None = None  # on the last piece: the stop sequence that ended it, if seen
+    estimated: bool = False
 
 
 # What the compatible surfaces receive: the service's output before it is shaped into
@@ -266,6 +281,7 @@ class InferenceService:
         finish_reason: FinishReason | None = None
         prompt_tokens: int | None = None
         response_tokens: int | None = None
+        estimated = False
         try:
             async for chunk in chunks:
                 if not output.stopped:
@@ -278,6 +294,7 @@ class InferenceService:
                     prompt_tokens = chunk.prompt_tokens
                 if chunk.response_tokens is not None:
                     response_tokens = chunk.response_tokens
+                estimated = estimated or chunk.estimated
                 # A vendor that stops by itself ends right after the stop sequence and
                 # reports its counts; one that does not must be cut off here.
                 if output.stopped and not prepared.capabilities.stops_at_stop_sequences:
@@ -294,6 +311,7 @@ class InferenceService:
             prompt_tokens=prompt_tokens,
             response_tokens=response_tokens,
             stop_sequence=output.matched,
+            estimated=estimated,
         )
 
     def _response(
@@ -331,7 +349,68 @@ class InferenceService:
                 final.response_tokens or 0,
                 status,
                 (time.perf_counter() - started) * 1000,
+                estimated=final.estimated,
             )
+
+    async def embed(self, principal: Principal, deployment_id: str, request: EmbeddingRequest) -> EmbeddingResponse:
+        """One vector per text, in order (SPEC 3.5)."""
+        started = time.perf_counter()
+        vendor, target = await self._retrieval_target(principal, deployment_id, "EMBEDDING", request)
+        if not isinstance(vendor, Embedder):
+            raise InvalidRequest(f"vendor {target.model_vendor} cannot embed texts on this modelport server")
+        try:
+            with waiting_for_vendor():
+                result = await vendor.embed(target, list(request.texts))
+        except ModelportError as exc:
+            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            raise
+        self._record(principal, deployment_id, _Piece(text="", prompt_tokens=result.tokens), 200, started)
+        return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
+
+    async def rerank(self, principal: Principal, deployment_id: str, request: RerankingRequest) -> RerankingResponse:
+        """One score per chunk, in the order the chunks were given (SPEC 3.6)."""
+        started = time.perf_counter()
+        vendor, target = await self._retrieval_target(principal, deployment_id, "RERANKING", request)
+        if not isinstance(vendor, Reranker):
+            raise InvalidRequest(f"vendor {target.model_vendor} cannot rerank on this modelport server")
+        try:
+            with waiting_for_vendor():
+                result = await vendor.rerank(target, request.query, list(request.chunks), request.instruction)
+        except ModelportError as exc:
+            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            raise
+        self._record(principal, deployment_id, _Piece(text="", prompt_tokens=result.tokens), 200, started)
+        return RerankingResponse(chunk_scores=result.scores, tokens_used=result.tokens)
+
+    async def _retrieval_target(
+        self, principal: Principal, deployment_id: str, model_type: str, request: EmbeddingRequest | RerankingRequest
+    ) -> tuple[Vendor, Target]:
+        """The adapter and target of a READY deployment of `model_type`, with the request's
+        bindings substituted and its credential resolved (as `_prepare` does for text)."""
+        deployment = await self._deployment(principal.account_id, deployment_id)
+        if deployment.model_type != model_type:
+            raise InvalidRequest(
+                f"deployment {deployment_id} serves a {deployment.model_type} model; "
+                f"this endpoint needs a {model_type} model"
+            )
+        if deployment.status != "READY":
+            reason = f": {deployment.status_reason}" if deployment.status_reason else ""
+            raise DeploymentUnavailable(f"deployment {deployment_id} is {deployment.status}{reason}")
+        target = deployment.target
+        vendor = self._vendors.for_target(target)
+        schema = deployment.request_schema.get("parameters") or []
+        bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
+        if schema or bindings:
+            check_bindings(schema, bindings)
+            parameters = await asyncio.to_thread(substitute_bindings, target.parameters, bindings)
+            target = replace(target, parameters=parameters)
+        variable = target.parameters.get("api_key_env")
+        if variable:
+            self._policy.check_api_key_env(str(variable))
+        secret_name = target.parameters.get("api_key_secret")
+        if secret_name:
+            target = replace(target, api_key=await self._api_key(principal.account_id, str(secret_name)))
+        return vendor, target
 
     async def _deployment(self, account_id: str, deployment_id: str) -> _DeploymentView:
         async def load() -> _DeploymentView | None:

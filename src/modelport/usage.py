@@ -46,6 +46,8 @@ class UsageRecorder:
         response_tokens: int,
         status: int,
         latency_ms: float,
+        *,
+        estimated: bool = False,
     ) -> None:
         self._pending.append(
             {
@@ -56,6 +58,7 @@ class UsageRecorder:
                 "response_tokens": response_tokens,
                 "status": status,
                 "latency_ms": round(latency_ms),
+                "estimated": estimated,
             }
         )
         if len(self._pending) >= self._batch_size:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_the_server_answers_others_while_a_hostile_template_renders(server: str) -> None:
     headers = {"x-api-key": KEY}
-    [deployment] = httpx.get(f"{server}/v4/model-deployments", headers=headers).json()["items"]
+    [deployment] = [
+        item
+        for item in httpx.get(f"{server}/v4/model-deployments", headers=headers).json()["items"]
+        if item["name"] == CHAT_DEPLOYMENT
+    ]
     url = f"{server}/v4/models/{deployment['id']}/chat-completions"
     hostile: dict[str, httpx.Response] = {}
 
@@ -57,7 +62,11 @@ NESTED_RANGE = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfo
 
 def test_the_nested_range_template_gets_400_naming_the_range_budget(server: str) -> None:
     headers = {"x-api-key": KEY}
-    [deployment] = httpx.get(f"{server}/v4/model-deployments", headers=headers).json()["items"]
+    [deployment] = [
+        item
+        for item in httpx.get(f"{server}/v4/model-deployments", headers=headers).json()["items"]
+        if item["name"] == CHAT_DEPLOYMENT
+    ]
     body = {"chat_history": [], "prompt": "Hi", "chat_template": NESTED_RANGE, "max_tokens": 3}
     response = httpx.post(
         f"{server}/v4/models/{deployment['id']}/chat-completions", json=body, headers=headers, timeout=30

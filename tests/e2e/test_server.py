@@ -12,7 +12,7 @@ import pytest
 import scale_gp
 from scale_gp import SGPClient
 
-from tests.conftest import E2E_KEY
+from tests.conftest import CHAT_DEPLOYMENT, E2E_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def sdk(server: str) -> SGPClient:
 
 @pytest.fixture(scope="module")
 def deployment_id(sdk: SGPClient) -> str:
-    [deployment] = list(sdk.models.deployments.list_all())
+    [deployment] = [item for item in sdk.models.deployments.list_all() if item.name == CHAT_DEPLOYMENT]
     return deployment.id
 
 
@@ -38,7 +38,7 @@ HISTORY = [
 
 
 def test_the_sdk_lists_and_retrieves_the_default_model(sdk: SGPClient, deployment_id: str) -> None:
-    [deployment] = list(sdk.models.deployments.list_all())
+    [deployment] = [item for item in sdk.models.deployments.list_all() if item.name == CHAT_DEPLOYMENT]
     assert deployment.status == "READY"
     assert deployment.vendor_configuration is not None
     model = sdk.models.retrieve(deployment.model_instance_id or "")

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving
 
 ADMIN = "mp_workers_admin_key"
@@ -38,7 +39,7 @@ def statuses(base_url: str, path: str, key: str) -> list[int]:
 
 def default_deployment(base_url: str) -> str:
     listing = httpx.get(f"{base_url}/v4/model-deployments", headers={"x-api-key": ADMIN}).json()
-    return str(listing["items"][0]["id"])
+    return str(next(item["id"] for item in listing["items"] if item["name"] == CHAT_DEPLOYMENT))
 
 
 def test_a_key_revoked_by_the_cli_stops_working_on_every_worker(cluster: tuple[str, dict[str, str]]) -> None:

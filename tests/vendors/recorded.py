@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ class Recorded(httpx.AsyncBaseTransport):
 
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)
     sent: list[httpx.Request] = field(default_factory=list)
+    # Upstream model name -> a function that builds the answer from the request (for
+    # answers that depend on what was sent, such as one batch of a split input).
+    handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
 
     def last_body(self) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(self.sent[-1].content)
@@ -33,6 +37,8 @@ class Recorded(httpx.AsyncBaseTransport):
             or request.url.params.get("model_endpoint_name")
             or request.url.path.split("/models/")[1].split(":")[0]
         )
+        if model in self.handlers:
+            return httpx.Response(200, json=self.handlers[model](body))
         status, name = self.answers[model]
         content = (FIXTURES / name).read_bytes()
         media = "text/event-stream" if name.endswith(".sse") else "application/json"

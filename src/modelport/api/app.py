@@ -32,6 +32,7 @@ from modelport.api.routes import (
     inference,
     models,
     openai_compat,
+    retrieval,
     secrets,
 )
 from modelport.bootstrap import bootstrap_if_empty
@@ -51,6 +52,7 @@ from modelport.store import db, repo
 from modelport.usage import UsageRecorder
 from modelport.vendors import openai
 from modelport.vendors.anthropic import AnthropicVendor
+from modelport.vendors.cohere import CohereVendor
 from modelport.vendors.embedded import EmbeddedVendor
 from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
@@ -129,6 +131,7 @@ def _register_upstream_vendors(
     vendors.register(OPENAI_COMPATIBLE, OpenAICompatible(pooled_client(), openai.COMPATIBLE, policy))
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
+    vendors.register("COHERE", CohereVendor(pooled_client(), policy))
 
 
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -143,7 +146,8 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: as
             print(
                 f"\nmodelport: first start. Admin API key (shown only now, store it safely):\n\n"
                 f"    {first.api_key}\n\n"
-                f"Default account {first.account_id}; model deployment {first.deployment_id}\n",
+                f"Default account {first.account_id}; model deployment {first.deployment_id}; "
+                f"embeddings deployment {first.embedding_deployment_id}\n",
                 file=sys.stderr,
                 flush=True,
             )
@@ -279,6 +283,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(inference.router)
+    app.include_router(retrieval.router)
     app.include_router(models.router)
     app.include_router(deployments.router)
     app.include_router(accounts.router)

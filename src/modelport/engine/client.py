@@ -32,7 +32,16 @@ from modelport.generation import GenerationChunk, Sampling
 
 log = logging.getLogger(__name__)
 
-_Item = GenerationChunk | BaseException
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedTexts:
+    """An `embed` request's answer: one unit vector per text, and the tokens read."""
+
+    vectors: list[list[float]]
+    tokens: int
+
+
+_Item = GenerationChunk | EmbeddedTexts | BaseException
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,10 @@ class _Connection:
                         queue = self.waiting.get(event[0])
                         if queue is not None:
                             queue.put_nowait(error_from_wire(event) if is_error(event) else chunk_from_wire(event))
+                elif message.get("op") == "embedded":
+                    queue = self.waiting.get(message["id"])
+                    if queue is not None:
+                        queue.put_nowait(EmbeddedTexts(message["vectors"], int(message["tokens"])))
                 elif message.get("op") == "stats" and self.stats is not None and not self.stats.done():
                     self.stats.set_result(message["stats"])
         except Exception:
@@ -194,6 +207,8 @@ class EngineClient:
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
+                if not isinstance(item, GenerationChunk):
+                    raise DeploymentUnavailable("the embedded engine answered a generation out of turn")
                 yield item
                 if item.finish_reason is not None:
                     finished = True
@@ -202,6 +217,29 @@ class EngineClient:
             connection.waiting.pop(request_id, None)
             if not finished:
                 connection.send({"op": "cancel", "id": request_id})
+
+    async def embed(self, texts: list[str]) -> EmbeddedTexts:
+        """Sentence vectors for `texts`, in order. Abandoning the wait cancels the work."""
+        connection = await self._connect()
+        request_id = next(self._ids)
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        if not connection.waiting:
+            connection.last_heard = asyncio.get_running_loop().time()
+        connection.waiting[request_id] = queue
+        connection.send({"op": "embed", "id": request_id, "texts": texts})
+        finished = False
+        try:
+            item = await queue.get()
+            finished = True
+        finally:
+            connection.waiting.pop(request_id, None)
+            if not finished:
+                connection.send({"op": "cancel", "id": request_id})
+        if isinstance(item, BaseException):
+            raise item
+        if not isinstance(item, EmbeddedTexts):
+            raise DeploymentUnavailable("the embedded engine answered an embed request with a generation")
+        return item
 
     async def stats(self, answer_within: float = 2.0) -> dict[str, Any]:
         """The engine's counters: queue, running sequences, KV cells, steps."""

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelport.engine.cpu import unsafe_repacking_off
+from modelport.engine.embedding import TextEmbedder
 from modelport.engine.prefix import PrefixCache
 from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest, ModelportError
@@ -153,6 +154,10 @@ class BatchEngine:
         self.bos_token = self._token_text(self._llm.token_bos())
         self.eos_token = self._token_text(self._llm.token_eos())
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        # An encoder such as BERT (engine/convert.py) sees the whole text at once: it
+        # computes sentence embeddings and cannot generate.
+        architecture = metadata.get("general.architecture", "")
+        self.embedding_only = metadata.get(f"{architecture}.attention.causal") == "false"
         self._waiting: deque[_Job] = deque()
         self._running: list[_Sequence] = []
         self._by_key: dict[Hashable, _Job | _Sequence] = {}
@@ -162,6 +167,8 @@ class BatchEngine:
         )
         self.steps = 0
         self.reused_tokens = 0
+        self._threads = threads
+        self._embedder: TextEmbedder | None = None  # created by the first embed request
         log.info(
             "loaded %s in %.2fs (context %d tokens, %d sequences sharing %d KV cells, vocabulary %d)",
             path.name,
@@ -182,6 +189,7 @@ class BatchEngine:
             "eos_token": self.eos_token,
             "max_sequences": self.max_sequences,
             "kv_tokens": self.kv_tokens,
+            "embedding_only": self.embedding_only,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -198,6 +206,14 @@ class BatchEngine:
         """Decode a few tokens and look at the logits: a build whose kernels do not
         work on this CPU crashes here, at start-up, or computes garbage, which this
         refuses. Either way no user request ever reaches it."""
+        if self.embedding_only:
+            try:
+                vector, _ = self.embed("The capital of France is")
+            except (RuntimeError, ModelportError) as exc:
+                raise ModelLoadError(f"the start-up self-check could not embed a sentence: {exc}") from exc
+            if not all(math.isfinite(value) for value in vector) or not any(vector):
+                raise ModelLoadError("the start-up self-check computed an invalid embedding")
+            return
         tokens = self.tokenize("The capital of France is", special=False)
         key = object()
         self.submit(key, tokens, Sampling(temperature=0.0, max_tokens=2, logprobs=True))
@@ -251,12 +267,21 @@ class BatchEngine:
         tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
         return tokens
 
+    def embed(self, text: str) -> tuple[list[float], int]:
+        """One text's sentence vector (see `engine/embedding.py`) and its token count."""
+        if self._embedder is None:
+            self._embedder = TextEmbedder(self._llm, threads=self._threads)
+        tokens = self.tokenize(text, special=False)
+        return self._embedder.embed(tokens), len(tokens)
+
     # --- requests ---------------------------------------------------------------------
 
     def submit_text(
         self, key: Hashable, text: str, *, special: bool, sampling: Sampling, default_max_tokens: int | None
     ) -> ModelportError | None:
         """Tokenize and queue a request; the error that refuses it, if any."""
+        if self.embedding_only:
+            return InvalidRequest(f"{self.path.name} is an embedding model: it computes embeddings, not text")
         tokens = self.tokenize(text, special=special)
         try:
             max_tokens = resolve_max_tokens(
@@ -308,6 +333,8 @@ class BatchEngine:
         for job in self._waiting:
             _free_sampler(job.sampler)
         self._prefixes.clear()
+        if self._embedder is not None:
+            self._embedder.close()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
         self._llm.close()

@@ -22,12 +22,15 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine, Event
 from modelport.engine.protocol import (
     MessageBuffer,
@@ -38,6 +41,7 @@ from modelport.engine.protocol import (
     error_to_wire,
     sampling_from_wire,
 )
+from modelport.errors import DeploymentUnavailable, ModelportError
 from modelport.generation import GenerationChunk
 
 log = logging.getLogger("modelport.engine")
@@ -66,6 +70,18 @@ class _Gateway:
         return (self.number, request_id)
 
 
+@dataclass(eq=False)
+class _EmbedJob:
+    """An `embed` request: its texts are embedded one per loop turn, between generation
+    steps, so a request of 2,048 texts never stalls the streams being generated."""
+
+    gateway: _Gateway
+    request_id: int
+    texts: list[str]
+    vectors: list[list[float]] = field(default_factory=list)
+    tokens: int = 0
+
+
 class EngineServer:
     def __init__(self, engine: BatchEngine, listener: socket.socket) -> None:
         self._engine = engine
@@ -77,12 +93,14 @@ class EngineServer:
         self._owners: dict[Hashable, _Gateway] = {}
         self._connections = 0
         self._pending: dict[_Gateway, list[list[Any]]] = {}
+        self._embeddings: deque[_EmbedJob] = deque()
         self.max_gateways_in_one_step = 0
 
     def serve_forever(self) -> None:
         while True:
             # Block only when there is nothing to generate.
-            for key, _ in self._selector.select(timeout=0 if self._engine.busy else None):
+            busy = self._engine.busy or bool(self._embeddings)
+            for key, _ in self._selector.select(timeout=0 if busy else None):
                 if key.data == "supervisor":
                     if not os.read(sys.stdin.fileno(), 4096):
                         log.info("the supervisor has gone; the engine stops")
@@ -93,6 +111,8 @@ class EngineServer:
                     self._receive(key.data)
             if self._engine.busy:
                 self._deliver(self._engine.step())
+            if self._embeddings:
+                self._embed_next()
             self._flush()
 
     def _accept(self) -> None:
@@ -127,8 +147,13 @@ class EngineServer:
         op = message.get("op")
         if op == "submit":
             self._submit(gateway, message)
+        elif op == "embed":
+            texts = [str(text) for text in message["texts"]]
+            self._embeddings.append(_EmbedJob(gateway, int(message["id"]), texts))
+            gateway.requests.add(int(message["id"]))
         elif op == "cancel":
             request_id = int(message["id"])
+            self._forget_embeddings(gateway, request_id)
             gateway.requests.discard(request_id)
             self._owners.pop(gateway.key(request_id), None)
             self._engine.cancel(gateway.key(request_id))
@@ -156,6 +181,38 @@ class EngineServer:
             return
         gateway.requests.add(request_id)
         self._owners[key] = gateway
+
+    def _embed_next(self) -> None:
+        """Embed the next text of the oldest embed request; answer it once all are done."""
+        job = self._embeddings[0]
+        try:
+            vector, tokens = self._engine.embed(job.texts[len(job.vectors)])
+        except ModelportError as exc:
+            self._embeddings.popleft()
+            job.gateway.requests.discard(job.request_id)
+            self._pending.setdefault(job.gateway, []).append(error_to_wire(job.request_id, exc))
+            return
+        except RuntimeError as exc:  # llama.cpp failed on this text: the request fails, the engine lives on
+            log.exception("embedding failed")
+            self._embeddings.popleft()
+            job.gateway.requests.discard(job.request_id)
+            failure = DeploymentUnavailable(f"the embedded engine could not embed a text: {exc}")
+            self._pending.setdefault(job.gateway, []).append(error_to_wire(job.request_id, failure))
+            return
+        job.vectors.append(vector)
+        job.tokens += tokens
+        if len(job.vectors) == len(job.texts):
+            self._embeddings.popleft()
+            job.gateway.requests.discard(job.request_id)
+            self._send(job.gateway, {"op": "embedded", "id": job.request_id, "vectors": job.vectors,
+                                     "tokens": job.tokens})  # fmt: skip
+
+    def _forget_embeddings(self, gateway: _Gateway, request_id: int | None = None) -> None:
+        self._embeddings = deque(
+            job
+            for job in self._embeddings
+            if job.gateway is not gateway or (request_id is not None and job.request_id != request_id)
+        )
 
     def _deliver(self, events: list[tuple[Hashable, Event]]) -> None:
         for key, event in events:
@@ -198,6 +255,7 @@ class EngineServer:
         """A gateway has gone (closed, crashed or stuck): cancel what it asked for."""
         if self._gateways.pop(gateway.number, None) is None:
             return
+        self._forget_embeddings(gateway)
         for request_id in gateway.requests:
             self._owners.pop(gateway.key(request_id), None)
             self._engine.cancel(gateway.key(request_id))
@@ -244,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         engine = BatchEngine(
-            args.model,
+            gguf_path(args.model),
             n_ctx=args.n_ctx or None,
             max_queue=args.max_queue,
             max_sequences=args.max_sequences,

@@ -10,6 +10,7 @@ as msgpack for these small messages.
 
 Gateway → engine:
   {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "default_max_tokens": 100}
+  {"op": "embed", "id": 8, "texts": ["...", ...]}   sentence vectors (engine/embedding.py)
   {"op": "cancel", "id": 7}
   {"op": "stats"}
 Engine → gateway:
@@ -18,6 +19,8 @@ Engine → gateway:
                                                       one message per engine step, every
                                                       sequence of this connection in it
   {"op": "step", "events": [[7, {"error": "InvalidRequest", "detail": "...", "extra": {}}]]}
+  {"op": "embedded", "id": 8, "vectors": [[...], ...], "tokens": 12}
+                                                      an embed request's answer, all at once
   {"op": "stats", "stats": {...}}
 """
 

@@ -408,6 +408,8 @@ async def ready_deployments_of(session: AsyncSession, *, account_id: str, model_
         .order_by(Deployment.created_at, Deployment.id)
     )
     return list(rows)
+
+
 # --- model groups and templates -----------------------------------------------------
 
 

@@ -177,6 +177,8 @@ class UsageRecord(Base):
     response_tokens: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[int] = mapped_column(Integer)  # the HTTP status the caller got
     latency_ms: Mapped[int] = mapped_column(Integer)
+    # The vendor reported no counts; these are modelport's estimate (token_estimate.py).
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 __all__ = [

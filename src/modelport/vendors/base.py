@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
 from modelport.vendors.settings import CommonSettings
@@ -89,6 +89,41 @@ class Vendor(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """One vector per input text, in the order given, and the tokens the vendor read."""
+
+    vectors: list[list[float]]
+    tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One relevance score per chunk, in the order the chunks were given."""
+
+    scores: list[float]
+    tokens: int | None = None
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A vendor that embeds texts (optional: a vendor without it answers 400)."""
+
+    async def embed(self, target: Target, texts: list[str]) -> Embeddings: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A vendor that scores chunks against a query (optional, like `Embedder`)."""
+
+    async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores: ...
+
+
+def in_batches(items: list[str], size: int) -> list[list[str]]:
+    """Split an input that is larger than a vendor's batch; answers join back in order."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationChunk:

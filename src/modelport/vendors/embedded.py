@@ -12,7 +12,7 @@ from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.templates import render_chat_async
-from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, collect
+from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Embeddings, Target, collect
 
 # LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter,
 # and response_format (a grammar), seed and logit_bias. Not tools: a small local model
@@ -83,6 +83,12 @@ class EmbeddedVendor:
             return await collect(chunks)
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def embed(self, target: Target, texts: list[str]) -> Embeddings:
+        """Mean-pooled unit vectors from the deployment's GGUF file (engine/embedding.py)."""
+        engine = await self._model(target)
+        answer = await engine.embed(texts)
+        return Embeddings(vectors=answer.vectors, tokens=answer.tokens)
 
     async def aclose(self) -> None:
         await self._pool.close()

@@ -25,7 +25,7 @@ import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
-from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.base import Capabilities, Embeddings, Target, in_batches
 from modelport.vendors.turns import conversation
 from modelport.vendors.upstream import (
     HttpVendor,
@@ -39,6 +39,7 @@ from modelport.vendors.upstream import (
 )
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
 
 CAPABILITIES = Capabilities(
     vendor="GOOGLE",
@@ -152,6 +153,26 @@ class GoogleVendor(HttpVendor):
             prompt_tokens = frame.prompt_tokens if frame.prompt_tokens is not None else prompt_tokens
             response_tokens = frame.response_tokens if frame.response_tokens is not None else response_tokens
         yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+
+    async def embed(self, target: Target, texts: list[str]) -> Embeddings:
+        """`batchEmbedContents`, 100 texts a call; Gemini reports no token count."""
+        model = upstream_model(target)
+        api_key = api_key_for(target, "GOOGLE")
+        headers = configured_headers(target)
+        if api_key:
+            headers["x-goog-api-key"] = api_key
+        url = join_url(str(target.parameters.get("base_url") or GEMINI_BASE_URL), f"models/{model}:batchEmbedContents")
+        vectors: list[list[float]] = []
+        for batch in in_batches(texts, EMBED_BATCH):
+            parts = [{"model": f"models/{model}", "content": {"parts": [{"text": text}]}} for text in batch]
+            body = {"requests": parts}
+            request = json_request(self._client, url, body, headers=headers)
+            payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+            found = payload.get("embeddings") or []
+            if len(found) != len(batch) or not all(isinstance(item.get("values"), list) for item in found):
+                raise UpstreamError(f"GOOGLE answered {len(found)} embeddings for {len(batch)} texts")
+            vectors += [item["values"] for item in found]
+        return Embeddings(vectors=vectors)
 
 
 class _Frame:

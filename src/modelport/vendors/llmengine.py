@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk
-from modelport.vendors.base import Capabilities, Target, Vendor
+from modelport.vendors.base import Capabilities, Embedder, Embeddings, Reranker, Scores, Target, Vendor
 from modelport.vendors.settings import LLMEngineSettings
 
 PROTOCOLS = ("openai", "llmengine-v1")
@@ -39,6 +39,18 @@ class LLMEngineVendor:
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         return await self._for(target).stream(target, call)
+
+    async def embed(self, target: Target, texts: list[str]) -> Embeddings:
+        vendor = self._for(target)
+        if not isinstance(vendor, Embedder):
+            raise InvalidRequest(f"LLM Engine protocol {target.parameters.get('protocol')!r} cannot embed texts")
+        return await vendor.embed(target, texts)
+
+    async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
+        vendor = self._for(target)
+        if not isinstance(vendor, Reranker):
+            raise InvalidRequest(f"LLM Engine protocol {target.parameters.get('protocol')!r} cannot rerank")
+        return await vendor.rerank(target, query, chunks, instruction)
 
     async def aclose(self) -> None:
         for vendor in self._by_protocol.values():

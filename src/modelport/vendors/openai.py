@@ -18,10 +18,11 @@ import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
+from modelport.token_estimate import estimate_prompt_tokens
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
 from modelport.vendors.upstream import (
-    HttpVendor,
     RetryPolicy,
     api_key_for,
     configured_headers,
@@ -98,7 +99,7 @@ COMPATIBLE = Flavour(
 LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS, None, knows_reasoning_models=False)
 
 
-class OpenAICompatible(HttpVendor):
+class OpenAICompatible(OpenAIRetrieval):
     def __init__(self, client: httpx.AsyncClient, flavour: Flavour, policy: RetryPolicy) -> None:
         super().__init__(client, policy)
         self._flavour = flavour
@@ -117,10 +118,14 @@ class OpenAICompatible(HttpVendor):
             return self._flavour.completions
         return OPENAI_REASONING if self._is_reasoning(target) else self._flavour.chat
 
-    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+    def _base_url(self, target: Target) -> str:
         base_url = target.settings.base_url or self._flavour.default_base_url
         if not base_url:
             raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
+        return str(base_url)
+
+    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+        base_url = self._base_url(target)
         model = upstream_model(target)
         sampling = call.sampling
         reasoning = self._is_reasoning(target)
@@ -192,11 +197,12 @@ class OpenAICompatible(HttpVendor):
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         request, api_key = self._request(target, call, stream=True)
         response = await self._send(request, api_key)
-        return self._chunks(response)
+        return self._chunks(response, call)
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
+    async def _chunks(self, response: httpx.Response, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
         finish: FinishReason = "stop"
         prompt_tokens = response_tokens = None
+        deltas = 0  # deltas that carried text: one token each on llama.cpp and vLLM
         async for _event, payload in sse_json(response, vendor=self.vendor):
             if payload.get("error"):
                 raise UpstreamError(f"{self.vendor} failed mid-stream: {payload['error']}")
@@ -211,11 +217,21 @@ class OpenAICompatible(HttpVendor):
                     finish = "content_filter"
                 logprobs = _logprobs(choice.get("logprobs"))
                 tool_calls = _tool_call_deltas(delta.get("tool_calls"))
+                if text or logprobs:
+                    deltas += 1
                 if text or logprobs or tool_calls:
                     yield GenerationChunk(text=text or "", logprobs=logprobs, tool_calls=tool_calls)
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(str(choice["finish_reason"]), "stop")
-        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+        # Counts are never missing (SPEC 3.7): a server that sent no usage gets modelport's.
+        estimated = prompt_tokens is None or response_tokens is None
+        if response_tokens is None:
+            response_tokens = deltas
+        if prompt_tokens is None:
+            prompt_tokens = estimate_prompt_tokens(call)
+        yield GenerationChunk(
+            finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens, estimated=estimated
+        )
 
 
 # An assistant turn's tool calls, and a tool turn's answer, travel as OpenAI sends them.
