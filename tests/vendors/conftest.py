@@ -177,13 +177,20 @@ async def fault_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[t
 
 
 async def deploy(
-    client: httpx.AsyncClient, *, vendor: str, model_type: str = "CHAT_COMPLETION", **parameters: Any
+    client: httpx.AsyncClient,
+    *,
+    vendor: str,
+    model_type: str = "CHAT_COMPLETION",
+    model_name: str | None = None,
+    **parameters: Any,
 ) -> str:
-    """A model with these creation parameters and one deployment of it; returns the deployment id."""
+    """A model with these creation parameters and one deployment of it; returns the deployment id.
+    Without `model_name`, the model gets a unique one."""
+    # Model names are unique in an account (409): each deployment gets a model of its own.
+    name = model_name or f"{vendor}-{parameters.get('model')}-{uuid.uuid4().hex[:8]}"
     model = await client.post(
         "/v4/models",
-        # Model names are unique in an account (409): each deployment gets a model of its own.
-        json={"name": f"{vendor}-{parameters.get('model')}-{uuid.uuid4().hex[:8]}", "model_type": model_type,
+        json={"name": name, "model_type": model_type,
               "model_vendor": vendor,
               "model_creation_parameters": parameters},
     )  # fmt: skip

@@ -36,8 +36,8 @@ async def tools_model(recorded_app: Any) -> AsyncIterator[tuple[AsyncOpenAI, Asy
     app, client, transport = recorded_app
     transport.answers["gpt-4o-mini"] = (200, "openai/surface_tool_call.json")
     transport.answers["gpt-4o-mini-streamed"] = (200, "openai/surface_tool_call_stream.sse")
-    await deploy(client, vendor="OPENAI", model="gpt-4o-mini")
-    await deploy(client, vendor="OPENAI", model="gpt-4o-mini-streamed")
+    await deploy(client, vendor="OPENAI", model="gpt-4o-mini", model_name="OPENAI-gpt-4o-mini")
+    await deploy(client, vendor="OPENAI", model="gpt-4o-mini-streamed", model_name="OPENAI-gpt-4o-mini-streamed")
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=60)
     # This anthropic SDK speaks through httpx2 (httpx's successor), which has the same ASGI transport.
     http2 = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), timeout=60)

@@ -58,7 +58,7 @@ from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
 from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
-from modelport.vendors.registry import EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
+from modelport.vendors.registry import COHERE, EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
@@ -131,7 +131,7 @@ def _register_upstream_vendors(
     vendors.register(OPENAI_COMPATIBLE, OpenAICompatible(pooled_client(), openai.COMPATIBLE, policy))
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
-    vendors.register("COHERE", CohereVendor(pooled_client(), policy))
+    vendors.register(COHERE, CohereVendor(pooled_client(), policy))
 
 
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
