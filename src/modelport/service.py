@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +22,9 @@ from modelport.auth import Principal
 from modelport.cache import RegistryCache
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
+from modelport.limits.base import Admission
+from modelport.limits.gate import LimitGate
+from modelport.limits.pricing import cost_of, prompt_token_guess
 from modelport.params import check_bindings, check_supported, effective_sampling
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.schemas.inference import (
@@ -44,9 +48,26 @@ from modelport.vendors.registry import VendorRegistry
 CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 
-# Called once per finished request: (principal, deployment id, prompt tokens,
-# response tokens, HTTP status, latency in ms). Usage recording plugs in here.
-UsageSink = Callable[[Principal, str, int, int, int, float], None]
+
+
+class UsageSink(Protocol):
+    """Called once per finished request: (principal, deployment id, prompt tokens,
+    response tokens, HTTP status, latency in ms), its cost in US dollars and its id.
+    Usage recording plugs in here."""
+
+    def __call__(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        prompt_tokens: int,
+        response_tokens: int,
+        status: int,
+        latency_ms: float,
+        /,
+        *,
+        cost: float = 0.0,
+        request_id: str | None = None,
+    ) -> None: ...
 
 
 def target_of(deployment: Deployment, model: Model) -> Target:
@@ -82,6 +103,9 @@ class _Prepared:
     capabilities: Capabilities
     prompt: str
     wants_logprobs: bool
+    request_id: str = ""
+    admission: Admission | None = None  # what the limits counted; settled in _record
+    text_deltas: int = 0  # streamed text pieces so far: what an abandoned stream is billed for
 
 
 @dataclass(slots=True)
@@ -159,8 +183,10 @@ class InferenceService:
         secrets: SecretBox | None = None,
         cache: RegistryCache | None = None,
         policy: ServerPolicy | None = None,
+        limits: LimitGate | None = None,
     ) -> None:
         self._sessions = sessions
+        self._limits = limits
         self._vendors = vendors
         self._policy = policy or ServerPolicy(key_envs=frozenset(DEFAULT_KEY_ENVS))
         self._usage = usage
@@ -177,8 +203,8 @@ class InferenceService:
             with waiting_for_vendor():
                 result = await prepared.vendor.complete(prepared.target, prepared.call)
             pieces = [piece async for piece in self._filtered(prepared, _one(result))]
-        except ModelportError as exc:
-            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
+            self._record(principal, deployment_id, prepared, _Piece(text=""), _failure_status(exc), started)
             raise
         final = pieces[-1]
         response = self._response(
@@ -187,7 +213,7 @@ class InferenceService:
             logprobs=[entry for piece in pieces for entry in piece.logprobs],
             final=final,
         )
-        self._record(principal, deployment_id, final, 200, started)
+        self._record(principal, deployment_id, prepared, final, 200, started)
         return response
 
     async def stream(
@@ -199,8 +225,8 @@ class InferenceService:
         try:
             with waiting_for_vendor():
                 chunks = await prepared.vendor.stream(prepared.target, prepared.call)
-        except ModelportError as exc:
-            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+        except BaseException as exc:
+            self._record(principal, deployment_id, prepared, _Piece(text=""), _failure_status(exc), started)
             raise
         return self._stream_events(principal, deployment_id, prepared, chunks, started)
 
@@ -229,7 +255,11 @@ class InferenceService:
             status = 500
             raise
         finally:
-            self._record(principal, deployment_id, final or _Piece(text=""), status, started)
+            if final is None:  # abandoned or failed: billed for what was generated
+                final = _Piece(
+                    text="", prompt_tokens=prompt_token_guess(prepared.call), response_tokens=prepared.text_deltas
+                )
+            self._record(principal, deployment_id, prepared, final, status, started)
 
     async def _filtered(self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[_Piece]:
         output = _OutputFilter(prepared.call.sampling.stop_sequences)
@@ -238,6 +268,8 @@ class InferenceService:
         response_tokens: int | None = None
         try:
             async for chunk in chunks:
+                if chunk.text:
+                    prepared.text_deltas += 1
                 if not output.stopped:
                     text, entries = output.take(chunk)
                     if text or entries:
@@ -290,15 +322,23 @@ class InferenceService:
             response_tokens=final.response_tokens,
         )
 
-    def _record(self, principal: Principal, deployment_id: str, final: _Piece, status: int, started: float) -> None:
+    def _record(
+        self, principal: Principal, deployment_id: str, prepared: _Prepared, final: _Piece, status: int, started: float
+    ) -> None:
+        prompt_tokens, response_tokens = final.prompt_tokens or 0, final.response_tokens or 0
+        cost = cost_of(prepared.target.parameters, prompt_tokens, response_tokens)
+        if self._limits is not None:
+            self._limits.settle(prepared.admission, tokens=prompt_tokens + response_tokens, cost=cost)
         if self._usage is not None:
             self._usage(
                 principal,
                 deployment_id,
-                final.prompt_tokens or 0,
-                final.response_tokens or 0,
+                prompt_tokens,
+                response_tokens,
                 status,
                 (time.perf_counter() - started) * 1000,
+                cost=cost,
+                request_id=prepared.request_id,
             )
 
     async def _deployment(self, account_id: str, deployment_id: str) -> _DeploymentView:
@@ -379,6 +419,10 @@ class InferenceService:
             # A completion model called on chat-completions answers the prompt alone
             # (the platform's documented behaviour: history is disregarded).
             call = GenerationCall(sampling=sampling, prompt=request.prompt)
+        request_id = str(uuid.uuid4())
+        # Last, once the request is known to be valid: from here on it is counted, and
+        # every way it can end goes through _record, which settles it.
+        admission = await self._limits.admit(principal, target, call, request_id) if self._limits else None
         return _Prepared(
             vendor=vendor,
             target=target,
@@ -386,7 +430,15 @@ class InferenceService:
             capabilities=capabilities,
             prompt=request.prompt,
             wants_logprobs=sampling.logprobs,
+            request_id=request_id,
+            admission=admission,
         )
+
+
+def _failure_status(exc: BaseException) -> int:
+    if isinstance(exc, ModelportError):
+        return exc.status_code
+    return 499 if isinstance(exc, asyncio.CancelledError) else 500
 
 
 def _messages(request: ChatCompletionRequest, capabilities: Capabilities) -> tuple[dict[str, Any], ...]:

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from modelport import __version__
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
+from modelport.api.ratelimit_headers import RateLimitHeaders
 from modelport.api.routes import accounts, deployments, health, inference, models, secrets
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
@@ -30,6 +32,9 @@ from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
+from modelport.limits import build_limiter
+from modelport.limits.base import Clock, wall_clock
+from modelport.limits.gate import LimitGate
 from modelport.registry import Registry, deployment_failure_recorder
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.secrets import SecretBox
@@ -170,8 +175,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
+    limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
     app.state.service = InferenceService(
-        app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache, policy=settings.policy
+        app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache, policy=settings.policy, limits=limits
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:
@@ -180,11 +186,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        await limits.aclose()
         await usage.close()
         await vendors.aclose()
         if own_supervisor is not None:
             await asyncio.to_thread(own_supervisor.stop)
         await engine.dispose()
+
+
+def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> LimitGate:
+    async def spend_since(key_id: str, since: float) -> float:
+        async with sessions() as session:
+            return await repo.key_spend_since(session, key_id=key_id, since=datetime.fromtimestamp(since, UTC))
+
+    limiter = build_limiter(
+        redis_url=settings.redis_url,
+        fail_closed=settings.limits_fail_closed,
+        timeout=settings.limits_redis_timeout_seconds,
+        retry_seconds=settings.limits_redis_retry_seconds,
+        parallel_lease_seconds=settings.limits_parallel_lease_seconds,
+        spend_source=spend_since,
+        clock=clock,
+    )
+    return LimitGate(limiter, default_max_tokens=settings.limits_default_max_tokens)
 
 
 def _complete_openapi(document: dict[str, Any]) -> None:
@@ -215,7 +239,10 @@ def _error_response(description: str, model: type[BaseModel]) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings | None = None, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings | None = None,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    limits_clock: Clock = wall_clock,
 ) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -225,6 +252,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport
+    app.state.limits_clock = limits_clock  # tests move time forward (budget windows)
 
     @app.exception_handler(ModelportError)
     async def _modelport_error(_request: Request, exc: ModelportError) -> JSONResponse:
@@ -252,6 +280,7 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(accounts.router)
     app.include_router(secrets.router)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # outermost: its clock starts first

@@ -33,4 +33,5 @@ def build_limiter(
         )
     return MemoryLimiter(spend_source=spend_source, clock=clock, parallel_lease_seconds=parallel_lease_seconds)
 
+
 __all__ = ["Limiter", "MemoryLimiter", "build_limiter"]

@@ -102,12 +102,13 @@ class Demand:
     @property
     def limited(self) -> bool:
         key = self.key
-        return self.key_id is not None and (
+        key_limited = self.key_id is not None and (
             key.rpm_limit is not None
             or key.tpm_limit is not None
             or key.max_parallel_requests is not None
             or key.max_budget is not None
-        ) or (self.deployment_rpm is not None or self.deployment_tpm is not None)
+        )
+        return key_limited or self.deployment_rpm is not None or self.deployment_tpm is not None
 
 
 @dataclass(slots=True)

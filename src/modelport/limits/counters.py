@@ -59,10 +59,9 @@ def plan(demand: Demand, now: float) -> tuple[list[Counter], int | None]:
             )
     deployment = demand.deployment_id
     if demand.deployment_rpm is not None:
+        rpm = demand.deployment_rpm
         counters.append(
-            Counter(
-                "deployment:rpm_limit", "deployment", "rpm_limit", "window", f"d:{deployment}:rpm", demand.deployment_rpm, 1
-            )
+            Counter("deployment:rpm_limit", "deployment", "rpm_limit", "window", f"d:{deployment}:rpm", rpm, 1)
         )
     if demand.deployment_tpm is not None:
         counters.append(

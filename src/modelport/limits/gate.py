@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from contextvars import ContextVar
 
 from modelport.auth import Principal
@@ -41,7 +40,9 @@ class LimitGate:
         self._default_max_tokens = default_max_tokens
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def admit(self, principal: Principal, target: Target, call: GenerationCall) -> Admission | None:
+    async def admit(
+        self, principal: Principal, target: Target, call: GenerationCall, request_id: str
+    ) -> Admission | None:
         """None when no limit applies to this key and deployment (nothing to count)."""
         key = principal.key_limits or NO_LIMITS
         # A deployment's own limits protect its upstream: `rpm_limit` / `tpm_limit` in
@@ -51,7 +52,7 @@ class LimitGate:
         prompt_bound = prompt_token_bound(call)
         response_bound = response_token_bound(call, target.context_window, self._default_max_tokens)
         demand = Demand(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             key_id=principal.key_id,
             key=key,
             deployment_id=target.deployment_id,
