@@ -49,7 +49,6 @@ CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 
 
-
 class UsageSink(Protocol):
     """Called once per finished request: (principal, deployment id, prompt tokens,
     response tokens, HTTP status, latency in ms), its cost in US dollars and its id.

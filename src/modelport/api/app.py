@@ -24,7 +24,7 @@ from modelport import __version__
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
 from modelport.api.ratelimit_headers import RateLimitHeaders
-from modelport.api.routes import accounts, deployments, health, inference, models, secrets
+from modelport.api.routes import accounts, deployments, health, inference, models, secrets, spend
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
@@ -280,6 +280,7 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(accounts.router)
     app.include_router(secrets.router)
+    app.include_router(spend.router)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
