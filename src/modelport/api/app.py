@@ -176,6 +176,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
     limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
+    app.state.limits = limits
     app.state.service = InferenceService(
         app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache, policy=settings.policy, limits=limits
     )

@@ -5,7 +5,6 @@ the request's own task is being cancelled (a client that went away mid-stream)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from contextvars import ContextVar
 
@@ -82,11 +81,14 @@ class LimitGate:
         except Exception:
             log.exception("limits: settling request %s failed", admission.demand.request_id)
 
+    async def drain(self) -> None:
+        """Wait for the settlements under way."""
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
     async def aclose(self) -> None:
         """Finish the settlements under way, then close the limiter."""
-        if self._settling:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._settling, return_exceptions=True)
+        await self.drain()
         await self._limiter.aclose()
 
 
