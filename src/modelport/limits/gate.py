@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from modelport.auth import Principal
+from modelport.errors import ModelportError
 from modelport.generation import GenerationCall
-from modelport.limits.base import Admission, Demand, KeyLimits, Limiter
+from modelport.limits.base import Admission, Demand, KeyLimits, Limiter, LimitExceeded, LimitStoreUnavailable
 from modelport.limits.pricing import cost_of, prompt_token_bound, response_token_bound
 from modelport.vendors.base import Target
 
@@ -34,9 +36,18 @@ def _positive_int(value: object) -> int | None:
 
 
 class LimitGate:
-    def __init__(self, limiter: Limiter, *, default_max_tokens: int = 4096) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        default_max_tokens: int = 4096,
+        on_rejection: Callable[[ModelportError], None] | None = None,
+    ) -> None:
         self._limiter = limiter
         self._default_max_tokens = default_max_tokens
+        # Called with every refusal (429, or 503 while the store is down and a limit
+        # fails closed): where a limit-rejection metric plugs in.
+        self._on_rejection = on_rejection
         self._settling: set[asyncio.Task[None]] = set()
 
     async def admit(
@@ -62,7 +73,12 @@ class LimitGate:
         )
         if not demand.limited:
             return None
-        admission = await self._limiter.admit(demand)
+        try:
+            admission = await self._limiter.admit(demand)
+        except (LimitExceeded, LimitStoreUnavailable) as refused:
+            if self._on_rejection is not None:
+                self._on_rejection(refused)
+            raise
         headers = response_headers.get()
         if headers is not None:
             headers.update(admission.headers())
@@ -71,7 +87,11 @@ class LimitGate:
     def settle(self, admission: Admission | None, *, tokens: int, cost: float) -> None:
         if admission is None or admission.settled:
             return
-        task = asyncio.get_running_loop().create_task(self._settle(admission, tokens, cost))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a stream finalized after its loop ended: its lease frees the slot
+            return
+        task = loop.create_task(self._settle(admission, tokens, cost))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 

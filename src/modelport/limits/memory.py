@@ -29,10 +29,10 @@ class MemoryLimiter:
         counters, window_index = plan(demand, now)
         for counter in counters:
             if counter.kind == "budget" and counter.store_key not in self._budgets:
+                self._forget_ended_budgets(now)  # a new window: the ended ones can go
                 seed = await self._seed(demand, now)
                 self._budgets.setdefault(counter.store_key, (seed, counter.window_end))
         # No await from here on: checking and taking cannot interleave with another request.
-        self._forget_ended_budgets(now)
         for counter in counters:
             self._check(counter, now)
         remaining: dict[str, int] = {}
