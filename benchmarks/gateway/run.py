@@ -3,6 +3,7 @@ forwarding proxy) in front of it, modelport in front of it, and LiteLLM's proxy 
 of it, measured in one run, interleaved, with wrk on loopback.
 
     .venv/bin/python benchmarks/gateway/run.py --litellm /path/to/litellm-venv/bin/litellm
+    .venv/bin/python benchmarks/gateway/run.py --limits   # also modelport with limits, Redis on loopback
 
 See benchmarks/README.md for what it reports and the numbers measured.
 """
@@ -28,6 +29,17 @@ sys.path.insert(0, str(HERE.parent))  # run as a script: the shared helpers sit 
 from servers import API_KEY, MODELPORT, free_port, modelport_env, start, stop  # noqa: E402
 
 LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+# --limits: a key that every limit applies to, none of them ever reached (what is measured
+# is the cost of counting: one Redis round trip at admission, one at settlement).
+LIMITED_KEY_BODY = {
+    "role": "member",
+    "name": "bench-limits",
+    "rpm_limit": 2_000_000_000,
+    "tpm_limit": 2_000_000_000,
+    "max_parallel_requests": 1_000_000,
+    "max_budget": 1e12,
+    "budget_duration": "30d",
+}
 
 OPENAI_BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 MODELPORT_BODY = {"chat_history": [], "prompt": "Say hello.", "max_tokens": 16}
@@ -145,8 +157,9 @@ def run_wrk(target: Target, workdir: Path, *, connections: int, seconds: int, st
     return result
 
 
-def configure_modelport(workdir: Path, port: int, mock_port: int) -> str:
-    """First start: create an OPENAI model pointed at the mock and a deployment of it."""
+def configure_modelport(workdir: Path, port: int, mock_port: int, limits: bool = False) -> tuple[str, str | None]:
+    """First start: create an OPENAI model pointed at the mock and a deployment of it (and,
+    with `limits`, a key with every limit set). Returns the deployment id and that key."""
     process = start([MODELPORT, "serve"], modelport_env(workdir, port, embedded_engine="false"), workdir / "setup.log")
     base = f"http://127.0.0.1:{port}"
     headers = {"x-api-key": API_KEY}
@@ -164,13 +177,23 @@ def configure_modelport(workdir: Path, port: int, mock_port: int) -> str:
                     "name": "mock",
                     "model_type": "CHAT_COMPLETION",
                     "model_vendor": "OPENAI",
-                    "model_creation_parameters": {"base_url": f"http://127.0.0.1:{mock_port}/v1", "model": "mock"},
+                    "model_creation_parameters": {
+                        "base_url": f"http://127.0.0.1:{mock_port}/v1",
+                        "model": "mock",
+                        "input_cost_per_token": 1e-6,
+                        "output_cost_per_token": 2e-6,
+                    },
                 },
             )
             model.raise_for_status()
             deployment = client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "mock"})
             deployment.raise_for_status()
-            return str(deployment.json()["id"])
+            limited_key = None
+            if limits:
+                created = client.post("/v4/api-keys", json=LIMITED_KEY_BODY)
+                created.raise_for_status()
+                limited_key = str(created.json()["key"])
+            return str(deployment.json()["id"]), limited_key
     finally:
         stop(process)
 
@@ -227,9 +250,14 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="modelport worker processes; a list (1,2) runs each")
     parser.add_argument("--soak", type=int, default=0, help="also send this many requests and sample RSS")
     parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument(
+        "--limits", action="store_true", help="also modelport with a limited key (redis-server on loopback)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    if args.limits and shutil.which("redis-server") is None:
+        sys.exit("--limits needs redis-server (Debian: apt-get install redis-server)")
 
     workdir = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
     mock_port, modelport_port, litellm_port = free_port(), free_port(), free_port()
@@ -238,8 +266,17 @@ def main() -> None:
         workdir / "mock.log",
     )  # fmt: skip
     targets: list[Target] = []
+    redis: subprocess.Popen[bytes] | None = None
+    limits_env: dict[str, str] = {}
+    if args.limits:
+        redis_port = free_port()
+        redis = start(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            dict(os.environ), workdir / "redis.log",
+        )  # fmt: skip
+        limits_env["redis_url"] = f"redis://127.0.0.1:{redis_port}/0"
     try:
-        deployment = configure_modelport(workdir, modelport_port, mock_port)
+        deployment, limited_key = configure_modelport(workdir, modelport_port, mock_port, limits=args.limits)
         direct = Target("mock", f"http://127.0.0.1:{mock_port}/v1/chat/completions", OPENAI_BODY, {}, mock)
         wait_until_served(direct, time.perf_counter())
         targets.append(direct)
@@ -265,11 +302,23 @@ def main() -> None:
             started = time.perf_counter()
             gateway.process = start(
                 [MODELPORT, "serve"],
-                modelport_env(workdir, port, embedded_engine="false", workers=str(workers)),
+                modelport_env(workdir, port, embedded_engine="false", workers=str(workers), **limits_env),
                 workdir / f"{gateway.name}.log",
             )
             gateway.startup_seconds = wait_until_served(gateway, started)
             targets.append(gateway)
+            if limited_key is not None:
+                # The same server, another key: the only difference is that its limits are counted.
+                limited = Target(
+                    f"{gateway.name}+limits",
+                    gateway.url,
+                    MODELPORT_BODY,
+                    {"x-api-key": limited_key, "content-type": "application/json"},
+                    gateway.process,
+                    gateway.startup_seconds,
+                )
+                wait_until_served(limited, time.perf_counter())
+                targets.append(limited)
 
         if args.litellm:
             peer = Target(
@@ -328,6 +377,7 @@ def main() -> None:
         for target in targets:
             stop(target.process)
         stop(mock)
+        stop(redis)
 
 
 def report(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelport.limits.base import KeyLimits
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -12,6 +14,8 @@ class Principal:
     account_id: str  # the selected account
     role: str  # the identity's role in that account: "admin" | "member"
     is_operator: bool = False  # runs the server: may create accounts and manage any key
+    key_id: str | None = None  # the API key the request came with: its limits and spend
+    key_limits: KeyLimits | None = None  # None: the key has no limits
 
     @property
     def is_admin(self) -> bool:

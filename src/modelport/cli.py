@@ -149,11 +149,41 @@ def accounts_create(name: Annotated[str, typer.Argument(help="The account's name
     typer.echo(_with_database(work))
 
 
+# A key's limits (SPEC 7), the same options for `keys create` and `keys update`.
+RpmOption = Annotated[int | None, typer.Option("--rpm-limit", help="Requests a minute.")]
+TpmOption = Annotated[int | None, typer.Option("--tpm-limit", help="Tokens a minute.")]
+ParallelOption = Annotated[int | None, typer.Option("--max-parallel-requests", help="Requests in flight at once.")]
+BudgetOption = Annotated[float | None, typer.Option("--max-budget", help="US dollars per budget duration.")]
+DurationOption = Annotated[str | None, typer.Option("--budget-duration", help="When the budget resets: 1h, 1d, 30d.")]
+
+
+def _key_limits(**given: Any) -> dict[str, Any]:
+    """The limit options given, checked as the API checks them."""
+    from pydantic import ValidationError
+
+    from modelport.schemas.registry import KeyLimitFields
+
+    try:
+        checked = KeyLimitFields.model_validate({name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        _fail(
+            "; ".join(
+                f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}" for error in exc.errors()
+            )
+        )
+    return checked.model_dump(exclude_unset=True)
+
+
 @keys_app.command("create")
 def keys_create(
     account: Annotated[str, typer.Option(help="Account id the key acts in.")],
     role: Annotated[str, typer.Option(help="admin or member.")] = "member",
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
+    rpm_limit: RpmOption = None,
+    tpm_limit: TpmOption = None,
+    max_parallel_requests: ParallelOption = None,
+    max_budget: BudgetOption = None,
+    budget_duration: DurationOption = None,
 ) -> None:
     """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
     from modelport.errors import NotFound
@@ -161,8 +191,17 @@ def keys_create(
 
     if role not in {"admin", "member"}:
         _fail("--role must be admin or member")
+    limits = _key_limits(
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        max_parallel_requests=max_parallel_requests,
+        max_budget=max_budget,
+        budget_duration=budget_duration,
+    )
     try:
-        created = _with_database(lambda sessions: create_key(sessions, account_id=account, role=role, name=name))
+        created = _with_database(
+            lambda sessions: create_key(sessions, account_id=account, role=role, name=name, limits=limits)
+        )
     except NotFound as exc:
         _fail(exc.detail)
     typer.echo(f"key id {created.id} ({created.role} in account {account})", err=True)
@@ -188,6 +227,61 @@ def keys_list(account: Annotated[str, typer.Option(help="Account id.")]) -> None
             f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
         )  # fmt: skip
     Console().print(table)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+    rpm_limit: RpmOption = None,
+    tpm_limit: TpmOption = None,
+    max_parallel_requests: ParallelOption = None,
+    max_budget: BudgetOption = None,
+    budget_duration: DurationOption = None,
+    clear: Annotated[
+        list[str] | None, typer.Option("--clear", help="Remove a limit, e.g. --clear rpm_limit (repeatable).")
+    ] = None,
+) -> None:
+    """Change a key's limits; the options left out stay as they are."""
+    from modelport.limits.base import LIMIT_NAMES
+    from modelport.registry import apply_key_changes
+    from modelport.store.tables import ApiKey
+
+    changes = _key_limits(
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        max_parallel_requests=max_parallel_requests,
+        max_budget=max_budget,
+        budget_duration=budget_duration,
+    )
+    for name in clear or []:
+        field = name.replace("-", "_")
+        if field not in (*LIMIT_NAMES, "budget_duration"):
+            _fail(f"--clear {name}: not a limit; one of {', '.join((*LIMIT_NAMES, 'budget_duration'))}")
+        changes[field] = None
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
+        async with sessions() as session, session.begin():
+            key = await session.get(ApiKey, key_id)
+            if key is None:
+                return False
+            apply_key_changes(key, changes)
+            return True
+
+    if not _with_database(work):
+        _fail(f"no key with id {key_id}")
+    typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in changes.items()) or "no change"))
+
+
+@app.command("spend")
+def spend(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+    """An account's spend (US dollars): in all, per key and per deployment."""
+    from modelport.spend import account_spend
+
+    report = _with_database(lambda sessions: account_spend(sessions, account))
+    typer.echo(f"account {account}: ${report.spend:.6f}")
+    for label, groups in (("key", report.by_key), ("deployment", report.by_deployment)):
+        for group, total in sorted(groups.items(), key=lambda item: -item[1]):
+            typer.echo(f"  {label} {group or '(none)'}: ${total:.6f}")
 
 
 @keys_app.command("revoke")

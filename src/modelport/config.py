@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     max_connections: int = 2048
     # A request's headers must arrive within this many seconds (api/connections.py).
     header_timeout_seconds: float = 10.0
+    # Limits and budgets (SPEC 7, modelport/limits/). With a Redis URL they hold across
+    # every worker and replica; without one each process counts alone (one process only).
+    redis_url: str | None = None
+    # Each Redis call's deadline; after a failure Redis is asked again this much later.
+    limits_redis_timeout_seconds: float = 0.25
+    limits_redis_retry_seconds: float = 1.0
+    # Limits that refuse requests (503) while Redis cannot be reached; the others let
+    # requests through uncounted meanwhile.
+    limits_fail_closed: CommaList = Field(default_factory=lambda: ["max_budget"])
+    # A parallel-request slot held by a process that died is freed after this long.
+    limits_parallel_lease_seconds: float = 600.0
+    # Reserved for a request that sets no max_tokens when the model has no context window.
+    limits_default_max_tokens: int = 4096
 
     @cached_property
     def policy(self) -> ServerPolicy:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +34,7 @@ from modelport.schemas.registry import (
     DeploymentUpdate,
     KeyCreated,
     KeyOut,
+    KeyUpdate,
     ModelCreate,
     ModelInstanceOut,
     ModelUpdate,
@@ -114,9 +116,11 @@ class Registry:
             await repo.add_membership(session, identity_id=principal.identity_id, account_id=account.id, role="admin")
             return account.id
 
-    async def create_key(self, principal: Principal, *, role: str, name: str) -> KeyCreated:
+    async def create_key(
+        self, principal: Principal, *, role: str, name: str, limits: dict[str, Any] | None = None
+    ) -> KeyCreated:
         require_admin(principal)
-        return await create_key(self._sessions, account_id=principal.account_id, role=role, name=name)
+        return await create_key(self._sessions, account_id=principal.account_id, role=role, name=name, limits=limits)
 
     async def list_keys(self, principal: Principal) -> list[KeyOut]:
         require_admin(principal)
@@ -127,7 +131,8 @@ class Registry:
                 identity_id=principal.identity_id,
                 everyone=principal.is_operator,
             )
-            return [_key_out(key, role) for key, role in keys]
+            spend = await repo.spend_by_key(session, key_ids=[key.id for key, _ in keys])
+            return [_key_out(key, role, spend.get(key.id, 0.0)) for key, role in keys]
 
     async def revoke_key(self, principal: Principal, key_id: str) -> KeyOut:
         """An admin revokes the account's service-account keys and their own; another
@@ -148,6 +153,24 @@ class Registry:
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
             return _key_out(key, role)
+
+    async def update_key(self, principal: Principal, key_id: str, body: KeyUpdate) -> KeyOut:
+        """Change a key's name or limits (the keys an admin may revoke, they may change)."""
+        require_admin(principal)
+        async with self._sessions() as session, session.begin():
+            found = await repo.get_key_in_account(
+                session,
+                account_id=principal.account_id,
+                key_id=key_id,
+                identity_id=principal.identity_id,
+                everyone=principal.is_operator,
+            )
+            if found is None:
+                raise NotFound(f"API key {key_id} not found")
+            key, role = found
+            apply_key_changes(key, body.model_dump(exclude_unset=True))
+            spend = await repo.spend_by_key(session, key_ids=[key.id])
+            return _key_out(key, role, spend.get(key.id, 0.0))
 
     # --- models -------------------------------------------------------------------
 
@@ -468,7 +491,7 @@ def _check_deployable(model: Model, adapters: Callable[[str], bool]) -> None:
     check_vendor(model.model_vendor, adapters)  # a model stored before vendors were checked
 
 
-def _key_out(key: ApiKey, role: str) -> KeyOut:
+def _key_out(key: ApiKey, role: str, spend: float = 0.0) -> KeyOut:
     return KeyOut(
         id=key.id,
         name=key.name,
@@ -477,11 +500,32 @@ def _key_out(key: ApiKey, role: str) -> KeyOut:
         identity_id=key.identity_id,
         created_at=key.created_at,
         revoked_at=key.revoked_at,
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        max_parallel_requests=key.max_parallel_requests,
+        max_budget=key.max_budget,
+        budget_duration=key.budget_duration,
+        spend=spend,
     )
 
 
+def apply_key_changes(key: ApiKey, changes: dict[str, Any]) -> None:
+    """Set a key's name and limits (the API's PATCH and `modelport keys update`)."""
+    if "name" in changes and changes["name"] is None:
+        del changes["name"]
+    if "budget_duration" in changes and changes["budget_duration"] != key.budget_duration:
+        key.budget_started_at = utcnow()  # a new kind of window starts counting now
+    for field, value in changes.items():
+        setattr(key, field, value)
+
+
 async def create_key(
-    sessions: async_sessionmaker[AsyncSession], *, account_id: str, role: str, name: str
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    account_id: str,
+    role: str,
+    name: str,
+    limits: dict[str, Any] | None = None,
 ) -> KeyCreated:
     """A new service-account identity in `account_id` with `role`, and its key (shown once)."""
     async with sessions() as session, session.begin():
@@ -498,5 +542,6 @@ async def create_key(
             key_hash=hash_key(secret),
             display_prefix=display_prefix(secret),
             name=name,
+            limits=limits,
         )
         return KeyCreated(**_key_out(key, role).model_dump(), key=secret)

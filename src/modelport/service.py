@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -22,6 +23,9 @@ from modelport.cache import RegistryCache
 from modelport.deployments import target_of, with_parameters
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
+from modelport.limits.base import Admission
+from modelport.limits.gate import LimitGate
+from modelport.limits.pricing import cost_of, prompt_token_guess
 from modelport.params import check_bindings, check_supported, effective_sampling, without_parameters
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.routing import Router
@@ -48,8 +52,10 @@ TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
 
 
 class UsageSink(Protocol):
-    """Called once per finished request. Usage recording plugs in here. `estimated`:
-    the vendor reported no counts, so they are modelport's estimate."""
+    """Called once per finished request: (principal, deployment id, prompt tokens,
+    response tokens, HTTP status, latency in ms), its cost in US dollars and its id.
+    `estimated`: the vendor reported no counts, so they are modelport's estimate.
+    Usage recording plugs in here."""
 
     def __call__(
         self,
@@ -59,8 +65,11 @@ class UsageSink(Protocol):
         response_tokens: int,
         status: int,
         latency_ms: float,
+        /,
         *,
         estimated: bool = False,
+        cost: float = 0.0,
+        request_id: str | None = None,
     ) -> None: ...
 
 
@@ -83,6 +92,9 @@ class _Prepared:
     capabilities: Capabilities
     prompt: str
     wants_logprobs: bool
+    request_id: str = ""
+    admission: Admission | None = None  # what the limits counted; settled in _record
+    text_deltas: int = 0  # streamed text pieces so far: what an abandoned stream is billed for
 
 
 @dataclass(slots=True)
@@ -117,8 +129,10 @@ class InferenceService:
         cache: RegistryCache | None = None,
         policy: ServerPolicy | None = None,
         router: Router | None = None,
+        limits: LimitGate | None = None,
     ) -> None:
         self._sessions = sessions
+        self._limits = limits
         self._vendors = vendors
         self._policy = policy or ServerPolicy(key_envs=frozenset(DEFAULT_KEY_ENVS))
         self._usage = usage
@@ -136,8 +150,8 @@ class InferenceService:
             with waiting_for_vendor():
                 result = await prepared.vendor.complete(prepared.target, prepared.call)
             pieces = [piece async for piece in self._filtered(prepared, _one(result))]
-        except ModelportError as exc:
-            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
+            self._record(principal, deployment_id, prepared, _Piece(text=""), _failure_status(exc), started)
             raise
         final = pieces[-1]
         response = self._response(
@@ -146,7 +160,7 @@ class InferenceService:
             logprobs=[entry for piece in pieces for entry in piece.logprobs],
             final=final,
         )
-        self._record(principal, deployment_id, final, 200, started)
+        self._record(principal, deployment_id, prepared, final, 200, started)
         return response
 
     async def stream(
@@ -158,8 +172,8 @@ class InferenceService:
         try:
             with waiting_for_vendor():
                 chunks = await prepared.vendor.stream(prepared.target, prepared.call)
-        except ModelportError as exc:
-            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+        except BaseException as exc:
+            self._record(principal, deployment_id, prepared, _Piece(text=""), _failure_status(exc), started)
             raise
         return self._stream_events(principal, deployment_id, prepared, chunks, started)
 
@@ -171,13 +185,18 @@ class InferenceService:
         chunks: AsyncIterator[GenerationChunk],
         started: float,
     ) -> AsyncIterator[CompletionResponse]:
-        pieces = self._recorded(principal, deployment_id, self._filtered(prepared, chunks), started)
+        pieces = self._recorded(principal, deployment_id, prepared, self._filtered(prepared, chunks), started)
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
                 yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
 
     async def _recorded(
-        self, principal: Principal, deployment_id: str, pieces: AsyncIterator[_Piece], started: float
+        self,
+        principal: Principal,
+        deployment_id: str,
+        prepared: _Prepared,
+        pieces: AsyncIterator[_Piece],
+        started: float,
     ) -> AsyncGenerator[_Piece, None]:
         """The non-empty pieces of a stream; its usage is recorded when it ends, however it ends."""
         status = 499  # the client went away before the end, unless we get there
@@ -200,7 +219,11 @@ class InferenceService:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
                 await aclose()
-            self._record(principal, deployment_id, final or _Piece(text=""), status, started)
+            if final is None:  # abandoned or failed: billed for what was generated
+                final = _Piece(
+                    text="", prompt_tokens=prompt_token_guess(prepared.call), response_tokens=prepared.text_deltas
+                )
+            self._record(principal, deployment_id, prepared, final, status, started)
 
     # --- the compatible surfaces: a model named, routed over its deployments -----------
 
@@ -224,11 +247,11 @@ class InferenceService:
                 with waiting_for_vendor():
                     result = await prepared.vendor.complete(prepared.target, prepared.call)
                 pieces = [piece async for piece in self._filtered(prepared, _one(result))]
-            except ModelportError as exc:
-                self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
+                self._record(principal, deployment_id, prepared, _Piece(text=""), _failure_status(exc), started)
                 raise
             final = pieces[-1]
-            self._record(principal, deployment_id, final, 200, started)
+            self._record(principal, deployment_id, prepared, final, 200, started)
             tool_calls: list[dict[str, Any]] = []
             for piece in pieces:
                 join_tool_calls(tool_calls, piece.tool_calls or [])
@@ -263,9 +286,9 @@ class InferenceService:
             try:
                 with waiting_for_vendor():
                     chunks = await prepared.vendor.stream(prepared.target, prepared.call)
-                pieces = self._recorded(principal, deployment_id, self._filtered(prepared, chunks), started)
-            except ModelportError as exc:
-                self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+                pieces = self._recorded(principal, deployment_id, prepared, self._filtered(prepared, chunks), started)
+            except BaseException as exc:
+                self._record(principal, deployment_id, prepared, _Piece(text=""), _failure_status(exc), started)
                 raise
             try:
                 first = await anext(pieces)
@@ -284,6 +307,8 @@ class InferenceService:
         estimated = False
         try:
             async for chunk in chunks:
+                if chunk.text:
+                    prepared.text_deltas += 1
                 if not output.stopped:
                     text, entries = output.take(chunk)
                     if text or entries or chunk.tool_calls:
@@ -340,16 +365,47 @@ class InferenceService:
             response_tokens=final.response_tokens,
         )
 
-    def _record(self, principal: Principal, deployment_id: str, final: _Piece, status: int, started: float) -> None:
+    def _record(
+        self, principal: Principal, deployment_id: str, prepared: _Prepared, final: _Piece, status: int, started: float
+    ) -> None:
+        self._record_usage(
+            principal,
+            deployment_id,
+            prepared.target,
+            final,
+            status,
+            started,
+            admission=prepared.admission,
+            request_id=prepared.request_id,
+        )
+
+    def _record_usage(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        target: Target,
+        final: _Piece,
+        status: int,
+        started: float,
+        *,
+        admission: Admission | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        prompt_tokens, response_tokens = final.prompt_tokens or 0, final.response_tokens or 0
+        cost = cost_of(target.parameters, prompt_tokens, response_tokens)
+        if self._limits is not None and admission is not None:
+            self._limits.settle(admission, tokens=prompt_tokens + response_tokens, cost=cost)
         if self._usage is not None:
             self._usage(
                 principal,
                 deployment_id,
-                final.prompt_tokens or 0,
-                final.response_tokens or 0,
+                prompt_tokens,
+                response_tokens,
                 status,
                 (time.perf_counter() - started) * 1000,
                 estimated=final.estimated,
+                cost=cost,
+                request_id=request_id,
             )
 
     async def embed(self, principal: Principal, deployment_id: str, request: EmbeddingRequest) -> EmbeddingResponse:
@@ -362,9 +418,9 @@ class InferenceService:
             with waiting_for_vendor():
                 result = await vendor.embed(target, list(request.texts))
         except ModelportError as exc:
-            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            self._record_usage(principal, deployment_id, target, _Piece(text=""), exc.status_code, started)
             raise
-        self._record(principal, deployment_id, _Piece(text="", prompt_tokens=result.tokens), 200, started)
+        self._record_usage(principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started)
         return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
 
     async def rerank(self, principal: Principal, deployment_id: str, request: RerankingRequest) -> RerankingResponse:
@@ -377,9 +433,9 @@ class InferenceService:
             with waiting_for_vendor():
                 result = await vendor.rerank(target, request.query, list(request.chunks), request.instruction)
         except ModelportError as exc:
-            self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            self._record_usage(principal, deployment_id, target, _Piece(text=""), exc.status_code, started)
             raise
-        self._record(principal, deployment_id, _Piece(text="", prompt_tokens=result.tokens), 200, started)
+        self._record_usage(principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started)
         return RerankingResponse(chunk_scores=result.scores, tokens_used=result.tokens)
 
     async def _retrieval_target(
@@ -501,8 +557,12 @@ class InferenceService:
             call = GenerationCall(sampling=sampling, prompt=request.prompt)
         if options:  # the compatible surfaces' call-level parameters, checked like the others
             call = replace(call, **options)
-            drop = bool(target.parameters.get("drop_unsupported_params"))
+            drop = bool(target.settings.drop_unsupported_params)
             call = without_parameters(call, check_supported(None, capabilities, drop_unsupported=drop, call=call))
+        request_id = str(uuid.uuid4())
+        # Last, once the request is known to be valid: from here on it is counted, and
+        # every way it can end goes through _record, which settles it.
+        admission = await self._limits.admit(principal, target, call, request_id) if self._limits else None
         return _Prepared(
             vendor=vendor,
             target=target,
@@ -510,7 +570,15 @@ class InferenceService:
             capabilities=capabilities,
             prompt=request.prompt,
             wants_logprobs=sampling.logprobs,
+            request_id=request_id,
+            admission=admission,
         )
+
+
+def _failure_status(exc: BaseException) -> int:
+    if isinstance(exc, ModelportError):
+        return exc.status_code
+    return 499 if isinstance(exc, asyncio.CancelledError) else 500
 
 
 def _messages(request: ChatCompletionRequest, capabilities: Capabilities) -> tuple[dict[str, Any], ...]:

@@ -2,7 +2,9 @@
 
 A request only appends to an in-memory list; a background task writes what has
 accumulated every `interval` seconds (or sooner, once `batch_size` records wait) in
-one INSERT. Shutdown writes what is left, so a clean stop loses nothing.
+one INSERT. Shutdown writes what is left, so a clean stop loses nothing. Each record
+carries its request's id, unique in the table: a batch written again after a failure
+whose outcome was unclear (the commit went through, its reply was lost) counts once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,11 +49,17 @@ class UsageRecorder:
         response_tokens: int,
         status: int,
         latency_ms: float,
+        /,
         *,
         estimated: bool = False,
+        cost: float = 0.0,
+        request_id: str | None = None,
     ) -> None:
         self._pending.append(
             {
+                "request_id": request_id or str(uuid.uuid4()),
+                "key_id": principal.key_id,
+                "cost": cost,
                 "account_id": principal.account_id,
                 "deployment_id": deployment_id,
                 "created_at": datetime.now(UTC),

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from modelport import __version__
 from modelport.api import error_shapes
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
+from modelport.api.ratelimit_headers import RateLimitHeaders
 from modelport.api.routes import (
     accounts,
     anthropic_compat,
@@ -34,6 +36,7 @@ from modelport.api.routes import (
     openai_compat,
     retrieval,
     secrets,
+    spend,
 )
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
@@ -43,6 +46,9 @@ from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
+from modelport.limits import build_limiter
+from modelport.limits.base import Clock, wall_clock
+from modelport.limits.gate import LimitGate
 from modelport.registry import Registry, deployment_failure_recorder
 from modelport.routing import PassiveHealth, Router
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
@@ -194,6 +200,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         failures_to_set_aside=settings.routing_failures_to_set_aside,
         cooldown_seconds=settings.routing_cooldown_seconds,
     )
+    limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
+    app.state.limits = limits
     app.state.service = InferenceService(
         app.state.sessions,
         vendors,
@@ -202,6 +210,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache=cache,
         policy=settings.policy,
         router=Router(app.state.sessions, cache, health),
+        limits=limits,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:
@@ -210,11 +219,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        await limits.aclose()
         await usage.close()
         await vendors.aclose()
         if own_supervisor is not None:
             await asyncio.to_thread(own_supervisor.stop)
         await engine.dispose()
+
+
+def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> LimitGate:
+    async def spend_since(key_id: str, since: float) -> float:
+        async with sessions() as session:
+            return await repo.key_spend_since(session, key_id=key_id, since=datetime.fromtimestamp(since, UTC))
+
+    limiter = build_limiter(
+        redis_url=settings.redis_url,
+        fail_closed=settings.limits_fail_closed,
+        timeout=settings.limits_redis_timeout_seconds,
+        retry_seconds=settings.limits_redis_retry_seconds,
+        parallel_lease_seconds=settings.limits_parallel_lease_seconds,
+        spend_source=spend_since,
+        clock=clock,
+    )
+    return LimitGate(limiter, default_max_tokens=settings.limits_default_max_tokens)
 
 
 def _complete_openapi(document: dict[str, Any]) -> None:
@@ -245,7 +272,10 @@ def _error_response(description: str, model: type[BaseModel]) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings | None = None, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings | None = None,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    limits_clock: Clock = wall_clock,
 ) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -255,6 +285,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport
+    app.state.limits_clock = limits_clock  # tests move time forward (budget windows)
 
     def error_answer(request: Request, status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
         # The OpenAI and Anthropic surfaces answer in their vendor's error shape.
@@ -291,6 +322,8 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(anthropic_compat.router)
     app.include_router(catalogue.router)
+    app.include_router(spend.router)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # outermost: its clock starts first

@@ -65,6 +65,8 @@ async def current_principal(
         account_id=account_id,
         role=role,
         is_operator=owner.is_operator,
+        key_id=owner.key_id,
+        key_limits=owner.limits,
     )
 
 

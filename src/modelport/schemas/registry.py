@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from modelport.limits.base import parse_duration
 from modelport.policy import CREDENTIAL_NAME, CREDENTIAL_REFERENCES
 from modelport.schemas.json_value import JsonInt, JsonObject
 from modelport.store.tables import Deployment, Model
@@ -313,9 +314,39 @@ class ModelUsage(_Out):
     end_date: datetime
 
 
-class KeyCreate(_In):
+# Integer columns are 32-bit in PostgreSQL.
+_Count = Annotated[int, Field(ge=0, le=2_000_000_000)]
+
+
+class KeyLimitFields(_In):
+    """A key's limits (SPEC 7, LiteLLM's names); null or left out: no limit."""
+
+    rpm_limit: _Count | None = None
+    tpm_limit: _Count | None = None
+    max_parallel_requests: _Count | None = None
+    max_budget: Annotated[float, Field(ge=0, le=1e12)] | None = None  # US dollars
+    budget_duration: str | None = Field(default=None, max_length=20)  # "30s", "15m", "1h", "30d"; none: lifetime
+
+    @field_validator("budget_duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise PydanticCustomError("duration", str(exc)) from None
+        return value
+
+
+class KeyCreate(KeyLimitFields):
     role: Literal["admin", "member"] = "member"
     name: str = Field(default="", max_length=200)
+
+
+class KeyUpdate(KeyLimitFields):
+    """PATCH: the fields sent change; null clears a limit; the others stay."""
+
+    name: str | None = Field(default=None, max_length=200)
 
 
 class KeyOut(_Out):
@@ -326,6 +357,22 @@ class KeyOut(_Out):
     identity_id: str
     created_at: datetime
     revoked_at: datetime | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    # US dollars: the sum of the costs of the key's usage records.
+    spend: float = 0.0
+
+
+class SpendReport(_Out):
+    """An account's spend in US dollars: in all, per API key and per deployment."""
+
+    account_id: str
+    spend: float
+    by_key: dict[str, float]
+    by_deployment: dict[str, float]
 
 
 class KeyCreated(KeyOut):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Float, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelport.limits.base import KeyLimits
 from modelport.store.tables import (
     Account,
     AccountSecret,
@@ -38,6 +41,7 @@ class KeyOwner:
     identity_type: str
     default_account_id: str
     is_operator: bool = False
+    limits: KeyLimits | None = None
 
 
 async def count_accounts(session: AsyncSession) -> int:
@@ -68,9 +72,15 @@ async def add_membership(session: AsyncSession, *, identity_id: str, account_id:
 
 
 async def create_api_key(
-    session: AsyncSession, *, identity_id: str, key_hash: str, display_prefix: str, name: str = ""
+    session: AsyncSession,
+    *,
+    identity_id: str,
+    key_hash: str,
+    display_prefix: str,
+    name: str = "",
+    limits: dict[str, Any] | None = None,
 ) -> ApiKey:
-    key = ApiKey(identity_id=identity_id, key_hash=key_hash, display_prefix=display_prefix, name=name)
+    key = ApiKey(identity_id=identity_id, key_hash=key_hash, display_prefix=display_prefix, name=name, **(limits or {}))
     session.add(key)
     await session.flush()
     return key
@@ -79,15 +89,38 @@ async def create_api_key(
 async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | None:
     row = (
         await session.execute(
-            select(ApiKey.id, Identity.id, Identity.identity_type, Identity.default_account_id, Identity.is_operator)
+            select(ApiKey, Identity.id, Identity.identity_type, Identity.default_account_id, Identity.is_operator)
             .join(Identity, Identity.id == ApiKey.identity_id)
             .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
         )
     ).first()
     if row is None:
         return None
+    key: ApiKey = row[0]
     return KeyOwner(
-        key_id=row[0], identity_id=row[1], identity_type=row[2], default_account_id=row[3], is_operator=bool(row[4])
+        key_id=key.id,
+        identity_id=row[1],
+        identity_type=row[2],
+        default_account_id=row[3],
+        is_operator=bool(row[4]),
+        limits=key_limits(key),
+    )
+
+
+def key_limits(key: ApiKey) -> KeyLimits | None:
+    """The key's limits, or None when it has none (the common case: nothing to count)."""
+    if (key.rpm_limit, key.tpm_limit, key.max_parallel_requests, key.max_budget) == (None, None, None, None):
+        return None
+    anchor = key.budget_started_at or key.created_at
+    if anchor is not None and anchor.tzinfo is None:  # SQLite gives back naive UTC
+        anchor = anchor.replace(tzinfo=UTC)
+    return KeyLimits(
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        max_parallel_requests=key.max_parallel_requests,
+        max_budget=key.max_budget,
+        budget_duration=key.budget_duration,
+        budget_anchor=anchor.timestamp() if anchor is not None else 0.0,
     )
 
 
@@ -307,8 +340,49 @@ async def get_account(session: AsyncSession, *, account_id: str) -> Account | No
 
 
 async def insert_usage(session: AsyncSession, records: list[dict[str, Any]]) -> None:
-    if records:
-        await session.execute(insert(UsageRecord), records)
+    """Insert usage records; one whose request_id is already stored is skipped, so a
+    batch written again after an unclear failure (a lost commit reply) counts once."""
+    if not records:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else ""
+    if dialect == "postgresql":
+        statement: Any = postgresql_insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
+    elif dialect == "sqlite":
+        statement = sqlite_insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"])
+    else:
+        statement = insert(UsageRecord)
+    await session.execute(statement, records)
+
+
+async def key_spend_since(session: AsyncSession, *, key_id: str, since: datetime) -> float:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(
+            UsageRecord.key_id == key_id, UsageRecord.created_at >= since
+        )
+    )
+    return float(total or 0.0)
+
+
+async def spend_by_key(session: AsyncSession, *, key_ids: Sequence[str]) -> dict[str, float]:
+    """Each key's spend: the sum of its usage records' costs, in every account."""
+    if not key_ids:
+        return {}
+    rows = await session.execute(
+        select(UsageRecord.key_id, func.sum(UsageRecord.cost))
+        .where(UsageRecord.key_id.in_(key_ids))
+        .group_by(UsageRecord.key_id)
+    )
+    return {str(key_id): float(total or 0.0) for key_id, total in rows.all()}
+
+
+async def account_spend(session: AsyncSession, *, account_id: str, by: str) -> dict[str, float]:
+    """The account's spend grouped by "key_id" or "deployment_id" (a key-less record, from
+    before spend was kept, groups under "")."""
+    column = UsageRecord.key_id if by == "key_id" else UsageRecord.deployment_id
+    rows = await session.execute(
+        select(column, func.sum(UsageRecord.cost)).where(UsageRecord.account_id == account_id).group_by(column)
+    )
+    return {str(group or ""): float(total or 0.0) for group, total in rows.all()}
 
 
 def _epoch_seconds(session: AsyncSession, column: Any) -> Any:

@@ -6,7 +6,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import false
 
@@ -66,6 +78,14 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Limits (SPEC 7, LiteLLM's names); None: no limit. See modelport/limits/base.py.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_parallel_requests: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_budget: Mapped[float | None] = mapped_column(Float, default=None)
+    budget_duration: Mapped[str | None] = mapped_column(String(20), default=None)
+    # Budget windows are counted from here: creation, or the last change of budget_duration.
+    budget_started_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Model(Base):
@@ -167,7 +187,10 @@ class RegistryGeneration(Base):
 
 class UsageRecord(Base):
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_deployment_time", "deployment_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_deployment_time", "deployment_id", "created_at"),
+        Index("ix_usage_key_time", "key_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(String(36))
@@ -179,6 +202,11 @@ class UsageRecord(Base):
     latency_ms: Mapped[int] = mapped_column(Integer)
     # The vendor reported no counts; these are modelport's estimate (token_estimate.py).
     estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # US dollars at the model's prices; 0 for an unpriced model.
+    cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    key_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    # One per request: a flush retried after an unclear failure cannot count twice.
+    request_id: Mapped[str | None] = mapped_column(String(36), unique=True, default=None)
 
 
 __all__ = [

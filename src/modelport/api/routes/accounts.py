@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from modelport.api.deps import CurrentPrincipal, RegistryDep
-from modelport.schemas.registry import AccountCreate, AccountCreated, KeyCreate, KeyCreated, KeyOut
+from modelport.schemas.registry import (
+    AccountCreate,
+    AccountCreated,
+    KeyCreate,
+    KeyCreated,
+    KeyLimitFields,
+    KeyOut,
+    KeyUpdate,
+)
 
 router = APIRouter(tags=["accounts"])
 
@@ -17,12 +25,18 @@ async def create_account(body: AccountCreate, principal: CurrentPrincipal, regis
 
 @router.post("/v4/api-keys", response_model=KeyCreated, status_code=201)
 async def create_key(body: KeyCreate, principal: CurrentPrincipal, registry: RegistryDep) -> KeyCreated:
-    return await registry.create_key(principal, role=body.role, name=body.name)
+    limits = body.model_dump(include=set(KeyLimitFields.model_fields), exclude_none=True)
+    return await registry.create_key(principal, role=body.role, name=body.name, limits=limits)
 
 
 @router.get("/v4/api-keys", response_model=list[KeyOut])
 async def list_keys(principal: CurrentPrincipal, registry: RegistryDep) -> list[KeyOut]:
     return await registry.list_keys(principal)
+
+
+@router.patch("/v4/api-keys/{key_id}", response_model=KeyOut)
+async def update_key(key_id: str, body: KeyUpdate, principal: CurrentPrincipal, registry: RegistryDep) -> KeyOut:
+    return await registry.update_key(principal, key_id, body)
 
 
 @router.delete("/v4/api-keys/{key_id}", response_model=KeyOut)

@@ -1,0 +1,16 @@
+"""GET /v4/spend: the selected account's spend, in all, per key and per deployment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from modelport.api.deps import CurrentPrincipal, Sessions
+from modelport.schemas.registry import SpendReport
+from modelport.spend import spend_report
+
+router = APIRouter(tags=["spend"])
+
+
+@router.get("/v4/spend", response_model=SpendReport)
+async def get_spend(principal: CurrentPrincipal, sessions: Sessions) -> SpendReport:
+    return await spend_report(sessions, principal)

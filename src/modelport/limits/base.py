@@ -1,0 +1,189 @@
+"""Limits, budgets and their one small seam: the `Limiter` Protocol.
+
+A request meets the limiter twice: `admit` before the vendor is called (it counts the
+request, reserves its most likely-to-be-exceeded amounts, or refuses with 429), and
+`settle` when the request ends, however it ends (it replaces the reservations with what
+was really used and frees the parallel slot). `memory.py` enforces in one process;
+`redis.py` enforces across every worker and replica that share one Redis.
+
+How each limit counts (SPEC 7):
+- `rpm_limit`: requests admitted in the last 60 s (1 s buckets); exact: the request that
+  would be number `limit + 1` within 60 s is refused.
+- `tpm_limit`: tokens in the last 60 s. Admission reserves an upper bound of the request's
+  tokens (prompt bytes + per-message overhead + max_tokens) and is allowed while the
+  window holds fewer than `limit` tokens; settlement replaces the reservation with the
+  real count in the same bucket. The window can end above the limit by at most what the
+  requests admitted while it was below had reserved.
+- `max_parallel_requests`: requests admitted and not yet settled (a stream counts until it
+  ends, also when its client went away). Each slot is a lease that expires after
+  `parallel_lease_seconds`, so a process that dies mid-request cannot hold slots forever.
+- `max_budget` (US dollars) per `budget_duration` window: admission reserves the most the
+  request can cost and is allowed while spend + reservations are below the budget;
+  settlement replaces the reservation with the real cost. **Overspend bound**: as long
+  as a request really costs no more than it reserved, a key's spend in a window ends
+  below `max_budget + the largest single reservation`, whatever the number of replicas
+  and parallel requests (every request admitted saw spend + reservations < budget, and
+  reservations only shrink at settlement).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from modelport.errors import ModelportError, RateLimited
+
+LimitName = Literal["rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget"]
+LIMIT_NAMES: tuple[LimitName, ...] = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget")
+WINDOW_SECONDS = 60
+# A budget for a key's whole life never resets: Retry-After then says "a year".
+MAX_RETRY_AFTER = 366 * 86400
+
+Clock = Callable[[], float]
+# Spend of a key since a moment (epoch seconds), from its usage records: seeds a budget
+# window the limiter has no count for (first use, a restarted process, an emptied Redis).
+SpendSource = Callable[[str, float], Awaitable[float]]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`"30d"`, `"1h"`, `"15m"`, `"90s"` -> seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"budget_duration {text!r} is not a positive duration such as '30s', '15m', '1h' or '30d'")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """The limits an API key carries (None: no limit)."""
+
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    # When the key's budget windows start counting (epoch seconds): its creation, or the
+    # moment its budget_duration last changed.
+    budget_anchor: float = 0.0
+
+    def budget_window(self, now: float) -> tuple[int, float, float] | None:
+        """(index, start, end) of the budget window holding `now`; None without a budget
+        or without a duration (then the budget is for the key's whole life: window 0)."""
+        if self.max_budget is None:
+            return None
+        if not self.budget_duration:
+            return 0, 0.0, math.inf
+        length = parse_duration(self.budget_duration)
+        index = max(0, math.floor((now - self.budget_anchor) / length))
+        start = self.budget_anchor + index * length
+        return index, start, start + length
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one request asks of the limits at admission."""
+
+    request_id: str
+    key_id: str | None
+    key: KeyLimits
+    deployment_id: str
+    deployment_rpm: int | None
+    deployment_tpm: int | None
+    tokens: int  # reserved: an upper bound of prompt + response tokens
+    cost: float  # reserved: the most the request can cost, US dollars
+
+    @property
+    def limited(self) -> bool:
+        key = self.key
+        key_limited = self.key_id is not None and (
+            key.rpm_limit is not None
+            or key.tpm_limit is not None
+            or key.max_parallel_requests is not None
+            or key.max_budget is not None
+        )
+        return key_limited or self.deployment_rpm is not None or self.deployment_tpm is not None
+
+
+@dataclass(slots=True)
+class Admission:
+    """A request let in: what it took, so that settlement can give back the difference."""
+
+    demand: Demand
+    now: float
+    # Counter names taken at admission ("key:rpm", "deployment:tpm", "key:budget", ...);
+    # none when the store was unreachable and the limits failed open.
+    taken: frozenset[str] = frozenset()
+    budget_window: int | None = None
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    settled: bool = field(default=False)
+
+    def headers(self) -> dict[str, str]:
+        """x-ratelimit-remaining-* for the limits that apply (SPEC 7)."""
+        found = {}
+        if self.remaining_requests is not None:
+            found["x-ratelimit-remaining-requests"] = str(self.remaining_requests)
+        if self.remaining_tokens is not None:
+            found["x-ratelimit-remaining-tokens"] = str(self.remaining_tokens)
+        return found
+
+
+class LimitExceeded(RateLimited):
+    """429 naming the limit, with Retry-After in whole seconds."""
+
+    def __init__(self, limit: str, scope: str, detail: str, retry_after: float) -> None:
+        super().__init__(
+            f"{scope} {limit} exceeded: {detail}",
+            retry_after=str(max(1, math.ceil(min(retry_after, MAX_RETRY_AFTER)))),
+        )
+        self.limit = limit
+        self.scope = scope
+
+
+class LimitStoreUnavailable(ModelportError):
+    """The shared counters cannot be reached and a limit that applies fails closed."""
+
+    status_code = 503
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class Limiter(Protocol):
+    async def admit(self, demand: Demand) -> Admission:
+        """Count and reserve, or raise LimitExceeded / LimitStoreUnavailable."""
+        ...
+
+    async def settle(self, admission: Admission, *, tokens: int, cost: float) -> None:
+        """The request ended having used `tokens` and cost `cost`: true up, free its slot."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def wall_clock() -> float:
+    return time.time()
+
+
+__all__ = [
+    "LIMIT_NAMES",
+    "WINDOW_SECONDS",
+    "Admission",
+    "Clock",
+    "Demand",
+    "KeyLimits",
+    "LimitExceeded",
+    "LimitName",
+    "LimitStoreUnavailable",
+    "Limiter",
+    "SpendSource",
+    "parse_duration",
+    "wall_clock",
+]

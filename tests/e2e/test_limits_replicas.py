@@ -1,0 +1,359 @@
+"""Limits that hold across replicas: two `modelport serve` processes on one PostgreSQL
+database and one Redis (a server this module owns, stopped and started again at the
+end), in front of a paced OpenAI-compatible upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+
+from tests.conftest import E2E_KEY, POSTGRES_SERVER, REQUIRE_POSTGRES
+from tests.redis_server import OwnRedis
+from tests.servers import free_port, running
+
+IN_PRICE, OUT_PRICE = 0.001, 0.002
+PLAIN_COST = 10 * IN_PRICE + 5 * OUT_PRICE  # the upstream's usage for a plain answer
+# Reserved for {"prompt": "hi", "max_tokens": 5}: 2 bytes + 16 of template overhead, 5 out.
+RESERVATION = 18 * IN_PRICE + 5 * OUT_PRICE
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    import asyncpg
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    name = f"modelport_limits_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if REQUIRE_POSTGRES:
+            raise
+        pytest.skip(f"no PostgreSQL at {POSTGRES_SERVER} ({exc})")
+    base = POSTGRES_SERVER.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    postgres_url: str, own_redis: OwnRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[list[str], str]]:
+    """Two servers (the base URLs) and the upstream's base URL."""
+    data = tmp_path_factory.mktemp("replicas")
+    upstream_port = free_port()
+    env_common = {
+        **os.environ,
+        "MODELPORT_DATABASE_URL": postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "MODELPORT_API_KEY": E2E_KEY,
+        "MODELPORT_REDIS_URL": own_redis.url,
+        "MODELPORT_EMBEDDED_ENGINE": "false",
+        "MODELPORT_USAGE_FLUSH_SECONDS": "0.2",
+        "MODELPORT_CACHE_REFRESH_SECONDS": "0.2",
+        "MODELPORT_LIMITS_REDIS_RETRY_SECONDS": "0.5",
+        "MODELPORT_UPSTREAM_ATTEMPTS": "1",
+        "MODELPORT_LOG_LEVEL": "warning",
+    }
+    modelport = str(Path(sys.executable).parent / "modelport")
+    with ExitStack() as stack:
+        stack.enter_context(
+            running(
+                [sys.executable, "-m", "tests.paced_upstream", "--port", str(upstream_port)],
+                ready_url=f"http://127.0.0.1:{upstream_port}/",
+                log_path=data / "upstream.log",
+            )
+        )
+        bases = []
+        for name in ("a", "b"):  # one after the other: the first migrates and bootstraps
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            env = {**env_common, "MODELPORT_PORT": str(port)}
+            stack.enter_context(
+                running([modelport, "serve"], ready_url=f"{base}/health", log_path=data / f"{name}.log", env=env)
+            )
+            bases.append(base)
+        yield bases, f"http://127.0.0.1:{upstream_port}/v1"
+
+
+@pytest.fixture(scope="module")
+def deployments(replicas: tuple[list[str], str]) -> dict[str, str]:
+    """A priced deployment, a priced paced (streaming) one, and one with its own rpm_limit."""
+    bases, upstream = replicas
+    found = {}
+    with httpx.Client(base_url=bases[0], headers={"x-api-key": E2E_KEY}, timeout=30) as client:
+        for name, model, deployment_parameters in (
+            ("plain", "paced-0", None),
+            ("paced", "paced-0.2", None),
+            ("guarded", "paced-0", {"rpm_limit": 3}),
+        ):
+            model_answer = client.post(
+                "/v4/models",
+                json={
+                    "name": name,
+                    "model_type": "CHAT_COMPLETION",
+                    "model_vendor": "OPENAI",
+                    "model_creation_parameters": {
+                        "base_url": upstream,
+                        "model": model,
+                        "input_cost_per_token": IN_PRICE,
+                        "output_cost_per_token": OUT_PRICE,
+                    },
+                },
+            )
+            assert model_answer.status_code == 200, model_answer.text
+            deployment = client.post(
+                f"/v4/models/{model_answer.json()['id']}/deployments",
+                json={"name": name, "model_creation_parameters": deployment_parameters},
+            )
+            assert deployment.status_code == 200, deployment.text
+            found[name] = deployment.json()["id"]
+    return found
+
+
+@pytest.fixture
+async def clients(replicas: tuple[list[str], str]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    bases, _ = replicas
+    async with (
+        httpx.AsyncClient(base_url=bases[0], timeout=20) as a,
+        httpx.AsyncClient(base_url=bases[1], timeout=20) as b,
+    ):
+        yield [a, b]
+
+
+def new_key(bases: list[str], **limits: Any) -> tuple[str, str]:
+    with httpx.Client(base_url=bases[0], headers={"x-api-key": E2E_KEY}, timeout=30) as client:
+        created = client.post("/v4/api-keys", json={"role": "member", **limits})
+        assert created.status_code == 201, created.text
+        return created.json()["id"], created.json()["key"]
+
+
+def chat(client: httpx.AsyncClient, deployment: str, key: str, **body: Any) -> Any:
+    return client.post(
+        f"/v4/models/{deployment}/chat-completions",
+        json={"chat_history": [], "prompt": "hi", "max_tokens": 5, **body},
+        headers={"x-api-key": key},
+    )
+
+
+def key_spend(bases: list[str], key_id: str) -> float:
+    with httpx.Client(base_url=bases[1], headers={"x-api-key": E2E_KEY}, timeout=30) as client:
+        return float(next(item["spend"] for item in client.get("/v4/api-keys").json() if item["id"] == key_id))
+
+
+async def records_of(postgres_url: str, key_id: str) -> list[Any]:
+    """The key's usage records, read straight from the database."""
+    import asyncpg
+
+    connection = await asyncpg.connect(postgres_url, timeout=5)
+    try:
+        return list(
+            await connection.fetch("SELECT status, response_tokens, cost FROM usage_records WHERE key_id = $1", key_id)
+        )
+    finally:
+        await connection.close()
+
+
+async def written(postgres_url: str, key_id: str, count: int) -> list[Any]:
+    """The key's records once `count` are written (replicas flush every 0.2 s)."""
+    deadline = time.monotonic() + 20
+    while len(records := await records_of(postgres_url, key_id)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
+    return records
+
+
+async def test_rpm_limit_admits_exactly_five_across_both_replicas(
+    replicas: tuple[list[str], str], deployments: dict[str, str], clients: list[httpx.AsyncClient]
+) -> None:
+    _, key = new_key(replicas[0], rpm_limit=5)
+    answers = await asyncio.gather(*(chat(clients[i % 2], deployments["plain"], key) for i in range(12)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] * 5 + [429] * 7
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert "rpm_limit" in refused.json()["detail"] and int(refused.headers["retry-after"]) >= 1
+    assert {answer.headers["x-ratelimit-remaining-requests"] for answer in answers if answer.status_code == 200} == {
+        "0", "1", "2", "3", "4"
+    }  # fmt: skip
+
+
+async def test_deployment_rpm_limit_holds_across_replicas(
+    replicas: tuple[list[str], str], deployments: dict[str, str], clients: list[httpx.AsyncClient]
+) -> None:
+    answers = await asyncio.gather(*(chat(clients[i % 2], deployments["guarded"], E2E_KEY) for i in range(8)))
+    assert sorted(answer.status_code for answer in answers) == [200] * 3 + [429] * 5
+
+
+async def test_budget_stops_within_the_bound_across_replicas(
+    replicas: tuple[list[str], str], deployments: dict[str, str], clients: list[httpx.AsyncClient], postgres_url: str
+) -> None:
+    bases = replicas[0]
+    budget = 0.1
+    key_id, key = new_key(bases, max_budget=budget, budget_duration="30d")
+    # A burst in parallel on both replicas, then one at a time until refused with
+    # nothing in flight: the budget is then spent, and by no more than the bound.
+    burst = await asyncio.gather(*(chat(clients[i % 2], deployments["plain"], key) for i in range(16)))
+    assert {answer.status_code for answer in burst} <= {200, 429}
+    for attempt in range(40):
+        answer = await chat(clients[attempt % 2], deployments["plain"], key)
+        if answer.status_code == 429:
+            break
+        await asyncio.sleep(0.05)  # let the settlement land
+    assert answer.status_code == 429 and "max_budget" in answer.json()["detail"]
+    served = sum(answer.status_code == 200 for answer in burst) + attempt
+    records = await written(postgres_url, key_id, served)
+    assert len(records) == served
+    spend = key_spend(bases, key_id)
+    assert spend == pytest.approx(served * PLAIN_COST)
+    assert budget <= spend < budget + RESERVATION
+
+
+async def _open_stream(client: httpx.AsyncClient, deployment: str, key: str, stack: Any) -> httpx.Response:
+    response = await stack.enter_async_context(
+        client.stream(
+            "POST",
+            f"/v4/models/{deployment}/chat-completions",
+            json={"chat_history": [], "prompt": "hi", "max_tokens": 30, "stream": True},
+            headers={"x-api-key": key},
+        )
+    )
+    return response
+
+
+async def test_parallel_limit_counts_streams_until_they_end_even_abandoned(
+    replicas: tuple[list[str], str], deployments: dict[str, str], clients: list[httpx.AsyncClient]
+) -> None:
+    bases = replicas[0]
+    _, key = new_key(bases, max_parallel_requests=2)
+    async with AsyncExitStack() as kept, AsyncExitStack() as abandoned:
+        finished = await _open_stream(clients[0], deployments["paced"], key, kept)
+        gone = await _open_stream(clients[1], deployments["paced"], key, abandoned)
+        assert (finished.status_code, gone.status_code) == (200, 200)
+        refused = await chat(clients[1], deployments["plain"], key)
+        assert refused.status_code == 429 and "max_parallel_requests" in refused.json()["detail"]
+        await anext(gone.aiter_raw())  # a first event, then the client goes away
+        await abandoned.aclose()
+        # The abandoned stream's slot comes back once the server notices the client left
+        # (at its next event), while the other stream still runs.
+        for _ in range(50):
+            answer = await chat(clients[0], deployments["plain"], key)
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert answer.status_code == 200
+        assert (await chat(clients[1], deployments["plain"], key)).status_code == 200
+        body = b"".join([chunk async for chunk in finished.aiter_raw()])
+        assert body.count(b'"tok "') == 20 and b'"response_tokens":20' in body
+    # Both streams over: both slots free.
+    both = await asyncio.gather(*(_open_and_read(clients[i], deployments["plain"], key) for i in range(2)))
+    assert both == [200, 200]
+
+
+async def _open_and_read(client: httpx.AsyncClient, deployment: str, key: str) -> int:
+    async with AsyncExitStack() as stack:
+        response = await _open_stream(client, deployment, key, stack)
+        await response.aread()
+        return response.status_code
+
+
+async def test_spend_equals_the_usage_records_after_a_burst_with_abandoned_streams(
+    replicas: tuple[list[str], str],
+    deployments: dict[str, str],
+    clients: list[httpx.AsyncClient],
+    postgres_url: str,
+    own_redis: OwnRedis,
+) -> None:
+    bases = replicas[0]
+    key_id, key = new_key(bases, max_budget=1000.0)
+
+    async def abandon(client: httpx.AsyncClient) -> None:
+        async with AsyncExitStack() as stack:
+            response = await _open_stream(client, deployments["paced"], key, stack)
+            chunks = 0
+            async for _ in response.aiter_raw():
+                chunks += 1
+                if chunks == 3:
+                    break
+
+    async def full_stream(client: httpx.AsyncClient) -> None:
+        async with AsyncExitStack() as stack:
+            response = await _open_stream(client, deployments["paced"], key, stack)
+            await response.aread()
+
+    await asyncio.gather(
+        *(chat(clients[i % 2], deployments["plain"], key) for i in range(6)),
+        *(abandon(clients[i % 2]) for i in range(4)),
+        *(full_stream(clients[i % 2]) for i in range(2)),
+    )
+    records = await written(postgres_url, key_id, 12)
+    assert sorted(r["status"] for r in records) == [200] * 8 + [499] * 4
+    # An abandoned stream is billed for what it generated.
+    assert all(r["response_tokens"] > 0 and r["cost"] > 0 for r in records if r["status"] == 499)
+    spend = key_spend(bases, key_id)
+    assert spend == pytest.approx(sum(r["cost"] for r in records))
+    # The budget count the replicas keep in Redis agrees with the records.
+    redis = Redis.from_url(own_redis.url)
+    try:
+        [budget_key] = list(redis.scan_iter(f"modelport:limits:k:{key_id}:budget:*"))
+        assert float(redis.get(budget_key) or 0) == pytest.approx(spend)
+    finally:
+        redis.close()
+
+
+async def test_redis_stopped_then_started_again(
+    replicas: tuple[list[str], str],
+    deployments: dict[str, str],
+    clients: list[httpx.AsyncClient],
+    own_redis: OwnRedis,
+) -> None:
+    """rpm_limit fails open, max_budget fails closed (the defaults), nothing hangs, and
+    enforcement comes back by itself with Redis."""
+    bases = replicas[0]
+    _, rpm_key = new_key(bases, rpm_limit=2)
+    _, budget_key = new_key(bases, max_budget=100.0)
+    assert [(await chat(clients[i % 2], deployments["plain"], rpm_key)).status_code for i in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    own_redis.stop()
+    try:
+        started = time.monotonic()
+        open_answers = [(await chat(clients[i % 2], deployments["plain"], rpm_key)).status_code for i in range(4)]
+        closed_answers = [await chat(clients[i % 2], deployments["plain"], budget_key) for i in range(2)]
+        assert time.monotonic() - started < 10  # each call is bounded by a short timeout
+        assert open_answers == [200] * 4
+        assert [answer.status_code for answer in closed_answers] == [503, 503]
+        assert "max_budget" in closed_answers[0].json()["detail"]
+    finally:
+        own_redis.start()
+    # Back: counting resumes (a fresh Redis: the window starts empty) without a restart.
+    deadline = time.monotonic() + 15
+    statuses: list[int] = []
+    while time.monotonic() < deadline and 429 not in statuses:
+        statuses.append((await chat(clients[len(statuses) % 2], deployments["plain"], rpm_key)).status_code)
+        await asyncio.sleep(0.1)
+    assert 429 in statuses
+    assert (await chat(clients[0], deployments["plain"], budget_key)).status_code == 200

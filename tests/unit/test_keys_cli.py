@@ -1,0 +1,63 @@
+"""`modelport keys create/update` with limits, and `modelport spend`, on a SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelport.cli import app
+from modelport.store import db
+from modelport.store.tables import ApiKey
+
+
+def _key(database_url: str, key_id: str) -> ApiKey:
+    async def read() -> ApiKey:
+        engine = db.make_engine(database_url)
+        try:
+            async with db.make_sessions(engine)() as session:
+                key = await session.get(ApiKey, key_id)
+                assert key is not None
+                return key
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_keys_take_limits_from_the_command_line(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    env = {"MODELPORT_DATABASE_URL": database_url}
+    account = runner.invoke(app, ["accounts", "create", "team"], env=env)
+    assert account.exit_code == 0, account.output
+    account_id = account.stdout.strip()
+
+    created = runner.invoke(
+        app,
+        ["keys", "create", "--account", account_id, "--rpm-limit", "60", "--max-budget", "200",
+         "--budget-duration", "30d"],
+        env=env,
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    key_id = created.stderr.split()[2]
+    key = _key(database_url, key_id)
+    assert (key.rpm_limit, key.max_budget, key.budget_duration, key.tpm_limit) == (60, 200.0, "30d", None)
+
+    updated = runner.invoke(
+        app, ["keys", "update", key_id, "--max-budget", "5", "--tpm-limit", "1000", "--clear", "rpm_limit"], env=env
+    )
+    assert updated.exit_code == 0, updated.output
+    key = _key(database_url, key_id)
+    assert (key.rpm_limit, key.max_budget, key.tpm_limit, key.budget_duration) == (None, 5.0, 1000, "30d")
+
+    refused = runner.invoke(app, ["keys", "update", key_id, "--budget-duration", "soon"], env=env)
+    assert refused.exit_code == 1 and "--budget-duration" in refused.stderr
+    negative = runner.invoke(app, ["keys", "update", key_id, "--rpm-limit", "-1"], env=env)
+    assert negative.exit_code == 1 and "--rpm-limit" in negative.stderr
+    missing = runner.invoke(app, ["keys", "update", "no-such-key", "--rpm-limit", "1"], env=env)
+    assert missing.exit_code == 1 and "no key" in missing.stderr
+
+    spend = runner.invoke(app, ["spend", "--account", account_id], env=env)
+    assert spend.exit_code == 0 and f"account {account_id}: $0.000000" in spend.stdout
