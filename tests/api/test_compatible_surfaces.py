@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from fastapi import FastAPI
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, CHAT_DEPLOYMENT
 
 MODEL = "smollm2-135m-instruct"
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -36,7 +36,9 @@ async def test_a_model_of_another_account_is_not_found(client: httpx.AsyncClient
     account = (await client.post("/accounts", json={"account_name": "elsewhere"})).json()["account_id"]
     elsewhere = {"x-selected-account-id": account}
     assert (await client.get("/v1/models", headers=elsewhere)).json() == {"object": "list", "data": []}
-    [deployment] = (await client.get("/v4/model-deployments")).json()["items"]
+    [deployment] = [
+        d for d in (await client.get("/v4/model-deployments")).json()["items"] if d["name"] == CHAT_DEPLOYMENT
+    ]
     for name in (MODEL, f"llmengine/{MODEL}", deployment["id"]):
         answer = await client.post(
             "/v1/chat/completions", json={"model": name, "messages": HELLO, "max_tokens": 2}, headers=elsewhere
@@ -81,7 +83,9 @@ async def test_images_are_refused_by_a_model_that_cannot_see(client: httpx.Async
 
 
 async def test_usage_is_recorded_for_the_deployment_that_answered(app: FastAPI, client: httpx.AsyncClient) -> None:
-    [deployment] = (await client.get("/v4/model-deployments")).json()["items"]
+    [deployment] = [
+        d for d in (await client.get("/v4/model-deployments")).json()["items"] if d["name"] == CHAT_DEPLOYMENT
+    ]
     answer = await client.post(
         "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3, "temperature": 0}
     )

@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 from scale_gp import SGPClient
 
-from tests.conftest import E2E_KEY
+from tests.conftest import CHAT_DEPLOYMENT, E2E_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,11 @@ def test_chat_streamed_with_usage_joins_to_the_whole_answer(client: OpenAI) -> N
 
 
 def test_the_model_can_be_named_by_vendor_and_name_or_by_deployment_id(client: OpenAI, server: str) -> None:
-    [deployment] = list(SGPClient(api_key=E2E_KEY, base_url=server).models.deployments.list_all())
+    [deployment] = [
+        item
+        for item in SGPClient(api_key=E2E_KEY, base_url=server).models.deployments.list_all()
+        if item.name == CHAT_DEPLOYMENT
+    ]
     deployment_id = deployment.id
     answers = {
         name: client.chat.completions.create(model=name, messages=MESSAGES, temperature=0, max_tokens=8)  # type: ignore[arg-type]
