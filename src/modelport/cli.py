@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -48,6 +48,18 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _settings_or_exit() -> Settings:
+    """The settings, or a one-line error naming the bad setting (not a traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MODELPORT_" + "_".join(str(part) for part in first["loc"]).upper()
+        _fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [MODELPORT_HOST].")] = None,
@@ -59,16 +71,22 @@ def serve(
     import uvicorn
 
     from modelport.api.connections import HeaderDeadlineProtocol
+    from modelport.observability import logs
+    from modelport.observability.multiprocess import multiprocess_dir
+    from modelport.observability.shutdown import UVICORN_MARGIN_SECONDS
 
     # Options become environment settings, so the app factory sees one source of truth.
     for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
-    settings = Settings()
+    settings = _settings_or_exit()
     os.environ["MODELPORT_HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     supervisor = None
+    metrics_files = contextlib.ExitStack()
     if settings.workers > 1:
+        # Before anything imports prometheus_client: the workers share one metrics directory.
+        metrics_files.enter_context(multiprocess_dir())
         # Migrate and set up once, here, rather than in every worker at the same time.
         _prepare_database(settings)
         os.environ["MODELPORT_MIGRATE_ON_START"] = "false"
@@ -87,8 +105,11 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=5,
+            log_config=logs.uvicorn_log_config(settings.log_format),
+            # modelport writes its own access line per request (observability/logs.py).
+            access_log=False,
+            # Past modelport's own grace period, which ends what still runs cleanly.
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds + UVICORN_MARGIN_SECONDS),
             # Idle and half-open connections are closed, and connections are capped:
             # slow clients cannot hold the server.
             timeout_keep_alive=int(settings.keep_alive_seconds),
@@ -98,6 +119,7 @@ def serve(
     finally:
         if supervisor is not None:
             supervisor.stop()
+        metrics_files.close()
 
 
 def _prepare_database(settings: Settings) -> None:

@@ -21,6 +21,8 @@ from modelport.auth import Principal
 from modelport.cache import RegistryCache
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
+from modelport.observability.requests import calling_vendor
+from modelport.observability.shutdown import cut_off_status
 from modelport.params import check_bindings, check_supported, effective_sampling
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.schemas.inference import (
@@ -173,12 +175,16 @@ class InferenceService:
     ) -> CompletionResponse:
         started = time.perf_counter()
         prepared = await self._prepare(principal, deployment_id, request)
+        calling_vendor(prepared.target)
         try:
             with waiting_for_vendor():
                 result = await prepared.vendor.complete(prepared.target, prepared.call)
             pieces = [piece async for piece in self._filtered(prepared, _one(result))]
         except ModelportError as exc:
             self._record(principal, deployment_id, _Piece(text=""), exc.status_code, started)
+            raise
+        except asyncio.CancelledError:  # ended at shutdown, or its client left
+            self._record(principal, deployment_id, _Piece(text=""), cut_off_status(), started)
             raise
         final = pieces[-1]
         response = self._response(
@@ -196,6 +202,7 @@ class InferenceService:
         """Validate and start; errors known before the first event are raised here."""
         started = time.perf_counter()
         prepared = await self._prepare(principal, deployment_id, request)
+        calling_vendor(prepared.target)
         try:
             with waiting_for_vendor():
                 chunks = await prepared.vendor.stream(prepared.target, prepared.call)
@@ -224,6 +231,9 @@ class InferenceService:
                 yield self._response(prepared, text=piece.text, logprobs=piece.logprobs, final=piece)
         except ModelportError as exc:
             status = exc.status_code
+            raise
+        except asyncio.CancelledError:
+            status = cut_off_status()
             raise
         except Exception:
             status = 500

@@ -23,6 +23,7 @@ from modelport import __version__
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
 from modelport.api.routes import accounts, deployments, health, inference, models, secrets
+from modelport.api.routes import metrics as metrics_route
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
@@ -30,6 +31,10 @@ from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
+from modelport.observability import logs, tracing
+from modelport.observability.middleware import RequestObserver
+from modelport.observability.requests import observed_usage
+from modelport.observability.shutdown import gate
 from modelport.registry import Registry, deployment_failure_recorder
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.secrets import SecretBox
@@ -139,6 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(settings.database_url)
+    app.state.db_engine = engine  # the readiness probe reads from it
     cache = RegistryCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
     app.state.cache = cache
     app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
@@ -171,11 +177,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
     app.state.service = InferenceService(
-        app.state.sessions, vendors, usage=usage.record, secrets=box, cache=cache, policy=settings.policy
+        app.state.sessions,
+        vendors,
+        usage=observed_usage(usage.record),
+        secrets=box,
+        cache=cache,
+        policy=settings.policy,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:
-        yield
+        with gate.watching_signals(settings.shutdown_grace_seconds):
+            yield
     finally:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +197,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if own_supervisor is not None:
             await asyncio.to_thread(own_supervisor.stop)
         await engine.dispose()
+        tracing.shutdown()
 
 
 def _complete_openapi(document: dict[str, Any]) -> None:
@@ -218,6 +231,9 @@ def create_app(
     settings: Settings | None = None, *, upstream_transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
     settings = settings or Settings()
+    # Here rather than in `serve`: each `--workers` process builds its own app.
+    logs.configure(settings.log_level, settings.log_format)
+    tracing.configure_from_environment()
     app = FastAPI(
         title="modelport",
         version=__version__,
@@ -252,9 +268,12 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(accounts.router)
     app.include_router(secrets.router)
+    if settings.metrics:
+        app.include_router(metrics_route.router)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(OverheadHeader)  # outermost: its clock starts first
+    app.add_middleware(OverheadHeader)  # its clock starts before the app's own work
+    app.add_middleware(RequestObserver, access_log=settings.access_log)  # reads that header
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
