@@ -52,12 +52,8 @@ async def test_a_request_is_counted_by_route_deployment_and_status_with_its_toke
     tokens = {"deployment": deployment}
     assert await sample(client, "gen_ai_client_token_usage_sum", **tokens, gen_ai_token_type="input") == 7
     assert await sample(client, "gen_ai_client_token_usage_sum", **tokens, gen_ai_token_type="output") == 3
-    assert (
-        await sample(
-            client, "gen_ai_client_operation_duration_seconds_count", deployment=deployment, gen_ai_operation_name="chat"
-        )
-        == 1
-    )
+    durations = "gen_ai_client_operation_duration_seconds_count"
+    assert await sample(client, durations, deployment=deployment, gen_ai_operation_name="chat") == 1
     assert await sample(client, "modelport_gateway_overhead_seconds_count", route=CHAT_ROUTE) >= 1
 
 
