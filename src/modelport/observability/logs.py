@@ -17,7 +17,8 @@ requests_log = logging.getLogger("modelport.requests")
 
 _FIELDS = "modelport_fields"
 # Libraries whose INFO lines say nothing an operator needs at every start.
-_QUIET = ("alembic", "alembic.runtime.plugins", "alembic.runtime.migration")
+# httpx logs every upstream request at INFO: the request log says what matters.
+_QUIET = ("alembic", "alembic.runtime.plugins", "alembic.runtime.migration", "httpx")
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker, under --workers N
         }
         entry.update(getattr(record, _FIELDS, None) or {})
         if record.exc_info:

@@ -117,10 +117,10 @@ async def _end_at_shutdown(send: Send, *, started: bool, finished: bool, streami
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
+        last = b""
         if streaming:
-            event = orjson.dumps({"status_code": 503, "detail": SHUTDOWN_REASON})
-            await send({"type": "http.response.body", "body": b"event: error\ndata: " + event + b"\n\n"})
-        await send({"type": "http.response.body", "body": b""})
+            last = b"event: error\ndata: " + orjson.dumps({"status_code": 503, "detail": SHUTDOWN_REASON}) + b"\n\n"
+        await send({"type": "http.response.body", "body": last})
     except OSError:
         return  # the client is gone already: nothing left to tell it
 
