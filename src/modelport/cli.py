@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelport import console
 from modelport.config import Settings
 
 app = typer.Typer(help="modelport: a self-hosted gateway for LLM model deployments.", no_args_is_help=True)
@@ -20,6 +21,7 @@ accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 keys_app = typer.Typer(help="API keys (shown once at creation; stored as hashes).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
 
 T = TypeVar("T")
 
@@ -173,7 +175,7 @@ def accounts_create(name: Annotated[str, typer.Argument(help="The account's name
 
 @keys_app.command("create")
 def keys_create(
-    account: Annotated[str, typer.Option(help="Account id the key acts in.")],
+    account: Annotated[str, typer.Option(help="Account (name or id) the key acts in.")],
     role: Annotated[str, typer.Option(help="admin or member.")] = "member",
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
 ) -> None:
@@ -183,6 +185,7 @@ def keys_create(
 
     if role not in {"admin", "member"}:
         _fail("--role must be admin or member")
+    account = console.resolve_account(account)
     try:
         created = _with_database(lambda sessions: create_key(sessions, account_id=account, role=role, name=name))
     except NotFound as exc:
@@ -192,30 +195,39 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")]) -> None:
     """List the keys of an account's members (never the keys themselves)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from modelport.store import repo
+
+    account = console.resolve_account(account)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[Any, str]]:
         async with sessions() as session:
             return await repo.list_keys(session, account_id=account, identity_id="", everyone=True)
 
-    table = Table("id", "name", "prefix", "role", "created", "revoked")
+    fold = {"overflow": "fold"}  # a narrow terminal folds these rather than cut them
+    table = Table(
+        Column("id", no_wrap=True, min_width=36),  # pasted into `keys revoke`: never cut
+        *(Column(header, **fold) for header in ("name", "prefix", "role", "created", "revoked")),  # type: ignore[arg-type]
+        **console.COMPACT,
+    )
     for key, key_role in _with_database(work):
         table.add_row(
-            key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d %H:%M}",
-            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+            key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}",
+            f"{key.revoked_at:%Y-%m-%d}" if key.revoked_at else "",
         )  # fmt: skip
     Console().print(table)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's name, id or unique id prefix.")]) -> None:
     """Revoke a key: it answers 401 from the next request on."""
     from modelport.store.tables import ApiKey, utcnow
+
+    key_id = console.resolve_key(key_id)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
         async with sessions() as session, session.begin():
