@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from modelport import __version__
+from modelport import __version__, welcome
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
 from modelport.api.routes import accounts, deployments, health, inference, models, secrets
@@ -27,7 +27,7 @@ from modelport.api.routes import metrics as metrics_route
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
-from modelport.engine.pool import EnginePool
+from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
@@ -81,11 +81,16 @@ def start_engine_supervisor(settings: Settings) -> SupervisorThread:
 
 async def _load_embedded_deployments(app: FastAPI) -> None:
     pool: EnginePool = app.state.engine_pool
+    settings: Settings = app.state.settings
     async with app.state.sessions() as session, session.begin():
         for deployment in await repo.embedded_deployments(session):
             checkpoint = str((deployment.vendor_configuration or {})["checkpoint_path"])
             try:
-                await pool.attach(deployment.id, checkpoint)
+                # A worker of `--workers N` shows no spinner: N of them would garble the terminal.
+                with welcome.loading(
+                    resolve_checkpoint(checkpoint, settings.policy), show_progress=not settings.engine_supervisor
+                ):
+                    await pool.attach(deployment.id, checkpoint)
             except ModelLoadError as exc:
                 log.error("deployment %s failed to load: %s", deployment.id, exc)
                 deployment.status, deployment.status_reason = "FAILED", str(exc)
@@ -127,15 +132,11 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: as
         await db.upgrade(engine)
     if settings.bootstrap:
         first = await bootstrap_if_empty(sessions, api_key=settings.api_key, context_window=settings.embedded_n_ctx)
-        if first is not None and first.key_was_generated:
-            # Shown once, never stored: the database keeps only its hash.
-            print(
-                f"\nmodelport: first start. Admin API key (shown only now, store it safely):\n\n"
-                f"    {first.api_key}\n\n"
-                f"Default account {first.account_id}; model deployment {first.deployment_id}\n",
-                file=sys.stderr,
-                flush=True,
-            )
+        if first is not None:
+            # Shown once; a generated key is never stored in clear: the database keeps its hash.
+            print(welcome.first_start_message(first, settings), file=sys.stderr, flush=True)
+        else:
+            await welcome.warn_if_api_key_is_stale(sessions, settings.api_key)
 
 
 @asynccontextmanager

@@ -16,10 +16,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from modelport.observability.multiprocess import MULTIPROC_ENV
+
+# `*_created` timestamps double the series and no dashboard reads them.
+disable_created_metrics()
 
 REQUESTS = Counter(
     "modelport_requests",
