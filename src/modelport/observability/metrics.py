@@ -30,7 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from modelport.observability.multiprocess import MULTIPROC_ENV
 
 # `*_created` timestamps double the series and no dashboard reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REQUESTS = Counter(
     "modelport_requests",
