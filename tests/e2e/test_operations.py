@@ -176,3 +176,21 @@ def test_sigterm_lets_streams_run_for_the_grace_period_then_ends_them_with_an_er
             row[0] for row in database.execute("SELECT status FROM usage_records WHERE deployment_id = ?", (slow,))
         ]
     assert statuses == [503]
+
+
+def test_a_later_start_warns_when_modelport_api_key_opens_nothing(tmp_path: Path) -> None:
+    with serving(tmp_path):
+        pass
+    with serving(tmp_path, api_key="mp_set_after_the_first_start"):
+        pass
+    warnings = [entry for entry in log_entries(tmp_path) if "MODELPORT_API_KEY matches no active key" in str(entry)]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+
+
+def test_the_access_log_writes_one_structured_line_per_request(tmp_path: Path) -> None:
+    with serving(tmp_path, access_log="true") as (base_url, _process):
+        response = httpx.get(f"{base_url}/v4/models", headers={**HEADERS, "x-request-id": "trace-me-42"})
+        assert response.status_code == 200
+    [line] = [entry for entry in log_entries(tmp_path) if entry.get("request_id") == "trace-me-42"]
+    assert (line["message"], line["status"], line["route"], line["level"]) == ("request", 200, "/v4/models", "info")
+    assert float(str(line["latency_ms"])) >= 0
