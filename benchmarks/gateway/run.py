@@ -226,6 +226,9 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="modelport worker processes; a list (1,2) runs each")
     parser.add_argument("--soak", type=int, default=0, help="also send this many requests and sample RSS")
     parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="also run modelport (1 worker) from this src/ (another checkout)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
@@ -259,6 +262,22 @@ def main() -> None:
             )
             gateway.startup_seconds = wait_until_served(gateway, started)
             targets.append(gateway)
+
+        if args.baseline_src:
+            # The same gateway from other sources (say, before a change), interleaved with this one.
+            port = free_port()
+            baseline = Target(
+                "baseline",
+                f"http://127.0.0.1:{port}/v4/models/{deployment}/chat-completions",
+                MODELPORT_BODY,
+                {"x-api-key": API_KEY, "content-type": "application/json"},
+            )
+            env = modelport_env(workdir, port, embedded_engine="false")
+            env["PYTHONPATH"] = os.pathsep.join([str(args.baseline_src.resolve()), env.get("PYTHONPATH", "")])
+            started = time.perf_counter()
+            baseline.process = start([MODELPORT, "serve"], env, workdir / "baseline.log")
+            baseline.startup_seconds = wait_until_served(baseline, started)
+            targets.append(baseline)
 
         if args.litellm:
             peer = Target(
