@@ -30,7 +30,7 @@ def _with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[
     """Run `work` against the configured database, schema upgraded first."""
     from modelport.store import db
 
-    settings = Settings()
+    settings = _settings_or_exit()
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
 

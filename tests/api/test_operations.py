@@ -106,3 +106,32 @@ async def test_a_postgresql_url_written_plainly_reaches_the_database(database_ur
         assert await db.read_generation(engine) >= 0
     finally:
         await engine.dispose()
+
+
+async def test_the_consoles_queries_find_by_name_or_prefix_and_sum_usage(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    """What `modelport accounts/keys/usage` read, on both databases."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelport.store import inventory
+
+    body = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 2}
+    assert (await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)).status_code == 200
+    await app.state.usage.flush()
+
+    async with app.state.sessions() as session:
+        [default] = await inventory.find_accounts(session, "default")
+        assert [a.id for a in await inventory.find_accounts(session, default.id[:6])] == [default.id]
+        assert await inventory.find_accounts(session, "%") == []  # a LIKE wildcard is a character here
+        [first_key] = await inventory.find_keys(session, "first admin key")
+        assert [k.id for k in await inventory.find_keys(session, first_key.id[:8])] == [first_key.id]
+        rows = {row.account.id: row for row in await inventory.accounts(session)}
+        assert rows[default.id].deployments >= 1
+        listed = await inventory.deployments(session, account_id=default.id)
+        assert deployment_id in {deployment.id for deployment, _model in listed}
+        models = await inventory.models(session, account_id=None)
+        assert any(count >= 1 for _model, _account, count in models)
+        usage = await inventory.usage_since(session, since=datetime.now(UTC) - timedelta(days=1), account_id=None)
+    [mine] = [row for row in usage if row.deployment_id == deployment_id]
+    assert mine.requests >= 1 and mine.response_tokens >= 1 and mine.account_name == "default"
