@@ -56,6 +56,8 @@ def modelport_serving(data: Path, **settings: str) -> Iterator[str]:
         "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{data / 'modelport.db'}",
         "MODELPORT_PORT": str(port),
         "MODELPORT_LOG_LEVEL": "warning",
+        # Within `running`'s 20 s wait at the end, even with requests still in flight.
+        "MODELPORT_SHUTDOWN_GRACE_SECONDS": "5",
         **{f"MODELPORT_{name.upper()}": value for name, value in settings.items()},
     }
     base_url = f"http://127.0.0.1:{port}"

@@ -253,6 +253,9 @@ def main() -> None:
     parser.add_argument(
         "--limits", action="store_true", help="also modelport with a limited key (redis-server on loopback)"
     )
+    parser.add_argument(
+        "--baseline-src", type=Path, help="also run modelport (1 worker) from this src/ (another checkout)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
@@ -319,6 +322,22 @@ def main() -> None:
                 )
                 wait_until_served(limited, time.perf_counter())
                 targets.append(limited)
+
+        if args.baseline_src:
+            # The same gateway from other sources (say, before a change), interleaved with this one.
+            port = free_port()
+            baseline = Target(
+                "baseline",
+                f"http://127.0.0.1:{port}/v4/models/{deployment}/chat-completions",
+                MODELPORT_BODY,
+                {"x-api-key": API_KEY, "content-type": "application/json"},
+            )
+            env = modelport_env(workdir, port, embedded_engine="false")
+            env["PYTHONPATH"] = os.pathsep.join([str(args.baseline_src.resolve()), env.get("PYTHONPATH", "")])
+            started = time.perf_counter()
+            baseline.process = start([MODELPORT, "serve"], env, workdir / "baseline.log")
+            baseline.startup_seconds = wait_until_served(baseline, started)
+            targets.append(baseline)
 
         if args.litellm:
             peer = Target(

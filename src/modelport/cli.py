@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelport import console
 from modelport.config import Settings
 
 app = typer.Typer(help="modelport: a self-hosted gateway for LLM model deployments.", no_args_is_help=True)
@@ -20,6 +21,7 @@ accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 keys_app = typer.Typer(help="API keys (shown once at creation; stored as hashes).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
 
 T = TypeVar("T")
 
@@ -28,7 +30,7 @@ def _with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[
     """Run `work` against the configured database, schema upgraded first."""
     from modelport.store import db
 
-    settings = Settings()
+    settings = _settings_or_exit()
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -48,6 +50,18 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _settings_or_exit() -> Settings:
+    """The settings, or a one-line error naming the bad setting (not a traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MODELPORT_" + "_".join(str(part) for part in first["loc"]).upper()
+        _fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [MODELPORT_HOST].")] = None,
@@ -59,16 +73,22 @@ def serve(
     import uvicorn
 
     from modelport.api.connections import HeaderDeadlineProtocol
+    from modelport.observability import logs
+    from modelport.observability.multiprocess import multiprocess_dir
+    from modelport.observability.shutdown import UVICORN_MARGIN_SECONDS
 
     # Options become environment settings, so the app factory sees one source of truth.
     for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
-    settings = Settings()
+    settings = _settings_or_exit()
     os.environ["MODELPORT_HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     supervisor = None
+    metrics_files = contextlib.ExitStack()
     if settings.workers > 1:
+        # Before anything imports prometheus_client: the workers share one metrics directory.
+        metrics_files.enter_context(multiprocess_dir())
         # Migrate and set up once, here, rather than in every worker at the same time.
         _prepare_database(settings)
         os.environ["MODELPORT_MIGRATE_ON_START"] = "false"
@@ -87,8 +107,11 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=5,
+            log_config=logs.uvicorn_log_config(settings.log_format),
+            # modelport writes its own access line per request (observability/logs.py).
+            access_log=False,
+            # Past modelport's own grace period, which ends what still runs cleanly.
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds + UVICORN_MARGIN_SECONDS),
             # Idle and half-open connections are closed, and connections are capped:
             # slow clients cannot hold the server.
             timeout_keep_alive=int(settings.keep_alive_seconds),
@@ -98,6 +121,7 @@ def serve(
     finally:
         if supervisor is not None:
             supervisor.stop()
+        metrics_files.close()
 
 
 def _prepare_database(settings: Settings) -> None:
@@ -176,7 +200,7 @@ def _key_limits(**given: Any) -> dict[str, Any]:
 
 @keys_app.command("create")
 def keys_create(
-    account: Annotated[str, typer.Option(help="Account id the key acts in.")],
+    account: Annotated[str, typer.Option(help="Account (name or id) the key acts in.")],
     role: Annotated[str, typer.Option(help="admin or member.")] = "member",
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
     rpm_limit: RpmOption = None,
@@ -191,6 +215,7 @@ def keys_create(
 
     if role not in {"admin", "member"}:
         _fail("--role must be admin or member")
+    account = console.resolve_account(account)
     limits = _key_limits(
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
@@ -209,22 +234,29 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")]) -> None:
     """List the keys of an account's members (never the keys themselves)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from modelport.store import repo
+
+    account = console.resolve_account(account)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[Any, str]]:
         async with sessions() as session:
             return await repo.list_keys(session, account_id=account, identity_id="", everyone=True)
 
-    table = Table("id", "name", "prefix", "role", "created", "revoked")
+    fold = {"overflow": "fold"}  # a narrow terminal folds these rather than cut them
+    table = Table(
+        Column("id", no_wrap=True, min_width=36),  # pasted into `keys revoke`: never cut
+        *(Column(header, **fold) for header in ("name", "prefix", "role", "created", "revoked")),  # type: ignore[arg-type]
+        **console.COMPACT,
+    )
     for key, key_role in _with_database(work):
         table.add_row(
-            key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d %H:%M}",
-            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+            key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}",
+            f"{key.revoked_at:%Y-%m-%d}" if key.revoked_at else "",
         )  # fmt: skip
     Console().print(table)
 
@@ -285,9 +317,11 @@ def spend(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's name, id or unique id prefix.")]) -> None:
     """Revoke a key: it answers 401 from the next request on."""
     from modelport.store.tables import ApiKey, utcnow
+
+    key_id = console.resolve_key(key_id)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
         async with sessions() as session, session.begin():

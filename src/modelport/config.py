@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from platformdirs import user_data_dir
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelport.dburl import normalise_database_url
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 
 
@@ -130,6 +131,18 @@ class Settings(BaseSettings):
     limits_parallel_lease_seconds: float = 600.0
     # Reserved for a request that sets no max_tokens when the model has no context window.
     limits_default_max_tokens: int = 4096
+    # On SIGTERM: requests in flight get this many seconds to finish; streams still
+    # running then end with an `error` event (observability/shutdown.py).
+    shutdown_grace_seconds: float = 30.0
+    # "text" or "json": the format of modelport's log lines (observability/logs.py).
+    log_format: str = "text"
+    # Serve Prometheus metrics at GET /metrics (observability/metrics.py).
+    metrics: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        return normalise_database_url(url)
 
     @cached_property
     def policy(self) -> ServerPolicy:

@@ -26,6 +26,8 @@ from modelport.generation import FinishReason, GenerationCall, GenerationChunk, 
 from modelport.limits.base import Admission
 from modelport.limits.gate import LimitGate
 from modelport.limits.pricing import cost_of, prompt_token_guess
+from modelport.observability.requests import calling_vendor
+from modelport.observability.shutdown import cut_off_status
 from modelport.params import check_bindings, check_supported, effective_sampling, without_parameters
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.routing import Router
@@ -211,6 +213,9 @@ class InferenceService:
                 yield piece
         except ModelportError as exc:
             status = exc.status_code
+            raise
+        except asyncio.CancelledError:
+            status = cut_off_status()
             raise
         except Exception:
             status = 500
@@ -466,6 +471,7 @@ class InferenceService:
         secret_name = target.parameters.get("api_key_secret")
         if secret_name:
             target = replace(target, api_key=await self._api_key(principal.account_id, str(secret_name)))
+        calling_vendor(target)
         return vendor, target
 
     async def _deployment(self, account_id: str, deployment_id: str) -> _DeploymentView:
@@ -563,6 +569,7 @@ class InferenceService:
         # Last, once the request is known to be valid: from here on it is counted, and
         # every way it can end goes through _record, which settles it.
         admission = await self._limits.admit(principal, target, call, request_id) if self._limits else None
+        calling_vendor(target)
         return _Prepared(
             vendor=vendor,
             target=target,
@@ -578,7 +585,8 @@ class InferenceService:
 def _failure_status(exc: BaseException) -> int:
     if isinstance(exc, ModelportError):
         return exc.status_code
-    return 499 if isinstance(exc, asyncio.CancelledError) else 500
+    # Cancelled: 503 when the shutdown's grace period ended it, 499 when its client left.
+    return cut_off_status() if isinstance(exc, asyncio.CancelledError) else 500
 
 
 def _messages(request: ChatCompletionRequest, capabilities: Capabilities) -> tuple[dict[str, Any], ...]:

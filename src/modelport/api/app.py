@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from modelport import __version__
+from modelport import __version__, welcome
 from modelport.api import error_shapes
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
@@ -38,17 +38,22 @@ from modelport.api.routes import (
     secrets,
     spend,
 )
+from modelport.api.routes import metrics as metrics_route
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
 from modelport.deployments import embedded_checkpoint
-from modelport.engine.pool import EnginePool
+from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.limits import build_limiter
 from modelport.limits.base import Clock, wall_clock
 from modelport.limits.gate import LimitGate
+from modelport.observability import logs, metrics, tracing
+from modelport.observability.middleware import RequestObserver
+from modelport.observability.requests import observed_usage
+from modelport.observability.shutdown import gate
 from modelport.registry import Registry, deployment_failure_recorder
 from modelport.routing import PassiveHealth, Router
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
@@ -97,13 +102,18 @@ def start_engine_supervisor(settings: Settings) -> SupervisorThread:
 
 async def _load_embedded_deployments(app: FastAPI) -> None:
     pool: EnginePool = app.state.engine_pool
+    settings: Settings = app.state.settings
     async with app.state.sessions() as session, session.begin():
         for deployment, model_vendor in await repo.live_deployments(session):
             checkpoint = embedded_checkpoint(model_vendor, deployment.vendor_configuration)
             if checkpoint is None:
                 continue
             try:
-                await pool.attach(deployment.id, checkpoint)
+                # A worker of `--workers N` shows no spinner: N of them would garble the terminal.
+                with welcome.loading(
+                    resolve_checkpoint(checkpoint, settings.policy), show_progress=not settings.engine_supervisor
+                ):
+                    await pool.attach(deployment.id, checkpoint)
             except ModelLoadError as exc:
                 log.error("deployment %s failed to load: %s", deployment.id, exc)
                 deployment.status, deployment.status_reason = "FAILED", str(exc)
@@ -147,16 +157,11 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: as
         await db.upgrade(engine)
     if settings.bootstrap:
         first = await bootstrap_if_empty(sessions, api_key=settings.api_key, context_window=settings.embedded_n_ctx)
-        if first is not None and first.key_was_generated:
-            # Shown once, never stored: the database keeps only its hash.
-            print(
-                f"\nmodelport: first start. Admin API key (shown only now, store it safely):\n\n"
-                f"    {first.api_key}\n\n"
-                f"Default account {first.account_id}; model deployment {first.deployment_id}; "
-                f"embeddings deployment {first.embedding_deployment_id}\n",
-                file=sys.stderr,
-                flush=True,
-            )
+        if first is not None:
+            # Shown once; a generated key is never stored in clear: the database keeps its hash.
+            print(welcome.first_start_message(first, settings), file=sys.stderr, flush=True)
+        else:
+            await welcome.warn_if_api_key_is_stale(sessions, settings.api_key)
 
 
 @asynccontextmanager
@@ -165,6 +170,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.sqlite_path is not None:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(settings.database_url)
+    app.state.db_engine = engine  # the readiness probe reads from it
     cache = RegistryCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
     app.state.cache = cache
     app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
@@ -205,7 +211,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.service = InferenceService(
         app.state.sessions,
         vendors,
-        usage=usage.record,
+        usage=observed_usage(usage.record),
         secrets=box,
         cache=cache,
         policy=settings.policy,
@@ -214,7 +220,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     try:
-        yield
+        with gate.watching_signals(settings.shutdown_grace_seconds):
+            yield
     finally:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -225,6 +232,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if own_supervisor is not None:
             await asyncio.to_thread(own_supervisor.stop)
         await engine.dispose()
+        tracing.shutdown()
 
 
 def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> LimitGate:
@@ -241,7 +249,11 @@ def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], 
         spend_source=spend_since,
         clock=clock,
     )
-    return LimitGate(limiter, default_max_tokens=settings.limits_default_max_tokens)
+    return LimitGate(
+        limiter,
+        default_max_tokens=settings.limits_default_max_tokens,
+        on_rejection=lambda refused: metrics.limit_rejected(getattr(refused, "limit", "limits_unavailable")),
+    )
 
 
 def _complete_openapi(document: dict[str, Any]) -> None:
@@ -278,6 +290,9 @@ def create_app(
     limits_clock: Clock = wall_clock,
 ) -> FastAPI:
     settings = settings or Settings()
+    # Here rather than in `serve`: each `--workers` process builds its own app.
+    logs.configure(settings.log_level, settings.log_format)
+    tracing.configure_from_environment()
     app = FastAPI(
         title="modelport",
         version=__version__,
@@ -324,9 +339,12 @@ def create_app(
     app.include_router(catalogue.router)
     app.include_router(spend.router)
     app.add_middleware(RateLimitHeaders)
+    if settings.metrics:
+        app.include_router(metrics_route.router)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(OverheadHeader)  # outermost: its clock starts first
+    app.add_middleware(OverheadHeader)  # its clock starts before the app's own work
+    app.add_middleware(RequestObserver, access_log=settings.access_log)  # reads that header
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -197,6 +197,7 @@ class BatchEngine:
             "waiting": len(self._waiting),
             "running": len(self._running),
             "kv_reserved": self._reserved,
+            "kv_tokens": self.kv_tokens,
             "kv_kept": self._prefixes.cells,
             "steps": self.steps,
             "reused_tokens": self.reused_tokens,

@@ -29,6 +29,7 @@ from modelport.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from modelport.observability import metrics
 from modelport.vendors.base import Target
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -165,9 +166,11 @@ async def send(
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             if last:
+                metrics.upstream_failed(vendor, "timeout")
                 raise UpstreamTimeout(f"{vendor} did not answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             if last:
+                metrics.upstream_failed(vendor, "connect")
                 raise UpstreamError(
                     f"could not reach {vendor}: {scrub(str(exc) or type(exc).__name__, secrets)}"
                 ) from exc
@@ -179,10 +182,12 @@ async def send(
             finally:
                 await response.aclose()
             if last or response.status_code not in RETRYABLE_STATUS:
+                metrics.upstream_failed(vendor, str(response.status_code))
                 raise error_for(response, body, vendor=vendor, secrets=secrets)
             retry_after = _seconds(response.headers.get("retry-after"))
             if retry_after is not None:
                 delay = max(delay, retry_after)
+        metrics.upstream_retried(vendor)
         await asyncio.sleep(min(delay, policy.max_backoff))
         delay *= 2
     raise AssertionError("unreachable")  # the last attempt returns or raises
@@ -203,8 +208,10 @@ async def _reading(response: httpx.Response, *, vendor: str, what: str) -> Async
     try:
         yield
     except httpx.TimeoutException as exc:
+        metrics.upstream_failed(vendor, "timeout")
         raise UpstreamTimeout(f"{vendor} stalled mid-{what}") from exc
     except httpx.TransportError as exc:
+        metrics.upstream_failed(vendor, "broken")
         raise UpstreamError(f"{vendor} broke the connection mid-{what} ({type(exc).__name__})") from exc
     finally:
         await response.aclose()

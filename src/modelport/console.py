@@ -1,0 +1,233 @@
+"""The operator's terminal commands beyond serving: `accounts list`, `models list`,
+`deployments list`, `usage`, and `chat` (an interactive chat with a running server).
+
+The listings read the database directly, like the key commands (the operator at the
+terminal holds it); `chat` talks HTTP to the server, as any client would. Things are
+named the way people remember them: by name, full id or a unique id prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.store import inventory
+from modelport.store.tables import Account, ApiKey
+
+models_app = typer.Typer(help="Models (every account's, or one's).", no_args_is_help=True)
+deployments_app = typer.Typer(help="Model deployments (every account's, or one's).", no_args_is_help=True)
+
+# Tables without outer borders: a 36-character id and five columns fit in 80 columns.
+COMPACT: dict[str, Any] = {"box": None, "padding": (0, 1), "pad_edge": False, "header_style": "bold underline"}
+
+AccountOption = Annotated[str | None, typer.Option("--account", help="Account name or id (default: every account).")]
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False)
+
+
+def _run(work: Any) -> Any:
+    from modelport.cli import _with_database  # the CLI's one way to open the database
+
+    return _with_database(work)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value else ""
+
+
+def _table(title: str, id_header: str, *headers: str) -> Table:
+    """Ids are what people paste into the next command: never wrapped or cut; the
+    other columns fold rather than lose characters in a narrow terminal."""
+    table = Table(title=title, **COMPACT)
+    table.add_column(id_header, no_wrap=True, min_width=36)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+# --- finding things by what people remember ----------------------------------------
+
+
+def _only(found: list[Any], what: str, reference: str, describe: Any) -> Any:
+    if not reference.strip():
+        _fail(f"name the {what}: its name, id or the start of its id")
+    if not found:
+        _fail(f"no {what} named {reference!r} or with an id starting so")
+    if len(found) > 1:
+        choices = ", ".join(describe(item) for item in found[:5])
+        _fail(f"{reference!r} matches {len(found)} {what}s ({choices}): give more of the id")
+    return found[0]
+
+
+async def _account(session: AsyncSession, reference: str) -> Account:
+    found = await inventory.find_accounts(session, reference)
+    exact = [account for account in found if account.id == reference]
+    return _only(exact or found, "account", reference, lambda account: f"{account.name} {account.id}")  # type: ignore[no-any-return]
+
+
+def resolve_account(reference: str) -> str:
+    """The id of the account named `reference` (or with that id or unique id prefix)."""
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> str:
+        async with sessions() as session:
+            return (await _account(session, reference)).id
+
+    return str(_run(work))
+
+
+def resolve_key(reference: str) -> str:
+    """The id of the key named `reference` (or with that id or unique id prefix)."""
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> str:
+        async with sessions() as session:
+            found = await inventory.find_keys(session, reference)
+        exact = [key for key in found if key.id == reference]
+        key: ApiKey = _only(exact or found, "key", reference, lambda key: f"{key.name or '-'} {key.id}")
+        return key.id
+
+    return str(_run(work))
+
+
+def _account_filter(reference: str | None) -> str | None:
+    return resolve_account(reference) if reference is not None else None
+
+
+# --- listings -------------------------------------------------------------------------
+
+
+def accounts_list() -> None:
+    """List accounts: id, name, members, models and deployments."""
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[inventory.AccountRow]:
+        async with sessions() as session:
+            return await inventory.accounts(session)
+
+    table = _table("accounts", "id", "name", "members", "models", "deploy-\nments")
+    for row in _run(work):
+        table.add_row(
+            row.account.id, row.account.name, str(row.members), str(row.models), str(row.deployments)
+        )  # fmt: skip
+    _console().print(table)
+
+
+@models_app.command("list")
+def models_list(account: AccountOption = None) -> None:
+    """List models: id, name, type, vendor, deployments."""
+    account_id = _account_filter(account)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[Any]:
+        async with sessions() as session:
+            return await inventory.models(session, account_id=account_id)
+
+    table = _table("models", "id", "name", "type", "vendor", "deploy-\nments", "account")
+    for model, account_name, count in _run(work):
+        table.add_row(model.id, model.name, model.model_type, model.model_vendor or "", str(count), account_name)
+    _console().print(table)
+
+
+@deployments_app.command("list")
+def deployments_list(account: AccountOption = None) -> None:
+    """List deployments: id, name, model, status (and why, when not READY)."""
+    account_id = _account_filter(account)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[Any]:
+        async with sessions() as session:
+            return await inventory.deployments(session, account_id=account_id)
+
+    table = _table("deployments", "id", "name", "model", "status")
+    for deployment, model in _run(work):
+        status = deployment.status + (f": {deployment.status_reason}" if deployment.status_reason else "")
+        table.add_row(deployment.id, deployment.name, model.name, status)
+    _console().print(table)
+
+
+_DURATION = re.compile(r"(\d+)([mhd])")
+
+
+def _duration(text: str) -> timedelta:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise typer.BadParameter("a number and m, h or d: 30m, 24h, 7d")
+    amount, unit = int(match[1]), match[2]
+    return (
+        timedelta(minutes=amount) if unit == "m" else timedelta(hours=amount) if unit == "h" else timedelta(days=amount)
+    )
+
+
+def usage(
+    since: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d.")] = "24h",
+    account: AccountOption = None,
+) -> None:
+    """Requests, failures and tokens per deployment over the last SINCE."""
+    start = datetime.now(UTC) - _duration(since)
+    account_id = _account_filter(account)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[inventory.UsageRow]:
+        async with sessions() as session:
+            return await inventory.usage_since(session, since=start, account_id=account_id)
+
+    table = _table(
+        f"usage since {start:%Y-%m-%d %H:%M} UTC", "deployment", "name", "requests", "failed", "prompt\ntokens",
+        "completion\ntokens",
+    )  # fmt: skip
+    for row in _run(work):
+        table.add_row(
+            row.deployment_id, row.deployment_name, str(row.requests), str(row.failures),
+            str(row.prompt_tokens), str(row.response_tokens),
+        )  # fmt: skip
+    _console().print(table)
+
+
+def chat(
+    deployment: Annotated[
+        str | None, typer.Argument(help="Deployment id or name (default: the embedded chat model's).")
+    ] = None,
+    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="A stop sequence (repeatable).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", help="[MODELPORT_API_KEY]")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Server URL [MODELPORT_HOST, MODELPORT_PORT].")] = None,
+) -> None:
+    """Chat with a deployment of a running server; the answer streams as it comes.
+    The conversation is kept: /reset starts over, /exit (or Ctrl-D) ends."""
+    from modelport.chat import ChatSession, server_url
+
+    if not api_key:
+        _fail("no API key: pass --api-key or set MODELPORT_API_KEY")
+        return
+    chosen = {"temperature": temperature, "max_tokens": max_tokens, "top_p": top_p, "stop_sequences": stop}
+    parameters = {name: value for name, value in chosen.items() if value is not None}
+    session = ChatSession(base_url or server_url(), api_key, parameters=parameters, system=system)
+    try:
+        session.run(deployment)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    finally:
+        session.close()
+
+
+def register(app: typer.Typer, accounts_app: typer.Typer) -> None:
+    """Add these commands to the `modelport` command."""
+    accounts_app.command("list")(accounts_list)
+    app.add_typer(models_app, name="models")
+    app.add_typer(deployments_app, name="deployments")
+    app.command("usage")(usage)
+    app.command("chat")(chat)
+
+
+__all__ = ["register", "resolve_account", "resolve_key"]

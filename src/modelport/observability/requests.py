@@ -1,0 +1,120 @@
+"""What is known about the request being served, gathered where it is learnt.
+
+The HTTP middleware (`observability.middleware`) opens a `RequestRecord` per request in
+a context variable; the service fills in the deployment and vendor when it calls one
+(`calling_vendor`) and the outcome when it finishes (`observed_usage` wraps the usage
+sink, which the service calls once per finished inference request). The middleware then
+turns the record into metrics, a log line and a trace, in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from modelport.observability import metrics, tracing
+
+if TYPE_CHECKING:
+    from modelport.auth import Principal
+    from modelport.service import UsageSink
+    from modelport.vendors.base import Target
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    method: str
+    scope: MutableMapping[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    status: int | None = None  # the HTTP status, or the service's final word (499, ...)
+    deployment: str = ""
+    vendor: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reason: str | None = None
+    streaming: bool = False
+    first_event_at: float | None = None
+    finished_by_service: bool = False
+    span: Any = None  # the request's trace span, when tracing is on
+    upstream_span: Any = None
+
+    @property
+    def route(self) -> str:
+        """The route's template (`/v4/models/{model_deployment_id}/chat-completions`),
+        never the raw path: a label with one value per deployment id or typo would grow
+        without bound."""
+        route = self.scope.get("route")
+        path = getattr(route, "path", None)
+        return str(path) if path is not None else "other"
+
+    @property
+    def operation(self) -> str:
+        """The GenAI operation name for the route."""
+        return "chat" if self.route.endswith("chat-completions") else "text_completion"
+
+
+current_request: ContextVar[RequestRecord | None] = ContextVar("modelport_request", default=None)
+
+
+def calling_vendor(target: Target) -> None:
+    """The service is about to call `target`'s vendor: note what it is, and open the
+    upstream call's span."""
+    record = current_request.get()
+    if record is None:
+        return
+    record.deployment = target.deployment_id
+    record.vendor = target.model_vendor
+    record.model = str(target.parameters.get("model") or target.vendor_configuration.get("model_name") or "")
+    if record.span is not None:
+        record.upstream_span = tracing.start_upstream(record)
+
+
+def observed_usage(sink: UsageSink | None) -> UsageSink:
+    """The service's usage sink, with metrics, the log record and the upstream span
+    fed from the same call (once per finished inference request)."""
+
+    def record_usage(
+        principal: Principal,
+        deployment_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        status: int,
+        latency_ms: float,
+        /,
+        *,
+        estimated: bool = False,
+        cost: float = 0.0,
+        request_id: str | None = None,
+    ) -> None:
+        record = current_request.get()
+        operation = "chat"
+        if record is not None:
+            record.finished_by_service = True
+            record.deployment = deployment_id
+            record.status = status
+            record.prompt_tokens = prompt_tokens
+            record.completion_tokens = completion_tokens
+            operation = record.operation
+            if record.upstream_span is not None:
+                tracing.end_upstream(record)
+        metrics.inference_finished(
+            operation, deployment_id, status, latency_ms / 1000, prompt_tokens, completion_tokens
+        )
+        if sink is not None:
+            sink(
+                principal,
+                deployment_id,
+                prompt_tokens,
+                completion_tokens,
+                status,
+                latency_ms,
+                estimated=estimated,
+                cost=cost,
+                request_id=request_id,
+            )
+
+    return record_usage

@@ -1,0 +1,137 @@
+"""Health probes, /metrics with the embedded engine, and database URLs as people write
+them: through the real app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelport.config import Settings
+from modelport.dburl import normalise_database_url
+
+
+def samples(text: str, name: str) -> list[Any]:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+
+
+async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
+    live = await client.get("/health/live", headers={"x-api-key": ""})
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    ready = await client.get("/health/ready", headers={"x-api-key": ""})
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "reasons": []})
+
+
+async def test_readiness_is_503_with_the_reason_when_the_database_is_gone(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    from modelport.store import db
+
+    working = app.state.db_engine
+    app.state.db_engine = db.make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/nothing")
+    try:
+        ready = await client.get("/health/ready")
+    finally:
+        await app.state.db_engine.dispose()
+        app.state.db_engine = working
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "not ready"
+    assert any("database" in reason for reason in ready.json()["reasons"])
+    assert (await client.get("/health/live")).status_code == 200  # alive all the same: no restart
+
+
+async def test_metrics_show_the_engines_queue_running_sequences_and_kv_use(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    body = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 3, "stream": True}
+    assert (await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)).status_code == 200
+    text = (await client.get("/metrics")).text
+    model = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    for name in ("modelport_engine_queue_depth", "modelport_engine_running_sequences"):
+        assert [(s.labels["model"], s.value) for s in samples(text, name)] == [(model, 0.0)]
+    [usage] = samples(text, "modelport_engine_kv_cache_usage_ratio")
+    assert 0.0 <= usage.value <= 1.0
+    [up] = samples(text, "modelport_engine_up")
+    assert up.value == 1.0
+    ttft = [
+        s
+        for s in samples(text, "gen_ai_server_time_to_first_token_seconds_count")
+        if s.labels["deployment"] == deployment_id
+    ]
+    assert ttft and ttft[0].value >= 1
+
+
+async def test_limit_rejections_have_a_counter_for_the_limits_code(client: httpx.AsyncClient) -> None:
+    from modelport.observability import metrics
+
+    metrics.limit_rejected("rpm_limit")
+    text = (await client.get("/metrics")).text
+    assert [s.value for s in samples(text, "modelport_limit_rejections_total") if s.labels["limit"] == "rpm_limit"] >= [
+        1.0
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "used"),
+    [
+        ("postgresql://u:p@db:5432/modelport", "postgresql+asyncpg://u:p@db:5432/modelport"),
+        ("postgres://u@db/modelport?ssl=require", "postgresql+asyncpg://u@db/modelport?ssl=require"),
+        ("postgresql+asyncpg://u@db/m", "postgresql+asyncpg://u@db/m"),
+        ("sqlite:////var/lib/modelport.db", "sqlite+aiosqlite:////var/lib/modelport.db"),
+        ("sqlite+aiosqlite:///m.db", "sqlite+aiosqlite:///m.db"),
+    ],
+)
+def test_database_urls_as_people_write_them(written: str, used: str) -> None:
+    assert normalise_database_url(written) == used
+    assert Settings(database_url=written).database_url == used
+
+
+@pytest.mark.parametrize("url", ["mysql://u@db/m", "postgresql+psycopg2://u@db/m", "modelport.db", ""])
+def test_an_unknown_scheme_is_refused_naming_what_works(url: str) -> None:
+    with pytest.raises(ValueError, match=r"use postgresql://"):
+        normalise_database_url(url)
+
+
+async def test_a_postgresql_url_written_plainly_reaches_the_database(database_url: str) -> None:
+    """The `database_url` fixture's PostgreSQL leg, written the usual way, migrates and answers."""
+    from modelport.store import db
+
+    plain = database_url.replace("postgresql+asyncpg://", "postgresql://").replace("sqlite+aiosqlite://", "sqlite://")
+    engine = db.make_engine(Settings(database_url=plain).database_url)
+    try:
+        await db.upgrade(engine)
+        assert await db.read_generation(engine) >= 0
+    finally:
+        await engine.dispose()
+
+
+async def test_the_consoles_queries_find_by_name_or_prefix_and_sum_usage(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    """What `modelport accounts/keys/usage` read, on both databases."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelport.store import inventory
+
+    body = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 2}
+    assert (await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)).status_code == 200
+    await app.state.usage.flush()
+
+    async with app.state.sessions() as session:
+        [default] = await inventory.find_accounts(session, "default")
+        assert [a.id for a in await inventory.find_accounts(session, default.id[:6])] == [default.id]
+        assert await inventory.find_accounts(session, "%") == []  # a LIKE wildcard is a character here
+        [first_key] = await inventory.find_keys(session, "first admin key")
+        assert [k.id for k in await inventory.find_keys(session, first_key.id[:8])] == [first_key.id]
+        rows = {row.account.id: row for row in await inventory.accounts(session)}
+        assert rows[default.id].deployments >= 1
+        listed = await inventory.deployments(session, account_id=default.id)
+        assert deployment_id in {deployment.id for deployment, _model in listed}
+        models = await inventory.models(session, account_id=None)
+        assert any(count >= 1 for _model, _account, count in models)
+        usage = await inventory.usage_since(session, since=datetime.now(UTC) - timedelta(days=1), account_id=None)
+    [mine] = [row for row in usage if row.deployment_id == deployment_id]
+    assert mine.requests >= 1 and mine.response_tokens >= 1 and mine.account_name == "default"

@@ -1,0 +1,121 @@
+"""The operator's terminal against a real `modelport serve` and its database: listings,
+keys found by name or prefix, usage, and `modelport chat` fed from stdin."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from modelport.cli import app
+from tests.servers import modelport_serving
+
+pytestmark = pytest.mark.e2e
+
+KEY = "mp_console_admin_key"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """The server's URL, the environment under which the CLI reaches its database (in
+    an 80-column terminal), and the server's log."""
+    data = tmp_path_factory.mktemp("console")
+    with modelport_serving(data, api_key=KEY, usage_flush_seconds="0.2") as base_url:
+        env = {"MODELPORT_DATABASE_URL": f"sqlite:///{data / 'modelport.db'}", "COLUMNS": "80"}
+        yield base_url, env, data / "server.log"
+
+
+def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(app, list(args), env=env, input=stdin)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def refused_soon(base_url: str, key: str) -> bool:
+    """The server sees a change the CLI made within its cache refresh (0.5 s)."""
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{base_url}/v4/models", headers={"x-api-key": key}).status_code != 401:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_first_start_prints_the_deployment_id_and_a_curl_line(served: tuple[str, dict[str, str], Path]) -> None:
+    base_url, _env, log = served
+    [deployment] = httpx.get(f"{base_url}/v4/model-deployments", headers={"x-api-key": KEY}).json()["items"]
+    printed = log.read_text()
+    assert f"Default deployment: {deployment['id']}" in printed
+    assert f"curl -s {base_url}/v4/models/{deployment['id']}/chat-completions" in printed
+    assert KEY not in printed  # given by the operator, so not echoed: the line says $MODELPORT_API_KEY
+    assert "$MODELPORT_API_KEY" in printed
+
+
+def test_listings_show_full_ids_in_80_columns(served: tuple[str, dict[str, str], Path]) -> None:
+    base_url, env, _log = served
+    [deployment] = httpx.get(f"{base_url}/v4/model-deployments", headers={"x-api-key": KEY}).json()["items"]
+    assert deployment["account_id"] in cli(env, "accounts", "list")
+    assert "default" in cli(env, "accounts", "list")
+    listing = cli(env, "deployments", "list")
+    assert deployment["id"] in listing and "READY" in listing
+    assert deployment["model_instance_id"] in cli(env, "models", "list", "--account", "default")
+    assert all(len(line) <= 80 for line in listing.splitlines())
+
+
+def test_keys_are_created_in_a_named_account_and_revoked_by_name_or_prefix(
+    served: tuple[str, dict[str, str], Path],
+) -> None:
+    base_url, env, _log = served
+    created = [cli(env, "keys", "create", "--account", "default", "--name", name) for name in ("c-one", "c-two")]
+    first, second = (output.strip().splitlines()[-1] for output in created)
+    ids = [re.search(rf"key id ({UUID.pattern})", output)[1] for output in created]  # type: ignore[index]
+    listing = cli(env, "keys", "list", "--account", "default")
+    assert all(key_id in listing for key_id in ids), listing  # whole, not cut
+    headers = {"x-api-key": first}
+    assert httpx.get(f"{base_url}/v4/models", headers=headers).status_code == 200
+
+    assert "revoked" in cli(env, "keys", "revoke", "c-one")
+    assert refused_soon(base_url, first)
+    assert "revoked" in cli(env, "keys", "revoke", ids[1][:8])
+    assert refused_soon(base_url, second)
+
+    ambiguous = CliRunner().invoke(app, ["keys", "revoke", ""], env=env)
+    assert ambiguous.exit_code == 1
+    unknown = CliRunner().invoke(app, ["keys", "create", "--account", "no-such-account"], env=env)
+    assert (unknown.exit_code, "no account named 'no-such-account'" in unknown.output) == (1, True)
+
+
+def test_chat_streams_answers_and_keeps_the_history_then_usage_counts_them(
+    served: tuple[str, dict[str, str], Path],
+) -> None:
+    base_url, env, _log = served
+    chat_env = {**env, "MODELPORT_API_KEY": KEY}
+    output = cli(
+        chat_env, "chat", "--base-url", base_url, "--max-tokens", "8", "--temperature", "0", "--system", "Be brief.",
+        stdin="What is the capital of France?\nAnd of Italy?\n/exit\n",
+    )  # fmt: skip
+    assert "smollm2-135m-instruct-embedded" in output
+    assert output.count("model>") == 2
+    prompt_tokens = [int(count) for count in re.findall(r"(\d+) prompt \+ \d+ completion tokens", output)]
+    assert len(prompt_tokens) == 2
+    assert prompt_tokens[1] > prompt_tokens[0] + 8  # the second turn carried the first one with it
+    deadline = time.monotonic() + 10
+    while True:  # usage records are written in batches, a moment after the answer
+        [row] = [line for line in cli(env, "usage", "--since", "1h").splitlines() if UUID.search(line)]
+        if row.split()[2:4] == ["2", "0"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert row.split()[2:4] == ["2", "0"], row  # requests, failed
+
+
+def test_chat_without_a_key_says_so(served: tuple[str, dict[str, str], Path]) -> None:
+    base_url, env, _log = served
+    result = CliRunner().invoke(app, ["chat", "--base-url", base_url], env={**env, "MODELPORT_API_KEY": ""})
+    assert result.exit_code == 1
+    assert "no API key" in result.output
