@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from modelport import __version__
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
-from modelport.api.routes import accounts, deployments, health, inference, models, secrets
+from modelport.api.routes import accounts, deployments, health, inference, models, secrets, web
 from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
@@ -222,6 +222,8 @@ def create_app(
         title="modelport",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served by api/routes/web.py from packaged assets, not a CDN
+        redoc_url=None,  # ReDoc exists only on a CDN
     )
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport
@@ -252,6 +254,7 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(accounts.router)
     app.include_router(secrets.router)
+    web.install(app)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # outermost: its clock starts first
