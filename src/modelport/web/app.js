@@ -203,7 +203,7 @@ async function loadRegistry() {
       element(
         "tr",
         {},
-        element("td", {}, model.display_name || model.name),
+        element("td", {}, model.display_name || model.name, element("div", { class: "id" }, model.name)),
         element("td", {}, model.model_type),
         element("td", {}, model.model_vendor || ""),
         element("td", {}, String(model.deployment_count)),
