@@ -223,7 +223,7 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         docs_url=None,  # served by api/routes/web.py from packaged assets, not a CDN
-        redoc_url=None,  # ReDoc exists only on a CDN
+        redoc_url=None,  # likewise
     )
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport

@@ -1,17 +1,20 @@
-"""The pages for people: the playground at `/` and Swagger UI at `/docs`, both served
-from files in the package, so that they work on a machine with no internet access."""
+"""The pages for people: the playground at `/`, Swagger UI at `/docs` and ReDoc at
+`/redoc`, all served from files in installed packages, so that they work on a machine
+with no internet access (FastAPI's own pages load their scripts from a CDN)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 PAGE_DIRECTORY = Path(__file__).resolve().parents[2] / "web"
+# Swagger UI 5 and ReDoc as the fastapi-offline package ships them.
+DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 
 # The page loads nothing but its own files and talks only to this server: no inline
 # script, no third-party origin, and it cannot be framed (the key lives in the page).
@@ -28,10 +31,11 @@ PAGE_HEADERS = {
 
 
 def install(app: FastAPI) -> None:
-    """Serve `/` (and its files under `/web`) and `/docs` (its assets under `/docs-assets`).
-    The app is created with `docs_url=None`: FastAPI's own page loads from a CDN."""
+    """Serve `/` (its files under `/web`), `/docs` and `/redoc` (their files under
+    `/docs-assets`). The app is created with `docs_url=None, redoc_url=None`."""
     app.mount("/web", StaticFiles(directory=PAGE_DIRECTORY), name="web")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
 
     @app.get("/", include_in_schema=False)
     async def playground() -> FileResponse:
@@ -40,11 +44,21 @@ def install(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=openapi_url,
             title=f"{app.title} - API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+            swagger_favicon_url="/docs-assets/favicon.png",
             # Keeps the key entered under "Authorize" across reloads of the page.
             swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
         )
