@@ -43,3 +43,17 @@ async def test_prepare_migrates_sets_up_once_and_can_run_again(tmp_path: Path) -
         await engine.dispose()
     assert owner is not None and owner.is_operator
     assert revision is not None and f"at revision {revision}" in first and f"at revision {revision}" in second
+
+
+def wait_for_prepared(database_url: str, patience: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELPORT_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "modelport.prepare", "--wait", "--timeout", str(patience)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_wait_holds_a_gateway_back_until_the_database_is_prepared(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'modelport.db'}"
+    waited = wait_for_prepared(url, patience=1)
+    assert waited.returncode == 1 and "not " in waited.stderr  # nothing migrated: not ready
+    run_prepare(url)
+    assert wait_for_prepared(url, patience=1).returncode == 0
