@@ -37,6 +37,7 @@ from modelport.api.routes import (
     retrieval,
     secrets,
     spend,
+    web,
 )
 from modelport.api.routes import metrics as metrics_route
 from modelport.bootstrap import bootstrap_if_empty
@@ -297,6 +298,8 @@ def create_app(
         title="modelport",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served by api/routes/web.py from packaged assets, not a CDN
+        redoc_url=None,  # likewise
     )
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport
@@ -341,6 +344,7 @@ def create_app(
     app.add_middleware(RateLimitHeaders)
     if settings.metrics:
         app.include_router(metrics_route.router)
+    web.install(app)
     app.add_middleware(RequestHygiene)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(OverheadHeader)  # its clock starts before the app's own work

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,9 +30,14 @@ async def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return factory
 
 
+# Declared as a security scheme so that the OpenAPI document says how to authenticate
+# and /docs offers "Authorize"; auto_error=False keeps modelport's own 401 below.
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
+
+
 async def current_principal(
     request: Request,
-    x_api_key: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Security(api_key_header)] = None,
     authorization: Annotated[str | None, Header()] = None,
     x_selected_account_id: Annotated[str | None, Header()] = None,
 ) -> Principal:
