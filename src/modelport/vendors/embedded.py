@@ -74,7 +74,7 @@ class EmbeddedVendor:
         if call.messages is not None:
             text = await render_chat_async(
                 call.chat_template or info.chat_template or FALLBACK_CHAT_TEMPLATE,
-                tool_messages(call) if call.tools else call.messages,
+                tool_messages(call, describe_tools=bool(forced)),  # tool turns as text, for any template
                 bos_token=info.bos_token,
                 eos_token=info.eos_token,
                 extra=call.chat_template_kwargs,

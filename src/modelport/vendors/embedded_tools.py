@@ -9,8 +9,8 @@ reason `tool_calls`.
 
 Which requests are honoured, and why:
 - `tool_choice` "required" or naming a function: the call is forced, as asked.
-- `tool_choice` "none": the tools are described but no call is forced; the model
-  answers in text.
+- `tool_choice` "none": no call is forced, nor are the tools described; the model
+  answers in text (after earlier tool turns, say).
 - `tool_choice` "auto" (OpenAI's default when tools are given): refused with 400.
   Deciding *whether* to call is the judgement this model cannot be trusted with, and
   guessing it from the first token would stream text that might turn out to be a call.
@@ -59,11 +59,13 @@ def forced_function_names(call: GenerationCall) -> list[str] | None:
     )
 
 
-def tool_messages(call: GenerationCall) -> tuple[dict[str, Any], ...]:
-    """The chat as plain text turns any chat template renders, the tools described first."""
+def tool_messages(call: GenerationCall, *, describe_tools: bool) -> tuple[dict[str, Any], ...]:
+    """The chat as plain text turns any chat template renders, the tools described
+    first when a call is forced (with tool_choice "none" they would only invite the
+    model to write a call as text)."""
     assert call.messages is not None
     messages: list[dict[str, Any]] = []
-    if call.tools:
+    if call.tools and describe_tools:
         described = json.dumps([_function(tool) for tool in call.tools], ensure_ascii=False)
         messages.append(
             {
