@@ -127,7 +127,11 @@ async def as_tool_call(chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[
             if chunk.finish_reason != "stop":  # cut short: not a call, say so as text
                 yield replace(chunk, text=answer, logprobs=None)
                 return
-            called = json.loads(answer)  # the grammar guarantees it parses
+            try:
+                called = json.loads(answer)  # the grammar makes it parse; this is a guard
+            except ValueError:
+                yield replace(chunk, text=answer, logprobs=None)
+                return
             tool_call = {
                 "index": 0,
                 "id": f"call_{uuid.uuid4().hex[:24]}",
