@@ -40,6 +40,7 @@ from modelport.engine.cpu import unsafe_repacking_off
 from modelport.engine.embedding import TextEmbedder
 from modelport.engine.prefix import PrefixCache
 from modelport.engine.protocol import ModelLoadError
+from modelport.engine.sampler import build_sampler, free_sampler
 from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest, ModelportError
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
 from modelport.params import resolve_max_tokens
@@ -190,6 +191,7 @@ class BatchEngine:
             "max_sequences": self.max_sequences,
             "kv_tokens": self.kv_tokens,
             "embedding_only": self.embedding_only,
+            "vocabulary": self._n_vocab,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -305,7 +307,7 @@ class BatchEngine:
         if len(self._waiting) >= self.max_queue:
             return EngineOverloaded(f"the embedded engine has {self.max_queue} requests waiting; try again shortly")
         try:
-            sampler = self._sampler(sampling, sampling.max_tokens or self.context_window)
+            sampler = build_sampler(sampling, sampling.max_tokens or self.context_window, self._vocab, self._n_vocab)
         except InvalidRequest as exc:
             return exc
         job = _Job(key=key, prompt_tokens=prompt_tokens, sampling=sampling, sampler=sampler)
@@ -318,7 +320,7 @@ class BatchEngine:
         item = self._by_key.pop(key, None)
         if isinstance(item, _Job):
             self._waiting.remove(item)
-            _free_sampler(item.sampler)
+            free_sampler(item.sampler)
         elif isinstance(item, _Sequence):
             item.cancelled = True
 
@@ -332,7 +334,7 @@ class BatchEngine:
         for sequence in self._running:
             self._release(sequence, keep=False)
         for job in self._waiting:
-            _free_sampler(job.sampler)
+            free_sampler(job.sampler)
         self._prefixes.clear()
         if self._embedder is not None:
             self._embedder.close()
@@ -395,83 +397,11 @@ class BatchEngine:
             self._by_key[job.key] = sequence
             self._reserved += need
 
-    def _sampler(self, sampling: Sampling, max_tokens: int) -> Any:
-        """A llama.cpp sampler chain with this request's settings (same order as
-        llama-cpp-python's own: logit bias, penalties, top_k, top_p, temperature, then
-        the draw; a grammar masks what it forbids before any of the choosing), or None
-        for plain greedy decoding. InvalidRequest for a grammar or bias it cannot take."""
-        import llama_cpp
-
-        penalised = bool(sampling.frequency_penalty or sampling.presence_penalty)
-        if sampling.temperature <= 0 and not penalised and not sampling.grammar and not sampling.logit_bias:
-            return None  # plain argmax: 5 µs with numpy against 45 µs through a sampler chain
-        bias = self._logit_bias_sampler(sampling.logit_bias) if sampling.logit_bias else None
-        try:
-            grammar = self._grammar_sampler(sampling.grammar) if sampling.grammar else None
-        except InvalidRequest:
-            _free_sampler(bias)
-            raise
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        if bias is not None:
-            add(chain, bias)
-        if penalised:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    self._n_vocab,
-                    max_tokens,  # every generated token counts
-                    1.0,
-                    sampling.frequency_penalty or 0.0,
-                    sampling.presence_penalty or 0.0,
-                ),
-            )
-        if grammar is not None:
-            add(chain, grammar)
-        if sampling.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if sampling.top_k:
-            add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p is not None and sampling.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
-        # LLAMA_DEFAULT_SEED (0xFFFFFFFF) asks llama.cpp for a random seed; a caller's
-        # seed is folded below it, so the same seed always draws the same tokens.
-        seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed % 0xFFFFFFFF
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
-
-    def _grammar_sampler(self, grammar: str) -> Any:
-        import llama_cpp
-
-        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
-        if not sampler:
-            raise InvalidRequest("llama.cpp could not parse the grammar built from response_format")
-        return sampler
-
-    def _logit_bias_sampler(self, logit_bias: tuple[tuple[int, float], ...]) -> Any:
-        import llama_cpp
-
-        outside = sorted(token for token, _ in logit_bias if not 0 <= token < self._n_vocab)
-        if outside:
-            raise InvalidRequest(
-                f"logit_bias names token ids outside this model's vocabulary of {self._n_vocab}: "
-                + ", ".join(map(str, outside[:10])),
-                param="logit_bias",
-            )
-        entries = (llama_cpp.llama_logit_bias * len(logit_bias))()
-        for entry, (token, bias) in zip(entries, logit_bias, strict=True):
-            entry.token = token
-            # OpenAI: -100 bans a token, 100 makes it the only choice.
-            entry.bias = -math.inf if bias <= -100 else bias
-        return llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(logit_bias), entries)
-
     def _release(self, sequence: _Sequence, *, keep: bool) -> None:
 
         kept = sequence.evaluated[: len(sequence.job.prompt_tokens)] if keep else []
         self._prefixes.keep(sequence.seq_id, kept)
-        _free_sampler(sequence.sampler)
+        free_sampler(sequence.sampler)
         sequence.sampler = None
 
     def _decode(self, out: list[tuple[Hashable, Event]]) -> list[_Sequence]:
@@ -590,10 +520,3 @@ class BatchEngine:
         return TokenLogprob(
             token=text, logprob=float(logits[token] - log_norm), bytes=list(piece), top_logprobs=alternatives
         )
-
-
-def _free_sampler(sampler: Any) -> None:
-    if sampler is not None:
-        import llama_cpp
-
-        llama_cpp.llama_sampler_free(sampler)

@@ -1,0 +1,94 @@
+"""Each sequence's own llama.cpp sampler chain: its sampling settings, its seed, its
+logit bias and its grammar (constrained decoding for response_format and forced tool
+calls). A chain holds state (the grammar's position, the penalties' history), so every
+sequence owns one, built when it is submitted and freed when it ends."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from modelport.errors import InvalidRequest
+from modelport.generation import Sampling
+
+
+def build_sampler(sampling: Sampling, max_tokens: int, vocab: Any, n_vocab: int) -> Any:
+    """A llama.cpp sampler chain with this request's settings (same order as
+    llama-cpp-python's own: logit bias, penalties, top_k, top_p, temperature, then
+    the draw; a grammar masks what it forbids before any of the choosing), or None
+    for plain greedy decoding. InvalidRequest for a grammar or bias it cannot take."""
+    import llama_cpp
+
+    penalised = bool(sampling.frequency_penalty or sampling.presence_penalty)
+    if sampling.temperature <= 0 and not penalised and not sampling.grammar and not sampling.logit_bias:
+        return None  # plain argmax: 5 µs with numpy against 45 µs through a sampler chain
+    bias = _logit_bias_sampler(sampling.logit_bias, n_vocab) if sampling.logit_bias else None
+    try:
+        grammar = _grammar_sampler(sampling.grammar, vocab) if sampling.grammar else None
+    except InvalidRequest:
+        free_sampler(bias)
+        raise
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    if bias is not None:
+        add(chain, bias)
+    if penalised:
+        add(
+            chain,
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab,
+                max_tokens,  # every generated token counts
+                1.0,
+                sampling.frequency_penalty or 0.0,
+                sampling.presence_penalty or 0.0,
+            ),
+        )
+    if grammar is not None:
+        add(chain, grammar)
+    if sampling.temperature <= 0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if sampling.top_k:
+        add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
+    # LLAMA_DEFAULT_SEED (0xFFFFFFFF) asks llama.cpp for a random seed; a caller's
+    # seed is folded below it, so the same seed always draws the same tokens.
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed % 0xFFFFFFFF
+    add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _grammar_sampler(grammar: str, vocab: Any) -> Any:
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        raise InvalidRequest("llama.cpp could not parse the grammar built from response_format")
+    return sampler
+
+
+def _logit_bias_sampler(logit_bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:
+    import llama_cpp
+
+    outside = sorted(token for token, _ in logit_bias if not 0 <= token < n_vocab)
+    if outside:
+        raise InvalidRequest(
+            f"logit_bias names token ids outside this model's vocabulary of {n_vocab}: "
+            + ", ".join(map(str, outside[:10])),
+            param="logit_bias",
+        )
+    entries = (llama_cpp.llama_logit_bias * len(logit_bias))()
+    for entry, (token, bias) in zip(entries, logit_bias, strict=True):
+        entry.token = token
+        # OpenAI: -100 bans a token, 100 makes it the only choice.
+        entry.bias = -math.inf if bias <= -100 else bias
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(logit_bias), entries)
+
+
+def free_sampler(sampler: Any) -> None:
+    if sampler is not None:
+        import llama_cpp
+
+        llama_cpp.llama_sampler_free(sampler)
