@@ -42,6 +42,7 @@ class EngineInfo:
     chat_template: str | None
     bos_token: str
     eos_token: str
+    vocabulary: int | None = None  # token ids are 0 .. vocabulary - 1 (None: an older engine)
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> EngineInfo:
@@ -51,6 +52,7 @@ class EngineInfo:
             chat_template=data.get("chat_template"),
             bos_token=str(data.get("bos_token") or ""),
             eos_token=str(data.get("eos_token") or ""),
+            vocabulary=int(data["vocabulary"]) if data.get("vocabulary") else None,
         )
 
 

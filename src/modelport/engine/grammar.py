@@ -71,14 +71,20 @@ def grammar_for(response_format: dict[str, Any] | None) -> str | None:
             f"response_format type {kind!r} is not supported; use text, json_object or json_schema",
             param="response_format",
         )
+    return schema_grammar(schema, param="response_format")
+
+
+def schema_grammar(schema: Any, *, param: str) -> str:
+    """The GBNF grammar of the JSON documents that a JSON schema allows; 400 naming
+    `param` (the request field the schema came from) if it cannot be one."""
     try:
         grammar: str = _converter().json_schema_to_gbnf(json.dumps(schema))
     except InvalidRequest:
         raise
     except Exception as exc:  # the converter raises bare ValueErrors, KeyErrors... on what it cannot express
         raise InvalidRequest(
-            f"response_format's JSON schema cannot be turned into a grammar for constrained decoding: "
+            f"{param}: this JSON schema cannot be turned into a grammar for constrained decoding: "
             f"{type(exc).__name__}: {exc}",
-            param="response_format",
+            param=param,
         ) from exc
     return grammar.replace(_LOOSE_CHAR, _JSON_CHAR)

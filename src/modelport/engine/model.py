@@ -182,6 +182,7 @@ class BatchEngine:
             "eos_token": self.eos_token,
             "max_sequences": self.max_sequences,
             "kv_tokens": self.kv_tokens,
+            "vocabulary": self._n_vocab,
         }
 
     def stats(self) -> dict[str, Any]:

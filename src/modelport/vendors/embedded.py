@@ -13,14 +13,14 @@ from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.templates import render_chat_async
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Target, collect
+from modelport.vendors.embedded_tools import as_tool_call, call_sampling, forced_function_names, tool_messages
 
 # LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter,
-# and response_format (a grammar), seed and logit_bias. Not tools: a small local model
-# has no trained tool-call format to parse reliably, so they are refused (400) rather
-# than half-honoured. Not n > 1: a GenerationChunk carries one choice.
+# and response_format (a grammar), seed, logit_bias, and tools when a call is forced
+# (vendors/embedded_tools.py). Not n > 1: a GenerationChunk carries one choice.
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
-    parameters=OPTIONAL_PARAMETERS - {"reasoning_effort", "tools", "tool_choice", "n"},
+    parameters=OPTIONAL_PARAMETERS - {"reasoning_effort", "n"},
     max_temperature=2.0,
     default_max_tokens=100,
     accepts_images=False,
@@ -56,12 +56,25 @@ class EmbeddedVendor:
         return model
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+        sampling = engine_sampling(call)
+        forced = forced_function_names(call)
+        if forced:
+            if sampling.grammar is not None:
+                raise InvalidRequest(
+                    "response_format and a forced tool call would both constrain the answer; give one",
+                    param="response_format",
+                )
+            sampling = call_sampling(sampling, call, forced)
+        if call.tools and call.messages is None:
+            raise InvalidRequest("tools need a chat (messages), not a plain prompt", param="tools")
         engine = await self._model(target)
         info = engine.info
+        if info.vocabulary is not None:
+            _check_token_ids(sampling.logit_bias, info.vocabulary)
         if call.messages is not None:
             text = await render_chat_async(
                 call.chat_template or info.chat_template or FALLBACK_CHAT_TEMPLATE,
-                call.messages,
+                tool_messages(call, describe_tools=bool(forced)),  # tool turns as text, for any template
                 bos_token=info.bos_token,
                 eos_token=info.eos_token,
                 extra=call.chat_template_kwargs,
@@ -70,12 +83,13 @@ class EmbeddedVendor:
             text = call.prompt or ""
         # The engine tokenizes and fits max_tokens to the context window: it has the
         # vocabulary, and one message there costs less than a round trip to ask.
-        return engine.generate(
+        chunks = engine.generate(
             text=text,
             special=call.messages is not None,
-            sampling=engine_sampling(call),
+            sampling=sampling,
             default_max_tokens=CAPABILITIES.default_max_tokens,
         )
+        return as_tool_call(chunks) if forced else chunks
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         chunks = await self.stream(target, call)
@@ -98,6 +112,17 @@ def engine_sampling(call: GenerationCall) -> Sampling:
         logit_bias=_logit_bias(call.logit_bias),
         grammar=grammar_for(call.response_format),
     )
+
+
+def _check_token_ids(logit_bias: tuple[tuple[int, float], ...], vocabulary: int) -> None:
+    """Checked here too (the engine checks again), so a bad id is a 400 before streaming."""
+    outside = sorted(token for token, _ in logit_bias if not 0 <= token < vocabulary)
+    if outside:
+        raise InvalidRequest(
+            f"logit_bias names token ids outside this model's vocabulary of {vocabulary}: "
+            + ", ".join(map(str, outside[:10])),
+            param="logit_bias",
+        )
 
 
 def _logit_bias(logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
