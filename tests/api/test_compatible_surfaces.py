@@ -100,3 +100,14 @@ async def test_usage_is_recorded_for_the_deployment_that_answered(app: FastAPI, 
     assert statistics.status_code == 200, statistics.text
     [chunk] = statistics.json()["data"]
     assert chunk["prompt_tokens"] >= usage["prompt_tokens"] and chunk["response_tokens"] >= usage["completion_tokens"]
+
+
+async def test_refusals_before_any_route_come_in_the_vendors_shape(client: httpx.AsyncClient) -> None:
+    too_large = await client.post("/v1/chat/completions", content=b"x" * (300 * 1024))
+    assert too_large.status_code == 413 and too_large.json()["error"]["type"] == "invalid_request_error"
+    not_json = await client.post("/v1/messages", content=b"<x/>", headers={"content-type": "application/xml"})
+    assert not_json.status_code == 415 and not_json.json()["type"] == "error"
+    v4 = await client.post(
+        "/v4/models/x/chat-completions", content=b"<x/>", headers={"content-type": "application/xml"}
+    )
+    assert v4.status_code == 415 and "detail" in v4.json()

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelport.api import error_shapes
 from modelport.errors import ModelportError, UnsupportedMediaType, ValidationFailed
 from modelport.schemas.errors import validation_detail
 
@@ -18,7 +19,8 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _answer(send: Send, status: int, body: dict[str, Any], path: str) -> None:
+    status, body = error_shapes.reshape(path, status, body)  # OpenAI's or Anthropic's shape on their routes
     payload = orjson.dumps(body)
     await send(
         {
@@ -33,8 +35,8 @@ async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-async def _refuse(send: Send, error: ModelportError) -> None:
-    await _answer(send, error.status_code, error.body())
+async def _refuse(send: Send, error: ModelportError, path: str) -> None:
+    await _answer(send, error.status_code, error.body(), path)
 
 
 class BodySizeLimit:
@@ -48,7 +50,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, scope["path"])
             return
         seen = 0
         started = False
@@ -72,10 +74,11 @@ class BodySizeLimit:
             await self.app(scope, counted_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, scope["path"])
 
-    async def _refuse(self, send: Send) -> None:
-        await _answer(send, 413, {"detail": f"request body is larger than the limit of {self.max_bytes} bytes"})
+    async def _refuse(self, send: Send, path: str) -> None:
+        detail = f"request body is larger than the limit of {self.max_bytes} bytes"
+        await _answer(send, 413, {"detail": detail}, path)
 
 
 # --- request hygiene --------------------------------------------------------------------
@@ -165,7 +168,7 @@ class RequestHygiene:
             return
         where = _nul_outside_body(scope)
         if where is not None:
-            await _refuse(send, _nul_refusal(where))
+            await _refuse(send, _nul_refusal(where), scope["path"])
             return
         if scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
@@ -178,6 +181,7 @@ class RequestHygiene:
                     f"unsupported content type {content_type.decode('latin-1')!r}: "
                     "request bodies must be JSON (content-type: application/json)"
                 ),
+                scope["path"],
             )
             return
         chunks: list[bytes] = []
@@ -190,11 +194,12 @@ class RequestHygiene:
                 break
         body = b"".join(chunks)
         if body and content_type is None:
-            await _refuse(send, UnsupportedMediaType("a request body needs the header content-type: application/json"))
+            error = UnsupportedMediaType("a request body needs the header content-type: application/json")
+            await _refuse(send, error, scope["path"])
             return
         where = _nul_in_body(body) if body else None
         if where is not None:
-            await _refuse(send, _nul_refusal(where))
+            await _refuse(send, _nul_refusal(where), scope["path"])
             return
         replayed = False
 
