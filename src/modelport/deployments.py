@@ -4,8 +4,8 @@ A deployment is served by one adapter, chosen from its model's vendor and, for L
 Engine, from whether its `vendor_configuration` names a local GGUF file (then the
 engine embedded in modelport serves it). Its settings are the model's
 `model_creation_parameters` with the deployment's override applied; each vendor has a
-typed settings model here (pydantic, unknown keys refused), checked when a model or a
-deployment is created or changed, so a typo (`baseurl`) is a 422 naming the key at
+typed settings model (`vendors/settings.py`, unknown keys refused), checked here when a
+model or a deployment is created or changed, so a typo (`baseurl`) is a 422 naming the key at
 registration instead of a silent fallback at the first call. The `Target` a request
 carries is built from the checked settings in one place, `target_of`.
 """

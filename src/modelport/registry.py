@@ -281,6 +281,8 @@ class Registry:
                 session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
             )
             for deployment in deployments:
+                if "model_vendor" in changes:  # a local checkpoint is for LLM Engine models only
+                    check_configuration(model.model_vendor, deployment.vendor_configuration)
                 check_deployment(
                     model,
                     parameters=deployment.model_creation_parameters,

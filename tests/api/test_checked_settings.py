@@ -285,3 +285,81 @@ async def test_every_accepted_sort_and_filter_is_applied(client: httpx.AsyncClie
     assert (await ok(await client.get(f"/v4/models?account_id={account}", headers=headers)))["total_item_count"] > 0
     for path in ("/v4/models", "/v4/model-deployments", url):
         refused(await client.get(f"{path}?account_id=another-account", headers=headers), "query", "account_id")
+
+
+# --- groups and templates belong to their account ---------------------------------------------
+
+TEMPLATE = {
+    "name": "t",
+    "model_type": "CHAT_COMPLETION",
+    "endpoint_type": "SYNC",
+    "vendor_configuration": {"bundle_config": {"image": "i", "registry": "r", "tag": "1"}},
+}
+
+
+async def test_groups_and_templates_of_another_account_are_not_found(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    group = await ok(await client.post("/v4/model-groups", json={"name": "g"}, headers=headers))
+    template = await ok(await client.post("/v4/model-templates", json=TEMPLATE, headers=headers))
+    other = await ok(await client.post("/accounts", json={"account_name": f"other-{uuid.uuid4().hex[:6]}"}))
+    elsewhere = {"x-selected-account-id": other["account_id"]}
+    usage = "start_date=2026-01-01T00:00:00Z&end_date=2026-01-02T00:00:00Z&chunks=1"
+    for method, path in [
+        ("GET", f"/v4/model-groups/{group['id']}"),
+        ("PATCH", f"/v4/model-groups/{group['id']}"),
+        ("DELETE", f"/v4/model-groups/{group['id']}"),
+        ("GET", f"/v4/model-groups/{group['id']}/usage-statistics?{usage}"),
+        ("GET", f"/v4/model-templates/{template['id']}"),
+        ("DELETE", f"/v4/model-templates/{template['id']}"),
+    ]:
+        body = {"name": "x"} if method == "PATCH" else None
+        response = await client.request(method, path, json=body, headers=elsewhere)
+        assert response.status_code == 404, (method, path, response.text)
+    assert (await ok(await client.get("/v4/model-groups", headers=elsewhere)))["items"] == []
+    assert (await ok(await client.get("/v4/model-templates", headers=elsewhere)))["items"] == []
+    foreign_links = {"model_group_id": group["id"], "model_template_id": template["id"]}
+    for key, value in foreign_links.items():
+        response = await client.post(
+            "/v4/models",
+            json={"name": "linked", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI", key: value},
+            headers=elsewhere,
+        )
+        refused(response, "body", key)
+    usage_by_name = await client.get(f"/v4/models/no-such-model/usage-statistics?{usage}", headers=headers)
+    assert usage_by_name.status_code == 404
+
+
+async def test_a_template_s_parameter_types_are_checked(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    schema = {"parameters": [{"name": "reasoning_model", "type": "bool", "required": True, "description": "flag"}]}
+    template = await ok(
+        await client.post(
+            "/v4/model-templates",
+            json={**TEMPLATE, "name": "typed", "model_creation_parameters_schema": schema},
+            headers=headers,
+        )
+    )
+    base = {"name": "typed-model", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI"}
+    missing = await client.post("/v4/models", json={**base, "model_template_id": template["id"]}, headers=headers)
+    refused(missing, "body", "model_creation_parameters", "reasoning_model")
+    made = await ok(
+        await client.post(
+            "/v4/models",
+            json={
+                **base,
+                "model_template_id": template["id"],
+                "model_creation_parameters": {"model": "o3", "reasoning_model": True},
+                "request_schema": {"parameters": []},
+            },
+            headers=headers,
+        )
+    )
+    stray = {"parameters": [{"name": "region", "type": "str"}]}
+    refused(
+        await client.patch(f"/v4/models/{made['id']}", json={"request_schema": stray}, headers=headers),
+        "body",
+        "request_schema",
+        "parameters",
+        "0",
+        "name",
+    )
