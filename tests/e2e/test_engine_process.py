@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from modelport.engine.pool import resolve_checkpoint
+from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving, processes_mapping
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def engine(base_url: str) -> dict[str, Any]:
-    [entry] = httpx.get(f"{base_url}/health", timeout=5).json()["embedded_engines"]
+    """The chat model's engine (a fresh install also runs one for its embedding model)."""
+    engines = httpx.get(f"{base_url}/health", timeout=5).json()["embedded_engines"]
+    [entry] = [entry for entry in engines if entry["model"] == Path(GGUF).name]
     return dict(entry)
 
 
@@ -49,7 +52,8 @@ def ready_engine_pid(base_url: str, within: float = 30) -> int:
 
 
 def deployment(base_url: str) -> dict[str, Any]:
-    [item] = httpx.get(f"{base_url}/v4/model-deployments", headers=HEADERS, timeout=5).json()["items"]
+    items = httpx.get(f"{base_url}/v4/model-deployments", headers=HEADERS, timeout=5).json()["items"]
+    [item] = [item for item in items if item["name"] == CHAT_DEPLOYMENT]
     return dict(item)
 
 
@@ -108,7 +112,7 @@ def test_a_crash_loop_leaves_the_deployment_failed_with_the_reason(server: str) 
         time.sleep(0.05)
     health = httpx.get(f"{server}/health", timeout=5).json()
     assert health["status"] == "degraded"
-    assert "SIGKILL" in health["embedded_engines"][0]["reason"]
+    assert "SIGKILL" in engine(server)["reason"]
     deadline = time.monotonic() + 5  # the deployment's status is written by the supervisor
     while deployment(server)["status"] != "FAILED" and time.monotonic() < deadline:
         time.sleep(0.05)
