@@ -254,11 +254,13 @@ class InferenceService:
             status = 500
             raise
         finally:
-            if final is None:  # abandoned or failed: billed for what was generated
+            if final is None and (status == 499 or prepared.text_deltas):
+                # Ended early (the client went away, or the vendor failed mid-stream):
+                # billed for what was generated, the prompt at a fair guess.
                 final = _Piece(
                     text="", prompt_tokens=prompt_token_guess(prepared.call), response_tokens=prepared.text_deltas
                 )
-            self._record(principal, deployment_id, prepared, final, status, started)
+            self._record(principal, deployment_id, prepared, final or _Piece(text=""), status, started)
 
     async def _filtered(self, prepared: _Prepared, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[_Piece]:
         output = _OutputFilter(prepared.call.sampling.stop_sequences)
