@@ -255,3 +255,23 @@ async def test_redis_down_fails_open_or_closed_and_recovers(tmp_path: Path) -> N
     finally:
         await limiter.aclose()
         server.stop()
+
+
+@pytest.mark.parametrize("text", ["soon", "0d", "-1h", "1w", "3651d", "99999999999999999999d", ""])
+def test_budget_durations_outside_the_rules_are_refused(text: str) -> None:
+    from modelport.limits.base import parse_duration
+
+    with pytest.raises(ValueError, match="budget_duration"):
+        parse_duration(text)
+
+
+def test_budget_durations() -> None:
+    from modelport.limits.base import parse_duration
+
+    assert [parse_duration(text) for text in ("90s", "15m", "1h", "30d", "3650d")] == [
+        90,
+        900,
+        3600,
+        2592000,
+        315360000,
+    ]
