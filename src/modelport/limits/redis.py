@@ -147,9 +147,9 @@ class RedisLimiter:
         clock: Clock = wall_clock,
         parallel_lease_seconds: float = 600,
     ) -> None:
-        self._redis: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
-        )
+        # The deadline is ours (`_call`), around each whole call: a socket_timeout would
+        # make redis-py wrap every send in asyncio.wait_for, a task per command.
+        self._redis: Redis = Redis.from_url(url, socket_connect_timeout=timeout, retry_on_timeout=False)
         self._admit_script = self._redis.register_script(ADMIT)
         self._settle_script = self._redis.register_script(SETTLE)
         self._fail_closed = frozenset(fail_closed)
