@@ -275,3 +275,29 @@ def test_budget_durations() -> None:
         2592000,
         315360000,
     ]
+
+
+async def test_the_gate_reports_each_refusal_and_counts_nothing_for_unlimited_keys() -> None:
+    from modelport.auth import Principal
+    from modelport.errors import ModelportError
+    from modelport.generation import GenerationCall, Sampling
+    from modelport.limits.gate import LimitGate
+    from modelport.vendors.base import Target
+
+    refusals: list[ModelportError] = []
+    gate = LimitGate(MemoryLimiter(clock=Clock()), on_rejection=refusals.append)
+    target = Target(deployment_id="d", model_type="CHAT_COMPLETION", model_vendor="OPENAI")
+    call = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=5), prompt="hi")
+
+    def principal(limits: KeyLimits | None) -> Principal:
+        return Principal("i", "user", "a", "member", key_id="k", key_limits=limits)
+
+    assert await gate.admit(principal(None), target, call, "r0") is None  # nothing to count
+    admitted = await gate.admit(principal(KeyLimits(rpm_limit=1)), target, call, "r1")
+    assert admitted is not None and admitted.headers() == {"x-ratelimit-remaining-requests": "0"}
+    with pytest.raises(LimitExceeded):
+        await gate.admit(principal(KeyLimits(rpm_limit=1)), target, call, "r2")
+    assert [refusal.status_code for refusal in refusals] == [429]
+    gate.settle(admitted, tokens=3, cost=0.0)
+    await gate.aclose()
+    assert admitted.settled
