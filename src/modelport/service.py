@@ -224,11 +224,13 @@ class InferenceService:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
                 await aclose()
-            if final is None:  # abandoned or failed: billed for what was generated
+            if final is None and (status == 499 or prepared.text_deltas):
+                # Ended early (the client went away, or the vendor failed mid-stream):
+                # billed for what was generated, the prompt at a fair guess.
                 final = _Piece(
                     text="", prompt_tokens=prompt_token_guess(prepared.call), response_tokens=prepared.text_deltas
                 )
-            self._record(principal, deployment_id, prepared, final, status, started)
+            self._record(principal, deployment_id, prepared, final or _Piece(text=""), status, started)
 
     # --- the compatible surfaces: a model named, routed over its deployments -----------
 

@@ -255,3 +255,49 @@ async def test_redis_down_fails_open_or_closed_and_recovers(tmp_path: Path) -> N
     finally:
         await limiter.aclose()
         server.stop()
+
+
+@pytest.mark.parametrize("text", ["soon", "0d", "-1h", "1w", "3651d", "99999999999999999999d", ""])
+def test_budget_durations_outside_the_rules_are_refused(text: str) -> None:
+    from modelport.limits.base import parse_duration
+
+    with pytest.raises(ValueError, match="budget_duration"):
+        parse_duration(text)
+
+
+def test_budget_durations() -> None:
+    from modelport.limits.base import parse_duration
+
+    assert [parse_duration(text) for text in ("90s", "15m", "1h", "30d", "3650d")] == [
+        90,
+        900,
+        3600,
+        2592000,
+        315360000,
+    ]
+
+
+async def test_the_gate_reports_each_refusal_and_counts_nothing_for_unlimited_keys() -> None:
+    from modelport.auth import Principal
+    from modelport.errors import ModelportError
+    from modelport.generation import GenerationCall, Sampling
+    from modelport.limits.gate import LimitGate
+    from modelport.vendors.base import Target
+
+    refusals: list[ModelportError] = []
+    gate = LimitGate(MemoryLimiter(clock=Clock()), on_rejection=refusals.append)
+    target = Target(deployment_id="d", model_type="CHAT_COMPLETION", model_vendor="OPENAI")
+    call = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=5), prompt="hi")
+
+    def principal(limits: KeyLimits | None) -> Principal:
+        return Principal("i", "user", "a", "member", key_id="k", key_limits=limits)
+
+    assert await gate.admit(principal(None), target, call, "r0") is None  # nothing to count
+    admitted = await gate.admit(principal(KeyLimits(rpm_limit=1)), target, call, "r1")
+    assert admitted is not None and admitted.headers() == {"x-ratelimit-remaining-requests": "0"}
+    with pytest.raises(LimitExceeded):
+        await gate.admit(principal(KeyLimits(rpm_limit=1)), target, call, "r2")
+    assert [refusal.status_code for refusal in refusals] == [429]
+    gate.settle(admitted, tokens=3, cost=0.0)
+    await gate.aclose()
+    assert admitted.settled

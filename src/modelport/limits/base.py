@@ -48,16 +48,20 @@ Clock = Callable[[], float]
 # window the limiter has no count for (first use, a restarted process, an emptied Redis).
 SpendSource = Callable[[str, float], Awaitable[float]]
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
+MAX_DURATION_SECONDS = 3650 * 86400
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> int:
-    """`"30d"`, `"1h"`, `"15m"`, `"90s"` -> seconds; ValueError otherwise."""
+    """`"30d"`, `"1h"`, `"15m"`, `"90s"` -> seconds (at most ten years); ValueError otherwise."""
     match = _DURATION.match(text)
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"budget_duration {text!r} is not a positive duration such as '30s', '15m', '1h' or '30d'")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match is not None else 0
+    if not 0 < seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"budget_duration {text!r} is not a duration such as '30s', '15m', '1h' or '30d' (at most 3650d)"
+        )
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

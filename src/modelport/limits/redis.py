@@ -147,9 +147,9 @@ class RedisLimiter:
         clock: Clock = wall_clock,
         parallel_lease_seconds: float = 600,
     ) -> None:
-        self._redis: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
-        )
+        # The deadline is ours (`_call`), around each whole call: a socket_timeout would
+        # make redis-py wrap every send in asyncio.wait_for, a task per command.
+        self._redis: Redis = Redis.from_url(url, socket_connect_timeout=timeout, retry_on_timeout=False)
         self._admit_script = self._redis.register_script(ADMIT)
         self._settle_script = self._redis.register_script(SETTLE)
         self._fail_closed = frozenset(fail_closed)
@@ -200,15 +200,18 @@ class RedisLimiter:
             return
         admission.settled = True
         counters, _ = plan(admission.demand, admission.now)
-        taken = [counter for counter in counters if counter.name in admission.taken]
-        if not taken:
-            return
+        work: list[Counter] = []
         args: list[Any] = [admission.demand.request_id, math.floor(admission.now)]
-        for counter in taken:
+        for counter in counters:
+            if counter.name not in admission.taken or counter.limit_name == "rpm_limit":
+                continue  # a request counted for rpm stays counted: nothing to give back
             real = tokens if counter.limit_name == "tpm_limit" else cost if counter.kind == "budget" else counter.amount
+            work.append(counter)
             args += [_KINDS[counter.kind], repr(float(real - counter.amount))]
+        if not work:
+            return
         try:
-            await self._call(self._settle_script, taken, args)
+            await self._call(self._settle_script, work, args)
         except (RedisError, OSError, TimeoutError) as exc:
             # The reservations stay (a budget keeps its larger reserved amount until its
             # window ends) and the slot is freed when its lease runs out.
@@ -221,9 +224,8 @@ class RedisLimiter:
         if time.monotonic() < self._down_until:
             raise ConnectionError("Redis was unreachable moments ago")
         try:
-            return await asyncio.wait_for(
-                script(keys=[PREFIX + counter.store_key for counter in counters], args=args), self._timeout
-            )
+            async with asyncio.timeout(self._timeout):  # no extra task, unlike wait_for
+                return await script(keys=[PREFIX + counter.store_key for counter in counters], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             if time.monotonic() >= self._down_until:  # once per outage, not once per request
                 log.warning("limits: Redis unreachable (%r); asking again in %.1f s", exc, self._retry_seconds)
