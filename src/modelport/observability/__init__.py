@@ -1,0 +1,1 @@
+"""What the gateway tells its operators: metrics, traces, request logs, graceful shutdown."""
