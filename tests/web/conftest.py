@@ -46,13 +46,15 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API runs an event loop on this thread
+# while it is open, and pytest-asyncio cannot run async tests under it.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright, chromium: Path) -> Iterator[Browser]:
     # --no-sandbox: Chromium's sandbox refuses to run as root, which test machines often are.
     launched = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
