@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -84,7 +85,8 @@ async def _deployment(client: httpx.AsyncClient, **deployment_parameters: Any) -
     model = await client.post(
         "/v4/models",
         json={
-            "name": "priced",
+            # Model names are unique in an account (409): one model per deployment here.
+            "name": f"priced-{uuid.uuid4().hex[:8]}",
             "model_type": "CHAT_COMPLETION",
             "model_vendor": "OPENAI",
             "model_creation_parameters": {
