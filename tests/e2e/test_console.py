@@ -7,12 +7,14 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from modelport.cli import app
+from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving
 
 pytestmark = pytest.mark.e2e
@@ -47,9 +49,16 @@ def refused_soon(base_url: str, key: str) -> bool:
     return True
 
 
+def _chat_deployment(base_url: str) -> dict[str, Any]:
+    """A fresh install's chat deployment (it has an embedding one too)."""
+    listing = httpx.get(f"{base_url}/v4/model-deployments", headers={"x-api-key": KEY}).json()["items"]
+    [deployment] = [item for item in listing if item["name"] == CHAT_DEPLOYMENT]
+    return dict(deployment)
+
+
 def test_first_start_prints_the_deployment_id_and_a_curl_line(served: tuple[str, dict[str, str], Path]) -> None:
     base_url, _env, log = served
-    [deployment] = httpx.get(f"{base_url}/v4/model-deployments", headers={"x-api-key": KEY}).json()["items"]
+    deployment = _chat_deployment(base_url)
     printed = log.read_text()
     assert f"Default deployment: {deployment['id']}" in printed
     assert f"curl -s {base_url}/v4/models/{deployment['id']}/chat-completions" in printed
@@ -59,7 +68,7 @@ def test_first_start_prints_the_deployment_id_and_a_curl_line(served: tuple[str,
 
 def test_listings_show_full_ids_in_80_columns(served: tuple[str, dict[str, str], Path]) -> None:
     base_url, env, _log = served
-    [deployment] = httpx.get(f"{base_url}/v4/model-deployments", headers={"x-api-key": KEY}).json()["items"]
+    deployment = _chat_deployment(base_url)
     assert deployment["account_id"] in cli(env, "accounts", "list")
     assert "default" in cli(env, "accounts", "list")
     listing = cli(env, "deployments", "list")

@@ -28,8 +28,9 @@ def client(server: str) -> OpenAI:
 
 def test_models_are_listed_by_name_and_retrieved(client: OpenAI) -> None:
     listed = client.models.list()
-    assert [model.id for model in listed.data] == [MODEL]
-    assert listed.data[0].owned_by == "llmengine"
+    # A fresh install: the chat model and the embedding model, both embedded.
+    assert sorted(model.id for model in listed.data) == sorted([MODEL, "all-minilm-l6-v2"])
+    assert {model.owned_by for model in listed.data} == {"llmengine"}
     assert client.models.retrieve(MODEL).id == MODEL
     assert client.models.retrieve(f"llmengine/{MODEL}").id == MODEL
     with pytest.raises(openai.NotFoundError):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import E2E_KEY
+from tests.conftest import CHAT_DEPLOYMENT, E2E_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,9 @@ def test_chat_streams_the_answer_with_its_token_counts(page: Page, server: str, 
     page.goto("/")
     expect(page.locator("#notice")).to_contain_text("Paste an API key")
     use_key(page)
+    # The chat deployment only: the embedding one cannot chat (the usage view lists both).
     expect(page.locator("#deployment option")).to_have_count(1)
+    expect(page.locator("#usage-deployment option")).to_have_count(2)
     assert page.evaluate("sessionStorage.getItem('modelport.api-key')") == E2E_KEY
     assert page.evaluate("localStorage.length") == 0
     page.fill("#max-tokens", "24")
@@ -72,7 +74,8 @@ def test_chat_streams_the_answer_with_its_token_counts(page: Page, server: str, 
     assert len(set(streamed_lengths)) > 1, f"the answer appeared all at once: {streamed_lengths}"
 
     # The same greedy request, not streamed, gives the text the page showed.
-    [deployment] = httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": E2E_KEY}).json()["items"]
+    listing = httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": E2E_KEY}).json()["items"]
+    [deployment] = [item for item in listing if item["name"] == CHAT_DEPLOYMENT]
     direct = httpx.post(
         f"{server}/v4/models/{deployment['id']}/chat-completions",
         headers={"x-api-key": E2E_KEY},
@@ -120,7 +123,8 @@ def test_a_key_is_created_shown_once_and_revoked(page: Page, server: str) -> Non
 
 
 def test_the_views_show_the_registry_and_the_usage_chart(page: Page, server: str, tmp_path: Path) -> None:
-    [deployment] = httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": E2E_KEY}).json()["items"]
+    listing = httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": E2E_KEY}).json()["items"]
+    [deployment] = [item for item in listing if item["name"] == CHAT_DEPLOYMENT]
     httpx.post(
         f"{server}/v4/models/{deployment['id']}/chat-completions",
         headers={"x-api-key": E2E_KEY},
@@ -130,11 +134,14 @@ def test_the_views_show_the_registry_and_the_usage_chart(page: Page, server: str
     page.goto("/")
     use_key(page)
     page.click(".tab[data-view=registry]")
-    expect(page.locator("#models-table tbody tr")).to_contain_text("smollm2-135m-instruct")
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)  # the chat and the embedding model
+    expect(page.locator("#models-table tbody")).to_contain_text("smollm2-135m-instruct")
+    expect(page.locator("#models-table tbody")).to_contain_text("all-minilm-l6-v2")
     deployment_row = page.locator("#deployments-table tbody tr", has_text=deployment["id"])
     expect(deployment_row.locator(".status")).to_have_text("READY")
 
     page.click(".tab[data-view=usage]")
+    page.select_option("#usage-deployment", deployment["id"])
     expect(page.locator("#usage-summary")).to_contain_text("response tokens in the period")
     assert not page.locator("#usage-summary").inner_text().startswith("0 prompt")
     heights = page.eval_on_selector_all(

@@ -11,6 +11,7 @@ const state = {
   history: [], // finished turns of the conversation: {role, content}
   controller: null, // aborts the answer being streamed
   deployments: [],
+  textDeployments: [],
 };
 
 // ---------------------------------------------------------------- the API
@@ -171,21 +172,31 @@ function forgetKey() {
 
 // ---------------------------------------------------------------- registry
 
+// The playground chats, so it offers the deployments of models that generate text;
+// usage can be drawn for every deployment (embeddings count tokens too).
+const TEXT_MODEL_TYPES = new Set(["CHAT_COMPLETION", "COMPLETION"]);
+
 async function loadDeployments() {
-  state.deployments = await allPages("/v4/model-deployments");
+  const [models, deployments] = await Promise.all([allPages("/v4/models"), allPages("/v4/model-deployments")]);
+  const textModels = new Set(models.filter((model) => TEXT_MODEL_TYPES.has(model.model_type)).map((model) => model.id));
+  state.deployments = deployments;
+  state.textDeployments = deployments.filter((deployment) => textModels.has(deployment.model_instance_id));
   fillDeploymentChoices();
   notify("");
 }
 
 function fillDeploymentChoices() {
-  for (const select of [$("#deployment"), $("#usage-deployment")]) {
+  for (const [select, choices] of [
+    [$("#deployment"), state.textDeployments],
+    [$("#usage-deployment"), state.deployments],
+  ]) {
     const chosen = select.value;
     select.replaceChildren(
-      ...state.deployments.map((deployment) =>
+      ...choices.map((deployment) =>
         element("option", { value: deployment.id }, `${deployment.name} (${deployment.status})`),
       ),
     );
-    if (state.deployments.some((deployment) => deployment.id === chosen)) select.value = chosen;
+    if (choices.some((deployment) => deployment.id === chosen)) select.value = chosen;
   }
 }
 
