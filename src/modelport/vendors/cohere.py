@@ -16,6 +16,7 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Embeddings, Scores, Target, in_batches
 from modelport.vendors.retrieval_wire import ordered, refuse_instruction
+from modelport.vendors.settings import CohereSettings
 from modelport.vendors.upstream import (
     HttpVendor,
     api_key_for,
@@ -48,8 +49,9 @@ FINISH_REASONS: dict[str, FinishReason] = {
 
 def _settings(target: Target) -> tuple[str, str]:
     """(base URL, input type): what this adapter reads from the deployment's settings."""
-    base_url = str(target.parameters.get("base_url") or COHERE_BASE_URL)
-    input_type = str(target.parameters.get("input_type") or DEFAULT_INPUT_TYPE)
+    settings = target.settings
+    base_url = settings.base_url or COHERE_BASE_URL
+    input_type = (settings.input_type if isinstance(settings, CohereSettings) else None) or DEFAULT_INPUT_TYPE
     return base_url, input_type
 
 
@@ -119,7 +121,7 @@ class CohereVendor(HttpVendor):
             "stop_sequences": list(sampling.stop_sequences) or None,
         }
         body.update({name: value for name, value in optional.items() if value is not None})
-        body.update(target.parameters.get("extra_body") or {})
+        body.update(target.settings.extra_body or {})
         return self._post(target, "v2/chat", body)
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:

@@ -161,7 +161,7 @@ class GoogleVendor(HttpVendor):
         headers = configured_headers(target)
         if api_key:
             headers["x-goog-api-key"] = api_key
-        url = join_url(str(target.parameters.get("base_url") or GEMINI_BASE_URL), f"models/{model}:batchEmbedContents")
+        url = join_url(target.settings.base_url or GEMINI_BASE_URL, f"models/{model}:batchEmbedContents")
         vectors: list[list[float]] = []
         for batch in in_batches(texts, EMBED_BATCH):
             parts = [{"model": f"models/{model}", "content": {"parts": [{"text": text}]}} for text in batch]

@@ -98,6 +98,8 @@ class GoogleSettings(CommonSettings):
 
 class CohereSettings(CommonSettings):
     base_url: BaseUrl | None = "https://api.cohere.com"
+    # What /v2/embed is told the texts are for (Cohere's embed models need it).
+    input_type: Literal["search_document", "search_query", "classification", "clustering"] | None = None
     required: ClassVar[tuple[str, ...]] = ("model",)
 
 
