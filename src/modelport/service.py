@@ -430,6 +430,13 @@ class InferenceService:
         self._record_usage(principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started)
         return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
 
+    async def embed_model(self, principal: Principal, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embeddings from one of the deployments `model` names (see `routing`), for the
+        compatible surfaces."""
+        return await self._router.run(
+            principal.account_id, model, lambda deployment_id: self.embed(principal, deployment_id, request)
+        )
+
     async def rerank(self, principal: Principal, deployment_id: str, request: RerankingRequest) -> RerankingResponse:
         """One score per chunk, in the order the chunks were given (SPEC 3.6)."""
         started = time.perf_counter()

@@ -196,3 +196,27 @@ def test_json_schema_output_parses_and_matches_on_the_embedded_model(client: Ope
     parsed = json.loads(choice.message.content or "")
     assert set(parsed) == {"city", "population"}
     assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
+
+
+def test_embeddings_through_the_openai_sdk_match_the_v4_route(client: OpenAI, server: str) -> None:
+    texts = ["The cat sat on the mat.", "A kitten rested on the rug.", "Quarterly revenue grew by 4%."]
+    # The SDK asks for base64 by default and decodes it; float is asked for explicitly here.
+    packed = client.embeddings.create(model="all-minilm-l6-v2", input=texts)
+    plain = client.embeddings.create(model="llmengine/all-minilm-l6-v2", input=texts, encoding_format="float")
+    assert [item.index for item in packed.data] == [0, 1, 2]
+    assert packed.usage.prompt_tokens > 0 and packed.usage.total_tokens == packed.usage.prompt_tokens
+    [deployment] = [
+        item
+        for item in SGPClient(api_key=E2E_KEY, base_url=server).models.deployments.list_all()
+        if item.name == "all-minilm-l6-v2-embedded"
+    ]
+    v4 = SGPClient(api_key=E2E_KEY, base_url=server).models.embeddings.create(deployment.id, texts=texts)
+    for item, floats, expected in zip(packed.data, plain.data, v4.embeddings, strict=True):
+        assert item.embedding == pytest.approx(expected, abs=1e-6)  # float32 on the wire
+        assert floats.embedding == pytest.approx(expected, abs=1e-12)
+    single = client.embeddings.create(model="all-minilm-l6-v2", input=texts[0], encoding_format="float")
+    assert single.data[0].embedding == pytest.approx(v4.embeddings[0], abs=1e-12)
+    with pytest.raises(openai.BadRequestError):  # a chat model does not embed
+        client.embeddings.create(model=MODEL, input="hello")
+    with pytest.raises(openai.BadRequestError):  # nor does an empty input
+        client.embeddings.create(model="all-minilm-l6-v2", input=[])

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, MAX_TOP_K, MAX_TOP_LOGPROBS
+from modelport.schemas.retrieval import MAX_TEXTS
 
 
 class _Strict(BaseModel):
@@ -301,6 +302,43 @@ class TextCompletion(BaseModel):
     model: str
     choices: list[TextChoice]
     usage: Usage | None = None
+
+
+# --- embeddings ------------------------------------------------------------------------
+
+
+class EmbeddingsBody(_Strict):
+    model: Annotated[str, StringConstraints(min_length=1)]
+    # Text only: OpenAI also takes token-id arrays, which mean nothing to another vendor.
+    input: (
+        Annotated[str, StringConstraints(min_length=1)]
+        | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1, max_length=MAX_TEXTS)]
+    )
+    # The openai SDK asks for base64 unless told otherwise: little-endian float32s.
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None  # accepted and ignored, as the chat routes do
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ModelCard(BaseModel):

@@ -1,5 +1,5 @@
-"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/models, and
-the SGP SDK's OpenAI-shaped beta (/v4/beta/chat/completions, /v4/beta/completions),
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/models, and the SGP SDK's OpenAI-shaped beta (/v4/beta/chat/completions, /v4/beta/completions),
 answered by the same handlers. Translation lives in `modelport.compat.openai`; errors
 are reshaped by `api.error_shapes`.
 
@@ -10,7 +10,9 @@ started is an `error` event whose data is OpenAI's error body, which both SDKs r
 
 from __future__ import annotations
 
+import base64
 import logging
+import struct
 from collections.abc import AsyncIterator
 
 import orjson
@@ -24,6 +26,7 @@ from modelport.compat import openai as translate
 from modelport.errors import ModelportError, NotFound
 from modelport.schemas import openai as wire
 from modelport.schemas.registry import MAX_PAGE_SIZE
+from modelport.schemas.retrieval import EmbeddingRequest
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,29 @@ async def completions(request: Request, principal: CurrentPrincipal, service: Se
         return _streaming(translate.text_chunks(body, pieces), request)
     generated = await service.generate(principal, body.model, sampling, options=options)
     return _json(translate.text_completion(body, generated))
+
+
+@router.post("/v1/embeddings", response_model=wire.EmbeddingList)
+async def embeddings(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
+    body = await parse_body(request, wire.EmbeddingsBody)
+    answer = await service.embed_model(principal, body.model, EmbeddingRequest(texts=body.texts))
+    tokens = answer.tokens_used or 0
+    return _json(
+        wire.EmbeddingList(
+            data=[
+                wire.EmbeddingItem(index=index, embedding=_encoded(vector, body.encoding_format))
+                for index, vector in enumerate(answer.embeddings)
+            ],
+            model=body.model,
+            usage=wire.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+    )
+
+
+def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":  # OpenAI's: the little-endian float32s, base64-encoded
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
 
 
 async def _model_cards(principal: CurrentPrincipal, registry: RegistryDep) -> list[wire.ModelCard]:
