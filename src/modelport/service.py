@@ -22,7 +22,14 @@ from modelport.auth import Principal
 from modelport.cache import RegistryCache
 from modelport.deployments import target_of, with_parameters
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
-from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
+from modelport.generation import (
+    FinishReason,
+    GenerationCall,
+    GenerationChunk,
+    Sampling,
+    TokenLogprob,
+    join_tool_calls,
+)
 from modelport.limits.base import Admission
 from modelport.limits.gate import LimitGate
 from modelport.limits.pricing import cost_of, prompt_token_guess
@@ -421,13 +428,20 @@ class InferenceService:
         vendor, target = await self._retrieval_target(principal, deployment_id, "EMBEDDING", request)
         if not isinstance(vendor, Embedder):
             raise InvalidRequest(f"vendor {target.model_vendor} cannot embed texts on this modelport server")
+        request_id, admission = await self._admit_input(principal, target, "\n".join(request.texts))
         try:
             with waiting_for_vendor():
                 result = await vendor.embed(target, list(request.texts))
-        except ModelportError as exc:
-            self._record_usage(principal, deployment_id, target, _Piece(text=""), exc.status_code, started)
+        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
+            self._record_usage(
+                principal, deployment_id, target, _Piece(text=""), _failure_status(exc), started,
+                admission=admission, request_id=request_id,
+            )  # fmt: skip
             raise
-        self._record_usage(principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started)
+        self._record_usage(
+            principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started,
+            admission=admission, request_id=request_id,
+        )  # fmt: skip
         return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
 
     async def embed_model(self, principal: Principal, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
@@ -443,14 +457,32 @@ class InferenceService:
         vendor, target = await self._retrieval_target(principal, deployment_id, "RERANKING", request)
         if not isinstance(vendor, Reranker):
             raise InvalidRequest(f"vendor {target.model_vendor} cannot rerank on this modelport server")
+        request_id, admission = await self._admit_input(
+            principal, target, "\n".join([request.query, *request.chunks, request.instruction or ""])
+        )
         try:
             with waiting_for_vendor():
                 result = await vendor.rerank(target, request.query, list(request.chunks), request.instruction)
-        except ModelportError as exc:
-            self._record_usage(principal, deployment_id, target, _Piece(text=""), exc.status_code, started)
+        except BaseException as exc:
+            self._record_usage(
+                principal, deployment_id, target, _Piece(text=""), _failure_status(exc), started,
+                admission=admission, request_id=request_id,
+            )  # fmt: skip
             raise
-        self._record_usage(principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started)
+        self._record_usage(
+            principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started,
+            admission=admission, request_id=request_id,
+        )  # fmt: skip
         return RerankingResponse(chunk_scores=result.scores, tokens_used=result.tokens)
+
+    async def _admit_input(self, principal: Principal, target: Target, text: str) -> tuple[str, Admission | None]:
+        """Embeddings and rerankings pass the same limits as text: they generate nothing,
+        so their input is all they can cost."""
+        request_id = str(uuid.uuid4())
+        if self._limits is None:
+            return request_id, None
+        call = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt=text)
+        return request_id, await self._limits.admit(principal, target, call, request_id)
 
     async def _retrieval_target(
         self, principal: Principal, deployment_id: str, model_type: str, request: EmbeddingRequest | RerankingRequest

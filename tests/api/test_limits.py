@@ -25,8 +25,17 @@ IN_PRICE, OUT_PRICE = 0.001, 0.002
 REAL_COST = 10 * IN_PRICE + 5 * OUT_PRICE
 
 
+EMBEDDING_TOKENS = 7  # the upstream's usage for every embeddings call
+
+
 def _answer(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
+    if request.url.path.endswith("/embeddings"):
+        vectors = [
+            {"object": "embedding", "index": index, "embedding": [0.6, 0.8]} for index in range(len(body["input"]))
+        ]
+        usage = {"prompt_tokens": EMBEDDING_TOKENS, "total_tokens": EMBEDDING_TOKENS}
+        return httpx.Response(200, json={"object": "list", "data": vectors, "model": "e", "usage": usage})
     if body.get("stream"):
         chunk = {"choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]}
         last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
@@ -245,3 +254,35 @@ async def test_a_retried_flush_never_counts_twice(limited: tuple[FastAPI, httpx.
     async with app.state.sessions() as session:
         count = await session.scalar(select(func.count()).where(UsageRecord.key_id == "retried"))
     assert count == 1
+
+
+async def test_embeddings_pass_the_same_limits_and_are_billed(limited: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = limited
+    model = await client.post(
+        "/v4/models",
+        json={
+            "name": f"priced-embedder-{uuid.uuid4().hex[:8]}",
+            "model_type": "EMBEDDING",
+            "model_vendor": "OPENAI",
+            "model_creation_parameters": {
+                "base_url": "http://upstream.test/v1",
+                "model": "e",
+                "input_cost_per_token": IN_PRICE,
+            },
+        },
+    )
+    assert model.status_code == 200, model.text
+    deployment = (await client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "e"})).json()["id"]
+    key_id, key = await _key(client, rpm_limit=2)
+    path = f"/v4/models/{deployment}/embeddings"
+    for _ in range(2):
+        answer = await client.post(path, json={"texts": ["a", "b"]}, headers={"x-api-key": key})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"embeddings": [[0.6, 0.8], [0.6, 0.8]], "tokens_used": EMBEDDING_TOKENS}
+    refused = await client.post(path, json={"texts": ["a"]}, headers={"x-api-key": key})
+    assert refused.status_code == 429 and "rpm_limit" in refused.json()["detail"]
+    await _settled(app)
+    async with app.state.sessions() as session:
+        records = (await session.execute(select(UsageRecord).where(UsageRecord.key_id == key_id))).scalars().all()
+    assert [record.prompt_tokens for record in records] == [EMBEDDING_TOKENS, EMBEDDING_TOKENS]
+    assert sum(record.cost for record in records) == pytest.approx(2 * EMBEDDING_TOKENS * IN_PRICE)
