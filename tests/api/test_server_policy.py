@@ -76,6 +76,14 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "create model with an allowed api_key_env": (200, 200, 403),
         "create model naming MODELPORT_SECRET_KEY": (422, 422, 403),
         "read account A's model": (404, 404, 404),
+        "who am I": (200, 200, 200),
+        "create model group": (200, 200, 403),
+        "create model template": (200, 200, 403),
+        "account spend": (200, 200, 403),
+        "change a key's limits": (200, 200, 403),
+        "list models, OpenAI's way": (200, 200, 200),
+        "chat with account A's model by name": (404, 404, 404),
+        "Anthropic messages with account A's model": (404, 404, 404),
     }
     index = ROLES.index(role)
     got = {
@@ -89,6 +97,33 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
             "/v4/models", json=openai_model(f"steal-{role}", api_key_env="MODELPORT_SECRET_KEY"), headers=headers
         ),
         "read account A's model": await client.get(f"/v4/models/{tenant['a_model']}", headers=headers),
+        "who am I": await client.get("/user-info", headers=headers),
+        "create model group": await client.post("/v4/model-groups", json={"name": f"g-{role}"}, headers=headers),
+        "create model template": await client.post(
+            "/v4/model-templates",
+            json={
+                "name": f"t-{role}",
+                "model_type": "CHAT_COMPLETION",
+                "endpoint_type": "SYNC",
+                "vendor_configuration": {"bundle_config": {"image": "i", "registry": "r", "tag": "1"}},
+            },
+            headers=headers,
+        ),
+        "account spend": await client.get("/v4/spend", headers=headers),
+        "change a key's limits": await client.patch(
+            f"/v4/api-keys/{tenant['member_key_id']}", json={"rpm_limit": 1000}, headers=headers
+        ),
+        "list models, OpenAI's way": await client.get("/v1/models", headers=headers),
+        "chat with account A's model by name": await client.post(
+            "/v1/chat/completions",
+            json={"model": "a-private", "messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        ),
+        "Anthropic messages with account A's model": await client.post(
+            "/v1/messages",
+            json={"model": "a-private", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        ),
     }
     assert {route: response.status_code for route, response in got.items()} == {
         route: statuses[index] for route, statuses in expected.items()
