@@ -85,8 +85,11 @@ class UsageRecorder:
             try:
                 async with self._sessions() as session, session.begin():
                     await repo.insert_usage(session, batch)
-            except Exception:
-                # Keep the records for the next attempt rather than lose them.
+            except BaseException:
+                # Keep the records for the next attempt rather than lose them, also when
+                # the writer is cancelled mid-write (at shutdown `close` cancels it, then
+                # flushes). Records carry a unique request id and are inserted with
+                # ON CONFLICT DO NOTHING, so one written before the cancel is not doubled.
                 self._pending[:0] = batch
                 raise
 
