@@ -228,16 +228,19 @@ class InferenceService:
             status = 500
             raise
         finally:
-            aclose = getattr(pieces, "aclose", None)
-            if aclose is not None:
-                await aclose()
             if final is None and (status == 499 or prepared.text_deltas):
                 # Ended early (the client went away, or the vendor failed mid-stream):
                 # billed for what was generated, the prompt at a fair guess.
                 final = _Piece(
                     text="", prompt_tokens=prompt_token_guess(prepared.call), response_tokens=prepared.text_deltas
                 )
+            # Recorded before anything is awaited: in a cancelled task (the client gone, or
+            # the shutdown's grace period over) every await here raises again, and a record
+            # placed after one would be lost.
             self._record(principal, deployment_id, prepared, final or _Piece(text=""), status, started)
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     # --- the compatible surfaces: a model named, routed over its deployments -----------
 

@@ -6,12 +6,41 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 import orjson
 from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from modelport.errors import ModelportError
 
 log = logging.getLogger(__name__)
+
+
+class EventStream(StreamingResponse):
+    """A `text/event-stream` answer whose event generator is always closed in the
+    request's own task, even when that task is cancelled (its client gone, or the
+    shutdown's grace period over). Otherwise the generator would be finalised later by
+    the garbage collector, and what its `finally` records (the request's usage, its
+    limits) could come after the shutdown's last usage flush, and be lost."""
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._events = content
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                # Shielded from the cancellation, but not for ever: a close that hangs
+                # must not hold the shutdown.
+                with anyio.move_on_after(5, shield=True):
+                    await aclose()
+
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def event(payload: BaseModel) -> bytes:

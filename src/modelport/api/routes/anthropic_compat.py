@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import anthropic_error
+from modelport.api.sse import EventStream
 from modelport.compat import anthropic as translate
 from modelport.errors import ModelportError
 from modelport.schemas import anthropic as wire
@@ -25,8 +26,6 @@ from modelport.schemas import anthropic as wire
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["anthropic-compatible"])
-
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _event(name: str, payload: dict[str, object]) -> bytes:
@@ -54,9 +53,7 @@ async def messages(request: Request, principal: CurrentPrincipal, service: Servi
     sampling, turns, options = translate.message_request(body)
     if body.stream:
         pieces = await service.generate_stream(principal, body.model, sampling, messages=turns, options=options)
-        return StreamingResponse(
-            _sse(translate.message_events(body, pieces)), media_type="text/event-stream", headers=_STREAM_HEADERS
-        )
+        return EventStream(_sse(translate.message_events(body, pieces)))
     generated = await service.generate(principal, body.model, sampling, messages=turns, options=options)
     return Response(translate.message(body, generated).model_dump_json(), media_type="application/json")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import sse
@@ -14,7 +14,6 @@ from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
 
 router = APIRouter(tags=["inference"])
 
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # The bodies these routes parse by hand (for speed, see `parse_body`), so FastAPI does not
 # see them: they are declared to OpenAPI here, and `api.app` adds their schemas.
 BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest)
@@ -30,7 +29,7 @@ async def _answer(
 ) -> Response:
     if body.stream:
         events = await service.stream(principal, deployment_id, body)
-        return StreamingResponse(sse.encode(events), media_type="text/event-stream", headers=_STREAM_HEADERS)
+        return sse.EventStream(sse.encode(events))
     result = await service.complete(principal, deployment_id, body)
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from modelport.api.deps import CurrentPrincipal, RegistryDep, Service, parse_body
 from modelport.api.error_shapes import openai_error
+from modelport.api.sse import EventStream
 from modelport.compat import openai as translate
 from modelport.errors import ModelportError, NotFound
 from modelport.schemas import openai as wire
@@ -31,8 +32,6 @@ from modelport.schemas.retrieval import EmbeddingRequest
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["openai-compatible"])
-
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _json(payload: BaseModel) -> Response:
@@ -59,7 +58,7 @@ async def _sse(events: AsyncIterator[BaseModel], *, done_sentinel: bool) -> Asyn
 
 def _streaming(events: AsyncIterator[BaseModel], request: Request) -> StreamingResponse:
     done = not request.url.path.startswith("/v4/beta/")
-    return StreamingResponse(_sse(events, done_sentinel=done), media_type="text/event-stream", headers=_STREAM_HEADERS)
+    return EventStream(_sse(events, done_sentinel=done))
 
 
 @router.post("/v1/chat/completions", response_model=wire.ChatCompletion)
