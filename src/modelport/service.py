@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -53,11 +53,13 @@ from modelport.stopseq import OutputFilter
 from modelport.store import repo
 from modelport.templates import substitute_bindings
 from modelport.timing import waiting_for_vendor
-from modelport.vendors.base import Capabilities, Embedder, Reranker, Target, Vendor
+from modelport.vendors.base import Capabilities, Embedder, Embeddings, Reranker, Scores, Target, Vendor
 from modelport.vendors.registry import VendorRegistry
 
 CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
+# What an embeddings or rerankings adapter answers (both carry the tokens used).
+InputResultT = TypeVar("InputResultT", Embeddings, Scores)
 
 
 class UsageSink(Protocol):
@@ -431,19 +433,9 @@ class InferenceService:
         vendor, target = await self._retrieval_target(principal, deployment_id, "EMBEDDING", request)
         if not isinstance(vendor, Embedder):
             raise InvalidRequest(f"vendor {target.model_vendor} cannot embed texts on this modelport server")
-        request_id, admission = await self._admit_input(principal, target, "\n".join(request.texts))
-        try:
-            with waiting_for_vendor():
-                result = await vendor.embed(target, list(request.texts))
-        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
-            self._record_usage(
-                principal, deployment_id, target, _Piece(text=""), _failure_status(exc), started,
-                admission=admission, request_id=request_id,
-            )  # fmt: skip
-            raise
-        self._record_usage(
-            principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started,
-            admission=admission, request_id=request_id,
+        result = await self._input_call(
+            principal, deployment_id, target, "\n".join(request.texts), started,
+            lambda: vendor.embed(target, list(request.texts)),
         )  # fmt: skip
         return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
 
@@ -460,13 +452,32 @@ class InferenceService:
         vendor, target = await self._retrieval_target(principal, deployment_id, "RERANKING", request)
         if not isinstance(vendor, Reranker):
             raise InvalidRequest(f"vendor {target.model_vendor} cannot rerank on this modelport server")
-        request_id, admission = await self._admit_input(
-            principal, target, "\n".join([request.query, *request.chunks, request.instruction or ""])
-        )
+        result = await self._input_call(
+            principal, deployment_id, target, "\n".join([request.query, *request.chunks, request.instruction or ""]),
+            started, lambda: vendor.rerank(target, request.query, list(request.chunks), request.instruction),
+        )  # fmt: skip
+        return RerankingResponse(chunk_scores=result.scores, tokens_used=result.tokens)
+
+    async def _input_call(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        target: Target,
+        text: str,
+        started: float,
+        call: Callable[[], Awaitable[InputResultT]],
+    ) -> InputResultT:
+        """An embeddings or rerankings call, admitted, recorded and settled like text.
+        It generates nothing, so its input (`text`) is all it can cost."""
+        request_id = str(uuid.uuid4())
+        admission = None
+        if self._limits is not None:
+            reserved = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt=text)
+            admission = await self._limits.admit(principal, target, reserved, request_id)
         try:
             with waiting_for_vendor():
-                result = await vendor.rerank(target, request.query, list(request.chunks), request.instruction)
-        except BaseException as exc:
+                result = await call()
+        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
             self._record_usage(
                 principal, deployment_id, target, _Piece(text=""), _failure_status(exc), started,
                 admission=admission, request_id=request_id,
@@ -476,16 +487,7 @@ class InferenceService:
             principal, deployment_id, target, _Piece(text="", prompt_tokens=result.tokens), 200, started,
             admission=admission, request_id=request_id,
         )  # fmt: skip
-        return RerankingResponse(chunk_scores=result.scores, tokens_used=result.tokens)
-
-    async def _admit_input(self, principal: Principal, target: Target, text: str) -> tuple[str, Admission | None]:
-        """Embeddings and rerankings pass the same limits as text: they generate nothing,
-        so their input is all they can cost."""
-        request_id = str(uuid.uuid4())
-        if self._limits is None:
-            return request_id, None
-        call = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt=text)
-        return request_id, await self._limits.admit(principal, target, call, request_id)
+        return result
 
     async def _retrieval_target(
         self, principal: Principal, deployment_id: str, model_type: str, request: EmbeddingRequest | RerankingRequest
