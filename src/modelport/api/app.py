@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__, welcome
+from modelport.heap import freeze_startup_heap
 from modelport.api import error_shapes
 from modelport.api.limits import BodySizeLimit, RequestHygiene
 from modelport.api.overhead import OverheadHeader
@@ -220,6 +221,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits=limits,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
+    freeze_startup_heap()
     try:
         with gate.watching_signals(settings.shutdown_grace_seconds):
             yield
