@@ -21,11 +21,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__, welcome
-from modelport.heap import freeze_startup_heap
 from modelport.api import error_shapes
-from modelport.api.limits import BodySizeLimit, RequestHygiene
-from modelport.api.overhead import OverheadHeader
-from modelport.api.ratelimit_headers import RateLimitHeaders
+from modelport.api.limits import RequestGuard
 from modelport.api.routes import (
     accounts,
     anthropic_compat,
@@ -49,6 +46,7 @@ from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
+from modelport.heap import freeze_startup_heap
 from modelport.limits import build_limiter
 from modelport.limits.base import Clock, wall_clock
 from modelport.limits.gate import LimitGate
@@ -343,14 +341,13 @@ def create_app(
     app.include_router(anthropic_compat.router)
     app.include_router(catalogue.router)
     app.include_router(spend.router)
-    app.add_middleware(RateLimitHeaders)
     if settings.metrics:
         app.include_router(metrics_route.router)
     web.install(app)
-    app.add_middleware(RequestHygiene)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(OverheadHeader)  # its clock starts before the app's own work
-    app.add_middleware(RequestObserver, access_log=settings.access_log)  # reads that header
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    # Outermost: its clock (the request's latency, and the gateway's own share of it)
+    # starts before any of modelport's work.
+    app.add_middleware(RequestObserver, access_log=settings.access_log)
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

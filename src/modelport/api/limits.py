@@ -15,10 +15,6 @@ from modelport.errors import ModelportError, UnsupportedMediaType, ValidationFai
 from modelport.schemas.errors import validation_detail
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 async def _answer(send: Send, status: int, body: dict[str, Any], path: str) -> None:
     status, body = error_shapes.reshape(path, status, body)  # OpenAI's or Anthropic's shape on their routes
     payload = orjson.dumps(body)
@@ -38,50 +34,6 @@ async def _answer(send: Send, status: int, body: dict[str, Any], path: str) -> N
 async def _refuse(send: Send, error: ModelportError, path: str) -> None:
     await _answer(send, error.status_code, error.body(), path)
 
-
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send, scope["path"])
-            return
-        seen = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send, scope["path"])
-
-    async def _refuse(self, send: Send, path: str) -> None:
-        detail = f"request body is larger than the limit of {self.max_bytes} bytes"
-        await _answer(send, 413, {"detail": detail}, path)
-
-
-# --- request hygiene --------------------------------------------------------------------
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 NUL_MESSAGE = "NUL characters (\\u0000) are not allowed"
@@ -150,21 +102,29 @@ def _nul_path(value: object) -> list[str] | None:
     return None
 
 
-class RequestHygiene:
+class RequestGuard:
     """Refuses what no route can take, before routing, authentication or parsing:
 
+    - a body larger than `max_bytes` (413), whether it declares its length or not;
     - a POST/PUT/PATCH body that is not JSON (415): every body modelport reads is JSON,
       and the inference routes parse theirs by hand, whatever the content type says;
     - a NUL character in the path, the query, a header or any JSON string or key (422):
       PostgreSQL cannot store or even compare text holding one.
+
+    A body is read whole here (it must be, to look for NULs) and handed on as one message.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send, scope["path"])
             return
         where = _nul_outside_body(scope)
         if where is not None:
@@ -185,11 +145,17 @@ class RequestHygiene:
             )
             return
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away before it finished sending
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send, scope["path"])
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
@@ -211,3 +177,7 @@ class RequestHygiene:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send, path: str) -> None:
+        detail = f"request body is larger than the limit of {self.max_bytes} bytes"
+        await _answer(send, 413, {"detail": detail}, path)

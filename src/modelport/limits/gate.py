@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 NO_LIMITS = KeyLimits()
 
-# Set by the HTTP layer for each request (api/ratelimit_headers.py): admission writes
+# Set by the HTTP layer for each request (observability/middleware.py): admission writes
 # the x-ratelimit-remaining-* headers of the answer here.
 response_headers: ContextVar[dict[str, str] | None] = ContextVar("modelport_ratelimit_headers", default=None)
 

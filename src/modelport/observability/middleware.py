@@ -2,8 +2,12 @@
 route, status, first event), the metrics and the log line made from it at the end,
 its trace span, and its end at shutdown when the grace period is over.
 
-It sits outside `OverheadHeader`, so the gateway overhead it records is the value that
-header carries."""
+It also adds the headers that describe the request as a whole when the response
+starts: `x-request-id`, `x-modelport-overhead-ms` (the gateway's own time, see
+`modelport.timing`) and the `x-ratelimit-remaining-*` headers that admission found
+(SPEC 7; the service knows no HTTP, so it writes them into a per-request dict,
+`limits.gate.response_headers`). One middleware rather than one per header: every
+layer wraps `send`, and a stream calls `send` once per event."""
 
 from __future__ import annotations
 
@@ -15,13 +19,15 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.api.overhead import HEADER as OVERHEAD_HEADER
+from modelport.limits.gate import response_headers
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.requests import RequestRecord, current_request
 from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
 from modelport.observability.shutdown import gate
+from modelport.timing import RequestClock, current_clock
 
 REQUEST_ID_HEADER = b"x-request-id"
+OVERHEAD_HEADER = b"x-modelport-overhead-ms"
 # A caller's own request id is kept if it looks like one (so it can be logged safely).
 _CALLER_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 _EVENT_STREAM = b"text/event-stream"
@@ -46,7 +52,9 @@ class RequestObserver:
             return
         record = RequestRecord(request_id=_request_id(scope), method=scope["method"], scope=scope)
         record.span = tracing.start_request(record)
-        token = current_request.set(record)
+        clock = RequestClock(started=record.started)
+        limit_headers: dict[str, str] = {}
+        tokens = (current_request.set(record), current_clock.set(clock), response_headers.set(limit_headers))
         started = False
         finished = False
 
@@ -56,13 +64,19 @@ class RequestObserver:
             if kind == "http.response.start":
                 started = True
                 record.status = record.status or message["status"]
-                headers = message.get("headers", ())
+                overhead_ms = clock.overhead_ms()
+                metrics.gateway_overhead(record.route, overhead_ms / 1000)
+                headers = [
+                    *message.get("headers", ()),
+                    (REQUEST_ID_HEADER, record.request_id.encode()),
+                    (OVERHEAD_HEADER, f"{overhead_ms:.3f}".encode()),
+                    *((name.encode(), value.encode()) for name, value in limit_headers.items()),
+                ]
                 for name, value in headers:
                     if name == b"content-type":
                         record.streaming = value.startswith(_EVENT_STREAM)
-                    elif name == OVERHEAD_HEADER:
-                        metrics.gateway_overhead(record.route, float(value) / 1000)
-                message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, record.request_id.encode())]}
+                        break
+                message = {**message, "headers": headers}
             elif kind == "http.response.body":
                 body = message.get("body", b"")
                 if record.streaming and body:
@@ -89,7 +103,9 @@ class RequestObserver:
             record.status = 503
         finally:
             gate.leave(task)
-            current_request.reset(token)
+            current_request.reset(tokens[0])
+            current_clock.reset(tokens[1])
+            response_headers.reset(tokens[2])
             self._finish(record)
 
     def _finish(self, record: RequestRecord) -> None:
