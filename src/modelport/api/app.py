@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__, welcome
 from modelport.api import error_shapes
+from modelport.api.deps import SELECTED_ACCOUNT_HEADER
 from modelport.api.limits import RequestGuard
 from modelport.api.routes import (
     accounts,
@@ -259,8 +260,11 @@ def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], 
 
 def _complete_openapi(document: dict[str, Any]) -> None:
     """What FastAPI cannot see for itself: the bodies of the inference routes (parsed by
-    hand, see `api.deps.parse_body`), and the error bodies modelport really sends."""
-    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    hand, see `api.deps.parse_body`), the headers `api.deps.current_principal` reads by
+    hand, and the error bodies modelport really sends."""
+    components: dict[str, Any] = document.setdefault("components", {})
+    schemas: dict[str, Any] = components.setdefault("schemas", {})
+    components.setdefault("securitySchemes", {})["HTTPBearer"] = {"type": "http", "scheme": "bearer"}
     models: list[type[BaseModel]] = [*inference.BODY_MODELS, ValidationErrorResponse, ErrorResponse]
     for model in models:
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -273,8 +277,20 @@ def _complete_openapi(document: dict[str, Any]) -> None:
                 responses["422"] = _error_response("Validation Error", ValidationErrorResponse)
             if "requestBody" in operation:
                 responses.setdefault("415", _error_response("Unsupported Media Type (not JSON)", ErrorResponse))
+            if operation.get("security"):  # it authenticates: with either header, in an account
+                operation["security"] = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+                operation.setdefault("parameters", []).append(_SELECTED_ACCOUNT_PARAMETER)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+
+
+_SELECTED_ACCOUNT_PARAMETER = {
+    "name": SELECTED_ACCOUNT_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The account to act in; without it, the API key's default account.",
+    "schema": {"type": "string"},
+}
 
 
 def _error_response(description: str, model: type[BaseModel]) -> dict[str, Any]:
