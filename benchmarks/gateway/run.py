@@ -377,7 +377,7 @@ def main() -> None:
                         flush=True,
                     )
 
-        soak_samples = soak(targets[1], workdir, args.soak) if args.soak else []
+        soak_samples = soak(next(t for t in targets if t.name == "modelport"), workdir, args.soak) if args.soak else []
         report(targets, results, soak_samples)
         if args.json:
             args.json.write_text(

@@ -3,6 +3,7 @@ them: through the real app, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -135,3 +136,31 @@ async def test_the_consoles_queries_find_by_name_or_prefix_and_sum_usage(
         usage = await inventory.usage_since(session, since=datetime.now(UTC) - timedelta(days=1), account_id=None)
     [mine] = [row for row in usage if row.deployment_id == deployment_id]
     assert mine.requests >= 1 and mine.response_tokens >= 1 and mine.account_name == "default"
+
+
+def test_the_head_revision_read_from_file_names_is_alembics_own() -> None:
+    """Start-up compares the database with `db.head_revision()` to skip loading Alembic;
+    a migration file named against the rule would make it skip a needed upgrade."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from modelport.store import db
+
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    assert db.head_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+
+async def test_start_up_migrates_only_a_database_that_is_behind(tmp_path: Path) -> None:
+    from modelport.store import db
+
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'modelport.db'}")
+    try:
+        assert not await db.schema_is_current(engine)  # new: no schema at all
+        await db.upgrade(engine, "0006")
+        assert not await db.schema_is_current(engine)  # one migration behind
+        await db.upgrade(engine)
+        assert await db.schema_is_current(engine)
+        assert await db.current_revision(engine) == db.head_revision()
+    finally:
+        await engine.dispose()

@@ -154,7 +154,7 @@ def _register_upstream_vendors(
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
     """Migrations and first-start setup, as the settings ask. `serve --workers N` runs
     this once before starting the workers, so they do not race each other for it."""
-    if settings.migrate_on_start:
+    if settings.migrate_on_start and not await db.schema_is_current(engine):
         await db.upgrade(engine)
     if settings.bootstrap:
         first = await bootstrap_if_empty(sessions, api_key=settings.api_key, context_window=settings.embedded_n_ctx)

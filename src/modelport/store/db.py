@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, UOWTransaction
 
@@ -97,6 +98,26 @@ def _alembic_config(connection: Connection) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+def head_revision() -> str:
+    """The newest migration's revision. Migrations are linear and each file is named
+    after its revision (`0007_limits_and_spend.py` is revision "0007"), so this needs
+    no Alembic; a test checks it against Alembic's own graph."""
+    newest = max(path.name for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+    return newest[:4]
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """Whether the database is already at the newest revision. Asked at every start
+    before migrating: loading Alembic and its scripts to find nothing to do took a
+    quarter of the start-up time and 10 MB of resident memory (benchmarks/README.md)."""
+    try:
+        async with engine.connect() as connection:
+            found = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:  # no such table yet: a new database
+        return False
+    return bool(found == head_revision())
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
