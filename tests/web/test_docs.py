@@ -37,12 +37,16 @@ def offline_page(browser: Browser, server: str) -> Iterator[tuple[Page, list[str
 def test_the_openapi_document_declares_the_key_header(server: str) -> None:
     document = httpx.get(f"{server}/openapi.json").json()
     schemes = document["components"]["securitySchemes"]
-    [(name, scheme)] = schemes.items()
-    assert scheme == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert schemes == {
+        "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        "HTTPBearer": {"type": "http", "scheme": "bearer"},  # what the OpenAI SDK sends
+    }
     operation = document["paths"]["/v4/model-deployments"]["get"]
-    assert operation["security"] == [{name: []}]
+    assert operation["security"] == [{"APIKeyHeader": []}, {"HTTPBearer": []}]  # either one
     # Declared once, as the scheme: not also as a plain header parameter.
-    assert all(parameter["name"] != "x-api-key" for parameter in operation.get("parameters", []))
+    parameters = [parameter["name"] for parameter in operation.get("parameters", [])]
+    assert "x-api-key" not in parameters and "authorization" not in parameters
+    assert "x-selected-account-id" in parameters
     assert "security" not in document["paths"]["/health"]["get"]
 
 
