@@ -117,6 +117,9 @@ def serve(
             timeout_keep_alive=int(settings.keep_alive_seconds),
             limit_concurrency=settings.max_connections,
             http=HeaderDeadlineProtocol,
+            # One worker accepts every waiting connection at once; workers sharing a
+            # socket accept one per turn, which spreads connections (see api/accept.py).
+            loop="modelport.api.accept:new_event_loop" if settings.workers == 1 else "auto",
         )
     finally:
         if supervisor is not None:
