@@ -3,6 +3,7 @@ Redis server the test owns), on a test clock: no sleeps, no timing asserts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from modelport.limits.base import Admission, Demand, KeyLimits, Limiter, LimitExceeded, LimitStoreUnavailable
 from modelport.limits.memory import MemoryLimiter
-from modelport.limits.redis import RedisLimiter
+from modelport.limits.redis import MAX_CONNECTIONS, RedisLimiter
 from tests.redis_server import OwnRedis
 
 
@@ -255,6 +256,21 @@ async def test_redis_down_fails_open_or_closed_and_recovers(tmp_path: Path) -> N
     finally:
         await limiter.aclose()
         server.stop()
+
+
+async def test_more_concurrent_requests_than_redis_connections_wait_for_one(own_redis: OwnRedis) -> None:
+    """A request beyond the connection pool's size waits for a connection; it is not
+    told that Redis is unreachable (which fails a fail-closed limit with 503)."""
+    limiter = RedisLimiter(own_redis.url, clock=Clock(), fail_closed=["max_budget"], timeout=10.0)
+    budget = KeyLimits(max_budget=1e9)
+    try:
+        admitted = await asyncio.gather(
+            *(limiter.admit(demand("pool-key", budget, cost=0.01)) for _ in range(MAX_CONNECTIONS + 44))
+        )
+        assert all(admission.taken for admission in admitted)
+        await asyncio.gather(*(limiter.settle(admission, tokens=10, cost=0.01) for admission in admitted))
+    finally:
+        await limiter.aclose()
 
 
 @pytest.mark.parametrize("text", ["soon", "0d", "-1h", "1w", "3651d", "99999999999999999999d", ""])

@@ -21,7 +21,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from modelport.limits.base import (
@@ -38,6 +38,12 @@ from modelport.limits.counters import Counter, plan, refusal
 log = logging.getLogger(__name__)
 
 PREFIX = "modelport:limits:"
+# Connections to Redis a process may hold. More calls than this at once wait for one
+# (within the call's deadline) rather than fail: redis-py's default pool refuses the
+# 101st concurrent call, which read as "Redis unreachable" and answered 503 for every
+# fail-closed limit, second after second, at 64 concurrent requests (each request holds
+# a connection for its admission and, later, one for its settlement).
+MAX_CONNECTIONS = 256
 _KINDS = {"window": "w", "parallel": "p", "budget": "b"}
 
 # KEYS: one per counter. ARGV: now, request id, lease seconds, then five per counter:
@@ -149,7 +155,10 @@ class RedisLimiter:
     ) -> None:
         # The deadline is ours (`_call`), around each whole call: a socket_timeout would
         # make redis-py wrap every send in asyncio.wait_for, a task per command.
-        self._redis: Redis = Redis.from_url(url, socket_connect_timeout=timeout, retry_on_timeout=False)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
+        self._redis: Redis = Redis(connection_pool=pool)
         self._admit_script = self._redis.register_script(ADMIT)
         self._settle_script = self._redis.register_script(SETTLE)
         self._fail_closed = frozenset(fail_closed)
@@ -218,7 +227,7 @@ class RedisLimiter:
             log.debug("limits: settling request %s in Redis failed: %r", admission.demand.request_id, exc)
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     async def _call(self, script: Any, counters: list[Counter], args: list[Any]) -> Any:
         if time.monotonic() < self._down_until:
