@@ -15,6 +15,11 @@ vendor is even called. Entries stay valid until the registry changes:
 
 Only things that exist are cached: an unknown key or deployment is looked up again
 every time, so something created in another process is found at once.
+
+Requests that miss the same entry at once share one lookup. Entries are read by every
+request, so they all expire together: without this, the 64 requests in flight when a
+key's entry expired each read it again, in one queue to the database, and the last of
+them waited 0.2 s (a p99 spike every `ttl_seconds` in the gateway benchmark).
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ class RegistryCache:
         # what it read, since that may predate the change that caused the clear.
         self._epoch = 0
         self._generation: int | None = None
+        # Lookups under way, shared by the requests that want the same entry. A task of
+        # its own, so that a request that goes away does not cancel the others' lookup.
+        self._loading: dict[Hashable, asyncio.Task[Any]] = {}
 
     def clear(self) -> None:
         self._entries.clear()
+        self._loading.clear()  # a lookup begun before a change must not serve requests after it
         self._epoch += 1
 
     async def get_or_load(self, key: Hashable, load: Callable[[], Awaitable[T | None]]) -> T | None:
@@ -52,8 +61,22 @@ class RegistryCache:
         if entry is not None and entry[0] > now:
             value: T = entry[1]
             return value
-        epoch = self._epoch
-        loaded = await load()
+        lookup = self._loading.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._load(key, load, now, self._epoch))
+            # Its failure reaches every waiter; this only keeps asyncio from reporting it
+            # as unseen when every waiter went away first.
+            lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._loading[key] = lookup
+        loaded: T | None = await asyncio.shield(lookup)
+        return loaded
+
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[T | None]], now: float, epoch: int) -> T | None:
+        try:
+            loaded = await load()
+        finally:
+            if epoch == self._epoch:
+                self._loading.pop(key, None)
         if loaded is not None and epoch == self._epoch and self.ttl_seconds > 0:
             if len(self._entries) >= self._max_entries:
                 self._entries.clear()  # crude but bounded; a full cache refills in one pass

@@ -105,3 +105,55 @@ async def test_poll_watches_the_counter_until_cancelled() -> None:
     await asyncio.wait_for(seen.wait(), timeout=5)
     poller.cancel()
     assert await cache.get_or_load("key", revoked) is None
+
+
+async def test_requests_that_miss_the_same_entry_at_once_share_one_lookup() -> None:
+    cache = RegistryCache()
+    release = asyncio.Event()
+    lookups = 0
+
+    async def load() -> str:
+        nonlocal lookups
+        lookups += 1
+        await release.wait()
+        return "owner"
+
+    waiting = [asyncio.create_task(cache.get_or_load("key", load)) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == ["owner"] * 50
+    assert lookups == 1
+
+
+async def test_a_request_that_goes_away_does_not_cancel_the_lookup_it_shares() -> None:
+    cache = RegistryCache()
+    release = asyncio.Event()
+
+    async def load() -> str:
+        await release.wait()
+        return "owner"
+
+    first = asyncio.create_task(cache.get_or_load("key", load))
+    second = asyncio.create_task(cache.get_or_load("key", load))
+    await asyncio.sleep(0)
+    first.cancel()  # its client disconnected
+    release.set()
+    assert await second == "owner"
+    assert await cache.get_or_load("key", revoked) == "owner"  # and it was stored
+
+
+async def test_a_request_after_a_change_does_not_join_a_lookup_begun_before_it() -> None:
+    cache = RegistryCache()
+    release = asyncio.Event()
+
+    async def old_value() -> str:
+        await release.wait()
+        return "owner"
+
+    before = asyncio.create_task(cache.get_or_load("key", old_value))
+    await asyncio.sleep(0)
+    cache.clear()  # the key was revoked meanwhile
+    after = asyncio.create_task(cache.get_or_load("key", revoked))
+    release.set()
+    assert await before == "owner"
+    assert await after is None
