@@ -1,6 +1,7 @@
 """Gateway overhead: the mock upstream directly, the Python floor (floor.py: a bare
-forwarding proxy) in front of it, modelport in front of it, and LiteLLM's proxy in front
-of it, measured in one run, interleaved, with wrk on loopback.
+forwarding proxy) in front of it, the FastAPI floor (fastapi_floor.py: the same on
+FastAPI with a pydantic body), modelport in front of it, and LiteLLM's proxy in front of
+it, measured in one run, interleaved, with wrk on loopback.
 
     .venv/bin/python benchmarks/gateway/run.py --litellm /path/to/litellm-venv/bin/litellm
     .venv/bin/python benchmarks/gateway/run.py --limits   # also modelport with limits, Redis on loopback
@@ -294,6 +295,21 @@ def main() -> None:
         floor.startup_seconds = wait_until_served(floor, started)
         targets.append(floor)
 
+        fastapi_port = free_port()
+        fastapi_floor = Target(
+            "fastapi-floor",
+            f"http://127.0.0.1:{fastapi_port}/v4/models/{deployment}/chat-completions",
+            MODELPORT_BODY,
+            {"content-type": "application/json"},
+        )
+        started = time.perf_counter()
+        fastapi_floor.process = start(
+            [sys.executable, str(HERE / "fastapi_floor.py"), "--port", str(fastapi_port), "--upstream", direct.url],
+            dict(os.environ), workdir / "fastapi-floor.log",
+        )  # fmt: skip
+        fastapi_floor.startup_seconds = wait_until_served(fastapi_floor, started)
+        targets.append(fastapi_floor)
+
         for workers in [int(n) for n in args.workers.split(",")]:
             port = modelport_port if workers == 1 else free_port()
             gateway = Target(
@@ -421,7 +437,7 @@ def report(
         return f"{(results[target][key]['p50_us'] - mock[key]['p50_us']) / 1000:.2f}"
 
     for target in targets[1:]:
-        if target.name == "floor":
+        if target.name in ("floor", "fastapi-floor"):
             continue
         rows.append(
             [
@@ -445,7 +461,7 @@ def report(
     rows = []
     for key in floor:
         for name in names:
-            if name.startswith("modelport"):
+            if name.startswith("modelport") or name == "fastapi-floor":
                 r = results[name][key]
                 rows.append([key, name, f"{r['cpu_ms_per_request'] / floor[key]['cpu_ms_per_request']:.2f}x",
                              f"{r['p99_us'] / max(r['p50_us'], 1):.1f}x",
