@@ -1,0 +1,164 @@
+"""The event stream's writes: events that are already there go out in one write, an
+event that has to be waited for never holds back the ones before it, and a stream cut
+off while its generator waits still runs the generator's cleanup, in the request's task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from modelport.api.sse import MAX_WRITE_BYTES, EventStream
+
+SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}
+
+
+class Client:
+    """The ASGI server's side: what was written, and a way to see each write arrive."""
+
+    def __init__(self, *, fails_after: int | None = None) -> None:
+        self.bodies: list[bytes] = []
+        self.finished = False
+        self.wrote = asyncio.Event()
+        self._fails_after = fails_after
+
+    async def receive(self) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            return
+        if not message.get("more_body"):
+            self.finished = True
+            return
+        if self._fails_after is not None and len(self.bodies) >= self._fails_after:
+            raise OSError("the client went away")
+        self.bodies.append(message["body"])
+        self.wrote.set()
+
+    async def next_write(self) -> bytes:
+        await asyncio.wait_for(self.wrote.wait(), 2)
+        self.wrote.clear()
+        return self.bodies[-1]
+
+
+async def serve(events: AsyncIterator[bytes], client: Client) -> None:
+    await EventStream(events)(SCOPE, client.receive, client.send)
+
+
+async def test_events_that_are_already_there_go_out_in_one_write() -> None:
+    async def events() -> AsyncIterator[bytes]:
+        for n in range(5):
+            yield b"data: %d\n\n" % n
+
+    client = Client()
+    await serve(events(), client)
+    assert client.bodies == [b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n"]
+    assert client.finished
+
+
+async def test_an_event_that_is_waited_for_does_not_hold_back_the_ones_before_it() -> None:
+    upstream = asyncio.Queue[bytes]()
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+        while (item := await upstream.get()) != b"end":
+            yield item
+
+    client = Client()
+    serving = asyncio.create_task(serve(events(), client))
+    assert await client.next_write() == b"ab"  # written while the generator still waits
+    upstream.put_nowait(b"c")
+    assert await client.next_write() == b"c"
+    upstream.put_nowait(b"d")
+    upstream.put_nowait(b"e")
+    upstream.put_nowait(b"end")
+    await asyncio.wait_for(serving, 2)
+    assert client.bodies == [b"ab", b"c", b"de"]
+    assert client.finished
+
+
+async def test_a_fast_stream_is_written_in_bounded_pieces() -> None:
+    event = b"x" * (MAX_WRITE_BYTES // 3 + 1)
+
+    async def events() -> AsyncIterator[bytes]:
+        for _ in range(7):
+            yield event
+
+    client = Client()
+    await serve(events(), client)
+    assert b"".join(client.bodies) == event * 7
+    assert [len(body) // len(event) for body in client.bodies] == [3, 3, 1]
+
+
+async def test_a_failure_after_ready_events_comes_after_they_are_written() -> None:
+    async def events() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+        raise ValueError("upstream broke")
+
+    client = Client()
+    with pytest.raises(ValueError, match="upstream broke"):
+        await serve(events(), client)
+    assert client.bodies == [b"ab"]
+
+
+async def test_a_cancelled_stream_cleans_up_in_its_own_task_while_its_generator_waits() -> None:
+    cleaned_up_in: list[asyncio.Task[Any] | None] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            await asyncio.Event().wait()
+            yield b"never"
+        finally:
+            await asyncio.sleep(0)  # cleanup that itself awaits, like recording usage
+            cleaned_up_in.append(asyncio.current_task())
+
+    client = Client()
+    serving = asyncio.create_task(serve(events(), client))
+    assert await client.next_write() == b"a"
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    assert cleaned_up_in == [serving]
+    assert not client.finished
+
+
+async def test_a_client_gone_while_the_generator_waits_still_runs_its_cleanup() -> None:
+    upstream = asyncio.Queue[bytes]()
+    cleaned_up = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            yield await upstream.get()
+            yield await upstream.get()
+        finally:
+            await asyncio.sleep(0)
+            cleaned_up.set()
+
+    client = Client(fails_after=1)
+    serving = asyncio.create_task(serve(events(), client))
+    assert await client.next_write() == b"a"
+    upstream.put_nowait(b"b")  # its write fails: the client is gone
+    with pytest.raises(Exception):  # noqa: B017 - Starlette reports the OSError as ClientDisconnect
+        await asyncio.wait_for(serving, 2)
+    assert cleaned_up.is_set()
+
+
+async def test_the_generators_own_deadline_works_across_a_held_step() -> None:
+    async def events() -> AsyncIterator[bytes]:
+        yield b"a"
+        with anyio.move_on_after(0.05):  # a cancel scope entered while the step is held
+            await asyncio.Event().wait()
+        yield b"timed out"
+
+    client = Client()
+    await asyncio.wait_for(serve(events(), client), 2)
+    assert client.bodies == [b"a", b"timed out"]
