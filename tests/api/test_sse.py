@@ -10,17 +10,21 @@ from typing import Any
 
 import anyio
 import pytest
+from starlette.requests import ClientDisconnect
 
 from modelport.api.sse import MAX_WRITE_BYTES, EventStream
 
-SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}
+# uvicorn says 2.3 (Starlette then watches for the disconnect in a task of its own);
+# 2.4 servers report a client gone as an OSError from `send`.
+SPEC_VERSIONS = pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
 
 
 class Client:
     """The ASGI server's side: what was written, and a way to see each write arrive."""
 
-    def __init__(self, *, fails_after: int | None = None) -> None:
+    def __init__(self, *, fails_after: int | None = None, slow: float = 0.0) -> None:
         self.bodies: list[bytes] = []
+        self.slow = slow  # seconds each write takes, as when uvicorn waits for the client to drain
         self.finished = False
         self.wrote = asyncio.Event()
         self._fails_after = fails_after
@@ -39,6 +43,8 @@ class Client:
             raise OSError("the client went away")
         self.bodies.append(message["body"])
         self.wrote.set()
+        if self.slow:
+            await asyncio.sleep(self.slow)
 
     async def next_write(self) -> bytes:
         await asyncio.wait_for(self.wrote.wait(), 2)
@@ -46,8 +52,9 @@ class Client:
         return self.bodies[-1]
 
 
-async def serve(events: AsyncIterator[bytes], client: Client) -> None:
-    await EventStream(events)(SCOPE, client.receive, client.send)
+async def serve(events: AsyncIterator[bytes], client: Client, spec_version: str = "2.4") -> None:
+    scope = {"type": "http", "asgi": {"spec_version": spec_version}}
+    await EventStream(events)(scope, client.receive, client.send)
 
 
 async def test_events_that_are_already_there_go_out_in_one_write() -> None:
@@ -108,57 +115,79 @@ async def test_a_failure_after_ready_events_comes_after_they_are_written() -> No
     assert client.bodies == [b"ab"]
 
 
-async def test_a_cancelled_stream_cleans_up_in_its_own_task_while_its_generator_waits() -> None:
+@SPEC_VERSIONS
+async def test_a_cancelled_stream_cleans_up_in_its_own_task_while_its_generator_waits(spec_version: str) -> None:
+    ran_in: list[asyncio.Task[Any] | None] = []
     cleaned_up_in: list[asyncio.Task[Any] | None] = []
 
     async def events() -> AsyncIterator[bytes]:
+        ran_in.append(asyncio.current_task())
         try:
             yield b"a"
             await asyncio.Event().wait()
             yield b"never"
         finally:
-            await asyncio.sleep(0)  # cleanup that itself awaits, like recording usage
+            # What must not be lost is done before any await, as the service records
+            # usage: in a task cancelled through a cancel scope (Starlette's, under
+            # uvicorn), every await here raises again.
             cleaned_up_in.append(asyncio.current_task())
+            await asyncio.sleep(0)
 
     client = Client()
-    serving = asyncio.create_task(serve(events(), client))
+    serving = asyncio.create_task(serve(events(), client, spec_version))
     assert await client.next_write() == b"a"
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
-    assert cleaned_up_in == [serving]
+    assert cleaned_up_in == ran_in  # not later, by the garbage collector
     assert not client.finished
 
 
-async def test_a_client_gone_while_the_generator_waits_still_runs_its_cleanup() -> None:
+async def test_a_client_gone_stops_the_stream_at_its_next_event_and_runs_its_cleanup() -> None:
     upstream = asyncio.Queue[bytes]()
-    cleaned_up = asyncio.Event()
+    cleaned_up_in: list[asyncio.Task[Any] | None] = []
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            yield b"a"
-            yield await upstream.get()
-            yield await upstream.get()
+            while True:
+                yield await upstream.get()
         finally:
-            await asyncio.sleep(0)
-            cleaned_up.set()
+            await asyncio.sleep(0)  # cleanup that itself awaits, like closing the upstream
+            cleaned_up_in.append(asyncio.current_task())
 
     client = Client(fails_after=1)
     serving = asyncio.create_task(serve(events(), client))
+    upstream.put_nowait(b"a")
     assert await client.next_write() == b"a"
     upstream.put_nowait(b"b")  # its write fails: the client is gone
-    with pytest.raises(Exception):  # noqa: B017 - Starlette reports the OSError as ClientDisconnect
+    await asyncio.sleep(0.01)
+    upstream.put_nowait(b"c")  # the generator's next event: the stream stops there
+    with pytest.raises(ClientDisconnect):
         await asyncio.wait_for(serving, 2)
-    assert cleaned_up.is_set()
+    assert cleaned_up_in == [serving]
+    assert client.bodies == [b"a"]
 
 
-async def test_the_generators_own_deadline_works_across_a_held_step() -> None:
+@SPEC_VERSIONS
+@pytest.mark.parametrize("deadline", ["anyio", "asyncio"])
+async def test_the_generators_own_deadline_fires_in_the_generator_while_a_slow_client_is_written_to(
+    spec_version: str, deadline: str
+) -> None:
     async def events() -> AsyncIterator[bytes]:
         yield b"a"
-        with anyio.move_on_after(0.05):  # a cancel scope entered while the step is held
-            await asyncio.Event().wait()
+        # The deadline passes while "a" is still being written to the slow client.
+        if deadline == "anyio":
+            with anyio.move_on_after(0.05):
+                await asyncio.Event().wait()
+        else:
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                pass
         yield b"timed out"
 
-    client = Client()
-    await asyncio.wait_for(serve(events(), client), 2)
+    client = Client(slow=0.2)
+    await asyncio.wait_for(serve(events(), client, spec_version), 2)
     assert client.bodies == [b"a", b"timed out"]
+    assert client.finished

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import types
-from collections.abc import AsyncIterator, Generator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import anyio
 import orjson
@@ -19,7 +18,7 @@ from modelport.errors import ModelportError
 log = logging.getLogger(__name__)
 
 # The most one write carries when events come faster than they are written; past it the
-# batch goes out and the writer's back-pressure applies as it does to single events.
+# generator waits for the writer, as it waited for each write before.
 MAX_WRITE_BYTES = 64 * 1024
 
 
@@ -27,124 +26,110 @@ class EventStream(StreamingResponse):
     """A `text/event-stream` answer that writes every event it already has in one write.
 
     An upstream's events arrive several to a network read, and each one cost the serving
-    loop a `send()` system call of its own (25 writes for a 20-event stream; now 7). An
-    event that has to be waited for is never held back: what came before it is written
-    first.
+    loop a `send()` system call of its own (25 writes for a 20-event stream; now 7). So
+    the request's task reads the events and a writer task sends them: the writer runs
+    whenever the reader has to wait, and sends everything that has come in since its last
+    write. An event is never held back waiting for the next one.
 
-    Its event generator is always closed in the request's own task, even when that task
-    is cancelled (its client gone, or the shutdown's grace period over). Otherwise the
+    The event generator runs in the request's own task (its cancel scopes, deadlines and
+    context are the request's), and is always closed there, even when that task is
+    cancelled (its client gone, or the shutdown's grace period over). Otherwise the
     generator would be finalised later by the garbage collector, and what its `finally`
     records (the request's usage, its limits) could come after the shutdown's last
     usage flush, and be lost."""
 
     def __init__(self, content: AsyncIterator[bytes]) -> None:
-        self._events = _ReadyEvents(content)
-        super().__init__(self._events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        super().__init__(content, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._events = content
 
     async def stream_response(self, send: Send) -> None:
         try:
-            await super().stream_response(send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await self._relay(send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            # Shielded from the cancellation, but not for ever: a close that hangs
-            # must not hold the shutdown.
-            with anyio.move_on_after(5, shield=True):
-                await self._events.aclose()
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                # Shielded from the cancellation, but not for ever: a close that hangs
+                # must not hold the shutdown.
+                with anyio.move_on_after(5, shield=True):
+                    await aclose()
 
+    async def _relay(self, send: Send) -> None:
+        unsent = _Unsent()
+        failure: Exception | None = None
+        async with anyio.create_task_group() as writers:
 
-class _ReadyEvents:
-    """The events of a generator, joined into one chunk for as long as each next one is
-    there without waiting.
+            async def write() -> None:
+                nonlocal failure
+                try:
+                    while (chunk := await unsent.take()) is not None:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except Exception as exc:
+                    # The client went away. The reader stops at its next event, as it
+                    # did when it wrote each event itself; not cancelled in the middle
+                    # of an await, the generator is closed whole by `aclose`.
+                    failure = exc
+                    unsent.abandon()
 
-    Whether the next event is there is found by starting the generator's step by hand:
-    a step that finishes at once gave an event that was ready; one that stops to wait is
-    kept, and awaited (in this same task, so the generator's cancel scopes and context
-    stay its own) when the chunk before it has been written."""
-
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
-        self._events = events
-        self._waiting: tuple[Generator[Any, Any, bytes], Any] | None = None
-        self._failure: Exception | None = None  # raised once the events before it are out
-        self._ended = False
-
-    def __aiter__(self) -> _ReadyEvents:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
-        if self._ended:
-            raise StopAsyncIteration
-        if self._waiting is not None:
-            step, waiting_on = self._waiting
-            self._waiting = None
-            first = await _finish(step, waiting_on)
-        else:
-            first = await anext(self._events)
-        chunk = [first]
-        size = len(first)
-        while size < MAX_WRITE_BYTES:
-            step = self._events.__anext__().__await__()
+            writers.start_soon(write)
             try:
-                waiting_on = step.send(None)
-            except StopIteration as ready:
-                chunk.append(ready.value)
-                size += len(ready.value)
-                continue
-            except StopAsyncIteration:
-                self._ended = True
-                break
+                async for event in self._events:
+                    if not await unsent.put(event):
+                        break
             except Exception as exc:
-                self._failure = exc
-                break
-            self._waiting = (step, waiting_on)
-            break
-        return chunk[0] if len(chunk) == 1 else b"".join(chunk)
-
-    async def aclose(self) -> None:
-        if self._waiting is not None:
-            # The writer stopped (its client went away, or the request was cancelled)
-            # while the generator waited for its next event: it is cancelled there, as
-            # it would have been had it been awaited directly, and its cleanup runs.
-            step, _ = self._waiting
-            self._waiting = None
-            try:
-                await _finish_thrown(step, anyio.get_cancelled_exc_class()())
-            except (StopAsyncIteration, anyio.get_cancelled_exc_class()):
-                pass
-        aclose = getattr(self._events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+                # Raised once what came before it has been written, as before.
+                failure = exc
+            finally:
+                unsent.close()
+        if failure is not None:
+            raise failure
 
 
-@types.coroutine
-def _finish(step: Generator[Any, Any, bytes], waiting_on: Any) -> Generator[Any, Any, bytes]:
-    """The rest of a step that was started with `send(None)` and stopped to wait on
-    `waiting_on`: delegated to the running task exactly as `await step` would have."""
-    while True:
-        try:
-            resumed_with = yield waiting_on
-        except GeneratorExit:
-            step.close()
-            raise
-        except BaseException as exc:  # a cancellation, handed on to where the step waits
-            try:
-                waiting_on = step.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            try:
-                waiting_on = step.send(resumed_with)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+class _Unsent:
+    """The events read and not yet written, and the two waits between reader and writer:
+    the writer's for something to send, the reader's for room when a write is full."""
 
+    def __init__(self) -> None:
+        self._events: list[bytes] = []
+        self._size = 0
+        self._closed = False
+        self._abandoned = False
+        self._arrived = asyncio.Event()
+        self._taken = asyncio.Event()
 
-async def _finish_thrown(step: Generator[Any, Any, bytes], exc: BaseException) -> bytes:
-    try:
-        waiting_on = step.throw(exc)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    return await _finish(step, waiting_on)
+    async def put(self, event: bytes) -> bool:
+        """False once the writer has given up: nothing more will be sent."""
+        if self._abandoned:
+            return False
+        self._events.append(event)
+        self._size += len(event)
+        self._arrived.set()
+        while self._size >= MAX_WRITE_BYTES and not self._abandoned:
+            self._taken.clear()
+            await self._taken.wait()
+        return not self._abandoned
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._taken.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._arrived.set()
+
+    async def take(self) -> bytes | None:
+        """Everything not yet written, as one chunk; None once the reader is done."""
+        while not self._events:
+            if self._closed:
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        chunk = self._events[0] if len(self._events) == 1 else b"".join(self._events)
+        self._events.clear()
+        self._size = 0
+        self._taken.set()
+        return chunk
 
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
