@@ -1,8 +1,11 @@
-"""System calls per streamed request: modelport (one worker, an OPENAI deployment on the
-mock upstream) under `strace -c`, and the same from another checkout's sources.
+"""System calls and kernel time per streamed request: modelport (one worker, an OPENAI
+deployment on the mock upstream), and the same from another checkout's sources.
 
-A count, not a time: it is the same on a busy machine as on a quiet one, so it shows
-what a change to the streaming path did where CPU timings drown in noise.
+Each target serves the requests twice, one at a time: once to read the user and system
+CPU time it spent (from /proc), once under `strace -c` to count its system calls. The
+counts are the same on a busy machine as on a quiet one, and the system time varies far
+less than the user time, so together they show what a change to the streaming path did
+where whole-CPU timings drown in noise.
 
     .venv/bin/python benchmarks/gateway/syscalls.py --baseline-src /tmp/base/src
 
@@ -21,7 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
-from run import HERE, MODELPORT_BODY, configure_modelport, table  # run.py puts benchmarks/ on sys.path
+from run import HERE, MODELPORT_BODY, configure_modelport, process_tree, table  # run.py puts benchmarks/ on sys.path
 
 from servers import API_KEY, MODELPORT, free_port, modelport_env, start, stop
 
@@ -37,6 +40,16 @@ def strace_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process and its children."""
+    user = system = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    ticks = os.sysconf("SC_CLK_TCK")
+    return user / ticks, system / ticks
+
+
 def measure(workdir: Path, env: dict[str, str], url: str, requests: int, label: str) -> list[str]:
     process = start([MODELPORT, "serve"], env, workdir / f"{label}.log")
     try:
@@ -49,6 +62,11 @@ def measure(workdir: Path, env: dict[str, str], url: str, requests: int, label: 
                     time.sleep(0.05)
             for _ in range(20):  # warm: pooled upstream connection, caches
                 client.post(url, json={**MODELPORT_BODY, "stream": True}).raise_for_status()
+            stream = {**MODELPORT_BODY, "stream": True}
+            user, system = cpu_times(process.pid)
+            for _ in range(requests):
+                client.post(url, json=stream).raise_for_status()
+            user_after, system_after = cpu_times(process.pid)
             summary = workdir / f"{label}.strace"
             tracer = subprocess.Popen(
                 ["strace", "-f", "-c", "-o", str(summary), "-p", str(process.pid)], stderr=subprocess.DEVNULL
@@ -56,7 +74,7 @@ def measure(workdir: Path, env: dict[str, str], url: str, requests: int, label: 
             time.sleep(1)  # strace attaches to every thread
             events = 0
             for _ in range(requests):
-                answer = client.post(url, json={**MODELPORT_BODY, "stream": True})
+                answer = client.post(url, json=stream)
                 answer.raise_for_status()
                 events += answer.text.count("data:")
             time.sleep(0.5)
@@ -72,12 +90,14 @@ def measure(workdir: Path, env: dict[str, str], url: str, requests: int, label: 
         f"{writes / requests:.1f}",
         f"{counts.get('epoll_pwait', 0) / requests:.1f}",
         f"{sum(counts.values()) / requests:.1f}",
+        f"{1000 * (user_after - user) / requests:.2f}",
+        f"{1000 * (system_after - system) / requests:.2f}",
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--baseline-src", type=Path, help="also modelport from this src/ (another checkout)")
     args = parser.parse_args()
     if shutil.which("strace") is None:
@@ -102,7 +122,15 @@ def main() -> None:
     print(
         table(
             rows,
-            ["target", "events/request", "writes/request", "epoll waits/request", "system calls/request"],
+            [
+                "target",
+                "events/request",
+                "writes/request",
+                "epoll waits/request",
+                "system calls/request",
+                "user CPU ms/request",
+                "system CPU ms/request",
+            ],
         )
     )
 
