@@ -29,8 +29,8 @@ class EventStream(StreamingResponse):
     each one cost a `send()` system call of its own (25 writes for the benchmark's
     20-event stream; now 10). So the request's task reads the events and a writer task
     sends them: the writer runs whenever the reader has to wait, and sends everything
-    that has come in since its last write. An event is never held back waiting for the
-    next one.
+    that has come in since its last write. An event never waits for the upstream or for
+    a later event; only for the generator's own work up to its next wait.
 
     The event generator runs in the request's own task (its cancel scopes, deadlines and
     context are the request's), and is always closed there, even when that task is
@@ -58,7 +58,7 @@ class EventStream(StreamingResponse):
 
     async def _relay(self, send: Send) -> None:
         unsent = _Unsent()
-        failure: Exception | None = None
+        failure: BaseException | None = None
         async with anyio.create_task_group() as writers:
 
             async def write() -> None:
@@ -67,19 +67,23 @@ class EventStream(StreamingResponse):
                     while (chunk := await unsent.take()) is not None:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except Exception as exc:
-                    # The client went away. The reader stops at its next event, as it
-                    # did when it wrote each event itself; not cancelled in the middle
-                    # of an await, the generator is closed whole by `aclose`.
+                    # The client went away: the reading stops now, wherever it waits (a
+                    # stalled upstream must not hold the request), as it does when the
+                    # server reports the disconnect. The generator is cancelled in the
+                    # request's task, and the service records usage before it awaits.
                     failure = exc
                     unsent.abandon()
+                    writers.cancel_scope.cancel()
 
             writers.start_soon(write)
             try:
                 async for event in self._events:
                     if not await unsent.put(event):
                         break
-            except Exception as exc:
-                # Raised once what came before it has been written, as before.
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:
+                # Raised, as itself, once what came before it has been written.
                 failure = exc
             finally:
                 unsent.close()
