@@ -202,3 +202,14 @@ async def test_the_generators_own_deadline_fires_in_the_generator_while_a_slow_c
     await asyncio.wait_for(serve(events(), client, spec_version), 2)
     assert client.bodies == [b"a", b"timed out"]
     assert client.finished
+
+
+async def test_a_client_gone_stops_a_stream_that_outruns_its_writes() -> None:
+    async def events() -> AsyncIterator[bytes]:
+        while True:  # never waits for an upstream: only for room to write
+            yield b"x" * (MAX_WRITE_BYTES // 2 + 1)
+
+    client = Client(fails_after=0)
+    with pytest.raises(ClientDisconnect):
+        await asyncio.wait_for(serve(events(), client), 2)
+    assert client.bodies == []

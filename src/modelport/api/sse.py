@@ -72,14 +72,12 @@ class EventStream(StreamingResponse):
                     # server reports the disconnect. The generator is cancelled in the
                     # request's task, and the service records usage before it awaits.
                     failure = exc
-                    unsent.abandon()
                     writers.cancel_scope.cancel()
 
             writers.start_soon(write)
             try:
                 async for event in self._events:
-                    if not await unsent.put(event):
-                        break
+                    await unsent.put(event)
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as exc:
@@ -99,25 +97,16 @@ class _Unsent:
         self._events: list[bytes] = []
         self._size = 0
         self._closed = False
-        self._abandoned = False
         self._arrived = asyncio.Event()
         self._taken = asyncio.Event()
 
-    async def put(self, event: bytes) -> bool:
-        """False once the writer has given up: nothing more will be sent."""
-        if self._abandoned:
-            return False
+    async def put(self, event: bytes) -> None:
         self._events.append(event)
         self._size += len(event)
         self._arrived.set()
-        while self._size >= MAX_WRITE_BYTES and not self._abandoned:
+        while self._size >= MAX_WRITE_BYTES:
             self._taken.clear()
             await self._taken.wait()
-        return not self._abandoned
-
-    def abandon(self) -> None:
-        self._abandoned = True
-        self._taken.set()
 
     def close(self) -> None:
         self._closed = True
