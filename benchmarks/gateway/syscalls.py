@@ -5,7 +5,8 @@ Each target serves the requests twice, one at a time: once to read the user and 
 CPU time it spent (from /proc), once under `strace -c` to count its system calls. The
 counts are the same on a busy machine as on a quiet one, and the system time varies far
 less than the user time, so together they show what a change to the streaming path did
-where whole-CPU timings drown in noise.
+where whole-CPU timings drown in noise. /proc counts CPU time in ticks of 10 ms, so keep
+`--requests` at 1,000 or more (a stream costs a few tenths of a millisecond in the kernel).
 
     .venv/bin/python benchmarks/gateway/syscalls.py --baseline-src /tmp/base/src
 
@@ -24,7 +25,15 @@ import time
 from pathlib import Path
 
 import httpx
-from run import HERE, MODELPORT_BODY, configure_modelport, process_tree, table  # run.py puts benchmarks/ on sys.path
+from run import (  # run.py puts benchmarks/ on sys.path
+    HERE,
+    MODELPORT_BODY,
+    Target,
+    configure_modelport,
+    cpu_times,
+    table,
+    wait_until_served,
+)
 
 from servers import API_KEY, MODELPORT, free_port, modelport_env, start, stop
 
@@ -40,29 +49,14 @@ def strace_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def cpu_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of a process and its children."""
-    user = system = 0
-    for member in process_tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        user, system = user + int(fields[11]), system + int(fields[12])
-    ticks = os.sysconf("SC_CLK_TCK")
-    return user / ticks, system / ticks
-
-
 def measure(workdir: Path, env: dict[str, str], url: str, requests: int, label: str) -> list[str]:
     process = start([MODELPORT, "serve"], env, workdir / f"{label}.log")
+    stream = {**MODELPORT_BODY, "stream": True}
     try:
+        wait_until_served(Target(label, url, MODELPORT_BODY, {"x-api-key": API_KEY}, process), time.perf_counter())
         with httpx.Client(headers={"x-api-key": API_KEY}, timeout=10) as client:
-            for _ in range(600):
-                try:
-                    client.post(url, json=MODELPORT_BODY).raise_for_status()
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
             for _ in range(20):  # warm: pooled upstream connection, caches
-                client.post(url, json={**MODELPORT_BODY, "stream": True}).raise_for_status()
-            stream = {**MODELPORT_BODY, "stream": True}
+                client.post(url, json=stream).raise_for_status()
             user, system = cpu_times(process.pid)
             for _ in range(requests):
                 client.post(url, json=stream).raise_for_status()

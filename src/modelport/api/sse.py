@@ -119,7 +119,7 @@ class _Unsent:
                 return None
             self._arrived.clear()
             await self._arrived.wait()
-        chunk = self._events[0] if len(self._events) == 1 else b"".join(self._events)
+        chunk = b"".join(self._events)  # one event: CPython hands back that object itself
         self._events.clear()
         self._size = 0
         self._taken.set()
