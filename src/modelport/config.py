@@ -74,8 +74,6 @@ class Settings(BaseSettings):
     # parent process, so that every worker uses the same engines. Unset, a server
     # process runs its own supervisor.
     engine_supervisor: str | None = None
-    # Largest request body accepted, in bytes (413 above it).
-    max_body_bytes: int = 4 * 1024 * 1024
     # Upstream vendors: seconds to connect, seconds to wait for each read, and how
     # many tries (the first included) for failures before the first byte.
     upstream_connect_timeout: float = 5.0
@@ -116,8 +114,6 @@ class Settings(BaseSettings):
     # cannot hold the server.
     keep_alive_seconds: float = 5.0
     max_connections: int = 2048
-    # A request's headers must arrive within this many seconds (api/connections.py).
-    header_timeout_seconds: float = 10.0
     # Limits and budgets (SPEC 7, modelport/limits/). With a Redis URL they hold across
     # every worker and replica; without one each process counts alone (one process only).
     redis_url: str | None = None
@@ -138,6 +134,16 @@ class Settings(BaseSettings):
     log_format: str = "text"
     # Serve Prometheus metrics at GET /metrics (observability/metrics.py).
     metrics: bool = True
+
+    # ---- Bounds (SPEC 9): every resource one request, tenant or upstream can grow. ----
+    # Each is checked before the work and refused naming the setting; the README's
+    # "Bounds" table lists them with the test that holds each one.
+    # A request's headers must arrive within this many seconds (api/connections.py),
+    # and its body within this many more once the headers are in.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     @field_validator("database_url")
     @classmethod
