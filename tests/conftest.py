@@ -15,8 +15,8 @@ from modelport.api.app import create_app
 from modelport.config import Settings
 from tests.servers import modelport_serving
 
-ADMIN_KEY = "mp_test_admin_key"
-E2E_KEY = "mp_e2e_admin_key"
+ADMIN_KEY = "mp_test_admin_key_0123456789"
+E2E_KEY = "mp_e2e_admin_key_0123456789"
 # The deployments a fresh install creates (modelport/bootstrap.py).
 CHAT_DEPLOYMENT = "smollm2-135m-instruct-embedded"
 EMBEDDING_DEPLOYMENT = "all-minilm-l6-v2-embedded"

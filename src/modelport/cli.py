@@ -72,7 +72,7 @@ def serve(
     """Start the HTTP server (and, on first start, set up the default model)."""
     import uvicorn
 
-    from modelport.api.connections import HeaderDeadlineProtocol
+    from modelport.api.connections import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, RequestDeadlineProtocol
     from modelport.observability import logs
     from modelport.observability.multiprocess import multiprocess_dir
     from modelport.observability.shutdown import UVICORN_MARGIN_SECONDS
@@ -82,8 +82,10 @@ def serve(
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = _settings_or_exit()
-    os.environ["MODELPORT_HEADER_TIMEOUT_SECONDS"] = str(settings.header_timeout_seconds)
-    logs.configure(settings.log_level, settings.log_format)
+    # For the protocol uvicorn builds in each worker (api/connections.py).
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_seconds)
+    os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout_seconds)
+    logs.configure(settings.log_level, settings.log_format, settings.log_max_line_bytes)
     supervisor = None
     metrics_files = contextlib.ExitStack()
     if settings.workers > 1:
@@ -107,7 +109,7 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            log_config=logs.uvicorn_log_config(settings.log_format),
+            log_config=logs.uvicorn_log_config(settings.log_format, settings.log_max_line_bytes),
             # modelport writes its own access line per request (observability/logs.py).
             access_log=False,
             # Past modelport's own grace period, which ends what still runs cleanly.
@@ -116,7 +118,7 @@ def serve(
             # slow clients cannot hold the server.
             timeout_keep_alive=int(settings.keep_alive_seconds),
             limit_concurrency=settings.max_connections,
-            http=HeaderDeadlineProtocol,
+            http=RequestDeadlineProtocol,
             # One worker accepts every waiting connection at once; workers sharing a
             # socket accept one per turn, which spreads connections (see api/accept.py).
             loop="modelport.api.accept:new_event_loop" if settings.workers == 1 else "auto",
@@ -337,6 +339,21 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's name, id o
     if not _with_database(work):
         _fail(f"no key with id {key_id}")
     typer.echo(f"revoked {key_id}")
+
+
+@console.deployments_app.command("reset")
+def deployments_reset(
+    deployment_id: Annotated[str, typer.Argument(help="The deployment's id (from `deployments list`).")],
+) -> None:
+    """Load a FAILED deployment again: it is PENDING until a running server has loaded it
+    (within a second or so; an engine waiting out its crash-loop backoff starts at once),
+    or until the next start."""
+    from modelport.registry import reset_deployment
+
+    deployment = _with_database(lambda sessions: reset_deployment(sessions, deployment_id))
+    if deployment is None:
+        _fail(f"no deployment with id {deployment_id}")
+    typer.echo(f"reset {deployment_id}: {deployment.status}")
 
 
 if __name__ == "__main__":

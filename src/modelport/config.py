@@ -24,6 +24,10 @@ def _comma_separated(value: Any) -> Any:
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
 
 
+# MODELPORT_API_KEY's least length: a generated key has 40 characters or more.
+MIN_OPERATOR_KEY_CHARS = 24
+
+
 def default_database_url() -> str:
     data_dir = Path(user_data_dir("modelport", appauthor=False))
     return f"sqlite+aiosqlite:///{data_dir / 'modelport.db'}"
@@ -48,7 +52,8 @@ class Settings(BaseSettings):
     # Requests that may wait for an embedded model before new ones get 503.
     embedded_max_queue: int = 256
     # Requests an embedded model generates for at once (continuous batching), and the
-    # KV cache cells they share (0: one context window's worth). A request reserves
+    # KV cache cells they share (0: one context window divided by
+    # embedded_max_sequence_kv_share, so one request may fill a window). A request reserves
     # prompt + max_tokens cells; one that does not fit waits for others to finish.
     embedded_max_sequences: int = 16
     embedded_kv_tokens: int = 0
@@ -98,7 +103,9 @@ class Settings(BaseSettings):
     access_log: bool = False
     log_level: str = "info"
     # What account admins may point the server at (modelport/policy.py says why):
-    # environment variables that `api_key_env` may name (never MODELPORT_*);
+    # environment variables that `api_key_env` may name (never MODELPORT_*), each tied to
+    # the hosts it may be sent to (`OPENAI_API_KEY@api.openai.com`; a vendor's own
+    # variable, written bare, to its vendor's API host);
     upstream_key_envs: CommaList = Field(default_factory=lambda: list(DEFAULT_KEY_ENVS))
     # upstream CIDRs or host names allowed (empty: any) and denied (link-local, where
     # cloud metadata answers, is always denied);
@@ -132,8 +139,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 30.0
     # "text" or "json": the format of modelport's log lines (observability/logs.py).
     log_format: str = "text"
-    # Serve Prometheus metrics at GET /metrics (observability/metrics.py).
+    # Serve Prometheus metrics at GET /metrics (observability/metrics.py); with a key,
+    # a scrape must send it (`Authorization: Bearer <key>` or `x-api-key`).
     metrics: bool = True
+    metrics_key: str | None = None
 
     # ---- Bounds (SPEC 9): every resource one request, tenant or upstream can grow. ----
     # Each is checked before the work and refused naming the setting; the README's
@@ -145,20 +154,96 @@ class Settings(BaseSettings):
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
+    # An engine in a crash loop is started again after a backoff that doubles up to
+    # this many seconds, forever: a crash one request caused never keeps a model down
+    # until an operator notices (its deployments show FAILED meanwhile).
+    engine_restart_backoff_max: float = Field(default=60.0, gt=0)
+    # Embedded engines /health/ready waits for: deployment ids or model names. None by
+    # default: the gateway serves every vendor route without them, and one tenant's
+    # model must not take the whole gateway out of a load balancer.
+    ready_requires_engines: CommaList = Field(default_factory=list)
+    # KV cells one request may reserve (prompt + max_tokens), as a share of the engine's
+    # cache (MODELPORT_EMBEDDED_KV_TOKENS): one request cannot hold all of it.
+    embedded_max_sequence_kv_share: float = Field(default=0.5, gt=0, le=1)
+    # Sequences one account runs at once in an engine (0: half of embedded_max_sequences);
+    # its further requests wait while other accounts' run.
+    embedded_sequences_per_account: int = Field(default=0, ge=0)
+    # JSON schemas (response_format, a forced tool call's parameters, Anthropic's
+    # output_config.format) become llama.cpp grammars (engine/grammar.py), refused with
+    # 400 above these: the schema's bytes and JSON nesting; each repetition count
+    # (maxLength, maxItems, a pattern's {m,n}; llama.cpp refuses more than 2000, and
+    # above it quietly drops an upper bound); the grammar's bytes and group nesting
+    # (llama.cpp's parser recurses once per level: 40,000 levels crashed the engine).
+    max_schema_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_schema_depth: int = Field(default=64, ge=4)
+    max_grammar_repetition: int = Field(default=2000, ge=1, le=2000)
+    max_grammar_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    max_grammar_nesting: int = Field(default=64, ge=4)
+
+    # A log line's largest size in bytes; longer messages and fields are cut, marked
+    # "truncated" (observability/logs.py): a request's content cannot flood the log.
+    log_max_line_bytes: int = Field(default=16 * 1024, ge=1024)
+
+    # Chat templates render on a pool of their own (templates.RenderPool). A render is
+    # pure Python and holds the GIL, so each thread rendering at once takes a share of
+    # the event loop: few threads keep /health/live and other chats answering.
+    template_render_threads: int = Field(default=4, ge=1)
+    # Renders one account runs or queues at once; one more waits up to a render's time
+    # limit (1 s), then 429: one tenant cannot take every render thread.
+    template_renders_per_account: int = Field(default=2, ge=1)
+    # Renders waiting or running in all (429 above it): waiting requests hold memory.
+    template_render_queue: int = Field(default=64, ge=1)
+
+    # An upstream's answer is whatever the host at `base_url` sends (vendors/bounded.py),
+    # counted after decoding, while decoding (a 2 MB gzip can inflate to 2 GiB); one that
+    # breaks a bound ends its request with 502 (504 for time) naming the bound, and its
+    # connection is closed. Decoded bytes of an answer that is not a stream: 128 MiB
+    # holds OpenAI's largest embedding batch (2048 texts x 3072 floats as JSON).
+    upstream_max_response_bytes: int = Field(default=128 * 1024 * 1024, ge=64 * 1024)
+    # One SSE line or event (a token's delta with its logprobs is a few KB), and a whole
+    # stream (relayed as it comes, so it bounds time and traffic more than memory).
+    upstream_max_event_bytes: int = Field(default=1024 * 1024, ge=4 * 1024)
+    upstream_max_stream_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
+    # Seconds to the answer's headers (a non-streaming answer's whole generation), and
+    # then to each complete event of a stream (or to the whole body of an answer that is
+    # not one): a drip of a byte a second keeps the socket busy, so the per-read
+    # upstream_read_timeout, which stays the longest silence allowed, never ends it.
+    upstream_first_byte_seconds: float = Field(default=120.0, gt=0)
+    upstream_event_gap_seconds: float = Field(default=120.0, gt=0)
+
+    # A server credential (`api_key_env`) is the operator's: only operators write it into
+    # settings unless this lets account admins do so too (it still goes only to the hosts
+    # MODELPORT_UPSTREAM_KEY_ENVS ties it to: `NAME@host`, policy.parse_key_envs).
+    upstream_keys_for_admins: bool = Field(default=False)
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
         return normalise_database_url(url)
 
+    @field_validator("api_key")
+    @classmethod
+    def _operator_key_is_long(cls, key: str | None) -> str | None:
+        # It becomes the operator's admin key: a short one (`1234`) is guessed in a few tries.
+        if not key:
+            return None  # empty means unset: a key is generated
+        if len(key) < MIN_OPERATOR_KEY_CHARS:
+            raise ValueError(
+                f"the first admin key must be at least {MIN_OPERATOR_KEY_CHARS} characters long "
+                f"(it has {len(key)}); unset it to have one generated, or use e.g. mp_$(openssl rand -hex 24)"
+            )
+        return key
+
     @cached_property
     def policy(self) -> ServerPolicy:
         return ServerPolicy(
-            key_envs=frozenset(self.upstream_key_envs),
+            key_envs=tuple(self.upstream_key_envs),  # in order: `NAME@host,host` (parse_key_envs)
             allow=tuple(self.upstream_allow),
             deny=tuple(self.upstream_deny),
             model_dirs=tuple(Path(directory).expanduser() for directory in self.model_dirs),
             model_packages=frozenset(self.model_packages),
             account_self_service=self.account_self_service,
+            admins_use_server_keys=self.upstream_keys_for_admins,
         )
 
     @cached_property

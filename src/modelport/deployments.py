@@ -184,6 +184,7 @@ def target_of(deployment: Deployment, model: Model) -> Target:
     )
     return Target(
         deployment_id=deployment.id,
+        account_id=deployment.account_id,
         model_type=model.model_type,
         model_vendor=model.model_vendor or "OTHER",
         parameters=settings.model_dump(exclude_none=True),

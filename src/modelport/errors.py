@@ -74,11 +74,20 @@ def field_error(loc: list[str], msg: str, kind: str) -> ValidationFailed:
 
 
 class DeploymentUnavailable(ModelportError):
+    """Not ready, restarting or overloaded (503): worth asking again, after `Retry-After`
+    seconds, which a client (the OpenAI and Anthropic SDKs among them) waits before its
+    retry. Five seconds spans an engine restart's first backoffs and a model's load."""
+
     status_code = 503
+    retry_after_seconds = 5
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class EngineOverloaded(DeploymentUnavailable):
-    pass
+    # A full queue drains in about a second at the engine's usual pace.
+    retry_after_seconds = 1
 
 
 class RateLimited(ModelportError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,10 +20,11 @@ from modelport.deployments import (
     check_model,
     check_vendor,
     embedded_checkpoint,
+    merged_parameters,
 )
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
-from modelport.engine.supervisor import FailureCallback
+from modelport.engine.supervisor import FailureCallback, RecoveryCallback
 from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed, field_error
 from modelport.keys import display_prefix, generate_key, hash_key
 from modelport.model_links import check_links, groups_of
@@ -177,9 +178,10 @@ class Registry:
     async def create_model(self, principal: Principal, body: ModelCreate) -> ModelInstanceOut:
         require_admin(principal)
         _check_account(principal, body.account_id)
-        self._policy.check_model_parameters(body.model_creation_parameters)
+        self._policy.check_model_parameters(body.model_creation_parameters, by_operator=principal.is_operator)
         check_vendor(body.model_vendor, self._adapters)
         check_model(body.model_vendor, body.model_creation_parameters)
+        self._policy.check_settings_destination(body.model_vendor, body.model_creation_parameters)
         fields = body.model_dump(exclude={"account_id", "base_model_metadata", "request_schema"})
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
@@ -266,7 +268,7 @@ class Registry:
     async def update_model(self, principal: Principal, model_id: str, body: ModelUpdate) -> ModelInstanceOut:
         require_admin(principal)
         changes = body.model_dump(exclude_unset=True, exclude={"base_model_metadata", "request_schema"})
-        self._policy.check_model_parameters(changes.get("model_creation_parameters"))
+        self._policy.check_model_parameters(changes.get("model_creation_parameters"), by_operator=principal.is_operator)
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
             if "name" in changes and changes["name"] != model.name:
@@ -277,6 +279,7 @@ class Registry:
                 setattr(model, name, {} if name == "model_creation_parameters" and value is None else value)
             # The changed model as a whole, and each of its deployments with it, must still hold.
             check_model(model.model_vendor, model.model_creation_parameters)
+            self._policy.check_settings_destination(model.model_vendor, model.model_creation_parameters)
             deployments, _ = await repo.list_deployments(
                 session, account_id=principal.account_id, model_id=model_id, page=1, limit=10_000
             )
@@ -288,6 +291,8 @@ class Registry:
                     parameters=deployment.model_creation_parameters,
                     configuration=deployment.vendor_configuration,
                 )
+                merged = merged_parameters(model, deployment.model_creation_parameters)
+                self._policy.check_settings_destination(model.model_vendor, merged)
             if "base_model_metadata" in body.model_fields_set:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:
@@ -319,12 +324,14 @@ class Registry:
     async def create_deployment(self, principal: Principal, model_id: str, body: DeploymentCreate) -> DeploymentOut:
         require_admin(principal)
         _check_account(principal, body.account_id)
-        self._policy.check_model_parameters(body.model_creation_parameters)
+        self._policy.check_model_parameters(body.model_creation_parameters, by_operator=principal.is_operator)
         async with self._sessions() as session, session.begin():
             model = await self._model(session, principal, model_id)
             _check_deployable(model, self._adapters)
             configuration = check_configuration(model.model_vendor, body.vendor_configuration)
             check_deployment(model, parameters=body.model_creation_parameters, configuration=configuration)
+            merged = merged_parameters(model, body.model_creation_parameters)
+            self._policy.check_settings_destination(model.model_vendor, merged)
             embedded = embedded_checkpoint(model.model_vendor, configuration)
             if embedded:
                 self._check_checkpoint(embedded)
@@ -377,7 +384,7 @@ class Registry:
     ) -> DeploymentOut:
         require_admin(principal)
         changes = body.model_dump(exclude_unset=True, exclude={"wait_for_ready"})
-        self._policy.check_model_parameters(changes.get("model_creation_parameters"))
+        self._policy.check_model_parameters(changes.get("model_creation_parameters"), by_operator=principal.is_operator)
         async with self._sessions() as session, session.begin():
             deployment = await self._deployment(session, principal, model_id, deployment_id)
             model = await self._model(session, principal, model_id)
@@ -391,6 +398,8 @@ class Registry:
             check_deployment(
                 model, parameters=deployment.model_creation_parameters, configuration=deployment.vendor_configuration
             )
+            merged = merged_parameters(model, deployment.model_creation_parameters)
+            self._policy.check_settings_destination(model.model_vendor, merged)
             after = embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
             if after != before and after:
                 self._check_checkpoint(after)
@@ -442,6 +451,35 @@ class Registry:
             raise NotFound(f"deployment {deployment_id} of model {model_id} not found")
         return deployment
 
+    async def watch_resets(self, read_generation: Callable[[], Awaitable[int]], every: float) -> None:
+        """Run until cancelled: each time the registry changes, load the embedded
+        deployments that are PENDING and not being loaded here, such as one an operator
+        reset (`modelport deployments reset`, which only writes the database)."""
+        if self._pool is None:
+            return
+        seen: int | None = None
+        while True:
+            try:
+                generation = await read_generation()
+                if generation != seen:
+                    seen = generation
+                    await self._load_pending()
+            except Exception as exc:  # the database is down: try again at the next turn
+                log.warning("could not look for deployments to load (%s)", exc)
+            await asyncio.sleep(every)
+
+    async def _load_pending(self) -> None:
+        if self._pool is None:
+            return
+        loading = {task.get_name() for task in self._loads}
+        async with self._sessions() as session:
+            pending = await repo.live_deployments(session, ("PENDING",))
+        for deployment, model_vendor in pending:
+            checkpoint = embedded_checkpoint(model_vendor, deployment.vendor_configuration)
+            if checkpoint and f"load:{deployment.id}" not in loading:
+                log.info("loading deployment %s (PENDING)", deployment.id)
+                await self._load(deployment, checkpoint, wait=False)
+
     async def _load(self, deployment: Deployment, checkpoint: str, *, wait: bool) -> None:
         """Load a GGUF file for a deployment: PENDING -> READY, or FAILED with the reason."""
 
@@ -466,21 +504,48 @@ class Registry:
             task.add_done_callback(self._loads.discard)
 
 
-def deployment_failure_recorder(database_url: str) -> FailureCallback:
-    """For the engine supervisor: marks FAILED, with the reason, the deployments of an
-    engine that could not be kept running. It opens its own database connection on
-    first use, on the supervisor's event loop."""
+def deployment_status_recorders(database_url: str) -> tuple[FailureCallback, RecoveryCallback]:
+    """For the engine supervisor: one marks FAILED, with the reason, the deployments of
+    an engine in a crash loop (or that cannot load its file), the other marks them READY
+    again once it runs. They open their own database connection on first use, on the
+    supervisor's event loop."""
     sessions: async_sessionmaker[AsyncSession] | None = None
 
-    async def record(deployment_ids: list[str], reason: str) -> None:
+    def opened() -> async_sessionmaker[AsyncSession]:
         nonlocal sessions
         if sessions is None:
             sessions = db.make_sessions(db.make_engine(database_url))
-        async with sessions() as session, session.begin():
+        return sessions
+
+    async def failed(deployment_ids: list[str], reason: str) -> None:
+        async with opened()() as session, session.begin():
             for deployment_id in deployment_ids:
                 await repo.set_deployment_status(session, deployment_id=deployment_id, status="FAILED", reason=reason)
 
-    return record
+    async def recovered(deployment_ids: list[str]) -> None:
+        async with opened()() as session, session.begin():
+            for deployment_id in deployment_ids:
+                deployment = await session.get(Deployment, deployment_id)
+                if deployment is not None and deployment.status == "FAILED":  # not one an admin is changing
+                    deployment.status, deployment.status_reason = "READY", None
+
+    return failed, recovered
+
+
+async def reset_deployment(sessions: async_sessionmaker[AsyncSession], deployment_id: str) -> Deployment | None:
+    """An operator's reset (`modelport deployments reset`): the deployment is PENDING
+    again, without a reason, and a running server loads it within a moment
+    (`Registry.watch_resets`; an engine in its crash-loop backoff is started at once),
+    a stopped one at its next start. A deployment of an upstream vendor has nothing to
+    load: it is READY at once. None when there is no such deployment."""
+    async with sessions() as session, session.begin():
+        deployment = await session.get(Deployment, deployment_id)
+        if deployment is None:
+            return None
+        model = await session.get(Model, deployment.model_id)
+        embedded = model is not None and embedded_checkpoint(model.model_vendor, deployment.vendor_configuration)
+        deployment.status, deployment.status_reason = ("PENDING" if embedded else "READY"), None
+        return deployment
 
 
 def _check_deployable(model: Model, adapters: Callable[[str], bool]) -> None:

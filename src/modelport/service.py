@@ -32,7 +32,7 @@ from modelport.generation import (
 )
 from modelport.limits.base import Admission
 from modelport.limits.gate import LimitGate
-from modelport.limits.pricing import cost_of, prompt_token_guess
+from modelport.limits.pricing import cost_of, prompt_token_bound, prompt_token_guess, rendered_prompt_token_bound
 from modelport.observability.requests import calling_vendor
 from modelport.observability.shutdown import cut_off_status
 from modelport.params import check_bindings, check_supported, effective_sampling, without_parameters
@@ -51,7 +51,7 @@ from modelport.schemas.retrieval import EmbeddingRequest, EmbeddingResponse, Rer
 from modelport.secrets import SecretBox, resolve_secret
 from modelport.stopseq import OutputFilter
 from modelport.store import repo
-from modelport.templates import substitute_bindings
+from modelport.templates import RenderScope, render_chat_async, render_scope, substitute_bindings_async
 from modelport.timing import waiting_for_vendor
 from modelport.vendors.base import Capabilities, Embedder, Embeddings, Reranker, Scores, Target, Vendor
 from modelport.vendors.registry import VendorRegistry
@@ -509,11 +509,10 @@ class InferenceService:
         bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
         if schema or bindings:
             check_bindings(schema, bindings)
-            parameters = await asyncio.to_thread(substitute_bindings, target.parameters, bindings)
+            parameters = await substitute_bindings_async(target.parameters, bindings, account=principal.account_id)
             target = replace(target, parameters=parameters)
-        variable = target.parameters.get("api_key_env")
-        if variable:
-            self._policy.check_api_key_env(str(variable))
+        # The host this request goes to, bindings filled, must be one the server key is tied to.
+        self._policy.check_server_key(target.model_vendor, target.parameters)
         secret_name = target.parameters.get("api_key_secret")
         if secret_name:
             target = replace(target, api_key=await self._api_key(principal.account_id, str(secret_name)))
@@ -579,13 +578,12 @@ class InferenceService:
         bindings = request.model_request_parameters.bindings if request.model_request_parameters else {}
         if schema or bindings:
             check_bindings(schema, bindings)
-            # Rendered on a worker thread, like chat templates: the loop serves others meanwhile.
-            parameters = await asyncio.to_thread(substitute_bindings, target.parameters, bindings)
+            # Rendered on the render pool, in the account's share, like chat templates.
+            parameters = await substitute_bindings_async(target.parameters, bindings, account=principal.account_id)
             target = with_parameters(target, parameters)
         sampling = effective_sampling(request, capabilities, dropped=dropped)
-        variable = target.settings.api_key_env
-        if variable:  # checked again here: the operator's list may have changed since
-            self._policy.check_api_key_env(variable)
+        # Checked again here: the host, bindings filled, and the operator's current list.
+        self._policy.check_server_key(target.model_vendor, target.parameters)
         secret_name = target.settings.api_key_secret
         if secret_name:
             api_key = await self._api_key(principal.account_id, secret_name)
@@ -614,7 +612,7 @@ class InferenceService:
         request_id = str(uuid.uuid4())
         # Last, once the request is known to be valid: from here on it is counted, and
         # every way it can end goes through _record, which settles it.
-        admission = await self._limits.admit(principal, target, call, request_id) if self._limits else None
+        admission = await self._admit(principal, target, call, request_id)
         calling_vendor(target)
         return _Prepared(
             vendor=vendor,
@@ -626,6 +624,38 @@ class InferenceService:
             request_id=request_id,
             admission=admission,
         )
+
+    async def _admit(
+        self, principal: Principal, target: Target, call: GenerationCall, request_id: str
+    ) -> Admission | None:
+        """Count the request against its limits, reserving everything that becomes its
+        prompt (see `limits/pricing.py`).
+
+        Templates rendered for this request from here on (by this service or a vendor
+        adapter, in this task) take the caller's account's share of the render pool, and
+        the prompt they make is reserved again before it is sent
+        (`LimitGate.reserve_rendered`): the message bytes alone said nothing of what a
+        template writes. A `chat_template` in the request may instead be rendered by the
+        upstream (vLLM takes one): when a limit counts tokens or cost, the gateway renders
+        it here first, to reserve what it makes; when none does, nothing is rendered."""
+        render_scope.set(RenderScope(account=principal.account_id))
+        limits = self._limits
+        if limits is None:
+            return None
+        prompt_tokens = None
+        if call.chat_template is not None and call.messages is not None and limits.counts_prompt(principal, target):
+            rendered = await render_chat_async(
+                call.chat_template, call.messages, bos_token="", eos_token="", extra=call.chat_template_kwargs
+            )
+            prompt_tokens = max(prompt_token_bound(call), rendered_prompt_token_bound(rendered, call))
+        admission = await limits.admit(principal, target, call, request_id, prompt_tokens=prompt_tokens)
+        if admission is not None:
+
+            async def reserve(prompt: str) -> None:
+                await limits.reserve_rendered(admission, target, rendered_prompt_token_bound(prompt))
+
+            render_scope.set(RenderScope(account=principal.account_id, on_rendered=reserve))
+        return admission
 
 
 def _failure_status(exc: BaseException) -> int:

@@ -3,6 +3,8 @@ Knows no HTTP. A key's own spend is shown with the key (`GET /v4/api-keys`)."""
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.auth import Principal
@@ -10,11 +12,26 @@ from modelport.registry import require_admin
 from modelport.schemas.registry import SpendReport
 from modelport.store import repo
 
+# In `by_key`, the spend of the keys the reader may not see (another user's, the
+# operator's), summed: the totals still add up, and no key id is shown to whom
+# `GET /v4/api-keys` would not show it.
+OTHER_KEYS = "other keys"
 
-async def account_spend(sessions: async_sessionmaker[AsyncSession], account_id: str) -> SpendReport:
+
+async def account_spend(
+    sessions: async_sessionmaker[AsyncSession], account_id: str, *, visible_keys: Container[str] | None = None
+) -> SpendReport:
+    """The account's spend; with `visible_keys`, the keys outside it are summed under
+    OTHER_KEYS (a key-less record, from before spend was kept, stays under "")."""
     async with sessions() as session:
         by_key = await repo.account_spend(session, account_id=account_id, by="key_id")
         by_deployment = await repo.account_spend(session, account_id=account_id, by="deployment_id")
+    if visible_keys is not None:
+        shown: dict[str, float] = {}
+        for key_id, total in by_key.items():
+            group = key_id if not key_id or key_id in visible_keys else OTHER_KEYS
+            shown[group] = shown.get(group, 0.0) + total
+        by_key = shown
     return SpendReport(
         account_id=account_id,
         spend=sum(by_deployment.values()),
@@ -24,9 +41,14 @@ async def account_spend(sessions: async_sessionmaker[AsyncSession], account_id: 
 
 
 async def spend_report(sessions: async_sessionmaker[AsyncSession], principal: Principal) -> SpendReport:
-    """The selected account's spend; an admin's to read, like its keys."""
+    """The selected account's spend; an admin's to read, per key only for the keys that
+    admin may list (an operator sees every key)."""
     require_admin(principal)
-    return await account_spend(sessions, principal.account_id)
+    if principal.is_operator:
+        return await account_spend(sessions, principal.account_id)
+    async with sessions() as session:
+        keys = await repo.list_keys(session, account_id=principal.account_id, identity_id=principal.identity_id)
+    return await account_spend(sessions, principal.account_id, visible_keys={key.id for key, _ in keys})
 
 
-__all__ = ["account_spend", "spend_report"]
+__all__ = ["OTHER_KEYS", "account_spend", "spend_report"]

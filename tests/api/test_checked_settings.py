@@ -84,8 +84,11 @@ async def test_the_settings_each_vendor_takes_are_accepted(client: httpx.AsyncCl
     await ok(
         await model(client, headers, "LLMENGINE", model="m", base_url="http://127.0.0.1:9/v1", protocol="llmengine-v1")
     )
-    # A placeholder filled from the request's bindings may stand for the host.
-    await ok(await model(client, headers, "OTHER", model="m", base_url="{{ upstream }}/v1"))
+    # A placeholder filled from the request's bindings may fill the path, never the host
+    # (it would choose where the credential goes: issue 21).
+    await ok(await model(client, headers, "OTHER", model="m", base_url="http://127.0.0.1:9/{{ tenant }}/v1"))
+    bound_host = await model(client, headers, "OTHER", model="m", base_url="{{ upstream }}/v1")
+    assert "never its scheme, host or port" in refused(bound_host, "body", "model_creation_parameters", "base_url")
 
 
 @pytest.mark.parametrize("vendor", ["VERTEX_AI", "BEDROCK", "LAUNCH"])

@@ -3,6 +3,7 @@ an OpenAI-compatible upstream answered in-process and a test clock for budget wi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -28,8 +29,20 @@ REAL_COST = 10 * IN_PRICE + 5 * OUT_PRICE
 EMBEDDING_TOKENS = 7  # the upstream's usage for every embeddings call
 
 
+# A chat template that writes 31,200 bytes of text around the messages: 7,800 tokens at
+# the fake upstreams' four bytes a token (issue 21: a $0.001 budget spent $0.1248 so).
+HEAVY_TEMPLATE = "{{ 'lorem ipsum ' * 2600 }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+HEAVY_PROMPT = "lorem ipsum " * 2600 + "hi"
+HEAVY_PROMPT_TOKENS = len(HEAVY_PROMPT) // 4
+
+
 def _answer(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
+    if request.url.path.endswith("/completions-sync"):  # LLM Engine v1: the gateway rendered the prompt
+        output = {"text": "hello", "num_prompt_tokens": len(body["prompt"]) // 4, "num_completion_tokens": 5}
+        return httpx.Response(200, json={"output": output})
+    # A vLLM server renders a chat_template it is sent.
+    prompt_tokens = HEAVY_PROMPT_TOKENS if body.get("chat_template") == HEAVY_TEMPLATE else 10
     if request.url.path.endswith("/embeddings"):
         vectors = [
             {"object": "embedding", "index": index, "embedding": [0.6, 0.8]} for index in range(len(body["input"]))
@@ -51,7 +64,7 @@ def _answer(request: httpx.Request) -> httpx.Response:
             "created": 0,
             "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 5, "total_tokens": prompt_tokens + 5},
         },
     )
 
@@ -286,3 +299,56 @@ async def test_embeddings_pass_the_same_limits_and_are_billed(limited: tuple[Fas
         records = (await session.execute(select(UsageRecord).where(UsageRecord.key_id == key_id))).scalars().all()
     assert [record.prompt_tokens for record in records] == [EMBEDDING_TOKENS, EMBEDDING_TOKENS]
     assert sum(record.cost for record in records) == pytest.approx(2 * EMBEDDING_TOKENS * IN_PRICE)
+
+
+TEMPLATE_PRICE = 1e-6  # per token, in and out: $0.0078 a heavy request, 1.3 requests' worth of budget
+
+
+@pytest.mark.parametrize("rendered_by", ["gateway", "upstream"])
+async def test_sixteen_template_heavy_requests_keep_spend_within_the_budget_bound(
+    limited: tuple[FastAPI, httpx.AsyncClient], rendered_by: str
+) -> None:
+    """spend < budget + one request's reservation (limits/base.py), when what makes the
+    prompt large is a chat template: rendered here (an LLM Engine v1 deployment's
+    template) or by the upstream (a request's template, passed to a vLLM server)."""
+    app, client = limited
+    common = {"input_cost_per_token": TEMPLATE_PRICE, "output_cost_per_token": TEMPLATE_PRICE}
+    if rendered_by == "gateway":
+        parameters = {"base_url": "http://upstream.test", "model": "ep", "protocol": "llmengine-v1"}
+        parameters["chat_template"] = HEAVY_TEMPLATE
+        body: dict[str, Any] = {}
+    else:
+        parameters = {"base_url": "http://upstream.test/v1", "model": "m"}
+        body = {"chat_template": HEAVY_TEMPLATE}
+    model = await client.post(
+        "/v4/models",
+        json={
+            "name": f"templated-{uuid.uuid4().hex[:8]}",
+            "model_type": "CHAT_COMPLETION",
+            "model_vendor": "LLMENGINE",
+            "model_creation_parameters": {**parameters, **common},
+        },
+    )
+    assert model.status_code == 200, model.text
+    deployment = await client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "d"})
+    assert deployment.status_code == 200, deployment.text
+    budget = 0.001
+    key_id, key = await _key(client, max_budget=budget)
+
+    answers = await asyncio.gather(*(_chat(client, deployment.json()["id"], key, **body) for _ in range(16)))
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses[0] == 200 and set(statuses) <= {200, 429}, [answer.text for answer in answers]
+    assert all("max_budget" in answer.json()["detail"] for answer in answers if answer.status_code == 429)
+    await _settled(app)
+    async with app.state.sessions() as session:
+        records = (await session.execute(select(UsageRecord).where(UsageRecord.key_id == key_id))).scalars().all()
+    # Those refused once their prompt was rendered are recorded, at no cost.
+    assert {record.prompt_tokens for record in records if record.status == 200} == {HEAVY_PROMPT_TOKENS}
+    assert all(record.cost == 0 for record in records if record.status != 200)
+    spend = sum(record.cost for record in records)
+    # One request reserves at most its rendered prompt at a token a byte, with template
+    # overhead, and its max_tokens: $0.031. Before, each reserved its 2 message bytes, all
+    # 16 were served and spent $0.125.
+    one_reservation = (len(HEAVY_PROMPT) + 64) * TEMPLATE_PRICE + 5 * TEMPLATE_PRICE
+    assert spend < budget + one_reservation

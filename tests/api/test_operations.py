@@ -44,6 +44,46 @@ async def test_readiness_is_503_with_the_reason_when_the_database_is_gone(
     assert (await client.get("/health/live")).status_code == 200  # alive all the same: no restart
 
 
+async def test_readiness_ignores_a_tenants_failed_deployment_and_waits_for_required_engines(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str, model_dir: Path
+) -> None:
+    """Issue 21, findings 1 and 7: one tenant's broken model took every route of the
+    gateway out of the load balancer. Only engines the operator requires count."""
+    account = (await client.post("/accounts", json={"account_name": "readiness-tenant"})).json()["account_id"]
+    tenant = {"x-selected-account-id": account}
+    model = await client.post(
+        "/v4/models",
+        json={"name": "readiness-broken", "model_type": "CHAT_COMPLETION", "model_vendor": "LLMENGINE"},
+        headers=tenant,
+    )
+    broken = model_dir / "readiness-broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)  # a GGUF header llama.cpp cannot load
+    created = await client.post(
+        f"/v4/models/{model.json()['id']}/deployments",
+        json={"name": "broken", "vendor_configuration": {"checkpoint_path": str(broken)}},
+        headers=tenant,
+    )
+    assert created.json()["status"] == "FAILED"
+    settings = app.state.settings
+    try:
+        ready = await client.get("/health/ready")
+        assert (ready.status_code, ready.json()["reasons"]) == (200, [])
+        assert (await client.get("/health")).json()["status"] == "degraded"  # still shown there
+        settings.ready_requires_engines = [deployment_id, "readiness-broken"]  # an id and a model name
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        [reason] = ready.json()["reasons"]
+        assert "readiness-broken.gguf is failed" in reason and str(model_dir) not in reason
+        settings.ready_requires_engines = ["no-such-deployment"]
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503 and "names no deployment" in ready.json()["reasons"][0]
+        settings.ready_requires_engines = [deployment_id]  # the bootstrap chat model: ready
+        assert (await client.get("/health/ready")).status_code == 200
+    finally:
+        settings.ready_requires_engines = []
+        await client.delete(f"/v4/models/{model.json()['id']}/deployments/{created.json()['id']}", headers=tenant)
+
+
 async def test_metrics_show_the_engines_queue_running_sequences_and_kv_use(
     client: httpx.AsyncClient, deployment_id: str
 ) -> None:

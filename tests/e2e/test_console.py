@@ -19,7 +19,7 @@ from tests.servers import modelport_serving
 
 pytestmark = pytest.mark.e2e
 
-KEY = "mp_console_admin_key"
+KEY = "mp_console_admin_key_0123456789"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -100,8 +102,17 @@ def test_a_request_while_the_engine_is_down_gets_503_not_a_hang(server: str) -> 
     ready_engine_pid(server)
 
 
-def test_a_crash_loop_leaves_the_deployment_failed_with_the_reason(server: str) -> None:
-    # restart_limit=2: the third crash in a row without 30 s of uptime is the last (the
+def wait_for_status(base_url: str, status: str, within: float = 60) -> dict[str, Any]:
+    """The chat deployment once it has `status` (written by the supervisor or a load)."""
+    deadline = time.monotonic() + within
+    while (found := deployment(base_url))["status"] != status and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert found["status"] == status, found
+    return found
+
+
+def test_a_crash_loop_fails_the_deployment_with_the_reason_until_the_engine_is_back(server: str) -> None:
+    # restart_limit=2: the third crash in a row without 30 s of uptime fails it (the
     # tests above crashed it too, so fewer kills may be needed here).
     deadline = time.monotonic() + 30
     kills = 0
@@ -110,17 +121,46 @@ def test_a_crash_loop_leaves_the_deployment_failed_with_the_reason(server: str) 
             os.kill(ready_engine_pid(server), signal.SIGKILL)
             kills += 1
         time.sleep(0.05)
-    health = httpx.get(f"{server}/health", timeout=5).json()
-    assert health["status"] == "degraded"
     assert "SIGKILL" in engine(server)["reason"]
-    deadline = time.monotonic() + 5  # the deployment's status is written by the supervisor
-    while deployment(server)["status"] != "FAILED" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    failed = deployment(server)
-    assert failed["status"] == "FAILED"
+    failed = wait_for_status(server, "FAILED", within=5)
     assert "SIGKILL" in failed["deployment_metadata"]["status_reason"]
-    response = chat(server, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}, timeout=10)
-    assert response.status_code == 503
+    # It is still started again after its backoff: READY once it runs, and served.
+    wait_for_status(server, "READY")
+    answer = chat(server, {"chat_history": [], "prompt": "Hi", "max_tokens": 5})
+    assert answer.status_code == 200
+
+
+def test_a_failed_deployment_leaves_readiness_alone_is_reset_by_the_operator_and_retried_at_start_up(
+    tmp_path: Path,
+) -> None:
+    # One crash fails the engine, and its backoff (10 minutes) outlasts the test: only
+    # the operator's reset or a new start brings it back.
+    settings = {"api_key": ADMIN, "engine_restart_limit": "0", "engine_restart_backoff": "600"}
+    with modelport_serving(tmp_path, **settings) as base_url:
+        os.kill(ready_engine_pid(base_url), signal.SIGKILL)
+        failed = wait_for_status(base_url, "FAILED")
+        assert chat(base_url, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}).status_code == 503
+        # No engine is required for readiness (MODELPORT_READY_REQUIRES_ENGINES): every
+        # other deployment and vendor route still serves, so the gateway stays in.
+        ready = httpx.get(f"{base_url}/health/ready", timeout=5)
+        assert (ready.status_code, ready.json()["reasons"]) == (200, [])
+        reset = subprocess.run(
+            [str(Path(sys.executable).parent / "modelport"), "deployments", "reset", failed["id"]],
+            env={**os.environ, "MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'modelport.db'}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reset.returncode == 0, reset.stderr
+        assert "PENDING" in reset.stdout
+        wait_for_status(base_url, "READY")
+        assert chat(base_url, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}).status_code == 200
+        os.kill(ready_engine_pid(base_url), signal.SIGKILL)
+        wait_for_status(base_url, "FAILED")
+    # Stopped while FAILED: the next start loads it again.
+    with modelport_serving(tmp_path, **settings) as base_url:
+        wait_for_status(base_url, "READY", within=5)
+        assert chat(base_url, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}).status_code == 200
 
 
 def test_two_workers_share_one_engine_and_its_batches(tmp_path: Path) -> None:

@@ -366,3 +366,52 @@ async def test_redis_stopped_then_started_again(
         await asyncio.sleep(0.1)
     assert 429 in statuses
     assert (await chat(clients[0], deployments["plain"], budget_key)).status_code == 200
+
+
+def _priced_model(bases: list[str], parameters: dict[str, Any]) -> tuple[str, str]:
+    """A new model and its deployment, made on replica a: their ids."""
+    with httpx.Client(base_url=bases[0], headers={"x-api-key": E2E_KEY}, timeout=30) as admin:
+        model = admin.post(
+            "/v4/models",
+            json={
+                "name": f"repriced-{uuid.uuid4().hex[:8]}",
+                "model_type": "CHAT_COMPLETION",
+                "model_vendor": "OPENAI",
+                "model_creation_parameters": parameters,
+            },
+        )
+        assert model.status_code == 200, model.text
+        deployment = admin.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "repriced"})
+        assert deployment.status_code == 200, deployment.text
+        return model.json()["id"], deployment.json()["id"]
+
+
+def _reprice_then_revoke(bases: list[str], model_id: str, parameters: dict[str, Any], key_id: str) -> None:
+    """On replica a: the model's prices changed, then a key revoked."""
+    with httpx.Client(base_url=bases[0], headers={"x-api-key": E2E_KEY}, timeout=30) as admin:
+        repriced = admin.patch(f"/v4/models/{model_id}", json={"model_creation_parameters": parameters})
+        assert repriced.status_code == 200, repriced.text
+        assert admin.delete(f"/v4/api-keys/{key_id}").status_code == 200
+
+
+async def test_a_price_change_reaches_the_other_replica_with_a_revocation(
+    replicas: tuple[list[str], str], clients: list[httpx.AsyncClient], postgres_url: str
+) -> None:
+    """A model's prices are registry data, like keys: a change on one replica bumps the
+    registry generation that every replica watches, so the other bills the new price no
+    later than it refuses a key revoked after the change."""
+    bases, upstream = replicas
+    parameters = {"base_url": upstream, "model": "paced-0", "input_cost_per_token": IN_PRICE}
+    model_id, deployment = _priced_model(bases, {**parameters, "output_cost_per_token": OUT_PRICE})
+    revoked_id, revoked = new_key(bases)
+    # Replica b has the deployment, at the old price, and the key in its cache.
+    assert (await chat(clients[1], deployment, revoked)).status_code == 200
+    _reprice_then_revoke(bases, model_id, {**parameters, "output_cost_per_token": 10 * OUT_PRICE}, revoked_id)
+    deadline = time.monotonic() + 20
+    while (await chat(clients[1], deployment, revoked)).status_code != 401:
+        assert time.monotonic() < deadline, "replica b never saw the revocation"
+        await asyncio.sleep(0.1)
+    key_id, key = new_key(bases)
+    assert (await chat(clients[1], deployment, key)).status_code == 200
+    [record] = await written(postgres_url, key_id, 1)
+    assert record["cost"] == pytest.approx(10 * IN_PRICE + 5 * 10 * OUT_PRICE)

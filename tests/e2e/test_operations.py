@@ -24,7 +24,7 @@ from tests.vendors.conftest import fake_vendor  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.e2e
 
-KEY = "mp_operations_admin_key"
+KEY = "mp_operations_admin_key_0123456789"
 HEADERS = {"x-api-key": KEY}
 BODY = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 5}
 

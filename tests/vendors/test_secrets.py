@@ -46,3 +46,38 @@ async def test_members_cannot_manage_secrets_and_names_are_checked(recorded_app:
     assert (await client.get("/v4/secrets", headers=headers)).status_code == 403
     assert (await client.put("/v4/secrets/bad name!", json={"value": "v"})).status_code == 422
     assert (await client.delete("/v4/secrets/not-there")).status_code == 404
+
+
+async def test_an_account_secret_is_the_accounts_own_to_send_to_any_allowed_host(recorded_app: Any) -> None:
+    """Unlike a server variable (api_key_env, tied to hosts: test_credential_destinations),
+    an account's own secret goes wherever its admin points the model."""
+    _app, client, transport = recorded_app
+    await client.put("/v4/secrets/own-key", json={"value": VALUE})
+    transport.answers["claude-anywhere"] = (200, "anthropic/message.json")
+    deployment = await deploy(
+        client,
+        vendor="ANTHROPIC",
+        model="claude-anywhere",
+        api_key_secret="own-key",
+        base_url="https://llm.example.net",
+    )
+    response = await client.post(f"/v4/models/{deployment}/chat-completions", json={"chat_history": [], "prompt": "Hi"})
+    assert response.status_code == 200, response.text
+    assert transport.sent[-1].url.host == "llm.example.net"
+    assert transport.sent[-1].headers["x-api-key"] == VALUE
+
+
+async def test_a_server_variable_is_not_sent_to_a_host_it_is_not_tied_to(recorded_app: Any, monkeypatch: Any) -> None:
+    """ANTHROPIC_TEST_KEY is tied to api.anthropic.com (tests/vendors/conftest.py)."""
+    _app, client, transport = recorded_app
+    monkeypatch.setenv("ANTHROPIC_TEST_KEY", "sk-ant-server-key-0123456789")
+    sent = len(transport.sent)
+    model = await client.post(
+        "/v4/models",
+        json={"name": "claude-elsewhere", "model_type": "CHAT_COMPLETION", "model_vendor": "ANTHROPIC",
+              "model_creation_parameters": {"model": "claude-x", "api_key_env": "ANTHROPIC_TEST_KEY",
+                                            "base_url": "https://llm.example.net"}},
+    )  # fmt: skip
+    assert model.status_code == 422
+    assert "api.anthropic.com" in model.json()["detail"] and "llm.example.net" in model.json()["detail"]
+    assert len(transport.sent) == sent

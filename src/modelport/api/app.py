@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from modelport import __version__, welcome
+from modelport import __version__, templates, welcome
 from modelport.api import error_shapes
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
 from modelport.api.limits import RequestGuard
@@ -43,6 +43,7 @@ from modelport.bootstrap import bootstrap_if_empty
 from modelport.cache import RegistryCache
 from modelport.config import Settings
 from modelport.deployments import embedded_checkpoint
+from modelport.engine.grammar import GrammarBounds
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
@@ -55,7 +56,7 @@ from modelport.observability import logs, metrics, tracing
 from modelport.observability.middleware import RequestObserver
 from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
-from modelport.registry import Registry, deployment_failure_recorder
+from modelport.registry import Registry, deployment_status_recorders
 from modelport.routing import PassiveHealth, Router
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.secrets import SecretBox
@@ -64,6 +65,7 @@ from modelport.store import db, repo
 from modelport.usage import UsageRecorder
 from modelport.vendors import openai
 from modelport.vendors.anthropic import AnthropicVendor
+from modelport.vendors.bounded import AnswerBounds
 from modelport.vendors.cohere import CohereVendor
 from modelport.vendors.embedded import EmbeddedVendor
 from modelport.vendors.google import GoogleVendor
@@ -86,17 +88,19 @@ def engine_settings(settings: Settings) -> EngineSettings:
         prefix_cache=settings.embedded_prefix_cache,
         step_tokens=settings.embedded_step_tokens,
         threads=settings.embedded_threads,
+        max_sequence_kv_share=settings.embedded_max_sequence_kv_share,
+        sequences_per_account=settings.embedded_sequences_per_account or max(1, settings.embedded_max_sequences // 2),
         restart_limit=settings.engine_restart_limit,
         restart_backoff=settings.engine_restart_backoff,
+        restart_backoff_max=settings.engine_restart_backoff_max,
         log_level=settings.log_level,
     )
 
 
 def start_engine_supervisor(settings: Settings) -> SupervisorThread:
     """The engine supervisor for this server (the parent's, under `--workers N`)."""
-    supervisor = SupervisorThread(
-        engine_settings(settings), on_failed=deployment_failure_recorder(settings.database_url)
-    )
+    failed, recovered = deployment_status_recorders(settings.database_url)
+    supervisor = SupervisorThread(engine_settings(settings), on_failed=failed, on_recovered=recovered)
     supervisor.start()
     return supervisor
 
@@ -127,7 +131,11 @@ def _register_upstream_vendors(
 ) -> None:
     """One pooled HTTP client per vendor, created here and closed at shutdown.
     `transport` replaces the network (tests inject recorded vendor answers)."""
-    policy = RetryPolicy(attempts=settings.upstream_attempts, backoff=settings.upstream_backoff)
+    policy = RetryPolicy(
+        attempts=settings.upstream_attempts,
+        backoff=settings.upstream_backoff,
+        answers=AnswerBounds.from_settings(settings),
+    )
 
     def pooled_client() -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -188,7 +196,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             control = own_supervisor.control_path
         pool = EnginePool(SupervisorClient(control), settings.policy, stall_seconds=settings.engine_stall_seconds)
         app.state.engine_pool = pool
-        vendors.register(EMBEDDED, EmbeddedVendor(pool))
+        vendors.register(EMBEDDED, EmbeddedVendor(pool, GrammarBounds.from_settings(settings)))
         try:
             await _load_embedded_deployments(app)
         except BaseException:
@@ -209,6 +217,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
     app.state.limits = limits
+    templates.configure_render_pool(
+        threads=settings.template_render_threads,
+        per_account=settings.template_renders_per_account,
+        queue=settings.template_render_queue,
+    )
     app.state.service = InferenceService(
         app.state.sessions,
         vendors,
@@ -220,14 +233,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits=limits,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
+    resets = asyncio.create_task(
+        app.state.registry.watch_resets(lambda: db.read_generation(engine), settings.cache_refresh_seconds),
+        name="deployment-resets",
+    )
     freeze_startup_heap()
     try:
         with gate.watching_signals(settings.shutdown_grace_seconds):
             yield
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for task in (poller, resets):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await limits.aclose()
         await usage.close()
         await vendors.aclose()
@@ -308,7 +326,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     # Here rather than in `serve`: each `--workers` process builds its own app.
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, settings.log_max_line_bytes)
     tracing.configure_from_environment()
     app = FastAPI(
         title="modelport",
@@ -344,7 +362,10 @@ def create_app(
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_answer(request, 500, {"detail": "internal server error"})
+        # Starlette raises the error on after this answer, and uvicorn then closes the
+        # connection: `connection: close` tells a keep-alive client not to send its next
+        # request on it (which would be reset).
+        return error_answer(request, 500, {"detail": "internal server error"}, {"connection": "close"})
 
     app.include_router(health.router)
     app.include_router(inference.router)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.engine.crashes import CrashLedger, grammar_fingerprint
 from modelport.engine.protocol import (
     ProtocolError,
     chunk_from_wire,
     encode,
+    encode_request,
     error_from_wire,
     is_error,
     read_message,
@@ -67,11 +69,19 @@ class EngineInfo:
 
 class _Connection:
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, stall_seconds: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        name: str,
+        stall_seconds: float,
+        crashes: CrashLedger | None = None,
     ) -> None:
         self.writer = writer
         self.name = name
         self.stall_seconds = stall_seconds
+        self.crashes = crashes or CrashLedger()
+        self.grammars: dict[int, str] = {}  # request id -> its grammar's fingerprint, while in flight
+        self.closing = False  # closed by this side: its end says nothing about the requests
         self.last_heard = asyncio.get_running_loop().time()
         self.waiting: dict[int, asyncio.Queue[_Item]] = {}
         self.stats: asyncio.Future[dict[str, Any]] | None = None
@@ -127,6 +137,9 @@ class _Connection:
             reason = f"the embedded engine for {self.name} has not answered for {self.stall_seconds:g} s"
         else:
             reason = f"the embedded engine for {self.name} stopped while generating; it is being restarted"
+            if not self.closing:  # it died: what it was parsing or stepping is not sent again
+                self.crashes.crashed(self.grammars.values())
+        self.grammars.clear()
         for queue in self.waiting.values():
             queue.put_nowait(DeploymentUnavailable(reason))
         self.waiting.clear()
@@ -134,10 +147,14 @@ class _Connection:
             self.stats.set_exception(DeploymentUnavailable(f"the embedded engine for {self.name} stopped"))
 
     def send(self, message: dict[str, Any]) -> None:
+        self.send_frame(encode(message))
+
+    def send_frame(self, frame: bytes) -> None:
         if not self.closed:
-            self.writer.write(encode(message))
+            self.writer.write(frame)
 
     async def close(self) -> None:
+        self.closing = True
         self.writer.close()
         for task in (self._task, self._watchdog):
             if task is not None:
@@ -157,6 +174,7 @@ class EngineClient:
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
         self._ids = itertools.count(1)
+        self.crashes = CrashLedger()  # grammars in flight when this engine died, kept across reconnects
 
     async def _connect(self) -> _Connection:
         connection = self._connection
@@ -178,21 +196,28 @@ class EngineClient:
             except (OSError, TimeoutError, ProtocolError, ValueError, KeyError) as exc:
                 writer.close()
                 raise DeploymentUnavailable(f"{unavailable}: {exc!r}") from exc
-            self._connection = _Connection(reader, writer, self.name, self.stall_seconds)
+            self._connection = _Connection(reader, writer, self.name, self.stall_seconds, self.crashes)
             self._connection.start()
             return self._connection
 
     async def generate(
-        self, *, text: str, special: bool, sampling: Sampling, default_max_tokens: int | None
+        self,
+        *,
+        text: str,
+        special: bool,
+        sampling: Sampling,
+        default_max_tokens: int | None,
+        account: str | None = None,
     ) -> AsyncIterator[GenerationChunk]:
-        """Stream a generation. Closing the iterator early cancels it in the engine."""
+        """Stream a generation. Closing the iterator early cancels it in the engine.
+        400 for a request too large to send, or whose grammar was in flight when this
+        engine died (engine/crashes.py)."""
+        fingerprint = grammar_fingerprint(sampling.grammar) if sampling.grammar else None
+        if fingerprint is not None:
+            self.crashes.check(fingerprint, self.name)
         connection = await self._connect()
         request_id = next(self._ids)
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
-        if not connection.waiting:  # an idle connection's silence so far says nothing
-            connection.last_heard = asyncio.get_running_loop().time()
-        connection.waiting[request_id] = queue
-        connection.send(
+        frame = encode_request(
             {
                 "op": "submit",
                 "id": request_id,
@@ -200,8 +225,17 @@ class EngineClient:
                 "special": special,
                 "sampling": sampling_to_wire(sampling),
                 "default_max_tokens": default_max_tokens,
-            }
+                "account": account,  # the engine caps each account's running sequences
+            },
+            "the prompt with its grammar",
         )
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        if not connection.waiting:  # an idle connection's silence so far says nothing
+            connection.last_heard = asyncio.get_running_loop().time()
+        connection.waiting[request_id] = queue
+        if fingerprint is not None:
+            connection.grammars[request_id] = fingerprint
+        connection.send_frame(frame)
         finished = False
         try:
             while True:
@@ -214,9 +248,12 @@ class EngineClient:
                 yield item
                 if item.finish_reason is not None:
                     finished = True
+                    if fingerprint is not None:
+                        self.crashes.finished(fingerprint)
                     return
         finally:
             connection.waiting.pop(request_id, None)
+            connection.grammars.pop(request_id, None)
             if not finished:
                 connection.send({"op": "cancel", "id": request_id})
 
@@ -227,8 +264,9 @@ class EngineClient:
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         if not connection.waiting:
             connection.last_heard = asyncio.get_running_loop().time()
+        frame = encode_request({"op": "embed", "id": request_id, "texts": texts}, "the texts to embed")
         connection.waiting[request_id] = queue
-        connection.send({"op": "embed", "id": request_id, "texts": texts})
+        connection.send_frame(frame)
         finished = False
         try:
             item = await queue.get()

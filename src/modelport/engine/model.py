@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +41,13 @@ from modelport.engine.embedding import TextEmbedder
 from modelport.engine.prefix import PrefixCache
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.sampler import build_sampler, free_sampler
-from modelport.errors import DeploymentUnavailable, EngineOverloaded, InvalidRequest, ModelportError
+from modelport.errors import (
+    ContextWindowExceeded,
+    DeploymentUnavailable,
+    EngineOverloaded,
+    InvalidRequest,
+    ModelportError,
+)
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
 from modelport.params import resolve_max_tokens
 from modelport.stopseq import StopSequenceFilter
@@ -73,6 +79,8 @@ class _Job:
     # Built at submit, so that a grammar llama.cpp cannot parse refuses the request
     # before it waits; owned by the job, then by its sequence.
     sampler: Any = None
+    # The tenant it is for: at most `sequences_per_account` of one account's jobs run at once.
+    account: str | None = None
 
 
 @dataclass(eq=False)
@@ -107,6 +115,8 @@ class BatchEngine:
         prefix_cache: bool = True,
         step_tokens: int = STEP_TOKENS,
         threads: int | None = None,
+        max_sequence_kv_share: float = 1.0,
+        sequences_per_account: int = 0,
     ) -> None:
         import llama_cpp
         from llama_cpp import Llama
@@ -129,8 +139,16 @@ class BatchEngine:
         self.max_sequences = max_sequences
         self.max_queue = max_queue
         # One KV cache shared by all sequences; each request reserves prompt +
-        # max_tokens cells when admitted, so a running sequence never runs out.
-        self.kv_tokens = max(kv_tokens or 0, self.context_window)
+        # max_tokens cells when admitted, so a running sequence never runs out. Left
+        # unset, it is sized so that one request may still use a whole context window
+        # within its share (max_tokens 4096 is a common client default), rather than
+        # refusing requests that fit the window.
+        self.kv_tokens = max(kv_tokens or math.ceil(self.context_window / max_sequence_kv_share), self.context_window)
+        # Fair sharing: one sequence reserves at most this many cells (so one request
+        # with max_tokens near the window cannot hold the whole cache while others
+        # wait), and one account runs at most `sequences_per_account` sequences at once.
+        self.sequence_cells = max(1, min(self.context_window, int(self.kv_tokens * max_sequence_kv_share)))
+        self.sequences_per_account = sequences_per_account or max_sequences
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens
         # Every running sequence's next token always fits in one step.
@@ -155,6 +173,10 @@ class BatchEngine:
         self.bos_token = self._token_text(self._llm.token_bos())
         self.eos_token = self._token_text(self._llm.token_eos())
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        # No token covers more text than this: a prompt longer than a context window of
+        # such tokens cannot fit, and is refused before tokenizing it (which takes
+        # about a second for 4 MB).
+        self.longest_token_bytes = max(len(self._piece(token, special=True)) for token in range(self._n_vocab))
         # An encoder such as BERT (engine/convert.py) sees the whole text at once: it
         # computes sentence embeddings and cannot generate.
         architecture = metadata.get("general.architecture", "")
@@ -280,11 +302,26 @@ class BatchEngine:
     # --- requests ---------------------------------------------------------------------
 
     def submit_text(
-        self, key: Hashable, text: str, *, special: bool, sampling: Sampling, default_max_tokens: int | None
+        self,
+        key: Hashable,
+        text: str,
+        *,
+        special: bool,
+        sampling: Sampling,
+        default_max_tokens: int | None,
+        account: str | None = None,
     ) -> ModelportError | None:
         """Tokenize and queue a request; the error that refuses it, if any."""
         if self.embedding_only:
             return InvalidRequest(f"{self.path.name} is an embedding model: it computes embeddings, not text")
+        most_bytes = self.context_window * self.longest_token_bytes
+        size = len(text.encode("utf-8", "surrogatepass"))  # about a millisecond for 4 MB
+        if size > most_bytes:
+            return ContextWindowExceeded(
+                f"the prompt is {size} bytes; this model's context window of {self.context_window} tokens holds at "
+                f"most {most_bytes} bytes (its longest token is {self.longest_token_bytes} bytes)",
+                context_window=self.context_window,
+            )
         tokens = self.tokenize(text, special=special)
         try:
             max_tokens = resolve_max_tokens(
@@ -295,14 +332,26 @@ class BatchEngine:
             )
         except InvalidRequest as exc:
             return exc
-        return self.submit(key, tokens, replace(sampling, max_tokens=max_tokens))
+        if sampling.max_tokens is None:  # a default is trimmed to the sequence's share, as to the window
+            max_tokens = max(1, min(max_tokens, self.sequence_cells - len(tokens)))
+        return self.submit(key, tokens, replace(sampling, max_tokens=max_tokens), account=account)
 
-    def submit(self, key: Hashable, prompt_tokens: list[int], sampling: Sampling) -> ModelportError | None:
+    def submit(
+        self, key: Hashable, prompt_tokens: list[int], sampling: Sampling, *, account: str | None = None
+    ) -> ModelportError | None:
         if not prompt_tokens:
             return InvalidRequest("the prompt is empty: give at least one token of text")
         if len(prompt_tokens) >= self.context_window:
             return InvalidRequest(
                 f"the prompt is {len(prompt_tokens)} tokens; this model's context window is {self.context_window}"
+            )
+        need = len(prompt_tokens) + (sampling.max_tokens or 0)
+        if need > self.sequence_cells:
+            return InvalidRequest(
+                f"the prompt ({len(prompt_tokens)} tokens) and max_tokens ({sampling.max_tokens}) need {need} KV "
+                f"cells; one request may hold at most {self.sequence_cells} of this engine's {self.kv_tokens} "
+                "(MODELPORT_EMBEDDED_MAX_SEQUENCE_KV_SHARE of MODELPORT_EMBEDDED_KV_TOKENS): lower max_tokens",
+                param="max_tokens",
             )
         if len(self._waiting) >= self.max_queue:
             return EngineOverloaded(f"the embedded engine has {self.max_queue} requests waiting; try again shortly")
@@ -310,7 +359,7 @@ class BatchEngine:
             sampler = build_sampler(sampling, sampling.max_tokens or self.context_window, self._vocab, self._n_vocab)
         except InvalidRequest as exc:
             return exc
-        job = _Job(key=key, prompt_tokens=prompt_tokens, sampling=sampling, sampler=sampler)
+        job = _Job(key=key, prompt_tokens=prompt_tokens, sampling=sampling, sampler=sampler, account=account)
         self._waiting.append(job)
         self._by_key[key] = job
         return None
@@ -365,9 +414,17 @@ class BatchEngine:
         return out
 
     def _admit(self) -> None:
-        """Start waiting jobs, first come first served, while sequences and KV cells allow."""
-        while self._waiting and len(self._running) < self.max_sequences:
-            job = self._waiting[0]
+        """Start waiting jobs, first come first served, while sequences and KV cells allow.
+        A job of an account that already runs `sequences_per_account` sequences is passed
+        over (it keeps its place) for the next one of another account: one tenant's flood
+        waits behind itself, not in front of everyone."""
+        running = Counter(sequence.job.account for sequence in self._running if sequence.job.account is not None)
+        index = 0
+        while index < len(self._waiting) and len(self._running) < self.max_sequences:
+            job = self._waiting[index]
+            if job.account is not None and running[job.account] >= self.sequences_per_account:
+                index += 1
+                continue
             prompt = job.prompt_tokens
             # Generation ends at the context window anyway, so a reservation never
             # exceeds one window (and so always fits once the cache is empty).
@@ -380,7 +437,9 @@ class BatchEngine:
             slot = self._prefixes.claim(prompt, sources, free_cells=self.kv_tokens - self._reserved - need)
             if slot is None:
                 break  # no room yet: wait for running sequences to finish
-            self._waiting.popleft()
+            del self._waiting[index]
+            if job.account is not None:
+                running[job.account] += 1
             reused = slot.reused
             self.reused_tokens += reused
             sequence = _Sequence(

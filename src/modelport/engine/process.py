@@ -33,15 +33,17 @@ import orjson
 from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine, Event
 from modelport.engine.protocol import (
+    HEADER,
+    MAX_MESSAGE_BYTES,
     MessageBuffer,
     ModelLoadError,
-    ProtocolError,
+    RefusedFrame,
     chunk_to_wire,
     encode,
     error_to_wire,
     sampling_from_wire,
 )
-from modelport.errors import DeploymentUnavailable, ModelportError
+from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError
 from modelport.generation import GenerationChunk
 
 log = logging.getLogger("modelport.engine")
@@ -52,6 +54,8 @@ SEND_TIMEOUT_SECONDS = 10.0
 # A gateway with requests in flight hears from the engine at least this often, even
 # while its prompts are still being read: silence means a stuck engine (engine/client.py).
 HEARTBEAT_SECONDS = 1.0
+# A refused message's reason, as logged and answered: a bounded line, whatever was sent.
+LOGGED_REASON_CHARS = 300
 # Exit status for a model that cannot be served: restarting would not help.
 EXIT_UNSERVABLE = 3
 
@@ -127,21 +131,31 @@ class EngineServer:
     def _receive(self, gateway: _Gateway) -> None:
         try:
             data = gateway.sock.recv(1 << 16)
-            messages = gateway.buffer.feed(data) if data else None
-        except (OSError, ProtocolError, ValueError) as exc:  # orjson's JSONDecodeError is a ValueError
+        except OSError as exc:
             log.warning("dropping gateway connection %d: %s", gateway.number, exc)
-            messages = None
-        if messages is None:
+            data = b""
+        if not data:
             self._drop(gateway)
             return
-        for message in messages:
+        # A message this engine cannot take fails its own request only (issue 21: one
+        # oversized grammar used to end the connection, and every stream on it).
+        for message in gateway.buffer.feed(data):
+            if isinstance(message, RefusedFrame):
+                self._refuse(gateway, message.request_id, message.reason)
+                continue
             try:
                 self._handle(gateway, message)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                # A gateway of another version, or a bug: drop that gateway, keep serving the others.
-                log.error("dropping gateway connection %d after a malformed message: %r", gateway.number, exc)
-                self._drop(gateway)
-                return
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a gateway of another version, or a bug
+                request_id = message.get("id")
+                reason = f"a malformed {str(message.get('op'))[:20]!r} message: {exc!r}"
+                self._refuse(gateway, request_id if isinstance(request_id, int) else None, reason)
+
+    def _refuse(self, gateway: _Gateway, request_id: int | None, reason: str) -> None:
+        reason = reason[:LOGGED_REASON_CHARS]
+        log.warning("gateway connection %d, request %s: refused %s", gateway.number, request_id, reason)
+        if request_id is not None:
+            failure = InvalidRequest(f"the embedded engine refused this request: {reason}")
+            self._pending.setdefault(gateway, []).append(error_to_wire(request_id, failure))
 
     def _handle(self, gateway: _Gateway, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -175,6 +189,7 @@ class EngineServer:
             special=bool(message.get("special")),
             sampling=sampling_from_wire(message["sampling"]),
             default_max_tokens=message.get("default_max_tokens"),
+            account=message.get("account"),
         )
         if refused is not None:
             self._pending.setdefault(gateway, []).append(error_to_wire(request_id, refused))
@@ -244,8 +259,17 @@ class EngineServer:
     def _send(self, gateway: _Gateway, message: dict[str, Any]) -> None:
         if gateway.number not in self._gateways:
             return
+        frame = encode(message)
+        if len(frame) - HEADER.size > MAX_MESSAGE_BYTES and "id" in message:
+            # An answer too large to travel (thousands of long vectors) fails its request,
+            # not the connection the gateway reads every other answer from.
+            failure = InvalidRequest(
+                f"the answer comes to {len(frame)} bytes, over the engine protocol's limit of {MAX_MESSAGE_BYTES}; "
+                "ask for fewer at once"
+            )
+            frame = encode({"op": "step", "events": [error_to_wire(message["id"], failure)]})
         try:
-            gateway.sock.sendall(encode(message))
+            gateway.sock.sendall(frame)
             gateway.last_sent = time.monotonic()
         except OSError as exc:
             log.warning("dropping gateway connection %d: %s", gateway.number, exc)
@@ -292,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-tokens", type=int, default=0)
     parser.add_argument("--step-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--max-sequence-kv-share", type=float, default=1.0)
+    parser.add_argument("--sequences-per-account", type=int, default=0)
     parser.add_argument("--no-prefix-cache", action="store_true")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -310,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             prefix_cache=not args.no_prefix_cache,
             step_tokens=args.step_tokens,
             threads=args.threads or None,
+            max_sequence_kv_share=args.max_sequence_kv_share,
+            sequences_per_account=args.sequences_per_account,
         )
         engine.self_check()
     except ModelLoadError as exc:

@@ -22,13 +22,18 @@ Engine → gateway:
   {"op": "embedded", "id": 8, "vectors": [[...], ...], "tokens": 12}
                                                       an embed request's answer, all at once
   {"op": "stats", "stats": {...}}
+
+A frame one side cannot take (over MAX_MESSAGE_BYTES, not JSON, not a message of this
+protocol) fails the request it carried, never the connection: the engine answers it
+with an error event when its id can be read, and skips it otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -80,25 +85,90 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return message
 
 
+# Enough of a refused frame's start to read the request id the gateway writes second
+# (`{"op":"submit","id":7,...`).
+_HEAD_BYTES = 256
+_REQUEST_ID = re.compile(rb'"id"\s*:\s*(\d{1,15})\b')
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedFrame:
+    """A frame that is not a message this side takes (too large, or not a JSON object).
+    Only the request it carried is refused (when its id can be read from its start);
+    the connection, and every other request on it, goes on: the length prefix keeps
+    the framing intact."""
+
+    request_id: int | None
+    reason: str
+
+
 class MessageBuffer:
     """Reassembles messages from the bytes a non-blocking socket hands over."""
 
     def __init__(self) -> None:
         self._data = bytearray()
+        self._skipping = 0  # bytes of an oversized frame still to throw away as they arrive
+        self._skipped: RefusedFrame | None = None
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes) -> list[dict[str, Any] | RefusedFrame]:
         self._data += data
-        messages = []
-        while len(self._data) >= HEADER.size:
+        messages: list[dict[str, Any] | RefusedFrame] = []
+        while True:
+            if self._skipping:
+                dropped = min(self._skipping, len(self._data))
+                del self._data[:dropped]
+                self._skipping -= dropped
+                if self._skipping or self._skipped is None:
+                    break
+                messages.append(self._skipped)
+                self._skipped = None
+            if len(self._data) < HEADER.size:
+                break
             (length,) = HEADER.unpack_from(self._data)
             if length > MAX_MESSAGE_BYTES:
-                raise ProtocolError(f"a message of {length} bytes is over the limit")
+                # Its start names the request; the rest is never held in memory.
+                if len(self._data) < HEADER.size + _HEAD_BYTES:
+                    break
+                head = bytes(self._data[HEADER.size : HEADER.size + _HEAD_BYTES])
+                del self._data[: HEADER.size]
+                self._skipping = length
+                self._skipped = RefusedFrame(
+                    _request_id(head),
+                    f"a message of {length} bytes is over the engine protocol's limit of {MAX_MESSAGE_BYTES}",
+                )
+                continue
             end = HEADER.size + length
             if len(self._data) < end:
                 break
-            messages.append(orjson.loads(bytes(self._data[HEADER.size : end])))
+            body = bytes(self._data[HEADER.size : end])
             del self._data[:end]
+            try:
+                message = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                messages.append(RefusedFrame(_request_id(body[:_HEAD_BYTES]), f"a message that is not JSON: {exc}"))
+                continue
+            if not isinstance(message, dict):
+                messages.append(RefusedFrame(None, "a message that is not a JSON object"))
+                continue
+            messages.append(message)
         return messages
+
+
+def _request_id(head: bytes) -> int | None:
+    found = _REQUEST_ID.search(head)
+    return int(found.group(1)) if found else None
+
+
+def encode_request(message: dict[str, Any], what: str) -> bytes:
+    """A request's frame; 400 for one the engine would refuse, before it is sent (issue
+    21: one oversized grammar used to end the connection, and every stream on it)."""
+    frame = encode(message)
+    if len(frame) - HEADER.size > MAX_MESSAGE_BYTES:
+        raise InvalidRequest(
+            f"{what} comes to {len(frame) - HEADER.size} bytes as a message to the embedded engine, over "
+            f"the engine protocol's limit of {MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES in engine/protocol.py)"
+        )
+    return frame
 
 
 # --- the pieces of a message ------------------------------------------------------------

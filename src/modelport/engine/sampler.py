@@ -5,11 +5,22 @@ sequence owns one, built when it is submitted and freed when it ends."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from modelport.errors import InvalidRequest
 from modelport.generation import Sampling
+
+log = logging.getLogger(__name__)
+
+# The most of what llama.cpp says about a grammar that reaches the log.
+LOGGED_GRAMMAR_BYTES = 1024
 
 
 def build_sampler(sampling: Sampling, max_tokens: int, vocab: Any, n_vocab: int) -> Any:
@@ -63,10 +74,36 @@ def build_sampler(sampling: Sampling, max_tokens: int, vocab: Any, n_vocab: int)
 def _grammar_sampler(grammar: str, vocab: Any) -> Any:
     import llama_cpp
 
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    # llama.cpp prints a grammar it refuses to stderr whole (a 150 MB grammar was 150 MB
+    # of log, issue 21): what it prints is caught, and only its start is logged.
+    with _stderr_caught(LOGGED_GRAMMAR_BYTES) as caught:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    said = caught.decode("utf-8", "replace").strip()
     if not sampler:
-        raise InvalidRequest("llama.cpp could not parse the grammar built from response_format")
+        log.warning("llama.cpp refused a grammar of %d bytes: %s", len(grammar), said)
+        reason = said.split("\n", 1)[0][:300]
+        raise InvalidRequest(f"llama.cpp could not parse the grammar built from the JSON schema: {reason}")
+    if said:
+        log.warning("llama.cpp, on a grammar of %d bytes: %s", len(grammar), said)
     return sampler
+
+
+@contextlib.contextmanager
+def _stderr_caught(limit: int) -> Iterator[bytearray]:
+    """The first `limit` bytes that native code writes to file descriptor 2 meanwhile,
+    filled in on leaving. The engine runs one thread: nothing else's output is caught."""
+    caught = bytearray()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as file:
+        saved = os.dup(2)
+        os.dup2(file.fileno(), 2)
+        try:
+            yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            file.seek(0)
+            caught += file.read(limit)
 
 
 def _logit_bias_sampler(logit_bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:

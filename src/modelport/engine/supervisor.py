@@ -8,11 +8,15 @@ is loaded and its self-check passed), to let go of one (`detach`: the engine sto
 when no deployment uses it), and how its engines are (`status`).
 
 An engine that dies (SIGSEGV, SIGKILL, the OOM killer) is started again after a
-backoff that doubles with each crash in a row. A crash loop, more than
-`restart_limit` crashes in a row without `stable_seconds` of uptime between them,
-ends it: the engine is left FAILED with the reason, and `on_failed` is told which
-deployments it served so that they can be marked FAILED too. A file llama.cpp cannot
-load is FAILED at once: starting it again would not help.
+backoff that doubles with each crash in a row, up to `restart_backoff_max`. A crash
+loop, more than `restart_limit` crashes in a row without `stable_seconds` of uptime
+between them, does not end it: the engine is FAILED with the reason meanwhile, and
+`on_failed` is told which deployments it served so that they are marked FAILED too,
+but it is still started again after each backoff, and once it is ready `on_recovered`
+is told, so that they are READY again. A crash that one request causes would
+otherwise keep a model down for every account until an operator noticed. An
+operator's retry (`attach(retry=True)`) cuts the backoff short. A file llama.cpp
+cannot load is FAILED at once and not started again: that would not help.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 EngineState = Literal["starting", "ready", "restarting", "failed", "stopped"]
 FailureCallback = Callable[[list[str], str], Awaitable[None]]
+RecoveryCallback = Callable[[list[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +55,11 @@ class EngineSettings:
     prefix_cache: bool = True
     step_tokens: int = 32
     threads: int = 0
+    max_sequence_kv_share: float = 1.0
+    sequences_per_account: int = 0  # 0: no cap of its own (max_sequences)
     restart_limit: int = 3
     restart_backoff: float = 0.5
+    restart_backoff_max: float = 60.0
     stable_seconds: float = 30.0
     load_timeout: float = 600.0
     log_level: str = "info"
@@ -71,7 +79,14 @@ def describe_exit(returncode: int | None) -> str:
 class _Engine:
     """One GGUF file's engine process, through its restarts."""
 
-    def __init__(self, path: str, socket_path: Path, settings: EngineSettings, on_failed: FailureCallback | None):
+    def __init__(
+        self,
+        path: str,
+        socket_path: Path,
+        settings: EngineSettings,
+        on_failed: FailureCallback | None,
+        on_recovered: RecoveryCallback | None = None,
+    ):
         self.path = path
         self.socket_path = socket_path
         self.users: set[str] = set()
@@ -82,9 +97,24 @@ class _Engine:
         self.restarts = 0
         self._settings = settings
         self._on_failed = on_failed
+        self._on_recovered = on_recovered
         self._process: asyncio.subprocess.Process | None = None
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._crashes = 0  # in a row, without stable_seconds of uptime between them
+        self._unservable = False  # llama.cpp cannot load the file: never started again
+        self._reported_failed = False  # on_failed was told; on_recovered is owed
+        self._retry_now = asyncio.Event()
+
+    @property
+    def restartable(self) -> bool:
+        """Still watched and started again (a crash loop in its backoff included)."""
+        return self._task is not None and not self._task.done()
+
+    async def retry(self) -> None:
+        """An operator asked: start it again now, as if it had not crashed before."""
+        await self._set("restarting", self.reason)
+        self._retry_now.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"engine-supervisor:{Path(self.path).name}")
@@ -123,29 +153,51 @@ class _Engine:
 
     async def _keep_running(self) -> None:
         loop = asyncio.get_running_loop()
-        crashes = 0
+        settings = self._settings
         while True:
             up_since = None
             died = await self._start_once()
             if died is None and self.state != "stopped":  # loaded: now watch it
                 up_since = loop.time()
                 await self._set("ready")
+                await self._recovered()
                 assert self._process is not None
                 returncode = await self._process.wait()
                 died = f"the engine process for {Path(self.path).name} died ({describe_exit(returncode)})"
-            if self.state in ("failed", "stopped"):
+            if self._unservable or self.state == "stopped":
                 return
-            stable = up_since is not None and loop.time() - up_since >= self._settings.stable_seconds
-            crashes = 1 if stable else crashes + 1
-            if crashes > self._settings.restart_limit:
-                await self._fail(f"{died}; it crashed {crashes} times in a row, so it is not started again")
-                return
-            delay = self._settings.restart_backoff * 2 ** (crashes - 1)
-            log.error("%s; starting it again in %.1fs", died, delay)
+            stable = up_since is not None and loop.time() - up_since >= settings.stable_seconds
+            self._crashes = 1 if stable else self._crashes + 1
+            delay = min(settings.restart_backoff * 2 ** min(self._crashes - 1, 32), settings.restart_backoff_max)
             self.pid = None
-            await self._set("restarting", died)
-            await asyncio.sleep(delay)
+            if self._crashes > settings.restart_limit:
+                await self._fail(
+                    f"{died}; it crashed {self._crashes} times in a row, and is started again in {delay:g}s"
+                )
+            else:
+                log.error("%s; starting it again in %.1fs", died, delay)
+                await self._set("restarting", died)
+            await self._back_off(delay)
             self.restarts += 1
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait `delay` seconds, or less if an operator asks for a retry meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), delay)
+        if self._retry_now.is_set():
+            self._retry_now.clear()
+            self._crashes = 0
+
+    async def _recovered(self) -> None:
+        if not self._reported_failed:
+            return
+        self._reported_failed = False
+        log.info("engine for %s is ready again", Path(self.path).name)
+        if self._on_recovered is not None and self.users:
+            try:
+                await self._on_recovered(sorted(self.users))
+            except Exception:
+                log.exception("could not record that deployments %s are ready again", sorted(self.users))
 
     async def _start_once(self) -> str | None:
         """Start the process and wait for it to be ready: None, or why it is not."""
@@ -170,6 +222,10 @@ class _Engine:
             str(settings.step_tokens),
             "--threads",
             str(settings.threads),
+            "--max-sequence-kv-share",
+            str(settings.max_sequence_kv_share),
+            "--sequences-per-account",
+            str(settings.sequences_per_account),
             "--log-level",
             settings.log_level,
         ]
@@ -197,6 +253,7 @@ class _Engine:
         report = orjson.loads(line)
         if "error" in report:
             await process.wait()
+            self._unservable = True
             await self._fail(str(report["error"]))
             return str(report["error"])
         self.info = report["ready"]
@@ -207,6 +264,7 @@ class _Engine:
         log.error("engine for %s FAILED: %s", Path(self.path).name, reason)
         self.pid = None
         await self._set("failed", reason)
+        self._reported_failed = True
         if self._on_failed is not None and self.users:
             try:
                 await self._on_failed(sorted(self.users), reason)
@@ -232,10 +290,17 @@ class _Engine:
 
 
 class EngineSupervisor:
-    def __init__(self, settings: EngineSettings, runtime_dir: Path, on_failed: FailureCallback | None = None):
+    def __init__(
+        self,
+        settings: EngineSettings,
+        runtime_dir: Path,
+        on_failed: FailureCallback | None = None,
+        on_recovered: RecoveryCallback | None = None,
+    ):
         self._settings = settings
         self._dir = runtime_dir
         self._on_failed = on_failed
+        self._on_recovered = on_recovered
         self._engines: dict[str, _Engine] = {}
         self._lock = asyncio.Lock()
 
@@ -245,11 +310,14 @@ class EngineSupervisor:
             engine = self._engines.get(path)
             users: set[str] = set()
             if engine is not None and engine.state == "failed" and retry:
-                users = engine.users  # the same deployments, served by a new engine
-                engine = None
+                if engine.restartable:  # in its crash-loop backoff: start it now
+                    await engine.retry()
+                else:
+                    users = engine.users  # the same deployments, served by a new engine
+                    engine = None
             if engine is None:
                 name = hashlib.sha256(path.encode()).hexdigest()[:16]
-                engine = _Engine(path, self._dir / f"{name}.sock", self._settings, self._on_failed)
+                engine = _Engine(path, self._dir / f"{name}.sock", self._settings, self._on_failed, self._on_recovered)
                 engine.users |= users
                 self._engines[path] = engine
                 engine.start()
@@ -309,11 +377,17 @@ class EngineSupervisor:
 class SupervisorThread:
     """An EngineSupervisor on a thread of its own, listening on `control_path`."""
 
-    def __init__(self, settings: EngineSettings, on_failed: FailureCallback | None = None) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        on_failed: FailureCallback | None = None,
+        on_recovered: RecoveryCallback | None = None,
+    ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="modelport-engines-"))
         self.control_path = self._dir / "supervisor.sock"
         self._settings = settings
         self._on_failed = on_failed
+        self._on_recovered = on_recovered
         self._loop = asyncio.new_event_loop()
         self._supervisor: EngineSupervisor | None = None
         self._started = threading.Event()
@@ -331,7 +405,7 @@ class SupervisorThread:
         asyncio.set_event_loop(self._loop)
 
         async def listen() -> asyncio.Server:
-            self._supervisor = EngineSupervisor(self._settings, self._dir, self._on_failed)
+            self._supervisor = EngineSupervisor(self._settings, self._dir, self._on_failed, self._on_recovered)
             return await asyncio.start_unix_server(self._supervisor.handle, path=str(self.control_path))
 
         try:

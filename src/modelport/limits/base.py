@@ -19,7 +19,11 @@ How each limit counts (SPEC 7):
   `parallel_lease_seconds`, so a process that dies mid-request cannot hold slots forever.
 - `max_budget` (US dollars) per `budget_duration` window: admission reserves the most the
   request can cost and is allowed while spend + reservations are below the budget;
-  settlement replaces the reservation with the real cost. **Overspend bound**: as long
+  settlement replaces the reservation with the real cost. The prompt reserved is
+  everything that becomes prompt (`pricing.prompt_token_bound`); where the gateway
+  renders the chat template, the rendered prompt is reserved again before it is sent
+  (a top-up, admitted by the same rule), so a template cannot make a request cost more
+  than it reserved. **Overspend bound**: as long
   as a request really costs no more than it reserved, a key's spend in a window ends
   below `max_budget + the largest single reservation`, whatever the number of replicas
   and parallel requests (every request admitted saw spend + reservations < budget, and
@@ -102,6 +106,7 @@ class Demand:
     deployment_tpm: int | None
     tokens: int  # reserved: an upper bound of prompt + response tokens
     cost: float  # reserved: the most the request can cost, US dollars
+    prompt_tokens: int = 0  # of `tokens`, those reserved for the prompt
 
     @property
     def limited(self) -> bool:
@@ -128,6 +133,9 @@ class Admission:
     remaining_requests: int | None = None
     remaining_tokens: int | None = None
     settled: bool = field(default=False)
+    # More reserved once the gateway rendered the prompt and found it larger than the
+    # first reservation (`LimitGate.reserve_rendered`): settled with this admission.
+    top_ups: list[Admission] = field(default_factory=list)
 
     def headers(self) -> dict[str, str]:
         """x-ratelimit-remaining-* for the limits that apply (SPEC 7)."""

@@ -50,16 +50,31 @@ class LimitGate:
         self._on_rejection = on_rejection
         self._settling: set[asyncio.Task[None]] = set()
 
+    def counts_prompt(self, principal: Principal, target: Target) -> bool:
+        """Whether a limit counts this request's tokens or cost (a tpm limit or a
+        budget): only then is it worth rendering a prompt to reserve it."""
+        key = principal.key_limits or NO_LIMITS
+        by_key = principal.key_id is not None and (key.tpm_limit is not None or key.max_budget is not None)
+        return by_key or _positive_int(target.parameters.get("tpm_limit")) is not None
+
     async def admit(
-        self, principal: Principal, target: Target, call: GenerationCall, request_id: str
+        self,
+        principal: Principal,
+        target: Target,
+        call: GenerationCall,
+        request_id: str,
+        *,
+        prompt_tokens: int | None = None,
     ) -> Admission | None:
-        """None when no limit applies to this key and deployment (nothing to count)."""
+        """None when no limit applies to this key and deployment (nothing to count).
+        `prompt_tokens`: a bound of the prompt known better than the call's bytes (the
+        gateway rendered the request's chat template to find it)."""
         key = principal.key_limits or NO_LIMITS
         # A deployment's own limits protect its upstream: `rpm_limit` / `tpm_limit` in
         # its (or its model's) model_creation_parameters.
         deployment_rpm = _positive_int(target.parameters.get("rpm_limit"))
         deployment_tpm = _positive_int(target.parameters.get("tpm_limit"))
-        prompt_bound = prompt_token_bound(call)
+        prompt_bound = prompt_tokens if prompt_tokens is not None else prompt_token_bound(call)
         response_bound = response_token_bound(call, target.context_window, self._default_max_tokens)
         demand = Demand(
             request_id=request_id,
@@ -70,19 +85,56 @@ class LimitGate:
             deployment_tpm=deployment_tpm,
             tokens=prompt_bound + response_bound,
             cost=cost_of(target.parameters, prompt_bound, response_bound),
+            prompt_tokens=prompt_bound,
         )
         if not demand.limited:
             return None
-        try:
-            admission = await self._limiter.admit(demand)
-        except (LimitExceeded, LimitStoreUnavailable) as refused:
-            if self._on_rejection is not None:
-                self._on_rejection(refused)
-            raise
+        admission = await self._admit(demand)
         headers = response_headers.get()
         if headers is not None:
             headers.update(admission.headers())
         return admission
+
+    async def reserve_rendered(self, admission: Admission | None, target: Target, prompt_tokens: int) -> None:
+        """The gateway rendered the request's prompt (`prompt_tokens` at most) and is
+        about to send it: reserve what that exceeds the reservation by, under the same
+        rule as admission (LimitExceeded when the limits have no room left). Only the
+        limits that count tokens or cost take part: the request is already counted
+        once for rpm and for its parallel slot."""
+        if admission is None:
+            return
+        demand = admission.demand
+        reserved = demand.prompt_tokens + sum(top_up.demand.prompt_tokens for top_up in admission.top_ups)
+        extra = prompt_tokens - reserved
+        if extra <= 0:
+            return
+        key = demand.key
+        top_up = Demand(
+            request_id=f"{demand.request_id}:prompt{len(admission.top_ups) + 1}",
+            key_id=demand.key_id,
+            key=KeyLimits(
+                tpm_limit=key.tpm_limit,
+                max_budget=key.max_budget,
+                budget_duration=key.budget_duration,
+                budget_anchor=key.budget_anchor,
+            ),
+            deployment_id=demand.deployment_id,
+            deployment_rpm=None,
+            deployment_tpm=demand.deployment_tpm,
+            tokens=extra,
+            cost=cost_of(target.parameters, extra, 0),
+            prompt_tokens=extra,
+        )
+        if top_up.limited:
+            admission.top_ups.append(await self._admit(top_up))
+
+    async def _admit(self, demand: Demand) -> Admission:
+        try:
+            return await self._limiter.admit(demand)
+        except (LimitExceeded, LimitStoreUnavailable) as refused:
+            if self._on_rejection is not None:
+                self._on_rejection(refused)
+            raise
 
     def settle(self, admission: Admission | None, *, tokens: int, cost: float) -> None:
         if admission is None or admission.settled:
@@ -98,6 +150,10 @@ class LimitGate:
     async def _settle(self, admission: Admission, tokens: int, cost: float) -> None:
         try:
             await self._limiter.settle(admission, tokens=tokens, cost=cost)
+            # The real use is settled against the first admission; its top-ups give
+            # back all they reserved.
+            for top_up in admission.top_ups:
+                await self._limiter.settle(top_up, tokens=0, cost=0.0)
         except Exception:
             log.exception("limits: settling request %s failed", admission.demand.request_id)
 

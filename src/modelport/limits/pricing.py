@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from modelport.generation import GenerationCall
+from modelport.token_estimate import json_bytes, prompt_bytes
 
 # Tokens a chat template may add around each message (role markers, separators): more
 # than any common template adds, so that the prompt estimate stays an upper bound.
@@ -32,19 +33,27 @@ def cost_of(parameters: dict[str, Any], prompt_tokens: int, response_tokens: int
 
 
 def prompt_token_bound(call: GenerationCall) -> int:
-    """At most this many prompt tokens: no tokenizer in use makes more than one token
-    of a UTF-8 byte (byte-level BPE falls back to single bytes), plus template overhead."""
-    if call.messages is None:
-        return len((call.prompt or "").encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
-    total = 0
-    for message in call.messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            total += len(content.encode("utf-8"))
-        elif isinstance(content, list):  # text parts; an image is priced by its vendor, not bounded here
-            total += sum(len(str(part.get("text", "")).encode("utf-8")) for part in content if isinstance(part, dict))
-        total += MESSAGE_OVERHEAD_TOKENS
-    return total
+    """At most this many prompt tokens, for a call whose chat template the gateway does
+    not render: every byte of what becomes prompt (messages, tools, response_format,
+    chat_template_kwargs: see `token_estimate`) counted as a token, plus template
+    overhead per message.
+
+    One token a byte is the only ratio that is a bound: byte-level BPE falls back to
+    single bytes, and text chosen to tokenize badly (digits, emoji, random strings)
+    comes close to it. A smaller ratio (English averages four bytes a token) would let
+    such text cost more than it reserved, and the overspend bound (`base.py`) would no
+    longer hold. The reservation is given back at settlement, so a generous one costs
+    a key headroom for the length of one request, never money."""
+    size, messages = prompt_bytes(call)
+    return size + MESSAGE_OVERHEAD_TOKENS * max(messages, 1)
+
+
+def rendered_prompt_token_bound(prompt: str, call: GenerationCall | None = None) -> int:
+    """At most this many prompt tokens for a prompt the chat template rendered; with
+    `call`, its tools and response_format are added (the template may leave them out,
+    and an upstream that renders may add them)."""
+    extras = json_bytes(call.tools) + json_bytes(call.response_format) if call is not None else 0
+    return len(prompt.encode("utf-8")) + extras + MESSAGE_OVERHEAD_TOKENS
 
 
 def prompt_token_guess(call: GenerationCall) -> int:
@@ -60,4 +69,11 @@ def response_token_bound(call: GenerationCall, context_window: int | None, defau
     return context_window or default_max_tokens
 
 
-__all__ = ["cost_of", "price", "prompt_token_bound", "prompt_token_guess", "response_token_bound"]
+__all__ = [
+    "cost_of",
+    "price",
+    "prompt_token_bound",
+    "prompt_token_guess",
+    "rendered_prompt_token_bound",
+    "response_token_bound",
+]

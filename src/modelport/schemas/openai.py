@@ -124,7 +124,9 @@ class _Sampling(_Strict):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-    seed: int | None = None
+    # A 64-bit integer, as OpenAI's own API takes: a larger one cannot be sent on (JSON
+    # encoders and the engine stop at 64 bits) and was a 500.
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     # Accepted and ignored: they do not change the answer.
     user: str | None = None
     metadata: dict[str, str] | None = None

@@ -10,7 +10,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from modelport.limits.base import parse_duration
-from modelport.policy import CREDENTIAL_NAME, CREDENTIAL_REFERENCES
+from modelport.policy import credential_setting, redacted_url
 from modelport.schemas.json_value import JsonInt, JsonObject
 from modelport.store.tables import Deployment, Model
 
@@ -159,16 +159,21 @@ def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
     return shown
 
 
-def _redacted(value: Any) -> Any:
+def _redacted(value: Any, *, headers: bool = False) -> Any:
+    """The same shapes the policy refuses (policy._refuse_credentials): settings named
+    like a credential, headers by their shape (`Cookie`, `*-Key`, `*Token*`), and the
+    credentials a URL carries (user:password@, `?key=`)."""
     if isinstance(value, dict):
         return {
             name: "<redacted>"
-            if str(name).lower() not in CREDENTIAL_REFERENCES and CREDENTIAL_NAME.search(str(name)) and inner
-            else _redacted(inner)
+            if inner and credential_setting(str(name), header=headers)
+            else _redacted(inner, headers=str(name).lower() == "headers")
             for name, inner in value.items()
         }
     if isinstance(value, list):
         return [_redacted(inner) for inner in value]
+    if isinstance(value, str):
+        return redacted_url(value) or value
     return value
 
 

@@ -212,13 +212,17 @@ async def list_deployments(
     return list(rows), total
 
 
-async def live_deployments(session: AsyncSession) -> list[tuple[Deployment, str | None]]:
-    """READY or PENDING deployments of every account, each with its model's vendor
-    (which of them the embedded engine serves is decided in modelport.deployments)."""
+async def live_deployments(
+    session: AsyncSession, statuses: tuple[str, ...] = ("READY", "PENDING", "FAILED")
+) -> list[tuple[Deployment, str | None]]:
+    """Deployments of every account in one of `statuses`, each with its model's vendor
+    (which of them the embedded engine serves is decided in modelport.deployments).
+    FAILED ones by default: a start-up tries them again, as a crash one request caused
+    must not keep a model down for good."""
     rows = await session.execute(
         select(Deployment, Model.model_vendor)
         .join(Model, Model.id == Deployment.model_id)
-        .where(Deployment.status.in_(("READY", "PENDING")))
+        .where(Deployment.status.in_(statuses))
     )
     return [(deployment, vendor) for deployment, vendor in rows.all()]
 

@@ -60,6 +60,9 @@ class Target:
     deployment_id: str
     model_type: str
     model_vendor: str
+    # The account that owns the deployment: the embedded engine caps each account's
+    # running sequences (engine/model.py).
+    account_id: str | None = None
     # The model's creation parameters with the deployment's overrides applied, checked:
     # as a plain dict, and typed (what adapters read).
     parameters: dict[str, Any] = field(default_factory=dict)

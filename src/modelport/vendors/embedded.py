@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from modelport.engine.client import EngineClient
-from modelport.engine.grammar import grammar_for
+from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, grammar_for
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable, InvalidRequest
@@ -35,8 +35,9 @@ FALLBACK_CHAT_TEMPLATE = (
 
 
 class EmbeddedVendor:
-    def __init__(self, pool: EnginePool) -> None:
+    def __init__(self, pool: EnginePool, grammar_bounds: GrammarBounds = DEFAULT_BOUNDS) -> None:
         self._pool = pool
+        self._grammar_bounds = grammar_bounds
 
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
@@ -56,7 +57,7 @@ class EmbeddedVendor:
         return model
 
     async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        sampling = engine_sampling(call)
+        sampling = engine_sampling(call, self._grammar_bounds)
         forced = forced_function_names(call)
         if forced:
             if sampling.grammar is not None:
@@ -64,7 +65,7 @@ class EmbeddedVendor:
                     "response_format and a forced tool call would both constrain the answer; give one",
                     param="response_format",
                 )
-            sampling = call_sampling(sampling, call, forced)
+            sampling = call_sampling(sampling, call, forced, self._grammar_bounds)
         if call.tools and call.messages is None:
             raise InvalidRequest("tools need a chat (messages), not a plain prompt", param="tools")
         engine = await self._model(target)
@@ -88,6 +89,7 @@ class EmbeddedVendor:
             special=call.messages is not None,
             sampling=sampling,
             default_max_tokens=CAPABILITIES.default_max_tokens,
+            account=target.account_id,
         )
         return as_tool_call(chunks) if forced else chunks
 
@@ -108,7 +110,7 @@ class EmbeddedVendor:
         await self._pool.close()
 
 
-def engine_sampling(call: GenerationCall) -> Sampling:
+def engine_sampling(call: GenerationCall, grammar_bounds: GrammarBounds = DEFAULT_BOUNDS) -> Sampling:
     """The call's sampling with what the engine itself must apply: the seed, the
     logit bias (token ids checked against the vocabulary by the engine) and the
     grammar for response_format (400 here if the schema cannot be one)."""
@@ -116,7 +118,7 @@ def engine_sampling(call: GenerationCall) -> Sampling:
         call.sampling,
         seed=call.seed,
         logit_bias=_logit_bias(call.logit_bias),
-        grammar=grammar_for(call.response_format),
+        grammar=grammar_for(call.response_format, grammar_bounds),
     )
 
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from modelport.engine.grammar import schema_grammar
+from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, schema_grammar
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 
@@ -94,7 +94,9 @@ def tool_messages(call: GenerationCall, *, describe_tools: bool) -> tuple[dict[s
     return tuple(messages)
 
 
-def call_sampling(sampling: Sampling, call: GenerationCall, names: list[str]) -> Sampling:
+def call_sampling(
+    sampling: Sampling, call: GenerationCall, names: list[str], grammar_bounds: GrammarBounds = DEFAULT_BOUNDS
+) -> Sampling:
     """Sampling for a forced call: its grammar, no stop sequences, no logprobs."""
     functions = {str(_function(tool)["name"]): _function(tool) for tool in call.tools or ()}
     options = [
@@ -111,7 +113,11 @@ def call_sampling(sampling: Sampling, call: GenerationCall, names: list[str]) ->
     ]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return replace(
-        sampling, grammar=schema_grammar(schema, param="tools"), stop_sequences=(), logprobs=False, top_logprobs=0
+        sampling,
+        grammar=schema_grammar(schema, param="tools", bounds=grammar_bounds),
+        stop_sequences=(),
+        logprobs=False,
+        top_logprobs=0,
     )
 
 

@@ -7,31 +7,25 @@ types are strict, so a typo or a wrong type is found when a deployment is regist
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from modelport.policy import upstream_host
 from modelport.schemas.json_value import JsonObject
 
 # --- settings values ----------------------------------------------------------------------
 
 
-def _templated(value: str) -> bool:
-    # `{{ binding }}` placeholders are filled per request (SPEC 2, request parameters).
-    return "{{" in value or "{%" in value
-
-
 def _http_url(value: str) -> str:
     """An upstream address: http(s) with a host, so `localhost:8000/v1` (no scheme) is
-    refused rather than read as a path. A placeholder may stand for the whole host."""
-    if value.startswith("{{"):
-        return value
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not (parts.netloc or _templated(value)):
-        raise PydanticCustomError(
-            "http_url", "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1"
-        )
+    refused rather than read as a path, parsed as it will be sent (an address that
+    cannot be, or carries user:password, is refused here, not failed on a request). A
+    `{{ binding }}` placeholder may fill the path, never the scheme, host or port."""
+    try:
+        upstream_host(value)
+    except ValueError as exc:
+        raise PydanticCustomError("http_url", "{reason}", {"reason": str(exc)}) from None
     return value
 
 

@@ -1,6 +1,6 @@
 """httpx's API over aiohttp's connection pool.
 
-The adapters speak httpx (requests, responses, `httpx-sse`, and the transport seam the
+The adapters speak httpx (requests, responses, and the transport seam the
 tests use to replay recorded vendor answers), but httpcore's pool is the gateway's most
 expensive part under load: `benchmarks/gateway/clients.py` measured 781 requests/s at
 32 concurrent requests against 18,854 for aiohttp on the same mock, and 1.3 ms of CPU
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,13 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from modelport.policy import ServerPolicy, UpstreamDenied
+
+log = logging.getLogger(__name__)
+
+# Said of every upstream that gave no HTTP answer: a closed port, a reset, a port that
+# speaks something else. Telling them apart would make the gateway a port scanner of
+# whatever it can reach; the cause goes to the server's log only.
+NO_HTTP_ANSWER = "no HTTP answer from the upstream (the cause is in the server's log)"
 
 
 class _CheckedResolver(AbstractResolver):
@@ -71,6 +79,17 @@ def _refusal(exc: BaseException) -> UpstreamDenied | None:
             return seen.refusal
         seen = getattr(seen, "os_error", None) or seen.__cause__
     return None
+
+
+def _unanswered(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """A failure before an answer's status line, worded the same whatever the cause
+    (timeouts keep their kind: they are told apart by the time they take anyway)."""
+    log.warning("upstream %s:%s gave no HTTP answer: %r", request.url.host, request.url.port, exc)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(NO_HTTP_ANSWER, request=request)
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return httpx.ReadTimeout(NO_HTTP_ANSWER, request=request)
+    return httpx.ConnectError(NO_HTTP_ANSWER, request=request)
 
 
 def _mapped(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -122,6 +141,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             keepalive_timeout=self._keepalive_seconds,
             resolver=_CheckedResolver(self._policy),
         )
+        # Bodies pass through as sent: vendors/bounded.py decodes them, counting while it decodes.
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
@@ -132,6 +152,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if host not in self._allowed_hosts:
             self._policy.check_host(host)
             self._allowed_hosts.add(host)
+        # The last line: a server credential leaves only for a host tied to it.
+        self._policy.check_credentials_sent(host, [str(request.url), *(value for _, value in request.headers.items())])
         timeout = request.extensions.get("timeout", {})
         try:
             response = await session.request(
@@ -148,7 +170,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             refusal = _refusal(exc)
             if refusal is not None:
                 raise refusal from None
-            raise _mapped(exc, request) from exc
+            raise _unanswered(exc, request) from exc
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,

@@ -9,17 +9,18 @@ ends it (it cannot be replayed without sending text twice).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import json
 import os
 import re
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
-from httpx_sse import EventSource, SSEError
 
 from modelport.errors import (
     InvalidRequest,
@@ -30,16 +31,30 @@ from modelport.errors import (
     UpstreamTimeout,
 )
 from modelport.observability import metrics
+from modelport.policy import MIN_TRACKED_SECRET, header_problem
 from modelport.vendors.base import Target
+from modelport.vendors.bounded import (
+    ACCEPT_ENCODING,
+    AnswerBounds,
+    events_within,
+    parse_json,
+    read_error_body,
+    read_json_within,
+    too_slow,
+)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How an upstream is called: its tries before the first byte, and the bounds its
+    answer is read within (vendors/bounded.py)."""
+
     attempts: int = 3  # tries in all, the first included
     backoff: float = 0.25  # seconds before the 2nd try; doubles after each
     max_backoff: float = 4.0
+    answers: AnswerBounds = field(default_factory=AnswerBounds.defaults)
 
 
 def api_key_for(target: Target, vendor: str) -> str | None:
@@ -67,8 +82,17 @@ def upstream_model(target: Target) -> str:
 
 
 def configured_headers(target: Target) -> dict[str, str]:
-    """`model_creation_parameters.headers`: extra headers for every upstream request."""
-    return dict(target.settings.headers or {})
+    """`model_creation_parameters.headers`: extra headers for every upstream request.
+    A value filled from a request's bindings is checked here, once filled: CR, LF or
+    another control character would split the request (400, never sent)."""
+    headers = dict(target.settings.headers or {})
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem:
+            raise InvalidRequest(
+                f"deployment {target.deployment_id}: {problem} (filled from model_request_parameters.bindings?)"
+            )
+    return headers
 
 
 def json_request(
@@ -91,12 +115,29 @@ def json_request(
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """Remove credentials from a vendor's message before it reaches a caller or a log."""
+    """Remove credentials from a vendor's message before it reaches a caller or a log:
+    as sent, and as a vendor (or a host that is not one) may echo them back encoded."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
+            if len(secret) >= MIN_TRACKED_SECRET:  # shorter encodings would match by chance
+                text = _echoes(secret).sub("[redacted]", text)
     # Key-looking tokens the vendor may echo back (e.g. "Incorrect API key provided: sk-...").
     return re.sub(r"\b(sk|mp|key)-[A-Za-z0-9_\-]{8,}", "[redacted]", text)
+
+
+@functools.lru_cache(maxsize=256)
+def _echoes(secret: str) -> re.Pattern[str]:
+    """A secret reversed, hex-encoded (either case) or base64-encoded (standard or URL
+    alphabet). Base64 is matched by its whole 4-character groups, which are the same
+    wherever the secret ends, then the rest of the run: a secret encoded with text
+    after it (`user:key` in Basic auth is another matter: its groups shift)."""
+    raw = secret.encode()
+    whole = raw[: len(raw) - len(raw) % 3]
+    forms = [re.escape(secret[::-1]), "(?i:" + re.escape(raw.hex()) + ")"]
+    for encoded in {base64.b64encode(whole).decode(), base64.urlsafe_b64encode(whole).decode()}:
+        forms.append(re.escape(encoded) + r"[A-Za-z0-9+/_\-]*=*")
+    return re.compile("|".join(forms))
 
 
 def vendor_message(body: bytes) -> str:
@@ -157,13 +198,21 @@ async def send(
     secrets: Iterable[str | None] = (),
 ) -> httpx.Response:
     """Send and return a 2xx response with its body not yet read (the caller streams
-    or reads it, and must close it). Failures are raised as ModelportErrors."""
+    or reads it with `read_json` or `sse_json`, which close it, within `policy.answers`).
+    Failures are raised as ModelportErrors."""
     secrets = tuple(secrets)
     delay = policy.backoff
+    first_byte = policy.answers.first_byte_seconds
+    # Only what is decoded within a bound is asked for (a vendor's own default may be br).
+    request.headers["accept-encoding"] = ACCEPT_ENCODING
     for attempt in range(1, policy.attempts + 1):
         last = attempt == policy.attempts
         try:
-            response = await client.send(request, stream=True)
+            async with asyncio.timeout(first_byte):
+                response = await client.send(request, stream=True)
+        except TimeoutError:
+            if last:
+                raise too_slow(vendor, "its answer's headers", "upstream_first_byte_seconds", first_byte) from None
         except httpx.TimeoutException as exc:
             if last:
                 metrics.upstream_failed(vendor, "timeout")
@@ -175,10 +224,11 @@ async def send(
                     f"could not reach {vendor}: {scrub(str(exc) or type(exc).__name__, secrets)}"
                 ) from exc
         else:
+            policy.answers.attach(response)
             if response.is_success:
                 return response
             try:
-                body = await response.aread()
+                body = await read_error_body(response, vendor=vendor)
             finally:
                 await response.aclose()
             if last or response.status_code not in RETRYABLE_STATUS:
@@ -218,30 +268,23 @@ async def _reading(response: httpx.Response, *, vendor: str, what: str) -> Async
 
 
 async def read_json(response: httpx.Response, *, vendor: str) -> Any:
+    """The parsed body of a 2xx answer from `send`, read within its bounds."""
     async with _reading(response, vendor=vendor, what="response"):
-        body = await response.aread()
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise UpstreamError(f"{vendor} answered with something that is not JSON: {body[:200]!r}") from exc
+        return await read_json_within(response, vendor=vendor)
 
 
 async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncIterator[tuple[str, Any]]:
-    """(event name, parsed JSON data) for each server-sent event; `[DONE]` ends it."""
+    """(event name, parsed JSON data) for each server-sent event of a 2xx answer from
+    `send`, read within its bounds; `[DONE]` ends it."""
     async with _reading(response, vendor=vendor, what="stream"):
-        try:
-            async for event in EventSource(response).aiter_sse():
+        events = events_within(response, vendor=vendor)
+        async with contextlib.aclosing(events):
+            async for event in events:
                 data = event.data.strip()
                 if data == "[DONE]":
                     return
-                if not data:
-                    continue
-                try:
-                    yield event.event, json.loads(data)
-                except ValueError as exc:
-                    raise UpstreamError(f"{vendor} sent an event that is not JSON: {data[:200]!r}") from exc
-        except SSEError as exc:
-            raise UpstreamError(f"{vendor} did not answer with an event stream: {exc}") from exc
+                if data:
+                    yield event.name, parse_json(data, vendor=vendor, what="sent an event with")
 
 
 class HttpVendor:
