@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
+    # Messages and tools one inference request may carry (400 above them, naming the
+    # setting): Anthropic takes 100,000 messages and OpenAI 128 tools; agent clients
+    # with many MCP servers send a few hundred tools.
+    max_messages: int = Field(default=10_000, ge=1)
+    max_tools: int = Field(default=512, ge=1)
+
     # An engine in a crash loop is started again after a backoff that doubles up to
     # this many seconds, forever: a crash one request caused never keeps a model down
     # until an operator notices (its deployments show FAILED meanwhile).

@@ -7,7 +7,7 @@ returns the effective settings or raises the error the caller should see.
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
@@ -38,6 +38,33 @@ def call_parameters(call: GenerationCall) -> set[str]:
         elif value is not None:
             asked.add(name)
     return asked
+
+
+@dataclass(frozen=True, slots=True)
+class CallBounds:
+    """How many messages and tools one call may carry (config.py's Bounds section).
+
+    The body limit bounds their bytes; these bound their count, which is what every
+    later step (templates, token estimates, vendor translations) walks item by item."""
+
+    max_messages: int = 10_000
+    max_tools: int = 512
+
+
+def check_call_bounds(call: GenerationCall, bounds: CallBounds) -> None:
+    """400 naming the setting when a call carries more messages or tools than allowed."""
+    if call.messages is not None and len(call.messages) > bounds.max_messages:
+        raise InvalidRequest(
+            f"the request has {len(call.messages)} messages; this server takes at most {bounds.max_messages} "
+            "(MODELPORT_MAX_MESSAGES)",
+            param="messages",
+        )
+    if call.tools is not None and len(call.tools) > bounds.max_tools:
+        raise InvalidRequest(
+            f"the request has {len(call.tools)} tools; this server takes at most {bounds.max_tools} "
+            "(MODELPORT_MAX_TOOLS)",
+            param="tools",
+        )
 
 
 def without_parameters(call: GenerationCall, dropped: AbstractSet[str]) -> GenerationCall:

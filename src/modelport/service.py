@@ -35,7 +35,14 @@ from modelport.limits.gate import LimitGate
 from modelport.limits.pricing import cost_of, prompt_token_bound, prompt_token_guess, rendered_prompt_token_bound
 from modelport.observability.requests import calling_vendor
 from modelport.observability.shutdown import cut_off_status
-from modelport.params import check_bindings, check_supported, effective_sampling, without_parameters
+from modelport.params import (
+    CallBounds,
+    check_bindings,
+    check_call_bounds,
+    check_supported,
+    effective_sampling,
+    without_parameters,
+)
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.routing import Router
 from modelport.schemas.inference import (
@@ -141,9 +148,11 @@ class InferenceService:
         policy: ServerPolicy | None = None,
         router: Router | None = None,
         limits: LimitGate | None = None,
+        call_bounds: CallBounds | None = None,
     ) -> None:
         self._sessions = sessions
         self._limits = limits
+        self._call_bounds = call_bounds or CallBounds()
         self._vendors = vendors
         self._policy = policy or ServerPolicy(key_envs=frozenset(DEFAULT_KEY_ENVS))
         self._usage = usage
@@ -609,6 +618,7 @@ class InferenceService:
             call = replace(call, **options)
             drop = bool(target.settings.drop_unsupported_params)
             call = without_parameters(call, check_supported(None, capabilities, drop_unsupported=drop, call=call))
+        check_call_bounds(call, self._call_bounds)
         request_id = str(uuid.uuid4())
         # Last, once the request is known to be valid: from here on it is counted, and
         # every way it can end goes through _record, which settles it.

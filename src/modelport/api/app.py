@@ -56,6 +56,7 @@ from modelport.observability import logs, metrics, tracing
 from modelport.observability.middleware import RequestObserver
 from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
+from modelport.params import CallBounds
 from modelport.registry import Registry, deployment_status_recorders
 from modelport.routing import PassiveHealth, Router
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
@@ -231,6 +232,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policy=settings.policy,
         router=Router(app.state.sessions, cache, health),
         limits=limits,
+        call_bounds=CallBounds(max_messages=settings.max_messages, max_tools=settings.max_tools),
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     resets = asyncio.create_task(
