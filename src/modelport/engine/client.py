@@ -54,6 +54,9 @@ class EngineInfo:
     bos_token: str
     eos_token: str
     vocabulary: int | None = None  # token ids are 0 .. vocabulary - 1 (None: an older engine)
+    # Texts the engine tokenizes as control tokens in a rendered template, neutralised in
+    # caller text (engine/control_tokens.py); empty from an engine older than this field.
+    control_tokens: tuple[str, ...] = ()
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> EngineInfo:
@@ -64,6 +67,7 @@ class EngineInfo:
             bos_token=str(data.get("bos_token") or ""),
             eos_token=str(data.get("eos_token") or ""),
             vocabulary=int(data["vocabulary"]) if data.get("vocabulary") else None,
+            control_tokens=tuple(str(text) for text in data.get("control_tokens") or ()),
         )
 
 

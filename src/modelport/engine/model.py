@@ -173,10 +173,7 @@ class BatchEngine:
         self.bos_token = self._token_text(self._llm.token_bos())
         self.eos_token = self._token_text(self._llm.token_eos())
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        # No token covers more text than this: a prompt longer than a context window of
-        # such tokens cannot fit, and is refused before tokenizing it (which takes
-        # about a second for 4 MB).
-        self.longest_token_bytes = max(len(self._piece(token, special=True)) for token in range(self._n_vocab))
+        self.longest_token_bytes, self.control_token_texts = self._scan_vocabulary()
         # An encoder such as BERT (engine/convert.py) sees the whole text at once: it
         # computes sentence embeddings and cannot generate.
         architecture = metadata.get("general.architecture", "")
@@ -214,6 +211,8 @@ class BatchEngine:
             "kv_tokens": self.kv_tokens,
             "embedding_only": self.embedding_only,
             "vocabulary": self._n_vocab,
+            # The gateway neutralises these in caller text (engine/control_tokens.py).
+            "control_tokens": list(self.control_token_texts),
         }
 
     def stats(self) -> dict[str, Any]:
@@ -255,6 +254,31 @@ class BatchEngine:
         self._prefixes.clear()
 
     # --- tokens -----------------------------------------------------------------------
+
+    def _scan_vocabulary(self) -> tuple[int, tuple[str, ...]]:
+        """One walk over the vocabulary, at load, for two facts about it:
+
+        - the longest token's bytes: no token covers more text, so a prompt longer than a
+          context window of such tokens cannot fit, and is refused before tokenizing it
+          (which takes about a second for 4 MB);
+        - the texts of the tokens llama.cpp matches only when control tokens are allowed
+          (`special=True`, for a rendered chat template): CONTROL and UNKNOWN, as its
+          tokenizer decides. The gateway keeps callers from writing them
+          (engine/control_tokens.py). Their text is the vocabulary's, which is what the
+          tokenizer matches; a piece may differ (SPM writes `<unk>` as "▅").
+        """
+        import llama_cpp
+
+        matched_only_as_special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        longest = 0
+        control: list[str] = []
+        for token in range(self._n_vocab):
+            longest = max(longest, len(self._piece(token, special=True)))
+            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & matched_only_as_special:
+                text = llama_cpp.llama_vocab_get_text(self._vocab, token)
+                if text:
+                    control.append(text.decode("utf-8", "replace"))
+        return longest, tuple(control)
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -345,7 +369,7 @@ class BatchEngine:
             return InvalidRequest(
                 f"the prompt is {len(prompt_tokens)} tokens; this model's context window is {self.context_window}"
             )
-        need = len(prompt_tokens) + (sampling.max_tokens or 0)
+        need = self._reservation(len(prompt_tokens), sampling.max_tokens)
         if need > self.sequence_cells:
             return InvalidRequest(
                 f"the prompt ({len(prompt_tokens)} tokens) and max_tokens ({sampling.max_tokens}) need {need} KV "
@@ -413,6 +437,13 @@ class BatchEngine:
             self._release(sequence, keep=keep)
         return out
 
+    def _reservation(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """The KV cells a request reserves: its prompt and max_tokens (the rest of the
+        window when unset). Generation ends at the context window anyway, so a
+        reservation never exceeds one window (and so always fits an empty cache)."""
+        room = self.context_window - prompt_tokens
+        return prompt_tokens + min(max_tokens or room, room)
+
     def _admit(self) -> None:
         """Start waiting jobs, first come first served, while sequences and KV cells allow.
         A job of an account that already runs `sequences_per_account` sequences is passed
@@ -426,11 +457,7 @@ class BatchEngine:
                 index += 1
                 continue
             prompt = job.prompt_tokens
-            # Generation ends at the context window anyway, so a reservation never
-            # exceeds one window (and so always fits once the cache is empty).
-            room = self.context_window - len(prompt)
-            max_tokens = min(job.sampling.max_tokens or room, room)
-            need = len(prompt) + max_tokens
+            need = self._reservation(len(prompt), job.sampling.max_tokens)
             sources = {
                 sequence.seq_id: sequence.evaluated[: len(sequence.job.prompt_tokens)] for sequence in self._running
             }
@@ -446,7 +473,7 @@ class BatchEngine:
                 job=job,
                 seq_id=slot.seq_id,
                 sampler=job.sampler,
-                max_tokens=max_tokens,
+                max_tokens=need - len(prompt),
                 reserved=need,
                 unevaluated=prompt[reused:],
                 stops=StopSequenceFilter(job.sampling.stop_sequences),

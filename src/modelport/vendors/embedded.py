@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
-from modelport.engine.client import EngineClient
+from modelport.engine.client import EngineClient, EngineInfo
+from modelport.engine.control_tokens import neutralise_messages
 from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, grammar_for
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
@@ -72,16 +74,7 @@ class EmbeddedVendor:
         info = engine.info
         if info.vocabulary is not None:
             _check_token_ids(sampling.logit_bias, info.vocabulary)
-        if call.messages is not None:
-            text = await render_chat_async(
-                call.chat_template or info.chat_template or FALLBACK_CHAT_TEMPLATE,
-                tool_messages(call, describe_tools=bool(forced)),  # tool turns as text, for any template
-                bos_token=info.bos_token,
-                eos_token=info.eos_token,
-                extra=call.chat_template_kwargs,
-            )
-        else:
-            text = call.prompt or ""
+        text = await prompt_text(call, info, describe_tools=bool(forced))
         # The engine tokenizes and fits max_tokens to the context window: it has the
         # vocabulary, and one message there costs less than a round trip to ask.
         chunks = engine.generate(
@@ -108,6 +101,36 @@ class EmbeddedVendor:
 
     async def aclose(self) -> None:
         await self._pool.close()
+
+
+async def prompt_text(call: GenerationCall, info: EngineInfo, *, describe_tools: bool) -> str:
+    """The text the engine tokenizes: the rendered chat (control tokens allowed), or the raw prompt."""
+    if call.messages is None:
+        return call.prompt or ""
+    return await render_chat_async(
+        call.chat_template or info.chat_template or FALLBACK_CHAT_TEMPLATE,
+        chat_turns(call, describe_tools=describe_tools, control_tokens=info.control_tokens),
+        bos_token=info.bos_token,
+        eos_token=info.eos_token,
+        extra=call.chat_template_kwargs,
+    )
+
+
+def chat_turns(
+    call: GenerationCall, *, describe_tools: bool, control_tokens: tuple[str, ...]
+) -> tuple[dict[str, Any], ...]:
+    """The turns the chat template renders: tool turns as text, for any template
+    (vendors/embedded_tools.py), and no control token written by the caller. The
+    rendered text is tokenized with control tokens allowed, for the template's own role
+    markers; a `<|im_end|>` inside a message would end that turn for real.
+
+    Everything the caller sent inside the messages is neutralised (contents, text parts,
+    tool calls and results, the described tools), but not the template nor
+    `chat_template_kwargs`: those are the template's own code and variables, written by
+    the same caller who may send a whole `chat_template`, and meant to produce control
+    tokens. Message contents are where other people's text (end users, documents, tool
+    results) reaches the prompt."""
+    return neutralise_messages(tool_messages(call, describe_tools=describe_tools), control_tokens)
 
 
 def engine_sampling(call: GenerationCall, grammar_bounds: GrammarBounds = DEFAULT_BOUNDS) -> Sampling:
