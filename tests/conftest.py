@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from modelport.api.app import create_app
 from modelport.config import Settings
+from tests.prerequisites import unavailable
 from tests.servers import modelport_serving
 
 ADMIN_KEY = "mp_test_admin_key_0123456789"
@@ -21,8 +22,6 @@ E2E_KEY = "mp_e2e_admin_key_0123456789"
 CHAT_DEPLOYMENT = "smollm2-135m-instruct-embedded"
 EMBEDDING_DEPLOYMENT = "all-minilm-l6-v2-embedded"
 POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-# CI sets this so that a missing PostgreSQL fails the run instead of skipping its leg.
-REQUIRE_POSTGRES = os.environ.get("MODELPORT_TEST_REQUIRE_POSTGRES") == "1"
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -36,9 +35,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     try:
         admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        if REQUIRE_POSTGRES:
-            raise
-        pytest.skip(f"PostgreSQL leg not run: no server at {POSTGRES_SERVER} ({exc})")
+        # CI sets MODELPORT_TEST_REQUIRE_POSTGRES=1: there a missing PostgreSQL fails the run.
+        unavailable("POSTGRES", f"PostgreSQL leg not run: no server at {POSTGRES_SERVER} ({exc})")
     name = f"modelport_test_{uuid.uuid4().hex[:12]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from redis import Redis
 
-from tests.conftest import E2E_KEY, POSTGRES_SERVER, REQUIRE_POSTGRES
+from tests.conftest import E2E_KEY, POSTGRES_SERVER
+from tests.prerequisites import unavailable
 from tests.redis_server import OwnRedis
 from tests.servers import free_port, running
 
@@ -43,9 +44,7 @@ def postgres_url() -> Iterator[str]:
     try:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
-        if REQUIRE_POSTGRES:
-            raise
-        pytest.skip(f"no PostgreSQL at {POSTGRES_SERVER} ({exc})")
+        unavailable("POSTGRES", f"no PostgreSQL at {POSTGRES_SERVER} ({exc})")
     base = POSTGRES_SERVER.rsplit("/", 1)[0]
     yield f"{base}/{name}"
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -44,7 +44,9 @@ class Spend:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def make(request: pytest.FixtureRequest, own_redis: OwnRedis) -> AsyncIterator[object]:
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    # Only the Redis cases start (and need) a Redis server; the in-process ones never do.
+    own_redis: OwnRedis | None = request.getfixturevalue("own_redis") if request.param == "redis" else None
     made: list[Limiter] = []
     counter = iter(range(1_000_000))
 
@@ -53,6 +55,7 @@ async def make(request: pytest.FixtureRequest, own_redis: OwnRedis) -> AsyncIter
         if request.param == "memory":
             limiter = MemoryLimiter(clock=clock, spend_source=spend, **options)  # type: ignore[arg-type]
         else:
+            assert own_redis is not None
             limiter = RedisLimiter(own_redis.url, clock=clock, spend_source=spend, **options)  # type: ignore[arg-type]
         made.append(limiter)
         return limiter

@@ -81,8 +81,11 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def limiter(request: pytest.FixtureRequest, own_redis: OwnRedis) -> AsyncIterator[Limiter]:
-    made: Limiter = MemoryLimiter() if request.param == "memory" else RedisLimiter(own_redis.url)
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    # Only the Redis cases start (and need) a Redis server; the in-process ones never do.
+    made: Limiter = (
+        MemoryLimiter() if request.param == "memory" else RedisLimiter(request.getfixturevalue("own_redis").url)
+    )
     yield made
     await made.aclose()
 
