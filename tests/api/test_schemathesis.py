@@ -11,6 +11,11 @@ loop through an httpx ASGI client.
 MODELPORT_FUZZ_EXAMPLES raises the examples per operation and mode (default 50), e.g.
 for a longer local run. The cases are derandomized, so that CI sees the same ones each
 run; MODELPORT_FUZZ_RANDOM=1 draws new ones.
+
+A run proves what it fuzzed: every operation gets at least half its examples sent in
+each mode (requests no HTTP client can build are counted, and do not count as sent),
+and nothing is unsatisfiable in the positive mode; in the negative mode only the
+operations in NOTHING_TO_GET_WRONG are, and exactly those.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import pytest
 # A dev dependency (pyproject.toml): a missing install fails the run, it is not skipped.
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core import NotSet
@@ -43,6 +48,9 @@ BASE_URL = "http://modelport.test"
 # Bounds each run: a case slower than this fails, and a run stops (and fails) at the budget.
 CASE_DEADLINE = timedelta(seconds=10)
 RUN_BUDGET_SECONDS = 240
+# Operations with no parameter, query or body: a request cannot get them wrong, so the
+# negative mode has nothing to draw (Unsatisfiable) and the positive mode has one case.
+NOTHING_TO_GET_WRONG = frozenset({"GET /health", "GET /health/live", "GET /health/ready", "GET /metrics"})
 
 
 @pytest.fixture(scope="module")
@@ -89,22 +97,28 @@ class Fuzzer:
         self.headers = headers
         self.loop = asyncio.get_running_loop()
         self.failures: list[str] = []
-        self.unsatisfiable: list[str] = []
-        self.sent = 0
+        self.fuzzed: list[tuple[str, str]] = []  # (mode, "METHOD /path")
+        self.unsatisfiable: set[tuple[str, str]] = set()
+        self.sent: Counter[tuple[str, str]] = Counter()
+        self.unbuildable: Counter[tuple[str, str]] = Counter()
         self.statuses: Counter[str] = Counter()
         self.stop_at = time.monotonic() + RUN_BUDGET_SECONDS
         self.out_of_time = False
 
     def send(self, case: Any) -> None:
+        fuzzed = self.fuzzed[-1]  # the operation and mode being fuzzed
         if time.monotonic() > self.stop_at:
             raise OutOfTime
         kwargs = case.as_transport_kwargs(base_url=BASE_URL, headers=self.headers)
         try:
             request = self.client.build_request(**_as_httpx(kwargs))
         except (httpx.InvalidURL, UnicodeEncodeError, TypeError, ValueError):
-            return  # a request no HTTP client can send (schemathesis can draw such headers)
+            # A request no HTTP client can send (schemathesis can draw such headers):
+            # counted, and it does not count towards the operation's floor.
+            self.unbuildable[fuzzed] += 1
+            return
         response = asyncio.run_coroutine_threadsafe(self.client.send(request), self.loop).result(timeout=60)
-        self.sent += 1
+        self.sent[fuzzed] += 1
         self.statuses[f"{case.method} {case.path} {response.status_code}"] += 1
         if response.status_code >= 500 and len(self.failures) < 50:
             self.failures.append(
@@ -119,23 +133,25 @@ class Fuzzer:
         examples: int = EXAMPLES,
         path_parameters: dict[str, str] | None = None,
         adjust: Callable[[Any], Any] = lambda case: case,
+        deadline: timedelta | None = CASE_DEADLINE,
     ) -> None:
         for result in self.schema.get_all_operations():
             operation = result.ok()
             if not wanted(operation):
                 continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                fuzzed = (mode.value, f"{operation.method.upper()} {operation.path}")
+                self.fuzzed.append(fuzzed)
                 strategy = operation.as_strategy(
                     generation_mode=mode, headers=self.headers, path_parameters=path_parameters
                 ).map(adjust)
 
                 @settings(
                     max_examples=examples,
-                    deadline=CASE_DEADLINE,
+                    deadline=deadline,
                     derandomize=os.environ.get("MODELPORT_FUZZ_RANDOM") != "1",
                     database=None,
                     phases=[Phase.explicit, Phase.generate],
-                    suppress_health_check=list(HealthCheck),
                 )
                 @given(case=strategy)
                 def run(case: Any) -> None:
@@ -147,15 +163,26 @@ class Fuzzer:
                     self.out_of_time = True
                     return
                 except Unsatisfiable:
-                    # Nothing to make invalid (GET /health takes nothing), or nothing valid.
-                    self.unsatisfiable.append(f"{mode.value} {operation.method.upper()} {operation.path}")
+                    self.unsatisfiable.add(fuzzed)
 
-    async def run(self, *args: Any, **kwargs: Any) -> None:
-        await asyncio.to_thread(self.fuzz, *args, **kwargs)
+    async def run(self, *args: Any, examples: int = EXAMPLES, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.fuzz, *args, examples=examples, **kwargs)
         print("\n".join(f"{count:5} {outcome}" for outcome, count in sorted(self.statuses.items())))
         assert not self.out_of_time, f"the run took more than {RUN_BUDGET_SECONDS} s: lower MODELPORT_FUZZ_EXAMPLES"
-        assert self.sent > 0
         assert not self.failures, "\n".join(self.failures)
+        assert self.fuzzed, "no operation was fuzzed"
+        # Nothing valid to draw would mean the schema (or a strategy) is broken; nothing
+        # invalid is only right for the operations that take nothing.
+        expected = {fuzzed for fuzzed in self.fuzzed if fuzzed[0] == "negative" and fuzzed[1] in NOTHING_TO_GET_WRONG}
+        assert self.unsatisfiable == expected, f"unsatisfiable: {sorted(self.unsatisfiable ^ expected)}"
+        floor = max(examples // 2, 1)
+        short = [
+            f"{mode} {operation}: {self.sent[mode, operation]} sent, {self.unbuildable[mode, operation]} unbuildable"
+            for mode, operation in self.fuzzed
+            if (mode, operation) not in self.unsatisfiable
+            and self.sent[mode, operation] < (1 if operation in NOTHING_TO_GET_WRONG else floor)
+        ]
+        assert not short, f"fewer than {floor} cases sent:\n" + "\n".join(short)
 
 
 async def test_no_generated_request_is_answered_with_a_5xx(
@@ -176,11 +203,14 @@ async def test_no_generated_request_is_answered_with_a_5xx(
 def _short(case: Any) -> Any:
     """At most a few tokens per call, so that real generations stay fast."""
     if isinstance(case.body, dict):
-        tokens = case.body.get("max_tokens", 4)
-        if type(tokens) is int and tokens > 4:
+        tokens = case.body.get("max_tokens")
+        if tokens is None:
+            # Absent or null (both valid) is the deployment's default: a whole window.
             case.body["max_tokens"] = 4
-        else:
-            case.body.setdefault("max_tokens", 4)
+        elif type(tokens) in (int, float) and tokens > 4:
+            # 1e6 as a float is out of the schema but the server's lax parsing takes it
+            # as an int: bounded the same way, and kept a float.
+            case.body["max_tokens"] = type(tokens)(4)
     return case
 
 
@@ -197,4 +227,8 @@ async def test_inference_on_the_embedded_deployment_is_never_a_5xx(
         examples=max(EXAMPLES // 2, 1),
         path_parameters={"model_deployment_id": deployment_id},
         adjust=_short,
+        # Each case is a real generation on a CPU other processes share: its wall time is
+        # no property of the gateway. A hang still fails (send waits 60 s at most), and
+        # the run stays within RUN_BUDGET_SECONDS.
+        deadline=None,
     )
