@@ -326,22 +326,32 @@ class ServerPolicy:
                 f"MODELPORT_UPSTREAM_KEY_ENVS={name}@<host>), not to {host} (base_url)"
             )
 
-    def check_credentials_sent(self, host: str, values: Iterable[str]) -> None:
-        """The last check before a request leaves (vendors/transport.py): the value of a
-        server credential, in any header or the URL of a request to a host it is not
-        tied to, is refused, however it got there."""
+    def credentials_barred_from(self, host: str) -> tuple[tuple[str, str], ...]:
+        """(variable, value) of each server credential that may not be sent to `host`.
+        The transport asks once per host: the environment does not change under a
+        running server, and this keeps the per-request check to a substring search."""
         host = _host_name(host)
-        texts: list[str] | None = None
+        barred = []
         for name, hosts in self.key_hosts.items():
             if host in hosts or ANY_HOST in hosts:
                 continue
             secret = os.environ.get(name)
-            if not secret or len(secret) < MIN_TRACKED_SECRET:
-                continue
-            texts = list(values) if texts is None else texts
+            if secret and len(secret) >= MIN_TRACKED_SECRET:
+                barred.append((name, secret))
+        return tuple(barred)
+
+    @staticmethod
+    def check_credentials_sent(host: str, texts: Iterable[str], barred: tuple[tuple[str, str], ...]) -> None:
+        """The last check before a request leaves (vendors/transport.py): the value of a
+        server credential barred from this host (`credentials_barred_from`), in any header
+        or the URL, is refused, however it got there."""
+        if not barred:
+            return
+        texts = list(texts)
+        for name, secret in barred:
             if any(secret in text for text in texts):
                 raise UpstreamDenied(
-                    f"the server credential {name} may not be sent to {host} (MODELPORT_UPSTREAM_KEY_ENVS)"
+                    f"the server credential {name} may not be sent to {_host_name(host)} (MODELPORT_UPSTREAM_KEY_ENVS)"
                 )
 
     # --- upstream addresses --------------------------------------------------------------

@@ -132,7 +132,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
-        self._allowed_hosts: set[str] = set()  # the policy does not change while the server runs
+        # Hosts already checked, with the server credentials barred from each: the policy
+        # and the environment do not change while the server runs.
+        self._barred: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop, as aiohttp requires.
@@ -149,11 +151,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         # Names are checked after DNS (the resolver); a literal address never reaches it.
         host = request.url.host
-        if host not in self._allowed_hosts:
+        barred = self._barred.get(host)
+        if barred is None:
             self._policy.check_host(host)
-            self._allowed_hosts.add(host)
-        # The last line: a server credential leaves only for a host tied to it.
-        self._policy.check_credentials_sent(host, [str(request.url), *(value for _, value in request.headers.items())])
+            barred = self._barred[host] = self._policy.credentials_barred_from(host)
+        if barred:  # the last line: a server credential leaves only for a host tied to it
+            texts = [str(request.url), *(value for _, value in request.headers.items())]
+            self._policy.check_credentials_sent(host, texts, barred)
         timeout = request.extensions.get("timeout", {})
         try:
             response = await session.request(
