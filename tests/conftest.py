@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,36 @@ E2E_KEY = "mp_e2e_admin_key_0123456789"
 CHAT_DEPLOYMENT = "smollm2-135m-instruct-embedded"
 EMBEDDING_DEPLOYMENT = "all-minilm-l6-v2-embedded"
 POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def sqlite_settings(data: Path, **overrides: object) -> Settings:
+    """Settings for an in-process app on its own SQLite file under `data`, with the
+    admin key the tests use and the embedded engine off unless `overrides` say otherwise."""
+    given: dict[str, object] = {
+        "database_url": f"sqlite+aiosqlite:///{data / 'modelport.db'}",
+        "api_key": ADMIN_KEY,
+        "embedded_engine": False,
+    }
+    return Settings(**{**given, **overrides})  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def in_process(
+    settings: Settings, *, upstream: httpx.AsyncBaseTransport | None = None, client_timeout: float = 60
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real application started (its lifespan run) and a client that calls it
+    in-process as the admin; `upstream` answers its vendor calls when given."""
+    application = create_app(settings, upstream_transport=upstream)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url="http://modelport.test",
+            headers={"x-api-key": ADMIN_KEY},
+            timeout=client_timeout,
+        ) as client,
+    ):
+        yield application, client
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

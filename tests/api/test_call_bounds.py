@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from modelport.api.app import create_app
-from modelport.config import Settings
-from tests.conftest import ADMIN_KEY
+from tests.conftest import in_process, sqlite_settings
 
 MAX_MESSAGES, MAX_TOOLS = 3, 2
 
@@ -46,24 +43,10 @@ def upstream() -> Upstream:
 
 @pytest.fixture(scope="module")
 async def client(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> AsyncIterator[httpx.AsyncClient]:
-    data: Path = tmp_path_factory.mktemp("call-bounds")
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{data / 'modelport.db'}",
-        api_key=ADMIN_KEY,
-        embedded_engine=False,
-        upstream_attempts=1,
-        max_messages=MAX_MESSAGES,
-        max_tools=MAX_TOOLS,
+    settings = sqlite_settings(
+        tmp_path_factory.mktemp("call-bounds"), upstream_attempts=1, max_messages=MAX_MESSAGES, max_tools=MAX_TOOLS
     )
-    application = create_app(settings, upstream_transport=httpx.MockTransport(upstream))
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://modelport.test",
-            headers={"x-api-key": ADMIN_KEY},
-        ) as http,
-    ):
+    async with in_process(settings, upstream=httpx.MockTransport(upstream)) as (_, http):
         yield http
 
 

@@ -27,7 +27,7 @@ from modelport.errors import DeploymentUnavailable, EngineOverloaded
 from modelport.spend import OTHER_KEYS
 from modelport.store import repo
 from modelport.store.tables import utcnow
-from tests.conftest import ADMIN_KEY, CHAT_DEPLOYMENT
+from tests.conftest import ADMIN_KEY, CHAT_DEPLOYMENT, in_process, sqlite_settings
 from tests.servers import free_port
 
 METRICS_KEY = "metrics-scrape-key"
@@ -35,24 +35,14 @@ TENANT = "tenant-name-that-must-not-leak"
 
 
 def _settings(data: Path, **overrides: object) -> Settings:
-    given: dict[str, object] = {
-        "database_url": f"sqlite+aiosqlite:///{data / 'modelport.db'}",
-        "api_key": ADMIN_KEY,
-        "embedded_engine": False,  # the bootstrap deployments stay PENDING: a 503 to ask
-        "usage_flush_seconds": 0.2,
-    }
-    return Settings(**{**given, **overrides})  # type: ignore[arg-type]
+    # The engine stays off: the bootstrap deployments stay PENDING, a 503 to ask for.
+    return sqlite_settings(data, **{"usage_flush_seconds": 0.2, **overrides})
 
 
 @pytest.fixture(scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    application = create_app(_settings(tmp_path_factory.mktemp("exposure"), metrics_key=METRICS_KEY))
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://modelport.test", headers={"x-api-key": ADMIN_KEY}, timeout=30
-        ) as client:
-            yield application, client
+    async with in_process(_settings(tmp_path_factory.mktemp("exposure"), metrics_key=METRICS_KEY)) as pair:
+        yield pair
 
 
 # ---- seed -------------------------------------------------------------------------

@@ -144,9 +144,8 @@ async def _app_with(
     tmp_path_factory: pytest.TempPathFactory, *, read_timeout: float
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """modelport on SQLite (vendor behaviour does not depend on the database)."""
-    from modelport.api.app import create_app
     from modelport.config import Settings
-    from tests.conftest import ADMIN_KEY
+    from tests.conftest import ADMIN_KEY, in_process
 
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('vendors') / 'v.db'}",
@@ -156,13 +155,8 @@ async def _app_with(
         upstream_backoff=0.05,
         upstream_key_envs=TEST_KEY_ENVS,
     )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://modelport.test", headers={"x-api-key": ADMIN_KEY}, timeout=60
-        ) as client:
-            yield application, client
+    async with in_process(settings) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -209,9 +203,8 @@ async def recorded_app(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient, Any]]:
     """modelport whose vendors talk to recorded fixtures instead of the network."""
-    from modelport.api.app import create_app
     from modelport.config import Settings
-    from tests.conftest import ADMIN_KEY
+    from tests.conftest import ADMIN_KEY, in_process
     from tests.vendors.recorded import Recorded
 
     transport = Recorded()
@@ -223,14 +216,5 @@ async def recorded_app(
         secret_key="a-test-only-secret-key",
         upstream_key_envs=TEST_KEY_ENVS,
     )
-    application = create_app(settings, upstream_transport=transport)
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://modelport.test",
-            headers={"x-api-key": ADMIN_KEY},
-            timeout=60,
-        ) as client,
-    ):
+    async with in_process(settings, upstream=transport) as (application, client):
         yield application, client, transport

@@ -11,7 +11,6 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ from modelport.policy import (
 from modelport.vendors import anthropic, cohere, google, openai
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import scrub
-from tests.conftest import ADMIN_KEY
+from tests.conftest import in_process, sqlite_settings
 from tests.servers import free_port
 
 OPERATOR_KEY = "sk-operator-openai-key-0123456789abcdef"  # the value of OPENAI_API_KEY
@@ -84,31 +83,16 @@ def upstream() -> Iterator[tuple[str, list[tuple[str, dict[str, str]]]]]:
 async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
     """modelport with its real transport: OPENAI_API_KEY tied (by default) to
     api.openai.com, LOOP_KEY tied to 127.0.0.1."""
-    from modelport.api.app import create_app
-    from modelport.config import Settings
-
-    data: Path = tmp_path_factory.mktemp("destinations")
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{data / 'd.db'}",
-        api_key=ADMIN_KEY,
-        embedded_engine=False,
+    settings = sqlite_settings(
+        tmp_path_factory.mktemp("destinations"),
         upstream_attempts=1,
         upstream_key_envs=["OPENAI_API_KEY", "LOOP_KEY@127.0.0.1"],
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", OPERATOR_KEY)
         env.setenv("LOOP_KEY", LOOP_KEY)
-        application = create_app(settings)
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application),
-                base_url="http://modelport.test",
-                headers={"x-api-key": ADMIN_KEY},
-                timeout=60,
-            ) as client,
-        ):
-            yield application, client
+        async with in_process(settings) as served:
+            yield served
 
 
 def model(name: str, vendor: str = "OPENAI", **parameters: Any) -> dict[str, Any]:

@@ -196,27 +196,10 @@ def hostile() -> Iterator[Hostile]:
 
 
 async def _gateway(tmp_path_factory: pytest.TempPathFactory, **bounds: Any) -> AsyncIterator[httpx.AsyncClient]:
-    from modelport.api.app import create_app
-    from modelport.config import Settings
-    from tests.conftest import ADMIN_KEY
+    from tests.conftest import in_process, sqlite_settings
 
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('hostile') / 'h.db'}",
-        api_key=ADMIN_KEY,
-        embedded_engine=False,
-        upstream_attempts=1,
-        **bounds,
-    )
-    application = create_app(settings)
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://modelport.test",
-            headers={"x-api-key": ADMIN_KEY},
-            timeout=60,
-        ) as client,
-    ):
+    settings = sqlite_settings(tmp_path_factory.mktemp("hostile"), upstream_attempts=1, **bounds)
+    async with in_process(settings) as (_, client):
         yield client
 
 

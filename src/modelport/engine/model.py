@@ -449,6 +449,8 @@ class BatchEngine:
         A job of an account that already runs `sequences_per_account` sequences is passed
         over (it keeps its place) for the next one of another account: one tenant's flood
         waits behind itself, not in front of everyone."""
+        if not self._waiting:
+            return  # the common step: nothing to admit, nothing to count
         running = Counter(sequence.job.account for sequence in self._running if sequence.job.account is not None)
         index = 0
         while index < len(self._waiting) and len(self._running) < self.max_sequences:
