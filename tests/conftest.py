@@ -19,7 +19,7 @@ from tests.servers import modelport_serving
 
 ADMIN_KEY = "mp_test_admin_key_0123456789"
 E2E_KEY = "mp_e2e_admin_key_0123456789"
-# The deployments a fresh install creates (modelport/bootstrap.py).
+# The deployments a fresh install creates (modelport/catalogue/bootstrap.py).
 CHAT_DEPLOYMENT = "smollm2-135m-instruct-embedded"
 EMBEDDING_DEPLOYMENT = "all-minilm-l6-v2-embedded"
 POSTGRES_SERVER = os.environ.get("MODELPORT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

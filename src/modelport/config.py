@@ -10,7 +10,6 @@ from platformdirs import user_data_dir
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from modelport.dburl import normalise_database_url
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 
 
@@ -31,6 +30,32 @@ MIN_OPERATOR_KEY_CHARS = 24
 def default_database_url() -> str:
     data_dir = Path(user_data_dir("modelport", appauthor=False))
     return f"sqlite+aiosqlite:///{data_dir / 'modelport.db'}"
+
+
+# Database URLs as people write them, mapped to the async drivers modelport uses:
+# `postgresql://…` (and Heroku's `postgres://…`) is what every PostgreSQL tool prints;
+# SQLAlchemy reads it as "the psycopg2 driver", which is not installed. Both become
+# `postgresql+asyncpg://…`, and `sqlite:///…` becomes `sqlite+aiosqlite:///…`.
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def normalise_database_url(url: str) -> str:
+    """The URL with its scheme replaced by the async driver's; ValueError, naming the
+    schemes that work, for any other scheme (a sync driver such as psycopg2 included)."""
+    scheme, separator, rest = url.strip().partition("://")
+    driver = _DRIVERS.get(scheme.lower()) if separator else None
+    if driver is None:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme.split('@')[0][:40]!r}: use postgresql://… "
+            "(or postgresql+asyncpg://…) or sqlite:///path/to/file.db"
+        )
+    return f"{driver}://{rest}"
 
 
 class Settings(BaseSettings):
@@ -93,7 +118,7 @@ class Settings(BaseSettings):
     # another process (a worker, the CLI) is seen within `cache_refresh_seconds`.
     cache_ttl_seconds: float = 30.0
     cache_refresh_seconds: float = 0.5
-    # Passive health of deployments behind one model name (modelport/routing.py): this
+    # Passive health of deployments behind one model name (modelport/inference/routing.py): this
     # many 502/503/504s in a row set a deployment aside for the cooldown.
     routing_failures_to_set_aside: int = Field(default=3, ge=1)
     routing_cooldown_seconds: float = Field(default=30.0, ge=0)

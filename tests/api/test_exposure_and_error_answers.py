@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from modelport.api.app import create_app
 from modelport.api.connections import RequestDeadlineProtocol
-from modelport.cli import app as cli
+from modelport.catalogue.spend import OTHER_KEYS
+from modelport.cli.main import app as cli
 from modelport.config import Settings
 from modelport.errors import DeploymentUnavailable, EngineOverloaded
-from modelport.spend import OTHER_KEYS
 from modelport.store import repo
 from modelport.store.tables import utcnow
 from tests.conftest import ADMIN_KEY, CHAT_DEPLOYMENT, in_process, sqlite_settings

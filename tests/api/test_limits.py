@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from modelport.api.app import create_app
-from modelport.auth import Principal
 from modelport.config import Settings
+from modelport.principal import Principal
 from modelport.store.tables import UsageRecord
 from tests.conftest import ADMIN_KEY
 

@@ -11,8 +11,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelport.config import Settings
-from modelport.dburl import normalise_database_url
+from modelport.config import Settings, normalise_database_url
 
 
 def samples(text: str, name: str) -> list[Any]:

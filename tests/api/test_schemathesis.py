@@ -40,7 +40,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core import NotSet
 
-from modelport.secrets import SecretBox
+from modelport.catalogue.secrets import SecretBox
 from tests.conftest import ADMIN_KEY
 
 EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from modelport.schemas.registry import MAX_PAGE_NUMBER
+from modelport.schemas.catalogue import MAX_PAGE_NUMBER
 
 
 async def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -71,10 +71,10 @@ def test_migrations_run_once_in_a_job_before_any_gateway_serves() -> None:
     assert config["MODELPORT_MIGRATE_ON_START"] == "false" and config["MODELPORT_BOOTSTRAP"] == "false"
     job = objects[("Job", "modelport-prepare")]
     [prepare] = pod_spec(job)["containers"]
-    assert prepare["command"] == ["python3", "-m", "modelport.prepare"]
+    assert prepare["command"] == ["python3", "-m", "modelport.cli.prepare"]
     gateway = pod_spec(objects[("Deployment", "modelport")])
     [wait] = gateway["initContainers"]
-    assert wait["command"][:4] == ["python3", "-m", "modelport.prepare", "--wait"]
+    assert wait["command"][:4] == ["python3", "-m", "modelport.cli.prepare", "--wait"]
     # The gateways read the same settings as the job that prepared their database.
     assert wait["envFrom"] == prepare["envFrom"] == gateway["containers"][0]["envFrom"]
 
@@ -105,7 +105,7 @@ def test_compose_prepares_the_database_before_the_gateway() -> None:
     services = compose["services"]
     gateway, prepare = services["gateway"], services["prepare"]
     assert gateway["depends_on"]["prepare"]["condition"] == "service_completed_successfully"
-    assert prepare["command"] == ["python3", "-m", "modelport.prepare"]
+    assert prepare["command"] == ["python3", "-m", "modelport.cli.prepare"]
     assert gateway["environment"]["MODELPORT_MIGRATE_ON_START"] == "false"
     assert gateway["image"] == prepare["image"]
     assert gateway["environment"]["MODELPORT_DATABASE_URL"] == prepare["environment"]["MODELPORT_DATABASE_URL"]

@@ -1,4 +1,4 @@
-"""`python -m modelport.prepare`, the one-off step a multi-replica deployment runs before
+"""`python -m modelport.cli.prepare`, the one-off step a multi-replica deployment runs before
 its gateways start: it migrates and sets up an empty database once, and is safe to rerun."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modelport.keys import hash_key
+from modelport.catalogue.keys import hash_key
 from modelport.store import db, repo
 
 KEY = "mp_prepared_admin_key_0123456789"
@@ -24,7 +24,12 @@ def run_prepare(database_url: str) -> str:
         "MODELPORT_BOOTSTRAP": "false",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "modelport.prepare"], env=env, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-m", "modelport.cli.prepare"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return done.stdout
 
@@ -47,7 +52,7 @@ async def test_prepare_migrates_sets_up_once_and_can_run_again(tmp_path: Path) -
 
 def wait_for_prepared(database_url: str, patience: float) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MODELPORT_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "modelport.prepare", "--wait", "--timeout", str(patience)]
+    command = [sys.executable, "-m", "modelport.cli.prepare", "--wait", "--timeout", str(patience)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

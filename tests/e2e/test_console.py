@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from modelport.cli import app
+from modelport.cli.main import app
 from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from modelport.bootstrap import DEFAULT_EMBEDDING_CHECKPOINT
+from modelport.catalogue.bootstrap import DEFAULT_EMBEDDING_CHECKPOINT
 from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint

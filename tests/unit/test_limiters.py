@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from modelport.limits.base import Admission, Demand, KeyLimits, Limiter, LimitExceeded, LimitStoreUnavailable
+from modelport.limits.base import Admission, Demand, Limiter, LimitExceeded, LimitStoreUnavailable
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.redis import MAX_CONNECTIONS, RedisLimiter
+from modelport.principal import KeyLimits
 from tests.redis_server import OwnRedis
 
 
@@ -278,14 +279,14 @@ async def test_more_concurrent_requests_than_redis_connections_wait_for_one(own_
 
 @pytest.mark.parametrize("text", ["soon", "0d", "-1h", "1w", "3651d", "99999999999999999999d", ""])
 def test_budget_durations_outside_the_rules_are_refused(text: str) -> None:
-    from modelport.limits.base import parse_duration
+    from modelport.principal import parse_duration
 
     with pytest.raises(ValueError, match="budget_duration"):
         parse_duration(text)
 
 
 def test_budget_durations() -> None:
-    from modelport.limits.base import parse_duration
+    from modelport.principal import parse_duration
 
     assert [parse_duration(text) for text in ("90s", "15m", "1h", "30d", "3650d")] == [
         90,
@@ -297,10 +298,10 @@ def test_budget_durations() -> None:
 
 
 async def test_the_gate_reports_each_refusal_and_counts_nothing_for_unlimited_keys() -> None:
-    from modelport.auth import Principal
     from modelport.errors import ModelportError
     from modelport.generation import GenerationCall, Sampling
     from modelport.limits.gate import LimitGate
+    from modelport.principal import Principal
     from modelport.vendors.base import Target
 
     refusals: list[ModelportError] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
-from modelport.params import check_bindings, check_supported, effective_sampling, resolve_max_tokens
+from modelport.inference.params import check_bindings, check_supported, effective_sampling, resolve_max_tokens
 from modelport.schemas.inference import ChatCompletionRequest
 from modelport.vendors.base import Capabilities
 

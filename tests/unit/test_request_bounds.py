@@ -7,9 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from modelport.api.limits import _nul_in_body, is_json_media_type
+from modelport.schemas.catalogue import DeploymentCreate, DeploymentUpdate, ModelUpdate
 from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_TOP_K, ChatCompletionRequest
 from modelport.schemas.json_value import MAX_JSON_DEPTH
-from modelport.schemas.registry import DeploymentCreate, DeploymentUpdate, ModelUpdate
 
 BASE = '"chat_history": [], "prompt": "hi"'
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from modelport.auth import Principal
 from modelport.errors import RateLimited
 from modelport.generation import GenerationCall, Sampling
-from modelport.limits.base import KeyLimits, Limiter, LimitExceeded
+from modelport.limits.base import Limiter, LimitExceeded
 from modelport.limits.gate import LimitGate
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.pricing import prompt_token_bound, rendered_prompt_token_bound
 from modelport.limits.redis import RedisLimiter
-from modelport.templates import RenderPool
+from modelport.principal import KeyLimits, Principal
+from modelport.prompts.templates import RenderPool
 from modelport.vendors.base import Target
 from tests.redis_server import OwnRedis
 

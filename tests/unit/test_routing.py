@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from modelport.cache import RegistryCache
 from modelport.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
-from modelport.routing import PassiveHealth, Route, Router
+from modelport.inference.routing import PassiveHealth, Route, Router
+from modelport.store.cache import CatalogueCache
 
 
 class Clock:
@@ -26,7 +26,7 @@ ROUTES = {
 
 
 def router(clock: Clock) -> Router:
-    found = Router(sessions=None, cache=RegistryCache(ttl_seconds=0), health=PassiveHealth(clock=clock))  # type: ignore[arg-type]
+    found = Router(sessions=None, cache=CatalogueCache(ttl_seconds=0), health=PassiveHealth(clock=clock))  # type: ignore[arg-type]
 
     async def resolve(_account_id: str, model: str) -> Route:
         if model not in ROUTES:

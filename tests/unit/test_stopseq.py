@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelport.stopseq import StopSequenceFilter, cut_at_stop
+from modelport.stops import StopSequenceFilter, cut_at_stop
 
 # A small alphabet makes stop sequences (and near misses) occur often.
 ALPHABET = "ab\n.É😀"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from modelport import templates
 from modelport.errors import TemplateRenderError
-from modelport.templates import render_chat, render_chat_async, substitute_bindings
+from modelport.prompts import templates
+from modelport.prompts.templates import render_chat, render_chat_async, substitute_bindings
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from modelport.deployments import with_parameters
+from modelport.catalogue.deployment_settings import with_parameters
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling, join_tool_calls
-from modelport.params import check_supported
+from modelport.inference.params import check_supported
 from modelport.vendors import anthropic, embedded, google, llmengine_v1, openai
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.base import Capabilities, Target

@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from modelport import __version__, templates, welcome
-from modelport.api import error_shapes
+from modelport import __version__
+from modelport.api import error_shapes, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
 from modelport.api.limits import RequestGuard
 from modelport.api.routes import (
@@ -39,32 +39,34 @@ from modelport.api.routes import (
     web,
 )
 from modelport.api.routes import metrics as metrics_route
-from modelport.bootstrap import bootstrap_if_empty
-from modelport.cache import RegistryCache
+from modelport.catalogue.bootstrap import bootstrap_if_empty
+from modelport.catalogue.catalogue import Catalogue, deployment_status_recorders
+from modelport.catalogue.deployment_settings import embedded_checkpoint
+from modelport.catalogue.secrets import SecretBox
+from modelport.catalogue.usage import UsageRecorder
 from modelport.config import Settings
-from modelport.deployments import embedded_checkpoint
 from modelport.engine.grammar import GrammarBounds
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
-from modelport.heap import freeze_startup_heap
+from modelport.inference.params import CallBounds
+from modelport.inference.routing import PassiveHealth, Router
+from modelport.inference.service import InferenceService
 from modelport.limits import build_limiter
 from modelport.limits.base import Clock, wall_clock
 from modelport.limits.gate import LimitGate
 from modelport.observability import logs, metrics, tracing
+from modelport.observability.heap import freeze_startup_heap
 from modelport.observability.middleware import RequestObserver
 from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
-from modelport.params import CallBounds
-from modelport.registry import Registry, deployment_status_recorders
-from modelport.routing import PassiveHealth, Router
+from modelport.prompts import templates
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
-from modelport.secrets import SecretBox
-from modelport.service import InferenceService
 from modelport.store import db, repo
-from modelport.usage import UsageRecorder
+from modelport.store.cache import CatalogueCache
 from modelport.vendors import openai
+from modelport.vendors.adapters import COHERE, EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.bounded import AnswerBounds
 from modelport.vendors.cohere import CohereVendor
@@ -73,7 +75,6 @@ from modelport.vendors.google import GoogleVendor
 from modelport.vendors.llmengine import LLMEngineVendor
 from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
-from modelport.vendors.registry import COHERE, EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
@@ -181,7 +182,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(settings.database_url)
     app.state.db_engine = engine  # the readiness probe reads from it
-    cache = RegistryCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
+    cache = CatalogueCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
     app.state.cache = cache
     app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
     await prepare_database(settings, engine, app.state.sessions)
@@ -209,7 +210,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     usage.start()
     app.state.usage = usage
-    app.state.registry = Registry(app.state.sessions, app.state.engine_pool, settings.policy, adapters=vendors.has)
+    app.state.catalogue = Catalogue(app.state.sessions, app.state.engine_pool, settings.policy, adapters=vendors.has)
     box = SecretBox(settings.secret_key)
     app.state.secret_box = box
     health = PassiveHealth(
@@ -236,7 +237,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     resets = asyncio.create_task(
-        app.state.registry.watch_resets(lambda: db.read_generation(engine), settings.cache_refresh_seconds),
+        app.state.catalogue.watch_resets(lambda: db.read_generation(engine), settings.cache_refresh_seconds),
         name="deployment-resets",
     )
     freeze_startup_heap()

@@ -9,14 +9,14 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
-from modelport.cache import RegistryCache
+from modelport.catalogue.catalogue import Catalogue
+from modelport.catalogue.keys import hash_key
 from modelport.errors import Forbidden, Unauthenticated
-from modelport.keys import hash_key
-from modelport.registry import Registry
-from modelport.schemas.registry import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
-from modelport.service import InferenceService
+from modelport.inference.service import InferenceService
+from modelport.principal import Principal
+from modelport.schemas.catalogue import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 from modelport.store import repo
+from modelport.store.cache import CatalogueCache
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -48,7 +48,7 @@ async def current_principal(
     if not api_key:
         raise Unauthenticated("missing API key: send an x-api-key header or Authorization: Bearer <key>")
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    cache: RegistryCache = request.app.state.cache
+    cache: CatalogueCache = request.app.state.cache
     key_hash = hash_key(api_key)
 
     async def load_owner() -> repo.KeyOwner | None:
@@ -103,12 +103,12 @@ async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
     return schema.model_validate_json(await request.body())
 
 
-async def registry(request: Request) -> Registry:
-    found: Registry = request.app.state.registry
+async def registry(request: Request) -> Catalogue:
+    found: Catalogue = request.app.state.catalogue
     return found
 
 
-RegistryDep = Annotated[Registry, Depends(registry)]
+CatalogueDep = Annotated[Catalogue, Depends(registry)]
 PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 

@@ -25,9 +25,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
+from modelport.inference.service import Generated
 from modelport.schemas import anthropic as wire
 from modelport.schemas.inference import ChatCompletionRequest
-from modelport.service import Generated
 
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
 # count_tokens asks the deployment for this many tokens and reports its prompt count.

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
 from modelport.generation import TokenLogprob as GeneratedLogprob
+from modelport.inference.service import Generated
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
-from modelport.service import Generated
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 # SGP names -> the OpenAI names a caller sent, for error messages.

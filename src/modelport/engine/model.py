@@ -49,8 +49,8 @@ from modelport.errors import (
     ModelportError,
 )
 from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
-from modelport.params import resolve_max_tokens
-from modelport.stopseq import StopSequenceFilter
+from modelport.inference.params import resolve_max_tokens
+from modelport.stops import StopSequenceFilter
 
 if TYPE_CHECKING:
     import numpy as np

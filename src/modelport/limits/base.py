@@ -33,13 +33,13 @@ How each limit counts (SPEC 7):
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from modelport.errors import ModelportError, RateLimited
+from modelport.principal import KeyLimits
 
 LimitName = Literal["rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget"]
 LIMIT_NAMES: tuple[LimitName, ...] = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget")
@@ -51,47 +51,6 @@ Clock = Callable[[], float]
 # Spend of a key since a moment (epoch seconds), from its usage records: seeds a budget
 # window the limiter has no count for (first use, a restarted process, an emptied Redis).
 SpendSource = Callable[[str, float], Awaitable[float]]
-
-_DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
-MAX_DURATION_SECONDS = 3650 * 86400
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """`"30d"`, `"1h"`, `"15m"`, `"90s"` -> seconds (at most ten years); ValueError otherwise."""
-    match = _DURATION.match(text)
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match is not None else 0
-    if not 0 < seconds <= MAX_DURATION_SECONDS:
-        raise ValueError(
-            f"budget_duration {text!r} is not a duration such as '30s', '15m', '1h' or '30d' (at most 3650d)"
-        )
-    return seconds
-
-
-@dataclass(frozen=True, slots=True)
-class KeyLimits:
-    """The limits an API key carries (None: no limit)."""
-
-    rpm_limit: int | None = None
-    tpm_limit: int | None = None
-    max_parallel_requests: int | None = None
-    max_budget: float | None = None
-    budget_duration: str | None = None
-    # When the key's budget windows start counting (epoch seconds): its creation, or the
-    # moment its budget_duration last changed.
-    budget_anchor: float = 0.0
-
-    def budget_window(self, now: float) -> tuple[int, float, float] | None:
-        """(index, start, end) of the budget window holding `now`; None without a budget
-        or without a duration (then the budget is for the key's whole life: window 0)."""
-        if self.max_budget is None:
-            return None
-        if not self.budget_duration:
-            return 0, 0.0, math.inf
-        length = parse_duration(self.budget_duration)
-        index = max(0, math.floor((now - self.budget_anchor) / length))
-        start = self.budget_anchor + index * length
-        return index, start, start + length
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +149,10 @@ __all__ = [
     "Admission",
     "Clock",
     "Demand",
-    "KeyLimits",
     "LimitExceeded",
     "LimitName",
     "LimitStoreUnavailable",
     "Limiter",
     "SpendSource",
-    "parse_duration",
     "wall_clock",
 ]

@@ -9,11 +9,11 @@ import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 
-from modelport.auth import Principal
 from modelport.errors import ModelportError
 from modelport.generation import GenerationCall
-from modelport.limits.base import Admission, Demand, KeyLimits, Limiter, LimitExceeded, LimitStoreUnavailable
+from modelport.limits.base import Admission, Demand, Limiter, LimitExceeded, LimitStoreUnavailable
 from modelport.limits.pricing import cost_of, prompt_token_bound, response_token_bound
+from modelport.principal import KeyLimits, Principal
 from modelport.vendors.base import Target
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from modelport.generation import GenerationCall
-from modelport.token_estimate import json_bytes, prompt_bytes
+from modelport.limits.token_estimate import json_bytes, prompt_bytes
 
 # Tokens a chat template may add around each message (role markers, separators): more
 # than any common template adds, so that the prompt estimate stays an upper bound.

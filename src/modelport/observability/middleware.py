@@ -4,7 +4,7 @@ its trace span, and its end at shutdown when the grace period is over.
 
 It also adds the headers that describe the request as a whole when the response
 starts: `x-request-id`, `x-modelport-overhead-ms` (the gateway's own time, see
-`modelport.timing`) and the `x-ratelimit-remaining-*` headers that admission found
+`modelport.observability.timing`) and the `x-ratelimit-remaining-*` headers that admission found
 (SPEC 7; the service knows no HTTP, so it writes them into a per-request dict,
 `limits.gate.response_headers`). One middleware rather than one per header: every
 layer wraps `send`, and a stream calls `send` once per event."""
@@ -24,7 +24,7 @@ from modelport.observability import logs, metrics, tracing
 from modelport.observability.requests import RequestRecord, current_request
 from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
 from modelport.observability.shutdown import gate
-from modelport.timing import RequestClock, current_clock
+from modelport.observability.timing import RequestClock, current_clock
 
 REQUEST_ID_HEADER = b"x-request-id"
 OVERHEAD_HEADER = b"x-modelport-overhead-ms"

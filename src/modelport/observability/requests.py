@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from modelport.observability import metrics, tracing
 
 if TYPE_CHECKING:
-    from modelport.auth import Principal
-    from modelport.service import UsageSink
+    from modelport.inference.service import UsageSink
+    from modelport.principal import Principal
     from modelport.vendors.base import Target
 
 

@@ -1,207 +1,385 @@
-"""Wire models of model groups, model templates and `/user-info`, shaped as the SDK's
-types (`ModelGroup`, `ModelTemplate`, `UserInfo`) expect."""
+"""Wire models of the registry (SPEC.md 2), shaped as the SDK's types expect."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from modelport.schemas.registry import ModelType, Name, ShortText, _In, _no_default, _not_null, _Out
-from modelport.store.tables import ModelGroup, ModelTemplate
+from modelport.policy import credential_setting, redacted_url
+from modelport.principal import parse_duration
+from modelport.schemas.json_value import JsonInt, JsonObject
+from modelport.store.tables import Deployment, Model
 
-EndpointType = Literal["SYNC", "ASYNC", "STREAMING", "BATCH"]
-GpuType = Literal[
-    "nvidia-tesla-t4",
-    "nvidia-ampere-a10",
-    "nvidia-ampere-a100",
-    "nvidia-ampere-a100e",
-    "nvidia-hopper-h100",
-    "nvidia-hopper-h100-1g20gb",
-    "nvidia-hopper-h100-3g40gb",
+ModelType = Literal["COMPLETION", "CHAT_COMPLETION", "AGENT", "EMBEDDING", "RERANKING", "GENERIC", "BUNDLE"]
+ModelVendor = Literal[
+    "OPENAI",
+    "COHERE",
+    "GOOGLE",
+    "VERTEX_AI",
+    "ANTHROPIC",
+    "LAUNCH",
+    "LLMENGINE",
+    "BEDROCK",
+    "FIREWORKS_AI",
+    "OTHER",
 ]
-Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Text = Annotated[str, Field(max_length=2000)]
+MAX_PAGE_SIZE = 10_000
+# (page - 1) * limit is the SQL OFFSET: at most 10**10 here, far inside a signed 64-bit integer.
+MAX_PAGE_NUMBER = 1_000_000
 
-# --- model groups ----------------------------------------------------------------------------
+ItemT = TypeVar("ItemT")
 
 
-class ModelGroupCreate(_In):
-    name: Name
+class _Out(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    @field_validator("created_at", mode="after", check_fields=False)
+    @classmethod
+    def _as_utc(cls, value: datetime) -> datetime:
+        # SQLite hands back naive datetimes; every time modelport stores is UTC.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class Page(_Out, Generic[ItemT]):
+    items: list[ItemT]
+    current_page: int
+    items_per_page: int
+    total_item_count: int
+
+
+class ModelInstanceOut(_Out):
+    id: str
+    account_id: str
+    created_at: datetime
+    created_by_identity_type: str
+    created_by_user_id: str
+    deployment_count: int
+    model_type: str
+    name: str
+    request_schema: dict[str, Any]
+    response_schema: dict[str, Any]
+    supports_multi_turn: bool
+    base_model_id: str | None = None
+    base_model_metadata: dict[str, Any] | None = None
     description: str | None = None
+    display_name: str | None = None
+    model_card: str | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    model_group_id: str | None = None
+    model_template_id: str | None = None
+    model_vendor: str | None = None
+    training_data_card: str | None = None
+    deployments: list[DeploymentOut] | None = None
+    # With view=ModelGroup: the model's group (SDK `ModelGroup`).
+    model_group: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        model: Model,
+        *,
+        deployment_count: int,
+        deployments: list[Deployment] | None = None,
+        model_group: dict[str, Any] | None = None,
+    ) -> ModelInstanceOut:
+        return cls(
+            id=model.id,
+            account_id=model.account_id,
+            created_at=model.created_at,
+            created_by_identity_type=model.created_by_identity_type,
+            created_by_user_id=model.created_by_user_id,
+            deployment_count=deployment_count,
+            model_type=model.model_type,
+            name=model.name,
+            request_schema=model.request_schema or {},
+            response_schema={},
+            supports_multi_turn=model.model_type == "CHAT_COMPLETION",
+            base_model_id=model.base_model_id,
+            base_model_metadata=model.base_model_metadata,
+            description=model.description,
+            display_name=model.display_name,
+            model_card=model.model_card,
+            model_creation_parameters=redact(model.model_creation_parameters),
+            model_group_id=model.model_group_id,
+            model_template_id=model.model_template_id,
+            model_vendor=model.model_vendor,
+            training_data_card=model.training_data_card,
+            deployments=None if deployments is None else [DeploymentOut.of(d) for d in deployments],
+            model_group=model_group,
+        )
+
+
+class DeploymentOut(_Out):
+    id: str
+    account_id: str
+    created_at: datetime
+    created_by_identity_type: str
+    created_by_user_id: str
+    name: str
+    status: str
+    deployment_metadata: dict[str, Any] | None = None
+    model_creation_parameters: dict[str, Any] | None = None
+    model_endpoint_id: str | None = None
+    model_instance_id: str | None = None
+    vendor_configuration: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> DeploymentOut:
+        metadata = dict(deployment.deployment_metadata or {})
+        if deployment.status_reason:
+            metadata.setdefault("status_reason", deployment.status_reason)
+        return cls(
+            id=deployment.id,
+            account_id=deployment.account_id,
+            created_at=deployment.created_at,
+            created_by_identity_type=deployment.created_by_identity_type,
+            created_by_user_id=deployment.created_by_user_id,
+            name=deployment.name,
+            status=deployment.status,
+            deployment_metadata=metadata or None,
+            model_creation_parameters=redact(deployment.model_creation_parameters),
+            model_endpoint_id=deployment.model_endpoint_id,
+            model_instance_id=deployment.model_id,
+            vendor_configuration=deployment.vendor_configuration,
+        )
+
+
+def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Settings as shown to API users: a credential-looking value at any depth is
+    replaced. New settings cannot hold one (the policy refuses it), but settings stored
+    before that rule may; a reference to a secret (api_key_env, a secret's name) is
+    fine to show, the secret itself never is."""
+    if parameters is None:
+        return None
+    shown: dict[str, Any] = _redacted(parameters)
+    return shown
+
+
+def _redacted(value: Any, *, headers: bool = False) -> Any:
+    """The same shapes the policy refuses (policy._refuse_credentials): settings named
+    like a credential, headers by their shape (`Cookie`, `*-Key`, `*Token*`), and the
+    credentials a URL carries (user:password@, `?key=`)."""
+    if isinstance(value, dict):
+        return {
+            name: "<redacted>"
+            if inner and credential_setting(str(name), header=headers)
+            else _redacted(inner, headers=str(name).lower() == "headers")
+            for name, inner in value.items()
+        }
+    if isinstance(value, list):
+        return [_redacted(inner) for inner in value]
+    if isinstance(value, str):
+        return redacted_url(value) or value
+    return value
+
+
+ModelInstanceOut.model_rebuild()
+
+
+# --- requests -------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+# The length of the column each string is stored in (store/tables.py): PostgreSQL refuses
+# a longer value rather than truncating it.
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
+def _not_null(value: Any, info: ValidationInfo) -> Any:
+    """For fields that may be left out of an update but not cleared: an explicit null."""
+    if value is None:
+        raise PydanticCustomError(
+            "null_not_allowed",
+            "{field} cannot be null: leave it out to keep the current value",
+            {"field": info.field_name},
+        )
+    return value
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "left out", which JSON Schema has no value for
+
+
+class RequestParameter(_In):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["str", "int", "float", "bool"]
+    description: str | None = None
+    required: bool = False
+
+
+class RequestSchema(_In):
+    """A model's request-parameter schema: what `model_request_parameters.bindings` may set."""
+
+    parameters: list[RequestParameter] = Field(default_factory=list)
+
+
+class BaseModelDetails(_In):
+    alignments: JsonInt | None = None
+    languages: JsonInt | None = None
+    number_of_parameters: JsonInt | None = None
+    # The service computes with it and vendors and engines take it as a C int.
+    token_context_window: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class BaseModelMetadataIn(_In):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+
+    delivery_date: str | None = None
+    model_developer: str | None = None
+    model_license_url: str | None = None
+    model_details: BaseModelDetails | None = Field(default=None, alias="modelDetails")
+    ui_model_section_type: Literal["PARTNER", "OPENSOURCE", "CUSTOM"] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class _ModelSettings(_In):
+    """What a model says about itself: settable at creation, changeable later."""
+
+    model_vendor: ModelVendor | None = None
+    model_creation_parameters: JsonObject | None = None
+    base_model_metadata: BaseModelMetadataIn | None = None
+    request_schema: RequestSchema | None = None
+    display_name: ShortText | None = None
+    description: str | None = None
+    model_card: str | None = None
+    training_data_card: str | None = None
+    base_model_id: ShortText | None = None
+    model_group_id: ShortText | None = None
+    model_template_id: ShortText | None = None
+
+
+class ModelCreate(_ModelSettings):
+    name: Name
+    model_type: ModelType
     account_id: str | None = None
 
 
-class ModelGroupUpdate(_In):
+class ModelUpdate(_ModelSettings):
+    # Optional, not nullable: the columns are NOT NULL (SkipJsonSchema keeps null out of
+    # the OpenAPI document, the validator refuses it with a 422 naming the field).
     name: Name | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
-    description: str | None = None
+    model_type: ModelType | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+
+    _refuse_null = field_validator("name", "model_type")(_not_null)
+
+
+class DeploymentCreate(_In):
+    name: Name
+    account_id: str | None = None
+    deployment_metadata: JsonObject | None = None
+    model_creation_parameters: JsonObject | None = None
+    vendor_configuration: JsonObject | None = None
+    # Block until an embedded model has loaded (READY or FAILED); the SDK's default.
+    wait_for_ready: bool = True
+
+
+class DeploymentUpdate(_In):
+    name: Name | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
+    deployment_metadata: JsonObject | None = None
+    model_creation_parameters: JsonObject | None = None
+    vendor_configuration: JsonObject | None = None
+    wait_for_ready: bool = True
 
     _refuse_null = field_validator("name")(_not_null)
 
 
-class ModelGroupOut(_Out):
-    id: str
+class DeleteResponse(_Out):
+    count: int
+    success: bool
+
+
+class AccountCreate(_In):
+    account_name: Name
+
+
+class AccountCreated(_Out):
     account_id: str
-    created_at: datetime
-    created_by_identity_type: str
-    created_by_user_id: str
-    name: str
-    description: str | None = None
 
+
+class UsagePoint(_Out):
+    date: datetime
+    prompt_tokens: int
+    response_tokens: int
+    summary_tokens: int
+
+
+class ModelUsage(_Out):
+    data: list[UsagePoint]
+    start_date: datetime
+    end_date: datetime
+
+
+# Integer columns are 32-bit in PostgreSQL.
+_Count = Annotated[int, Field(ge=0, le=2_000_000_000)]
+
+
+class KeyLimitFields(_In):
+    """A key's limits (SPEC 7, LiteLLM's names); null or left out: no limit."""
+
+    rpm_limit: _Count | None = None
+    tpm_limit: _Count | None = None
+    max_parallel_requests: _Count | None = None
+    max_budget: Annotated[float, Field(ge=0, le=1e12)] | None = None  # US dollars
+    budget_duration: str | None = Field(default=None, max_length=20)  # "30s", "15m", "1h", "30d"; none: lifetime
+
+    @field_validator("budget_duration")
     @classmethod
-    def of(cls, group: ModelGroup) -> ModelGroupOut:
-        return cls(
-            id=group.id,
-            account_id=group.account_id,
-            created_at=group.created_at,
-            created_by_identity_type=group.created_by_identity_type,
-            created_by_user_id=group.created_by_user_id,
-            name=group.name,
-            description=group.description,
-        )
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise PydanticCustomError("duration", str(exc)) from None
+        return value
 
 
-# --- model templates -------------------------------------------------------------------------
+class KeyCreate(KeyLimitFields):
+    role: Literal["admin", "member"] = "member"
+    name: str = Field(default="", max_length=200)
 
 
-class ParameterField(_In):
-    """One field of a template's parameter schema (SDK `ParameterSchemaField`)."""
+class KeyUpdate(KeyLimitFields):
+    """PATCH: the fields sent change; null clears a limit; the others stay."""
 
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    type: Literal["str", "int", "float", "bool"]
-    description: str = ""
-    required: bool = False
+    name: str | None = Field(default=None, max_length=200)
 
 
-class ParameterSchema(_In):
-    parameters: list[ParameterField] = Field(default_factory=list, max_length=200)
-
-
-class BundleConfig(_In):
-    image: Text
-    registry: Text
-    tag: Text
-    command: list[Text] | None = None
-    env: dict[str, Text] | None = None
-    healthcheck_route: Text | None = None
-    predict_route: Text | None = None
-    readiness_initial_delay_seconds: Count | None = None
-    streaming_command: list[Text] | None = None
-    streaming_predict_route: Text | None = None
-
-
-class EndpointConfig(_In):
-    cpus: Count | None = None
-    endpoint_type: EndpointType | None = None
-    gpu_type: GpuType | None = None
-    gpus: Count | None = None
-    high_priority: bool | None = None
-    max_workers: Count | None = None
-    memory: Text | None = None
-    min_workers: Count | None = None
-    per_worker: Count | None = None
-    storage: Text | None = None
-
-
-class FineTuningResources(_In):
-    cpus: Count | None = None
-    gpu_type: GpuType | None = None
-    gpus: Count | None = None
-    memory: Text | None = None
-    storage: Text | None = None
-
-
-class FineTuningJobBundleConfig(_In):
-    image: Text
-    registry: Text
-    tag: Text
-    command: list[Text] | None = None
-    env: dict[str, Text] | None = None
-    mount_location: Text | None = None
-    resources: FineTuningResources | None = None
-    training_dataset_schema_type: Literal["GENERATION", "RERANKING_QUESTIONS"] | None = None
-
-
-class TemplateVendorConfiguration(_In):
-    """How Launch would run the template's models (the SDK's shape, stored as given)."""
-
-    bundle_config: BundleConfig
-    endpoint_config: EndpointConfig | None = None
-    fine_tuning_job_bundle_config: FineTuningJobBundleConfig | None = None
-    vendor: Literal["LAUNCH"] = "LAUNCH"
-
-
-class ModelTemplateCreate(_In):
-    name: Name
-    model_type: ModelType
-    endpoint_type: EndpointType
-    vendor_configuration: TemplateVendorConfiguration
-    endpoint_protocol: Literal["SGP", "COHERE", "VLLM"] | None = None
-    model_creation_parameters_schema: ParameterSchema | None = None
-    model_request_parameters_schema: ParameterSchema | None = None
-    account_id: ShortText | None = None
-
-
-class ModelTemplateOut(_Out):
-    id: str
-    account_id: str
-    created_at: datetime
-    created_by_identity_type: str
-    created_by_user_id: str
-    endpoint_type: str
-    model_type: str
-    name: str
-    vendor_configuration: dict[str, object]
-    endpoint_protocol: str | None = None
-    model_creation_parameters_schema: dict[str, object] | None = None
-    model_request_parameters_schema: dict[str, object] | None = None
-
-    @classmethod
-    def of(cls, template: ModelTemplate) -> ModelTemplateOut:
-        return cls(
-            id=template.id,
-            account_id=template.account_id,
-            created_at=template.created_at,
-            created_by_identity_type=template.created_by_identity_type,
-            created_by_user_id=template.created_by_user_id,
-            endpoint_type=template.endpoint_type,
-            model_type=template.model_type,
-            name=template.name,
-            vendor_configuration=template.vendor_configuration,
-            endpoint_protocol=template.endpoint_protocol,
-            model_creation_parameters_schema=template.model_creation_parameters_schema,
-            model_request_parameters_schema=template.model_request_parameters_schema,
-        )
-
-
-# --- /user-info -----------------------------------------------------------------------------
-
-
-class AccessProfileAccount(_Out):
+class KeyOut(_Out):
     id: str
     name: str
-    status: str = "active"
-
-
-class AccessProfileIdentity(_Out):
-    id: str
-    type: str
-    object: Literal["identity"] = "identity"
-
-
-class AccessProfile(_Out):
-    id: str
-    account: AccessProfileAccount
-    identity: AccessProfileIdentity
+    display_prefix: str
     role: str
+    identity_id: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    # US dollars: the sum of the costs of the key's usage records.
+    spend: float = 0.0
 
 
-class UserInfo(_Out):
-    id: str
-    email: str
-    access_profiles: list[AccessProfile]
-    first_name: str | None = None
-    is_deployment_admin: bool | None = None
-    is_organization_admin: bool | None = None
+class SpendReport(_Out):
+    """An account's spend in US dollars: in all, per API key and per deployment."""
+
+    account_id: str
+    spend: float
+    by_key: dict[str, float]
+    by_deployment: dict[str, float]
+
+
+class KeyCreated(KeyOut):
+    # The key itself: in this response only, never again.
+    key: str

@@ -42,7 +42,7 @@ def make_sessions(
     engine: AsyncEngine, *, on_registry_change: Callable[[], None] | None = None
 ) -> async_sessionmaker[Any]:
     """Sessions for `engine`. `on_registry_change` is called after every commit that
-    changed what `modelport.cache` holds (this process's cache drops its entries)."""
+    changed what `modelport.store.cache` holds (this process's cache drops its entries)."""
     info = {_LISTENERS: [on_registry_change] if on_registry_change else []}
     return async_sessionmaker(engine, expire_on_commit=False, info=info)
 

@@ -15,7 +15,7 @@ from sqlalchemy import Float, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modelport.limits.base import KeyLimits
+from modelport.principal import KeyLimits
 from modelport.store.tables import (
     Account,
     AccountSecret,
@@ -216,7 +216,7 @@ async def live_deployments(
     session: AsyncSession, statuses: tuple[str, ...] = ("READY", "PENDING", "FAILED")
 ) -> list[tuple[Deployment, str | None]]:
     """Deployments of every account in one of `statuses`, each with its model's vendor
-    (which of them the embedded engine serves is decided in modelport.deployments).
+    (which of them the embedded engine serves is decided in modelport.catalogue.deployment_settings).
     FAILED ones by default: a start-up tries them again, as a crash one request caused
     must not keep a model down for good."""
     rows = await session.execute(

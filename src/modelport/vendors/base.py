@@ -69,7 +69,7 @@ class Target:
     vendor_configuration: dict[str, Any] = field(default_factory=dict)
     context_window: int | None = None
     # The registered adapter that serves it, and for the embedded engine its GGUF file
-    # (both decided once, by modelport.deployments.target_of).
+    # (both decided once, by modelport.catalogue.deployment_settings.target_of).
     adapter: str = ""
     checkpoint: str | None = None
     settings: CommonSettings = field(default_factory=CommonSettings)

@@ -13,7 +13,7 @@ from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
-from modelport.templates import render_chat_async
+from modelport.prompts.templates import render_chat_async
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Embeddings, Target, collect
 from modelport.vendors.embedded_tools import as_tool_call, call_sampling, forced_function_names, tool_messages
 

@@ -14,7 +14,7 @@ import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
-from modelport.templates import render_chat_async
+from modelport.prompts.templates import render_chat_async
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.settings import LLMEngineSettings
 from modelport.vendors.upstream import (

@@ -18,7 +18,7 @@ import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
-from modelport.token_estimate import estimate_prompt_tokens
+from modelport.limits.token_estimate import estimate_prompt_tokens
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings

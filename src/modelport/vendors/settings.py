@@ -2,7 +2,7 @@
 `model_creation_parameters` (the model's, with the deployment's override applied), and
 the two `vendor_configuration` shapes the SDK reads back. Unknown keys are refused and
 types are strict, so a typo or a wrong type is found when a deployment is registered
-(see `modelport.deployments`), and adapters read typed fields, not dict keys."""
+(see `modelport.catalogue.deployment_settings`), and adapters read typed fields, not dict keys."""
 
 from __future__ import annotations
 

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query, Request
 
 from modelport.api.deps import CurrentPrincipal, PageNumber, PageSize
 from modelport.api.routes.deployments import _storable
-from modelport.model_groups import ModelGroups, usage_of_model_name
-from modelport.model_templates import ModelTemplates
-from modelport.schemas.catalogue import (
+from modelport.catalogue.groups import ModelGroups, usage_of_model_name
+from modelport.catalogue.templates import ModelTemplates
+from modelport.catalogue.users import user_info
+from modelport.schemas.catalogue import DeleteResponse, ModelInstanceOut, ModelUsage, Page
+from modelport.schemas.groups import (
     ModelGroupCreate,
     ModelGroupOut,
     ModelGroupUpdate,
@@ -19,8 +21,6 @@ from modelport.schemas.catalogue import (
     ModelTemplateOut,
     UserInfo,
 )
-from modelport.schemas.registry import DeleteResponse, ModelInstanceOut, ModelUsage, Page
-from modelport.user_info import user_info
 
 router = APIRouter()
 Chunks = Annotated[int, Query(ge=1, le=1000)]

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from modelport.api.deps import CurrentPrincipal, PageNumber, PageSize, RegistryDep
+from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize
+from modelport.catalogue.usage import usage_statistics
 from modelport.errors import ValidationFailed
-from modelport.schemas.errors import validation_detail
-from modelport.schemas.registry import (
+from modelport.schemas.catalogue import (
     DeleteResponse,
     DeploymentCreate,
     DeploymentOut,
@@ -18,7 +18,7 @@ from modelport.schemas.registry import (
     ModelUsage,
     Page,
 )
-from modelport.usage import usage_statistics
+from modelport.schemas.errors import validation_detail
 
 router = APIRouter(tags=["deployments"])
 
@@ -40,7 +40,7 @@ def _storable(name: str, value: datetime) -> None:
 
 @router.post("/v4/models/{model_instance_id}/deployments", response_model=DeploymentOut)
 async def create_deployment(
-    model_instance_id: str, body: DeploymentCreate, principal: CurrentPrincipal, registry: RegistryDep
+    model_instance_id: str, body: DeploymentCreate, principal: CurrentPrincipal, registry: CatalogueDep
 ) -> DeploymentOut:
     return await registry.create_deployment(principal, model_instance_id, body)
 
@@ -49,7 +49,7 @@ async def create_deployment(
 async def list_deployments(
     model_instance_id: str,
     principal: CurrentPrincipal,
-    registry: RegistryDep,
+    registry: CatalogueDep,
     page: PageNumber = 1,
     limit: PageSize = 100,
     sort_by: SortBy = None,
@@ -63,7 +63,7 @@ async def list_deployments(
 @router.get("/v4/model-deployments", response_model=Page[DeploymentOut])
 async def list_all_deployments(
     principal: CurrentPrincipal,
-    registry: RegistryDep,
+    registry: CatalogueDep,
     page: PageNumber = 1,
     limit: PageSize = 100,
     sort_by: SortBy = None,
@@ -76,7 +76,7 @@ async def list_all_deployments(
 
 @router.get("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
 async def retrieve_deployment(
-    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: RegistryDep
+    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: CatalogueDep
 ) -> DeploymentOut:
     return await registry.get_deployment(principal, model_instance_id, deployment_id)
 
@@ -87,14 +87,14 @@ async def update_deployment(
     deployment_id: str,
     body: DeploymentUpdate,
     principal: CurrentPrincipal,
-    registry: RegistryDep,
+    registry: CatalogueDep,
 ) -> DeploymentOut:
     return await registry.update_deployment(principal, model_instance_id, deployment_id, body)
 
 
 @router.delete("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeleteResponse)
 async def delete_deployment(
-    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: RegistryDep
+    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: CatalogueDep
 ) -> DeleteResponse:
     await registry.delete_deployment(principal, model_instance_id, deployment_id)
     return DeleteResponse(count=1, success=True)
@@ -105,7 +105,7 @@ async def deployment_usage(
     model_deployment_id: str,
     request: Request,
     principal: CurrentPrincipal,
-    registry: RegistryDep,
+    registry: CatalogueDep,
     start_date: datetime,
     end_date: datetime,
     chunks: Annotated[int, Query(ge=1, le=1000)],

@@ -6,21 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from modelport.api.deps import CurrentPrincipal, PageNumber, PageSize, RegistryDep, parse_list
-from modelport.schemas.registry import DeleteResponse, ModelCreate, ModelInstanceOut, ModelUpdate, Page
+from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize, parse_list
+from modelport.schemas.catalogue import DeleteResponse, ModelCreate, ModelInstanceOut, ModelUpdate, Page
 
 router = APIRouter(tags=["models"])
 
 
 @router.post("/v4/models", response_model=ModelInstanceOut, response_model_exclude_none=True)
-async def create_model(body: ModelCreate, principal: CurrentPrincipal, registry: RegistryDep) -> ModelInstanceOut:
+async def create_model(body: ModelCreate, principal: CurrentPrincipal, registry: CatalogueDep) -> ModelInstanceOut:
     return await registry.create_model(principal, body)
 
 
 @router.get("/v4/models", response_model=Page[ModelInstanceOut], response_model_exclude_none=True)
 async def list_models(
     principal: CurrentPrincipal,
-    registry: RegistryDep,
+    registry: CatalogueDep,
     page: PageNumber = 1,
     limit: PageSize = 100,
     model_type: str | None = None,
@@ -46,7 +46,7 @@ async def list_models(
 async def retrieve_model(
     model_id: str,
     principal: CurrentPrincipal,
-    registry: RegistryDep,
+    registry: CatalogueDep,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> ModelInstanceOut:
     views = parse_list(view)
@@ -57,12 +57,12 @@ async def retrieve_model(
 
 @router.patch("/v4/models/{model_id}", response_model=ModelInstanceOut, response_model_exclude_none=True)
 async def update_model(
-    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, registry: RegistryDep
+    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, registry: CatalogueDep
 ) -> ModelInstanceOut:
     return await registry.update_model(principal, model_id, body)
 
 
 @router.delete("/v4/models/{model_id}", response_model=DeleteResponse)
-async def delete_model(model_id: str, principal: CurrentPrincipal, registry: RegistryDep) -> DeleteResponse:
+async def delete_model(model_id: str, principal: CurrentPrincipal, registry: CatalogueDep) -> DeleteResponse:
     await registry.delete_model(principal, model_id)
     return DeleteResponse(count=1, success=True)

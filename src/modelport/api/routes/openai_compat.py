@@ -20,13 +20,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from modelport.api.deps import CurrentPrincipal, RegistryDep, Service, parse_body
+from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
 from modelport.api.sse import EventStream
 from modelport.compat import openai as translate
 from modelport.errors import ModelportError, NotFound
 from modelport.schemas import openai as wire
-from modelport.schemas.registry import MAX_PAGE_SIZE
+from modelport.schemas.catalogue import MAX_PAGE_SIZE
 from modelport.schemas.retrieval import EmbeddingRequest
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-async def _model_cards(principal: CurrentPrincipal, registry: RegistryDep) -> list[wire.ModelCard]:
+async def _model_cards(principal: CurrentPrincipal, registry: CatalogueDep) -> list[wire.ModelCard]:
     page = await registry.list_models(
         principal, page=1, limit=MAX_PAGE_SIZE, model_type=None, sort_by=None, with_deployments=False
     )
@@ -123,12 +123,12 @@ async def _model_cards(principal: CurrentPrincipal, registry: RegistryDep) -> li
 
 
 @router.get("/v1/models", response_model=wire.ModelList)
-async def list_models(principal: CurrentPrincipal, registry: RegistryDep) -> wire.ModelList:
+async def list_models(principal: CurrentPrincipal, registry: CatalogueDep) -> wire.ModelList:
     return wire.ModelList(data=await _model_cards(principal, registry))
 
 
 @router.get("/v1/models/{model:path}", response_model=wire.ModelCard)
-async def get_model(model: str, principal: CurrentPrincipal, registry: RegistryDep) -> wire.ModelCard:
+async def get_model(model: str, principal: CurrentPrincipal, registry: CatalogueDep) -> wire.ModelCard:
     for card in await _model_cards(principal, registry):
         if model in (card.id, f"{card.owned_by}/{card.id}"):
             return card

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.api.deps import CurrentPrincipal
+from modelport.catalogue.catalogue import require_admin
+from modelport.catalogue.secrets import SecretBox
 from modelport.errors import NotFound
-from modelport.registry import require_admin
-from modelport.secrets import SecretBox
 from modelport.store import repo
 
 router = APIRouter(tags=["secrets"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from modelport.api.deps import CurrentPrincipal, Sessions
-from modelport.schemas.registry import SpendReport
-from modelport.spend import spend_report
+from modelport.catalogue.spend import spend_report
+from modelport.schemas.catalogue import SpendReport
 
 router = APIRouter(tags=["spend"])
 

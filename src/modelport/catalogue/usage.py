@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
 from modelport.errors import ValidationFailed
-from modelport.schemas.registry import ModelUsage, UsagePoint
+from modelport.principal import Principal
+from modelport.schemas.catalogue import ModelUsage, UsagePoint
 from modelport.store import repo
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
-from modelport.deployments import (
+from modelport.catalogue.deployment_settings import (
     check_configuration,
     check_deployment,
     check_model,
@@ -22,14 +21,15 @@ from modelport.deployments import (
     embedded_checkpoint,
     merged_parameters,
 )
+from modelport.catalogue.keys import display_prefix, generate_key, hash_key
+from modelport.catalogue.links import check_links, groups_of
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import FailureCallback, RecoveryCallback
 from modelport.errors import Conflict, Forbidden, InvalidRequest, NotFound, ValidationFailed, field_error
-from modelport.keys import display_prefix, generate_key, hash_key
-from modelport.model_links import check_links, groups_of
 from modelport.policy import ServerPolicy
-from modelport.schemas.registry import (
+from modelport.principal import Principal
+from modelport.schemas.catalogue import (
     DeploymentCreate,
     DeploymentOut,
     DeploymentUpdate,
@@ -89,7 +89,7 @@ def _check_account_filter(principal: Principal, account_id: str | None) -> None:
         )
 
 
-class Registry:
+class Catalogue:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -535,7 +535,7 @@ def deployment_status_recorders(database_url: str) -> tuple[FailureCallback, Rec
 async def reset_deployment(sessions: async_sessionmaker[AsyncSession], deployment_id: str) -> Deployment | None:
     """An operator's reset (`modelport deployments reset`): the deployment is PENDING
     again, without a reason, and a running server loads it within a moment
-    (`Registry.watch_resets`; an engine in its crash-loop backoff is started at once),
+    (`Catalogue.watch_resets`; an engine in its crash-loop backoff is started at once),
     a stopped one at its next start. A deployment of an upstream vendor has nothing to
     load: it is READY at once. None when there is no such deployment."""
     async with sessions() as session, session.begin():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
 from modelport.errors import Unauthenticated
-from modelport.schemas.catalogue import AccessProfile, AccessProfileAccount, AccessProfileIdentity, UserInfo
+from modelport.principal import Principal
+from modelport.schemas.groups import AccessProfile, AccessProfileAccount, AccessProfileIdentity, UserInfo
 from modelport.store import repo
 
 

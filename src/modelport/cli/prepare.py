@@ -1,4 +1,4 @@
-"""`python -m modelport.prepare`: migrate the database and, when it is empty, do the
+"""`python -m modelport.cli.prepare`: migrate the database and, when it is empty, do the
 first-start setup (the default account, the admin key from MODELPORT_API_KEY, the
 embedded model), then exit. `--wait` instead waits until someone else has done so.
 
@@ -68,7 +68,7 @@ async def wait_until_prepared(settings: Settings, *, patience: float, interval: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m modelport.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m modelport.cli.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--wait", action="store_true", help="only wait until the database has been prepared")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most (600)")
     arguments = parser.parse_args(argv)

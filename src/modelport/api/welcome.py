@@ -15,9 +15,9 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.bootstrap import FirstStart
+from modelport.catalogue.bootstrap import FirstStart
+from modelport.catalogue.keys import hash_key
 from modelport.config import Settings
-from modelport.keys import hash_key
 from modelport.store import repo
 
 log = logging.getLogger("modelport")

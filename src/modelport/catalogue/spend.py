@@ -7,9 +7,9 @@ from collections.abc import Container
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
-from modelport.registry import require_admin
-from modelport.schemas.registry import SpendReport
+from modelport.catalogue.catalogue import require_admin
+from modelport.principal import Principal
+from modelport.schemas.catalogue import SpendReport
 from modelport.store import repo
 
 # In `by_key`, the spend of the keys the reader may not see (another user's, the

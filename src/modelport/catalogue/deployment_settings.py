@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from modelport.errors import InvalidRequest, field_errors
 from modelport.store.tables import Deployment, Model
+from modelport.vendors.adapters import EMBEDDED, adapter_for_vendor
 from modelport.vendors.base import Target
-from modelport.vendors.registry import EMBEDDED, adapter_for_vendor
 from modelport.vendors.settings import (
     SETTINGS_BY_VENDOR,
     CommonSettings,

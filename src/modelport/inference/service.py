@@ -18,9 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
-from modelport.cache import RegistryCache
-from modelport.deployments import target_of, with_parameters
+from modelport.catalogue.deployment_settings import target_of, with_parameters
+from modelport.catalogue.secrets import SecretBox, resolve_secret
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError, NotFound
 from modelport.generation import (
     FinishReason,
@@ -30,12 +29,7 @@ from modelport.generation import (
     TokenLogprob,
     join_tool_calls,
 )
-from modelport.limits.base import Admission
-from modelport.limits.gate import LimitGate
-from modelport.limits.pricing import cost_of, prompt_token_bound, prompt_token_guess, rendered_prompt_token_bound
-from modelport.observability.requests import calling_vendor
-from modelport.observability.shutdown import cut_off_status
-from modelport.params import (
+from modelport.inference.params import (
     CallBounds,
     check_bindings,
     check_call_bounds,
@@ -43,8 +37,16 @@ from modelport.params import (
     effective_sampling,
     without_parameters,
 )
+from modelport.inference.routing import Router
+from modelport.limits.base import Admission
+from modelport.limits.gate import LimitGate
+from modelport.limits.pricing import cost_of, prompt_token_bound, prompt_token_guess, rendered_prompt_token_bound
+from modelport.observability.requests import calling_vendor
+from modelport.observability.shutdown import cut_off_status
+from modelport.observability.timing import waiting_for_vendor
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
-from modelport.routing import Router
+from modelport.principal import Principal
+from modelport.prompts.templates import RenderScope, render_chat_async, render_scope, substitute_bindings_async
 from modelport.schemas.inference import (
     ChatCompletionRequest,
     Choice,
@@ -55,13 +57,11 @@ from modelport.schemas.inference import (
 )
 from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 from modelport.schemas.retrieval import EmbeddingRequest, EmbeddingResponse, RerankingRequest, RerankingResponse
-from modelport.secrets import SecretBox, resolve_secret
-from modelport.stopseq import OutputFilter
+from modelport.stops import OutputFilter
 from modelport.store import repo
-from modelport.templates import RenderScope, render_chat_async, render_scope, substitute_bindings_async
-from modelport.timing import waiting_for_vendor
+from modelport.store.cache import CatalogueCache
+from modelport.vendors.adapters import VendorRegistry
 from modelport.vendors.base import Capabilities, Embedder, Embeddings, Reranker, Scores, Target, Vendor
-from modelport.vendors.registry import VendorRegistry
 
 CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
@@ -144,7 +144,7 @@ class InferenceService:
         vendors: VendorRegistry,
         usage: UsageSink | None = None,
         secrets: SecretBox | None = None,
-        cache: RegistryCache | None = None,
+        cache: CatalogueCache | None = None,
         policy: ServerPolicy | None = None,
         router: Router | None = None,
         limits: LimitGate | None = None,
@@ -158,7 +158,7 @@ class InferenceService:
         self._usage = usage
         self._secrets = secrets or SecretBox(None)
         # Without a shared cache (tests, scripts) every lookup goes to the database.
-        self._cache = cache or RegistryCache(ttl_seconds=0)
+        self._cache = cache or CatalogueCache(ttl_seconds=0)
         self._router = router or Router(sessions, self._cache)
 
     async def complete(

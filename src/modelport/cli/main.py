@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport import console
+from modelport.cli import console
 from modelport.config import Settings
 
 app = typer.Typer(help="modelport: a self-hosted gateway for LLM model deployments.", no_args_is_help=True)
@@ -190,7 +190,7 @@ def _key_limits(**given: Any) -> dict[str, Any]:
     """The limit options given, checked as the API checks them."""
     from pydantic import ValidationError
 
-    from modelport.schemas.registry import KeyLimitFields
+    from modelport.schemas.catalogue import KeyLimitFields
 
     try:
         checked = KeyLimitFields.model_validate({name: value for name, value in given.items() if value is not None})
@@ -215,8 +215,8 @@ def keys_create(
     budget_duration: DurationOption = None,
 ) -> None:
     """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
+    from modelport.catalogue.catalogue import create_key
     from modelport.errors import NotFound
-    from modelport.registry import create_key
 
     if role not in {"admin", "member"}:
         _fail("--role must be admin or member")
@@ -279,8 +279,8 @@ def keys_update(
     ] = None,
 ) -> None:
     """Change a key's limits; the options left out stay as they are."""
+    from modelport.catalogue.catalogue import apply_key_changes
     from modelport.limits.base import LIMIT_NAMES
-    from modelport.registry import apply_key_changes
     from modelport.store.tables import ApiKey
 
     changes = _key_limits(
@@ -312,7 +312,7 @@ def keys_update(
 @app.command("spend")
 def spend(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
     """An account's spend (US dollars): in all, per key and per deployment."""
-    from modelport.spend import account_spend
+    from modelport.catalogue.spend import account_spend
 
     report = _with_database(lambda sessions: account_spend(sessions, account))
     typer.echo(f"account {account}: ${report.spend:.6f}")
@@ -348,7 +348,7 @@ def deployments_reset(
     """Load a FAILED deployment again: it is PENDING until a running server has loaded it
     (within a second or so; an engine waiting out its crash-loop backoff starts at once),
     or until the next start."""
-    from modelport.registry import reset_deployment
+    from modelport.catalogue.catalogue import reset_deployment
 
     deployment = _with_database(lambda sessions: reset_deployment(sessions, deployment_id))
     if deployment is None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.keys import display_prefix, generate_key, hash_key
+from modelport.catalogue.keys import display_prefix, generate_key, hash_key
 from modelport.store import repo
 
 log = logging.getLogger(__name__)

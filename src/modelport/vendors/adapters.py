@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelport.errors import InvalidRequest
 from modelport.vendors.base import Target, Vendor
 
-# The adapter of LLM Engine deployments with a local GGUF file (see modelport.deployments).
+# The adapter of LLM Engine deployments with a local GGUF file (see modelport.catalogue.deployment_settings).
 EMBEDDED = "EMBEDDED"
 # Any server that speaks OpenAI's API at a base_url the model names.
 OPENAI_COMPATIBLE = "OPENAI_COMPATIBLE"

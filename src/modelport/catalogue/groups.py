@@ -7,14 +7,14 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
+from modelport.catalogue.catalogue import require_admin
+from modelport.catalogue.usage import usage_statistics
 from modelport.errors import Conflict, Forbidden, NotFound
-from modelport.registry import require_admin
-from modelport.schemas.catalogue import ModelGroupCreate, ModelGroupOut, ModelGroupUpdate
-from modelport.schemas.registry import ModelInstanceOut, ModelUsage, Page
+from modelport.principal import Principal
+from modelport.schemas.catalogue import ModelInstanceOut, ModelUsage, Page
+from modelport.schemas.groups import ModelGroupCreate, ModelGroupOut, ModelGroupUpdate
 from modelport.store import repo
 from modelport.store.tables import ModelGroup
-from modelport.usage import usage_statistics
 
 
 class ModelGroups:

@@ -44,7 +44,6 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cache import RegistryCache
 from modelport.errors import (
     DeploymentUnavailable,
     ModelportError,
@@ -54,6 +53,7 @@ from modelport.errors import (
     UpstreamTimeout,
 )
 from modelport.store import repo
+from modelport.store.cache import CatalogueCache
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Router:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        cache: RegistryCache,
+        cache: CatalogueCache,
         health: PassiveHealth | None = None,
     ) -> None:
         self._sessions = sessions

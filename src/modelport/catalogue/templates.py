@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.auth import Principal
+from modelport.catalogue.catalogue import require_admin
 from modelport.errors import Conflict, Forbidden, NotFound
-from modelport.registry import require_admin
-from modelport.schemas.catalogue import ModelTemplateCreate, ModelTemplateOut, ParameterSchema
-from modelport.schemas.registry import Page
+from modelport.principal import Principal
+from modelport.schemas.catalogue import Page
+from modelport.schemas.groups import ModelTemplateCreate, ModelTemplateOut, ParameterSchema
 from modelport.store import repo
 from modelport.store.tables import ModelTemplate
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modelport.auth import Principal
+from modelport.catalogue.template_rules import check_against_template
 from modelport.errors import field_error
+from modelport.principal import Principal
 from modelport.store import repo
 from modelport.store.tables import Model, ModelGroup, ModelTemplate
-from modelport.template_rules import check_against_template
 
 
 async def groups_of(session: AsyncSession, principal: Principal, models: list[Model]) -> dict[str, dict[str, Any]]:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RegistryCache:
+class CatalogueCache:
     def __init__(self, *, ttl_seconds: float = 30.0, refresh_seconds: float = 0.5, max_entries: int = 50_000) -> None:
         self.ttl_seconds = ttl_seconds
         self.refresh_seconds = refresh_seconds

@@ -34,7 +34,7 @@ def _console() -> Console:
 
 
 def _run(work: Any) -> Any:
-    from modelport.cli import _with_database  # the CLI's one way to open the database
+    from modelport.cli.main import _with_database  # the CLI's one way to open the database
 
     return _with_database(work)
 
@@ -205,7 +205,7 @@ def chat(
 ) -> None:
     """Chat with a deployment of a running server; the answer streams as it comes.
     The conversation is kept: /reset starts over, /exit (or Ctrl-D) ends."""
-    from modelport.chat import ChatSession, server_url
+    from modelport.cli.chat import ChatSession, server_url
 
     if not api_key:
         _fail("no API key: pass --api-key or set MODELPORT_API_KEY")

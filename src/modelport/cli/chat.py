@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from modelport.bootstrap import DEFAULT_MODEL_NAME
+from modelport.catalogue.bootstrap import DEFAULT_MODEL_NAME
 from modelport.config import Settings
 
 EMBEDDED_DEPLOYMENT = f"{DEFAULT_MODEL_NAME}-embedded"
