@@ -14,26 +14,16 @@ the caller asked for. `seed`, `logit_bias` and `n` > 1 have no Anthropic equival
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
-
-import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.settings import AnthropicSettings
 from modelport.vendors.turns import conversation
-from modelport.vendors.upstream import (
-    HttpVendor,
-    api_key_for,
-    configured_headers,
-    join_url,
-    json_request,
-    read_json,
-    sse_json,
-    upstream_model,
-)
+from modelport.vendors.upstream import join_url, upstream_model
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -64,7 +54,10 @@ class AnthropicVendor(HttpVendor):
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key}
+
+    async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         model = upstream_model(target)
         system, turns = conversation(call)
         sampling = call.sampling
@@ -88,17 +81,10 @@ class AnthropicVendor(HttpVendor):
         if call.tool_choice is not None:
             body["tool_choice"] = _tool_choice(call.tool_choice)
         body.update(target.settings.extra_body or {})
-        api_key = api_key_for(target, "ANTHROPIC")
-        headers = {"anthropic-version": API_VERSION, **configured_headers(target)}
-        if api_key:
-            headers["x-api-key"] = api_key
         base_url = target.settings.base_url or ANTHROPIC_BASE_URL
-        return json_request(self._client, join_url(base_url, "v1/messages"), body, headers=headers), api_key
+        return self.post(target, join_url(base_url, "v1/messages"), body, headers={"anthropic-version": API_VERSION})
 
-    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        request, api_key = self._request(target, call, stream=False)
-        response = await self._send(request, api_key)
-        payload = await read_json(response, vendor=self.vendor)
+    def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
         finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
         blocks = payload.get("content") or []
         text = "".join(block.get("text", "") for block in blocks if block.get("type") == "text")
@@ -121,47 +107,46 @@ class AnthropicVendor(HttpVendor):
             response_tokens=usage.get("output_tokens"),
         )
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        request, api_key = self._request(target, call, stream=True)
-        response = await self._send(request, api_key)
-        return self._chunks(response)
+    def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
+        return _Events()
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
-        finish: FinishReason = "stop"
-        prompt_tokens = response_tokens = None
-        tool_index: dict[int, int] = {}  # content block index -> tool call index
-        async for event, payload in sse_json(response, vendor=self.vendor):
-            kind = payload.get("type", event)
-            if kind == "message_start":
-                usage = (payload.get("message") or {}).get("usage") or {}
-                prompt_tokens = _input_tokens(usage)
-                response_tokens = usage.get("output_tokens", response_tokens)
-            elif kind == "content_block_start":
-                block = payload.get("content_block") or {}
-                if block.get("type") == "tool_use":
-                    index = tool_index[int(payload.get("index", 0))] = len(tool_index)
-                    start = {"name": block.get("name"), "arguments": ""}
-                    yield GenerationChunk(
-                        tool_calls=[{"index": index, "id": block.get("id"), "type": "function", "function": start}]
-                    )
-            elif kind == "content_block_delta":
-                delta = payload.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield GenerationChunk(text=delta["text"])
-                elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                    index = tool_index.get(int(payload.get("index", 0)), 0)
-                    arguments = {"arguments": delta["partial_json"]}
-                    yield GenerationChunk(tool_calls=[{"index": index, "function": arguments}])
-            elif kind == "message_delta":
-                reason = (payload.get("delta") or {}).get("stop_reason")
-                if reason:
-                    finish = STOP_REASONS.get(str(reason), "stop")
-                # output_tokens here is cumulative: the last one is the total.
-                response_tokens = (payload.get("usage") or {}).get("output_tokens", response_tokens)
-            elif kind == "error":
-                error = payload.get("error") or {}
-                raise UpstreamError(f"ANTHROPIC failed mid-stream: {error.get('message', error)}")
-        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+
+class _Events(EventParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+
+    def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
+        kind = payload.get("type", name)
+        if kind == "message_start":
+            usage = (payload.get("message") or {}).get("usage") or {}
+            self.prompt_tokens = _input_tokens(usage)
+            self.response_tokens = usage.get("output_tokens", self.response_tokens)
+        elif kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tool_index[int(payload.get("index", 0))] = len(self._tool_index)
+                start = {"name": block.get("name"), "arguments": ""}
+                yield GenerationChunk(
+                    tool_calls=[{"index": index, "id": block.get("id"), "type": "function", "function": start}]
+                )
+        elif kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                yield GenerationChunk(text=delta["text"])
+            elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self._tool_index.get(int(payload.get("index", 0)), 0)
+                arguments = {"arguments": delta["partial_json"]}
+                yield GenerationChunk(tool_calls=[{"index": index, "function": arguments}])
+        elif kind == "message_delta":
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.finish = STOP_REASONS.get(str(reason), "stop")
+            # output_tokens here is cumulative: the last one is the total.
+            self.response_tokens = (payload.get("usage") or {}).get("output_tokens", self.response_tokens)
+        elif kind == "error":
+            error = payload.get("error") or {}
+            raise UpstreamError(f"ANTHROPIC failed mid-stream: {error.get('message', error)}")
 
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:

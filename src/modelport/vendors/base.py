@@ -8,7 +8,8 @@ sequences: the service does that once for every vendor. What a vendor can do is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -78,6 +79,12 @@ class Target:
     api_key: str | None = field(default=None, repr=False)
 
 
+# What `Vendor.stream` returns: an async generator of chunks, so a caller that stops
+# early (the client went away, a stop sequence was cut) ends the vendor's work with
+# `await stream.aclose()`, typed, with no probing for the method.
+ChunkStream = AsyncGenerator[GenerationChunk, None]
+
+
 class Vendor(Protocol):
     def capabilities(self, target: Target) -> Capabilities: ...
 
@@ -85,10 +92,11 @@ class Vendor(Protocol):
         """The whole answer as one chunk that carries the finish reason and counts."""
         ...
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        """Check the call and start it; the iterator then yields chunks, the last one
+    async def stream(self, target: Target, call: GenerationCall) -> ChunkStream:
+        """Check the call and start it; the stream then yields chunks, the last one
         with the finish reason. Errors that can be known before the first chunk are
-        raised here, so the caller can still answer with a status code."""
+        raised here, so the caller can still answer with a status code. A caller that
+        stops reading early closes the stream (`aclose`)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -129,24 +137,26 @@ def in_batches(items: list[str], size: int) -> list[list[str]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationChunk:
-    """Join a stream of chunks into one (for adapters whose only mode is streaming)."""
+async def collect(chunks: ChunkStream) -> GenerationChunk:
+    """Join a stream of chunks into one (for adapters whose only mode is streaming); the
+    stream is closed however the joining ends."""
     result = GenerationChunk(text="")
     texts: list[str] = []
     logprobs: list[TokenLogprob] = []
     tool_calls: list[dict[str, Any]] = []
-    async for chunk in chunks:
-        texts.append(chunk.text)
-        if chunk.logprobs:
-            logprobs.extend(chunk.logprobs)
-        if chunk.tool_calls:
-            join_tool_calls(tool_calls, chunk.tool_calls)
-        if chunk.finish_reason is not None:
-            result.finish_reason = chunk.finish_reason
-        if chunk.prompt_tokens is not None:
-            result.prompt_tokens = chunk.prompt_tokens
-        if chunk.response_tokens is not None:
-            result.response_tokens = chunk.response_tokens
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            texts.append(chunk.text)
+            if chunk.logprobs:
+                logprobs.extend(chunk.logprobs)
+            if chunk.tool_calls:
+                join_tool_calls(tool_calls, chunk.tool_calls)
+            if chunk.finish_reason is not None:
+                result.finish_reason = chunk.finish_reason
+            if chunk.prompt_tokens is not None:
+                result.prompt_tokens = chunk.prompt_tokens
+            if chunk.response_tokens is not None:
+                result.response_tokens = chunk.response_tokens
     result.text = "".join(texts)
     result.logprobs = logprobs or None
     result.tool_calls = tool_calls or None

@@ -7,26 +7,16 @@ at most 96 texts a request, so larger inputs are split and joined back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
-
-import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Embeddings, Scores, Target, in_batches
+from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.retrieval_wire import ordered, refuse_instruction
 from modelport.vendors.settings import CohereSettings
-from modelport.vendors.upstream import (
-    HttpVendor,
-    api_key_for,
-    configured_headers,
-    join_url,
-    json_request,
-    read_json,
-    sse_json,
-    upstream_model,
-)
+from modelport.vendors.upstream import join_url, upstream_model
 
 COHERE_BASE_URL = "https://api.cohere.com"
 EMBED_BATCH = 96  # Cohere's documented maximum of texts per /v2/embed call
@@ -61,13 +51,9 @@ class CohereVendor(HttpVendor):
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    def _post(self, target: Target, path: str, body: dict[str, Any]) -> tuple[httpx.Request, str | None]:
-        api_key = api_key_for(target, self.vendor)
-        headers = configured_headers(target)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+    def _post(self, target: Target, path: str, body: dict[str, Any]) -> Outgoing:
         base_url, _ = _settings(target)
-        return json_request(self._client, join_url(base_url, path), body, headers=headers), api_key
+        return self.post(target, join_url(base_url, path), body)
 
     # --- embed and rerank ----------------------------------------------------------------
 
@@ -78,8 +64,7 @@ class CohereVendor(HttpVendor):
         for batch in in_batches(texts, EMBED_BATCH):
             body = {"model": upstream_model(target), "texts": batch, "input_type": input_type,
                     "embedding_types": ["float"]}  # fmt: skip
-            request, api_key = self._post(target, "v2/embed", body)
-            payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+            payload = await self.answer_of(self._post(target, "v2/embed", body))
             found = (payload.get("embeddings") or {}).get("float")
             if not isinstance(found, list) or len(found) != len(batch):
                 raise UpstreamError(f"COHERE answered {len(found or [])} float embeddings for {len(batch)} texts")
@@ -92,8 +77,7 @@ class CohereVendor(HttpVendor):
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
         refuse_instruction(instruction, self.vendor)
         body = {"model": upstream_model(target), "query": query, "documents": chunks, "top_n": len(chunks)}
-        request, api_key = self._post(target, "v2/rerank", body)
-        payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+        payload = await self.answer_of(self._post(target, "v2/rerank", body))
         results = ordered(list(payload.get("results") or []), len(chunks), vendor=self.vendor, what="rerank results")
         return Scores(
             scores=[float(result["relevance_score"]) for result in results], tokens=_input_tokens(payload.get("meta"))
@@ -101,7 +85,7 @@ class CohereVendor(HttpVendor):
 
     # --- chat ------------------------------------------------------------------------------
 
-    def _chat(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+    async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         if target.model_type not in ("CHAT_COMPLETION", "COMPLETION"):
             raise InvalidRequest(f"a COHERE {target.model_type} model does not generate text")
         sampling = call.sampling
@@ -124,9 +108,7 @@ class CohereVendor(HttpVendor):
         body.update(target.settings.extra_body or {})
         return self._post(target, "v2/chat", body)
 
-    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        request, api_key = self._chat(target, call, stream=False)
-        payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+    def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
         content = (payload.get("message") or {}).get("content") or []
         prompt_tokens, response_tokens = _usage(payload.get("usage"))
         return GenerationChunk(
@@ -136,27 +118,24 @@ class CohereVendor(HttpVendor):
             response_tokens=response_tokens,
         )
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        request, api_key = self._chat(target, call, stream=True)
-        return self._chunks(await self._send(request, api_key))
+    def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
+        return _Events()
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
-        finish: FinishReason = "stop"
-        prompt_tokens = response_tokens = None
-        async for _event, payload in sse_json(response, vendor=self.vendor):
-            kind = payload.get("type")
-            delta = payload.get("delta") or {}
-            if kind == "content-delta":
-                text = ((delta.get("message") or {}).get("content") or {}).get("text")
-                if text:
-                    yield GenerationChunk(text=text)
-            elif kind == "message-end":
-                reason = str(delta.get("finish_reason"))
-                if reason in ("ERROR", "TIMEOUT"):
-                    raise UpstreamError(f"COHERE ended the stream with {reason}: {delta.get('error', '')}")
-                finish = FINISH_REASONS.get(reason, "stop")
-                prompt_tokens, response_tokens = _usage(delta.get("usage"))
-        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+
+class _Events(EventParser):
+    def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
+        kind = payload.get("type")
+        delta = payload.get("delta") or {}
+        if kind == "content-delta":
+            text = ((delta.get("message") or {}).get("content") or {}).get("text")
+            if text:
+                yield GenerationChunk(text=text)
+        elif kind == "message-end":
+            reason = str(delta.get("finish_reason"))
+            if reason in ("ERROR", "TIMEOUT"):
+                raise UpstreamError(f"COHERE ended the stream with {reason}: {delta.get('error', '')}")
+            self.finish = FINISH_REASONS.get(reason, "stop")
+            self.prompt_tokens, self.response_tokens = _usage(delta.get("usage"))
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

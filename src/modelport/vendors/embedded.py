@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from modelport.engine.client import EngineClient, EngineInfo
 from modelport.engine.control_tokens import neutralise_messages
@@ -14,7 +13,7 @@ from modelport.engine.protocol import ModelLoadError
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.prompts.templates import render_chat_async
-from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, Embeddings, Target, collect
+from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, ChunkStream, Embeddings, Target, collect
 from modelport.vendors.embedded_tools import as_tool_call, call_sampling, forced_function_names, tool_messages
 
 # LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter,
@@ -58,7 +57,7 @@ class EmbeddedVendor:
                 raise DeploymentUnavailable(f"deployment {target.deployment_id} could not be loaded: {exc}") from exc
         return model
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+    async def stream(self, target: Target, call: GenerationCall) -> ChunkStream:
         sampling = engine_sampling(call, self._grammar_bounds)
         forced = forced_function_names(call)
         if forced:
@@ -77,21 +76,22 @@ class EmbeddedVendor:
         text = await prompt_text(call, info, describe_tools=bool(forced))
         # The engine tokenizes and fits max_tokens to the context window: it has the
         # vocabulary, and one message there costs less than a round trip to ask.
-        chunks = engine.generate(
-            text=text,
-            special=call.messages is not None,
-            sampling=sampling,
-            default_max_tokens=CAPABILITIES.default_max_tokens,
-            account=target.account_id,
+        # `generate` is an async generator (closing it cancels the generation in the
+        # engine), though engine/client.py declares only an AsyncIterator.
+        chunks = cast(
+            ChunkStream,
+            engine.generate(
+                text=text,
+                special=call.messages is not None,
+                sampling=sampling,
+                default_max_tokens=CAPABILITIES.default_max_tokens,
+                account=target.account_id,
+            ),
         )
         return as_tool_call(chunks) if forced else chunks
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        chunks = await self.stream(target, call)
-        try:
-            return await collect(chunks)
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+        return await collect(await self.stream(target, call))
 
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         """Mean-pooled unit vectors from the deployment's GGUF file (engine/embedding.py)."""

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, schema_grammar
 from modelport.errors import InvalidRequest
-from modelport.generation import GenerationCall, GenerationChunk, Sampling
+from modelport.generation import GenerationCall, Sampling
+from modelport.vendors.base import ChunkStream
 
 
 def forced_function_names(call: GenerationCall) -> list[str] | None:
@@ -121,7 +121,7 @@ def call_sampling(
     )
 
 
-async def as_tool_call(chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+async def as_tool_call(chunks: ChunkStream) -> ChunkStream:
     """The engine's answer to a forced call, as one OpenAI tool call at the end."""
     text: list[str] = []
     try:
@@ -147,9 +147,7 @@ async def as_tool_call(chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[
             yield replace(chunk, text="", logprobs=None, tool_calls=[tool_call], finish_reason="tool_calls")
             return
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await chunks.aclose()
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:

@@ -18,25 +18,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
-
-import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Embeddings, Target, in_batches
+from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.turns import conversation
-from modelport.vendors.upstream import (
-    HttpVendor,
-    api_key_for,
-    configured_headers,
-    join_url,
-    json_request,
-    read_json,
-    sse_json,
-    upstream_model,
-)
+from modelport.vendors.upstream import join_url, upstream_model
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
@@ -80,7 +70,10 @@ class GoogleVendor(HttpVendor):
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-goog-api-key": api_key}
+
+    async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         model = upstream_model(target)
         system, turns = conversation(call)
         sampling = call.sampling
@@ -110,20 +103,13 @@ class GoogleVendor(HttpVendor):
         if call.tool_choice is not None:
             body["toolConfig"] = {"functionCallingConfig": _calling_config(call.tool_choice)}
         body.update(target.settings.extra_body or {})
-        api_key = api_key_for(target, "GOOGLE")
-        headers = configured_headers(target)
-        if api_key:
-            headers["x-goog-api-key"] = api_key
         base_url = target.settings.base_url or GEMINI_BASE_URL
         method = "streamGenerateContent" if stream else "generateContent"
         url = join_url(base_url, f"models/{model}:{method}")
-        params = {"alt": "sse"} if stream else None
-        return json_request(self._client, url, body, headers=headers, params=params), api_key
+        return self.post(target, url, body, params={"alt": "sse"} if stream else None)
 
-    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        request, api_key = self._request(target, call, stream=False)
-        response = await self._send(request, api_key)
-        frame = _Frame(await read_json(response, vendor=self.vendor))
+    def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
+        frame = _Frame(payload)
         return GenerationChunk(
             text=frame.text,
             tool_calls=frame.tool_calls(0),
@@ -132,47 +118,42 @@ class GoogleVendor(HttpVendor):
             response_tokens=frame.response_tokens,
         )
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        request, api_key = self._request(target, call, stream=True)
-        response = await self._send(request, api_key)
-        return self._chunks(response)
-
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[GenerationChunk]:
-        finish: FinishReason = "stop"
-        prompt_tokens = response_tokens = None
-        calls = 0
-        async for _event, payload in sse_json(response, vendor=self.vendor):
-            if payload.get("error"):
-                raise UpstreamError(f"GOOGLE failed mid-stream: {payload['error'].get('message', payload['error'])}")
-            frame = _Frame(payload)
-            tool_calls = frame.tool_calls(calls)
-            if frame.text or tool_calls:
-                yield GenerationChunk(text=frame.text, tool_calls=tool_calls)
-            calls += len(frame.calls)
-            finish = frame.finish or finish
-            prompt_tokens = frame.prompt_tokens if frame.prompt_tokens is not None else prompt_tokens
-            response_tokens = frame.response_tokens if frame.response_tokens is not None else response_tokens
-        yield GenerationChunk(finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens)
+    def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
+        return _Events()
 
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         """`batchEmbedContents`, 100 texts a call; Gemini reports no token count."""
         model = upstream_model(target)
-        api_key = api_key_for(target, "GOOGLE")
-        headers = configured_headers(target)
-        if api_key:
-            headers["x-goog-api-key"] = api_key
         url = join_url(target.settings.base_url or GEMINI_BASE_URL, f"models/{model}:batchEmbedContents")
         vectors: list[list[float]] = []
         for batch in in_batches(texts, EMBED_BATCH):
             parts = [{"model": f"models/{model}", "content": {"parts": [{"text": text}]}} for text in batch]
-            body = {"requests": parts}
-            request = json_request(self._client, url, body, headers=headers)
-            payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+            payload = await self.answer_of(self.post(target, url, {"requests": parts}))
             found = payload.get("embeddings") or []
             if len(found) != len(batch) or not all(isinstance(item.get("values"), list) for item in found):
                 raise UpstreamError(f"GOOGLE answered {len(found)} embeddings for {len(batch)} texts")
             vectors += [item["values"] for item in found]
         return Embeddings(vectors=vectors)
+
+
+class _Events(EventParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self._calls = 0  # function calls so far: the next one's index
+
+    def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
+        if payload.get("error"):
+            raise UpstreamError(f"GOOGLE failed mid-stream: {payload['error'].get('message', payload['error'])}")
+        frame = _Frame(payload)
+        tool_calls = frame.tool_calls(self._calls)
+        if frame.text or tool_calls:
+            yield GenerationChunk(text=frame.text, tool_calls=tool_calls)
+        self._calls += len(frame.calls)
+        self.finish = frame.finish or self.finish
+        if frame.prompt_tokens is not None:
+            self.prompt_tokens = frame.prompt_tokens
+        if frame.response_tokens is not None:
+            self.response_tokens = frame.response_tokens
 
 
 class _Frame:

@@ -6,11 +6,9 @@ Engine v2, spoken by the OpenAI adapter with vLLM's extras passed through.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk
-from modelport.vendors.base import Capabilities, Embedder, Embeddings, Reranker, Scores, Target, Vendor
+from modelport.vendors.base import Capabilities, ChunkStream, Embedder, Embeddings, Reranker, Scores, Target, Vendor
 from modelport.vendors.settings import LLMEngineSettings
 
 PROTOCOLS = ("openai", "llmengine-v1")
@@ -37,7 +35,7 @@ class LLMEngineVendor:
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         return await self._for(target).complete(target, call)
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
+    async def stream(self, target: Target, call: GenerationCall) -> ChunkStream:
         return await self._for(target).stream(target, call)
 
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:

@@ -7,25 +7,16 @@ reached means `length`) and the service enforces stop sequences itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
-
-import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenLogprob
 from modelport.prompts.templates import render_chat_async
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.settings import LLMEngineSettings
-from modelport.vendors.upstream import (
-    HttpVendor,
-    api_key_for,
-    configured_headers,
-    join_url,
-    json_request,
-    read_json,
-    sse_json,
-)
+from modelport.vendors.upstream import join_url
 
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
@@ -54,9 +45,7 @@ class LLMEngineV1(HttpVendor):
     def capabilities(self, target: Target) -> Capabilities:
         return CAPABILITIES
 
-    async def _request(
-        self, target: Target, call: GenerationCall, *, stream: bool
-    ) -> tuple[httpx.Request, str | None, int]:
+    async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         base_url = target.settings.base_url
         endpoint = target.settings.model
         if not base_url or not endpoint:
@@ -85,64 +74,55 @@ class LLMEngineV1(HttpVendor):
         }
         body.update({name: value for name, value in optional.items() if value is not None})
         body.update(target.settings.extra_body or {})
-        api_key = api_key_for(target, "LLMENGINE")
-        headers = configured_headers(target)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
         path = "v1/llm/completions-stream" if stream else "v1/llm/completions-sync"
-        request = json_request(
-            self._client, join_url(str(base_url), path), body, headers=headers, params={"model_endpoint_name": endpoint}
-        )
-        return request, api_key, max_new_tokens
+        url, params = join_url(str(base_url), path), {"model_endpoint_name": endpoint}
+        return self.post(target, url, body, params=params, max_tokens=max_new_tokens)
 
-    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        request, api_key, limit = await self._request(target, call, stream=False)
-        response = await self._send(request, api_key)
-        output = (await read_json(response, vendor=self.vendor)).get("output") or {}
+    def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
+        output = payload.get("output") or {}
         completion_tokens = output.get("num_completion_tokens")
         return GenerationChunk(
             text=output.get("text") or "",
             logprobs=[_logprob(token) for token in output.get("tokens") or []] if call.sampling.logprobs else None,
-            finish_reason=_finish(completion_tokens, limit),
+            finish_reason=_finish(completion_tokens, sent.max_tokens),
             prompt_tokens=output.get("num_prompt_tokens"),
             response_tokens=completion_tokens,
         )
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        request, api_key, limit = await self._request(target, call, stream=True)
-        response = await self._send(request, api_key)
-        return self._chunks(response, limit, wants_logprobs=call.sampling.logprobs)
-
-    async def _chunks(
-        self, response: httpx.Response, limit: int, *, wants_logprobs: bool
-    ) -> AsyncIterator[GenerationChunk]:
-        prompt_tokens = completion_tokens = None
-        async for _event, payload in sse_json(response, vendor=self.vendor):
-            if payload.get("error"):
-                raise UpstreamError(f"LLMENGINE failed mid-stream: {payload['error']}")
-            output = payload.get("output") or {}
-            token = output.get("token")
-            logprobs = [_logprob(token)] if wants_logprobs and isinstance(token, dict) else None
-            prompt_tokens = output.get("num_prompt_tokens") or prompt_tokens
-            completion_tokens = output.get("num_completion_tokens") or completion_tokens
-            if output.get("text") or logprobs:
-                # The running count rides along: the service may cut the stream at a
-                # stop sequence before the last frame arrives.
-                yield GenerationChunk(
-                    text=output.get("text") or "", logprobs=logprobs, response_tokens=completion_tokens
-                )
-            if output.get("finished"):
-                break
-        yield GenerationChunk(
-            finish_reason=_finish(completion_tokens, limit),
-            prompt_tokens=prompt_tokens,
-            response_tokens=completion_tokens,
-        )
+    def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
+        return _Events(sent.max_tokens, wants_logprobs=call.sampling.logprobs)
 
 
-def _finish(completion_tokens: int | None, limit: int) -> FinishReason:
+class _Events(EventParser):
+    def __init__(self, limit: int | None, *, wants_logprobs: bool) -> None:
+        super().__init__()
+        self._limit = limit
+        self._wants_logprobs = wants_logprobs
+
+    def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
+        if payload.get("error"):
+            raise UpstreamError(f"LLMENGINE failed mid-stream: {payload['error']}")
+        output = payload.get("output") or {}
+        token = output.get("token")
+        logprobs = [_logprob(token)] if self._wants_logprobs and isinstance(token, dict) else None
+        self.prompt_tokens = output.get("num_prompt_tokens") or self.prompt_tokens
+        self.response_tokens = output.get("num_completion_tokens") or self.response_tokens
+        if output.get("text") or logprobs:
+            # The running count rides along: the service may cut the stream at a
+            # stop sequence before the last frame arrives.
+            yield GenerationChunk(
+                text=output.get("text") or "", logprobs=logprobs, response_tokens=self.response_tokens
+            )
+        self.finished = bool(output.get("finished"))
+
+    def last(self) -> GenerationChunk:
+        self.finish = _finish(self.response_tokens, self._limit)
+        return super().last()
+
+
+def _finish(completion_tokens: int | None, limit: int | None) -> FinishReason:
     # v1 says nothing; reaching the token limit is the only thing that is not a stop.
-    return "length" if completion_tokens is not None and completion_tokens >= limit else "stop"
+    return "length" if completion_tokens is not None and limit is not None and completion_tokens >= limit else "stop"
 
 
 async def _prompt(target: Target, call: GenerationCall) -> str:

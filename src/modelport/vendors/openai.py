@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,18 +20,10 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.limits.token_estimate import estimate_prompt_tokens
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
-from modelport.vendors.upstream import (
-    RetryPolicy,
-    api_key_for,
-    configured_headers,
-    join_url,
-    json_request,
-    read_json,
-    sse_json,
-    upstream_model,
-)
+from modelport.vendors.upstream import RetryPolicy, join_url, upstream_model
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -124,7 +116,7 @@ class OpenAICompatible(OpenAIRetrieval):
             raise InvalidRequest(f"deployment {target.deployment_id} has no base_url in its model_creation_parameters")
         return str(base_url)
 
-    def _request(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[httpx.Request, str | None]:
+    async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         base_url = self._base_url(target)
         model = upstream_model(target)
         sampling = call.sampling
@@ -167,17 +159,9 @@ class OpenAICompatible(OpenAIRetrieval):
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(target.settings.extra_body or {})
-        api_key = api_key_for(target, self.vendor)
-        headers = configured_headers(target)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        request = json_request(self._client, join_url(str(base_url), path), body, headers=headers)
-        return request, api_key
+        return self.post(target, join_url(str(base_url), path), body)
 
-    async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
-        request, api_key = self._request(target, call, stream=False)
-        response = await self._send(request, api_key)
-        payload = await read_json(response, vendor=self.vendor)
+    def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
         choice = (payload.get("choices") or [{}])[0]
         message = choice.get("message") or {}
         text = message.get("content") if "message" in choice else choice.get("text")
@@ -194,43 +178,48 @@ class OpenAICompatible(OpenAIRetrieval):
             response_tokens=usage.get("completion_tokens"),
         )
 
-    async def stream(self, target: Target, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        request, api_key = self._request(target, call, stream=True)
-        response = await self._send(request, api_key)
-        return self._chunks(response, call)
+    def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
+        return _Events(self.vendor, call)
 
-    async def _chunks(self, response: httpx.Response, call: GenerationCall) -> AsyncIterator[GenerationChunk]:
-        finish: FinishReason = "stop"
-        prompt_tokens = response_tokens = None
-        deltas = 0  # deltas that carried text: one token each on llama.cpp and vLLM
-        async for _event, payload in sse_json(response, vendor=self.vendor):
-            if payload.get("error"):
-                raise UpstreamError(f"{self.vendor} failed mid-stream: {payload['error']}")
-            usage = payload.get("usage")
-            if usage:
-                prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
-                response_tokens = usage.get("completion_tokens", response_tokens)
-            for choice in payload.get("choices") or []:
-                delta = choice.get("delta") or {}
-                text = delta.get("content") if "delta" in choice else choice.get("text")
-                if delta.get("refusal"):
-                    finish = "content_filter"
-                logprobs = _logprobs(choice.get("logprobs"))
-                tool_calls = _tool_call_deltas(delta.get("tool_calls"))
-                if text or logprobs:
-                    deltas += 1
-                if text or logprobs or tool_calls:
-                    yield GenerationChunk(text=text or "", logprobs=logprobs, tool_calls=tool_calls)
-                if choice.get("finish_reason"):
-                    finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+
+class _Events(EventParser):
+    def __init__(self, vendor: str, call: GenerationCall) -> None:
+        super().__init__()
+        self._vendor = vendor
+        self._call = call
+        self._deltas = 0  # deltas that carried text: one token each on llama.cpp and vLLM
+
+    def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
+        if payload.get("error"):
+            raise UpstreamError(f"{self._vendor} failed mid-stream: {payload['error']}")
+        usage = payload.get("usage")
+        if usage:
+            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
+            self.response_tokens = usage.get("completion_tokens", self.response_tokens)
+        for choice in payload.get("choices") or []:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if "delta" in choice else choice.get("text")
+            if delta.get("refusal"):
+                self.finish = "content_filter"
+            logprobs = _logprobs(choice.get("logprobs"))
+            tool_calls = _tool_call_deltas(delta.get("tool_calls"))
+            if text or logprobs:
+                self._deltas += 1
+            if text or logprobs or tool_calls:
+                yield GenerationChunk(text=text or "", logprobs=logprobs, tool_calls=tool_calls)
+            if choice.get("finish_reason"):
+                self.finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+
+    def last(self) -> GenerationChunk:
         # Counts are never missing (SPEC 3.7): a server that sent no usage gets modelport's.
+        prompt_tokens, response_tokens = self.prompt_tokens, self.response_tokens
         estimated = prompt_tokens is None or response_tokens is None
         if response_tokens is None:
-            response_tokens = deltas
+            response_tokens = self._deltas
         if prompt_tokens is None:
-            prompt_tokens = estimate_prompt_tokens(call)
-        yield GenerationChunk(
-            finish_reason=finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens, estimated=estimated
+            prompt_tokens = estimate_prompt_tokens(self._call)
+        return GenerationChunk(
+            finish_reason=self.finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens, estimated=estimated
         )
 
 

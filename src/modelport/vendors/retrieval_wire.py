@@ -16,15 +16,8 @@ from typing import Any
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.vendors.base import Embeddings, Scores, Target, in_batches
-from modelport.vendors.upstream import (
-    HttpVendor,
-    api_key_for,
-    configured_headers,
-    join_url,
-    json_request,
-    read_json,
-    upstream_model,
-)
+from modelport.vendors.http_vendor import HttpVendor
+from modelport.vendors.upstream import join_url, upstream_model
 
 # OpenAI takes at most 2,048 inputs per embeddings request.
 OPENAI_EMBED_BATCH = 2048
@@ -75,13 +68,6 @@ class OpenAIRetrieval(HttpVendor):
     def _base_url(self, target: Target) -> str:
         raise NotImplementedError
 
-    def _headers(self, target: Target) -> tuple[dict[str, str], str | None]:
-        api_key = api_key_for(target, self.vendor)
-        headers = configured_headers(target)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        return headers, api_key
-
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         vectors: list[list[float]] = []
         tokens: int | None = None
@@ -93,10 +79,8 @@ class OpenAIRetrieval(HttpVendor):
         return Embeddings(vectors=vectors, tokens=tokens)
 
     async def _embed_batch(self, target: Target, texts: list[str]) -> tuple[list[list[float]], int | None]:
-        headers, api_key = self._headers(target)
         body = {"model": upstream_model(target), "input": texts, "encoding_format": "float"}
-        request = json_request(self._client, join_url(self._base_url(target), "embeddings"), body, headers=headers)
-        payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+        payload = await self.answer_of(self.post(target, join_url(self._base_url(target), "embeddings"), body))
         items = ordered(list(payload.get("data") or []), len(texts), vendor=self.vendor, what="embeddings")
         embeddings = [item.get("embedding") for item in items]
         if not all(isinstance(embedding, list) and embedding for embedding in embeddings):
@@ -119,10 +103,8 @@ class OpenAIRetrieval(HttpVendor):
 
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
         refuse_instruction(instruction, self.vendor)
-        headers, api_key = self._headers(target)
         body = {"model": upstream_model(target), "query": query, "documents": chunks, "top_n": len(chunks)}
-        request = json_request(self._client, join_url(self._base_url(target), "rerank"), body, headers=headers)
-        payload = await read_json(await self._send(request, api_key), vendor=self.vendor)
+        payload = await self.answer_of(self.post(target, join_url(self._base_url(target), "rerank"), body))
         return rerank_scores(payload, len(chunks), vendor=self.vendor)
 
 

@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,7 +273,7 @@ async def read_json(response: httpx.Response, *, vendor: str) -> Any:
         return await read_json_within(response, vendor=vendor)
 
 
-async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncIterator[tuple[str, Any]]:
+async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncGenerator[tuple[str, Any], None]:
     """(event name, parsed JSON data) for each server-sent event of a 2xx answer from
     `send`, read within its bounds; `[DONE]` ends it."""
     async with _reading(response, vendor=vendor, what="stream"):
@@ -285,23 +285,6 @@ async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncIterator[tu
                     return
                 if data:
                     yield event.name, parse_json(data, vendor=vendor, what="sent an event with")
-
-
-class HttpVendor:
-    """What every HTTP adapter holds and does the same way: its pooled client (built
-    at start-up, closed at shutdown), its retry policy, and sending with both."""
-
-    vendor: str
-
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
-        self._client = client
-        self._policy = policy
-
-    async def _send(self, request: httpx.Request, api_key: str | None) -> httpx.Response:
-        return await send(self._client, request, vendor=self.vendor, policy=self._policy, secrets=[api_key])
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def join_url(base: str, path: str) -> str:
