@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# "tool_calls": the model stopped to call tools (OpenAI's reason); the SGP v4 response
-# has no such value and reports it as "stop".
-FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
+# Why a generation ended; the wire schemas use these too (schemas/openai.py,
+# schemas/inference.py). "tool_calls": the model stopped to call tools (OpenAI's reason).
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+# What a surface without tool calls reports (the SGP v4 response, OpenAI's legacy
+# completions): a stop to call tools is reported there as "stop".
+TextFinishReason = Literal["stop", "length", "content_filter"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelport.generation import TextFinishReason
 from modelport.schemas.json_value import JsonObject
 
 MAX_STOP_SEQUENCES = 4
@@ -154,12 +155,9 @@ class Choice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
-FinishReason = Literal["stop", "length", "content_filter"]
-
-
 class CompletionResponse(BaseModel):
     completions: list[list[Any]]
     choices: list[Choice] | None = None
-    finish_reason: FinishReason | None = None
+    finish_reason: TextFinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None

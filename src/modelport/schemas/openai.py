@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from modelport.generation import FinishReason, TextFinishReason
 from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, MAX_TOP_K, MAX_TOP_LOGPROBS
 from modelport.schemas.retrieval import MAX_TEXTS
 
@@ -221,9 +222,6 @@ class ResponseMessage(BaseModel):
     tool_calls: list[ResponseToolCall] | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
-
-
 class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
@@ -293,7 +291,7 @@ class TextLogprobs(BaseModel):
 class TextChoice(BaseModel):
     index: int
     text: str
-    finish_reason: Literal["stop", "length", "content_filter"] | None
+    finish_reason: TextFinishReason | None
     logprobs: TextLogprobs | None = None
 
 
