@@ -213,20 +213,29 @@ def _check_json_type(response: httpx.Response, vendor: str) -> None:
     raise _malformed(vendor, f"answered with content type {media!r} where JSON was expected")
 
 
+def _whole_body(
+    response: httpx.Response, bounds: AnswerBounds, *, vendor: str, what: str
+) -> AsyncGenerator[bytes, None]:
+    """The decoded pieces of an answer that is not a stream: at most
+    MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES, all of them within
+    MODELPORT_UPSTREAM_EVENT_GAP_SECONDS from now (TimeoutError)."""
+    deadline = asyncio.get_running_loop().time() + bounds.event_gap_seconds
+    return _decoded(
+        response,
+        vendor=vendor,
+        what=what,
+        setting="upstream_max_response_bytes",
+        limit=bounds.max_response_bytes,
+        due=lambda: deadline,
+    )
+
+
 async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
     """The parsed JSON body of a 2xx answer, within MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES
     and, after the headers, MODELPORT_UPSTREAM_EVENT_GAP_SECONDS."""
     bounds = AnswerBounds.of(response)
     _check_json_type(response, vendor)
-    deadline = asyncio.get_running_loop().time() + bounds.event_gap_seconds
-    body = _decoded(
-        response,
-        vendor=vendor,
-        what="an answer",
-        setting="upstream_max_response_bytes",
-        limit=bounds.max_response_bytes,
-        due=lambda: deadline,
-    )
+    body = _whole_body(response, bounds, vendor=vendor, what="an answer")
     whole = bytearray()  # grown in place: joining pieces would hold the body twice
     try:
         async with contextlib.aclosing(body):
@@ -256,16 +265,8 @@ async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
     bounds = AnswerBounds.of(response)
     pieces: list[bytes] = []
     size = 0
-    deadline = asyncio.get_running_loop().time() + bounds.event_gap_seconds
+    body = _whole_body(response, bounds, vendor=vendor, what="an error answer")
     try:
-        body = _decoded(
-            response,
-            vendor=vendor,
-            what="an error answer",
-            setting="upstream_max_response_bytes",
-            limit=bounds.max_response_bytes,
-            due=lambda: deadline,
-        )
         async with contextlib.aclosing(body):
             async for piece in body:
                 pieces.append(piece)

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from modelport.policy import upstream_host
+from modelport.schemas.groups import Count, GpuType, Text
 from modelport.schemas.json_value import JsonObject
 
 # --- settings values ----------------------------------------------------------------------
@@ -121,17 +122,8 @@ SETTINGS_BY_VENDOR: dict[str, type[CommonSettings]] = {
 
 # --- vendor_configuration ------------------------------------------------------------------
 
-GpuType = Literal[
-    "nvidia-tesla-t4",
-    "nvidia-ampere-a10",
-    "nvidia-ampere-a100",
-    "nvidia-ampere-a100e",
-    "nvidia-hopper-h100",
-    "nvidia-hopper-h100-1g20gb",
-    "nvidia-hopper-h100-3g40gb",
-]
-Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Text = Annotated[str, Field(max_length=2000)]
+# GPU types, worker counts and free text are spelled as the SDK spells them, once, in
+# schemas/groups.py (a model group's endpoint settings take the same values).
 
 
 class LaunchConfiguration(_Settings):
