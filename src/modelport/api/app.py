@@ -50,12 +50,12 @@ from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
+from modelport.inference.admission import LimitGate
 from modelport.inference.params import CallBounds
 from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
 from modelport.limits import build_limiter
 from modelport.limits.base import Clock, wall_clock
-from modelport.limits.gate import LimitGate
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.heap import freeze_startup_heap
 from modelport.observability.middleware import RequestObserver

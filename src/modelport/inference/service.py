@@ -29,6 +29,7 @@ from modelport.generation import (
     TokenLogprob,
     join_tool_calls,
 )
+from modelport.inference.admission import LimitGate
 from modelport.inference.params import (
     CallBounds,
     check_bindings,
@@ -39,7 +40,6 @@ from modelport.inference.params import (
 )
 from modelport.inference.routing import Router
 from modelport.limits.base import Admission
-from modelport.limits.gate import LimitGate
 from modelport.limits.pricing import cost_of, prompt_token_bound, prompt_token_guess, rendered_prompt_token_bound
 from modelport.observability.requests import calling_vendor
 from modelport.observability.shutdown import cut_off_status
