@@ -15,8 +15,11 @@ deltas in OpenAI's streaming shape and finish reason "tool_calls".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from modelport.principal import Principal
 
 # "tool_calls": the model stopped to call tools (OpenAI's reason); the SGP v4 response
 # has no such value and reports it as "stop".
@@ -124,3 +127,27 @@ def join_tool_calls(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) 
             entry["function"]["name"] = function["name"]
         entry["function"]["arguments"] += function.get("arguments") or ""
     joined.sort(key=lambda entry: int(entry["index"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """What one finished inference request used: the service hands one to its usage sink
+    however the request ended (answered, failed, abandoned by its client, cut off by a
+    shutdown). `status` is the HTTP status or the service's final word (499: the client
+    went away). `estimated`: the vendor reported no counts, so they are modelport's
+    estimate. `cost` in US dollars."""
+
+    principal: Principal
+    deployment_id: str
+    prompt_tokens: int
+    response_tokens: int
+    status: int
+    latency_ms: float
+    estimated: bool = False
+    cost: float = 0.0
+    request_id: str | None = None
+
+
+# Where usage goes (recording, metrics, the request's log line): called once per
+# finished request, before anything is awaited (see `inference.metering`).
+UsageSink = Callable[[UsageEvent], None]

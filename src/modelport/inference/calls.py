@@ -1,0 +1,67 @@
+"""What a text request becomes: the `GenerationCall` a vendor adapter receives.
+
+Every surface hands the service the same three things (see `compat/`): the sampling
+parameters as an SGP `CompletionRequest` (so ranges, clamping and vendor abilities are
+checked once, the same way), the messages as OpenAI-style dicts for a chat request, and
+the call-level parameters (tools, response_format, ...) as options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from modelport.errors import InvalidRequest
+from modelport.generation import GenerationCall, Sampling
+from modelport.inference.params import CallBounds, check_call_bounds, check_supported, without_parameters
+from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
+from modelport.vendors.base import Capabilities, Target
+
+CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
+TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
+
+
+def text_call(
+    request: CompletionRequest,
+    sampling: Sampling,
+    *,
+    model_type: str,
+    capabilities: Capabilities,
+    target: Target,
+    dropped: set[str],
+    messages: tuple[dict[str, Any], ...] | None,
+    options: dict[str, Any] | None,
+    bounds: CallBounds,
+) -> GenerationCall:
+    """The call for a chat model (messages) or a completion model (the prompt alone),
+    its call-level options checked like the sampling parameters, within `bounds`."""
+    if isinstance(request, ChatCompletionRequest) and model_type in CHAT_TYPES:
+        assert messages is not None, "every surface sends a chat request's messages (compat/)"
+        check_images(messages, capabilities)
+        call = GenerationCall(
+            sampling=sampling,
+            messages=messages,
+            chat_template=None if "chat_template" in dropped else request.chat_template,
+            chat_template_kwargs=None if "chat_template_kwargs" in dropped else request.chat_template_kwargs,
+        )
+    else:
+        # A completion model called on chat-completions answers the prompt alone
+        # (the platform's documented behaviour: history is disregarded).
+        call = GenerationCall(sampling=sampling, prompt=request.prompt)
+    if options:  # the compatible surfaces' call-level parameters, checked like the others
+        call = replace(call, **options)
+        drop = bool(target.settings.drop_unsupported_params)
+        call = without_parameters(call, check_supported(None, capabilities, drop_unsupported=drop, call=call))
+    check_call_bounds(call, bounds)
+    return call
+
+
+def check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:
+    """400 when a message holds an image and the deployment's model cannot take one."""
+    for message in messages:
+        content = message.get("content")
+        has_images = isinstance(content, list) and any(part.get("type") != "text" for part in content)
+        if has_images and not capabilities.accepts_images:
+            raise InvalidRequest(
+                f"this deployment's model (vendor {capabilities.vendor}) cannot take images; send text content only"
+            )
