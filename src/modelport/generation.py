@@ -31,7 +31,9 @@ class Sampling:
     """Sampling settings with every default already applied."""
 
     temperature: float
-    max_tokens: int | None  # None: the vendor's adapter decides (it knows the prompt size)
+    # Always set by the service (inference/calls.py `max_tokens_for`), which adapters send
+    # as is; None only in calls made outside it (the engine's own tests and warm-up).
+    max_tokens: int | None
     top_p: float | None = None
     top_k: int | None = None
     frequency_penalty: float | None = None

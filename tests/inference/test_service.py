@@ -191,9 +191,11 @@ async def test_an_answer_is_filtered_at_its_stop_sequence_and_recorded(world: Wo
     [event] = world.usage
     assert (event.status, event.prompt_tokens, event.response_tokens) == (200, 5, 4)
     assert event.deployment_id == world.deployments["hello"] and event.principal == world.principal
-    # The vendor was sent the messages the SGP request makes, and an int max_tokens.
+    # The vendor was sent the messages the SGP request makes, and the server's default
+    # max_tokens (this vendor has none of its own, this model no known window).
     [(_deployment, call)] = world.vendor.calls
     assert call.messages == ({"role": "user", "content": "hi"},)
+    assert call.sampling.max_tokens == 4096
     await _slot_is_free(world)
 
 

@@ -234,6 +234,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router=Router(app.state.sessions, cache, health),
         limits=limits,
         call_bounds=CallBounds(max_messages=settings.max_messages, max_tools=settings.max_tools),
+        default_max_tokens=settings.limits_default_max_tokens,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     resets = asyncio.create_task(
@@ -274,7 +275,6 @@ def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], 
     )
     return LimitGate(
         limiter,
-        default_max_tokens=settings.limits_default_max_tokens,
         on_rejection=lambda refused: metrics.limit_rejected(getattr(refused, "limit", "limits_unavailable")),
     )
 

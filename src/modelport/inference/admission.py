@@ -23,7 +23,7 @@ from modelport.limits.base import (
     LimitStoreUnavailable,
     response_headers,
 )
-from modelport.limits.pricing import cost_of, prompt_token_bound, rendered_prompt_token_bound, response_token_bound
+from modelport.limits.pricing import cost_of, prompt_token_bound, rendered_prompt_token_bound
 from modelport.principal import KeyLimits, Principal
 from modelport.prompts.templates import RenderScope, render_chat_async, render_scope
 from modelport.vendors.base import Target
@@ -48,11 +48,9 @@ class LimitGate:
         self,
         limiter: Limiter,
         *,
-        default_max_tokens: int = 4096,
         on_rejection: Callable[[ModelportError], None] | None = None,
     ) -> None:
         self._limiter = limiter
-        self._default_max_tokens = default_max_tokens
         # Called with every refusal (429, or 503 while the store is down and a limit
         # fails closed): where a limit-rejection metric plugs in.
         self._on_rejection = on_rejection
@@ -83,7 +81,8 @@ class LimitGate:
         deployment_rpm = _positive_int(target.parameters.get("rpm_limit"))
         deployment_tpm = _positive_int(target.parameters.get("tpm_limit"))
         prompt_bound = prompt_tokens if prompt_tokens is not None else prompt_token_bound(call)
-        response_bound = response_token_bound(call, target.context_window, self._default_max_tokens)
+        # The service decided max_tokens (inference/calls.py): the vendor is sent no more.
+        response_bound = call.sampling.max_tokens or 0
         demand = Demand(
             request_id=request_id,
             key_id=principal.key_id,

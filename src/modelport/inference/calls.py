@@ -14,6 +14,7 @@ from typing import Any
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, Sampling
 from modelport.inference.params import CallBounds, check_call_bounds, check_supported, without_parameters
+from modelport.limits.pricing import prompt_token_bound
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
 from modelport.vendors.base import Capabilities, Target
 
@@ -32,9 +33,11 @@ def text_call(
     messages: tuple[dict[str, Any], ...] | None,
     options: dict[str, Any] | None,
     bounds: CallBounds,
+    default_max_tokens: int,
 ) -> GenerationCall:
     """The call for a chat model (messages) or a completion model (the prompt alone),
-    its call-level options checked like the sampling parameters, within `bounds`."""
+    its call-level options checked like the sampling parameters, within `bounds`, with
+    its `max_tokens` decided (`max_tokens_for`)."""
     if isinstance(request, ChatCompletionRequest) and model_type in CHAT_TYPES:
         assert messages is not None, "every surface sends a chat request's messages (compat/)"
         check_images(messages, capabilities)
@@ -53,7 +56,32 @@ def text_call(
         drop = bool(target.settings.drop_unsupported_params)
         call = without_parameters(call, check_supported(None, capabilities, drop_unsupported=drop, call=call))
     check_call_bounds(call, bounds)
-    return call
+    max_tokens = max_tokens_for(call, capabilities, target.context_window, default_max_tokens)
+    return replace(call, sampling=replace(call.sampling, max_tokens=max_tokens))
+
+
+def max_tokens_for(
+    call: GenerationCall, capabilities: Capabilities, context_window: int | None, default_max_tokens: int
+) -> int:
+    """The max_tokens a vendor is sent: decided here, once, before admission, so the
+    limits reserve what the vendor is really asked for (SPEC 3.1's defaults).
+
+    - The request's own value, unchanged: whoever knows the prompt's real token count
+      (the embedded engine, or the upstream) refuses one that does not fit the window.
+    - Else the vendor family's default (`Capabilities.default_max_tokens`: LLM Engine
+      100; Anthropic 10,000, capped at the model's output limit).
+    - Else what the context window leaves of the prompt, counted at its upper bound
+      (a token is at least a byte) so that it always fits.
+    - With no window known, the server's default (MODELPORT_LIMITS_DEFAULT_MAX_TOKENS),
+      which is what the limits reserved for such a request before.
+    """
+    if call.sampling.max_tokens is not None:
+        return call.sampling.max_tokens
+    if capabilities.default_max_tokens is not None:
+        return capabilities.default_max_tokens
+    if context_window:
+        return max(1, context_window - prompt_token_bound(call))
+    return default_max_tokens
 
 
 def check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:

@@ -49,6 +49,7 @@ class InferenceService:
         router: Router | None = None,
         limits: LimitGate | None = None,
         call_bounds: CallBounds | None = None,
+        default_max_tokens: int = 4096,
     ) -> None:
         # Without a shared cache (tests, scripts) every lookup goes to the database.
         cache = cache or CatalogueCache(ttl_seconds=0)
@@ -62,6 +63,9 @@ class InferenceService:
         self._router = router or Router(sessions, cache)
         self._meter = Meter(limits, usage)
         self._call_bounds = call_bounds or CallBounds()
+        # max_tokens for a request that sets none, to a vendor with no default of its own
+        # and a model with no known context window (see `calls.max_tokens_for`).
+        self._default_max_tokens = default_max_tokens
 
     # --- text, on the deployment the caller named (SGP v4) ------------------------------
 
@@ -197,6 +201,7 @@ class InferenceService:
             messages=messages,
             options=options,
             bounds=self._call_bounds,
+            default_max_tokens=self._default_max_tokens,
         )
         # Last, once the request is known to be valid: from here on it is counted.
         metered = await self._meter.admit(principal, deployment_id, target, call, started)
