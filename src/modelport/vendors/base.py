@@ -45,7 +45,8 @@ class Capabilities:
     # The optional parameters this vendor honours; any other one is refused (or dropped).
     parameters: frozenset[str]
     max_temperature: float = 2.0
-    # max_tokens when the request gives none; None means "context window - prompt".
+    # max_tokens when the request gives none; None: the window left by the prompt, or the
+    # server's default (the service decides: inference/calls.py `max_tokens_for`).
     default_max_tokens: int | None = None
     accepts_images: bool = False
     # Whether the vendor itself stops at a stop sequence. If not, the service cancels
