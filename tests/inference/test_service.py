@@ -19,14 +19,17 @@ from typing import Any
 import httpx
 import pytest
 
-from modelport.compat import sgp
+from modelport.compat import anthropic, openai, sgp
 from modelport.errors import InvalidRequest, RateLimited, UpstreamError
 from modelport.generation import GenerationCall, GenerationChunk, UsageEvent
 from modelport.inference.admission import LimitGate
 from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
 from modelport.limits.memory import MemoryLimiter
+from modelport.observability.shutdown import gate
 from modelport.principal import KeyLimits, Principal
+from modelport.schemas import anthropic as anthropic_wire
+from modelport.schemas import openai as openai_wire
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
 from modelport.schemas.retrieval import EmbeddingRequest
 from modelport.store.cache import CatalogueCache
@@ -257,7 +260,11 @@ async def test_a_client_gone_mid_stream_is_499_billed_for_what_was_generated(wor
     await _slot_is_free(world)
 
 
-async def test_a_stalled_stream_cancelled_is_settled(world: World) -> None:
+@pytest.mark.parametrize(("shutting_down", "status"), [(False, 499), (True, 503)])
+async def test_a_stalled_stream_cancelled_is_settled(
+    world: World, monkeypatch: pytest.MonkeyPatch, shutting_down: bool, status: int
+) -> None:
+    """Cancelled: its client went away (499), or the shutdown's grace period ran out (503)."""
     world.vendor.scripts["hello"] = Script(chunks=HELLO, stall_after=1)
     request, messages = _chat()
     pieces = await world.service.generate_stream_at(
@@ -273,26 +280,49 @@ async def test_a_stalled_stream_cancelled_is_settled(world: World) -> None:
 
     reader = asyncio.create_task(read())
     await first.wait()
+    monkeypatch.setattr(gate, "expired", shutting_down)
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
-    assert [event.status for event in world.usage] == [499]
+    monkeypatch.setattr(gate, "expired", False)
+    assert [event.status for event in world.usage] == [status]
     await _slot_is_free(world)
 
 
-async def test_a_vendor_error_mid_stream_reaches_the_reader_and_is_recorded(world: World) -> None:
+def _sgp_events(pieces: Any) -> Any:
+    return sgp.completion_events(_chat()[0], pieces)
+
+
+def _openai_events(pieces: Any) -> Any:
+    body = openai_wire.ChatCompletionBody.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    return openai.chat_chunks(body, pieces)
+
+
+def _anthropic_events(pieces: Any) -> Any:
+    body = anthropic_wire.MessagesBody.model_validate(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    return anthropic.message_events(body, pieces)
+
+
+@pytest.mark.parametrize("surface", [_sgp_events, _openai_events, _anthropic_events])
+async def test_each_surface_sees_the_vendors_error_after_its_first_events(world: World, surface: Any) -> None:
+    """The surface's stream raises the service's error (its SSE framing turns it into the
+    surface's own error event); what was generated before it is billed."""
     world.vendor.scripts["broken"] = Script(chunks=HELLO, error=UpstreamError("cut"), error_after=1)
     request, messages = _chat()
     pieces = await world.service.generate_stream_at(
         world.principal, world.deployments["broken"], request, messages=messages
     )
-    received: list[str] = []
+    events = surface(pieces)
+    received = []
     with pytest.raises(UpstreamError):
-        async for piece in pieces:
-            received.append(piece.text)
-    assert received == ["Hel"]
+        async for event in events:
+            received.append(event)
+    assert received  # the text before the error reached the caller
     assert [(event.status, event.response_tokens) for event in world.usage] == [(502, 1)]
-    await _slot_is_free(world)
 
 
 async def test_a_model_falls_back_before_the_first_piece_unseen_by_the_caller(world: World) -> None:
