@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     limits_fail_closed: CommaList = Field(default_factory=lambda: ["max_budget"])
     # A parallel-request slot held by a process that died is freed after this long.
     limits_parallel_lease_seconds: float = 600.0
-    # Reserved for a request that sets no max_tokens when the model has no context window.
+    # max_tokens for a request that sets none, to a vendor with no default of its own and a
+    # model with no known context window: sent to the vendor, and reserved by the limits.
     limits_default_max_tokens: int = 4096
     # On SIGTERM: requests in flight get this many seconds to finish; streams still
     # running then end with an `error` event (observability/shutdown.py).

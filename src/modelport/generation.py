@@ -15,8 +15,11 @@ deltas in OpenAI's streaming shape and finish reason "tool_calls".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from modelport.principal import Principal
 
 # Why a generation ended; the wire schemas use these too (schemas/openai.py,
 # schemas/inference.py). "tool_calls": the model stopped to call tools (OpenAI's reason).
@@ -31,7 +34,10 @@ class Sampling:
     """Sampling settings with every default already applied."""
 
     temperature: float
-    max_tokens: int | None  # None: the vendor's adapter decides (it knows the prompt size)
+    # Decided by the service (inference/calls.py `max_tokens_for`), which adapters send as
+    # is; None: the vendor's own default, which fills what the window leaves (OpenAI chat,
+    # Gemini, Cohere), or a call made outside the service (the engine's tests, warm-up).
+    max_tokens: int | None
     top_p: float | None = None
     top_k: int | None = None
     frequency_penalty: float | None = None
@@ -72,6 +78,9 @@ class GenerationCall:
     # token id (a decimal string, as OpenAI sends it) -> bias added to its logit
     logit_bias: dict[str, float] | None = None
     n: int = 1
+    # The most tokens the answer can have, decided with max_tokens (`max_tokens_for`):
+    # what the limits reserve for it. 0 for a call made outside the service.
+    response_token_bound: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +136,27 @@ def join_tool_calls(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) 
             entry["function"]["name"] = function["name"]
         entry["function"]["arguments"] += function.get("arguments") or ""
     joined.sort(key=lambda entry: int(entry["index"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """What one finished inference request used: the service hands one to its usage sink
+    however the request ended (answered, failed, abandoned by its client, cut off by a
+    shutdown). `status` is the HTTP status or the service's final word (499: the client
+    went away). `estimated`: the vendor reported no counts, so they are modelport's
+    estimate. `cost` in US dollars."""
+
+    principal: Principal
+    deployment_id: str
+    prompt_tokens: int
+    response_tokens: int
+    status: int
+    latency_ms: float
+    estimated: bool = False
+    cost: float = 0.0
+    request_id: str | None = None
+
+
+# Where usage goes (recording, metrics, the request's log line): called once per
+# finished request, before anything is awaited (see `inference.metering`).
+UsageSink = Callable[[UsageEvent], None]

@@ -69,13 +69,6 @@ class StopSequenceFilter:
         return best
 
 
-def cut_at_stop(text: str, stop_sequences: Sequence[str]) -> tuple[str, bool]:
-    """Cut a finished text at its first stop sequence. Returns (text, whether one was found)."""
-    stop_filter = StopSequenceFilter(stop_sequences)
-    released = stop_filter.feed(text)
-    return released + stop_filter.flush(), stop_filter.stopped
-
-
 class OutputFilter:
     """Stop-sequence filtering, with logprob entries kept in step with the text.
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from modelport.api.app import create_app
 from modelport.config import Settings
+from modelport.generation import UsageEvent
 from modelport.principal import Principal
 from modelport.store.tables import UsageRecord
 from tests.conftest import ADMIN_KEY
@@ -259,7 +260,9 @@ async def test_a_retried_flush_never_counts_twice(limited: tuple[FastAPI, httpx.
     app, _ = limited
     usage = app.state.usage
     principal = Principal(identity_id="i", identity_type="user", account_id="a", role="admin", key_id="retried")
-    usage.record(principal, "d", 1, 2, 200, 1.0, cost=0.5, request_id="11111111-2222-3333-4444-555555555555")
+    usage.record(
+        UsageEvent(principal, "d", 1, 2, 200, 1.0, cost=0.5, request_id="11111111-2222-3333-4444-555555555555")
+    )
     batch = list(usage._pending)
     await usage.flush()
     usage._pending[:0] = batch  # as after a commit whose reply was lost: written again

@@ -300,7 +300,7 @@ def test_budget_durations() -> None:
 async def test_the_gate_reports_each_refusal_and_counts_nothing_for_unlimited_keys() -> None:
     from modelport.errors import ModelportError
     from modelport.generation import GenerationCall, Sampling
-    from modelport.limits.gate import LimitGate
+    from modelport.inference.admission import LimitGate
     from modelport.principal import Principal
     from modelport.vendors.base import Target
 

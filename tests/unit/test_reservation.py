@@ -14,8 +14,8 @@ import pytest
 
 from modelport.errors import RateLimited
 from modelport.generation import GenerationCall, Sampling
+from modelport.inference.admission import LimitGate
 from modelport.limits.base import Limiter, LimitExceeded
-from modelport.limits.gate import LimitGate
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.pricing import prompt_token_bound, rendered_prompt_token_bound
 from modelport.limits.redis import RedisLimiter

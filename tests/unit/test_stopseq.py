@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelport.stops import StopSequenceFilter, cut_at_stop
+from modelport.stops import StopSequenceFilter
 
 # A small alphabet makes stop sequences (and near misses) occur often.
 ALPHABET = "ab\n.É😀"
@@ -20,6 +20,13 @@ def reference_cut(text: str, stop_sequences: list[str]) -> tuple[str, bool]:
     token would stop (ties: the longer stop, which starts earlier)."""
     found = [(text.find(stop) + len(stop), text.find(stop)) for stop in stop_sequences if stop in text]
     return (text[: min(found)[1]], True) if found else (text, False)
+
+
+def whole(text: str, stop_sequences: list[str]) -> tuple[str, bool]:
+    """A finished text through the filter in one piece: (what it releases, whether it stopped)."""
+    stop_filter = StopSequenceFilter(stop_sequences)
+    released = stop_filter.feed(text)
+    return released + stop_filter.flush(), stop_filter.stopped
 
 
 def chunked(text: str, cuts: list[int]) -> list[str]:
@@ -74,12 +81,12 @@ def test_held_text_that_turns_out_not_to_be_a_stop_is_released() -> None:
 
 
 def test_the_earliest_of_several_stops_wins() -> None:
-    assert cut_at_stop("one, two. three", [".", ","]) == ("one", True)
+    assert whole("one, two. three", [".", ","]) == ("one", True)
 
 
 def test_overlapping_stops_cut_where_generation_would_have_stopped() -> None:
     # Token by token, "." completes before "a.a" could: the text is "a" either way.
-    assert cut_at_stop("a.a", [".", "a.a"]) == ("a", True)
+    assert whole("a.a", [".", "a.a"]) == ("a", True)
     stop_filter = StopSequenceFilter([".", "a.a"])
     assert stop_filter.feed("a") + stop_filter.feed(".") + stop_filter.feed("a") + stop_filter.flush() == "a"
 

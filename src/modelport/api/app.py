@@ -50,12 +50,12 @@ from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
+from modelport.inference.admission import LimitGate
 from modelport.inference.params import CallBounds
 from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
 from modelport.limits import build_limiter
 from modelport.limits.base import Clock, wall_clock
-from modelport.limits.gate import LimitGate
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.heap import freeze_startup_heap
 from modelport.observability.middleware import RequestObserver
@@ -234,6 +234,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router=Router(app.state.sessions, cache, health),
         limits=limits,
         call_bounds=CallBounds(max_messages=settings.max_messages, max_tools=settings.max_tools),
+        default_max_tokens=settings.limits_default_max_tokens,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
     resets = asyncio.create_task(
@@ -274,7 +275,6 @@ def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], 
     )
     return LimitGate(
         limiter,
-        default_max_tokens=settings.limits_default_max_tokens,
         on_rejection=lambda refused: metrics.limit_rejected(getattr(refused, "limit", "limits_unavailable")),
     )
 

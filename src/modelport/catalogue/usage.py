@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.errors import ValidationFailed
-from modelport.principal import Principal
+from modelport.generation import UsageEvent
 from modelport.schemas.catalogue import ModelUsage, UsagePoint
 from modelport.store import repo
 
@@ -41,33 +41,20 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
 
-    def record(
-        self,
-        principal: Principal,
-        deployment_id: str,
-        prompt_tokens: int,
-        response_tokens: int,
-        status: int,
-        latency_ms: float,
-        /,
-        *,
-        estimated: bool = False,
-        cost: float = 0.0,
-        request_id: str | None = None,
-    ) -> None:
+    def record(self, event: UsageEvent) -> None:
         self._pending.append(
             {
-                "request_id": request_id or str(uuid.uuid4()),
-                "key_id": principal.key_id,
-                "cost": cost,
-                "account_id": principal.account_id,
-                "deployment_id": deployment_id,
+                "request_id": event.request_id or str(uuid.uuid4()),
+                "key_id": event.principal.key_id,
+                "cost": event.cost,
+                "account_id": event.principal.account_id,
+                "deployment_id": event.deployment_id,
                 "created_at": datetime.now(UTC),
-                "prompt_tokens": prompt_tokens,
-                "response_tokens": response_tokens,
-                "status": status,
-                "latency_ms": round(latency_ms),
-                "estimated": estimated,
+                "prompt_tokens": event.prompt_tokens,
+                "response_tokens": event.response_tokens,
+                "status": event.status,
+                "latency_ms": round(event.latency_ms),
+                "estimated": event.estimated,
             }
         )
         if len(self._pending) >= self._batch_size:

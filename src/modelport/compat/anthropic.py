@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
-from modelport.inference.service import Generated
+from modelport.inference.metering import Generated
 from modelport.schemas import anthropic as wire
 from modelport.schemas.inference import ChatCompletionRequest
 

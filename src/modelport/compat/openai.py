@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
 from modelport.generation import TokenLogprob as GeneratedLogprob
-from modelport.inference.service import Generated
+from modelport.inference.metering import Generated
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
 

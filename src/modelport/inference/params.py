@@ -161,7 +161,7 @@ _BINDING_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def check_bindings(schema: list[dict[str, Any]], bindings: dict[str, Any]) -> dict[str, Any]:
+def check_bindings(schema: list[dict[str, Any]], bindings: dict[str, Any]) -> None:
     """Check `model_request_parameters.bindings` against a model's parameter schema (422)."""
     declared = {str(entry["name"]): entry for entry in schema}
     problems: list[str] = []
@@ -179,4 +179,3 @@ def check_bindings(schema: list[dict[str, Any]], bindings: dict[str, Any]) -> di
             problems.append(f"parameter {name!r} must be of type {entry.get('type')}")
     if problems:
         raise ValidationFailed("invalid model_request_parameters: " + "; ".join(problems), errors=problems)
-    return bindings

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -46,6 +47,10 @@ LIMIT_NAMES: tuple[LimitName, ...] = ("rpm_limit", "tpm_limit", "max_parallel_re
 WINDOW_SECONDS = 60
 # A budget for a key's whole life never resets: Retry-After then says "a year".
 MAX_RETRY_AFTER = 366 * 86400
+
+# Set by the HTTP layer for each request (observability/middleware.py): admission writes
+# the x-ratelimit-remaining-* headers of the answer here.
+response_headers: ContextVar[dict[str, str] | None] = ContextVar("modelport_ratelimit_headers", default=None)
 
 Clock = Callable[[], float]
 # Spend of a key since a moment (epoch seconds), from its usage records: seeds a budget

@@ -62,18 +62,10 @@ def prompt_token_guess(call: GenerationCall) -> int:
     return math.ceil(prompt_token_bound(call) / 4)
 
 
-def response_token_bound(call: GenerationCall, context_window: int | None, default_max_tokens: int) -> int:
-    """max_tokens when the request sets it; otherwise the context window, or a default."""
-    if call.sampling.max_tokens is not None:
-        return call.sampling.max_tokens
-    return context_window or default_max_tokens
-
-
 __all__ = [
     "cost_of",
     "price",
     "prompt_token_bound",
     "prompt_token_guess",
     "rendered_prompt_token_bound",
-    "response_token_bound",
 ]

@@ -6,7 +6,7 @@ It also adds the headers that describe the request as a whole when the response
 starts: `x-request-id`, `x-modelport-overhead-ms` (the gateway's own time, see
 `modelport.observability.timing`) and the `x-ratelimit-remaining-*` headers that admission found
 (SPEC 7; the service knows no HTTP, so it writes them into a per-request dict,
-`limits.gate.response_headers`). One middleware rather than one per header: every
+`limits.base.response_headers`). One middleware rather than one per header: every
 layer wraps `send`, and a stream calls `send` once per event."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.limits.gate import response_headers
+from modelport.limits.base import response_headers
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.requests import RequestRecord, current_request
 from modelport.observability.shutdown import REASON as SHUTDOWN_REASON

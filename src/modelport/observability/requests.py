@@ -15,11 +15,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from modelport.generation import UsageEvent, UsageSink
 from modelport.observability import metrics, tracing
 
 if TYPE_CHECKING:
-    from modelport.inference.service import UsageSink
-    from modelport.principal import Principal
     from modelport.vendors.base import Target
 
 
@@ -75,46 +74,29 @@ def calling_vendor(target: Target) -> None:
 
 def observed_usage(sink: UsageSink | None) -> UsageSink:
     """The service's usage sink, with metrics, the log record and the upstream span
-    fed from the same call (once per finished inference request)."""
+    fed from the same event (once per finished inference request)."""
 
-    def record_usage(
-        principal: Principal,
-        deployment_id: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        status: int,
-        latency_ms: float,
-        /,
-        *,
-        estimated: bool = False,
-        cost: float = 0.0,
-        request_id: str | None = None,
-    ) -> None:
+    def record_usage(event: UsageEvent) -> None:
         record = current_request.get()
         operation = "chat"
         if record is not None:
             record.finished_by_service = True
-            record.deployment = deployment_id
-            record.status = status
-            record.prompt_tokens = prompt_tokens
-            record.completion_tokens = completion_tokens
+            record.deployment = event.deployment_id
+            record.status = event.status
+            record.prompt_tokens = event.prompt_tokens
+            record.completion_tokens = event.response_tokens
             operation = record.operation
             if record.upstream_span is not None:
                 tracing.end_upstream(record)
         metrics.inference_finished(
-            operation, deployment_id, status, latency_ms / 1000, prompt_tokens, completion_tokens
+            operation,
+            event.deployment_id,
+            event.status,
+            event.latency_ms / 1000,
+            event.prompt_tokens,
+            event.response_tokens,
         )
         if sink is not None:
-            sink(
-                principal,
-                deployment_id,
-                prompt_tokens,
-                completion_tokens,
-                status,
-                latency_ms,
-                estimated=estimated,
-                cost=cost,
-                request_id=request_id,
-            )
+            sink(event)
 
     return record_usage

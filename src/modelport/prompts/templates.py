@@ -667,7 +667,7 @@ class RenderScope:
 
     account: str
     # Called with each chat prompt rendered for the request, before a vendor sends it:
-    # the limits reserve the prompt as rendered (limits/gate.py, `reserve_rendered`).
+    # the limits reserve the prompt as rendered (inference/admission.py, `reserve_rendered`).
     on_rendered: Callable[[str], Awaitable[None]] | None = None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from modelport.errors import InvalidRequest, UpstreamError
@@ -52,6 +53,10 @@ class AnthropicVendor(HttpVendor):
     vendor = "ANTHROPIC"
 
     def capabilities(self, target: Target) -> Capabilities:
+        # The default max_tokens is capped at the model's own output limit, when set.
+        ceiling = target.settings.max_output_tokens if isinstance(target.settings, AnthropicSettings) else None
+        if ceiling and CAPABILITIES.default_max_tokens and ceiling < CAPABILITIES.default_max_tokens:
+            return replace(CAPABILITIES, default_max_tokens=ceiling)
         return CAPABILITIES
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
@@ -61,13 +66,9 @@ class AnthropicVendor(HttpVendor):
         model = upstream_model(target)
         system, turns = conversation(call)
         sampling = call.sampling
-        max_tokens = sampling.max_tokens or CAPABILITIES.default_max_tokens or 10_000
-        ceiling = target.settings.max_output_tokens if isinstance(target.settings, AnthropicSettings) else None
-        if ceiling and sampling.max_tokens is None:
-            max_tokens = min(max_tokens, ceiling)
         body: dict[str, Any] = {
             "model": model,
-            "max_tokens": max_tokens,
+            "max_tokens": sampling.max_tokens,  # decided by the service (inference/calls.py)
             "messages": [{"role": turn.role, "content": [_part(part) for part in turn.parts]} for turn in turns],
             "temperature": sampling.temperature,
             "stream": stream,

@@ -46,8 +46,12 @@ class Capabilities:
     # The optional parameters this vendor honours; any other one is refused (or dropped).
     parameters: frozenset[str]
     max_temperature: float = 2.0
-    # max_tokens when the request gives none; None means "context window - prompt".
+    # max_tokens when the request gives none; None: the vendor's own default (the service
+    # decides what is sent and reserved: inference/calls.py `max_tokens_for`).
     default_max_tokens: int | None = None
+    # Whether a request without max_tokens must be sent what the window leaves: OpenAI's
+    # legacy completions stop at 16 tokens otherwise.
+    fills_window: bool = False
     accepts_images: bool = False
     # Whether the vendor itself stops at a stop sequence. If not, the service cancels
     # the generation once it sees one.

@@ -57,7 +57,8 @@ class LLMEngineV1(HttpVendor):
         ):
             if value is not None and value < 0:
                 raise InvalidRequest(f"{name} must be between 0 and 2 for LLM Engine v1 (got {value})")
-        max_new_tokens = sampling.max_tokens or CAPABILITIES.default_max_tokens or 100
+        max_new_tokens = sampling.max_tokens
+        assert max_new_tokens is not None, "the service decides max_tokens (inference/calls.py)"
         body: dict[str, Any] = {
             "prompt": await _prompt(target, call),
             "max_new_tokens": max_new_tokens,

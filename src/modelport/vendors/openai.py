@@ -43,7 +43,7 @@ OPENAI_CHAT = Capabilities(
 OPENAI_REASONING = Capabilities(
     vendor="OPENAI", parameters=_TOOLS | {"reasoning_effort", "stop_sequences", "seed"}, accepts_images=True
 )
-OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING | _DRAW)
+OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True)
 LLMENGINE_OPENAI = Capabilities(
     vendor="LLMENGINE",
     parameters=_SAMPLING
@@ -130,13 +130,8 @@ class OpenAICompatible(OpenAIRetrieval):
             body["prompt"] = call.prompt or ""
         if not reasoning:
             body["temperature"] = sampling.temperature
-        max_tokens = sampling.max_tokens or self.capabilities(target).default_max_tokens
-        if max_tokens is None and call.messages is None and target.context_window:
-            # The legacy API defaults to 16 tokens; SPEC wants "context - prompt". A
-            # prompt has at least one UTF-8 byte per token, so this always fits.
-            max_tokens = max(1, target.context_window - len((call.prompt or "").encode("utf-8")))
-        if max_tokens is not None:
-            body["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
+        if sampling.max_tokens is not None:  # decided by the service (inference/calls.py)
+            body["max_completion_tokens" if reasoning else "max_tokens"] = sampling.max_tokens
         optional = {
             "top_p": sampling.top_p,
             "top_k": sampling.top_k,

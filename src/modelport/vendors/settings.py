@@ -55,7 +55,7 @@ class CommonSettings(_Settings):
     drop_unsupported_params: bool | None = None
     input_cost_per_token: Cost | None = None
     output_cost_per_token: Cost | None = None
-    # A deployment's own limits, protecting its upstream (SPEC 7; limits/gate.py).
+    # A deployment's own limits, protecting its upstream (SPEC 7; inference/admission.py).
     rpm_limit: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     tpm_limit: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     # Names of other models of the same account, tried in order when this one fails.

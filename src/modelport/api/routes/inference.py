@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from modelport.api import sse
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
+from modelport.compat import sgp
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse
 
 router = APIRouter(tags=["inference"])
@@ -27,11 +28,12 @@ def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
 async def _answer(
     service: Service, principal: CurrentPrincipal, deployment_id: str, body: CompletionRequest
 ) -> Response:
+    messages = sgp.messages(body)
     if body.stream:
-        events = await service.stream(principal, deployment_id, body)
-        return sse.EventStream(sse.encode(events))
-    result = await service.complete(principal, deployment_id, body)
-    return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
+        pieces = await service.generate_stream_at(principal, deployment_id, body, messages=messages)
+        return sse.EventStream(sse.encode(sgp.completion_events(body, pieces)))
+    generated = await service.generate_at(principal, deployment_id, body, messages=messages)
+    return Response(sgp.completion(body, generated).model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.post(

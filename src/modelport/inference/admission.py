@@ -1,28 +1,36 @@
-"""The service's side of the limits: turn a prepared request into a `Demand`, admit it,
-and settle it when it ends. Settlement runs as its own task: it must happen even when
-the request's own task is being cancelled (a client that went away mid-stream)."""
+"""The service's admission step: turn a request about to be sent into a `Demand` on the
+limits, admit it, and settle it when it ends. Settlement runs as its own task: it must
+happen even when the request's own task is being cancelled (a client that went away
+mid-stream).
+
+It lives with the service, not in `limits/`, because a demand is read from a vendor
+`Target` (a deployment's own limits, its prices, its context window): the limiters below
+know keys, deployments and counts, nothing of vendors."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
-from contextvars import ContextVar
 
 from modelport.errors import ModelportError
 from modelport.generation import GenerationCall
-from modelport.limits.base import Admission, Demand, Limiter, LimitExceeded, LimitStoreUnavailable
-from modelport.limits.pricing import cost_of, prompt_token_bound, response_token_bound
+from modelport.limits.base import (
+    Admission,
+    Demand,
+    Limiter,
+    LimitExceeded,
+    LimitStoreUnavailable,
+    response_headers,
+)
+from modelport.limits.pricing import cost_of, prompt_token_bound, rendered_prompt_token_bound
 from modelport.principal import KeyLimits, Principal
+from modelport.prompts.templates import RenderScope, render_chat_async, render_scope
 from modelport.vendors.base import Target
 
 log = logging.getLogger(__name__)
 
 NO_LIMITS = KeyLimits()
-
-# Set by the HTTP layer for each request (observability/middleware.py): admission writes
-# the x-ratelimit-remaining-* headers of the answer here.
-response_headers: ContextVar[dict[str, str] | None] = ContextVar("modelport_ratelimit_headers", default=None)
 
 
 def _positive_int(value: object) -> int | None:
@@ -40,11 +48,9 @@ class LimitGate:
         self,
         limiter: Limiter,
         *,
-        default_max_tokens: int = 4096,
         on_rejection: Callable[[ModelportError], None] | None = None,
     ) -> None:
         self._limiter = limiter
-        self._default_max_tokens = default_max_tokens
         # Called with every refusal (429, or 503 while the store is down and a limit
         # fails closed): where a limit-rejection metric plugs in.
         self._on_rejection = on_rejection
@@ -75,7 +81,8 @@ class LimitGate:
         deployment_rpm = _positive_int(target.parameters.get("rpm_limit"))
         deployment_tpm = _positive_int(target.parameters.get("tpm_limit"))
         prompt_bound = prompt_tokens if prompt_tokens is not None else prompt_token_bound(call)
-        response_bound = response_token_bound(call, target.context_window, self._default_max_tokens)
+        # Decided with max_tokens (inference/calls.py `max_tokens_for`).
+        response_bound = call.response_token_bound
         demand = Demand(
             request_id=request_id,
             key_id=principal.key_id,
@@ -168,4 +175,33 @@ class LimitGate:
         await self._limiter.aclose()
 
 
-__all__ = ["LimitGate", "response_headers"]
+async def admit(
+    limits: LimitGate | None, principal: Principal, target: Target, call: GenerationCall, request_id: str
+) -> Admission | None:
+    """Count the request against its limits, reserving everything that becomes its
+    prompt (see `limits/pricing.py`).
+
+    Templates rendered for this request from here on (by the service or a vendor
+    adapter, in this task) take the caller's account's share of the render pool, and
+    the prompt they make is reserved again before it is sent
+    (`LimitGate.reserve_rendered`): the message bytes alone said nothing of what a
+    template writes. A `chat_template` in the request may instead be rendered by the
+    upstream (vLLM takes one): when a limit counts tokens or cost, the gateway renders
+    it here first, to reserve what it makes; when none does, nothing is rendered."""
+    render_scope.set(RenderScope(account=principal.account_id))
+    if limits is None:
+        return None
+    prompt_tokens = None
+    if call.chat_template is not None and call.messages is not None and limits.counts_prompt(principal, target):
+        rendered = await render_chat_async(
+            call.chat_template, call.messages, bos_token="", eos_token="", extra=call.chat_template_kwargs
+        )
+        prompt_tokens = max(prompt_token_bound(call), rendered_prompt_token_bound(rendered, call))
+    admission = await limits.admit(principal, target, call, request_id, prompt_tokens=prompt_tokens)
+    if admission is not None:
+
+        async def reserve(prompt: str) -> None:
+            await limits.reserve_rendered(admission, target, rendered_prompt_token_bound(prompt))
+
+        render_scope.set(RenderScope(account=principal.account_id, on_rendered=reserve))
+    return admission

@@ -1,0 +1,85 @@
+"""The SGP v4 shapes (`/v4/models/{id}/chat-completions` and `/completions`) <-> the one
+InferenceService, as `compat/openai.py` and `compat/anthropic.py` are for theirs.
+
+A v4 request is already what the service takes for its sampling parameters; a chat
+request's `chat_history` and `prompt` become OpenAI-style messages (the prompt last, as
+a user turn; parts with images kept as parts). The service's `Generated` pieces become
+`CompletionResponse`s: one for a whole answer, one per streamed delta (SPEC 3.1, 3.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from modelport.generation import TokenLogprob
+from modelport.inference.metering import Generated
+from modelport.schemas.inference import (
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    TopLogprob,
+)
+from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
+
+
+def messages(request: CompletionRequest) -> tuple[dict[str, Any], ...] | None:
+    """A chat request's history and prompt as messages; None for `/completions`, whose
+    prompt is sent as raw text."""
+    if not isinstance(request, ChatCompletionRequest):
+        return None
+    turns: list[dict[str, Any]] = []
+    for message in request.chat_history:
+        content = message.content
+        if isinstance(content, list):
+            if any(part.type != "text" for part in content):
+                # Kept as parts: the service refuses them for a model that takes no images.
+                turns.append({"role": message.role, "content": [part.model_dump() for part in content]})
+                continue
+            content = "\n".join(part.text for part in content if part.type == "text")
+        turns.append({"role": message.role, "content": content})
+    turns.append({"role": "user", "content": request.prompt})
+    return tuple(turns)
+
+
+def completion(request: CompletionRequest, generated: Generated) -> CompletionResponse:
+    """A whole answer, or one streamed delta (the last one carries the finish reason and
+    the token counts)."""
+    choices = None
+    if request.logprobs:  # SPEC 3.1: present when logprobs were asked for
+        choices = [Choice(index=0, logprobs=ChoiceLogprobs(content=_logprobs(generated.logprobs)))]
+    return CompletionResponse(
+        completions=[[request.prompt, [generated.text]]],
+        choices=choices,
+        # The v4 response has no "tool_calls" reason (SPEC 3.7: it reads as "stop").
+        finish_reason="stop" if generated.finish_reason == "tool_calls" else generated.finish_reason,
+        prompt_tokens=generated.prompt_tokens,
+        response_tokens=generated.response_tokens,
+    )
+
+
+async def completion_events(
+    request: CompletionRequest, pieces: AsyncGenerator[Generated, None]
+) -> AsyncIterator[CompletionResponse]:
+    """The v4 stream: one `CompletionResponse` per piece. Closing it closes the service's
+    stream, which settles the request then."""
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            yield completion(request, piece)
+
+
+def _logprobs(entries: list[TokenLogprob]) -> list[WireTokenLogprob]:
+    return [
+        WireTokenLogprob(
+            token=entry.token,
+            logprob=entry.logprob,
+            bytes=entry.bytes,
+            top_logprobs=[
+                TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
+            ],
+        )
+        for entry in entries
+    ]

@@ -1,0 +1,269 @@
+"""The metered call: admit -> call -> filter -> settle -> record, for every request the
+service sends to a vendor, on every way it can end (answered, the vendor failed, the
+client went away, the shutdown's grace period ran out).
+
+`Meter.admit` counts the request against its limits; from then on exactly one `settle`
+gives the limits back what was really used and hands the usage sink one `UsageEvent`.
+`answer` and `stream` call a text vendor and remove stop sequences from what comes back
+(streamed or not, by the same filter, so both give the same text); `retrieve` calls an
+embeddings or rerankings vendor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from modelport.errors import ModelportError
+from modelport.generation import (
+    FinishReason,
+    GenerationCall,
+    GenerationChunk,
+    TokenLogprob,
+    UsageEvent,
+    UsageSink,
+    join_tool_calls,
+)
+from modelport.inference.admission import LimitGate, admit
+from modelport.limits.base import Admission
+from modelport.limits.pricing import cost_of, prompt_token_guess
+from modelport.observability.requests import calling_vendor
+from modelport.observability.shutdown import cut_off_status
+from modelport.observability.timing import waiting_for_vendor
+from modelport.principal import Principal
+from modelport.stops import OutputFilter
+from modelport.vendors.base import Capabilities, Target, Vendor
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Generated:
+    """What the service answers, before a surface shapes it (`compat/`): text, logprobs
+    and tool-call deltas; on the last piece of a stream, or on a whole answer, the finish
+    reason, the token counts and the stop sequence that ended it, if one did."""
+
+    text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    response_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI deltas, passed on as they come
+    stop_sequence: str | None = None
+    estimated: bool = False
+
+
+NOTHING = Generated(text="")
+
+
+@dataclass(slots=True)
+class Metered:
+    """One admitted request on its way to a vendor: what its settlement needs."""
+
+    principal: Principal
+    deployment_id: str
+    target: Target
+    call: GenerationCall
+    started: float  # when the request reached the service: latency counts from here
+    request_id: str
+    admission: Admission | None
+    text_deltas: int = 0  # streamed text pieces so far: what an abandoned stream is billed for
+
+
+def failure_status(exc: BaseException) -> int:
+    """The status a request that ended with `exc` is recorded with."""
+    if isinstance(exc, ModelportError):
+        return exc.status_code
+    # Cancelled: 503 when the shutdown's grace period ended it, 499 when its client left.
+    return cut_off_status() if isinstance(exc, asyncio.CancelledError) else 500
+
+
+class Meter:
+    def __init__(self, limits: LimitGate | None, usage: UsageSink | None) -> None:
+        self._limits = limits
+        self._usage = usage
+
+    async def admit(
+        self, principal: Principal, deployment_id: str, target: Target, call: GenerationCall, started: float
+    ) -> Metered:
+        """Count the request (429 when a limit has no room); from here on every way it
+        can end must go through `settle`."""
+        request_id = str(uuid.uuid4())
+        admission = await admit(self._limits, principal, target, call, request_id)
+        calling_vendor(target)
+        return Metered(principal, deployment_id, target, call, started, request_id, admission)
+
+    def settle(self, metered: Metered, final: Generated, status: int) -> None:
+        """Give the limits back what was not used and record the request's usage.
+        Nothing here awaits: in a cancelled task every await raises again, and what
+        came after one would be lost."""
+        prompt_tokens, response_tokens = final.prompt_tokens or 0, final.response_tokens or 0
+        cost = cost_of(metered.target.parameters, prompt_tokens, response_tokens)
+        if self._limits is not None:
+            self._limits.settle(metered.admission, tokens=prompt_tokens + response_tokens, cost=cost)
+        if self._usage is not None:
+            self._usage(
+                UsageEvent(
+                    principal=metered.principal,
+                    deployment_id=metered.deployment_id,
+                    prompt_tokens=prompt_tokens,
+                    response_tokens=response_tokens,
+                    status=status,
+                    latency_ms=(time.perf_counter() - metered.started) * 1000,
+                    estimated=final.estimated,
+                    cost=cost,
+                    request_id=metered.request_id,
+                )
+            )
+
+    async def answer(self, metered: Metered, vendor: Vendor, capabilities: Capabilities) -> Generated:
+        """The whole answer, stop sequences removed, tool calls joined."""
+        try:
+            with waiting_for_vendor():
+                result = await vendor.complete(metered.target, metered.call)
+            pieces = [piece async for piece in _filtered(metered, capabilities, _one(result))]
+        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
+            self.settle(metered, NOTHING, failure_status(exc))
+            raise
+        final = pieces[-1]
+        self.settle(metered, final, 200)
+        tool_calls: list[dict[str, Any]] = []
+        for piece in pieces:
+            join_tool_calls(tool_calls, piece.tool_calls or [])
+        return Generated(
+            text="".join(piece.text for piece in pieces),
+            logprobs=[entry for piece in pieces for entry in piece.logprobs],
+            tool_calls=tool_calls or None,
+            finish_reason=final.finish_reason,
+            prompt_tokens=final.prompt_tokens,
+            response_tokens=final.response_tokens,
+            stop_sequence=final.stop_sequence,
+            estimated=final.estimated,
+        )
+
+    async def stream(
+        self, metered: Metered, vendor: Vendor, capabilities: Capabilities
+    ) -> AsyncGenerator[Generated, None]:
+        """Start the vendor's stream (errors known before its first chunk are raised
+        here); the pieces it returns are settled when they end, however they end."""
+        try:
+            with waiting_for_vendor():
+                chunks = await vendor.stream(metered.target, metered.call)
+        except BaseException as exc:
+            self.settle(metered, NOTHING, failure_status(exc))
+            raise
+        return self._settled(metered, _filtered(metered, capabilities, chunks))
+
+    async def retrieve(
+        self, metered: Metered, call: Callable[[], Awaitable[T]], tokens: Callable[[T], int | None]
+    ) -> T:
+        """An embeddings or rerankings call: it generates nothing, so the input it read
+        (`tokens` of its answer) is all it costs."""
+        try:
+            with waiting_for_vendor():
+                result = await call()
+        except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
+            self.settle(metered, NOTHING, failure_status(exc))
+            raise
+        self.settle(metered, Generated(text="", prompt_tokens=tokens(result)), 200)
+        return result
+
+    async def _settled(
+        self, metered: Metered, pieces: AsyncGenerator[Generated, None]
+    ) -> AsyncGenerator[Generated, None]:
+        """The non-empty pieces of a stream; settled when it ends, however it ends."""
+        status = 499  # the client went away before the end, unless we get there
+        final: Generated | None = None
+        try:
+            async for piece in pieces:
+                if piece.finish_reason is not None:
+                    final = piece
+                    status = 200
+                elif not piece.text and not piece.logprobs and not piece.tool_calls:
+                    continue
+                yield piece
+        except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: closed early is 499
+            status = failure_status(exc)
+            raise
+        finally:
+            if final is None and (status == 499 or metered.text_deltas):
+                # Ended early (the client went away, or the vendor failed mid-stream):
+                # billed for what was generated, the prompt at a fair guess.
+                final = Generated(
+                    text="", prompt_tokens=prompt_token_guess(metered.call), response_tokens=metered.text_deltas
+                )
+            # Settled before anything is awaited (see `settle`).
+            self.settle(metered, final or NOTHING, status)
+            await pieces.aclose()
+
+
+async def _one(chunk: GenerationChunk) -> AsyncIterator[GenerationChunk]:
+    yield chunk
+
+
+async def _filtered(
+    metered: Metered, capabilities: Capabilities, chunks: AsyncIterator[GenerationChunk]
+) -> AsyncGenerator[Generated, None]:
+    """The vendor's chunks with stop sequences removed; the last piece carries the finish
+    reason and the counts."""
+    output = OutputFilter(metered.call.sampling.stop_sequences)
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    response_tokens: int | None = None
+    estimated = False
+    try:
+        async for chunk in chunks:
+            if chunk.text:
+                metered.text_deltas += 1
+            if not output.stopped:
+                text, entries = output.take(chunk)
+                if text or entries or chunk.tool_calls:
+                    yield Generated(text=text, logprobs=entries, tool_calls=chunk.tool_calls)
+            if chunk.finish_reason is not None:
+                finish_reason = chunk.finish_reason
+            if chunk.prompt_tokens is not None:
+                prompt_tokens = chunk.prompt_tokens
+            if chunk.response_tokens is not None:
+                response_tokens = chunk.response_tokens
+            estimated = estimated or chunk.estimated
+            # A vendor that stops by itself ends right after the stop sequence and
+            # reports its counts; one that does not must be cut off here.
+            if output.stopped and not capabilities.stops_at_stop_sequences:
+                break
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    text, entries = output.finish()
+    yield Generated(
+        text=text,
+        logprobs=entries,
+        finish_reason="stop" if output.stopped else (finish_reason or "stop"),
+        prompt_tokens=prompt_tokens,
+        response_tokens=response_tokens,
+        stop_sequence=output.matched,
+        estimated=estimated,
+    )
+
+
+async def first_then_rest(pieces: AsyncGenerator[Generated, None]) -> AsyncGenerator[Generated, None]:
+    """Wait for a stream's first piece, then return the whole stream: a deployment that
+    fails before its first piece can still be replaced (see `routing`)."""
+    try:
+        first = await anext(pieces)
+    except BaseException:
+        await pieces.aclose()
+        raise
+    return _prepend(first, pieces)
+
+
+async def _prepend(first: Generated, rest: AsyncGenerator[Generated, None]) -> AsyncGenerator[Generated, None]:
+    async with contextlib.aclosing(rest):
+        yield first
+        async for piece in rest:
+            yield piece
