@@ -19,6 +19,15 @@ router = APIRouter(tags=["inference"])
 BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest)
 
 
+def _error(status: int, body: dict[str, Any]) -> bytes:
+    return sse.error_event({"status_code": status, **body})
+
+
+# SGP's streams: no `[DONE]` (the SDK parses every `data:` line as JSON), and an error
+# event whose data is modelport's own error body with its status.
+_FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
+
+
 def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
@@ -29,7 +38,7 @@ async def _answer(
 ) -> Response:
     if body.stream:
         events = await service.stream(principal, deployment_id, body)
-        return sse.EventStream(sse.encode(events))
+        return sse.EventStream(events, _FRAMING)
     result = await service.complete(principal, deployment_id, body)
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
