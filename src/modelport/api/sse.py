@@ -89,7 +89,10 @@ class EventStream(StreamingResponse, Generic[Item]):
     cancelled (its client gone, or the shutdown's grace period over). Otherwise the
     generator would be finalised later by the garbage collector, and what its `finally`
     records (the request's usage, its limits) could come after the shutdown's last
-    usage flush, and be lost."""
+    usage flush, and be lost.
+
+    How the stream ends (done, failed, abandoned, shutdown) is decided here, and only
+    here: see the module's docstring."""
 
     def __init__(self, events: AsyncIterator[Item], framing: Framing[Item]) -> None:
         # Starlette's `body_iterator` goes unused: `stream_response` reads and frames the events.
@@ -106,6 +109,9 @@ class EventStream(StreamingResponse, Generic[Item]):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except anyio.get_cancelled_exc_class():
             if started and gate.expired:
+                # The shutdown's grace period is over (the middleware records the 503):
+                # the surface's error event ends the stream, so its SDK raises instead
+                # of reading what came as a complete answer.
                 await _last_write(send, self._framing.error(503, {"detail": SHUTDOWN_REASON}))
             raise
         finally:
