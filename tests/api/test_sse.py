@@ -1,6 +1,8 @@
 """The event stream's writes: events that are already there go out in one write, an
 event that has to be waited for never holds back the ones before it, and a stream cut
-off while its generator waits still runs the generator's cleanup, in the request's task."""
+off while its generator waits still runs the generator's cleanup, in the request's task.
+And its ending: the surface's end of a complete stream, its error event for a failed one
+or one the shutdown ends, nothing more for one whose client went away."""
 
 from __future__ import annotations
 
@@ -12,11 +14,22 @@ import anyio
 import pytest
 from starlette.requests import ClientDisconnect
 
-from modelport.api.sse import MAX_WRITE_BYTES, EventStream
+from modelport.api.sse import MAX_WRITE_BYTES, EventStream, Framing
+from modelport.errors import ModelportError
+from modelport.observability.shutdown import gate
 
 # uvicorn says 2.3 (Starlette then watches for the disconnect in a task of its own);
 # 2.4 servers report a client gone as an OSError from `send`.
 SPEC_VERSIONS = pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+
+
+def _error(status: int, body: dict[str, Any]) -> bytes:
+    return b"error %d %s|" % (status, str(body["detail"]).encode())
+
+
+# Events that are their own bytes, so that the writes show them as they came.
+AS_IS: Framing[bytes] = Framing(event=lambda event: event, error=_error)
+WITH_DONE: Framing[bytes] = Framing(event=lambda event: event, error=_error, done=b"done|")
 
 
 class Client:
@@ -37,6 +50,8 @@ class Client:
         if message["type"] != "http.response.body":
             return
         if not message.get("more_body"):
+            if message.get("body"):  # a last event written with the end
+                self.bodies.append(message["body"])
             self.finished = True
             return
         if self._fails_after is not None and len(self.bodies) >= self._fails_after:
@@ -52,9 +67,11 @@ class Client:
         return self.bodies[-1]
 
 
-async def serve(events: AsyncIterator[bytes], client: Client, spec_version: str = "2.4") -> None:
+async def serve(
+    events: AsyncIterator[bytes], client: Client, spec_version: str = "2.4", framing: Framing[bytes] = AS_IS
+) -> None:
     scope = {"type": "http", "asgi": {"spec_version": spec_version}}
-    await EventStream(events)(scope, client.receive, client.send)
+    await EventStream(events, framing)(scope, client.receive, client.send)
 
 
 async def test_events_that_are_already_there_go_out_in_one_write() -> None:
@@ -103,16 +120,67 @@ async def test_a_fast_stream_is_written_in_bounded_pieces() -> None:
     assert [len(body) // len(event) for body in client.bodies] == [3, 3, 1]
 
 
-async def test_a_failure_after_ready_events_comes_after_they_are_written() -> None:
+async def test_a_failure_after_ready_events_comes_after_them_as_the_surfaces_error_event() -> None:
     async def events() -> AsyncIterator[bytes]:
         yield b"a"
         yield b"b"
         raise ValueError("upstream broke")
 
     client = Client()
-    with pytest.raises(ValueError, match="upstream broke"):
-        await serve(events(), client)
-    assert client.bodies == [b"ab"]
+    await serve(events(), client, framing=WITH_DONE)
+    # The cause stays in the log: the client learns only that the stream failed.
+    assert b"".join(client.bodies) == b"ab" + b"error 500 internal error while streaming|"
+    assert client.finished
+
+
+async def test_a_modelport_error_ends_the_stream_with_its_status_and_detail() -> None:
+    class Refused(ModelportError):
+        status_code = 429
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise Refused("too many tokens")
+
+    client = Client()
+    await serve(events(), client, framing=WITH_DONE)
+    assert b"".join(client.bodies) == b"a" + b"error 429 too many tokens|"  # and no `done`
+    assert client.finished
+
+
+async def test_a_complete_stream_ends_with_the_surfaces_end() -> None:
+    async def events() -> AsyncIterator[bytes]:
+        yield b"a|"
+        yield b"b|"
+
+    client = Client()
+    await serve(events(), client, framing=WITH_DONE)
+    assert b"".join(client.bodies) == b"a|b|done|"
+    assert client.finished
+
+
+@SPEC_VERSIONS
+async def test_a_stream_the_shutdown_ends_gets_the_surfaces_error_event_last(
+    spec_version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"a|"
+            await asyncio.Event().wait()  # a stream still going when the grace period ends
+        finally:
+            closed.set()
+
+    client = Client()
+    serving = asyncio.create_task(serve(events(), client, spec_version, WITH_DONE))
+    assert await client.next_write() == b"a|"
+    monkeypatch.setattr(gate, "expired", True)  # what `gate` does at the end of the grace period
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):  # for the middleware, which records the 503
+        await serving
+    assert client.bodies == [b"a|", b"error 503 the server is shutting down|"]
+    assert client.finished
+    assert closed.is_set()
 
 
 @SPEC_VERSIONS
@@ -140,6 +208,7 @@ async def test_a_cancelled_stream_cleans_up_in_its_own_task_while_its_generator_
     with pytest.raises(asyncio.CancelledError):
         await serving
     assert cleaned_up_in == ran_in  # not later, by the garbage collector
+    assert client.bodies == [b"a"]  # the client left: no error event, no end
     assert not client.finished
 
 

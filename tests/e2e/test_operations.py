@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -176,6 +178,66 @@ def test_sigterm_lets_streams_run_for_the_grace_period_then_ends_them_with_an_er
             row[0] for row in database.execute("SELECT status FROM usage_records WHERE deployment_id = ?", (slow,))
         ]
     assert statuses == [503]
+
+
+def test_a_stream_the_shutdown_ends_makes_the_openai_and_anthropic_sdks_raise(
+    tmp_path: Path,
+    fake_vendor: str,  # noqa: F811
+) -> None:
+    """Each SDK reads a stream's end in its own way: a stream ended by the shutdown must
+    be an error it raises, not an answer that looks complete."""
+    with serving(tmp_path, shutdown_grace_seconds="1") as (base_url, process):
+        slow = deploy(base_url, fake_vendor, "slow-stream")  # 200 events, 50 ms apart
+        ended: dict[str, BaseException | None] = {}
+        reading = {"openai": threading.Event(), "anthropic": threading.Event()}
+        prompt = [{"role": "user", "content": "Hi"}]
+
+        def read_openai() -> None:
+            client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0)
+            try:
+                for _ in client.chat.completions.create(model=slow, messages=prompt, max_tokens=1000, stream=True):  # type: ignore[arg-type]
+                    reading["openai"].set()
+                ended["openai"] = None
+            except Exception as exc:
+                ended["openai"] = exc
+
+        def read_anthropic() -> None:
+            client = anthropic.Anthropic(base_url=base_url, api_key=KEY, max_retries=0)
+            try:
+                for _ in client.messages.create(model=slow, messages=prompt, max_tokens=1000, stream=True):  # type: ignore[arg-type]
+                    reading["anthropic"].set()
+                ended["anthropic"] = None
+            except Exception as exc:
+                ended["anthropic"] = exc
+
+        readers = [threading.Thread(target=read_openai), threading.Thread(target=read_anthropic)]
+        for reader in readers:
+            reader.start()
+        assert all(started.wait(20) for started in reading.values()), ended
+        process.send_signal(signal.SIGTERM)
+        for reader in readers:
+            reader.join(timeout=15)
+        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+
+    # An APIError read from the stream itself: not a connection cut (also an APIError).
+    from_openai = ended["openai"]
+    assert isinstance(from_openai, openai.APIError) and not isinstance(from_openai, openai.APIConnectionError)
+    assert from_openai.message == "the server is shutting down"
+    assert from_openai.body == {"message": "the server is shutting down", "type": "server_error",
+                                "param": None, "code": None}  # fmt: skip
+    from_anthropic = ended["anthropic"]
+    assert isinstance(from_anthropic, anthropic.APIStatusError)
+    assert from_anthropic.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "the server is shutting down"},
+    }
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log and "CancelledError" not in log, log
+    with sqlite3.connect(tmp_path / "modelport.db") as database:
+        statuses = [
+            row[0] for row in database.execute("SELECT status FROM usage_records WHERE deployment_id = ?", (slow,))
+        ]
+    assert statuses == [503, 503]
 
 
 def test_a_later_start_warns_when_modelport_api_key_opens_nothing(tmp_path: Path) -> None:

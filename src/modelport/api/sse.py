@@ -1,11 +1,26 @@
-"""Server-sent events, as the SDK reads them: one `data:` line of JSON per event, no
-`[DONE]` sentinel, and an `error` event if the stream fails after it has started."""
+"""Server-sent events: one writer for every surface's streams, and the one place that
+decides how a stream ends.
+
+Each surface brings a `Framing`: how it writes an event, the error event that ends a
+failed stream (in that surface's own error shape, which its SDK raises), and what ends
+a complete one (OpenAI's `data: [DONE]`, or nothing). `EventStream` does the rest:
+
+- done: the events ran out; the framing's `done` is the last write.
+- failed: the events raised; a `ModelportError` becomes the framing's error event with
+  its status and body, anything else a logged 500.
+- abandoned: the client went away; nothing more is written.
+- shutdown: the shutdown's grace period ended the request (`observability.shutdown`);
+  the framing's error event with a 503 is the last write.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import orjson
@@ -14,16 +29,53 @@ from starlette.responses import StreamingResponse
 from starlette.types import Send
 
 from modelport.errors import ModelportError
+from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
+from modelport.observability.shutdown import gate
 
 log = logging.getLogger(__name__)
 
 # The most one write carries when events come faster than they are written; past it the
 # generator waits for the writer, as it waited for each write before.
 MAX_WRITE_BYTES = 64 * 1024
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Seconds the last write of a stream ended by the shutdown, and the close of its events,
+# may take: they are shielded from the cancellation, but must not hold the shutdown.
+CLOSING_SECONDS = 5
+
+Item = TypeVar("Item")
 
 
-class EventStream(StreamingResponse):
-    """A `text/event-stream` answer that writes every event it already has in one write.
+def data_event(payload: BaseModel) -> bytes:
+    """One `data:` line of JSON: an event of the SGP and OpenAI surfaces."""
+    return b"data: " + payload.model_dump_json(exclude_none=True).encode() + b"\n\n"
+
+
+def named_event(name: str, payload: dict[str, Any]) -> bytes:
+    """An `event:` line naming the event, then its `data:` line of JSON."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """The event that ends a failed stream on every surface: named `error`, its data the
+    surface's own error body."""
+    return named_event("error", body)
+
+
+@dataclass(frozen=True, slots=True)
+class Framing(Generic[Item]):
+    """How one surface writes its streams."""
+
+    event: Callable[[Item], bytes]
+    # The event that ends a failed stream, from modelport's own status and error body
+    # (`{"detail": ...}`, SPEC 3.4).
+    error: Callable[[int, dict[str, Any]], bytes]
+    # What ends a complete stream.
+    done: bytes = b""
+
+
+class EventStream(StreamingResponse, Generic[Item]):
+    """A `text/event-stream` answer, framed by its surface, that writes every event it
+    already has in one write.
 
     An upstream's events arrive several to a network read when the worker is busy, and
     each one cost a `send()` system call of its own (25 writes for the benchmark's
@@ -37,23 +89,35 @@ class EventStream(StreamingResponse):
     cancelled (its client gone, or the shutdown's grace period over). Otherwise the
     generator would be finalised later by the garbage collector, and what its `finally`
     records (the request's usage, its limits) could come after the shutdown's last
-    usage flush, and be lost."""
+    usage flush, and be lost.
 
-    def __init__(self, content: AsyncIterator[bytes]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=STREAM_HEADERS)
-        self._events = content
+    How the stream ends (done, failed, abandoned, shutdown) is decided here, and only
+    here: see the module's docstring."""
+
+    def __init__(self, events: AsyncIterator[Item], framing: Framing[Item]) -> None:
+        # Starlette's `body_iterator` goes unused: `stream_response` reads and frames the events.
+        super().__init__(cast("AsyncIterator[bytes]", events), media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._events = events
+        self._framing = framing
 
     async def stream_response(self, send: Send) -> None:
+        started = False
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            started = True
             await self._relay(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except anyio.get_cancelled_exc_class():
+            if started and gate.expired:
+                # The shutdown's grace period is over (the middleware records the 503):
+                # the surface's error event ends the stream, so its SDK raises instead
+                # of reading what came as a complete answer.
+                await _last_write(send, self._framing.error(503, {"detail": SHUTDOWN_REASON}))
+            raise
         finally:
             aclose = getattr(self._events, "aclose", None)
             if aclose is not None:
-                # Shielded from the cancellation, but not for ever: a close that hangs
-                # must not hold the shutdown.
-                with anyio.move_on_after(5, shield=True):
+                with anyio.move_on_after(CLOSING_SECONDS, shield=True):
                     await aclose()
 
     async def _relay(self, send: Send) -> None:
@@ -76,8 +140,8 @@ class EventStream(StreamingResponse):
 
             writers.start_soon(write)
             try:
-                async for event in self._events:
-                    await unsent.put(event)
+                if last := await self._read(unsent):  # empty: a surface with no `[DONE]`
+                    await unsent.put(last)
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as exc:
@@ -87,6 +151,29 @@ class EventStream(StreamingResponse):
                 unsent.close()
         if failure is not None:
             raise failure
+
+    async def _read(self, unsent: _Unsent) -> bytes:
+        """Reads every event into `unsent`, and returns the stream's last write: the
+        framing's end of a complete stream, or its error event for a failed one."""
+        framing = self._framing
+        encode = framing.event
+        try:
+            async for item in self._events:
+                await unsent.put(encode(item))
+        except ModelportError as exc:
+            return framing.error(exc.status_code, exc.body())
+        except Exception:
+            log.exception("stream failed after it started")
+            return framing.error(500, {"detail": "internal error while streaming"})
+        return framing.done
+
+
+async def _last_write(send: Send, body: bytes) -> None:
+    """The end of a stream whose request is cancelled: shielded from the cancellation,
+    since nothing else will write it; not at all if the client is gone already."""
+    with anyio.move_on_after(CLOSING_SECONDS, shield=True):
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _Unsent:
@@ -124,29 +211,3 @@ class _Unsent:
         self._size = 0
         self._taken.set()
         return chunk
-
-
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def event(payload: BaseModel) -> bytes:
-    return b"data: " + payload.model_dump_json(exclude_none=True).encode() + b"\n\n"
-
-
-def error_event(detail: dict[str, object]) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps(detail) + b"\n\n"
-
-
-async def encode(events: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
-    try:
-        async for item in events:
-            yield event(item)
-    except ModelportError as exc:
-        yield error_event({"status_code": exc.status_code, **exc.body()})
-    except Exception:
-        log.exception("stream failed after it started")
-        yield error_event({"status_code": 500, "detail": "internal error while streaming"})
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()

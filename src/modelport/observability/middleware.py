@@ -99,7 +99,7 @@ class RequestObserver:
             # The shutdown's grace period is over: end this request cleanly here.
             task.uncancel()
             record.reason = SHUTDOWN_REASON
-            await _end_at_shutdown(send, started=started, finished=finished, streaming=record.streaming)
+            await _end_at_shutdown(send, started=started, finished=finished)
             record.status = 503
         finally:
             gate.leave(task)
@@ -123,7 +123,10 @@ class RequestObserver:
         logs.request_finished(record, seconds, access_log=self.access_log)
 
 
-async def _end_at_shutdown(send: Send, *, started: bool, finished: bool, streaming: bool) -> None:
+async def _end_at_shutdown(send: Send, *, started: bool, finished: bool) -> None:
+    """A plain request still in flight at the end of the grace period gets a 503. A
+    stream writes its own last event, in its surface's shape (`api.sse`); one that
+    could not is ended here without it."""
     if finished:
         return
     try:
@@ -133,10 +136,7 @@ async def _end_at_shutdown(send: Send, *, started: bool, finished: bool, streami
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        last = b""
-        if streaming:
-            last = b"event: error\ndata: " + orjson.dumps({"status_code": 503, "detail": SHUTDOWN_REASON}) + b"\n\n"
-        await send({"type": "http.response.body", "body": last})
+        await send({"type": "http.response.body", "body": b""})
     except OSError:
         return  # the client is gone already: nothing left to tell it
 

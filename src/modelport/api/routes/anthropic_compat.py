@@ -9,42 +9,29 @@ a one-token generation, recorded in usage like any other call.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from modelport.api import sse
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import anthropic_error
-from modelport.api.sse import EventStream
 from modelport.compat import anthropic as translate
-from modelport.errors import ModelportError
 from modelport.schemas import anthropic as wire
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["anthropic-compatible"])
 
 
-def _event(name: str, payload: dict[str, object]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+def _event(event: translate.Event) -> bytes:
+    return sse.named_event(*event)
 
 
-async def _sse(events: AsyncIterator[translate.Event]) -> AsyncIterator[bytes]:
-    try:
-        async for name, payload in events:
-            yield _event(name, payload)
-    except ModelportError as exc:
-        yield _event("error", anthropic_error(exc.status_code, exc.detail))
-    except Exception:
-        log.exception("stream failed after it started")
-        yield _event("error", anthropic_error(500, "internal error while streaming"))
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+def _error(status: int, body: dict[str, Any]) -> bytes:
+    return sse.error_event(anthropic_error(status, str(body["detail"])))
+
+
+_FRAMING: sse.Framing[translate.Event] = sse.Framing(event=_event, error=_error)
 
 
 @router.post("/v1/messages", response_model=wire.MessageResponse)
@@ -53,7 +40,7 @@ async def messages(request: Request, principal: CurrentPrincipal, service: Servi
     sampling, turns, options = translate.message_request(body)
     if body.stream:
         pieces = await service.generate_stream(principal, body.model, sampling, messages=turns, options=options)
-        return EventStream(_sse(translate.message_events(body, pieces)))
+        return sse.EventStream(translate.message_events(body, pieces), _FRAMING)
     generated = await service.generate(principal, body.model, sampling, messages=turns, options=options)
     return Response(translate.message(body, generated).model_dump_json(), media_type="application/json")
 

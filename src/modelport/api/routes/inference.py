@@ -20,6 +20,15 @@ router = APIRouter(tags=["inference"])
 BODY_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest)
 
 
+def _error(status: int, body: dict[str, Any]) -> bytes:
+    return sse.error_event({"status_code": status, **body})
+
+
+# SGP's streams: no `[DONE]` (the SDK parses every `data:` line as JSON), and an error
+# event whose data is modelport's own error body with its status.
+_FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
+
+
 def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
@@ -31,7 +40,7 @@ async def _answer(
     messages = sgp.messages(body)
     if body.stream:
         pieces = await service.generate_stream_at(principal, deployment_id, body, messages=messages)
-        return sse.EventStream(sse.encode(sgp.completion_events(body, pieces)))
+        return sse.EventStream(sgp.completion_events(body, pieces), _FRAMING)
     generated = await service.generate_at(principal, deployment_id, body, messages=messages)
     return Response(sgp.completion(body, generated).model_dump_json(exclude_none=True), media_type="application/json")
 

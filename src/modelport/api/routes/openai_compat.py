@@ -5,31 +5,29 @@ are reshaped by `api.error_shapes`.
 
 Streams end with `data: [DONE]` on /v1 (OpenAI's sentinel). The SGP SDK parses every
 `data:` line as JSON, so the beta routes send no sentinel. An error after a stream has
-started is an `error` event whose data is OpenAI's error body, which both SDKs raise.
+started (a shutdown's included) is an `error` event whose data is OpenAI's error body,
+which both SDKs raise.
 """
 
 from __future__ import annotations
 
 import base64
-import logging
 import struct
 from collections.abc import AsyncIterator
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 
+from modelport.api import sse
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
-from modelport.api.sse import EventStream
 from modelport.compat import openai as translate
-from modelport.errors import ModelportError, NotFound
+from modelport.errors import NotFound
 from modelport.schemas import openai as wire
 from modelport.schemas.catalogue import MAX_PAGE_SIZE
 from modelport.schemas.retrieval import EmbeddingRequest
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["openai-compatible"])
 
@@ -38,27 +36,18 @@ def _json(payload: BaseModel) -> Response:
     return Response(payload.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-async def _sse(events: AsyncIterator[BaseModel], *, done_sentinel: bool) -> AsyncIterator[bytes]:
-    try:
-        async for item in events:
-            yield b"data: " + item.model_dump_json(exclude_none=True).encode() + b"\n\n"
-        if done_sentinel:
-            yield b"data: [DONE]\n\n"
-    except ModelportError as exc:
-        body = openai_error(exc.status_code, exc.detail)
-        yield b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
-    except Exception:
-        log.exception("stream failed after it started")
-        yield b"event: error\ndata: " + orjson.dumps(openai_error(500, "internal error while streaming")) + b"\n\n"
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+def _error(status: int, body: dict[str, Any]) -> bytes:
+    return sse.error_event(openai_error(status, str(body["detail"])))
 
 
-def _streaming(events: AsyncIterator[BaseModel], request: Request) -> StreamingResponse:
-    done = not request.url.path.startswith("/v4/beta/")
-    return EventStream(_sse(events, done_sentinel=done))
+# /v1 ends a complete stream with OpenAI's `[DONE]`; the SGP SDK parses every `data:`
+# line of /v4/beta as JSON, so there it ends with nothing.
+_V1: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error, done=b"data: [DONE]\n\n")
+_BETA: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
+
+
+def _streaming(events: AsyncIterator[BaseModel], request: Request) -> Response:
+    return sse.EventStream(events, _BETA if request.url.path.startswith("/v4/beta/") else _V1)
 
 
 @router.post("/v1/chat/completions", response_model=wire.ChatCompletion)
