@@ -162,7 +162,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db_engine = engine  # the readiness probe reads from it
     cache = CatalogueCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
     app.state.cache = cache
-    app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
+    app.state.sessions = db.make_sessions(engine, on_catalogue_change=cache.clear)
     await prepare_database(settings, engine, app.state.sessions)
     cache.observe_generation(await db.read_generation(engine))
     vendors = VendorRegistry()

@@ -193,11 +193,11 @@ class AccountSecret(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RegistryGeneration(Base):
+class CatalogueGeneration(Base):
     """One row whose counter goes up in every transaction that changes keys, roles,
     models, deployments or secrets. Processes poll it to drop their caches."""
 
-    __tablename__ = "registry_generation"
+    __tablename__ = "registry_generation"  # its name from before the catalogue was called so
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
@@ -232,12 +232,12 @@ __all__ = [
     "AccountSecret",
     "ApiKey",
     "Base",
+    "CatalogueGeneration",
     "Deployment",
     "Identity",
     "Membership",
     "Model",
     "ModelGroup",
     "ModelTemplate",
-    "RegistryGeneration",
     "UsageRecord",
 ]
