@@ -7,7 +7,6 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.catalogue import Catalogue
 from modelport.errors import Unauthenticated
@@ -20,11 +19,6 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Dependencies are `async def` even where nothing is awaited: FastAPI runs plain `def`
 # dependencies in a thread pool, which costs more than they do, on every request.
-
-
-async def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return factory
 
 
 # Declared as a security scheme so that the OpenAPI document says how to authenticate
@@ -63,7 +57,6 @@ async def inference_service(request: Request) -> InferenceService:
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 Service = Annotated[InferenceService, Depends(inference_service)]
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(sessions)]
 
 
 async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
