@@ -219,7 +219,7 @@ def keys_create(
     from modelport.errors import NotFound
     from modelport.principal import Role
 
-    if role not in {"admin", "member"}:
+    if role not in tuple(Role):
         _fail("--role must be admin or member")
     account = console.resolve_account(account)
     limits = _key_limits(
