@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 _DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
 MAX_DURATION_SECONDS = 3650 * 86400
@@ -48,16 +49,28 @@ class KeyLimits:
         return index, start, start + length
 
 
+class Role(StrEnum):
+    """An identity's role in an account (stored and sent as its value)."""
+
+    ADMIN = "admin"  # changes the account's catalogue, keys and secrets
+    MEMBER = "member"  # reads the catalogue and calls its models
+
+
+class IdentityType(StrEnum):
+    USER = "user"  # a person (the first-start admin)
+    SERVICE_ACCOUNT = "service_account"  # made for each key an admin creates
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     identity_id: str
-    identity_type: str  # "user" | "service_account"
+    identity_type: IdentityType
     account_id: str  # the selected account
-    role: str  # the identity's role in that account: "admin" | "member"
+    role: Role  # the identity's role in that account
     is_operator: bool = False  # runs the server: may create accounts and manage any key
     key_id: str | None = None  # the API key the request came with: its limits and spend
     key_limits: KeyLimits | None = None  # None: the key has no limits
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        return self.role == Role.ADMIN

@@ -25,7 +25,7 @@ from modelport.catalogue.spend import OTHER_KEYS
 from modelport.cli.main import app as cli
 from modelport.config import Settings
 from modelport.errors import DeploymentUnavailable, EngineOverloaded
-from modelport.store import repo
+from modelport.store import usage
 from modelport.store.tables import utcnow
 from tests.conftest import ADMIN_KEY, CHAT_DEPLOYMENT, in_process, sqlite_settings
 from tests.servers import free_port
@@ -146,7 +146,7 @@ async def test_spend_shows_an_admin_only_the_keys_that_admin_may_list(
         for key_id, cost in ((operator_key, 0.5), (admin["id"], 0.25))
     ]  # fmt: skip
     async with application.state.sessions() as session, session.begin():
-        await repo.insert_usage(session, records)
+        await usage.insert_usage(session, records)
     as_admin = (await client.get("/v4/spend", headers={"x-api-key": admin["key"]})).json()
     assert operator_key not in as_admin["by_key"]
     assert as_admin["by_key"][admin["id"]] == pytest.approx(0.25)

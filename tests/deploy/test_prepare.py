@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from modelport.catalogue.keys import hash_key
-from modelport.store import db, repo
+from modelport.store import accounts, db
 
 KEY = "mp_prepared_admin_key_0123456789"
 
@@ -42,8 +42,8 @@ async def test_prepare_migrates_sets_up_once_and_can_run_again(tmp_path: Path) -
     try:
         revision = await db.current_revision(engine)
         async with db.make_sessions(engine)() as session:
-            assert await repo.count_accounts(session) == 1
-            owner = await repo.find_key_owner(session, key_hash=hash_key(KEY))
+            assert await accounts.count_accounts(session) == 1
+            owner = await accounts.find_key_owner(session, key_hash=hash_key(KEY))
     finally:
         await engine.dispose()
     assert owner is not None and owner.is_operator

@@ -396,8 +396,8 @@ def _reprice_then_revoke(bases: list[str], model_id: str, parameters: dict[str, 
 async def test_a_price_change_reaches_the_other_replica_with_a_revocation(
     replicas: tuple[list[str], str], clients: list[httpx.AsyncClient], postgres_url: str
 ) -> None:
-    """A model's prices are registry data, like keys: a change on one replica bumps the
-    registry generation that every replica watches, so the other bills the new price no
+    """A model's prices are catalogue data, like keys: a change on one replica bumps the
+    catalogue generation that every replica watches, so the other bills the new price no
     later than it refuses a key revoked after the change."""
     bases, upstream = replicas
     parameters = {"base_url": upstream, "model": "paced-0", "input_cost_per_token": IN_PRICE}

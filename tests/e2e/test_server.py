@@ -165,7 +165,7 @@ def test_concurrent_requests_are_all_served_correctly(sdk: SGPClient, deployment
         assert (finish, tokens) == ("length", limit) or (finish == "stop" and tokens is not None and tokens < limit)
 
 
-def test_the_registry_through_the_sdk(sdk: SGPClient) -> None:
+def test_the_catalogue_through_the_sdk(sdk: SGPClient) -> None:
     account = sdk.accounts.create(account_name="sdk-e2e")
     client = sdk.with_options(account_id=account.account_id)
     model = client.models.create(

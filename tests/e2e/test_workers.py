@@ -1,5 +1,5 @@
 """`modelport serve --workers 2`: two processes, one database. What one worker (or
-the CLI, a third process) changes, the other sees: keys, registry and usage."""
+the CLI, a third process) changes, the other sees: keys, catalogue and usage."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_a_key_revoked_by_the_cli_stops_working_on_every_worker(cluster: tuple[s
     assert statuses(base_url, path, created["key"]) == [200] * REQUESTS  # cached by both workers now
     revoke = [str(Path(sys.executable).parent / "modelport"), "keys", "revoke", created["id"]]
     subprocess.run(revoke, env=env, check=True, capture_output=True)
-    time.sleep(1.5)  # the workers poll the registry generation every 0.5 s
+    time.sleep(1.5)  # the workers poll the catalogue generation every 0.5 s
     assert statuses(base_url, path, created["key"]) == [401] * REQUESTS
 
 

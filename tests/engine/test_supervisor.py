@@ -179,7 +179,7 @@ async def test_an_operators_retry_cuts_a_crash_loops_backoff_short(tmp_path: Pat
         # Attaching does not cut the backoff short unless an admin asks for it...
         with pytest.raises(ModelLoadError, match="SIGKILL"):
             await pool.attach("dep", GGUF)
-        # ...by creating, changing or resetting a deployment (the registry passes retry=True).
+        # ...by creating, changing or resetting a deployment (the deployment loader passes retry=True).
         started = time.monotonic()
         await pool.attach("dep", GGUF, retry=True)
         assert time.monotonic() - started < 120  # not the 600 s backoff

@@ -1,4 +1,4 @@
-"""The per-process registry cache: what it keeps, and when it lets go."""
+"""The per-process catalogue cache: what it keeps, and when it lets go."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def test_a_change_elsewhere_empties_the_cache() -> None:
     await cache.get_or_load("key", owner)
     cache.observe_generation(7)  # nothing changed
     assert await cache.get_or_load("key", revoked) == "owner"
-    cache.observe_generation(8)  # another process wrote to the registry
+    cache.observe_generation(8)  # another process wrote to the catalogue
     assert await cache.get_or_load("key", revoked) is None
 
 

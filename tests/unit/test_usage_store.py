@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from modelport.store import db, repo
+from modelport.store import db, usage
 from modelport.store.tables import UsageRecord
 
 
@@ -39,9 +39,9 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole_and_once(databa
         start = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
         records = [_record(start, index, key_id="key-usage-store" if index % 2 else None) for index in range(1234)]
         async with sessions() as session, session.begin():
-            await repo.insert_usage(session, records)
+            await usage.insert_usage(session, records)
         async with sessions() as session, session.begin():  # written again after an unclear failure
-            await repo.insert_usage(session, records[:600])
+            await usage.insert_usage(session, records[:600])
 
         async with sessions() as session:
             mine = select(UsageRecord).where(UsageRecord.account_id == "acct-usage-store")
@@ -58,7 +58,7 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole_and_once(databa
                 )
                 assert row.cost == record["cost"]
             # The queries compare times in SQL: the stored form must be the one they expect.
-            sums = await repo.usage_by_chunk(
+            sums = await usage.usage_by_chunk(
                 session,
                 account_id="acct-usage-store",
                 deployment_id="dep-usage-store",
@@ -67,7 +67,7 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole_and_once(databa
                 chunks=2,
             )
             assert sums == {0: (1000 * 3, 1000 * 4), 1: (234 * 3, 234 * 4)}
-            spent = await repo.key_spend_since(session, key_id="key-usage-store", since=start + timedelta(seconds=1))
+            spent = await usage.key_spend_since(session, key_id="key-usage-store", since=start + timedelta(seconds=1))
             assert spent == 0.25 * 117  # the odd indexes from 1001 to 1233
             total = await session.scalar(
                 select(func.count()).select_from(UsageRecord).where(UsageRecord.account_id == "acct-usage-store")

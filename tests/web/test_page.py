@@ -122,7 +122,7 @@ def test_a_key_is_created_shown_once_and_revoked(page: Page, server: str) -> Non
     assert httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": new_key}).status_code == 401
 
 
-def test_the_views_show_the_registry_and_the_usage_chart(page: Page, server: str, tmp_path: Path) -> None:
+def test_the_views_show_the_catalogue_and_the_usage_chart(page: Page, server: str, tmp_path: Path) -> None:
     listing = httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": E2E_KEY}).json()["items"]
     [deployment] = [item for item in listing if item["name"] == CHAT_DEPLOYMENT]
     httpx.post(
@@ -133,7 +133,7 @@ def test_the_views_show_the_registry_and_the_usage_chart(page: Page, server: str
     ).raise_for_status()
     page.goto("/")
     use_key(page)
-    page.click(".tab[data-view=registry]")
+    page.click(".tab[data-view=catalogue]")
     expect(page.locator("#models-table tbody tr")).to_have_count(2)  # the chat and the embedding model
     expect(page.locator("#models-table tbody")).to_contain_text("smollm2-135m-instruct")
     expect(page.locator("#models-table tbody")).to_contain_text("all-minilm-l6-v2")

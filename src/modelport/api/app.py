@@ -40,17 +40,16 @@ from modelport.api.routes import (
 )
 from modelport.api.routes import metrics as metrics_route
 from modelport.catalogue.bootstrap import bootstrap_if_empty
-from modelport.catalogue.catalogue import Catalogue, deployment_status_recorders
-from modelport.catalogue.deployment_settings import embedded_checkpoint
+from modelport.catalogue.catalogue import Catalogue
 from modelport.catalogue.secrets import SecretBox
 from modelport.catalogue.usage import UsageRecorder
 from modelport.config import Settings
 from modelport.engine.grammar import GrammarBounds
 from modelport.engine.pool import EnginePool, resolve_checkpoint
-from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.inference.admission import LimitGate
+from modelport.inference.loader import DeploymentLoader, status_recorders
 from modelport.inference.params import CallBounds
 from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
@@ -63,7 +62,7 @@ from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
 from modelport.prompts import templates
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
-from modelport.store import db, repo
+from modelport.store import db, usage
 from modelport.store.cache import CatalogueCache
 from modelport.vendors import openai
 from modelport.vendors.adapters import COHERE, EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
@@ -101,31 +100,10 @@ def engine_settings(settings: Settings) -> EngineSettings:
 
 def start_engine_supervisor(settings: Settings) -> SupervisorThread:
     """The engine supervisor for this server (the parent's, under `--workers N`)."""
-    failed, recovered = deployment_status_recorders(settings.database_url)
+    failed, recovered = status_recorders(settings.database_url)
     supervisor = SupervisorThread(engine_settings(settings), on_failed=failed, on_recovered=recovered)
     supervisor.start()
     return supervisor
-
-
-async def _load_embedded_deployments(app: FastAPI) -> None:
-    pool: EnginePool = app.state.engine_pool
-    settings: Settings = app.state.settings
-    async with app.state.sessions() as session, session.begin():
-        for deployment, model_vendor in await repo.live_deployments(session):
-            checkpoint = embedded_checkpoint(model_vendor, deployment.vendor_configuration)
-            if checkpoint is None:
-                continue
-            try:
-                # A worker of `--workers N` shows no spinner: N of them would garble the terminal.
-                with welcome.loading(
-                    resolve_checkpoint(checkpoint, settings.policy), show_progress=not settings.engine_supervisor
-                ):
-                    await pool.attach(deployment.id, checkpoint)
-            except ModelLoadError as exc:
-                log.error("deployment %s failed to load: %s", deployment.id, exc)
-                deployment.status, deployment.status_reason = "FAILED", str(exc)
-            else:
-                deployment.status, deployment.status_reason = "READY", None
 
 
 def _register_upstream_vendors(
@@ -184,7 +162,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db_engine = engine  # the readiness probe reads from it
     cache = CatalogueCache(ttl_seconds=settings.cache_ttl_seconds, refresh_seconds=settings.cache_refresh_seconds)
     app.state.cache = cache
-    app.state.sessions = db.make_sessions(engine, on_registry_change=cache.clear)
+    app.state.sessions = db.make_sessions(engine, on_catalogue_change=cache.clear)
     await prepare_database(settings, engine, app.state.sessions)
     cache.observe_generation(await db.read_generation(engine))
     vendors = VendorRegistry()
@@ -199,20 +177,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = EnginePool(SupervisorClient(control), settings.policy, stall_seconds=settings.engine_stall_seconds)
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool, GrammarBounds.from_settings(settings)))
-        try:
-            await _load_embedded_deployments(app)
-        except BaseException:
-            if own_supervisor is not None:  # no engine outlives a start-up that failed
-                await asyncio.to_thread(own_supervisor.stop)
-            raise
+    loader = DeploymentLoader(app.state.sessions, app.state.engine_pool)
+    try:
+        # A worker of `--workers N` shows no spinner: N of them would garble the terminal.
+        await loader.load_at_start(
+            lambda checkpoint: welcome.loading(
+                resolve_checkpoint(checkpoint, settings.policy), show_progress=not settings.engine_supervisor
+            )
+        )
+    except BaseException:
+        if own_supervisor is not None:  # no engine outlives a start-up that failed
+            await asyncio.to_thread(own_supervisor.stop)
+        raise
     _register_upstream_vendors(vendors, settings, app.state.upstream_transport)
     app.state.vendors = vendors
-    usage = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
-    usage.start()
-    app.state.usage = usage
-    app.state.catalogue = Catalogue(app.state.sessions, app.state.engine_pool, settings.policy, adapters=vendors.has)
+    recorder = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
+    recorder.start()
+    app.state.usage = recorder
     box = SecretBox(settings.secret_key)
-    app.state.secret_box = box
+    app.state.catalogue = Catalogue(
+        app.state.sessions,
+        cache=cache,
+        loads=loader,
+        usage=recorder,
+        box=box,
+        policy=settings.policy,
+        adapters=vendors.has,
+    )
     health = PassiveHealth(
         failures_to_set_aside=settings.routing_failures_to_set_aside,
         cooldown_seconds=settings.routing_cooldown_seconds,
@@ -227,7 +218,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.service = InferenceService(
         app.state.sessions,
         vendors,
-        usage=observed_usage(usage.record),
+        usage=observed_usage(recorder.record),
         secrets=box,
         cache=cache,
         policy=settings.policy,
@@ -236,9 +227,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         call_bounds=CallBounds(max_messages=settings.max_messages, max_tools=settings.max_tools),
         default_max_tokens=settings.limits_default_max_tokens,
     )
-    poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="registry-cache")
+    poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="catalogue-cache")
     resets = asyncio.create_task(
-        app.state.catalogue.watch_resets(lambda: db.read_generation(engine), settings.cache_refresh_seconds),
+        loader.watch_resets(lambda: db.read_generation(engine), settings.cache_refresh_seconds),
         name="deployment-resets",
     )
     freeze_startup_heap()
@@ -251,7 +242,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await limits.aclose()
-        await usage.close()
+        await recorder.close()
         await vendors.aclose()
         if own_supervisor is not None:
             await asyncio.to_thread(own_supervisor.stop)
@@ -262,7 +253,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> LimitGate:
     async def spend_since(key_id: str, since: float) -> float:
         async with sessions() as session:
-            return await repo.key_spend_since(session, key_id=key_id, since=datetime.fromtimestamp(since, UTC))
+            return await usage.key_spend_since(session, key_id=key_id, since=datetime.fromtimestamp(since, UTC))
 
     limiter = build_limiter(
         redis_url=settings.redis_url,

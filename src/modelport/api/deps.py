@@ -1,4 +1,4 @@
-"""Request dependencies: who is calling, in which account, and the service."""
+"""Request dependencies: who is calling, in which account, the catalogue and the service."""
 
 from __future__ import annotations
 
@@ -7,27 +7,18 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.catalogue import Catalogue
-from modelport.catalogue.keys import hash_key
-from modelport.errors import Forbidden, Unauthenticated
+from modelport.errors import Unauthenticated
 from modelport.inference.service import InferenceService
 from modelport.principal import Principal
 from modelport.schemas.catalogue import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
-from modelport.store import repo
-from modelport.store.cache import CatalogueCache
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 # Dependencies are `async def` even where nothing is awaited: FastAPI runs plain `def`
 # dependencies in a thread pool, which costs more than they do, on every request.
-
-
-async def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    return factory
 
 
 # Declared as a security scheme so that the OpenAPI document says how to authenticate
@@ -47,36 +38,8 @@ async def current_principal(
     api_key = x_api_key or _bearer_token(headers.get("authorization"))
     if not api_key:
         raise Unauthenticated("missing API key: send an x-api-key header or Authorization: Bearer <key>")
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    cache: CatalogueCache = request.app.state.cache
-    key_hash = hash_key(api_key)
-
-    async def load_owner() -> repo.KeyOwner | None:
-        async with factory() as session:
-            return await repo.find_key_owner(session, key_hash=key_hash)
-
-    owner = await cache.get_or_load(("key", key_hash), load_owner)
-    # One answer for unknown and revoked keys: errors never say whether a key exists.
-    if owner is None:
-        raise Unauthenticated("invalid API key")
-    account_id = headers.get(SELECTED_ACCOUNT_HEADER) or owner.default_account_id
-
-    async def load_role() -> str | None:
-        async with factory() as session:
-            return await repo.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
-
-    role = await cache.get_or_load(("role", owner.identity_id, account_id), load_role)
-    if role is None:
-        raise Forbidden(f"this API key's identity is not a member of account {account_id}")
-    return Principal(
-        identity_id=owner.identity_id,
-        identity_type=owner.identity_type,
-        account_id=account_id,
-        role=role,
-        is_operator=owner.is_operator,
-        key_id=owner.key_id,
-        key_limits=owner.limits,
-    )
+    found: Catalogue = request.app.state.catalogue
+    return await found.access.principal(api_key, headers.get(SELECTED_ACCOUNT_HEADER))
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -94,7 +57,6 @@ async def inference_service(request: Request) -> InferenceService:
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 Service = Annotated[InferenceService, Depends(inference_service)]
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(sessions)]
 
 
 async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
@@ -103,12 +65,12 @@ async def parse_body(request: Request, schema: type[ModelT]) -> ModelT:
     return schema.model_validate_json(await request.body())
 
 
-async def registry(request: Request) -> Catalogue:
+async def catalogue(request: Request) -> Catalogue:
     found: Catalogue = request.app.state.catalogue
     return found
 
 
-CatalogueDep = Annotated[Catalogue, Depends(registry)]
+CatalogueDep = Annotated[Catalogue, Depends(catalogue)]
 PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 

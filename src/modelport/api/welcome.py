@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.catalogue.bootstrap import FirstStart
 from modelport.catalogue.keys import hash_key
 from modelport.config import Settings
-from modelport.store import repo
+from modelport.store import accounts
 
 log = logging.getLogger("modelport")
 
@@ -60,7 +60,7 @@ async def warn_if_api_key_is_stale(sessions: async_sessionmaker[AsyncSession], a
     if not api_key:
         return
     async with sessions() as session:
-        owner = await repo.find_key_owner(session, key_hash=hash_key(api_key))
+        owner = await accounts.find_key_owner(session, key_hash=hash_key(api_key))
     if owner is None:
         log.warning(
             "MODELPORT_API_KEY matches no active key: it is only stored on the first start (or it was revoked). "

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.keys import display_prefix, generate_key, hash_key
-from modelport.store import repo
+from modelport.principal import IdentityType, Role
+from modelport.schemas.catalogue import DeploymentStatus
+from modelport.store import accounts, repo
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +37,22 @@ async def bootstrap_if_empty(
     sessions: async_sessionmaker[AsyncSession], *, api_key: str | None, context_window: int
 ) -> FirstStart | None:
     async with sessions() as session, session.begin():
-        if await repo.count_accounts(session) > 0:
+        if await accounts.count_accounts(session) > 0:
             return None
-        account = await repo.create_account(session, name="default")
-        identity = await repo.create_identity(
-            session, name="admin", identity_type="user", default_account_id=account.id, is_operator=True
+        account = await accounts.create_account(session, name="default")
+        identity = await accounts.create_identity(
+            session, name="admin", identity_type=IdentityType.USER, default_account_id=account.id, is_operator=True
         )
-        await repo.add_membership(session, identity_id=identity.id, account_id=account.id, role="admin")
+        await accounts.add_membership(session, identity_id=identity.id, account_id=account.id, role=Role.ADMIN)
         key = api_key or generate_key()
-        await repo.create_api_key(
+        await accounts.create_api_key(
             session,
             identity_id=identity.id,
             key_hash=hash_key(key),
             display_prefix=display_prefix(key),
             name="first admin key",
         )
-        creator = {"created_by_user_id": identity.id, "created_by_identity_type": "user"}
+        creator = {"created_by_user_id": identity.id, "created_by_identity_type": IdentityType.USER}
         model = await repo.create_model(
             session,
             account_id=account.id,
@@ -72,7 +74,7 @@ async def bootstrap_if_empty(
             account_id=account.id,
             model_id=model.id,
             name=f"{DEFAULT_MODEL_NAME}-embedded",
-            status="PENDING",
+            status=DeploymentStatus.PENDING,  # loaded by the server's start-up load
             vendor_configuration={
                 "vendor": "LLMENGINE",
                 "model_name": DEFAULT_MODEL_NAME,
@@ -101,7 +103,7 @@ async def bootstrap_if_empty(
             account_id=account.id,
             model_id=embedding_model.id,
             name=f"{DEFAULT_EMBEDDING_MODEL_NAME}-embedded",
-            status="PENDING",
+            status=DeploymentStatus.PENDING,  # loaded by the server's start-up load
             vendor_configuration={
                 "vendor": "LLMENGINE",
                 "model_name": DEFAULT_EMBEDDING_MODEL_NAME,

@@ -13,8 +13,11 @@ import hashlib
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.errors import DeploymentUnavailable, MissingCredential
-from modelport.store import repo
+from modelport.catalogue.access import require_admin
+from modelport.errors import DeploymentUnavailable, MissingCredential, NotFound
+from modelport.principal import Principal
+from modelport.schemas.catalogue import SecretOut
+from modelport.store import secrets
 
 
 class SecretBox:
@@ -46,7 +49,34 @@ async def resolve_secret(
     sessions: async_sessionmaker[AsyncSession], box: SecretBox, *, account_id: str, name: str
 ) -> str:
     async with sessions() as session:
-        stored = await repo.get_secret(session, account_id=account_id, name=name)
+        stored = await secrets.get_secret(session, account_id=account_id, name=name)
     if stored is None:
         raise MissingCredential(f"the credential is missing: this account has no secret named {name!r}")
     return box.open(stored.ciphertext, name=name)
+
+
+class Secrets:
+    """An account's secrets, an admin's to write, list (names only) and delete."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], box: SecretBox) -> None:
+        self._sessions = sessions
+        self.box = box
+
+    async def put(self, principal: Principal, name: str, value: str) -> SecretOut:
+        require_admin(principal)
+        sealed = self.box.seal(value)
+        async with self._sessions() as session, session.begin():
+            secret = await secrets.put_secret(session, account_id=principal.account_id, name=name, ciphertext=sealed)
+            return SecretOut(name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at)
+
+    async def list(self, principal: Principal) -> list[SecretOut]:
+        require_admin(principal)
+        async with self._sessions() as session:
+            rows = await secrets.list_secrets(session, account_id=principal.account_id)
+        return [SecretOut(name=row.name, created_at=row.created_at, updated_at=row.updated_at) for row in rows]
+
+    async def delete(self, principal: Principal, name: str) -> None:
+        require_admin(principal)
+        async with self._sessions() as session, session.begin():
+            if not await secrets.delete_secret(session, account_id=principal.account_id, name=name):
+                raise NotFound(f"secret {name} not found")

@@ -7,10 +7,10 @@ from collections.abc import Container
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.catalogue.catalogue import require_admin
+from modelport.catalogue.access import require_admin
 from modelport.principal import Principal
 from modelport.schemas.catalogue import SpendReport
-from modelport.store import repo
+from modelport.store import accounts, usage
 
 # In `by_key`, the spend of the keys the reader may not see (another user's, the
 # operator's), summed: the totals still add up, and no key id is shown to whom
@@ -24,8 +24,8 @@ async def account_spend(
     """The account's spend; with `visible_keys`, the keys outside it are summed under
     OTHER_KEYS (a key-less record, from before spend was kept, stays under "")."""
     async with sessions() as session:
-        by_key = await repo.account_spend(session, account_id=account_id, by="key_id")
-        by_deployment = await repo.account_spend(session, account_id=account_id, by="deployment_id")
+        by_key = await usage.account_spend(session, account_id=account_id, by="key_id")
+        by_deployment = await usage.account_spend(session, account_id=account_id, by="deployment_id")
     if visible_keys is not None:
         shown: dict[str, float] = {}
         for key_id, total in by_key.items():
@@ -47,7 +47,7 @@ async def spend_report(sessions: async_sessionmaker[AsyncSession], principal: Pr
     if principal.is_operator:
         return await account_spend(sessions, principal.account_id)
     async with sessions() as session:
-        keys = await repo.list_keys(session, account_id=principal.account_id, identity_id=principal.identity_id)
+        keys = await accounts.list_keys(session, account_id=principal.account_id, identity_id=principal.identity_id)
     return await account_spend(sessions, principal.account_id, visible_keys={key.id for key, _ in keys})
 
 

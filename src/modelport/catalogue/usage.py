@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.errors import ValidationFailed
 from modelport.generation import UsageEvent
+from modelport.principal import Principal
 from modelport.schemas.catalogue import ModelUsage, UsagePoint
-from modelport.store import repo
+from modelport.store import usage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class UsageRecorder:
                 return
             try:
                 async with self._sessions() as session, session.begin():
-                    await repo.insert_usage(session, batch)
+                    await usage.insert_usage(session, batch)
             except BaseException:
                 # Keep the records for the next attempt rather than lose them, also when
                 # the writer is cancelled mid-write (at shutdown `close` cancels it, then
@@ -116,7 +117,7 @@ async def usage_statistics(
     if not 1 <= chunks <= MAX_CHUNKS:
         raise ValidationFailed(f"chunks must be between 1 and {MAX_CHUNKS}")
     async with sessions() as session:
-        sums = await repo.usage_by_chunk(
+        sums = await usage.usage_by_chunk(
             session, account_id=account_id, deployment_id=deployment_id, start=start, end=end, chunks=chunks
         )
     width = (end - start) / chunks
@@ -134,4 +135,33 @@ async def usage_statistics(
     return ModelUsage(data=points, start_date=start, end_date=end)
 
 
-__all__ = ["UsageRecorder", "usage_statistics"]
+class UsageStatistics:
+    """Token usage per chunk of time, of the deployments a caller names (one, a
+    model's, a group's). Usage is written in batches off the hot path; a read first
+    writes what this process has pending, so it includes the calls made just before."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], recorder: UsageRecorder) -> None:
+        self._sessions = sessions
+        self._recorder = recorder
+
+    async def of(
+        self,
+        principal: Principal,
+        deployment_id: str | Sequence[str],
+        *,
+        start: datetime,
+        end: datetime,
+        chunks: int,
+    ) -> ModelUsage:
+        await self._recorder.flush()
+        return await usage_statistics(
+            self._sessions,
+            account_id=principal.account_id,
+            deployment_id=deployment_id,
+            start=start,
+            end=end,
+            chunks=chunks,
+        )
+
+
+__all__ = ["UsageRecorder", "UsageStatistics", "usage_statistics"]

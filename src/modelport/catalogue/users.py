@@ -8,15 +8,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.errors import Unauthenticated
 from modelport.principal import Principal
 from modelport.schemas.groups import AccessProfile, AccessProfileAccount, AccessProfileIdentity, UserInfo
-from modelport.store import repo
+from modelport.store import accounts
 
 
 async def user_info(sessions: async_sessionmaker[AsyncSession], principal: Principal) -> UserInfo:
     async with sessions() as session:
-        identity = await repo.get_identity(session, identity_id=principal.identity_id)
+        identity = await accounts.get_identity(session, identity_id=principal.identity_id)
         if identity is None:  # deleted since its key was cached
             raise Unauthenticated("invalid API key")
-        memberships = await repo.memberships_of(session, identity_id=identity.id)
+        memberships = await accounts.memberships_of(session, identity_id=identity.id)
     return UserInfo(
         id=identity.id,
         # modelport keeps no e-mail addresses; the SDK's type requires the field.

@@ -169,11 +169,11 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @accounts_app.command("create")
 def accounts_create(name: Annotated[str, typer.Argument(help="The account's name.")]) -> None:
     """Create an account; prints its id. Give it an admin with `keys create --role admin`."""
-    from modelport.store import repo
+    from modelport.store import accounts
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> str:
         async with sessions() as session, session.begin():
-            return (await repo.create_account(session, name=name)).id
+            return (await accounts.create_account(session, name=name)).id
 
     typer.echo(_with_database(work))
 
@@ -215,10 +215,11 @@ def keys_create(
     budget_duration: DurationOption = None,
 ) -> None:
     """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
-    from modelport.catalogue.catalogue import create_key
+    from modelport.catalogue.access import create_key
     from modelport.errors import NotFound
+    from modelport.principal import Role
 
-    if role not in {"admin", "member"}:
+    if role not in tuple(Role):
         _fail("--role must be admin or member")
     account = console.resolve_account(account)
     limits = _key_limits(
@@ -230,7 +231,7 @@ def keys_create(
     )
     try:
         created = _with_database(
-            lambda sessions: create_key(sessions, account_id=account, role=role, name=name, limits=limits)
+            lambda sessions: create_key(sessions, account_id=account, role=Role(role), name=name, limits=limits)
         )
     except NotFound as exc:
         _fail(exc.detail)
@@ -244,13 +245,14 @@ def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")])
     from rich.console import Console
     from rich.table import Column, Table
 
-    from modelport.store import repo
+    from modelport.principal import Role
+    from modelport.store import accounts
 
     account = console.resolve_account(account)
 
-    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[Any, str]]:
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[Any, Role]]:
         async with sessions() as session:
-            return await repo.list_keys(session, account_id=account, identity_id="", everyone=True)
+            return await accounts.list_keys(session, account_id=account, identity_id="", everyone=True)
 
     fold = {"overflow": "fold"}  # a narrow terminal folds these rather than cut them
     table = Table(
@@ -279,7 +281,7 @@ def keys_update(
     ] = None,
 ) -> None:
     """Change a key's limits; the options left out stay as they are."""
-    from modelport.catalogue.catalogue import apply_key_changes
+    from modelport.catalogue.access import apply_key_changes
     from modelport.limits.base import LIMIT_NAMES
     from modelport.store.tables import ApiKey
 
@@ -348,7 +350,7 @@ def deployments_reset(
     """Load a FAILED deployment again: it is PENDING until a running server has loaded it
     (within a second or so; an engine waiting out its crash-loop backoff starts at once),
     or until the next start."""
-    from modelport.catalogue.catalogue import reset_deployment
+    from modelport.inference.loader import reset_deployment
 
     deployment = _with_database(lambda sessions: reset_deployment(sessions, deployment_id))
     if deployment is None:

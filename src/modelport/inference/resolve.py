@@ -24,6 +24,7 @@ from modelport.inference.params import check_bindings
 from modelport.policy import ServerPolicy
 from modelport.principal import Principal
 from modelport.prompts.templates import substitute_bindings_async
+from modelport.schemas.catalogue import DeploymentStatus
 from modelport.store import repo
 from modelport.store.cache import CatalogueCache
 from modelport.vendors.adapters import VendorRegistry
@@ -74,7 +75,7 @@ class Resolver:
         """The deployment, READY and of a model type in `serves`; else 404, 503, or 400
         ending with `wrong_type` (what the endpoint needs, for the caller to read)."""
         view = await self._view(principal.account_id, deployment_id)
-        if view.status != "READY":
+        if view.status != DeploymentStatus.READY:
             reason = f": {view.status_reason}" if view.status_reason else ""
             raise DeploymentUnavailable(f"deployment {deployment_id} is {view.status}{reason}")
         if view.model_type not in serves:

@@ -29,7 +29,7 @@ against the deployment's health. Errors that are the caller's (400, 404, 422) ar
 at once. If every candidate is set aside, they are all tried anyway: a deployment that
 may have recovered beats a certain failure.
 
-A route is cached with the registry cache (`cache.py`), so the per-request cost is a
+A route is cached with the catalogue cache (`store/cache.py`), so the per-request cost is a
 dictionary lookup and a counter.
 """
 

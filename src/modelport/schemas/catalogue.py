@@ -1,8 +1,9 @@
-"""Wire models of the registry (SPEC.md 2), shaped as the SDK's types expect."""
+"""Wire models of the catalogue (SPEC.md 2), shaped as the SDK's types expect."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -10,9 +11,8 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from modelport.policy import credential_setting, redacted_url
-from modelport.principal import parse_duration
+from modelport.principal import IdentityType, Role, parse_duration
 from modelport.schemas.json_value import JsonInt, JsonObject
-from modelport.store.tables import Deployment, Model
 
 ModelType = Literal["COMPLETION", "CHAT_COMPLETION", "AGENT", "EMBEDDING", "RERANKING", "GENERIC", "BUNDLE"]
 ModelVendor = Literal[
@@ -32,6 +32,14 @@ MAX_PAGE_SIZE = 10_000
 MAX_PAGE_NUMBER = 1_000_000
 
 ItemT = TypeVar("ItemT")
+
+
+class DeploymentStatus(StrEnum):
+    """A deployment's life; only `inference.loader.DeploymentLoader` moves it on."""
+
+    PENDING = "PENDING"  # its file is being loaded (or waits for a server to load it)
+    READY = "READY"  # it takes requests
+    FAILED = "FAILED"  # its file could not be loaded, or its engine keeps crashing (status_reason says why)
 
 
 class _Out(BaseModel):
@@ -55,7 +63,7 @@ class ModelInstanceOut(_Out):
     id: str
     account_id: str
     created_at: datetime
-    created_by_identity_type: str
+    created_by_identity_type: IdentityType
     created_by_user_id: str
     deployment_count: int
     model_type: str
@@ -77,75 +85,20 @@ class ModelInstanceOut(_Out):
     # With view=ModelGroup: the model's group (SDK `ModelGroup`).
     model_group: dict[str, Any] | None = None
 
-    @classmethod
-    def of(
-        cls,
-        model: Model,
-        *,
-        deployment_count: int,
-        deployments: list[Deployment] | None = None,
-        model_group: dict[str, Any] | None = None,
-    ) -> ModelInstanceOut:
-        return cls(
-            id=model.id,
-            account_id=model.account_id,
-            created_at=model.created_at,
-            created_by_identity_type=model.created_by_identity_type,
-            created_by_user_id=model.created_by_user_id,
-            deployment_count=deployment_count,
-            model_type=model.model_type,
-            name=model.name,
-            request_schema=model.request_schema or {},
-            response_schema={},
-            supports_multi_turn=model.model_type == "CHAT_COMPLETION",
-            base_model_id=model.base_model_id,
-            base_model_metadata=model.base_model_metadata,
-            description=model.description,
-            display_name=model.display_name,
-            model_card=model.model_card,
-            model_creation_parameters=redact(model.model_creation_parameters),
-            model_group_id=model.model_group_id,
-            model_template_id=model.model_template_id,
-            model_vendor=model.model_vendor,
-            training_data_card=model.training_data_card,
-            deployments=None if deployments is None else [DeploymentOut.of(d) for d in deployments],
-            model_group=model_group,
-        )
-
 
 class DeploymentOut(_Out):
     id: str
     account_id: str
     created_at: datetime
-    created_by_identity_type: str
+    created_by_identity_type: IdentityType
     created_by_user_id: str
     name: str
-    status: str
+    status: DeploymentStatus
     deployment_metadata: dict[str, Any] | None = None
     model_creation_parameters: dict[str, Any] | None = None
     model_endpoint_id: str | None = None
     model_instance_id: str | None = None
     vendor_configuration: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, deployment: Deployment) -> DeploymentOut:
-        metadata = dict(deployment.deployment_metadata or {})
-        if deployment.status_reason:
-            metadata.setdefault("status_reason", deployment.status_reason)
-        return cls(
-            id=deployment.id,
-            account_id=deployment.account_id,
-            created_at=deployment.created_at,
-            created_by_identity_type=deployment.created_by_identity_type,
-            created_by_user_id=deployment.created_by_user_id,
-            name=deployment.name,
-            status=deployment.status,
-            deployment_metadata=metadata or None,
-            model_creation_parameters=redact(deployment.model_creation_parameters),
-            model_endpoint_id=deployment.model_endpoint_id,
-            model_instance_id=deployment.model_id,
-            vendor_configuration=deployment.vendor_configuration,
-        )
 
 
 def redact(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -358,7 +311,7 @@ class KeyOut(_Out):
     id: str
     name: str
     display_prefix: str
-    role: str
+    role: Role
     identity_id: str
     created_at: datetime
     revoked_at: datetime | None = None
@@ -378,6 +331,14 @@ class SpendReport(_Out):
     spend: float
     by_key: dict[str, float]
     by_deployment: dict[str, float]
+
+
+class SecretOut(BaseModel):
+    """An account secret as listed: its name and times, never its value."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
 
 
 class KeyCreated(KeyOut):

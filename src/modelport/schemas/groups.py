@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from modelport.principal import IdentityType, Role
 from modelport.schemas.catalogue import ModelType, Name, ShortText, _In, _no_default, _not_null, _Out
-from modelport.store.tables import ModelGroup, ModelTemplate
 
 EndpointType = Literal["SYNC", "ASYNC", "STREAMING", "BATCH"]
 GpuType = Literal[
@@ -42,25 +42,15 @@ class ModelGroupUpdate(_In):
 
 
 class ModelGroupOut(_Out):
+    model_config = ConfigDict(from_attributes=True)  # read from its row
+
     id: str
     account_id: str
     created_at: datetime
-    created_by_identity_type: str
+    created_by_identity_type: IdentityType
     created_by_user_id: str
     name: str
     description: str | None = None
-
-    @classmethod
-    def of(cls, group: ModelGroup) -> ModelGroupOut:
-        return cls(
-            id=group.id,
-            account_id=group.account_id,
-            created_at=group.created_at,
-            created_by_identity_type=group.created_by_identity_type,
-            created_by_user_id=group.created_by_user_id,
-            name=group.name,
-            description=group.description,
-        )
 
 
 # --- model templates -------------------------------------------------------------------------
@@ -145,10 +135,12 @@ class ModelTemplateCreate(_In):
 
 
 class ModelTemplateOut(_Out):
+    model_config = ConfigDict(from_attributes=True)  # read from its row
+
     id: str
     account_id: str
     created_at: datetime
-    created_by_identity_type: str
+    created_by_identity_type: IdentityType
     created_by_user_id: str
     endpoint_type: str
     model_type: str
@@ -157,23 +149,6 @@ class ModelTemplateOut(_Out):
     endpoint_protocol: str | None = None
     model_creation_parameters_schema: dict[str, object] | None = None
     model_request_parameters_schema: dict[str, object] | None = None
-
-    @classmethod
-    def of(cls, template: ModelTemplate) -> ModelTemplateOut:
-        return cls(
-            id=template.id,
-            account_id=template.account_id,
-            created_at=template.created_at,
-            created_by_identity_type=template.created_by_identity_type,
-            created_by_user_id=template.created_by_user_id,
-            endpoint_type=template.endpoint_type,
-            model_type=template.model_type,
-            name=template.name,
-            vendor_configuration=template.vendor_configuration,
-            endpoint_protocol=template.endpoint_protocol,
-            model_creation_parameters_schema=template.model_creation_parameters_schema,
-            model_request_parameters_schema=template.model_request_parameters_schema,
-        )
 
 
 # --- /user-info -----------------------------------------------------------------------------
@@ -187,7 +162,7 @@ class AccessProfileAccount(_Out):
 
 class AccessProfileIdentity(_Out):
     id: str
-    type: str
+    type: IdentityType
     object: Literal["identity"] = "identity"
 
 
@@ -195,7 +170,7 @@ class AccessProfile(_Out):
     id: str
     account: AccessProfileAccount
     identity: AccessProfileIdentity
-    role: str
+    role: Role
 
 
 class UserInfo(_Out):

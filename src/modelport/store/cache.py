@@ -1,7 +1,7 @@
 """What every request reads, kept in memory: key owners, roles, deployments, secrets.
 
 Without it each inference request costs three or four database round trips before the
-vendor is even called. Entries stay valid until the registry changes:
+vendor is even called. Entries stay valid until the catalogue changes:
 
 - every transaction that writes keys, memberships, models, deployments or secrets also
   bumps the one-row `registry_generation` counter (see `store/db.py`);
@@ -95,7 +95,7 @@ class CatalogueCache:
             try:
                 generation: int | None = await read_generation()
             except Exception as exc:  # the database is down: fail closed, keep polling
-                log.warning("could not read the registry generation (%s); cache emptied", exc)
+                log.warning("could not read the catalogue generation (%s); cache emptied", exc)
                 generation = None
             self.observe_generation(generation)
             await asyncio.sleep(self.refresh_seconds)

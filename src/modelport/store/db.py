@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, UOWTransaction
 
-from modelport.store.tables import AccountSecret, ApiKey, Deployment, Identity, Membership, Model, RegistryGeneration
+from modelport.store.tables import AccountSecret, ApiKey, CatalogueGeneration, Deployment, Identity, Membership, Model
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -39,33 +39,33 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def make_sessions(
-    engine: AsyncEngine, *, on_registry_change: Callable[[], None] | None = None
+    engine: AsyncEngine, *, on_catalogue_change: Callable[[], None] | None = None
 ) -> async_sessionmaker[Any]:
-    """Sessions for `engine`. `on_registry_change` is called after every commit that
+    """Sessions for `engine`. `on_catalogue_change` is called after every commit that
     changed what `modelport.store.cache` holds (this process's cache drops its entries)."""
-    info = {_LISTENERS: [on_registry_change] if on_registry_change else []}
+    info = {_LISTENERS: [on_catalogue_change] if on_catalogue_change else []}
     return async_sessionmaker(engine, expire_on_commit=False, info=info)
 
 
-# --- registry change tracking ------------------------------------------------------
+# --- catalogue change tracking -----------------------------------------------------
 # Written by hand in one place rather than at every write site, so no write can forget
 # it: any flush that touches these tables bumps the shared generation counter in the
 # same transaction, and a commit tells this process's listeners.
 
-_REGISTRY_TABLES = (ApiKey, Identity, Membership, Model, Deployment, AccountSecret)
-_CHANGED = "modelport_registry_changed"
-_LISTENERS = "modelport_registry_listeners"
+_CATALOGUE_TABLES = (ApiKey, Identity, Membership, Model, Deployment, AccountSecret)
+_CHANGED = "modelport_catalogue_changed"
+_LISTENERS = "modelport_catalogue_listeners"
 
 
 @event.listens_for(Session, "after_flush")
 def _bump_generation(session: Session, _flush: UOWTransaction) -> None:
     # In after_flush, new/dirty/deleted still list what this flush wrote.
     touched = (*session.new, *session.dirty, *session.deleted)
-    if session.info.get(_CHANGED) or not any(isinstance(row, _REGISTRY_TABLES) for row in touched):
+    if session.info.get(_CHANGED) or not any(isinstance(row, _CATALOGUE_TABLES) for row in touched):
         return
     session.info[_CHANGED] = True
     session.connection().execute(
-        update(RegistryGeneration).where(RegistryGeneration.id == 1).values(value=RegistryGeneration.value + 1)
+        update(CatalogueGeneration).where(CatalogueGeneration.id == 1).values(value=CatalogueGeneration.value + 1)
     )
 
 
@@ -81,7 +81,7 @@ def _forget_change(session: Session) -> None:
     session.info.pop(_CHANGED, None)
 
 
-_READ_GENERATION = select(RegistryGeneration.value).where(RegistryGeneration.id == 1)
+_READ_GENERATION = select(CatalogueGeneration.value).where(CatalogueGeneration.id == 1)
 
 
 async def read_generation(engine: AsyncEngine) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -22,6 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import false
 
+from modelport.principal import IdentityType, Role
+from modelport.schemas.catalogue import DeploymentStatus
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -29,6 +34,19 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def stored_as_text(values: type[StrEnum]) -> Enum:
+    """A StrEnum column stored as its values in a VARCHAR(20), as the plain strings
+    were before (no database enum type, no constraint, no migration): rows read back
+    are the enum's members."""
+    return Enum(
+        values,
+        native_enum=False,
+        create_constraint=False,
+        length=20,
+        values_callable=lambda members: [member.value for member in members],
+    )
 
 
 class Base(DeclarativeBase):
@@ -50,7 +68,7 @@ class Identity(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
-    identity_type: Mapped[str] = mapped_column(String(20))  # "user" | "service_account"
+    identity_type: Mapped[IdentityType] = mapped_column(stored_as_text(IdentityType))
     default_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     # Runs the server: creates accounts, manages any key (see modelport/policy.py).
     is_operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -62,7 +80,7 @@ class Membership(Base):
 
     identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
-    role: Mapped[str] = mapped_column(String(20))  # "admin" | "member"
+    role: Mapped[Role] = mapped_column(stored_as_text(Role))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -108,7 +126,7 @@ class Model(Base):
     model_template_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_user_id: Mapped[str] = mapped_column(String(36))
-    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+    created_by_identity_type: Mapped[IdentityType] = mapped_column(stored_as_text(IdentityType))
 
 
 class Deployment(Base):
@@ -118,7 +136,7 @@ class Deployment(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[DeploymentStatus] = mapped_column(stored_as_text(DeploymentStatus))
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
     vendor_configuration: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     model_creation_parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -126,7 +144,7 @@ class Deployment(Base):
     model_endpoint_id: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_user_id: Mapped[str] = mapped_column(String(36))
-    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+    created_by_identity_type: Mapped[IdentityType] = mapped_column(stored_as_text(IdentityType))
 
 
 class ModelGroup(Base):
@@ -140,7 +158,7 @@ class ModelGroup(Base):
     description: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_user_id: Mapped[str] = mapped_column(String(36))
-    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+    created_by_identity_type: Mapped[IdentityType] = mapped_column(stored_as_text(IdentityType))
 
 
 class ModelTemplate(Base):
@@ -160,7 +178,7 @@ class ModelTemplate(Base):
     model_request_parameters_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_user_id: Mapped[str] = mapped_column(String(36))
-    created_by_identity_type: Mapped[str] = mapped_column(String(20))
+    created_by_identity_type: Mapped[IdentityType] = mapped_column(stored_as_text(IdentityType))
 
 
 class AccountSecret(Base):
@@ -175,11 +193,11 @@ class AccountSecret(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RegistryGeneration(Base):
+class CatalogueGeneration(Base):
     """One row whose counter goes up in every transaction that changes keys, roles,
     models, deployments or secrets. Processes poll it to drop their caches."""
 
-    __tablename__ = "registry_generation"
+    __tablename__ = "registry_generation"  # its name from before the catalogue was called so
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
@@ -214,12 +232,12 @@ __all__ = [
     "AccountSecret",
     "ApiKey",
     "Base",
+    "CatalogueGeneration",
     "Deployment",
     "Identity",
     "Membership",
     "Model",
     "ModelGroup",
     "ModelTemplate",
-    "RegistryGeneration",
     "UsageRecord",
 ]

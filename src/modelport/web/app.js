@@ -1,4 +1,4 @@
-// The modelport page: a playground and views of the registry, keys and usage.
+// The modelport page: a playground and views of the catalogue, keys and usage.
 // Plain browser JavaScript, no build step. The API key is kept in sessionStorage (gone
 // when the tab closes) and sent only as the x-api-key header, never in a URL.
 "use strict";
@@ -142,7 +142,7 @@ function showView(name) {
     await loadDeployments();
     await loadUsage();
   };
-  const loaders = { playground: loadDeployments, registry: loadRegistry, keys: loadKeys, usage: showUsage };
+  const loaders = { playground: loadDeployments, catalogue: loadCatalogue, keys: loadKeys, usage: showUsage };
   loaders[name]().catch(reportFailure);
 }
 
@@ -170,7 +170,7 @@ function forgetKey() {
   showView(currentView());
 }
 
-// ---------------------------------------------------------------- registry
+// ---------------------------------------------------------------- catalogue
 
 // The playground chats, so it offers the deployments of models that generate text;
 // usage can be drawn for every deployment (embeddings count tokens too).
@@ -204,7 +204,7 @@ function statusBadge(status) {
   return element("span", { class: `status status-${status.toLowerCase()}` }, status);
 }
 
-async function loadRegistry() {
+async function loadCatalogue() {
   const [models, deployments] = await Promise.all([allPages("/v4/models"), allPages("/v4/model-deployments")]);
   state.deployments = deployments;
   fillDeploymentChoices();

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize
-from modelport.catalogue.usage import usage_statistics
 from modelport.errors import ValidationFailed
 from modelport.schemas.catalogue import (
     DeleteResponse,
@@ -40,22 +39,22 @@ def _storable(name: str, value: datetime) -> None:
 
 @router.post("/v4/models/{model_instance_id}/deployments", response_model=DeploymentOut)
 async def create_deployment(
-    model_instance_id: str, body: DeploymentCreate, principal: CurrentPrincipal, registry: CatalogueDep
+    model_instance_id: str, body: DeploymentCreate, principal: CurrentPrincipal, catalogue: CatalogueDep
 ) -> DeploymentOut:
-    return await registry.create_deployment(principal, model_instance_id, body)
+    return await catalogue.deployments.create(principal, model_instance_id, body)
 
 
 @router.get("/v4/models/{model_instance_id}/deployments", response_model=Page[DeploymentOut])
 async def list_deployments(
     model_instance_id: str,
     principal: CurrentPrincipal,
-    registry: CatalogueDep,
+    catalogue: CatalogueDep,
     page: PageNumber = 1,
     limit: PageSize = 100,
     sort_by: SortBy = None,
     account_id: str | None = None,
 ) -> Page[DeploymentOut]:
-    return await registry.list_deployments(
+    return await catalogue.deployments.list(
         principal, model_id=model_instance_id, page=page, limit=limit, sort_by=sort_by, account_id=account_id
     )
 
@@ -63,22 +62,22 @@ async def list_deployments(
 @router.get("/v4/model-deployments", response_model=Page[DeploymentOut])
 async def list_all_deployments(
     principal: CurrentPrincipal,
-    registry: CatalogueDep,
+    catalogue: CatalogueDep,
     page: PageNumber = 1,
     limit: PageSize = 100,
     sort_by: SortBy = None,
     account_id: str | None = None,
 ) -> Page[DeploymentOut]:
-    return await registry.list_deployments(
+    return await catalogue.deployments.list(
         principal, model_id=None, page=page, limit=limit, sort_by=sort_by, account_id=account_id
     )
 
 
 @router.get("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
 async def retrieve_deployment(
-    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: CatalogueDep
+    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep
 ) -> DeploymentOut:
-    return await registry.get_deployment(principal, model_instance_id, deployment_id)
+    return await catalogue.deployments.get(principal, model_instance_id, deployment_id)
 
 
 @router.patch("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
@@ -87,38 +86,30 @@ async def update_deployment(
     deployment_id: str,
     body: DeploymentUpdate,
     principal: CurrentPrincipal,
-    registry: CatalogueDep,
+    catalogue: CatalogueDep,
 ) -> DeploymentOut:
-    return await registry.update_deployment(principal, model_instance_id, deployment_id, body)
+    return await catalogue.deployments.update(principal, model_instance_id, deployment_id, body)
 
 
 @router.delete("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeleteResponse)
 async def delete_deployment(
-    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, registry: CatalogueDep
+    model_instance_id: str, deployment_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep
 ) -> DeleteResponse:
-    await registry.delete_deployment(principal, model_instance_id, deployment_id)
+    await catalogue.deployments.delete(principal, model_instance_id, deployment_id)
     return DeleteResponse(count=1, success=True)
 
 
 @router.get("/v4/model-deployments/{model_deployment_id}/usage-statistics", response_model=ModelUsage)
 async def deployment_usage(
     model_deployment_id: str,
-    request: Request,
     principal: CurrentPrincipal,
-    registry: CatalogueDep,
+    catalogue: CatalogueDep,
     start_date: datetime,
     end_date: datetime,
     chunks: Annotated[int, Query(ge=1, le=1000)],
 ) -> ModelUsage:
     _storable("start_date", start_date)
     _storable("end_date", end_date)
-    await registry.deployment_exists(principal, model_deployment_id)
-    await request.app.state.usage.flush()  # include the calls made just before (writes are batched)
-    return await usage_statistics(
-        request.app.state.sessions,
-        account_id=principal.account_id,
-        deployment_id=model_deployment_id,
-        start=start_date,
-        end=end_date,
-        chunks=chunks,
+    return await catalogue.deployments.usage(
+        principal, model_deployment_id, start=start_date, end=end_date, chunks=chunks
     )

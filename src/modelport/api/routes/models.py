@@ -13,14 +13,14 @@ router = APIRouter(tags=["models"])
 
 
 @router.post("/v4/models", response_model=ModelInstanceOut, response_model_exclude_none=True)
-async def create_model(body: ModelCreate, principal: CurrentPrincipal, registry: CatalogueDep) -> ModelInstanceOut:
-    return await registry.create_model(principal, body)
+async def create_model(body: ModelCreate, principal: CurrentPrincipal, catalogue: CatalogueDep) -> ModelInstanceOut:
+    return await catalogue.models.create(principal, body)
 
 
 @router.get("/v4/models", response_model=Page[ModelInstanceOut], response_model_exclude_none=True)
 async def list_models(
     principal: CurrentPrincipal,
-    registry: CatalogueDep,
+    catalogue: CatalogueDep,
     page: PageNumber = 1,
     limit: PageSize = 100,
     model_type: str | None = None,
@@ -29,7 +29,7 @@ async def list_models(
     sort_by: Annotated[list[str] | None, Query()] = None,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> Page[ModelInstanceOut]:
-    return await registry.list_models(
+    return await catalogue.models.list(
         principal,
         page=page,
         limit=limit,
@@ -46,23 +46,23 @@ async def list_models(
 async def retrieve_model(
     model_id: str,
     principal: CurrentPrincipal,
-    registry: CatalogueDep,
+    catalogue: CatalogueDep,
     view: Annotated[list[str] | None, Query()] = None,
 ) -> ModelInstanceOut:
     views = parse_list(view)
-    return await registry.get_model(
+    return await catalogue.models.get(
         principal, model_id, with_deployments="Deployments" in views, with_group="ModelGroup" in views
     )
 
 
 @router.patch("/v4/models/{model_id}", response_model=ModelInstanceOut, response_model_exclude_none=True)
 async def update_model(
-    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, registry: CatalogueDep
+    model_id: str, body: ModelUpdate, principal: CurrentPrincipal, catalogue: CatalogueDep
 ) -> ModelInstanceOut:
-    return await registry.update_model(principal, model_id, body)
+    return await catalogue.models.update(principal, model_id, body)
 
 
 @router.delete("/v4/models/{model_id}", response_model=DeleteResponse)
-async def delete_model(model_id: str, principal: CurrentPrincipal, registry: CatalogueDep) -> DeleteResponse:
-    await registry.delete_model(principal, model_id)
+async def delete_model(model_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep) -> DeleteResponse:
+    await catalogue.models.delete(principal, model_id)
     return DeleteResponse(count=1, success=True)

@@ -97,8 +97,8 @@ def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-async def _model_cards(principal: CurrentPrincipal, registry: CatalogueDep) -> list[wire.ModelCard]:
-    page = await registry.list_models(
+async def _model_cards(principal: CurrentPrincipal, catalogue: CatalogueDep) -> list[wire.ModelCard]:
+    page = await catalogue.models.list(
         principal, page=1, limit=MAX_PAGE_SIZE, model_type=None, sort_by=None, with_deployments=False
     )
     return [
@@ -112,13 +112,13 @@ async def _model_cards(principal: CurrentPrincipal, registry: CatalogueDep) -> l
 
 
 @router.get("/v1/models", response_model=wire.ModelList)
-async def list_models(principal: CurrentPrincipal, registry: CatalogueDep) -> wire.ModelList:
-    return wire.ModelList(data=await _model_cards(principal, registry))
+async def list_models(principal: CurrentPrincipal, catalogue: CatalogueDep) -> wire.ModelList:
+    return wire.ModelList(data=await _model_cards(principal, catalogue))
 
 
 @router.get("/v1/models/{model:path}", response_model=wire.ModelCard)
-async def get_model(model: str, principal: CurrentPrincipal, registry: CatalogueDep) -> wire.ModelCard:
-    for card in await _model_cards(principal, registry):
+async def get_model(model: str, principal: CurrentPrincipal, catalogue: CatalogueDep) -> wire.ModelCard:
+    for card in await _model_cards(principal, catalogue):
         if model in (card.id, f"{card.owned_by}/{card.id}"):
             return card
     raise NotFound(f"model {model!r} not found")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelport.api.deps import CurrentPrincipal
-from modelport.catalogue.catalogue import require_admin
-from modelport.catalogue.secrets import SecretBox
-from modelport.errors import NotFound
-from modelport.store import repo
+from modelport.api.deps import CatalogueDep, CurrentPrincipal
+from modelport.schemas.catalogue import SecretOut
 
 router = APIRouter(tags=["secrets"])
 
@@ -24,33 +20,18 @@ class SecretIn(BaseModel):
     value: str = Field(min_length=1, max_length=16_384)
 
 
-class SecretOut(BaseModel):
-    name: str
-    created_at: datetime
-    updated_at: datetime
-
-
 @router.put("/v4/secrets/{name}", response_model=SecretOut)
-async def put_secret(name: SecretName, body: SecretIn, request: Request, principal: CurrentPrincipal) -> SecretOut:
-    require_admin(principal)
-    box: SecretBox = request.app.state.secret_box
-    sealed = box.seal(body.value)
-    async with request.app.state.sessions() as session, session.begin():
-        secret = await repo.put_secret(session, account_id=principal.account_id, name=name, ciphertext=sealed)
-        return SecretOut(name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at)
+async def put_secret(
+    name: SecretName, body: SecretIn, principal: CurrentPrincipal, catalogue: CatalogueDep
+) -> SecretOut:
+    return await catalogue.secrets.put(principal, name, body.value)
 
 
 @router.get("/v4/secrets", response_model=list[SecretOut])
-async def list_secrets(request: Request, principal: CurrentPrincipal) -> list[SecretOut]:
-    require_admin(principal)
-    async with request.app.state.sessions() as session:
-        rows = await repo.list_secrets(session, account_id=principal.account_id)
-    return [SecretOut(name=row.name, created_at=row.created_at, updated_at=row.updated_at) for row in rows]
+async def list_secrets(principal: CurrentPrincipal, catalogue: CatalogueDep) -> list[SecretOut]:
+    return await catalogue.secrets.list(principal)
 
 
 @router.delete("/v4/secrets/{name}", status_code=204)
-async def delete_secret(name: SecretName, request: Request, principal: CurrentPrincipal) -> None:
-    require_admin(principal)
-    async with request.app.state.sessions() as session, session.begin():
-        if not await repo.delete_secret(session, account_id=principal.account_id, name=name):
-            raise NotFound(f"secret {name} not found")
+async def delete_secret(name: SecretName, principal: CurrentPrincipal, catalogue: CatalogueDep) -> None:
+    await catalogue.secrets.delete(principal, name)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelport.api.deps import CurrentPrincipal, Sessions
-from modelport.catalogue.spend import spend_report
+from modelport.api.deps import CatalogueDep, CurrentPrincipal
 from modelport.schemas.catalogue import SpendReport
 
 router = APIRouter(tags=["spend"])
 
 
 @router.get("/v4/spend", response_model=SpendReport)
-async def get_spend(principal: CurrentPrincipal, sessions: Sessions) -> SpendReport:
-    return await spend_report(sessions, principal)
+async def get_spend(principal: CurrentPrincipal, catalogue: CatalogueDep) -> SpendReport:
+    return await catalogue.spend(principal)

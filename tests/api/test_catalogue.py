@@ -1,4 +1,4 @@
-"""The registry through the ASGI app: models, deployments, accounts, keys, usage, and
+"""The catalogue through the ASGI app: models, deployments, accounts, keys, usage, and
 account isolation on every route. Runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ async def test_beta_still_works_after_alphas_attempts(
         ("GET", "/v4/api-keys", None),
     ],
 )
-async def test_members_cannot_change_the_registry(
+async def test_members_cannot_change_the_catalogue(
     client: httpx.AsyncClient, tenants: dict[str, dict[str, str]], method: str, path: str, body: dict[str, Any] | None
 ) -> None:
     alpha = tenants["alpha"]

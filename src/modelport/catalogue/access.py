@@ -1,0 +1,208 @@
+"""Who may do what: the caller an API key stands for, accounts, memberships and keys.
+
+Reads are open to every member of the selected account; changes need its admin role.
+A resource of another account is not found, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.catalogue.keys import display_prefix, generate_key, hash_key
+from modelport.errors import Forbidden, NotFound, Unauthenticated, field_error
+from modelport.policy import ServerPolicy
+from modelport.principal import IdentityType, Principal, Role
+from modelport.schemas.catalogue import KeyCreated, KeyOut, KeyUpdate
+from modelport.store import accounts, usage
+from modelport.store.cache import CatalogueCache
+from modelport.store.tables import ApiKey, utcnow
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden(f"this needs the admin role in account {principal.account_id}; the key's role is member")
+
+
+def check_account(principal: Principal, account_id: str | None) -> None:
+    """The SDK's create calls may name an account; it must be the selected one."""
+    if account_id is not None and account_id != principal.account_id:
+        raise Forbidden(f"account_id {account_id} is not the selected account {principal.account_id}")
+
+
+def check_account_filter(principal: Principal, account_id: str | None) -> None:
+    """Lists are of the selected account; an `account_id` filter naming another one
+    is refused rather than answered with that account's resources or an empty page."""
+    if account_id is not None and account_id != principal.account_id:
+        raise field_error(
+            ["query", "account_id"],
+            f"{account_id} is not the selected account {principal.account_id}; "
+            "select it with the x-selected-account-id header",
+            "account_filter",
+        )
+
+
+def creator(principal: Principal) -> dict[str, str]:
+    """The `created_by_*` columns of a row the caller creates."""
+    return {"created_by_user_id": principal.identity_id, "created_by_identity_type": principal.identity_type}
+
+
+class Access:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: CatalogueCache, policy: ServerPolicy) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._policy = policy
+
+    async def principal(self, api_key: str, selected_account_id: str | None) -> Principal:
+        """The caller `api_key` stands for, in the selected account (the key's default
+        one without a selection). Read from the cache on every request: it holds the
+        key's owner and the owner's role per account."""
+        key_hash = hash_key(api_key)
+
+        async def load_owner() -> accounts.KeyOwner | None:
+            async with self._sessions() as session:
+                return await accounts.find_key_owner(session, key_hash=key_hash)
+
+        owner = await self._cache.get_or_load(("key", key_hash), load_owner)
+        # One answer for unknown and revoked keys: errors never say whether a key exists.
+        if owner is None:
+            raise Unauthenticated("invalid API key")
+        account_id = selected_account_id or owner.default_account_id
+
+        async def load_role() -> Role | None:
+            async with self._sessions() as session:
+                return await accounts.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
+
+        role = await self._cache.get_or_load(("role", owner.identity_id, account_id), load_role)
+        if role is None:
+            raise Forbidden(f"this API key's identity is not a member of account {account_id}")
+        return Principal(
+            identity_id=owner.identity_id,
+            identity_type=owner.identity_type,
+            account_id=account_id,
+            role=role,
+            is_operator=owner.is_operator,
+            key_id=owner.key_id,
+            key_limits=owner.limits,
+        )
+
+    async def create_account(self, principal: Principal, *, name: str) -> str:
+        if not (principal.is_operator or self._policy.account_self_service):
+            # Its creator becomes the new account's admin, with everything an admin may
+            # point the server at: that is the operator's to hand out.
+            raise Forbidden("only the server's operators may create accounts (MODELPORT_ACCOUNT_SELF_SERVICE is off)")
+        async with self._sessions() as session, session.begin():
+            account = await accounts.create_account(session, name=name)
+            await accounts.add_membership(
+                session, identity_id=principal.identity_id, account_id=account.id, role=Role.ADMIN
+            )
+            return account.id
+
+    async def create_key(
+        self, principal: Principal, *, role: Role, name: str, limits: dict[str, Any] | None = None
+    ) -> KeyCreated:
+        require_admin(principal)
+        return await create_key(self._sessions, account_id=principal.account_id, role=role, name=name, limits=limits)
+
+    async def list_keys(self, principal: Principal) -> list[KeyOut]:
+        require_admin(principal)
+        async with self._sessions() as session:
+            keys = await accounts.list_keys(
+                session,
+                account_id=principal.account_id,
+                identity_id=principal.identity_id,
+                everyone=principal.is_operator,
+            )
+            spend = await usage.spend_by_key(session, key_ids=[key.id for key, _ in keys])
+            return [key_out(key, role, spend.get(key.id, 0.0)) for key, role in keys]
+
+    async def revoke_key(self, principal: Principal, key_id: str) -> KeyOut:
+        """An admin revokes the account's service-account keys and their own; another
+        user's key only that user or an operator (a user may belong to many accounts,
+        and no admin of one of them may lock them out of the others)."""
+        async with self._sessions() as session, session.begin():
+            key, role = await self._managed_key(session, principal, key_id)
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+            return key_out(key, role)
+
+    async def update_key(self, principal: Principal, key_id: str, body: KeyUpdate) -> KeyOut:
+        """Change a key's name or limits (the keys an admin may revoke, they may change)."""
+        async with self._sessions() as session, session.begin():
+            key, role = await self._managed_key(session, principal, key_id)
+            apply_key_changes(key, body.model_dump(exclude_unset=True))
+            spend = await usage.spend_by_key(session, key_ids=[key.id])
+            return key_out(key, role, spend.get(key.id, 0.0))
+
+    async def _managed_key(self, session: AsyncSession, principal: Principal, key_id: str) -> tuple[ApiKey, Role]:
+        require_admin(principal)
+        found = await accounts.get_key_in_account(
+            session,
+            account_id=principal.account_id,
+            key_id=key_id,
+            identity_id=principal.identity_id,
+            everyone=principal.is_operator,
+        )
+        if found is None:
+            raise NotFound(f"API key {key_id} not found")
+        return found
+
+
+def key_out(key: ApiKey, role: Role, spend: float = 0.0) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        name=key.name,
+        display_prefix=key.display_prefix,
+        role=role,
+        identity_id=key.identity_id,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        max_parallel_requests=key.max_parallel_requests,
+        max_budget=key.max_budget,
+        budget_duration=key.budget_duration,
+        spend=spend,
+    )
+
+
+def apply_key_changes(key: ApiKey, changes: dict[str, Any]) -> None:
+    """Set a key's name and limits (the API's PATCH and `modelport keys update`)."""
+    if "name" in changes and changes["name"] is None:
+        del changes["name"]
+    if "budget_duration" in changes and changes["budget_duration"] != key.budget_duration:
+        key.budget_started_at = utcnow()  # a new kind of window starts counting now
+    for field, value in changes.items():
+        setattr(key, field, value)
+
+
+async def create_key(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    account_id: str,
+    role: Role,
+    name: str,
+    limits: dict[str, Any] | None = None,
+) -> KeyCreated:
+    """A new service-account identity in `account_id` with `role`, and its key (shown once)."""
+    async with sessions() as session, session.begin():
+        if await accounts.get_account(session, account_id=account_id) is None:
+            raise NotFound(f"account {account_id} not found")
+        identity = await accounts.create_identity(
+            session,
+            name=name or "service account",
+            identity_type=IdentityType.SERVICE_ACCOUNT,
+            default_account_id=account_id,
+        )
+        await accounts.add_membership(session, identity_id=identity.id, account_id=account_id, role=role)
+        secret = generate_key()
+        key = await accounts.create_api_key(
+            session,
+            identity_id=identity.id,
+            key_hash=hash_key(secret),
+            display_prefix=display_prefix(secret),
+            name=name,
+            limits=limits,
+        )
+        return KeyCreated(**key_out(key, role).model_dump(), key=secret)

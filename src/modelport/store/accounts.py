@@ -1,0 +1,168 @@
+"""Accounts, identities, their memberships and API keys: the rows of who may call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modelport.principal import IdentityType, KeyLimits, Role
+from modelport.store.tables import Account, ApiKey, Identity, Membership
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    key_id: str
+    identity_id: str
+    identity_type: IdentityType
+    default_account_id: str
+    is_operator: bool = False
+    limits: KeyLimits | None = None
+
+
+async def count_accounts(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Account)) or 0)
+
+
+async def create_account(session: AsyncSession, *, name: str) -> Account:
+    account = Account(name=name)
+    session.add(account)
+    await session.flush()
+    return account
+
+
+async def create_identity(
+    session: AsyncSession, *, name: str, identity_type: IdentityType, default_account_id: str, is_operator: bool = False
+) -> Identity:
+    identity = Identity(
+        name=name, identity_type=identity_type, default_account_id=default_account_id, is_operator=is_operator
+    )
+    session.add(identity)
+    await session.flush()
+    return identity
+
+
+async def add_membership(session: AsyncSession, *, identity_id: str, account_id: str, role: Role) -> None:
+    session.add(Membership(identity_id=identity_id, account_id=account_id, role=role))
+    await session.flush()
+
+
+async def create_api_key(
+    session: AsyncSession,
+    *,
+    identity_id: str,
+    key_hash: str,
+    display_prefix: str,
+    name: str = "",
+    limits: dict[str, Any] | None = None,
+) -> ApiKey:
+    key = ApiKey(identity_id=identity_id, key_hash=key_hash, display_prefix=display_prefix, name=name, **(limits or {}))
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | None:
+    row = (
+        await session.execute(
+            select(ApiKey, Identity.id, Identity.identity_type, Identity.default_account_id, Identity.is_operator)
+            .join(Identity, Identity.id == ApiKey.identity_id)
+            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        return None
+    key: ApiKey = row[0]
+    return KeyOwner(
+        key_id=key.id,
+        identity_id=row[1],
+        identity_type=row[2],
+        default_account_id=row[3],
+        is_operator=bool(row[4]),
+        limits=key_limits(key),
+    )
+
+
+def key_limits(key: ApiKey) -> KeyLimits | None:
+    """The key's limits, or None when it has none (the common case: nothing to count)."""
+    if (key.rpm_limit, key.tpm_limit, key.max_parallel_requests, key.max_budget) == (None, None, None, None):
+        return None
+    anchor = key.budget_started_at or key.created_at
+    if anchor is not None and anchor.tzinfo is None:  # SQLite gives back naive UTC
+        anchor = anchor.replace(tzinfo=UTC)
+    return KeyLimits(
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        max_parallel_requests=key.max_parallel_requests,
+        max_budget=key.max_budget,
+        budget_duration=key.budget_duration,
+        budget_anchor=anchor.timestamp() if anchor is not None else 0.0,
+    )
+
+
+async def membership_role(session: AsyncSession, *, identity_id: str, account_id: str) -> Role | None:
+    role: Role | None = await session.scalar(
+        select(Membership.role).where(Membership.identity_id == identity_id, Membership.account_id == account_id)
+    )
+    return role
+
+
+def _keys_managed_in(account_id: str, identity_id: str, *, everyone: bool) -> Any:
+    """Keys an admin of `account_id` manages: those of the account's own service
+    accounts, and the admin's own; with `everyone` (an operator), every member's."""
+    if everyone:
+        return Membership.account_id == account_id
+    own_service_account = (Identity.identity_type == IdentityType.SERVICE_ACCOUNT) & (
+        Identity.default_account_id == account_id
+    )
+    return (Membership.account_id == account_id) & (own_service_account | (Identity.id == identity_id))
+
+
+async def list_keys(
+    session: AsyncSession, *, account_id: str, identity_id: str, everyone: bool = False
+) -> list[tuple[ApiKey, Role]]:
+    """Keys an admin of the account may see, with their identity's role there."""
+    rows = await session.execute(
+        select(ApiKey, Membership.role)
+        .join(Membership, Membership.identity_id == ApiKey.identity_id)
+        .join(Identity, Identity.id == ApiKey.identity_id)
+        .where(_keys_managed_in(account_id, identity_id, everyone=everyone))
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return [(key, role) for key, role in rows.all()]
+
+
+async def get_key_in_account(
+    session: AsyncSession, *, account_id: str, key_id: str, identity_id: str, everyone: bool = False
+) -> tuple[ApiKey, Role] | None:
+    row = (
+        await session.execute(
+            select(ApiKey, Membership.role)
+            .join(Membership, Membership.identity_id == ApiKey.identity_id)
+            .join(Identity, Identity.id == ApiKey.identity_id)
+            .where(ApiKey.id == key_id, _keys_managed_in(account_id, identity_id, everyone=everyone))
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def get_account(session: AsyncSession, *, account_id: str) -> Account | None:
+    return await session.get(Account, account_id)
+
+
+async def get_identity(session: AsyncSession, *, identity_id: str) -> Identity | None:
+    return await session.get(Identity, identity_id)
+
+
+async def memberships_of(session: AsyncSession, *, identity_id: str) -> list[tuple[Account, Role]]:
+    """Every account the identity belongs to, with its role there."""
+    rows = await session.execute(
+        select(Account, Membership.role)
+        .join(Membership, Membership.account_id == Account.id)
+        .where(Membership.identity_id == identity_id)
+        .order_by(Account.created_at, Account.id)
+    )
+    return [(account, role) for account, role in rows.all()]
