@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
 from modelport.errors import InvalidRequest, ModelportError
@@ -22,7 +23,7 @@ TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[BatchEngine]:
-    loaded = BatchEngine(resolve_checkpoint(GGUF), n_ctx=8192, prefix_cache=False)
+    loaded = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=8192, prefix_cache=False))
     yield loaded
     loaded.close()
 
@@ -152,9 +153,7 @@ def test_an_empty_prompt_is_refused_and_does_not_disturb_the_others(engine: Batc
     running = object()
     assert engine.submit(running, prompt(engine, "Name a colour."), Sampling(temperature=0.0, max_tokens=10)) is None
     engine.step()
-    refused = engine.submit_text(
-        object(), "", special=False, sampling=Sampling(temperature=0.0, max_tokens=5), default_max_tokens=None
-    )
+    refused = engine.submit_text(object(), "", special=False, sampling=Sampling(temperature=0.0, max_tokens=5))
     assert isinstance(refused, InvalidRequest) and "empty" in refused.detail
     events = []
     while engine.busy:
@@ -164,7 +163,7 @@ def test_an_empty_prompt_is_refused_and_does_not_disturb_the_others(engine: Batc
 
 def test_requests_wait_for_kv_room_instead_of_failing(tmp_path: Path) -> None:
     # 512 KV cells shared; each request reserves prompt + 400, so only one fits at a time.
-    small = BatchEngine(resolve_checkpoint(GGUF), n_ctx=512, kv_tokens=512, prefix_cache=False)
+    small = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=512, kv_tokens=512, prefix_cache=False))
     try:
         tokens = prompt(small, "Count from one to one thousand.")
         sampling = Sampling(temperature=0.0, max_tokens=400)
@@ -187,7 +186,7 @@ def test_requests_wait_for_kv_room_instead_of_failing(tmp_path: Path) -> None:
 
 
 def test_a_request_larger_than_the_window_is_capped_not_stuck() -> None:
-    small = BatchEngine(resolve_checkpoint(GGUF), n_ctx=256, kv_tokens=256)
+    small = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=256, kv_tokens=256))
     try:
         tokens = prompt(small, "Count from one to one thousand.")
         # Asks for more than the window holds: ends at the window with "length".

@@ -210,7 +210,6 @@ class EngineClient:
         text: str,
         special: bool,
         sampling: Sampling,
-        default_max_tokens: int | None,
         account: str | None = None,
     ) -> AsyncIterator[GenerationChunk]:
         """Stream a generation. Closing the iterator early cancels it in the engine.
@@ -228,7 +227,6 @@ class EngineClient:
                 "text": text,
                 "special": special,
                 "sampling": sampling_to_wire(sampling),
-                "default_max_tokens": default_max_tokens,
                 "account": account,  # the engine caps each account's running sequences
             },
             "the prompt with its grammar",

@@ -81,7 +81,6 @@ class EmbeddedVendor:
             text=text,
             special=call.messages is not None,
             sampling=sampling,
-            default_max_tokens=CAPABILITIES.default_max_tokens,
             account=target.account_id,
         )
         return as_tool_call(chunks) if forced else chunks
