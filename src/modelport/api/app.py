@@ -61,7 +61,7 @@ from modelport.observability.heap import freeze_startup_heap
 from modelport.observability.middleware import RequestObserver
 from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
-from modelport.prompts import templates
+from modelport.prompts.render_pool import configure_render_pool
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.store import db, repo
 from modelport.store.cache import CatalogueCache
@@ -201,7 +201,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
     app.state.limits = limits
-    templates.configure_render_pool(
+    configure_render_pool(
         threads=settings.template_render_threads,
         per_account=settings.template_renders_per_account,
         queue=settings.template_render_queue,

@@ -46,7 +46,8 @@ from modelport.observability.shutdown import cut_off_status
 from modelport.observability.timing import waiting_for_vendor
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.principal import Principal
-from modelport.prompts.templates import RenderScope, render_chat_async, render_scope, substitute_bindings_async
+from modelport.prompts.render_pool import RenderScope, render_scope
+from modelport.prompts.templates import render_chat_async, substitute_bindings_async
 from modelport.schemas.inference import (
     ChatCompletionRequest,
     Choice,
