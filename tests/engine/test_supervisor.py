@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.config import EngineSettings
+from modelport.config import EngineSettings, Settings
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError, encode, read_message
 from modelport.engine.supervisor import SupervisorClient, SupervisorThread
@@ -105,6 +105,16 @@ async def ask(pool: EnginePool, text: str = "The capital of France is", max_toke
     return "".join(chunk.text for chunk in chunks)
 
 
+def test_the_engine_settings_are_read_from_the_settings_once() -> None:
+    settings = Settings(embedded_n_ctx=1024, embedded_max_sequences=6, engine_stall_seconds=5.0, log_level="debug")
+    engine = settings.engine
+    assert (engine.n_ctx, engine.max_sequences, engine.stall_seconds, engine.log_level) == (1024, 6, 5.0, "debug")
+    # Unset, one account may run half of an engine's sequences; set, what it says.
+    assert engine.sequences_per_account == 3
+    assert Settings(embedded_sequences_per_account=2).engine.sequences_per_account == 2
+    assert settings.engine is engine  # one value, passed down whole
+
+
 async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool) -> None:
     await pool.attach("dep-a", GGUF)
     await pool.attach("dep-b", GGUF)
@@ -114,6 +124,9 @@ async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool
     holders = processes_mapping(resolve_checkpoint(GGUF))
     assert engine["pid"] in holders and os.getpid() not in holders
     assert "Paris" in await ask(pool)
+    client = pool.get(GGUF)
+    # The process runs with the supervisor's EngineSettings (n_ctx 2048; the file's own is 8192).
+    assert client is not None and client.info.context_window == 2048
     await pool.detach("dep-a")
     assert "Paris" in await ask(pool)  # still served for dep-b
     await pool.detach("dep-b")

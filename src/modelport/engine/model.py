@@ -209,7 +209,7 @@ class BatchEngine:
         account: str | None = None,
     ) -> ModelportError | None:
         """Tokenize and queue a request; the error that refuses it, if any. max_tokens
-        is the caller's to choose (the service resolves it, inference/params.py); this
+        is the caller's to choose (the service resolves it, once, for every vendor); this
         checks only that it fits the window with the prompt. Left unset (a caller
         other than the service), it is the rest of the window, within one request's
         share of the cache."""
