@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,6 +57,40 @@ def normalise_database_url(url: str) -> str:
             "(or postgresql+asyncpg://…) or sqlite:///path/to/file.db"
         )
     return f"{driver}://{rest}"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The embedded engine's knobs, as one value: built once from the settings
+    (`Settings.engine`), handed to the supervisor, by it to each engine process (as JSON
+    on its command line, `engine/process.py`) and there to the BatchEngine. The
+    defaults are the engine's own, for an engine built by hand (tests, benchmarks): a
+    whole window per request and no cap per account; a server runs with the settings'.
+    """
+
+    # Context window; 0 uses the length the model was trained with.
+    n_ctx: int = 8192
+    max_queue: int = 256
+    max_sequences: int = 16
+    # 0: one context window divided by max_sequence_kv_share.
+    kv_tokens: int = 0
+    prefix_cache: bool = True
+    # Tokens one engine step evaluates at most (engine/model.py says why 32).
+    step_tokens: int = 32
+    # 0: every core.
+    threads: int = 0
+    max_sequence_kv_share: float = 1.0
+    # 0: no cap of its own (max_sequences).
+    sequences_per_account: int = 0
+    restart_limit: int = 3
+    restart_backoff: float = 0.5
+    restart_backoff_max: float = 60.0
+    # Uptime after which a crash no longer counts as one more in a row.
+    stable_seconds: float = 30.0
+    # Seconds an engine process may take to load its model and pass its self-check.
+    load_timeout: float = 600.0
+    stall_seconds: float = 60.0
+    log_level: str = "info"
 
 
 class Settings(BaseSettings):
@@ -216,7 +251,7 @@ class Settings(BaseSettings):
     # "truncated" (observability/logs.py): a request's content cannot flood the log.
     log_max_line_bytes: int = Field(default=16 * 1024, ge=1024)
 
-    # Chat templates render on a pool of their own (templates.RenderPool). A render is
+    # Chat templates render on a pool of their own (prompts/render_pool.py). A render is
     # pure Python and holds the GIL, so each thread rendering at once takes a share of
     # the event loop: few threads keep /health/live and other chats answering.
     template_render_threads: int = Field(default=4, ge=1)
@@ -276,6 +311,27 @@ class Settings(BaseSettings):
             model_packages=frozenset(self.model_packages),
             account_self_service=self.account_self_service,
             admins_use_server_keys=self.upstream_keys_for_admins,
+        )
+
+    @cached_property
+    def engine(self) -> EngineSettings:
+        """The embedded engine's knobs, read here and nowhere else."""
+        return EngineSettings(
+            n_ctx=self.embedded_n_ctx,
+            max_queue=self.embedded_max_queue,
+            max_sequences=self.embedded_max_sequences,
+            kv_tokens=self.embedded_kv_tokens,
+            prefix_cache=self.embedded_prefix_cache,
+            step_tokens=self.embedded_step_tokens,
+            threads=self.embedded_threads,
+            max_sequence_kv_share=self.embedded_max_sequence_kv_share,
+            # Unset, one account may run half of an engine's sequences.
+            sequences_per_account=self.embedded_sequences_per_account or max(1, self.embedded_max_sequences // 2),
+            restart_limit=self.engine_restart_limit,
+            restart_backoff=self.engine_restart_backoff,
+            restart_backoff_max=self.engine_restart_backoff_max,
+            stall_seconds=self.engine_stall_seconds,
+            log_level=self.log_level,
         )
 
     @cached_property

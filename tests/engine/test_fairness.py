@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ModelportError
@@ -23,11 +24,11 @@ CHAT = "<|im_start|>user\nCount from one to one thousand.<|im_end|>\n<|im_start|
 
 def submit(engine: BatchEngine, key: Hashable, max_tokens: int | None, account: str | None = None) -> Any:
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-    return engine.submit_text(key, CHAT, special=True, sampling=sampling, default_max_tokens=None, account=account)
+    return engine.submit_text(key, CHAT, special=True, sampling=sampling, account=account)
 
 
 def test_one_request_reserves_at_most_its_share_of_the_kv_cache() -> None:
-    engine = BatchEngine(resolve_checkpoint(GGUF), n_ctx=512, kv_tokens=512, max_sequence_kv_share=0.5)
+    engine = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=512, kv_tokens=512, max_sequence_kv_share=0.5))
     try:
         assert engine.sequence_cells == 256
         refused = submit(engine, "greedy", max_tokens=400)  # fits the window (512), not the share
@@ -48,7 +49,8 @@ def test_one_request_reserves_at_most_its_share_of_the_kv_cache() -> None:
 
 def test_one_accounts_flood_waits_behind_itself_not_in_front_of_other_accounts() -> None:
     engine = BatchEngine(
-        resolve_checkpoint(GGUF), n_ctx=2048, max_sequences=4, sequences_per_account=2, prefix_cache=False
+        resolve_checkpoint(GGUF),
+        EngineSettings(n_ctx=2048, max_sequences=4, sequences_per_account=2, prefix_cache=False),
     )
     try:
         flood = [("flood", number) for number in range(6)]
@@ -78,7 +80,7 @@ def test_one_accounts_flood_waits_behind_itself_not_in_front_of_other_accounts()
 
 
 def test_a_prompt_too_long_in_bytes_is_refused_before_tokenizing(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = BatchEngine(resolve_checkpoint(GGUF), n_ctx=512)
+    engine = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=512))
     try:
         # 3.9 MB: tokenizing it took 1.2 s before it was refused for its tokens.
         huge = "word " * 780_000
@@ -92,7 +94,7 @@ def test_a_prompt_too_long_in_bytes_is_refused_before_tokenizing(monkeypatch: py
         assert "3900000 bytes" in refused.detail and "512 tokens" in refused.detail
         monkeypatch.undo()
         # At the bound, the prompt is tokenized and judged by its tokens, as before.
-        at_the_bound = "a" * (engine.context_window * engine.longest_token_bytes)
+        at_the_bound = "a" * (engine.context_window * engine.vocabulary.longest_token_bytes)
         refused = submit_text(engine, at_the_bound)
         assert refused is None or "bytes" not in refused.detail
     finally:
@@ -101,4 +103,4 @@ def test_a_prompt_too_long_in_bytes_is_refused_before_tokenizing(monkeypatch: py
 
 def submit_text(engine: BatchEngine, text: str) -> ModelportError | None:
     sampling = Sampling(temperature=0.0, max_tokens=1)
-    return engine.submit_text(object(), text, special=False, sampling=sampling, default_max_tokens=None)
+    return engine.submit_text(object(), text, special=False, sampling=sampling)

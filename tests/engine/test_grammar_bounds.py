@@ -24,13 +24,13 @@ from typing import Any
 import orjson
 import pytest
 
-from modelport.config import Settings
+from modelport.config import EngineSettings, Settings
 from modelport.engine import protocol
 from modelport.engine.grammar import GrammarBounds, grammar_for, schema_grammar
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import HEADER, MAX_MESSAGE_BYTES, encode, read_message
-from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
+from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, Sampling
 from modelport.vendors.adapters import EMBEDDED
@@ -151,7 +151,7 @@ def test_the_settings_reach_the_embedded_vendor(monkeypatch: pytest.MonkeyPatch)
 def test_a_grammar_llama_cpp_refuses_is_a_400_and_a_bounded_log_line(
     caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    engine = BatchEngine(resolve_checkpoint(GGUF), n_ctx=512, prefix_cache=False)
+    engine = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=512, prefix_cache=False))
     try:
         filler = "\n".join(f"rule{i} ::= " + '"filler" ' * 20 for i in range(1000))  # 200 KB
         grammar = 'root ::= "a"{3000}\n' + filler  # llama.cpp: "number of repetitions exceeds sane defaults"
@@ -184,11 +184,13 @@ async def pool(supervisor: SupervisorThread) -> AsyncIterator[EnginePool]:
     await engines.close()
 
 
-async def engine_pid(pool: EnginePool, within: float = 60) -> int:
+async def engine_pid(pool: EnginePool, within: float = 60, replacing: int = 0) -> int:
+    """The ready engine's pid; with `replacing`, once a process other than that one is
+    ready (the supervisor may not have seen a killed engine die yet)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         [engine] = await pool.status()
-        if engine["state"] == "ready" and engine["pid"]:
+        if engine["state"] == "ready" and engine["pid"] and engine["pid"] != replacing:
             return int(engine["pid"])
         await asyncio.sleep(0.05)
     raise AssertionError(f"the engine never came back: {await pool.status()}")
@@ -237,15 +239,12 @@ async def test_a_grammar_the_engine_refuses_fails_only_that_request(pool: Engine
     client = pool.get(GGUF)
     assert client is not None
     chat = "<|im_start|>user\nCount from one to fifty.<|im_end|>\n<|im_start|>assistant\n"
-    running = client.generate(
-        text=chat, special=True, sampling=Sampling(temperature=0.0, max_tokens=60), default_max_tokens=None
-    )
+    running = client.generate(text=chat, special=True, sampling=Sampling(temperature=0.0, max_tokens=60))
     first = await anext(running)
     refused = client.generate(
         text="Hi",
         special=False,
         sampling=Sampling(temperature=0.0, max_tokens=5, grammar='root ::= "a"{3000}'),
-        default_max_tokens=None,
     )
     with pytest.raises(InvalidRequest, match="could not parse the grammar"):
         await anext(refused)
@@ -263,14 +262,13 @@ async def test_a_request_too_large_to_send_fails_alone(pool: EnginePool, monkeyp
                 text="x" * (2 << 20),
                 special=False,
                 sampling=Sampling(temperature=0.0, max_tokens=1),
-                default_max_tokens=None,
             )
         )
     with pytest.raises(InvalidRequest, match=r"the texts to embed .* over the engine protocol's limit"):
         await client.embed(["y" * (2 << 20)])
     sampling = Sampling(temperature=0.0, max_tokens=5)
     chunks = [c async for c in client.generate(text="The capital of France is", special=False,
-                                               sampling=sampling, default_max_tokens=None)]  # fmt: skip
+                                               sampling=sampling)]  # fmt: skip
     assert "Paris" in "".join(chunk.text for chunk in chunks)
 
 
@@ -329,7 +327,7 @@ async def test_a_grammar_in_flight_when_the_engine_died_is_refused_after(pool: E
 
     def generate(grammar: str, max_tokens: int = 400) -> AsyncIterator[Any]:
         sampling = Sampling(temperature=0.0, max_tokens=max_tokens, grammar=grammar)
-        return client.generate(text=chat, special=True, sampling=sampling, default_max_tokens=None)
+        return client.generate(text=chat, special=True, sampling=sampling)
 
     assert [chunk async for chunk in generate(proven, max_tokens=3)][-1].finish_reason == "length"
     streams = [generate(suspect), generate(proven)]
@@ -348,7 +346,7 @@ async def test_a_grammar_in_flight_when_the_engine_died_is_refused_after(pool: E
 
     outcomes = await asyncio.wait_for(asyncio.gather(*(outcome(stream) for stream in streams)), 60)
     assert outcomes == ["failed with the engine"] * 2
-    assert await engine_pid(pool) != pid
+    await engine_pid(pool, replacing=pid)
 
     with pytest.raises(InvalidRequest, match="stopped while a request with this same JSON schema"):
         await anext(generate(suspect))

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
 from modelport.engine.prefix import common_prefix
@@ -26,14 +27,14 @@ def ask(question: str) -> str:
 
 @pytest.fixture(scope="module")
 def cached() -> Iterator[BatchEngine]:
-    engine = BatchEngine(resolve_checkpoint(GGUF), n_ctx=2048, prefix_cache=True)
+    engine = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=2048, prefix_cache=True))
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
 def uncached() -> Iterator[BatchEngine]:
-    engine = BatchEngine(resolve_checkpoint(GGUF), n_ctx=2048, prefix_cache=False)
+    engine = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=2048, prefix_cache=False))
     yield engine
     engine.close()
 
@@ -104,7 +105,7 @@ def test_a_running_request_shares_its_prefix_with_one_that_joins(cached: BatchEn
 
 def test_kept_prefixes_give_way_to_requests_that_need_the_cells() -> None:
     # 512 cells: three kept prefixes of ~100 tokens, then a request that needs ~450.
-    small = BatchEngine(resolve_checkpoint(GGUF), n_ctx=512, kv_tokens=512, prefix_cache=True)
+    small = BatchEngine(resolve_checkpoint(GGUF), EngineSettings(n_ctx=512, kv_tokens=512, prefix_cache=True))
     try:
         for word in ("apple", "river", "stone"):  # no common first token: three kept prefixes
             generate(small, f"{word} " * 90, Sampling(temperature=0.0, max_tokens=4))

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from llama_cpp import Llama
 
+from modelport.config import EngineSettings
 from modelport.engine.client import EngineInfo
 from modelport.engine.control_tokens import WORD_JOINER, neutralise, neutralise_messages
 from modelport.engine.pool import EnginePool, resolve_checkpoint
-from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
+from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.generation import GenerationCall, Sampling
 from modelport.vendors.adapters import EMBEDDED
 from modelport.vendors.base import Target

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from modelport.config import EngineSettings, Settings
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.protocol import ModelLoadError, encode, read_message
-from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
+from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import Sampling
 from modelport.policy import ServerPolicy
@@ -71,13 +72,14 @@ async def pool(supervisor: SupervisorThread) -> AsyncIterator[EnginePool]:
     await engines.close()
 
 
-async def engine_pid(pool: EnginePool, state: str = "ready", within: float = 30, *, not_pid: int = 0) -> int:
-    """The pid of the engine once it is in `state` (and, with `not_pid`, once that
-    process is no longer the one shown: the supervisor may not have seen it die yet)."""
+async def engine_pid(pool: EnginePool, state: str = "ready", within: float = 30, replacing: int = 0) -> int:
+    """The engine's pid once it is in `state`; with `replacing`, once a process other
+    than that one is (until the supervisor has seen a killed engine die, its status
+    still shows the dead process as ready: the client hears of the death first)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         [engine] = await pool.status()
-        if engine["state"] == state and (state != "ready" or engine["pid"]) and engine["pid"] != not_pid:
+        if engine["state"] == state and (state != "ready" or engine["pid"]) and engine["pid"] != replacing:
             return int(engine["pid"] or 0)
         await asyncio.sleep(0.05)
     raise AssertionError(f"the engine never became {state}: {await pool.status()}")
@@ -101,9 +103,19 @@ async def ask(pool: EnginePool, text: str = "The capital of France is", max_toke
     client = pool.get(GGUF)
     assert client is not None
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-    chunks = [c async for c in client.generate(text=text, special=False, sampling=sampling, default_max_tokens=None)]
+    chunks = [c async for c in client.generate(text=text, special=False, sampling=sampling)]
     assert chunks[-1].finish_reason is not None
     return "".join(chunk.text for chunk in chunks)
+
+
+def test_the_engine_settings_are_read_from_the_settings_once() -> None:
+    settings = Settings(embedded_n_ctx=1024, embedded_max_sequences=6, engine_stall_seconds=5.0, log_level="debug")
+    engine = settings.engine
+    assert (engine.n_ctx, engine.max_sequences, engine.stall_seconds, engine.log_level) == (1024, 6, 5.0, "debug")
+    # Unset, one account may run half of an engine's sequences; set, what it says.
+    assert engine.sequences_per_account == 3
+    assert Settings(embedded_sequences_per_account=2).engine.sequences_per_account == 2
+    assert settings.engine is engine  # one value, passed down whole
 
 
 async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool) -> None:
@@ -115,6 +127,9 @@ async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool
     holders = processes_mapping(resolve_checkpoint(GGUF))
     assert engine["pid"] in holders and os.getpid() not in holders
     assert "Paris" in await ask(pool)
+    client = pool.get(GGUF)
+    # The process runs with the supervisor's EngineSettings (n_ctx 2048; the file's own is 8192).
+    assert client is not None and client.info.context_window == 2048
     await pool.detach("dep-a")
     assert "Paris" in await ask(pool)  # still served for dep-b
     await pool.detach("dep-b")
@@ -126,7 +141,7 @@ async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool
 async def test_a_killed_engine_fails_its_requests_at_once_and_comes_back(pool: EnginePool) -> None:
     client = await pool.attach("dep", GGUF)
     pid = await engine_pid(pool)
-    stream = client.generate(text=CHAT, special=True, sampling=LONG, default_max_tokens=None)
+    stream = client.generate(text=CHAT, special=True, sampling=LONG)
     received = 0
     started = 0.0
     with pytest.raises(DeploymentUnavailable, match="stopped while generating"):
@@ -137,7 +152,7 @@ async def test_a_killed_engine_fails_its_requests_at_once_and_comes_back(pool: E
                 started = time.monotonic()
     assert time.monotonic() - started < 5  # ended with an error, not left waiting
     # Restarted after its backoff: a new request is served by a new process.
-    await engine_pid(pool, not_pid=pid)
+    await engine_pid(pool, replacing=pid)
     assert "Paris" in await ask(pool)
     [engine] = await pool.status()
     assert engine["restarts"] == 1
@@ -180,7 +195,7 @@ async def test_an_operators_retry_cuts_a_crash_loops_backoff_short(tmp_path: Pat
         # Attaching does not cut the backoff short unless an admin asks for it...
         with pytest.raises(ModelLoadError, match="SIGKILL"):
             await pool.attach("dep", GGUF)
-        # ...by creating, changing or resetting a deployment (the deployment loader passes retry=True).
+        # ...by creating, changing or resetting a deployment (the registry passes retry=True).
         started = time.monotonic()
         await pool.attach("dep", GGUF, retry=True)
         assert time.monotonic() - started < 120  # not the 600 s backoff
@@ -225,7 +240,7 @@ async def test_a_stuck_engine_ends_its_requests_instead_of_hanging_them(supervis
     try:
         client = await pool.attach("dep", GGUF)
         pid = await engine_pid(pool)
-        stream = client.generate(text=CHAT, special=True, sampling=LONG, default_max_tokens=None)
+        stream = client.generate(text=CHAT, special=True, sampling=LONG)
         received = 0
         stopped_at = 0.0
         try:

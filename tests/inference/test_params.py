@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
-from modelport.inference.params import check_bindings, check_supported, effective_sampling, resolve_max_tokens
+from modelport.errors import InvalidRequest, ValidationFailed
+from modelport.inference.params import check_bindings, check_supported, effective_sampling
 from modelport.schemas.inference import ChatCompletionRequest
 from modelport.vendors.base import Capabilities
 
@@ -34,26 +34,6 @@ def test_unsupported_parameters_can_be_dropped_by_model_setting() -> None:
     sampling = effective_sampling(request(frequency_penalty=0.5, top_k=3), NARROW, dropped=dropped)
     assert sampling.frequency_penalty is None
     assert sampling.top_k == 3
-
-
-def test_explicit_max_tokens_must_fit_with_the_prompt() -> None:
-    with pytest.raises(ContextWindowExceeded, match="30 tokens and max_tokens is 100") as caught:
-        resolve_max_tokens(100, prompt_tokens=30, context_window=120, default=None)
-    assert caught.value.body()["context_window"] == 120
-    assert resolve_max_tokens(90, prompt_tokens=30, context_window=120, default=None) == 90
-
-
-def test_default_max_tokens_per_family() -> None:
-    # LLM Engine: 100; OpenAI families: whatever room the context leaves.
-    assert resolve_max_tokens(None, prompt_tokens=30, context_window=8192, default=100) == 100
-    assert resolve_max_tokens(None, prompt_tokens=30, context_window=8192, default=None) == 8162
-    # A default never overflows the context: it is trimmed to the room left.
-    assert resolve_max_tokens(None, prompt_tokens=8150, context_window=8192, default=100) == 42
-
-
-def test_a_prompt_that_fills_the_context_is_refused() -> None:
-    with pytest.raises(ContextWindowExceeded, match="no room"):
-        resolve_max_tokens(None, prompt_tokens=8192, context_window=8192, default=100)
 
 
 SCHEMA = [

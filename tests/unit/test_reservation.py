@@ -20,7 +20,7 @@ from modelport.limits.memory import MemoryLimiter
 from modelport.limits.pricing import prompt_token_bound, rendered_prompt_token_bound
 from modelport.limits.redis import RedisLimiter
 from modelport.principal import KeyLimits, Principal
-from modelport.prompts.templates import RenderPool
+from modelport.prompts.render_pool import RenderPool
 from modelport.vendors.base import Target
 from tests.redis_server import OwnRedis
 

@@ -11,7 +11,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from modelport.errors import TemplateRenderError
-from modelport.prompts import templates
+from modelport.prompts import budget, sandbox
 from modelport.prompts.templates import render_chat, render_chat_async, substitute_bindings
 
 CHATML = (
@@ -200,14 +200,14 @@ def test_amplifying_templates_are_refused_naming_the_limit(template: str, limit:
 
 def test_recursive_loops_count_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
     # With time to spare, the steps of the loops that `loop(...)` starts are what run out.
-    monkeypatch.setattr(templates, "MAX_RENDER_SECONDS", 60.0)
+    monkeypatch.setattr(budget, "MAX_RENDER_SECONDS", 60.0)
     template = "{% for x in 'a' * 1000 recursive %}{% if loop.depth < 3 %}{{ loop('a' * 1000) }}{% endif %}{% endfor %}"
     with pytest.raises(TemplateRenderError, match="too costly: it loops more than"):
         render(template)
 
 
 def test_the_clock_ends_a_render_that_stays_within_every_other_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(templates, "MAX_RENDER_SECONDS", 0.0)
+    monkeypatch.setattr(budget, "MAX_RENDER_SECONDS", 0.0)
     with pytest.raises(TemplateRenderError, match="too costly: it ran longer than 0 s"):
         render(CHATML)
 
@@ -226,7 +226,7 @@ def test_a_long_conversation_still_renders() -> None:
     # Larger than the base size limit: the limit grows with what the request sends.
     long = [{"role": "user", "content": "word " * 600_000}]
     prompt = render_chat(CHATML, long, bos_token="", eos_token="")
-    assert len(prompt) > templates.MAX_SIZE
+    assert len(prompt) > budget.MAX_SIZE
 
 
 def test_renders_in_threads_have_their_own_budgets() -> None:
@@ -323,7 +323,7 @@ TOOL_LIST = [{"name": "weather", "parameters": {"type": "object", "properties": 
 @pytest.mark.parametrize("template", [CHATML, LLAMA3, MISTRAL, TOOLS])
 def test_real_templates_render_exactly_as_in_the_plain_sandbox(template: str) -> None:
     plain = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    plain.globals["raise_exception"] = templates._raise_exception
+    plain.globals["raise_exception"] = sandbox.raise_exception
     variables = {"bos_token": "<s>", "eos_token": "</s>", "add_generation_prompt": True, "tools": TOOL_LIST}
     expected = plain.from_string(template).render(messages=CONVERSATION, **variables)
     got = render_chat(template, CONVERSATION, bos_token="<s>", eos_token="</s>", extra={"tools": TOOL_LIST})

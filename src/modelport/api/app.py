@@ -46,7 +46,7 @@ from modelport.catalogue.usage import UsageRecorder
 from modelport.config import Settings
 from modelport.engine.grammar import GrammarBounds
 from modelport.engine.pool import EnginePool, resolve_checkpoint
-from modelport.engine.supervisor import EngineSettings, SupervisorClient, SupervisorThread
+from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.inference.admission import LimitGate
 from modelport.inference.loader import DeploymentLoader, status_recorders
@@ -60,7 +60,7 @@ from modelport.observability.heap import freeze_startup_heap
 from modelport.observability.middleware import RequestObserver
 from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
-from modelport.prompts import templates
+from modelport.prompts.render_pool import configure_render_pool
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.store import db, usage
 from modelport.store.cache import CatalogueCache
@@ -80,28 +80,10 @@ from modelport.vendors.upstream import RetryPolicy
 log = logging.getLogger(__name__)
 
 
-def engine_settings(settings: Settings) -> EngineSettings:
-    return EngineSettings(
-        n_ctx=settings.embedded_n_ctx,
-        max_queue=settings.embedded_max_queue,
-        max_sequences=settings.embedded_max_sequences,
-        kv_tokens=settings.embedded_kv_tokens,
-        prefix_cache=settings.embedded_prefix_cache,
-        step_tokens=settings.embedded_step_tokens,
-        threads=settings.embedded_threads,
-        max_sequence_kv_share=settings.embedded_max_sequence_kv_share,
-        sequences_per_account=settings.embedded_sequences_per_account or max(1, settings.embedded_max_sequences // 2),
-        restart_limit=settings.engine_restart_limit,
-        restart_backoff=settings.engine_restart_backoff,
-        restart_backoff_max=settings.engine_restart_backoff_max,
-        log_level=settings.log_level,
-    )
-
-
 def start_engine_supervisor(settings: Settings) -> SupervisorThread:
     """The engine supervisor for this server (the parent's, under `--workers N`)."""
     failed, recovered = status_recorders(settings.database_url)
-    supervisor = SupervisorThread(engine_settings(settings), on_failed=failed, on_recovered=recovered)
+    supervisor = SupervisorThread(settings.engine, on_failed=failed, on_recovered=recovered)
     supervisor.start()
     return supervisor
 
@@ -174,7 +156,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else:
             own_supervisor = start_engine_supervisor(settings)
             control = own_supervisor.control_path
-        pool = EnginePool(SupervisorClient(control), settings.policy, stall_seconds=settings.engine_stall_seconds)
+        pool = EnginePool(SupervisorClient(control), settings.policy, stall_seconds=settings.engine.stall_seconds)
         app.state.engine_pool = pool
         vendors.register(EMBEDDED, EmbeddedVendor(pool, GrammarBounds.from_settings(settings)))
     loader = DeploymentLoader(app.state.sessions, app.state.engine_pool)
@@ -210,7 +192,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
     app.state.limits = limits
-    templates.configure_render_pool(
+    configure_render_pool(
         threads=settings.template_render_threads,
         per_account=settings.template_renders_per_account,
         queue=settings.template_render_queue,

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelport.cli.common import fail, with_database
 from modelport.store import inventory
 from modelport.store.tables import Account, ApiKey
 
@@ -31,17 +32,6 @@ AccountOption = Annotated[str | None, typer.Option("--account", help="Account na
 
 def _console() -> Console:
     return Console(soft_wrap=False)
-
-
-def _run(work: Any) -> Any:
-    from modelport.cli.main import _with_database  # the CLI's one way to open the database
-
-    return _with_database(work)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _when(value: datetime | None) -> str:
@@ -63,12 +53,12 @@ def _table(title: str, id_header: str, *headers: str) -> Table:
 
 def _only(found: list[Any], what: str, reference: str, describe: Any) -> Any:
     if not reference.strip():
-        _fail(f"name the {what}: its name, id or the start of its id")
+        fail(f"name the {what}: its name, id or the start of its id")
     if not found:
-        _fail(f"no {what} named {reference!r} or with an id starting so")
+        fail(f"no {what} named {reference!r} or with an id starting so")
     if len(found) > 1:
         choices = ", ".join(describe(item) for item in found[:5])
-        _fail(f"{reference!r} matches {len(found)} {what}s ({choices}): give more of the id")
+        fail(f"{reference!r} matches {len(found)} {what}s ({choices}): give more of the id")
     return found[0]
 
 
@@ -85,7 +75,7 @@ def resolve_account(reference: str) -> str:
         async with sessions() as session:
             return (await _account(session, reference)).id
 
-    return str(_run(work))
+    return str(with_database(work))
 
 
 def resolve_key(reference: str) -> str:
@@ -98,7 +88,7 @@ def resolve_key(reference: str) -> str:
         key: ApiKey = _only(exact or found, "key", reference, lambda key: f"{key.name or '-'} {key.id}")
         return key.id
 
-    return str(_run(work))
+    return str(with_database(work))
 
 
 def _account_filter(reference: str | None) -> str | None:
@@ -116,7 +106,7 @@ def accounts_list() -> None:
             return await inventory.accounts(session)
 
     table = _table("accounts", "id", "name", "members", "models", "deploy-\nments")
-    for row in _run(work):
+    for row in with_database(work):
         table.add_row(
             row.account.id, row.account.name, str(row.members), str(row.models), str(row.deployments)
         )  # fmt: skip
@@ -133,7 +123,7 @@ def models_list(account: AccountOption = None) -> None:
             return await inventory.models(session, account_id=account_id)
 
     table = _table("models", "id", "name", "type", "vendor", "deploy-\nments", "account")
-    for model, account_name, count in _run(work):
+    for model, account_name, count in with_database(work):
         table.add_row(model.id, model.name, model.model_type, model.model_vendor or "", str(count), account_name)
     _console().print(table)
 
@@ -148,7 +138,7 @@ def deployments_list(account: AccountOption = None) -> None:
             return await inventory.deployments(session, account_id=account_id)
 
     table = _table("deployments", "id", "name", "model", "status")
-    for deployment, model in _run(work):
+    for deployment, model in with_database(work):
         status = deployment.status + (f": {deployment.status_reason}" if deployment.status_reason else "")
         table.add_row(deployment.id, deployment.name, model.name, status)
     _console().print(table)
@@ -183,7 +173,7 @@ def usage(
         f"usage since {start:%Y-%m-%d %H:%M} UTC", "deployment", "name", "requests", "failed", "prompt\ntokens",
         "completion\ntokens",
     )  # fmt: skip
-    for row in _run(work):
+    for row in with_database(work):
         table.add_row(
             row.deployment_id, row.deployment_name, str(row.requests), str(row.failures),
             str(row.prompt_tokens), str(row.response_tokens),
@@ -208,15 +198,14 @@ def chat(
     from modelport.cli.chat import ChatSession, server_url
 
     if not api_key:
-        _fail("no API key: pass --api-key or set MODELPORT_API_KEY")
-        return
+        fail("no API key: pass --api-key or set MODELPORT_API_KEY")
     chosen = {"temperature": temperature, "max_tokens": max_tokens, "top_p": top_p, "stop_sequences": stop}
     parameters = {name: value for name, value in chosen.items() if value is not None}
     session = ChatSession(base_url or server_url(), api_key, parameters=parameters, system=system)
     try:
         session.run(deployment)
     except RuntimeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         session.close()
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.cli import console
+from modelport.cli.common import fail, settings_or_exit, with_database
 from modelport.config import Settings
 
 app = typer.Typer(help="modelport: a self-hosted gateway for LLM model deployments.", no_args_is_help=True)
@@ -22,44 +22,6 @@ app.add_typer(accounts_app, name="accounts")
 keys_app = typer.Typer(help="API keys (shown once at creation; stored as hashes).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
-
-T = TypeVar("T")
-
-
-def _with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
-    """Run `work` against the configured database, schema upgraded first."""
-    from modelport.store import db
-
-    settings = _settings_or_exit()
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-
-    async def run() -> T:
-        engine = db.make_engine(settings.database_url)
-        try:
-            await db.upgrade(engine)
-            return await work(db.make_sessions(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _settings_or_exit() -> Settings:
-    """The settings, or a one-line error naming the bad setting (not a traceback)."""
-    from pydantic import ValidationError
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "MODELPORT_" + "_".join(str(part) for part in first["loc"]).upper()
-        _fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
 
 
 @app.command()
@@ -81,7 +43,7 @@ def serve(
     for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     # For the protocol uvicorn builds in each worker (api/connections.py).
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_seconds)
     os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout_seconds)
@@ -133,15 +95,9 @@ def _prepare_database(settings: Settings) -> None:
     from modelport.api.app import prepare_database
     from modelport.store import db
 
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-
     async def run() -> None:
-        engine = db.make_engine(settings.database_url)
-        try:
-            await prepare_database(settings, engine, db.make_sessions(engine))
-        finally:
-            await engine.dispose()
+        async with db.opened(settings) as (engine, sessions):
+            await prepare_database(settings, engine, sessions)
 
     asyncio.run(run())
 
@@ -152,16 +108,11 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     from modelport.store import db
 
     settings = Settings()
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
 
     async def run() -> str | None:
-        engine = db.make_engine(settings.database_url)
-        try:
+        async with db.opened(settings) as (engine, _):
             await db.upgrade(engine, revision)
             return await db.current_revision(engine)
-        finally:
-            await engine.dispose()
 
     typer.echo(f"database at revision {asyncio.run(run())}")
 
@@ -175,7 +126,7 @@ def accounts_create(name: Annotated[str, typer.Argument(help="The account's name
         async with sessions() as session, session.begin():
             return (await accounts.create_account(session, name=name)).id
 
-    typer.echo(_with_database(work))
+    typer.echo(with_database(work))
 
 
 # A key's limits (SPEC 7), the same options for `keys create` and `keys update`.
@@ -195,7 +146,7 @@ def _key_limits(**given: Any) -> dict[str, Any]:
     try:
         checked = KeyLimitFields.model_validate({name: value for name, value in given.items() if value is not None})
     except ValidationError as exc:
-        _fail(
+        fail(
             "; ".join(
                 f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}" for error in exc.errors()
             )
@@ -220,7 +171,7 @@ def keys_create(
     from modelport.principal import Role
 
     if role not in tuple(Role):
-        _fail("--role must be admin or member")
+        fail("--role must be admin or member")
     account = console.resolve_account(account)
     limits = _key_limits(
         rpm_limit=rpm_limit,
@@ -230,11 +181,11 @@ def keys_create(
         budget_duration=budget_duration,
     )
     try:
-        created = _with_database(
+        created = with_database(
             lambda sessions: create_key(sessions, account_id=account, role=Role(role), name=name, limits=limits)
         )
     except NotFound as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     typer.echo(f"key id {created.id} ({created.role} in account {account})", err=True)
     typer.echo(created.key)
 
@@ -260,7 +211,7 @@ def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")])
         *(Column(header, **fold) for header in ("name", "prefix", "role", "created", "revoked")),  # type: ignore[arg-type]
         **console.COMPACT,
     )
-    for key, key_role in _with_database(work):
+    for key, key_role in with_database(work):
         table.add_row(
             key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}",
             f"{key.revoked_at:%Y-%m-%d}" if key.revoked_at else "",
@@ -295,7 +246,7 @@ def keys_update(
     for name in clear or []:
         field = name.replace("-", "_")
         if field not in (*LIMIT_NAMES, "budget_duration"):
-            _fail(f"--clear {name}: not a limit; one of {', '.join((*LIMIT_NAMES, 'budget_duration'))}")
+            fail(f"--clear {name}: not a limit; one of {', '.join((*LIMIT_NAMES, 'budget_duration'))}")
         changes[field] = None
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
@@ -306,8 +257,8 @@ def keys_update(
             apply_key_changes(key, changes)
             return True
 
-    if not _with_database(work):
-        _fail(f"no key with id {key_id}")
+    if not with_database(work):
+        fail(f"no key with id {key_id}")
     typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in changes.items()) or "no change"))
 
 
@@ -316,7 +267,7 @@ def spend(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
     """An account's spend (US dollars): in all, per key and per deployment."""
     from modelport.catalogue.spend import account_spend
 
-    report = _with_database(lambda sessions: account_spend(sessions, account))
+    report = with_database(lambda sessions: account_spend(sessions, account))
     typer.echo(f"account {account}: ${report.spend:.6f}")
     for label, groups in (("key", report.by_key), ("deployment", report.by_deployment)):
         for group, total in sorted(groups.items(), key=lambda item: -item[1]):
@@ -338,8 +289,8 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's name, id o
             key.revoked_at = key.revoked_at or utcnow()
             return True
 
-    if not _with_database(work):
-        _fail(f"no key with id {key_id}")
+    if not with_database(work):
+        fail(f"no key with id {key_id}")
     typer.echo(f"revoked {key_id}")
 
 
@@ -352,9 +303,9 @@ def deployments_reset(
     or until the next start."""
     from modelport.inference.loader import reset_deployment
 
-    deployment = _with_database(lambda sessions: reset_deployment(sessions, deployment_id))
+    deployment = with_database(lambda sessions: reset_deployment(sessions, deployment_id))
     if deployment is None:
-        _fail(f"no deployment with id {deployment_id}")
+        fail(f"no deployment with id {deployment_id}")
     typer.echo(f"reset {deployment_id}: {deployment.status}")
 
 

@@ -34,14 +34,9 @@ def head_revision() -> str | None:
 
 async def prepare(settings: Settings) -> str | None:
     """Migrate to the newest revision and set up an empty database; the revision reached."""
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    engine = db.make_engine(settings.database_url)
-    try:
-        await prepare_database(settings, engine, db.make_sessions(engine))
+    async with db.opened(settings) as (engine, sessions):
+        await prepare_database(settings, engine, sessions)
         return await db.current_revision(engine)
-    finally:
-        await engine.dispose()
 
 
 async def wait_until_prepared(settings: Settings, *, patience: float, interval: float = 2.0) -> bool:
@@ -49,8 +44,7 @@ async def wait_until_prepared(settings: Settings, *, patience: float, interval: 
     `patience` seconds. A database that cannot be reached yet counts as not ready."""
     wanted = head_revision()
     deadline = time.monotonic() + patience
-    engine = db.make_engine(settings.database_url)
-    try:
+    async with db.opened(settings) as (engine, _):
         while True:
             try:
                 found = await db.current_revision(engine)
@@ -63,8 +57,6 @@ async def wait_until_prepared(settings: Settings, *, patience: float, interval: 
                 return False
             print(f"modelport: waiting for the database to reach revision {wanted} (now {found})", flush=True)
             await asyncio.sleep(interval)
-    finally:
-        await engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,10 +210,9 @@ class EngineClient:
         text: str,
         special: bool,
         sampling: Sampling,
-        default_max_tokens: int | None,
         account: str | None = None,
-    ) -> AsyncIterator[GenerationChunk]:
-        """Stream a generation. Closing the iterator early cancels it in the engine.
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        """Stream a generation. Closing the generator early cancels it in the engine.
         400 for a request too large to send, or whose grammar was in flight when this
         engine died (engine/crashes.py)."""
         fingerprint = grammar_fingerprint(sampling.grammar) if sampling.grammar else None
@@ -228,7 +227,6 @@ class EngineClient:
                 "text": text,
                 "special": special,
                 "sampling": sampling_to_wire(sampling),
-                "default_max_tokens": default_max_tokens,
                 "account": account,  # the engine caps each account's running sequences
             },
             "the prompt with its grammar",

@@ -24,23 +24,25 @@ prefixes are dropped, least recently used first, when running sequences need cel
 
 from __future__ import annotations
 
-import codecs
-import ctypes
 import logging
 import math
 import os
 import time
 from collections import Counter, deque
 from collections.abc import Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelport.config import EngineSettings
 from modelport.engine.cpu import unsafe_repacking_off
 from modelport.engine.embedding import TextEmbedder
+from modelport.engine.logprobs import token_logprob
 from modelport.engine.prefix import PrefixCache
 from modelport.engine.protocol import ModelLoadError
 from modelport.engine.sampler import build_sampler, free_sampler
+from modelport.engine.sequences import Job, Sequence
+from modelport.engine.vocabulary import Vocabulary
 from modelport.errors import (
     ContextWindowExceeded,
     DeploymentUnavailable,
@@ -48,8 +50,7 @@ from modelport.errors import (
     InvalidRequest,
     ModelportError,
 )
-from modelport.generation import FinishReason, GenerationChunk, Sampling, TokenAlternative, TokenLogprob
-from modelport.inference.params import resolve_max_tokens
+from modelport.generation import FinishReason, GenerationChunk, Sampling
 from modelport.stops import StopSequenceFilter
 
 if TYPE_CHECKING:
@@ -66,65 +67,23 @@ log = logging.getLogger(__name__)
 # of it into batches of 1 to 63 rows). At 32 rows, a request's greedy output does not
 # depend on which other requests share its steps, nor on whether its prompt prefix was
 # reused, at the price of slower evaluation of long prompts (benchmarks/README.md).
-STEP_TOKENS = 32
+# (EngineSettings.step_tokens, MODELPORT_EMBEDDED_STEP_TOKENS, defaults to 32.)
 
 Event = GenerationChunk | ModelportError
-
-
-@dataclass(eq=False)
-class _Job:
-    key: Hashable  # the caller's handle for this request
-    prompt_tokens: list[int]
-    sampling: Sampling  # max_tokens resolved
-    # Built at submit, so that a grammar llama.cpp cannot parse refuses the request
-    # before it waits; owned by the job, then by its sequence.
-    sampler: Any = None
-    # The tenant it is for: at most `sequences_per_account` of one account's jobs run at once.
-    account: str | None = None
-
-
-@dataclass(eq=False)
-class _Sequence:
-    """A job while it runs: its place in the shared KV cache and its own sampling state."""
-
-    job: _Job
-    seq_id: int
-    sampler: Any  # llama_sampler_p, owned by this sequence; None: plain greedy
-    max_tokens: int
-    reserved: int  # KV cells set aside for it: prompt + max_tokens
-    unevaluated: list[int]  # prompt tokens not yet decoded
-    stops: StopSequenceFilter
-    evaluated: list[int]  # tokens whose KV cells this sequence holds, in order
-    generated: int = 0
-    last_token: int = -1
-    cancelled: bool = False
-    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
 class BatchEngine:
     """A loaded GGUF file, its multi-sequence context and the scheduler that batches requests."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        n_ctx: int | None = None,
-        max_queue: int = 256,
-        max_sequences: int = 16,
-        kv_tokens: int | None = None,
-        prefix_cache: bool = True,
-        step_tokens: int = STEP_TOKENS,
-        threads: int | None = None,
-        max_sequence_kv_share: float = 1.0,
-        sequences_per_account: int = 0,
-    ) -> None:
+    def __init__(self, path: Path, settings: EngineSettings = EngineSettings()) -> None:
         import llama_cpp
         from llama_cpp import Llama
 
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path.name}")
         started = time.perf_counter()
-        threads = threads or os.cpu_count() or 1
+        threads = settings.threads or os.cpu_count() or 1
+        max_sequences, share = settings.max_sequences, settings.max_sequence_kv_share
         try:
             # Llama loads the weights and the tokenizer; its own small context is not
             # used for generation, which gets a multi-sequence context below.
@@ -135,27 +94,27 @@ class BatchEngine:
             detail = str(exc).replace(str(path), path.name)
             raise ModelLoadError(f"llama.cpp could not load {path.name}: {detail}") from exc
         trained = self._llm._model.n_ctx_train()
-        self.context_window = min(n_ctx, trained) if n_ctx else trained
+        self.context_window = min(settings.n_ctx, trained) if settings.n_ctx else trained
         self.max_sequences = max_sequences
-        self.max_queue = max_queue
+        self.max_queue = settings.max_queue
         # One KV cache shared by all sequences; each request reserves prompt +
         # max_tokens cells when admitted, so a running sequence never runs out. Left
         # unset, it is sized so that one request may still use a whole context window
         # within its share (max_tokens 4096 is a common client default), rather than
         # refusing requests that fit the window.
-        self.kv_tokens = max(kv_tokens or math.ceil(self.context_window / max_sequence_kv_share), self.context_window)
+        self.kv_tokens = max(settings.kv_tokens or math.ceil(self.context_window / share), self.context_window)
         # Fair sharing: one sequence reserves at most this many cells (so one request
         # with max_tokens near the window cannot hold the whole cache while others
         # wait), and one account runs at most `sequences_per_account` sequences at once.
-        self.sequence_cells = max(1, min(self.context_window, int(self.kv_tokens * max_sequence_kv_share)))
-        self.sequences_per_account = sequences_per_account or max_sequences
+        self.sequence_cells = max(1, min(self.context_window, int(self.kv_tokens * share)))
+        self.sequences_per_account = settings.sequences_per_account or max_sequences
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.kv_tokens
         # Every running sequence's next token always fits in one step.
-        self.step_tokens = max(step_tokens, max_sequences)
+        self.step_tokens = max(settings.step_tokens, max_sequences)
         params.n_batch = params.n_ubatch = self.step_tokens
         # Twice the running sequences: the other half are kept prefixes.
-        params.n_seq_max = 2 * max_sequences if prefix_cache else max_sequences
+        params.n_seq_max = 2 * max_sequences if settings.prefix_cache else max_sequences
         params.kv_unified = True
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama_cpp.llama_init_from_model(self._llm._model.model, params)
@@ -165,25 +124,19 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.step_tokens, 0, 1)
         self.path = path
-        self._vocab = self._llm._model.vocab
-        self._pieces: dict[int, bytes] = {}
-        self._n_vocab = self._llm.n_vocab()
+        self.vocabulary = Vocabulary(self._llm)
         metadata = self._llm.metadata
         self.chat_template: str | None = metadata.get("tokenizer.chat_template")
-        self.bos_token = self._token_text(self._llm.token_bos())
-        self.eos_token = self._token_text(self._llm.token_eos())
-        self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        self.longest_token_bytes, self.control_token_texts = self._scan_vocabulary()
         # An encoder such as BERT (engine/convert.py) sees the whole text at once: it
         # computes sentence embeddings and cannot generate.
         architecture = metadata.get("general.architecture", "")
         self.embedding_only = metadata.get(f"{architecture}.attention.causal") == "false"
-        self._waiting: deque[_Job] = deque()
-        self._running: list[_Sequence] = []
-        self._by_key: dict[Hashable, _Job | _Sequence] = {}
+        self._waiting: deque[Job] = deque()
+        self._running: list[Sequence] = []
+        self._by_key: dict[Hashable, Job | Sequence] = {}
         self._reserved = 0
         self._prefixes = PrefixCache(
-            self._memory, seq_ids=params.n_seq_max, keep=max_sequences if prefix_cache else 0, llama=llama_cpp
+            self._memory, seq_ids=params.n_seq_max, keep=max_sequences if settings.prefix_cache else 0, llama=llama_cpp
         )
         self.steps = 0
         self.reused_tokens = 0
@@ -196,7 +149,7 @@ class BatchEngine:
             self.context_window,
             max_sequences,
             self.kv_tokens,
-            self._n_vocab,
+            self.vocabulary.size,
         )
 
     def info(self) -> dict[str, Any]:
@@ -205,14 +158,14 @@ class BatchEngine:
             "model": self.path.name,
             "context_window": self.context_window,
             "chat_template": self.chat_template,
-            "bos_token": self.bos_token,
-            "eos_token": self.eos_token,
+            "bos_token": self.vocabulary.bos_token,
+            "eos_token": self.vocabulary.eos_token,
             "max_sequences": self.max_sequences,
             "kv_tokens": self.kv_tokens,
             "embedding_only": self.embedding_only,
-            "vocabulary": self._n_vocab,
+            "vocabulary": self.vocabulary.size,
             # The gateway neutralises these in caller text (engine/control_tokens.py).
-            "control_tokens": list(self.control_token_texts),
+            "control_tokens": list(self.vocabulary.control_token_texts),
         }
 
     def stats(self) -> dict[str, Any]:
@@ -226,95 +179,16 @@ class BatchEngine:
             "reused_tokens": self.reused_tokens,
         }
 
-    def self_check(self) -> None:
-        """Decode a few tokens and look at the logits: a build whose kernels do not
-        work on this CPU crashes here, at start-up, or computes garbage, which this
-        refuses. Either way no user request ever reaches it."""
-        if self.embedding_only:
-            try:
-                vector, _ = self.embed("The capital of France is")
-            except (RuntimeError, ModelportError) as exc:
-                raise ModelLoadError(f"the start-up self-check could not embed a sentence: {exc}") from exc
-            if not all(math.isfinite(value) for value in vector) or not any(vector):
-                raise ModelLoadError("the start-up self-check computed an invalid embedding")
-            return
-        tokens = self.tokenize("The capital of France is", special=False)
-        key = object()
-        self.submit(key, tokens, Sampling(temperature=0.0, max_tokens=2, logprobs=True))
-        events: list[Event] = []
-        while self.busy:
-            events += [event for owner, event in self.step() if owner is key]
-        errors = [event for event in events if isinstance(event, ModelportError)]
-        if errors:
-            raise ModelLoadError(f"the start-up self-check failed: {errors[0].detail}")
-        chunks = [event for event in events if isinstance(event, GenerationChunk)]
-        logprobs = [entry.logprob for chunk in chunks for entry in chunk.logprobs or []]
-        if len(logprobs) != 2 or not all(math.isfinite(value) and value <= 0 for value in logprobs):
-            raise ModelLoadError(f"the start-up self-check computed invalid log-probabilities {logprobs}")
+    def forget_kept_prefixes(self) -> None:
+        """Drop the prompt cells kept for reuse (engine/prefix.py)."""
         self._prefixes.clear()
 
     # --- tokens -----------------------------------------------------------------------
 
-    def _scan_vocabulary(self) -> tuple[int, tuple[str, ...]]:
-        """One walk over the vocabulary, at load, for two facts about it:
-
-        - the longest token's bytes: no token covers more text, so a prompt longer than a
-          context window of such tokens cannot fit, and is refused before tokenizing it
-          (which takes about a second for 4 MB);
-        - the texts of the tokens llama.cpp matches only when control tokens are allowed
-          (`special=True`, for a rendered chat template): CONTROL and UNKNOWN, as its
-          tokenizer decides. The gateway keeps callers from writing them
-          (engine/control_tokens.py). Their text is the vocabulary's, which is what the
-          tokenizer matches; a piece may differ (SPM writes `<unk>` as "▅").
-        """
-        import llama_cpp
-
-        matched_only_as_special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-        longest = 0
-        control: list[str] = []
-        for token in range(self._n_vocab):
-            longest = max(longest, len(self._piece(token, special=True)))
-            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & matched_only_as_special:
-                text = llama_cpp.llama_vocab_get_text(self._vocab, token)
-                if text:
-                    control.append(text.decode("utf-8", "replace"))
-        return longest, tuple(control)
-
-    def _token_text(self, token_id: int) -> str:
-        if token_id < 0:
-            return ""
-        return self._piece(token_id, special=True).decode("utf-8", "replace")
-
-    def _piece(self, token_id: int, *, special: bool = False) -> bytes:
-        """The bytes of one token. (llama-cpp-python's own helper returns a padded
-        32-byte buffer, so this asks llama.cpp for the length too.)"""
-        import llama_cpp
-
-        cached = self._pieces.get(token_id) if not special else None
-        if cached is not None:
-            return cached
-        size = 64
-        buffer = ctypes.create_string_buffer(size)
-        length = llama_cpp.llama_token_to_piece(self._vocab, token_id, buffer, size, 0, special)
-        if length < 0:  # longer than the buffer: ask again with the size it needs
-            buffer = ctypes.create_string_buffer(-length)
-            length = llama_cpp.llama_token_to_piece(self._vocab, token_id, buffer, -length, 0, special)
-        piece = buffer.raw[:length]
-        if not special:
-            self._pieces[token_id] = piece
-        return piece
-
-    def _is_end_of_generation(self, token_id: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token_id))
-
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """Tokenize a prompt. `special=True` for rendered chat templates, so their
         control tokens (`<|im_start|>`) become single tokens rather than text."""
-        add_bos = self._add_bos and not (self.bos_token and text.startswith(self.bos_token))
-        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
-        return tokens
+        return self.vocabulary.tokenize(text, special=special)
 
     def embed(self, text: str) -> tuple[list[float], int]:
         """One text's sentence vector (see `engine/embedding.py`) and its token count."""
@@ -332,33 +206,50 @@ class BatchEngine:
         *,
         special: bool,
         sampling: Sampling,
-        default_max_tokens: int | None,
         account: str | None = None,
     ) -> ModelportError | None:
-        """Tokenize and queue a request; the error that refuses it, if any."""
+        """Tokenize and queue a request; the error that refuses it, if any. max_tokens
+        is the caller's to choose (the service resolves it, once, for every vendor); this
+        checks only that it fits the window with the prompt. Left unset (a caller
+        other than the service), it is the rest of the window, within one request's
+        share of the cache."""
         if self.embedding_only:
             return InvalidRequest(f"{self.path.name} is an embedding model: it computes embeddings, not text")
-        most_bytes = self.context_window * self.longest_token_bytes
+        longest = self.vocabulary.longest_token_bytes
+        most_bytes = self.context_window * longest
         size = len(text.encode("utf-8", "surrogatepass"))  # about a millisecond for 4 MB
         if size > most_bytes:
             return ContextWindowExceeded(
                 f"the prompt is {size} bytes; this model's context window of {self.context_window} tokens holds at "
-                f"most {most_bytes} bytes (its longest token is {self.longest_token_bytes} bytes)",
+                f"most {most_bytes} bytes (its longest token is {longest} bytes)",
                 context_window=self.context_window,
             )
         tokens = self.tokenize(text, special=special)
-        try:
-            max_tokens = resolve_max_tokens(
-                sampling.max_tokens,
-                prompt_tokens=len(tokens),
-                context_window=self.context_window,
-                default=default_max_tokens,
+        refused = self._outside_window(len(tokens), sampling.max_tokens)
+        if refused is not None:
+            return refused
+        if sampling.max_tokens is None:  # the rest of the window, trimmed to the sequence's share
+            sampling = replace(sampling, max_tokens=max(1, self.sequence_cells - len(tokens)))
+        return self.submit(key, tokens, sampling, account=account)
+
+    def _outside_window(self, prompt_tokens: int, max_tokens: int | None) -> ContextWindowExceeded | None:
+        """The refusal of a prompt that, with max_tokens, does not fit the context window."""
+        window = self.context_window
+        if max_tokens is not None and prompt_tokens + max_tokens > window:
+            return ContextWindowExceeded(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: together "
+                f"{prompt_tokens + max_tokens}, more than the context window of {window} tokens",
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+                context_window=window,
             )
-        except InvalidRequest as exc:
-            return exc
-        if sampling.max_tokens is None:  # a default is trimmed to the sequence's share, as to the window
-            max_tokens = max(1, min(max_tokens, self.sequence_cells - len(tokens)))
-        return self.submit(key, tokens, replace(sampling, max_tokens=max_tokens), account=account)
+        if max_tokens is None and prompt_tokens >= window:
+            return ContextWindowExceeded(
+                f"the prompt has {prompt_tokens} tokens, which leaves no room in the context window of {window} tokens",
+                prompt_tokens=prompt_tokens,
+                context_window=window,
+            )
+        return None
 
     def submit(
         self, key: Hashable, prompt_tokens: list[int], sampling: Sampling, *, account: str | None = None
@@ -380,10 +271,12 @@ class BatchEngine:
         if len(self._waiting) >= self.max_queue:
             return EngineOverloaded(f"the embedded engine has {self.max_queue} requests waiting; try again shortly")
         try:
-            sampler = build_sampler(sampling, sampling.max_tokens or self.context_window, self._vocab, self._n_vocab)
+            sampler = build_sampler(
+                sampling, sampling.max_tokens or self.context_window, self.vocabulary.handle, self.vocabulary.size
+            )
         except InvalidRequest as exc:
             return exc
-        job = _Job(key=key, prompt_tokens=prompt_tokens, sampling=sampling, sampler=sampler, account=account)
+        job = Job(key=key, prompt_tokens=prompt_tokens, sampling=sampling, sampler=sampler, account=account)
         self._waiting.append(job)
         self._by_key[key] = job
         return None
@@ -391,10 +284,10 @@ class BatchEngine:
     def cancel(self, key: Hashable) -> None:
         """Forget a request: waiting, it never starts; running, it leaves before the next step."""
         item = self._by_key.pop(key, None)
-        if isinstance(item, _Job):
+        if isinstance(item, Job):
             self._waiting.remove(item)
             free_sampler(item.sampler)
-        elif isinstance(item, _Sequence):
+        elif isinstance(item, Sequence):
             item.cancelled = True
 
     @property
@@ -471,7 +364,7 @@ class BatchEngine:
                 running[job.account] += 1
             reused = slot.reused
             self.reused_tokens += reused
-            sequence = _Sequence(
+            sequence = Sequence(
                 job=job,
                 seq_id=slot.seq_id,
                 sampler=job.sampler,
@@ -485,23 +378,23 @@ class BatchEngine:
             self._by_key[job.key] = sequence
             self._reserved += need
 
-    def _release(self, sequence: _Sequence, *, keep: bool) -> None:
+    def _release(self, sequence: Sequence, *, keep: bool) -> None:
 
         kept = sequence.evaluated[: len(sequence.job.prompt_tokens)] if keep else []
         self._prefixes.keep(sequence.seq_id, kept)
         free_sampler(sequence.sampler)
         sequence.sampler = None
 
-    def _decode(self, out: list[tuple[Hashable, Event]]) -> list[_Sequence]:
+    def _decode(self, out: list[tuple[Hashable, Event]]) -> list[Sequence]:
         """One llama_decode for every running sequence; returns those that finished."""
         import llama_cpp
 
         finished = [sequence for sequence in self._running if sequence.cancelled]
         batch = self._batch
         size = 0
-        sampled_at: list[tuple[_Sequence, int]] = []
+        sampled_at: list[tuple[Sequence, int]] = []
 
-        def add(sequence: _Sequence, token: int, logits: bool) -> None:
+        def add(sequence: Sequence, token: int, logits: bool) -> None:
             nonlocal size
             batch.token[size] = token
             batch.pos[size] = len(sequence.evaluated)
@@ -537,7 +430,7 @@ class BatchEngine:
                 finished.append(sequence)
         return finished
 
-    def _advance(self, sequence: _Sequence, index: int, out: list[tuple[Hashable, Event]]) -> bool:
+    def _advance(self, sequence: Sequence, index: int, out: list[tuple[Hashable, Event]]) -> bool:
         """Sample the sequence's next token from row `index`, hand it to the caller;
         True when the sequence is done."""
         import llama_cpp
@@ -548,15 +441,19 @@ class BatchEngine:
         else:
             token = llama_cpp.llama_sampler_sample(sequence.sampler, self._ctx, index)
         finish: FinishReason | None = None
-        if self._is_end_of_generation(token):
+        if self.vocabulary.is_end_of_generation(token):
             finish = "stop"
         else:
             sequence.generated += 1
             sequence.last_token = token
-            piece = self._piece(token)
+            piece = self.vocabulary.piece(token)
             text = sequence.decoder.decode(piece)
             sampling = job.sampling
-            logprobs = [self._logprob(index, token, text, piece, sampling.top_logprobs)] if sampling.logprobs else None
+            logprobs = (
+                [token_logprob(self._logits(index), token, text, piece, sampling.top_logprobs, self.vocabulary.piece)]
+                if sampling.logprobs
+                else None
+            )
             out.append((job.key, GenerationChunk(text=text, logprobs=logprobs)))
             sequence.stops.feed(text)
             if sequence.stops.stopped:
@@ -584,27 +481,4 @@ class BatchEngine:
         import llama_cpp
         import numpy as np  # here, not at the top: only an engine process needs it
 
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
-
-    def _logprob(self, index: int, token: int, text: str, piece: bytes, top_n: int) -> TokenLogprob:
-        """Log-probabilities from the model's raw logits (before temperature and penalties)."""
-        import numpy as np
-
-        logits = self._logits(index).astype(np.float64)
-        peak = logits.max()
-        log_norm = peak + np.log(np.exp(logits - peak).sum())
-        alternatives: list[TokenAlternative] = []
-        if top_n > 0:
-            best = np.argpartition(-logits, top_n)[:top_n]
-            for alt in best[np.argsort(-logits[best])]:
-                alt_piece = self._piece(int(alt))
-                alternatives.append(
-                    TokenAlternative(
-                        token=alt_piece.decode("utf-8", "replace"),
-                        logprob=float(logits[alt] - log_norm),
-                        bytes=list(alt_piece),
-                    )
-                )
-        return TokenLogprob(
-            token=text, logprob=float(logits[token] - log_norm), bytes=list(piece), top_logprobs=alternatives
-        )
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self.vocabulary.size,))

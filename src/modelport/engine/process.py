@@ -1,6 +1,6 @@
 """The engine process: one GGUF file, served to every gateway worker on one socket.
 
-`python -m modelport.engine.process --socket PATH --model FILE ...` is started by the
+`python -m modelport.engine.process --socket PATH --model FILE --settings JSON` is started by the
 supervisor (`engine/supervisor.py`). It loads the model, runs the start-up self-check,
 listens on the socket and then prints one line of JSON on standard output: `{"ready":
 info}`, or `{"error": reason}` for a file it cannot serve. Logs go to standard error.
@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from modelport.config import EngineSettings
 from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine, Event
 from modelport.engine.protocol import (
@@ -43,6 +44,7 @@ from modelport.engine.protocol import (
     error_to_wire,
     sampling_from_wire,
 )
+from modelport.engine.self_check import self_check
 from modelport.errors import DeploymentUnavailable, InvalidRequest, ModelportError
 from modelport.generation import GenerationChunk
 
@@ -188,7 +190,6 @@ class EngineServer:
             str(message["text"]),
             special=bool(message.get("special")),
             sampling=sampling_from_wire(message["sampling"]),
-            default_max_tokens=message.get("default_max_tokens"),
             account=message.get("account"),
         )
         if refused is not None:
@@ -310,36 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelport-engine", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--n-ctx", type=int, default=0)
-    parser.add_argument("--max-queue", type=int, default=256)
-    parser.add_argument("--max-sequences", type=int, default=16)
-    parser.add_argument("--kv-tokens", type=int, default=0)
-    parser.add_argument("--step-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--max-sequence-kv-share", type=float, default=1.0)
-    parser.add_argument("--sequences-per-account", type=int, default=0)
-    parser.add_argument("--no-prefix-cache", action="store_true")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--settings", default="{}", help="the EngineSettings, as JSON")
     args = parser.parse_args(argv)
+    settings = EngineSettings(**orjson.loads(args.settings))
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s",
         stream=sys.stderr,
     )
     try:
-        engine = BatchEngine(
-            gguf_path(args.model),
-            n_ctx=args.n_ctx or None,
-            max_queue=args.max_queue,
-            max_sequences=args.max_sequences,
-            kv_tokens=args.kv_tokens or None,
-            prefix_cache=not args.no_prefix_cache,
-            step_tokens=args.step_tokens,
-            threads=args.threads or None,
-            max_sequence_kv_share=args.max_sequence_kv_share,
-            sequences_per_account=args.sequences_per_account,
-        )
-        engine.self_check()
+        engine = BatchEngine(gguf_path(args.model), settings)
+        self_check(engine)
     except ModelLoadError as exc:
         log.error("%s", exc)
         _report({"error": str(exc)})

@@ -9,7 +9,7 @@ automatic reconnects). JSON through orjson, already the gateway's encoder, is as
 as msgpack for these small messages.
 
 Gateway → engine:
-  {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "default_max_tokens": 100}
+  {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "account": "..."}
   {"op": "embed", "id": 8, "texts": ["...", ...]}   sentence vectors (engine/embedding.py)
   {"op": "cancel", "id": 7}
   {"op": "stats"}

@@ -31,12 +31,13 @@ import sys
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
+from modelport.config import EngineSettings
 from modelport.engine.protocol import encode, read_message
 
 log = logging.getLogger(__name__)
@@ -44,25 +45,6 @@ log = logging.getLogger(__name__)
 EngineState = Literal["starting", "ready", "restarting", "failed", "stopped"]
 FailureCallback = Callable[[list[str], str], Awaitable[None]]
 RecoveryCallback = Callable[[list[str]], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    n_ctx: int = 8192
-    max_queue: int = 256
-    max_sequences: int = 16
-    kv_tokens: int = 0
-    prefix_cache: bool = True
-    step_tokens: int = 32
-    threads: int = 0
-    max_sequence_kv_share: float = 1.0
-    sequences_per_account: int = 0  # 0: no cap of its own (max_sequences)
-    restart_limit: int = 3
-    restart_backoff: float = 0.5
-    restart_backoff_max: float = 60.0
-    stable_seconds: float = 30.0
-    load_timeout: float = 600.0
-    log_level: str = "info"
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -210,27 +192,10 @@ class _Engine:
             str(self.socket_path),
             "--model",
             self.path,
-            "--n-ctx",
-            str(settings.n_ctx),
-            "--max-queue",
-            str(settings.max_queue),
-            "--max-sequences",
-            str(settings.max_sequences),
-            "--kv-tokens",
-            str(settings.kv_tokens),
-            "--step-tokens",
-            str(settings.step_tokens),
-            "--threads",
-            str(settings.threads),
-            "--max-sequence-kv-share",
-            str(settings.max_sequence_kv_share),
-            "--sequences-per-account",
-            str(settings.sequences_per_account),
-            "--log-level",
-            settings.log_level,
+            # Every knob, as one value: the process reads them as they are here.
+            "--settings",
+            orjson.dumps(asdict(settings)).decode(),
         ]
-        if not settings.prefix_cache:
-            command.append("--no-prefix-cache")
         # stdin is the engine's lifeline: it exits when the pipe closes with us.
         # A session of its own: a Ctrl-C meant for the server does not reach it.
         process = await asyncio.create_subprocess_exec(

@@ -25,7 +25,8 @@ from modelport.limits.base import (
 )
 from modelport.limits.pricing import cost_of, prompt_token_bound, rendered_prompt_token_bound
 from modelport.principal import KeyLimits, Principal
-from modelport.prompts.templates import RenderScope, render_chat_async, render_scope
+from modelport.prompts.render_pool import RenderScope, render_scope
+from modelport.prompts.templates import render_chat_async
 from modelport.vendors.base import Target
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Any
 
-from modelport.errors import ContextWindowExceeded, InvalidRequest, ValidationFailed
+from modelport.errors import InvalidRequest, ValidationFailed
 from modelport.generation import GenerationCall, Sampling
 from modelport.schemas.inference import CompletionRequest
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities
@@ -125,32 +125,6 @@ def effective_sampling(
         top_logprobs=keep("top_logprobs") or 0,
         reasoning_effort=keep("reasoning_effort"),
     )
-
-
-def resolve_max_tokens(requested: int | None, *, prompt_tokens: int, context_window: int, default: int | None) -> int:
-    """max_tokens for this call, or 400 if the prompt and the request cannot fit.
-
-    An explicit value must fit with the prompt; a default is trimmed to what fits.
-    """
-    room = context_window - prompt_tokens
-    if requested is not None:
-        if prompt_tokens + requested > context_window:
-            raise ContextWindowExceeded(
-                f"the prompt has {prompt_tokens} tokens and max_tokens is {requested}: together "
-                f"{prompt_tokens + requested}, more than the context window of {context_window} tokens",
-                prompt_tokens=prompt_tokens,
-                max_tokens=requested,
-                context_window=context_window,
-            )
-        return requested
-    if room < 1:
-        raise ContextWindowExceeded(
-            f"the prompt has {prompt_tokens} tokens, which leaves no room in the context window "
-            f"of {context_window} tokens",
-            prompt_tokens=prompt_tokens,
-            context_window=context_window,
-        )
-    return room if default is None else min(default, room)
 
 
 _BINDING_TYPES: dict[str, tuple[type, ...]] = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ from modelport.store.tables import AccountSecret, ApiKey, CatalogueGeneration, D
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+    from modelport.config import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -45,6 +48,20 @@ def make_sessions(
     changed what `modelport.store.cache` holds (this process's cache drops its entries)."""
     info = {_LISTENERS: [on_catalogue_change] if on_catalogue_change else []}
     return async_sessionmaker(engine, expire_on_commit=False, info=info)
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, async_sessionmaker[Any]]]:
+    """The configured database's engine and sessions, for a command that opens it by
+    hand (the CLI, `modelport.cli.prepare`); the engine is disposed on leaving. An
+    SQLite file's directory is made first: on a first run it does not exist yet."""
+    if settings.sqlite_path is not None:
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    try:
+        yield engine, make_sessions(engine)
+    finally:
+        await engine.dispose()
 
 
 # --- catalogue change tracking -----------------------------------------------------

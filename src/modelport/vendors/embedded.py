@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from modelport.engine.client import EngineClient, EngineInfo
 from modelport.engine.control_tokens import neutralise_messages
@@ -74,19 +74,11 @@ class EmbeddedVendor:
         if info.vocabulary is not None:
             _check_token_ids(sampling.logit_bias, info.vocabulary)
         text = await prompt_text(call, info, describe_tools=bool(forced))
-        # The engine tokenizes and fits max_tokens to the context window: it has the
-        # vocabulary, and one message there costs less than a round trip to ask.
-        # `generate` is an async generator (closing it cancels the generation in the
-        # engine), though engine/client.py declares only an AsyncIterator.
-        chunks = cast(
-            ChunkStream,
-            engine.generate(
-                text=text,
-                special=call.messages is not None,
-                sampling=sampling,
-                default_max_tokens=CAPABILITIES.default_max_tokens,
-                account=target.account_id,
-            ),
+        # The engine tokenizes and checks that the prompt and max_tokens fit its window:
+        # it has the vocabulary, and one message there costs less than a round trip to ask.
+        # Closing the stream cancels the generation in the engine.
+        chunks = engine.generate(
+            text=text, special=call.messages is not None, sampling=sampling, account=target.account_id
         )
         return as_tool_call(chunks) if forced else chunks
 

@@ -1,0 +1,51 @@
+"""What every `modelport` command shares: the settings, the database, and failing with
+a one-line message rather than a traceback.
+
+The command modules (`cli/main.py`, `cli/console.py`) import this, never each other's
+helpers: main imports console to register its commands, and nothing imports main.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from modelport.config import Settings
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or a one-line error naming the bad setting (not a traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MODELPORT_" + "_".join(str(part) for part in first["loc"]).upper()
+        fail(f"{name}: {first['msg'].removeprefix('Value error, ')}")
+
+
+def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Run `work` against the configured database, schema upgraded first: the CLI's
+    one way to open it."""
+    from modelport.store import db
+
+    settings = settings_or_exit()
+
+    async def run() -> T:
+        async with db.opened(settings) as (engine, sessions):
+            await db.upgrade(engine)
+            return await work(sessions)
+
+    return asyncio.run(run())
