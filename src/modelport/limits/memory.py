@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from modelport.limits.base import WINDOW_SECONDS, Admission, Clock, Demand, SpendSource, wall_clock
-from modelport.limits.counters import Counter, plan, refusal, window_retry_after
+from modelport.limits.counters import Counter, granted, plan, refusal, window_retry_after
 
 
 class MemoryLimiter:
@@ -35,20 +35,8 @@ class MemoryLimiter:
         # No await from here on: checking and taking cannot interleave with another request.
         for counter in counters:
             self._check(counter, now)
-        remaining: dict[str, int] = {}
-        for counter in counters:
-            left = self._take(counter, demand.request_id, now)
-            if left is not None:
-                previous = remaining.get(counter.limit_name)
-                remaining[counter.limit_name] = left if previous is None else min(previous, left)
-        return Admission(
-            demand=demand,
-            now=now,
-            taken=frozenset(counter.name for counter in counters),
-            budget_window=window_index,
-            remaining_requests=remaining.get("rpm_limit"),
-            remaining_tokens=remaining.get("tpm_limit"),
-        )
+        lefts = [self._take(counter, demand.request_id, now) for counter in counters]
+        return granted(demand, now, counters, window_index, lefts)
 
     async def settle(self, admission: Admission, *, tokens: int, cost: float) -> None:
         if admission.settled:

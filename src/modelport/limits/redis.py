@@ -33,7 +33,7 @@ from modelport.limits.base import (
     SpendSource,
     wall_clock,
 )
-from modelport.limits.counters import Counter, plan, refusal
+from modelport.limits.counters import Counter, granted, plan, refusal
 
 log = logging.getLogger(__name__)
 
@@ -190,19 +190,11 @@ class RedisLimiter:
             if counter.kind == "budget":
                 retry = counter.window_end - now
             raise refusal(counter, used, retry)
-        remaining: dict[str, int] = {}
-        for counter, left in zip(counters, answer[1:], strict=True):
-            if counter.kind == "window":
-                value = max(0, math.floor(float(left)))
-                remaining[counter.limit_name] = min(remaining.get(counter.limit_name, value), value)
-        return Admission(
-            demand=demand,
-            now=now,
-            taken=frozenset(counter.name for counter in counters),
-            budget_window=window_index,
-            remaining_requests=remaining.get("rpm_limit"),
-            remaining_tokens=remaining.get("tpm_limit"),
-        )
+        lefts = [
+            max(0, math.floor(float(left))) if counter.kind == "window" else None
+            for counter, left in zip(counters, answer[1:], strict=True)
+        ]
+        return granted(demand, now, counters, window_index, lefts)
 
     async def settle(self, admission: Admission, *, tokens: int, cost: float) -> None:
         if admission.settled:
