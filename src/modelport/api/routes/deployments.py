@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize
-from modelport.errors import ValidationFailed
+from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize, UsageWindowDep
 from modelport.schemas.catalogue import (
     DeleteResponse,
     DeploymentCreate,
@@ -17,24 +15,10 @@ from modelport.schemas.catalogue import (
     ModelUsage,
     Page,
 )
-from modelport.schemas.errors import validation_detail
 
 router = APIRouter(tags=["deployments"])
 
 SortBy = Annotated[list[str] | None, Query()]
-
-
-def _storable(name: str, value: datetime) -> None:
-    """Times are compared in UTC, and year 1 east of Greenwich or year 9999 west of it
-    has no UTC equivalent that Python (or the database driver) can hold: a 422."""
-    try:
-        if value.tzinfo is not None:
-            value.astimezone(UTC)
-    except OverflowError:
-        body = validation_detail(
-            [{"loc": ["query", name], "msg": "out of the range of storable times in UTC", "type": "datetime_range"}]
-        )
-        raise ValidationFailed(str(body["detail"]), errors=body["errors"]) from None
 
 
 @router.post("/v4/models/{model_instance_id}/deployments", response_model=DeploymentOut)
@@ -101,15 +85,8 @@ async def delete_deployment(
 
 @router.get("/v4/model-deployments/{model_deployment_id}/usage-statistics", response_model=ModelUsage)
 async def deployment_usage(
-    model_deployment_id: str,
-    principal: CurrentPrincipal,
-    catalogue: CatalogueDep,
-    start_date: datetime,
-    end_date: datetime,
-    chunks: Annotated[int, Query(ge=1, le=1000)],
+    model_deployment_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep, window: UsageWindowDep
 ) -> ModelUsage:
-    _storable("start_date", start_date)
-    _storable("end_date", end_date)
     return await catalogue.deployments.usage(
-        principal, model_deployment_id, start=start_date, end=end_date, chunks=chunks
+        principal, model_deployment_id, start=window.start, end=window.end, chunks=window.chunks
     )
