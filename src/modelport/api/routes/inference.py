@@ -43,25 +43,19 @@ def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
 _V4: TextSurface[CompletionRequest, BaseModel] = TextSurface(_text_request, sgp.completion, sgp.completion_events)
 
 
-@router.post(
-    "/v4/models/{model_deployment_id}/chat-completions",
-    response_model=CompletionResponse,
-    openapi_extra=_declared_body(ChatCompletionRequest),
-)
-async def chat_completions(
-    model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
-) -> Response:
-    body = await parse_body(request, ChatCompletionRequest)
-    return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING)
+def _route(path: str, name: str, schema: type[CompletionRequest]) -> None:
+    """POST `path`: the v4 request `schema` (a chat's or a plain completion's), answered
+    by the deployment the path names. One handler for both: they differ only in the body."""
+
+    async def answer(
+        model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
+    ) -> Response:
+        body = await parse_body(request, schema)
+        return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING)
+
+    # `name` keeps each operation's OpenAPI id and summary what they were as two functions.
+    router.post(path, response_model=CompletionResponse, openapi_extra=_declared_body(schema), name=name)(answer)
 
 
-@router.post(
-    "/v4/models/{model_deployment_id}/completions",
-    response_model=CompletionResponse,
-    openapi_extra=_declared_body(CompletionRequest),
-)
-async def completions(
-    model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
-) -> Response:
-    body = await parse_body(request, CompletionRequest)
-    return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING)
+_route("/v4/models/{model_deployment_id}/chat-completions", "chat_completions", ChatCompletionRequest)
+_route("/v4/models/{model_deployment_id}/completions", "completions", CompletionRequest)
