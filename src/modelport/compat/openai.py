@@ -25,7 +25,7 @@ from modelport.generation import TokenLogprob as GeneratedLogprob
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
 from modelport.schemas import openai as wire
-from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
+from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, wire_logprobs
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 # SGP names -> the OpenAI names a caller sent, for error messages.
@@ -140,19 +140,7 @@ def _usage(piece: Generated) -> wire.Usage:
 
 
 def _chat_logprobs(entries: list[GeneratedLogprob]) -> wire.ChoiceLogprobs:
-    return wire.ChoiceLogprobs(
-        content=[
-            wire.TokenLogprob(
-                token=entry.token,
-                logprob=entry.logprob,
-                bytes=entry.bytes,
-                top_logprobs=[
-                    wire.TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
-                ],
-            )
-            for entry in entries
-        ]
-    )
+    return wire.ChoiceLogprobs(content=wire_logprobs(entries))
 
 
 def _tool_calls(calls: list[dict[str, Any]]) -> list[wire.ResponseToolCall]:
