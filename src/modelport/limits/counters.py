@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from modelport.limits.base import WINDOW_SECONDS, Admission, Demand, LimitExceeded, LimitName
+from modelport.limits.base import WINDOW_SECONDS, Admission, Demand, LimitExceeded, LimitName, SpendSource
 
 CounterKind = Literal["window", "parallel", "budget"]
 
@@ -97,6 +97,15 @@ def granted(
         remaining_requests=remaining.get("rpm_limit"),
         remaining_tokens=remaining.get("tpm_limit"),
     )
+
+
+async def spent_before(spend_source: SpendSource | None, demand: Demand, now: float) -> float:
+    """What the key spent in its current budget window before this limiter counted it
+    (recorded usage): where a new budget count starts. 0 without a source or a budget."""
+    window = demand.key.budget_window(now)
+    if spend_source is None or demand.key_id is None or window is None:
+        return 0.0
+    return await spend_source(demand.key_id, window[1])
 
 
 def refusal(counter: Counter, used: float, retry_after: float) -> LimitExceeded:
