@@ -24,7 +24,7 @@ from modelport.errors import InvalidRequest, RateLimited, UpstreamError
 from modelport.generation import GenerationCall, GenerationChunk, UsageEvent
 from modelport.inference.admission import LimitGate
 from modelport.inference.routing import PassiveHealth, Router
-from modelport.inference.service import InferenceService
+from modelport.inference.service import InferenceService, TextRequest
 from modelport.limits.memory import MemoryLimiter
 from modelport.observability.shutdown import gate
 from modelport.principal import KeyLimits, Principal
@@ -183,13 +183,15 @@ async def _slot_is_free(world: World) -> None:
     await world.limits.drain()
     world.vendor.scripts.setdefault("hello", Script(chunks=HELLO))
     request, messages = _chat()
-    await world.service.generate_at(world.principal, world.deployments["hello"], request, messages=messages)
+    await world.service.generate_at(world.principal, world.deployments["hello"], TextRequest(request, messages))
 
 
 async def test_an_answer_is_filtered_at_its_stop_sequence_and_recorded(world: World) -> None:
     world.vendor.scripts["hello"] = Script(chunks=HELLO)
     request, messages = _chat(stop_sequences=["."])
-    answer = await world.service.generate_at(world.principal, world.deployments["hello"], request, messages=messages)
+    answer = await world.service.generate_at(
+        world.principal, world.deployments["hello"], TextRequest(request, messages)
+    )
     assert (answer.text, answer.finish_reason, answer.stop_sequence) == ("Hello", "stop", ".")
     [event] = world.usage
     assert (event.status, event.prompt_tokens, event.response_tokens) == (200, 5, 4)
@@ -207,11 +209,11 @@ async def test_a_second_request_while_the_first_streams_is_refused_and_not_recor
     world.vendor.scripts["hello"] = Script(chunks=HELLO, stall_after=1)
     request, messages = _chat()
     pieces = await world.service.generate_stream_at(
-        world.principal, world.deployments["hello"], request, messages=messages
+        world.principal, world.deployments["hello"], TextRequest(request, messages)
     )
     assert (await anext(pieces)).text == "Hel"
     with pytest.raises(RateLimited):
-        await world.service.generate_at(world.principal, world.deployments["hello"], request, messages=messages)
+        await world.service.generate_at(world.principal, world.deployments["hello"], TextRequest(request, messages))
     assert world.usage == []  # a refused request never reached a vendor
     await pieces.aclose()
     assert [event.status for event in world.usage] == [499]
@@ -221,9 +223,11 @@ async def test_a_vendor_error_is_raised_recorded_and_settled(world: World) -> No
     world.vendor.scripts["broken"] = Script(error=UpstreamError("the vendor broke"))
     request, messages = _chat()
     with pytest.raises(UpstreamError):
-        await world.service.generate_at(world.principal, world.deployments["broken"], request, messages=messages)
+        await world.service.generate_at(world.principal, world.deployments["broken"], TextRequest(request, messages))
     with pytest.raises(UpstreamError):
-        await world.service.generate_stream_at(world.principal, world.deployments["broken"], request, messages=messages)
+        await world.service.generate_stream_at(
+            world.principal, world.deployments["broken"], TextRequest(request, messages)
+        )
     assert [event.status for event in world.usage] == [502, 502]
     await _slot_is_free(world)
 
@@ -232,7 +236,7 @@ async def test_a_stream_ends_with_the_counts_and_stops_at_its_stop_sequence(worl
     world.vendor.scripts["hello"] = Script(chunks=HELLO, stops_at_stop_sequences=False)
     request, messages = _chat(stop_sequences=["."])
     pieces = await world.service.generate_stream_at(
-        world.principal, world.deployments["hello"], request, messages=messages
+        world.principal, world.deployments["hello"], TextRequest(request, messages)
     )
     received = [piece async for piece in pieces]
     assert "".join(piece.text for piece in received) == "Hello"
@@ -248,7 +252,7 @@ async def test_a_client_gone_mid_stream_is_499_billed_for_what_was_generated(wor
     world.vendor.scripts["hello"] = Script(chunks=HELLO)
     request, messages = _chat()
     pieces = await world.service.generate_stream_at(
-        world.principal, world.deployments["hello"], request, messages=messages
+        world.principal, world.deployments["hello"], TextRequest(request, messages)
     )
     events = sgp.completion_events(request, pieces)
     first = await anext(events)
@@ -269,7 +273,7 @@ async def test_a_stalled_stream_cancelled_is_settled(
     world.vendor.scripts["hello"] = Script(chunks=HELLO, stall_after=1)
     request, messages = _chat()
     pieces = await world.service.generate_stream_at(
-        world.principal, world.deployments["hello"], request, messages=messages
+        world.principal, world.deployments["hello"], TextRequest(request, messages)
     )
 
     first = asyncio.Event()
@@ -315,7 +319,7 @@ async def test_each_surface_sees_the_vendors_error_after_its_first_events(world:
     world.vendor.scripts["broken"] = Script(chunks=HELLO, error=UpstreamError("cut"), error_after=1)
     request, messages = _chat()
     pieces = await world.service.generate_stream_at(
-        world.principal, world.deployments["broken"], request, messages=messages
+        world.principal, world.deployments["broken"], TextRequest(request, messages)
     )
     events = surface(pieces)
     received = []
@@ -330,9 +334,9 @@ async def test_a_model_falls_back_before_the_first_piece_unseen_by_the_caller(wo
     world.vendor.scripts["pair-first"] = Script(error=UpstreamError("down"))
     world.vendor.scripts["pair-backup"] = Script(chunks=HELLO)
     request, messages = _chat()
-    pieces = await world.service.generate_stream(world.principal, "pair", request, messages=messages)
+    pieces = await world.service.generate_stream(world.principal, "pair", TextRequest(request, messages))
     assert "".join([piece.text async for piece in pieces]) == "Hello. Bye"
-    answer = await world.service.generate(world.principal, "pair", request, messages=messages)
+    answer = await world.service.generate(world.principal, "pair", TextRequest(request, messages))
     assert answer.text == "Hello. Bye"
     first, backup = world.deployments["pair-first"], world.deployments["pair-backup"]
     assert [(event.deployment_id, event.status) for event in world.usage] == [
@@ -344,14 +348,14 @@ async def test_a_callers_mistake_is_not_retried_elsewhere(world: World) -> None:
     world.vendor.scripts["pair-first"] = Script(chunks=HELLO)
     request, messages = _chat(top_k=5)  # this vendor cannot honour top_k
     with pytest.raises(InvalidRequest, match="top_k"):
-        await world.service.generate(world.principal, "pair", request, messages=messages)
+        await world.service.generate(world.principal, "pair", TextRequest(request, messages))
     assert world.vendor.calls == [] and world.usage == []
 
 
 async def test_a_completion_request_sends_the_prompt_alone(world: World) -> None:
     world.vendor.scripts["hello"] = Script(chunks=HELLO)
     request = CompletionRequest.model_validate({"prompt": "raw text"})
-    answer = await world.service.generate_at(world.principal, world.deployments["hello"], request)
+    answer = await world.service.generate_at(world.principal, world.deployments["hello"], TextRequest(request))
     assert sgp.completion(request, answer).completions == [["raw text", ["Hello. Bye"]]]
     [(_deployment, call)] = world.vendor.calls
     assert (call.prompt, call.messages) == ("raw text", None)
@@ -365,7 +369,7 @@ async def test_embeddings_are_admitted_and_recorded_like_text(world: World) -> N
     assert [(event.status, event.prompt_tokens) for event in world.usage] == [(200, 2)]
     with pytest.raises(InvalidRequest, match="does not generate text"):
         request, messages = _chat()
-        await world.service.generate_at(world.principal, world.deployments["embedder"], request, messages=messages)
+        await world.service.generate_at(world.principal, world.deployments["embedder"], TextRequest(request, messages))
     with pytest.raises(InvalidRequest, match="needs a EMBEDDING model"):
         await world.service.embed(world.principal, world.deployments["hello"], EmbeddingRequest(texts=["a"]))
     await _slot_is_free(world)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query, Request, Security
@@ -9,10 +11,11 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from modelport.catalogue.catalogue import Catalogue
-from modelport.errors import Unauthenticated
+from modelport.errors import Unauthenticated, ValidationFailed
 from modelport.inference.service import InferenceService
 from modelport.principal import Principal
 from modelport.schemas.catalogue import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
+from modelport.schemas.errors import validation_detail
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -78,3 +81,37 @@ PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 def parse_list(values: list[str] | None) -> list[str]:
     """The SDK sends list query parameters comma-joined (`view=Deployments,ModelGroup`)."""
     return [part for value in values or [] for part in value.split(",") if part]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageWindow:
+    """[start, end) in `chunks` equal parts: what a usage-statistics route reports on."""
+
+    start: datetime
+    end: datetime
+    chunks: int
+
+
+async def usage_window(
+    start_date: datetime, end_date: datetime, chunks: Annotated[int, Query(ge=1, le=1000)]
+) -> UsageWindow:
+    """The query of every usage-statistics route."""
+    _storable("start_date", start_date)
+    _storable("end_date", end_date)
+    return UsageWindow(start=start_date, end=end_date, chunks=chunks)
+
+
+def _storable(name: str, value: datetime) -> None:
+    """Times are compared in UTC, and year 1 east of Greenwich or year 9999 west of it
+    has no UTC equivalent that Python (or the database driver) can hold: a 422."""
+    try:
+        if value.tzinfo is not None:
+            value.astimezone(UTC)
+    except OverflowError:
+        body = validation_detail(
+            [{"loc": ["query", name], "msg": "out of the range of storable times in UTC", "type": "datetime_range"}]
+        )
+        raise ValidationFailed(str(body["detail"]), errors=body["errors"]) from None
+
+
+UsageWindowDep = Annotated[UsageWindow, Depends(usage_window)]

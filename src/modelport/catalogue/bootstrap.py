@@ -12,6 +12,7 @@ from modelport.catalogue.keys import display_prefix, generate_key, hash_key
 from modelport.principal import IdentityType, Role
 from modelport.schemas.catalogue import DeploymentStatus
 from modelport.store import accounts, repo
+from modelport.store.tables import Deployment, Model
 
 log = logging.getLogger(__name__)
 
@@ -52,65 +53,28 @@ async def bootstrap_if_empty(
             display_prefix=display_prefix(key),
             name="first admin key",
         )
-        creator = {"created_by_user_id": identity.id, "created_by_identity_type": IdentityType.USER}
-        model = await repo.create_model(
-            session,
-            account_id=account.id,
+        chat = _Embedded(
             name=DEFAULT_MODEL_NAME,
+            checkpoint=DEFAULT_CHECKPOINT,
             display_name="SmolLM2 135M Instruct (embedded)",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF, run in-process by llama.cpp",
             model_type="CHAT_COMPLETION",
-            model_vendor="LLMENGINE",
-            model_creation_parameters={},
-            base_model_metadata={
-                "model_developer": "Hugging Face",
-                "modelDetails": {"token_context_window": context_window, "number_of_parameters": 134_515_008},
-                "ui_model_section_type": "OPENSOURCE",
-            },
-            **creator,
+            developer="Hugging Face",
+            context_window=context_window,
+            parameters=134_515_008,
         )
-        deployment = await repo.create_deployment(
-            session,
-            account_id=account.id,
-            model_id=model.id,
-            name=f"{DEFAULT_MODEL_NAME}-embedded",
-            status=DeploymentStatus.PENDING,  # loaded by the server's start-up load
-            vendor_configuration={
-                "vendor": "LLMENGINE",
-                "model_name": DEFAULT_MODEL_NAME,
-                "checkpoint_path": DEFAULT_CHECKPOINT,
-            },
-            **creator,
-        )
-        embedding_model = await repo.create_model(
-            session,
-            account_id=account.id,
+        embedding = _Embedded(
             name=DEFAULT_EMBEDDING_MODEL_NAME,
+            checkpoint=DEFAULT_EMBEDDING_CHECKPOINT,
             display_name="all-MiniLM-L6-v2 (embedded)",
             description="sentence-transformers/all-MiniLM-L6-v2, 384-dimension unit vectors, run by llama.cpp",
             model_type="EMBEDDING",
-            model_vendor="LLMENGINE",
-            model_creation_parameters={},
-            base_model_metadata={
-                "model_developer": "sentence-transformers",
-                "modelDetails": {"token_context_window": 512, "number_of_parameters": 22_713_216},
-                "ui_model_section_type": "OPENSOURCE",
-            },
-            **creator,
+            developer="sentence-transformers",
+            context_window=512,
+            parameters=22_713_216,
         )
-        embedding_deployment = await repo.create_deployment(
-            session,
-            account_id=account.id,
-            model_id=embedding_model.id,
-            name=f"{DEFAULT_EMBEDDING_MODEL_NAME}-embedded",
-            status=DeploymentStatus.PENDING,  # loaded by the server's start-up load
-            vendor_configuration={
-                "vendor": "LLMENGINE",
-                "model_name": DEFAULT_EMBEDDING_MODEL_NAME,
-                "checkpoint_path": DEFAULT_EMBEDDING_CHECKPOINT,
-            },
-            **creator,
-        )
+        model, deployment = await chat.create(session, account.id, identity.id)
+        _, embedding_deployment = await embedding.create(session, account.id, identity.id)
         return FirstStart(
             account_id=account.id,
             api_key=key,
@@ -119,3 +83,46 @@ async def bootstrap_if_empty(
             deployment_id=deployment.id,
             embedding_deployment_id=embedding_deployment.id,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Embedded:
+    """A model a fresh install runs in-process, and its one deployment."""
+
+    name: str
+    checkpoint: str
+    display_name: str
+    description: str
+    model_type: str
+    developer: str
+    context_window: int
+    parameters: int
+
+    async def create(self, session: AsyncSession, account_id: str, identity_id: str) -> tuple[Model, Deployment]:
+        creator = {"created_by_user_id": identity_id, "created_by_identity_type": IdentityType.USER}
+        model = await repo.create_model(
+            session,
+            account_id=account_id,
+            name=self.name,
+            display_name=self.display_name,
+            description=self.description,
+            model_type=self.model_type,
+            model_vendor="LLMENGINE",
+            model_creation_parameters={},
+            base_model_metadata={
+                "model_developer": self.developer,
+                "modelDetails": {"token_context_window": self.context_window, "number_of_parameters": self.parameters},
+                "ui_model_section_type": "OPENSOURCE",
+            },
+            **creator,
+        )
+        deployment = await repo.create_deployment(
+            session,
+            account_id=account_id,
+            model_id=model.id,
+            name=f"{self.name}-embedded",
+            status=DeploymentStatus.PENDING,  # loaded by the server's start-up load
+            vendor_configuration={"vendor": "LLMENGINE", "model_name": self.name, "checkpoint_path": self.checkpoint},
+            **creator,
+        )
+        return model, deployment

@@ -5,7 +5,7 @@ its group shown with `view=ModelGroup`."""
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,18 +34,25 @@ async def groups_of(session: AsyncSession, principal: Principal, models: list[Mo
     }
 
 
+class Linked(Protocol):
+    """A model to be, or a changed one: what its links are checked on."""
+
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def model_group_id(self) -> str | None: ...
+    @property
+    def model_template_id(self) -> str | None: ...
+    @property
+    def model_creation_parameters(self) -> dict[str, Any] | None: ...
+
+
 async def check_links(
-    session: AsyncSession,
-    account_id: str,
-    *,
-    model_type: str,
-    model_group_id: str | None,
-    model_template_id: str | None,
-    parameters: dict[str, Any] | None,
-    request_schema: dict[str, Any],
+    session: AsyncSession, account_id: str, model: Linked, request_schema: dict[str, Any]
 ) -> dict[str, Any]:
     """A model's group and template must be the account's; a model made from a
     template must fit it. Returns the request schema the model is to have."""
+    model_group_id, model_template_id = model.model_group_id, model.model_template_id
     if model_group_id is not None and (
         await repo.get_owned(session, ModelGroup, account_id=account_id, row_id=model_group_id) is None
     ):
@@ -59,4 +66,6 @@ async def check_links(
         raise field_error(
             ["body", "model_template_id"], f"no model template {model_template_id} in account {account_id}", "not_found"
         )
-    return check_against_template(template, model_type=model_type, parameters=parameters, request_schema=request_schema)
+    return check_against_template(
+        template, model_type=model.model_type, parameters=model.model_creation_parameters, request_schema=request_schema
+    )

@@ -70,15 +70,8 @@ class Models:
         fields["model_creation_parameters"] = body.model_creation_parameters or {}
         async with self._sessions() as session, session.begin():
             await self._check_name_free(session, principal, body.name)
-            request_schema = await check_links(
-                session,
-                principal.account_id,
-                model_type=body.model_type,
-                model_group_id=body.model_group_id,
-                model_template_id=body.model_template_id,
-                parameters=body.model_creation_parameters,
-                request_schema=body.request_schema.model_dump() if body.request_schema else {},
-            )
+            asked = body.request_schema.model_dump() if body.request_schema else {}
+            request_schema = await check_links(session, principal.account_id, body, asked)
             model = await repo.create_model(
                 session,
                 account_id=principal.account_id,
@@ -177,15 +170,7 @@ class Models:
                 model.base_model_metadata = body.base_model_metadata.stored() if body.base_model_metadata else None
             if "request_schema" in body.model_fields_set:
                 model.request_schema = body.request_schema.model_dump() if body.request_schema else {}
-            model.request_schema = await check_links(
-                session,
-                principal.account_id,
-                model_type=model.model_type,
-                model_group_id=model.model_group_id,
-                model_template_id=model.model_template_id,
-                parameters=model.model_creation_parameters,
-                request_schema=model.request_schema,
-            )
+            model.request_schema = await check_links(session, principal.account_id, model, model.request_schema)
             await session.flush()
             count = await repo.count_deployments(session, model_id=model_id)
             return model_out(model, deployment_count=count)

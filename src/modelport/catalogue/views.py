@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.schemas.catalogue import DeploymentOut, ModelInstanceOut, redact
+from modelport.schemas.catalogue import DeploymentOut, ModelInstanceOut, OwnedOut, redact
 from modelport.store.tables import Deployment, Model
 
 
@@ -17,11 +17,7 @@ def model_out(
     model_group: dict[str, Any] | None = None,
 ) -> ModelInstanceOut:
     return ModelInstanceOut(
-        id=model.id,
-        account_id=model.account_id,
-        created_at=model.created_at,
-        created_by_identity_type=model.created_by_identity_type,
-        created_by_user_id=model.created_by_user_id,
+        **_owned(model),
         deployment_count=deployment_count,
         model_type=model.model_type,
         name=model.name,
@@ -48,11 +44,7 @@ def deployment_out(deployment: Deployment) -> DeploymentOut:
     if deployment.status_reason:
         metadata.setdefault("status_reason", deployment.status_reason)
     return DeploymentOut(
-        id=deployment.id,
-        account_id=deployment.account_id,
-        created_at=deployment.created_at,
-        created_by_identity_type=deployment.created_by_identity_type,
-        created_by_user_id=deployment.created_by_user_id,
+        **_owned(deployment),
         name=deployment.name,
         status=deployment.status,
         deployment_metadata=metadata or None,
@@ -61,3 +53,7 @@ def deployment_out(deployment: Deployment) -> DeploymentOut:
         model_instance_id=deployment.model_id,
         vendor_configuration=deployment.vendor_configuration,
     )
+
+
+def _owned(row: Model | Deployment) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in OwnedOut.model_fields}

@@ -137,14 +137,24 @@ BudgetOption = Annotated[float | None, typer.Option("--max-budget", help="US dol
 DurationOption = Annotated[str | None, typer.Option("--budget-duration", help="When the budget resets: 1h, 1d, 30d.")]
 
 
-def _key_limits(**given: Any) -> dict[str, Any]:
+def _key_options() -> tuple[str, ...]:
+    """The fields a key's limit options set (--rpm-limit ... --budget-duration)."""
+    from modelport.limits.base import LIMIT_NAMES
+
+    return (*LIMIT_NAMES, "budget_duration")
+
+
+def _key_limits(
+    rpm: int | None, tpm: int | None, parallel: int | None, budget: float | None, duration: str | None
+) -> dict[str, Any]:
     """The limit options given, checked as the API checks them."""
     from pydantic import ValidationError
 
     from modelport.schemas.catalogue import KeyLimitFields
 
+    given = zip(_key_options(), (rpm, tpm, parallel, budget, duration), strict=True)
     try:
-        checked = KeyLimitFields.model_validate({name: value for name, value in given.items() if value is not None})
+        checked = KeyLimitFields.model_validate({name: value for name, value in given if value is not None})
     except ValidationError as exc:
         fail(
             "; ".join(
@@ -173,13 +183,7 @@ def keys_create(
     if role not in tuple(Role):
         fail("--role must be admin or member")
     account = console.resolve_account(account)
-    limits = _key_limits(
-        rpm_limit=rpm_limit,
-        tpm_limit=tpm_limit,
-        max_parallel_requests=max_parallel_requests,
-        max_budget=max_budget,
-        budget_duration=budget_duration,
-    )
+    limits = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     try:
         created = with_database(
             lambda sessions: create_key(sessions, account_id=account, role=Role(role), name=name, limits=limits)
@@ -233,20 +237,13 @@ def keys_update(
 ) -> None:
     """Change a key's limits; the options left out stay as they are."""
     from modelport.catalogue.access import apply_key_changes
-    from modelport.limits.base import LIMIT_NAMES
     from modelport.store.tables import ApiKey
 
-    changes = _key_limits(
-        rpm_limit=rpm_limit,
-        tpm_limit=tpm_limit,
-        max_parallel_requests=max_parallel_requests,
-        max_budget=max_budget,
-        budget_duration=budget_duration,
-    )
+    changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     for name in clear or []:
         field = name.replace("-", "_")
-        if field not in (*LIMIT_NAMES, "budget_duration"):
-            fail(f"--clear {name}: not a limit; one of {', '.join((*LIMIT_NAMES, 'budget_duration'))}")
+        if field not in _key_options():
+            fail(f"--clear {name}: not a limit; one of {', '.join(_key_options())}")
         changes[field] = None
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:

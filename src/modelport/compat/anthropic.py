@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
 from modelport.inference.metering import Generated
+from modelport.inference.service import TextRequest
 from modelport.schemas import anthropic as wire
 from modelport.schemas.inference import ChatCompletionRequest
 
@@ -36,10 +37,7 @@ COUNTING_MAX_TOKENS = 1
 Event = tuple[str, dict[str, Any]]
 
 
-def message_request(
-    body: wire.MessagesBody | wire.CountTokensBody,
-) -> tuple[ChatCompletionRequest, tuple[dict[str, Any], ...], dict[str, Any]]:
-    """(sampling request, messages, call options) for the service."""
+def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextRequest:
     messages = _messages(body)
     values: dict[str, Any] = {"chat_history": [], "prompt": _last_user_text(body.messages)}
     if isinstance(body, wire.MessagesBody):
@@ -73,7 +71,7 @@ def message_request(
     if body.output_config is not None and body.output_config.format is not None:
         schema = body.output_config.format.schema_
         options["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-    return request, messages, options
+    return TextRequest(request, messages, options)
 
 
 def _tool_choice(choice: wire.ToolChoice) -> str | dict[str, Any]:

@@ -23,18 +23,16 @@ from pydantic import ValidationError
 from modelport.errors import InvalidRequest
 from modelport.generation import TokenLogprob as GeneratedLogprob
 from modelport.inference.metering import Generated
+from modelport.inference.service import TextRequest
 from modelport.schemas import openai as wire
-from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
+from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, wire_logprobs
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 # SGP names -> the OpenAI names a caller sent, for error messages.
 _PARAMETER_NAMES = {"stop_sequences": "stop", "chat_history": "messages", "prompt": "messages"}
 
 
-def chat_request(
-    body: wire.ChatCompletionBody,
-) -> tuple[ChatCompletionRequest, tuple[dict[str, Any], ...], dict[str, Any]]:
-    """(sampling request, messages, call options) for the service."""
+def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
     messages = tuple(_message(message) for message in body.messages)
     sampling = _sampling(body, max_tokens=body.max_completion_tokens or body.max_tokens)
     if body.logprobs is not None:
@@ -54,16 +52,18 @@ def chat_request(
         options["tool_choice"] = body.tool_choice
     if body.response_format is not None:
         options["response_format"] = body.response_format
-    return request, messages, options
+    return TextRequest(request, messages, options)
 
 
-def text_request(body: wire.TextCompletionBody) -> tuple[CompletionRequest, dict[str, Any]]:
+def text_request(body: wire.TextCompletionBody) -> TextRequest:
     sampling = _sampling(body, max_tokens=body.max_tokens)
     if body.logprobs is not None:
         sampling["logprobs"] = True
         if body.logprobs > 0:
             sampling["top_logprobs"] = body.logprobs
-    return _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}), _call_options(body)
+    return TextRequest(
+        _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}), options=_call_options(body)
+    )
 
 
 def _sampling(body: wire.ChatCompletionBody | wire.TextCompletionBody, *, max_tokens: int | None) -> dict[str, Any]:
@@ -140,19 +140,7 @@ def _usage(piece: Generated) -> wire.Usage:
 
 
 def _chat_logprobs(entries: list[GeneratedLogprob]) -> wire.ChoiceLogprobs:
-    return wire.ChoiceLogprobs(
-        content=[
-            wire.TokenLogprob(
-                token=entry.token,
-                logprob=entry.logprob,
-                bytes=entry.bytes,
-                top_logprobs=[
-                    wire.TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
-                ],
-            )
-            for entry in entries
-        ]
-    )
+    return wire.ChoiceLogprobs(content=wire_logprobs(entries))
 
 
 def _tool_calls(calls: list[dict[str, Any]]) -> list[wire.ResponseToolCall]:

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from modelport.generation import TokenLogprob
 from modelport.inference.metering import Generated
 from modelport.schemas.inference import (
     ChatCompletionRequest,
@@ -21,9 +20,8 @@ from modelport.schemas.inference import (
     ChoiceLogprobs,
     CompletionRequest,
     CompletionResponse,
-    TopLogprob,
+    wire_logprobs,
 )
-from modelport.schemas.inference import TokenLogprob as WireTokenLogprob
 
 
 def messages(request: CompletionRequest) -> tuple[dict[str, Any], ...] | None:
@@ -50,7 +48,7 @@ def completion(request: CompletionRequest, generated: Generated) -> CompletionRe
     the token counts)."""
     choices = None
     if request.logprobs:  # SPEC 3.1: present when logprobs were asked for
-        choices = [Choice(index=0, logprobs=ChoiceLogprobs(content=_logprobs(generated.logprobs)))]
+        choices = [Choice(index=0, logprobs=ChoiceLogprobs(content=wire_logprobs(generated.logprobs)))]
     return CompletionResponse(
         completions=[[request.prompt, [generated.text]]],
         choices=choices,
@@ -69,17 +67,3 @@ async def completion_events(
     async with contextlib.aclosing(pieces):
         async for piece in pieces:
             yield completion(request, piece)
-
-
-def _logprobs(entries: list[TokenLogprob]) -> list[WireTokenLogprob]:
-    return [
-        WireTokenLogprob(
-            token=entry.token,
-            logprob=entry.logprob,
-            bytes=entry.bytes,
-            top_logprobs=[
-                TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
-            ],
-        )
-        for entry in entries
-    ]

@@ -106,16 +106,21 @@ def _stderr_caught(limit: int) -> Iterator[bytearray]:
             caught += file.read(limit)
 
 
-def _logit_bias_sampler(logit_bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:
-    import llama_cpp
-
-    outside = sorted(token for token, _ in logit_bias if not 0 <= token < n_vocab)
+def check_token_ids(logit_bias: tuple[tuple[int, float], ...], vocabulary: int) -> None:
+    """A 400 naming the logit_bias token ids a model of `vocabulary` tokens lacks."""
+    outside = sorted(token for token, _ in logit_bias if not 0 <= token < vocabulary)
     if outside:
         raise InvalidRequest(
-            f"logit_bias names token ids outside this model's vocabulary of {n_vocab}: "
+            f"logit_bias names token ids outside this model's vocabulary of {vocabulary}: "
             + ", ".join(map(str, outside[:10])),
             param="logit_bias",
         )
+
+
+def _logit_bias_sampler(logit_bias: tuple[tuple[int, float], ...], n_vocab: int) -> Any:
+    import llama_cpp
+
+    check_token_ids(logit_bias, n_vocab)
     entries = (llama_cpp.llama_logit_bias * len(logit_bias))()
     for entry, (token, bias) in zip(entries, logit_bias, strict=True):
         entry.token = token

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +36,17 @@ from modelport.vendors.base import Capabilities, Embedder, Reranker, Vendor
 
 # Text the model does not generate: what a deployment of another type is told.
 _NOT_TEXT = ", which does not generate text"
+
+
+@dataclass(frozen=True, slots=True)
+class TextRequest:
+    """A text request, whatever its surface: the v4 request (sampling, stop sequences,
+    request parameters), a chat's turns as OpenAI-style dicts (None: the prompt is sent
+    as raw text), and GenerationCall-level options (tools, response_format, ...)."""
+
+    request: CompletionRequest
+    messages: tuple[dict[str, Any], ...] | None = None
+    options: dict[str, Any] | None = None
 
 
 class InferenceService:
@@ -69,73 +81,35 @@ class InferenceService:
 
     # --- text, on the deployment the caller named (SGP v4) ------------------------------
 
-    async def generate_at(
-        self,
-        principal: Principal,
-        deployment_id: str,
-        request: CompletionRequest,
-        *,
-        messages: tuple[dict[str, Any], ...] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> Generated:
-        """The whole answer. `messages` (OpenAI-style dicts) are a chat request's turns;
-        `options` are GenerationCall-level parameters (tools, response_format, ...)."""
-        started = time.perf_counter()
-        metered, vendor, capabilities = await self._text(principal, deployment_id, request, messages, options, started)
+    async def generate_at(self, principal: Principal, deployment_id: str, text: TextRequest) -> Generated:
+        """The whole answer."""
+        metered, vendor, capabilities = await self._text(principal, deployment_id, text, time.perf_counter())
         return await self._meter.answer(metered, vendor, capabilities)
 
     async def generate_stream_at(
-        self,
-        principal: Principal,
-        deployment_id: str,
-        request: CompletionRequest,
-        *,
-        messages: tuple[dict[str, Any], ...] | None = None,
-        options: dict[str, Any] | None = None,
+        self, principal: Principal, deployment_id: str, text: TextRequest
     ) -> AsyncGenerator[Generated, None]:
         """Validate and start; errors known before the first piece are raised here."""
-        started = time.perf_counter()
-        metered, vendor, capabilities = await self._text(principal, deployment_id, request, messages, options, started)
+        metered, vendor, capabilities = await self._text(principal, deployment_id, text, time.perf_counter())
         return await self._meter.stream(metered, vendor, capabilities)
 
     # --- text, on one of the deployments a model names (the compatible surfaces) --------
 
-    async def generate(
-        self,
-        principal: Principal,
-        model: str,
-        request: CompletionRequest,
-        *,
-        messages: tuple[dict[str, Any], ...] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> Generated:
+    async def generate(self, principal: Principal, model: str, text: TextRequest) -> Generated:
         """The whole answer from one of the deployments `model` names (see `routing`)."""
         return await self._router.run(
-            principal.account_id,
-            model,
-            lambda deployment_id: self.generate_at(
-                principal, deployment_id, request, messages=messages, options=options
-            ),
+            principal.account_id, model, lambda deployment_id: self.generate_at(principal, deployment_id, text)
         )
 
     async def generate_stream(
-        self,
-        principal: Principal,
-        model: str,
-        request: CompletionRequest,
-        *,
-        messages: tuple[dict[str, Any], ...] | None = None,
-        options: dict[str, Any] | None = None,
+        self, principal: Principal, model: str, text: TextRequest
     ) -> AsyncGenerator[Generated, None]:
         """Start streaming from one of the deployments `model` names. A deployment that
         fails before its first piece is replaced by the next one, unseen by the caller;
         errors after that end the stream."""
 
         async def attempt(deployment_id: str) -> AsyncGenerator[Generated, None]:
-            pieces = await self.generate_stream_at(
-                principal, deployment_id, request, messages=messages, options=options
-            )
-            return await first_then_rest(pieces)
+            return await first_then_rest(await self.generate_stream_at(principal, deployment_id, text))
 
         return await self._router.run(principal.account_id, model, attempt)
 
@@ -176,13 +150,12 @@ class InferenceService:
         self,
         principal: Principal,
         deployment_id: str,
-        request: CompletionRequest,
-        messages: tuple[dict[str, Any], ...] | None,
-        options: dict[str, Any] | None,
+        text: TextRequest,
         started: float,
     ) -> tuple[Metered, Vendor, Capabilities]:
         """Resolve the deployment, check the request against its vendor, build the call
         and admit it."""
+        request = text.request
         resolved = await self._resolver.deployment(principal, deployment_id, serves=TEXT_TYPES, wrong_type=_NOT_TEXT)
         target = resolved.target
         capabilities = resolved.vendor.capabilities(target)
@@ -198,8 +171,8 @@ class InferenceService:
             capabilities=capabilities,
             target=target,
             dropped=dropped,
-            messages=messages,
-            options=options,
+            messages=text.messages,
+            options=text.options,
             bounds=self._call_bounds,
             default_max_tokens=self._default_max_tokens,
         )

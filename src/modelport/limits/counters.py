@@ -4,10 +4,11 @@ that both enforce exactly the same rules (see `base.py` for what each limit coun
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from modelport.limits.base import WINDOW_SECONDS, Demand, LimitExceeded, LimitName
+from modelport.limits.base import WINDOW_SECONDS, Admission, Demand, LimitExceeded, LimitName, SpendSource
 
 CounterKind = Literal["window", "parallel", "budget"]
 
@@ -76,6 +77,35 @@ def plan(demand: Demand, now: float) -> tuple[list[Counter], int | None]:
             )
         )
     return counters, window_index
+
+
+def granted(
+    demand: Demand, now: float, counters: list[Counter], budget_window: int | None, lefts: Iterable[int | None]
+) -> Admission:
+    """The admission of a request every counter let in. `lefts` is what each counter has
+    left after the take (None where it reports nothing); where two counters share a
+    limit (a key's and a deployment's rpm), the headers report the smaller."""
+    remaining: dict[str, int] = {}
+    for counter, left in zip(counters, lefts, strict=True):
+        if left is not None:
+            remaining[counter.limit_name] = min(remaining.get(counter.limit_name, left), left)
+    return Admission(
+        demand=demand,
+        now=now,
+        taken=frozenset(counter.name for counter in counters),
+        budget_window=budget_window,
+        remaining_requests=remaining.get("rpm_limit"),
+        remaining_tokens=remaining.get("tpm_limit"),
+    )
+
+
+async def spent_before(spend_source: SpendSource | None, demand: Demand, now: float) -> float:
+    """What the key spent in its current budget window before this limiter counted it
+    (recorded usage): where a new budget count starts. 0 without a source or a budget."""
+    window = demand.key.budget_window(now)
+    if spend_source is None or demand.key_id is None or window is None:
+        return 0.0
+    return await spend_source(demand.key_id, window[1])
 
 
 def refusal(counter: Counter, used: float, retry_after: float) -> LimitExceeded:

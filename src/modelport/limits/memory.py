@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from modelport.limits.base import WINDOW_SECONDS, Admission, Clock, Demand, SpendSource, wall_clock
-from modelport.limits.counters import Counter, plan, refusal, window_retry_after
+from modelport.limits.counters import Counter, granted, plan, refusal, spent_before, window_retry_after
 
 
 class MemoryLimiter:
@@ -30,25 +30,13 @@ class MemoryLimiter:
         for counter in counters:
             if counter.kind == "budget" and counter.store_key not in self._budgets:
                 self._forget_ended_budgets(now)  # a new window: the ended ones can go
-                seed = await self._seed(demand, now)
+                seed = await spent_before(self._spend_source, demand, now)
                 self._budgets.setdefault(counter.store_key, (seed, counter.window_end))
         # No await from here on: checking and taking cannot interleave with another request.
         for counter in counters:
             self._check(counter, now)
-        remaining: dict[str, int] = {}
-        for counter in counters:
-            left = self._take(counter, demand.request_id, now)
-            if left is not None:
-                previous = remaining.get(counter.limit_name)
-                remaining[counter.limit_name] = left if previous is None else min(previous, left)
-        return Admission(
-            demand=demand,
-            now=now,
-            taken=frozenset(counter.name for counter in counters),
-            budget_window=window_index,
-            remaining_requests=remaining.get("rpm_limit"),
-            remaining_tokens=remaining.get("tpm_limit"),
-        )
+        lefts = [self._take(counter, demand.request_id, now) for counter in counters]
+        return granted(demand, now, counters, window_index, lefts)
 
     async def settle(self, admission: Admission, *, tokens: int, cost: float) -> None:
         if admission.settled:
@@ -72,12 +60,6 @@ class MemoryLimiter:
 
     async def aclose(self) -> None:
         return None
-
-    async def _seed(self, demand: Demand, now: float) -> float:
-        window = demand.key.budget_window(now)
-        if self._spend_source is None or demand.key_id is None or window is None:
-            return 0.0
-        return await self._spend_source(demand.key_id, window[1])
 
     def _check(self, counter: Counter, now: float) -> None:
         if counter.kind == "window":

@@ -33,7 +33,7 @@ from modelport.limits.base import (
     SpendSource,
     wall_clock,
 )
-from modelport.limits.counters import Counter, plan, refusal
+from modelport.limits.counters import Counter, granted, plan, refusal, spent_before
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class RedisLimiter:
                 if int(answer[0]) != -1:
                     break
                 index = int(answer[1]) - 1
-                seeds[index] = repr(await self._seed(demand, now))
+                seeds[index] = repr(await spent_before(self._spend_source, demand, now))
         except (RedisError, OSError, TimeoutError) as exc:
             return self._unreachable(demand, counters, now, window_index, exc)
         if int(answer[0]) == 0:
@@ -190,19 +190,11 @@ class RedisLimiter:
             if counter.kind == "budget":
                 retry = counter.window_end - now
             raise refusal(counter, used, retry)
-        remaining: dict[str, int] = {}
-        for counter, left in zip(counters, answer[1:], strict=True):
-            if counter.kind == "window":
-                value = max(0, math.floor(float(left)))
-                remaining[counter.limit_name] = min(remaining.get(counter.limit_name, value), value)
-        return Admission(
-            demand=demand,
-            now=now,
-            taken=frozenset(counter.name for counter in counters),
-            budget_window=window_index,
-            remaining_requests=remaining.get("rpm_limit"),
-            remaining_tokens=remaining.get("tpm_limit"),
-        )
+        lefts = [
+            max(0, math.floor(float(left))) if counter.kind == "window" else None
+            for counter, left in zip(counters, answer[1:], strict=True)
+        ]
+        return granted(demand, now, counters, window_index, lefts)
 
     async def settle(self, admission: Admission, *, tokens: int, cost: float) -> None:
         if admission.settled:
@@ -249,12 +241,6 @@ class RedisLimiter:
             args.append(seeds.get(index, ""))
         args.append(WINDOW_SECONDS)
         return args
-
-    async def _seed(self, demand: Demand, now: float) -> float:
-        window = demand.key.budget_window(now)
-        if self._spend_source is None or demand.key_id is None or window is None:
-            return 0.0
-        return await self._spend_source(demand.key_id, window[1])
 
     def _unreachable(
         self, demand: Demand, counters: list[Counter], now: float, window_index: int | None, exc: BaseException

@@ -13,8 +13,8 @@ loop), in a fair share per account (`prompts/render_pool.py`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec
 
 from modelport.errors import TemplateRenderError
 from modelport.prompts.budget import Budget
@@ -24,6 +24,8 @@ from modelport.prompts.sandbox import SERVER_GLOBALS, compile_template, render_b
 # The names Hugging Face chat templates expect to find. `chat_template_kwargs` may add
 # more, but may not replace these or the messages.
 RESERVED_NAMES = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token"})
+
+P = ParamSpec("P")
 
 
 def render_chat(
@@ -54,32 +56,24 @@ def render_chat(
     )
 
 
-async def render_chat_async(
-    template: str,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    bos_token: str,
-    eos_token: str,
-    extra: Mapping[str, Any] | None = None,
-    add_generation_prompt: bool = True,
-) -> str:
-    """`render_chat` on the render pool's threads, so that a slow template delays only
-    its own request, counted against the account of the request being served
+def _on_render_pool(render: Callable[P, str]) -> Callable[P, Coroutine[Any, Any, str]]:
+    """`render`, on the render pool's threads, so that a slow template delays only its
+    own request, counted against the account of the request being served
     (`render_scope`), whose limits then reserve the prompt it made."""
-    scope = render_scope.get()
-    render = functools.partial(
-        render_chat,
-        template,
-        messages,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        extra=extra,
-        add_generation_prompt=add_generation_prompt,
-    )
-    text = await render_pool().run(scope.account if scope is not None else "", render)
-    if scope is not None and scope.on_rendered is not None:
-        await scope.on_rendered(text)
-    return text
+
+    async def rendered(*args: P.args, **kwargs: P.kwargs) -> str:
+        scope = render_scope.get()
+        account = scope.account if scope is not None else ""
+        text = await render_pool().run(account, functools.partial(render, *args, **kwargs))
+        if scope is not None and scope.on_rendered is not None:
+            await scope.on_rendered(text)
+        return text
+
+    return rendered
+
+
+# `render_chat`, with the same arguments, for a request (see `_on_render_pool`).
+render_chat_async = _on_render_pool(render_chat)
 
 
 async def substitute_bindings_async(settings: Any, bindings: Mapping[str, Any], *, account: str) -> Any:

@@ -59,12 +59,18 @@ class Page(_Out, Generic[ItemT]):
     total_item_count: int
 
 
-class ModelInstanceOut(_Out):
+class OwnedOut(_Out):
+    """The fields every row an account owns shows (models, deployments, groups,
+    templates): its id, its account, and who created it when."""
+
     id: str
     account_id: str
     created_at: datetime
     created_by_identity_type: IdentityType
     created_by_user_id: str
+
+
+class ModelInstanceOut(OwnedOut):
     deployment_count: int
     model_type: str
     name: str
@@ -86,12 +92,7 @@ class ModelInstanceOut(_Out):
     model_group: dict[str, Any] | None = None
 
 
-class DeploymentOut(_Out):
-    id: str
-    account_id: str
-    created_at: datetime
-    created_by_identity_type: IdentityType
-    created_by_user_id: str
+class DeploymentOut(OwnedOut):
     name: str
     status: DeploymentStatus
     deployment_metadata: dict[str, Any] | None = None

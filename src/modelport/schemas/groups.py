@@ -3,14 +3,13 @@ types (`ModelGroup`, `ModelTemplate`, `UserInfo`) expect."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from modelport.principal import IdentityType, Role
-from modelport.schemas.catalogue import ModelType, Name, ShortText, _In, _no_default, _not_null, _Out
+from modelport.schemas.catalogue import ModelType, Name, OwnedOut, ShortText, _In, _no_default, _not_null, _Out
 
 EndpointType = Literal["SYNC", "ASYNC", "STREAMING", "BATCH"]
 GpuType = Literal[
@@ -41,14 +40,9 @@ class ModelGroupUpdate(_In):
     _refuse_null = field_validator("name")(_not_null)
 
 
-class ModelGroupOut(_Out):
+class ModelGroupOut(OwnedOut):
     model_config = ConfigDict(from_attributes=True)  # read from its row
 
-    id: str
-    account_id: str
-    created_at: datetime
-    created_by_identity_type: IdentityType
-    created_by_user_id: str
     name: str
     description: str | None = None
 
@@ -69,12 +63,17 @@ class ParameterSchema(_In):
     parameters: list[ParameterField] = Field(default_factory=list, max_length=200)
 
 
-class BundleConfig(_In):
+class _Bundle(_In):
+    """An image to run and how (the SDK's bundle configs share these)."""
+
     image: Text
     registry: Text
     tag: Text
     command: list[Text] | None = None
     env: dict[str, Text] | None = None
+
+
+class BundleConfig(_Bundle):
     healthcheck_route: Text | None = None
     predict_route: Text | None = None
     readiness_initial_delay_seconds: Count | None = None
@@ -103,12 +102,7 @@ class FineTuningResources(_In):
     storage: Text | None = None
 
 
-class FineTuningJobBundleConfig(_In):
-    image: Text
-    registry: Text
-    tag: Text
-    command: list[Text] | None = None
-    env: dict[str, Text] | None = None
+class FineTuningJobBundleConfig(_Bundle):
     mount_location: Text | None = None
     resources: FineTuningResources | None = None
     training_dataset_schema_type: Literal["GENERATION", "RERANKING_QUESTIONS"] | None = None
@@ -134,14 +128,9 @@ class ModelTemplateCreate(_In):
     account_id: ShortText | None = None
 
 
-class ModelTemplateOut(_Out):
+class ModelTemplateOut(OwnedOut):
     model_config = ConfigDict(from_attributes=True)  # read from its row
 
-    id: str
-    account_id: str
-    created_at: datetime
-    created_by_identity_type: IdentityType
-    created_by_user_id: str
     endpoint_type: str
     model_type: str
     name: str

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelport import generation
 from modelport.generation import TextFinishReason
 from modelport.schemas.json_value import JsonObject
 
@@ -139,11 +140,28 @@ class TopLogprob(BaseModel):
     bytes: list[int] | None = None
 
 
+# One generated token's log probability, in the shape OpenAI's chat responses and SGP's v4
+# responses share: both surfaces use this class (a comment, not a docstring, which would
+# show in the OpenAPI document).
 class TokenLogprob(BaseModel):
     token: str
     logprob: float
     bytes: list[int] | None = None
     top_logprobs: list[TopLogprob]
+
+
+def wire_logprobs(entries: list[generation.TokenLogprob]) -> list[TokenLogprob]:
+    return [
+        TokenLogprob(
+            token=entry.token,
+            logprob=entry.logprob,
+            bytes=entry.bytes,
+            top_logprobs=[
+                TopLogprob(token=alt.token, logprob=alt.logprob, bytes=alt.bytes) for alt in entry.top_logprobs
+            ],
+        )
+        for entry in entries
+    ]
 
 
 class ChoiceLogprobs(BaseModel):

@@ -10,6 +10,7 @@ from modelport.engine.control_tokens import neutralise_messages
 from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, grammar_for
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
+from modelport.engine.sampler import check_token_ids
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.prompts.templates import render_chat_async
@@ -72,7 +73,8 @@ class EmbeddedVendor:
         engine = await self._model(target)
         info = engine.info
         if info.vocabulary is not None:
-            _check_token_ids(sampling.logit_bias, info.vocabulary)
+            # Checked here too (the engine checks again), so a bad id is a 400 before streaming.
+            check_token_ids(sampling.logit_bias, info.vocabulary)
         text = await prompt_text(call, info, describe_tools=bool(forced))
         # The engine tokenizes and checks that the prompt and max_tokens fit its window:
         # it has the vocabulary, and one message there costs less than a round trip to ask.
@@ -135,17 +137,6 @@ def engine_sampling(call: GenerationCall, grammar_bounds: GrammarBounds = DEFAUL
         logit_bias=_logit_bias(call.logit_bias),
         grammar=grammar_for(call.response_format, grammar_bounds),
     )
-
-
-def _check_token_ids(logit_bias: tuple[tuple[int, float], ...], vocabulary: int) -> None:
-    """Checked here too (the engine checks again), so a bad id is a 400 before streaming."""
-    outside = sorted(token for token, _ in logit_bias if not 0 <= token < vocabulary)
-    if outside:
-        raise InvalidRequest(
-            f"logit_bias names token ids outside this model's vocabulary of {vocabulary}: "
-            + ", ".join(map(str, outside[:10])),
-            param="logit_bias",
-        )
 
 
 def _logit_bias(logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:

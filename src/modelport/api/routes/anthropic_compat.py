@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from modelport.api import sse
+from modelport.api.answers import TextSurface
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import anthropic_error
 from modelport.compat import anthropic as translate
@@ -34,20 +35,18 @@ def _error(status: int, body: dict[str, Any]) -> bytes:
 _FRAMING: sse.Framing[translate.Event] = sse.Framing(event=_event, error=_error)
 
 
+# Anthropic's bodies show unset fields as null.
+_MESSAGES = TextSurface(translate.message_request, translate.message, translate.message_events, exclude_none=False)
+
+
 @router.post("/v1/messages", response_model=wire.MessageResponse)
 async def messages(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.MessagesBody)
-    sampling, turns, options = translate.message_request(body)
-    if body.stream:
-        pieces = await service.generate_stream(principal, body.model, sampling, messages=turns, options=options)
-        return sse.EventStream(translate.message_events(body, pieces), _FRAMING)
-    generated = await service.generate(principal, body.model, sampling, messages=turns, options=options)
-    return Response(translate.message(body, generated).model_dump_json(), media_type="application/json")
+    return await _MESSAGES.by_model(service, principal, body.model, body, _FRAMING)
 
 
 @router.post("/v1/messages/count_tokens", response_model=wire.TokenCount)
 async def count_tokens(request: Request, principal: CurrentPrincipal, service: Service) -> wire.TokenCount:
     body = await parse_body(request, wire.CountTokensBody)
-    sampling, turns, options = translate.message_request(body)
-    generated = await service.generate(principal, body.model, sampling, messages=turns, options=options)
+    generated = await service.generate(principal, body.model, translate.message_request(body))
     return wire.TokenCount(input_tokens=generated.prompt_tokens or 0)

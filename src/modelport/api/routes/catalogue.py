@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize
-from modelport.api.routes.deployments import _storable
+from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize, UsageWindowDep
 from modelport.schemas.catalogue import DeleteResponse, ModelInstanceOut, ModelUsage, Page
 from modelport.schemas.groups import (
     ModelGroupCreate,
@@ -20,7 +16,6 @@ from modelport.schemas.groups import (
 )
 
 router = APIRouter()
-Chunks = Annotated[int, Query(ge=1, le=1000)]
 
 
 @router.get("/user-info", response_model=UserInfo, response_model_exclude_none=True, tags=["users"])
@@ -75,30 +70,18 @@ async def add_model_to_group(
 
 @router.get("/v4/model-groups/{model_group_id}/usage-statistics", response_model=ModelUsage, tags=["model-groups"])
 async def group_usage(
-    model_group_id: str,
-    principal: CurrentPrincipal,
-    catalogue: CatalogueDep,
-    start_date: datetime,
-    end_date: datetime,
-    chunks: Chunks,
+    model_group_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep, window: UsageWindowDep
 ) -> ModelUsage:
-    _storable("start_date", start_date)
-    _storable("end_date", end_date)
-    return await catalogue.groups.usage(principal, model_group_id, start=start_date, end=end_date, chunks=chunks)
+    return await catalogue.groups.usage(
+        principal, model_group_id, start=window.start, end=window.end, chunks=window.chunks
+    )
 
 
 @router.get("/v4/models/{model_name}/usage-statistics", response_model=ModelUsage, tags=["models"])
 async def model_usage(
-    model_name: str,
-    principal: CurrentPrincipal,
-    catalogue: CatalogueDep,
-    start_date: datetime,
-    end_date: datetime,
-    chunks: Chunks,
+    model_name: str, principal: CurrentPrincipal, catalogue: CatalogueDep, window: UsageWindowDep
 ) -> ModelUsage:
-    _storable("start_date", start_date)
-    _storable("end_date", end_date)
-    return await catalogue.models.usage(principal, model_name, start=start_date, end=end_date, chunks=chunks)
+    return await catalogue.models.usage(principal, model_name, start=window.start, end=window.end, chunks=window.chunks)
 
 
 # --- model templates ------------------------------------------------------------------------

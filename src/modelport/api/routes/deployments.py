@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize
-from modelport.errors import ValidationFailed
+from modelport.api.deps import CatalogueDep, CurrentPrincipal, PageNumber, PageSize, UsageWindowDep
+from modelport.catalogue.catalogue import Catalogue
+from modelport.principal import Principal
 from modelport.schemas.catalogue import (
     DeleteResponse,
     DeploymentCreate,
@@ -17,24 +18,10 @@ from modelport.schemas.catalogue import (
     ModelUsage,
     Page,
 )
-from modelport.schemas.errors import validation_detail
 
 router = APIRouter(tags=["deployments"])
 
 SortBy = Annotated[list[str] | None, Query()]
-
-
-def _storable(name: str, value: datetime) -> None:
-    """Times are compared in UTC, and year 1 east of Greenwich or year 9999 west of it
-    has no UTC equivalent that Python (or the database driver) can hold: a 422."""
-    try:
-        if value.tzinfo is not None:
-            value.astimezone(UTC)
-    except OverflowError:
-        body = validation_detail(
-            [{"loc": ["query", name], "msg": "out of the range of storable times in UTC", "type": "datetime_range"}]
-        )
-        raise ValidationFailed(str(body["detail"]), errors=body["errors"]) from None
 
 
 @router.post("/v4/models/{model_instance_id}/deployments", response_model=DeploymentOut)
@@ -44,33 +31,47 @@ async def create_deployment(
     return await catalogue.deployments.create(principal, model_instance_id, body)
 
 
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """The query of both deployment lists: one model's, and every one of the account."""
+
+    page: int
+    limit: int
+    sort_by: list[str] | None
+    account_id: str | None
+
+    async def of(self, catalogue: Catalogue, principal: Principal, model_id: str | None) -> Page[DeploymentOut]:
+        return await catalogue.deployments.list(
+            principal,
+            model_id=model_id,
+            page=self.page,
+            limit=self.limit,
+            sort_by=self.sort_by,
+            account_id=self.account_id,
+        )
+
+
+async def _listing(
+    page: PageNumber = 1, limit: PageSize = 100, sort_by: SortBy = None, account_id: str | None = None
+) -> _Listing:
+    return _Listing(page=page, limit=limit, sort_by=sort_by, account_id=account_id)
+
+
+Listing = Annotated[_Listing, Depends(_listing)]
+
+
 @router.get("/v4/models/{model_instance_id}/deployments", response_model=Page[DeploymentOut])
 async def list_deployments(
-    model_instance_id: str,
-    principal: CurrentPrincipal,
-    catalogue: CatalogueDep,
-    page: PageNumber = 1,
-    limit: PageSize = 100,
-    sort_by: SortBy = None,
-    account_id: str | None = None,
+    model_instance_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep, listing: Listing
 ) -> Page[DeploymentOut]:
-    return await catalogue.deployments.list(
-        principal, model_id=model_instance_id, page=page, limit=limit, sort_by=sort_by, account_id=account_id
-    )
+    return await listing.of(catalogue, principal, model_instance_id)
 
 
 @router.get("/v4/model-deployments", response_model=Page[DeploymentOut])
 async def list_all_deployments(
-    principal: CurrentPrincipal,
-    catalogue: CatalogueDep,
-    page: PageNumber = 1,
-    limit: PageSize = 100,
-    sort_by: SortBy = None,
-    account_id: str | None = None,
+    principal: CurrentPrincipal, catalogue: CatalogueDep, listing: Listing
 ) -> Page[DeploymentOut]:
-    return await catalogue.deployments.list(
-        principal, model_id=None, page=page, limit=limit, sort_by=sort_by, account_id=account_id
-    )
+    return await listing.of(catalogue, principal, None)
 
 
 @router.get("/v4/models/{model_instance_id}/deployments/{deployment_id}", response_model=DeploymentOut)
@@ -101,15 +102,8 @@ async def delete_deployment(
 
 @router.get("/v4/model-deployments/{model_deployment_id}/usage-statistics", response_model=ModelUsage)
 async def deployment_usage(
-    model_deployment_id: str,
-    principal: CurrentPrincipal,
-    catalogue: CatalogueDep,
-    start_date: datetime,
-    end_date: datetime,
-    chunks: Annotated[int, Query(ge=1, le=1000)],
+    model_deployment_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep, window: UsageWindowDep
 ) -> ModelUsage:
-    _storable("start_date", start_date)
-    _storable("end_date", end_date)
     return await catalogue.deployments.usage(
-        principal, model_deployment_id, start=start_date, end=end_date, chunks=chunks
+        principal, model_deployment_id, start=window.start, end=window.end, chunks=window.chunks
     )

@@ -9,8 +9,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import sse
+from modelport.api.answers import TextSurface
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.compat import sgp
+from modelport.inference.service import TextRequest
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse
 
 router = APIRouter(tags=["inference"])
@@ -29,41 +31,31 @@ def _error(status: int, body: dict[str, Any]) -> bytes:
 _FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
 
 
+def _text_request(body: CompletionRequest) -> TextRequest:
+    return TextRequest(body, sgp.messages(body))
+
+
 def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def _answer(
-    service: Service, principal: CurrentPrincipal, deployment_id: str, body: CompletionRequest
-) -> Response:
-    messages = sgp.messages(body)
-    if body.stream:
-        pieces = await service.generate_stream_at(principal, deployment_id, body, messages=messages)
-        return sse.EventStream(sgp.completion_events(body, pieces), _FRAMING)
-    generated = await service.generate_at(principal, deployment_id, body, messages=messages)
-    return Response(sgp.completion(body, generated).model_dump_json(exclude_none=True), media_type="application/json")
+_V4: TextSurface[CompletionRequest, BaseModel] = TextSurface(_text_request, sgp.completion, sgp.completion_events)
 
 
-@router.post(
-    "/v4/models/{model_deployment_id}/chat-completions",
-    response_model=CompletionResponse,
-    openapi_extra=_declared_body(ChatCompletionRequest),
-)
-async def chat_completions(
-    model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
-) -> Response:
-    body = await parse_body(request, ChatCompletionRequest)
-    return await _answer(service, principal, model_deployment_id, body)
+def _route(path: str, name: str, schema: type[CompletionRequest]) -> None:
+    """POST `path`: the v4 request `schema` (a chat's or a plain completion's), answered
+    by the deployment the path names. One handler for both: they differ only in the body."""
+
+    async def answer(
+        model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
+    ) -> Response:
+        body = await parse_body(request, schema)
+        return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING)
+
+    # `name` keeps each operation's OpenAPI id and summary what they were as two functions.
+    router.post(path, response_model=CompletionResponse, openapi_extra=_declared_body(schema), name=name)(answer)
 
 
-@router.post(
-    "/v4/models/{model_deployment_id}/completions",
-    response_model=CompletionResponse,
-    openapi_extra=_declared_body(CompletionRequest),
-)
-async def completions(
-    model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
-) -> Response:
-    body = await parse_body(request, CompletionRequest)
-    return await _answer(service, principal, model_deployment_id, body)
+_route("/v4/models/{model_deployment_id}/chat-completions", "chat_completions", ChatCompletionRequest)
+_route("/v4/models/{model_deployment_id}/completions", "completions", CompletionRequest)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,6 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import sse
+from modelport.api.answers import TextSurface
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
 from modelport.compat import openai as translate
@@ -46,32 +46,30 @@ _V1: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error, do
 _BETA: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
 
 
-def _streaming(events: AsyncIterator[BaseModel], request: Request) -> Response:
-    return sse.EventStream(events, _BETA if request.url.path.startswith("/v4/beta/") else _V1)
+def _framing(request: Request) -> sse.Framing[BaseModel]:
+    return _BETA if request.url.path.startswith("/v4/beta/") else _V1
+
+
+_CHAT: TextSurface[wire.ChatCompletionBody, BaseModel] = TextSurface(
+    translate.chat_request, translate.chat_completion, translate.chat_chunks
+)
+_TEXT: TextSurface[wire.TextCompletionBody, BaseModel] = TextSurface(
+    translate.text_request, translate.text_completion, translate.text_chunks
+)
 
 
 @router.post("/v1/chat/completions", response_model=wire.ChatCompletion)
 @router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion)
 async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.ChatCompletionBody)
-    sampling, messages, options = translate.chat_request(body)
-    if body.stream:
-        pieces = await service.generate_stream(principal, body.model, sampling, messages=messages, options=options)
-        return _streaming(translate.chat_chunks(body, pieces), request)
-    generated = await service.generate(principal, body.model, sampling, messages=messages, options=options)
-    return _json(translate.chat_completion(body, generated))
+    return await _CHAT.by_model(service, principal, body.model, body, _framing(request))
 
 
 @router.post("/v1/completions", response_model=wire.TextCompletion)
 @router.post("/v4/beta/completions", response_model=wire.TextCompletion)
 async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.TextCompletionBody)
-    sampling, options = translate.text_request(body)
-    if body.stream:
-        pieces = await service.generate_stream(principal, body.model, sampling, options=options)
-        return _streaming(translate.text_chunks(body, pieces), request)
-    generated = await service.generate(principal, body.model, sampling, options=options)
-    return _json(translate.text_completion(body, generated))
+    return await _TEXT.by_model(service, principal, body.model, body, _framing(request))
 
 
 @router.post("/v1/embeddings", response_model=wire.EmbeddingList)

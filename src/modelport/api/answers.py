@@ -1,0 +1,75 @@
+"""A text answer, shown the same way on every surface: as a stream when the body asks
+for one (the surface's events, in its SSE framing), else whole (the surface's JSON).
+The surfaces differ only in their shapes, given as a `TextSurface`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Generic, Protocol, TypeVar
+
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from modelport.api import sse
+from modelport.inference.metering import Generated
+from modelport.inference.service import InferenceService, TextRequest
+from modelport.principal import Principal
+
+
+class _Streamable(Protocol):
+    @property
+    def stream(self) -> bool: ...
+
+
+Body = TypeVar("Body", bound=_Streamable)
+Item = TypeVar("Item")
+Pieces = AsyncGenerator[Generated, None]
+
+
+@dataclass(frozen=True, slots=True)
+class TextSurface(Generic[Body, Item]):
+    """One surface's translators (in `compat/`): its body to the service's request, and
+    the answer to its whole body or to its stream's events."""
+
+    request: Callable[[Body], TextRequest]
+    whole: Callable[[Body, Generated], BaseModel]
+    events: Callable[[Body, Pieces], AsyncIterator[Item]]
+    # OpenAI's and SGP's bodies leave unset fields out; Anthropic's show them as null.
+    exclude_none: bool = True
+
+    async def by_model(
+        self, service: InferenceService, principal: Principal, model: str, body: Body, framing: sse.Framing[Item]
+    ) -> Response:
+        """From one of the deployments `model` names (the compatible surfaces, see `routing`)."""
+        text = self.request(body)
+        whole = partial(service.generate, principal, model, text)
+        return await self._answer(body, framing, whole, partial(service.generate_stream, principal, model, text))
+
+    async def at_deployment(
+        self,
+        service: InferenceService,
+        principal: Principal,
+        deployment_id: str,
+        body: Body,
+        framing: sse.Framing[Item],
+    ) -> Response:
+        """From the deployment the caller named (SGP v4)."""
+        text = self.request(body)
+        whole = partial(service.generate_at, principal, deployment_id, text)
+        return await self._answer(
+            body, framing, whole, partial(service.generate_stream_at, principal, deployment_id, text)
+        )
+
+    async def _answer(
+        self,
+        body: Body,
+        framing: sse.Framing[Item],
+        whole: Callable[[], Awaitable[Generated]],
+        streamed: Callable[[], Awaitable[Pieces]],
+    ) -> Response:
+        if body.stream:
+            return sse.EventStream(self.events(body, await streamed()), framing)
+        payload = self.whole(body, await whole())
+        return Response(payload.model_dump_json(exclude_none=self.exclude_none), media_type="application/json")
