@@ -73,7 +73,13 @@ async def test_json_schema_answers_parse_while_plain_requests_run_beside_them(ve
         ),
         vendor.complete(TARGET, plain),
         vendor.complete(
-            TARGET, ask("Give me a JSON object with the name of a cat.", response_format={"type": "json_object"})
+            TARGET,
+            # One short key: a free-form object (no schema bounds its strings) must end
+            # within max_tokens for its answer to parse.
+            ask(
+                'Reply with a JSON object with one key, "name": the name of a cat.',
+                response_format={"type": "json_object"},
+            ),
         ),
         vendor.complete(
             TARGET,
