@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 MODELPORT = str(Path(sys.executable).parent / "modelport")
-API_KEY = "bench-key"
+# At least 24 characters, as modelport requires of a first admin key.
+API_KEY = "mp_bench_key_for_loopback_runs_only"
 
 
 def free_port() -> int:

@@ -356,7 +356,15 @@ def main() -> None:
             env = modelport_env(workdir, port, embedded_engine="false")
             env["PYTHONPATH"] = os.pathsep.join([str(args.baseline_src.resolve()), env.get("PYTHONPATH", "")])
             started = time.perf_counter()
-            baseline.process = start([MODELPORT, "serve"], env, workdir / "baseline.log")
+            # The installed console script names this checkout's module; the other
+            # checkout's command line may live elsewhere (modelport/cli.py before 0.2).
+            command = (
+                "import importlib.util, sys; sys.argv[0] = 'modelport'; "
+                "cli = importlib.util.find_spec('modelport.cli'); "
+                "name = 'modelport.cli.main' if cli.submodule_search_locations else 'modelport.cli'; "
+                "importlib.import_module(name).app()"
+            )
+            baseline.process = start([sys.executable, "-c", command, "serve"], env, workdir / "baseline.log")
             baseline.startup_seconds = wait_until_served(baseline, started)
             targets.append(baseline)
 

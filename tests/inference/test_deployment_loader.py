@@ -36,12 +36,24 @@ class StandInPool:
         self.attached.pop(deployment_id, None)
 
 
+# The deployments a test made: deleted after it, since the database is shared by the
+# session's storage tests, whose servers would otherwise try to load them at start-up.
+CREATED: list[str] = []
+
+
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = db.make_engine(database_url)
     if not await db.schema_is_current(engine):
         await db.upgrade(engine)
-    yield db.make_sessions(engine)
+    made = db.make_sessions(engine)
+    yield made
+    async with made() as session, session.begin():
+        for deployment_id in CREATED:
+            deployment = await session.get(Deployment, deployment_id)
+            if deployment is not None:
+                await session.delete(deployment)
+    CREATED.clear()
     await engine.dispose()
 
 
@@ -67,6 +79,7 @@ async def _deployment(
             vendor_configuration={"checkpoint_path": checkpoint} if checkpoint else {},
             **creator,
         )
+        CREATED.append(deployment.id)
         return deployment.id
 
 

@@ -46,6 +46,7 @@ from modelport.catalogue.usage import UsageRecorder
 from modelport.config import Settings
 from modelport.engine.grammar import GrammarBounds
 from modelport.engine.pool import EnginePool, resolve_checkpoint
+from modelport.engine.protocol import ModelLoadError
 from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import ModelportError
 from modelport.inference.admission import LimitGate
@@ -78,6 +79,18 @@ from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+
+def _shown_loading(checkpoint: str, settings: Settings) -> contextlib.AbstractContextManager[object]:
+    """What the terminal shows around loading a deployment's file at start-up. A file
+    the server does not allow (MODELPORT_MODEL_DIRS changed since it was registered)
+    shows nothing here: its load fails, and its deployment alone is FAILED saying why."""
+    try:
+        path = resolve_checkpoint(checkpoint, settings.policy)
+    except ModelLoadError:
+        return contextlib.nullcontext()
+    # A worker of `--workers N` shows no spinner: N of them would garble the terminal.
+    return welcome.loading(path, show_progress=not settings.engine_supervisor)
 
 
 def start_engine_supervisor(settings: Settings) -> SupervisorThread:
@@ -161,12 +174,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         vendors.register(EMBEDDED, EmbeddedVendor(pool, GrammarBounds.from_settings(settings)))
     loader = DeploymentLoader(app.state.sessions, app.state.engine_pool)
     try:
-        # A worker of `--workers N` shows no spinner: N of them would garble the terminal.
-        await loader.load_at_start(
-            lambda checkpoint: welcome.loading(
-                resolve_checkpoint(checkpoint, settings.policy), show_progress=not settings.engine_supervisor
-            )
-        )
+        await loader.load_at_start(lambda checkpoint: _shown_loading(checkpoint, settings))
     except BaseException:
         if own_supervisor is not None:  # no engine outlives a start-up that failed
             await asyncio.to_thread(own_supervisor.stop)

@@ -121,7 +121,7 @@ class _Embedded:
             account_id=account_id,
             model_id=model.id,
             name=f"{self.name}-embedded",
-            status=DeploymentStatus.PENDING,  # loaded by the server's start-up load
+            status=DeploymentStatus.at_creation(self.checkpoint),  # loaded by the server's start-up load
             vendor_configuration={"vendor": "LLMENGINE", "model_name": self.name, "checkpoint_path": self.checkpoint},
             **creator,
         )

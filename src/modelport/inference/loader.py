@@ -32,11 +32,6 @@ ENGINE_DISABLED = "the embedded engine is disabled on this server (MODELPORT_EMB
 Outcome = tuple[DeploymentStatus, str | None]
 
 
-def initial_status(checkpoint: str | None) -> DeploymentStatus:
-    """A deployment with a file to load waits for it; any other takes calls at once."""
-    return DeploymentStatus.PENDING if checkpoint else DeploymentStatus.READY
-
-
 class DeploymentLoader:
     """Loads embedded deployments into the engine pool (None: the engine is disabled on
     this server) and records what came of it. The catalogue's `DeploymentLoads`."""
@@ -47,7 +42,7 @@ class DeploymentLoader:
         self._loads: set[asyncio.Task[None]] = set()
 
     def initial_status(self, checkpoint: str | None) -> DeploymentStatus:
-        return initial_status(checkpoint)
+        return DeploymentStatus.at_creation(checkpoint)
 
     async def load(self, deployment_id: str, checkpoint: str, *, wait: bool) -> None:
         """Load a deployment's file and record READY, or FAILED with the reason; with
@@ -166,5 +161,5 @@ async def reset_deployment(sessions: async_sessionmaker[AsyncSession], deploymen
             return None
         model = await session.get(Model, deployment.model_id)
         checkpoint = embedded_checkpoint(model.model_vendor, deployment.vendor_configuration) if model else None
-        deployment.status, deployment.status_reason = initial_status(checkpoint), None
+        deployment.status, deployment.status_reason = DeploymentStatus.at_creation(checkpoint), None
         return deployment

@@ -35,11 +35,17 @@ ItemT = TypeVar("ItemT")
 
 
 class DeploymentStatus(StrEnum):
-    """A deployment's life; only `inference.loader.DeploymentLoader` moves it on."""
+    """A deployment's life: it starts as `at_creation` says, and only
+    `inference.loader.DeploymentLoader` moves it on."""
 
     PENDING = "PENDING"  # its file is being loaded (or waits for a server to load it)
     READY = "READY"  # it takes requests
     FAILED = "FAILED"  # its file could not be loaded, or its engine keeps crashing (status_reason says why)
+
+    @classmethod
+    def at_creation(cls, checkpoint: str | None) -> DeploymentStatus:
+        """A deployment with a file to load waits for it; any other takes calls at once."""
+        return cls.PENDING if checkpoint else cls.READY
 
 
 class _Out(BaseModel):
