@@ -31,12 +31,11 @@ def test_the_requests_own_value_is_sent_unchanged() -> None:
     assert max_tokens_for(_call(7), LLMENGINE, None, 4096) == (7, 7)
 
 
-def test_a_vendor_familys_default_comes_first_trimmed_to_the_window() -> None:
+def test_a_vendor_familys_default_comes_first_untrimmed() -> None:
     assert max_tokens_for(_call(None), LLMENGINE, 8192, 4096) == (100, 100)
-    near_the_end = _call(None, "x" * 8150)
-    room = 8192 - prompt_token_bound(near_the_end)
-    assert 0 < room < 100
-    assert max_tokens_for(near_the_end, LLMENGINE, 8192, 4096) == (room, room)
+    # About 1,500 real tokens of a 4,096 window, 6,000 bytes: the default is sent whole
+    # (trimming by bytes would leave one token); the engine or upstream checks the fit.
+    assert max_tokens_for(_call(None, "word " * 1200), LLMENGINE, 4096, 512) == (100, 100)
 
 
 def test_without_a_family_default_the_vendor_fills_the_window_and_that_is_reserved() -> None:
@@ -49,8 +48,11 @@ def test_without_a_family_default_the_vendor_fills_the_window_and_that_is_reserv
     assert max_tokens_for(_call(None, "x" * 9000), LEGACY_COMPLETIONS, 4096, 512) == (1, 1)  # the upstream refuses it
 
 
-def test_with_no_window_known_the_servers_default_is_reserved() -> None:
+def test_with_no_window_known_the_servers_default_is_reserved_and_nothing_is_sent() -> None:
     assert max_tokens_for(_call(None), NO_DEFAULT, None, 512) == (None, 512)
+    # Not even to OpenAI's legacy completions: a number past a small model's window
+    # would be a 400, where the upstream's own default answers.
+    assert max_tokens_for(_call(None), LEGACY_COMPLETIONS, None, 512) == (None, 512)
 
 
 def test_anthropics_default_is_capped_at_the_models_output_limit() -> None:

@@ -67,26 +67,29 @@ def max_tokens_for(
     decided here, once, before admission, so the limits reserve the second (SPEC 3.1).
 
     - The request's own value, unchanged: whoever knows the prompt's real token count
-      (the embedded engine, or the upstream) refuses one that does not fit the window.
+      (the embedded engine, or the upstream) refuses one that does not fit the window,
+      naming both numbers.
     - Else the vendor family's default (`Capabilities.default_max_tokens`: LLM Engine
-      100; Anthropic 10,000, capped at the model's output limit), trimmed to what the
-      window leaves of the prompt.
+      100; Anthropic 10,000, capped at the model's output limit), likewise unchanged:
+      trimming it here could only use the prompt's byte count, which for a long prompt
+      would leave a one-token answer where the real tokens fit.
     - Else the vendor's own default, which fills the window: nothing is sent (an OpenAI
       model's output cap may be below the window, and a number past it is a 400), except
-      to a vendor that must be told (`fills_window`). The answer can have what the window
-      leaves, or with no window known the server's default (MODELPORT_LIMITS_DEFAULT_MAX_TOKENS).
+      to a vendor that must be told (`fills_window`) of a model whose window is known.
+      The answer can have what the window leaves, or with no window known the server's
+      default (MODELPORT_LIMITS_DEFAULT_MAX_TOKENS).
 
     What the window leaves is counted with the prompt at its upper bound (a token is at
     least a byte, `prompt_token_bound`), so that it always fits.
     """
     if call.sampling.max_tokens is not None:
         return call.sampling.max_tokens, call.sampling.max_tokens
-    room = max(1, context_window - prompt_token_bound(call)) if context_window else None
     if capabilities.default_max_tokens is not None:
-        default = min(capabilities.default_max_tokens, room or capabilities.default_max_tokens)
-        return default, default
-    bound = room or default_max_tokens
-    return (bound if capabilities.fills_window else None), bound
+        return capabilities.default_max_tokens, capabilities.default_max_tokens
+    if not context_window:
+        return None, default_max_tokens
+    room = max(1, context_window - prompt_token_bound(call))
+    return (room if capabilities.fills_window else None), room
 
 
 def check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:
