@@ -5,9 +5,12 @@ real file is tests/engine's)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +20,7 @@ from modelport.principal import IdentityType, Role
 from modelport.schemas.catalogue import DeploymentStatus
 from modelport.store import accounts, db, repo
 from modelport.store.tables import Deployment
+from tests.conftest import POSTGRES_SERVER
 
 GOOD = "good.gguf"
 
@@ -36,24 +40,29 @@ class StandInPool:
         self.attached.pop(deployment_id, None)
 
 
-# The deployments a test made: deleted after it, since the database is shared by the
-# session's storage tests, whose servers would otherwise try to load them at start-up.
-CREATED: list[str] = []
+@pytest.fixture
+async def own_database_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A database of this test's own, of the leg's kind. Not the session's shared one:
+    the session's app watches that one for PENDING deployments and would load these
+    with its real engine pool, racing the loader under test."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'loader.db'}"
+        return
+    admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+    name = f"modelport_loader_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{database_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = db.make_engine(database_url)
-    if not await db.schema_is_current(engine):
-        await db.upgrade(engine)
-    made = db.make_sessions(engine)
-    yield made
-    async with made() as session, session.begin():
-        for deployment_id in CREATED:
-            deployment = await session.get(Deployment, deployment_id)
-            if deployment is not None:
-                await session.delete(deployment)
-    CREATED.clear()
+async def sessions(own_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = db.make_engine(own_database_url)
+    await db.upgrade(engine)
+    yield db.make_sessions(engine)
     await engine.dispose()
 
 
@@ -79,7 +88,6 @@ async def _deployment(
             vendor_configuration={"checkpoint_path": checkpoint} if checkpoint else {},
             **creator,
         )
-        CREATED.append(deployment.id)
         return deployment.id
 
 
@@ -124,10 +132,10 @@ async def test_without_the_engine_an_embedded_deployment_fails_saying_why(
 
 
 async def test_a_recovered_engine_brings_back_failed_deployments_only(
-    sessions: async_sessionmaker[AsyncSession], database_url: str
+    sessions: async_sessionmaker[AsyncSession], own_database_url: str
 ) -> None:
     crashed, changing = await _deployment(sessions), await _deployment(sessions)
-    failed, recovered = status_recorders(database_url)
+    failed, recovered = status_recorders(own_database_url)
     await failed([crashed, changing], "the engine keeps crashing")
     assert await _status(sessions, crashed) == (DeploymentStatus.FAILED, "the engine keeps crashing")
     async with sessions() as session, session.begin():  # an admin gives it a new file meanwhile
@@ -138,10 +146,10 @@ async def test_a_recovered_engine_brings_back_failed_deployments_only(
 
 
 async def test_a_reset_makes_an_embedded_deployment_pending_and_an_upstream_one_ready(
-    sessions: async_sessionmaker[AsyncSession], database_url: str
+    sessions: async_sessionmaker[AsyncSession], own_database_url: str
 ) -> None:
     embedded, upstream = await _deployment(sessions), await _deployment(sessions, vendor="OPENAI", checkpoint=None)
-    failed, _ = status_recorders(database_url)
+    failed, _ = status_recorders(own_database_url)
     await failed([embedded, upstream], "down")
     assert (await reset_deployment(sessions, embedded)) is not None
     assert (await reset_deployment(sessions, upstream)) is not None
