@@ -49,44 +49,36 @@ CALLS: list[tuple[str, str, str, str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("vendor", "model_type", "model", "endpoint", "body", "path"), CALLS)
-async def test_bindings_fill_the_settings_an_adapter_reads(
-    served: tuple[httpx.AsyncClient, Recorded],
-    vendor: str,
-    model_type: str,
-    model: str,
-    endpoint: str,
-    body: dict[str, Any],
-    path: str,
-) -> None:
-    client, transport = served
+Call = tuple[str, str, str, str, dict[str, Any], str]
+
+
+async def _bound_call(served: tuple[httpx.AsyncClient, Recorded], call: Call, note: str) -> httpx.Response:
+    """The call on a new deployment of its kind, with `tenant` and `note` bound."""
+    client, _transport = served
+    vendor, model_type, model, endpoint, body, _path = call
     deployment = await _deployment(client, vendor, model_type, model)
-    bindings = {"tenant": "acme", "note": "fine"}
-    response = await client.post(
+    bindings = {"tenant": "acme", "note": note}
+    return await client.post(
         f"/v4/models/{deployment}/{endpoint}", json={**body, "model_request_parameters": {"bindings": bindings}}
     )
+
+
+@pytest.mark.parametrize("call", CALLS, ids=lambda call: call[3])
+async def test_bindings_fill_the_settings_an_adapter_reads(
+    served: tuple[httpx.AsyncClient, Recorded], call: Call
+) -> None:
+    response = await _bound_call(served, call, "fine")
     assert response.status_code == 200, response.text
-    sent = transport.sent[-1]
-    assert sent.url.path == path
+    sent = served[1].sent[-1]
+    assert sent.url.path == call[5]
     assert sent.headers["x-note"] == "fine"
 
 
-@pytest.mark.parametrize(("vendor", "model_type", "model", "endpoint", "body", "path"), CALLS)
+@pytest.mark.parametrize("call", CALLS, ids=lambda call: call[3])
 async def test_a_line_break_bound_into_a_header_is_refused_before_sending(
-    served: tuple[httpx.AsyncClient, Recorded],
-    vendor: str,
-    model_type: str,
-    model: str,
-    endpoint: str,
-    body: dict[str, Any],
-    path: str,
+    served: tuple[httpx.AsyncClient, Recorded], call: Call
 ) -> None:
-    client, transport = served
-    deployment = await _deployment(client, vendor, model_type, model)
-    bindings = {"tenant": "acme", "note": "a\r\nx-injected: 1"}
-    response = await client.post(
-        f"/v4/models/{deployment}/{endpoint}", json={**body, "model_request_parameters": {"bindings": bindings}}
-    )
+    response = await _bound_call(served, call, "a\r\nx-injected: 1")
     assert response.status_code == 400, response.text
     assert "control character" in response.json()["detail"]
-    assert transport.sent == []
+    assert served[1].sent == []
