@@ -47,6 +47,10 @@ class TextRequest:
     request: CompletionRequest
     messages: tuple[dict[str, Any], ...] | None = None
     options: dict[str, Any] | None = None
+    # What the surface left out of the call because it is only a hint no deployment here
+    # acts on (e.g. "tools.web_search"): named to the caller (x-modelport-dropped), never
+    # a silent change of meaning.
+    dropped: tuple[str, ...] = ()
 
 
 class InferenceService:
