@@ -41,7 +41,8 @@ def agent_cli(cli: tuple[str, str, str]) -> Path:
         check=False,
     )
     if done.returncode != 0 or not _runs(executable):
-        unavailable("AGENT_CLIS", f"npm could not install {package}@{version}: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+        output = done.stdout[-1500:] + done.stderr[-1500:]
+        unavailable("AGENT_CLIS", f"npm could not install {package}@{version}: {output}")
     return executable
 
 

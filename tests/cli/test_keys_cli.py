@@ -1,4 +1,5 @@
-"""`modelport keys create/update` with limits, and `modelport spend`, on a SQLite file."""
+"""`modelport accounts/keys/spend` on a SQLite file: limits from the command line, and
+accounts and keys named by name, id or unique id prefix."""
 
 from __future__ import annotations
 
@@ -61,3 +62,34 @@ def test_keys_take_limits_from_the_command_line(tmp_path: Path) -> None:
 
     spend = runner.invoke(app, ["spend", "--account", account_id], env=env)
     assert spend.exit_code == 0 and f"account {account_id}: $0.000000" in spend.stdout
+
+
+def test_accounts_and_keys_are_named_by_name_or_prefix_and_an_unknown_one_is_an_error(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"MODELPORT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+    account_id = runner.invoke(app, ["accounts", "create", "team-b"], env=env).stdout.strip()
+    again = runner.invoke(app, ["accounts", "create", "team-b"], env=env)
+    assert again.exit_code == 1 and "already exists" in again.stderr  # one name, one account
+
+    created = runner.invoke(app, ["keys", "create", "--account", "team-b", "--name", "ci"], env=env)
+    assert created.exit_code == 0, created.output
+    key_id = created.stderr.split()[2]
+    by_name = runner.invoke(app, ["keys", "update", "ci", "--rpm-limit", "7"], env=env)
+    assert by_name.exit_code == 0, by_name.output
+    by_prefix = runner.invoke(app, ["keys", "update", key_id[:8], "--tpm-limit", "70"], env=env)
+    assert by_prefix.exit_code == 0, by_prefix.output
+    key = _key(env["MODELPORT_DATABASE_URL"], key_id)
+    assert (key.rpm_limit, key.tpm_limit) == (7, 70)
+
+    for reference in ("team-b", account_id[:8]):
+        spend = runner.invoke(app, ["spend", "--account", reference], env=env)
+        assert spend.exit_code == 0 and f"account {account_id}: $0.000000" in spend.stdout, spend.output
+    unknown = runner.invoke(app, ["spend", "--account", "default"], env=env)  # no such account here
+    assert unknown.exit_code == 1 and "no account named 'default'" in unknown.output
+
+
+def test_the_version_is_printed() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert (result.exit_code, result.stdout.strip()) == (0, f"modelport {version('modelport')}")

@@ -3,7 +3,10 @@ keys found by name or prefix, usage, and `modelport chat` fed from stdin."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +66,16 @@ def test_first_start_prints_the_deployment_id_and_a_curl_line(served: tuple[str,
     assert f"Default deployment: {deployment['id']}" in printed
     assert f"curl -s {base_url}/v4/models/{deployment['id']}/chat-completions" in printed
     assert KEY not in printed  # given by the operator, so not echoed: the line says $MODELPORT_API_KEY
-    assert "$MODELPORT_API_KEY" in printed
+    # Pasted into a shell where MODELPORT_API_KEY is set (Docker, compose, Kubernetes),
+    # the line answers: the shell fills the key in.
+    lines = printed.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.strip().startswith("curl -s"))
+    pasted = "\n".join(lines[start : start + 2]).strip()
+    done = subprocess.run(
+        ["bash", "-c", pasted], env={**os.environ, "MODELPORT_API_KEY": KEY}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["finish_reason"] in ("stop", "length"), done.stdout
 
 
 def test_listings_show_full_ids_in_80_columns(served: tuple[str, dict[str, str], Path]) -> None:
@@ -105,6 +117,7 @@ def test_chat_streams_answers_and_keeps_the_history_then_usage_counts_them(
 ) -> None:
     base_url, env, _log = served
     chat_env = {**env, "MODELPORT_API_KEY": KEY}
+    before = _chat_requests(env)  # other tests of this module may have used it (the banner's curl)
     output = cli(
         chat_env, "chat", "--base-url", base_url, "--max-tokens", "8", "--temperature", "0", "--system", "Be brief.",
         stdin="What is the capital of France?\nAnd of Italy?\n/exit\n",
@@ -115,13 +128,20 @@ def test_chat_streams_answers_and_keeps_the_history_then_usage_counts_them(
     assert len(prompt_tokens) == 2
     assert prompt_tokens[1] > prompt_tokens[0] + 8  # the second turn carried the first one with it
     deadline = time.monotonic() + 10
-    while True:  # usage records are written in batches, a moment after the answer
-        rows = [line for line in cli(env, "usage", "--since", "1h").splitlines() if UUID.search(line)]
-        if [row.split()[2:4] for row in rows] == [["2", "0"]] or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    [row] = rows  # only the chat deployment has been used
-    assert row.split()[2:4] == ["2", "0"], row  # requests, failed
+    while _chat_requests(env) != (before[0] + 2, 0) and time.monotonic() < deadline:
+        time.sleep(0.2)  # usage records are written in batches, a moment after the answer
+    assert _chat_requests(env) == (before[0] + 2, 0)  # requests, failed
+
+
+def _chat_requests(env: dict[str, str]) -> tuple[int, int]:
+    """(requests, failed) of the last hour, from `modelport usage`: only the chat
+    deployment is used in this module."""
+    rows = [line for line in cli(env, "usage", "--since", "1h").splitlines() if UUID.search(line)]
+    if not rows:
+        return 0, 0
+    [row] = rows
+    requests, failed = row.split()[2:4]
+    return int(requests), int(failed)
 
 
 def test_chat_without_a_key_says_so(served: tuple[str, dict[str, str], Path]) -> None:
@@ -129,3 +149,14 @@ def test_chat_without_a_key_says_so(served: tuple[str, dict[str, str], Path]) ->
     result = CliRunner().invoke(app, ["chat", "--base-url", base_url], env={**env, "MODELPORT_API_KEY": ""})
     assert result.exit_code == 1
     assert "no API key" in result.output
+
+
+def test_chat_finds_the_server_from_modelport_url_and_a_deployment_from_its_models_name(
+    served: tuple[str, dict[str, str], Path],
+) -> None:
+    base_url, env, _log = served
+    chat_env = {**env, "MODELPORT_API_KEY": KEY, "MODELPORT_URL": base_url, "MODELPORT_PORT": "1"}
+    output = cli(chat_env, "chat", "smollm2-135m-instruct", stdin="/exit\n")  # a model's name, not a deployment's
+    assert "smollm2-135m-instruct-embedded" in output
+    unknown = CliRunner().invoke(app, ["chat", "no-such-model"], env=chat_env, input="/exit\n")
+    assert unknown.exit_code == 1 and "cannot pick deployment 'no-such-model'" in unknown.output

@@ -28,17 +28,28 @@ def base_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
+def chat_command(settings: Settings) -> str:
+    """`modelport chat`, told where this server listens unless that is where it looks."""
+    url = base_url(settings)
+    return "modelport chat" if url == "http://127.0.0.1:8080" else f"modelport chat --base-url {url}"
+
+
 def first_start_message(first: FirstStart, settings: Settings) -> str:
     """Shown once, on the first start: the key (if generated; never stored in clear)
     and a request to paste, against the default deployment."""
     url = f"{base_url(settings)}/v4/models/{first.deployment_id}/chat-completions"
-    key = first.api_key if first.key_was_generated else "$MODELPORT_API_KEY"
     body = '{"chat_history": [], "prompt": "Say hello in French", "max_tokens": 30}'
-    curl = f"curl -s {shlex.quote(url)} -H {shlex.quote('x-api-key: ' + key)}"
+    # A key given in MODELPORT_API_KEY is never printed: the shell fills it in, so it is
+    # quoted with double quotes (single ones would send the variable's name, a 401).
+    header = '"x-api-key: $MODELPORT_API_KEY"'
+    if first.key_was_generated:
+        header = shlex.quote(f"x-api-key: {first.api_key}")
+    curl = f"curl -s {shlex.quote(url)} -H {header}"
     curl = f'{curl} -H "content-type: application/json" \\\n      -d {shlex.quote(body)}'
     lines = ["", "modelport: first start."]
     if first.key_was_generated:
-        lines += ["Admin API key (shown only now; store it safely, e.g. as MODELPORT_API_KEY):", "", f"    {key}", ""]
+        lines += ["Admin API key (shown only now; store it safely, e.g. as MODELPORT_API_KEY):", ""]
+        lines += [f"    {first.api_key}", ""]
     lines += [
         f"Default account:    {first.account_id}",
         f"Default deployment: {first.deployment_id} (SmolLM2 135M, embedded)",
@@ -48,7 +59,7 @@ def first_start_message(first: FirstStart, settings: Settings) -> str:
         "",
         f"    {curl}",
         "",
-        "or chat in the terminal: modelport chat",
+        f"or chat in the terminal: {chat_command(settings)}",
         "",
     ]
     return "\n".join(lines)

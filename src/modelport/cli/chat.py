@@ -49,6 +49,7 @@ class ChatSession:
         if reference is not None:
             found = [item for item in items if reference in (item["id"], item["name"])]
             found = found or [item for item in items if item["id"].startswith(reference)]
+            found = found or self._deployments_of_model(reference, items)
         else:
             found = [item for item in items if item["name"] == EMBEDDED_DEPLOYMENT]
             found = found or [item for item in items if item["status"] == "READY"]
@@ -58,6 +59,15 @@ class ChatSession:
                 f"cannot pick {what}: {len(found)} match; name one (`modelport deployments list` shows them)"
             )
         return str(found[0]["id"]), str(found[0]["name"])
+
+    def _deployments_of_model(self, name: str, deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The READY deployments of the model named `name` (the first, if several are)."""
+        response = self.http.get("/v4/models", params={"limit": 1000})
+        if response.status_code != 200:
+            return []
+        models = {item["id"] for item in response.json().get("items", []) if item.get("name") == name}
+        ready = [item for item in deployments if item["model_instance_id"] in models and item["status"] == "READY"]
+        return ready[:1]
 
     def run(self, reference: str | None) -> None:
         deployment, name = self.deployment_id(reference)

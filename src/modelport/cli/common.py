@@ -43,9 +43,16 @@ def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T
 
     settings = settings_or_exit()
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from modelport.cli.preflight import database_problem
+
     async def run() -> T:
         async with db.opened(settings) as (engine, sessions):
-            await db.upgrade(engine)
+            try:
+                await db.upgrade(engine)
+            except (SQLAlchemyError, OSError) as exc:
+                fail(database_problem(settings, exc))
             return await work(sessions)
 
     return asyncio.run(run())

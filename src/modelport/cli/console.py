@@ -183,7 +183,8 @@ def usage(
 
 def chat(
     deployment: Annotated[
-        str | None, typer.Argument(help="Deployment id or name (default: the embedded chat model's).")
+        str | None,
+        typer.Argument(help="Deployment id, id prefix or name, or a model's name (default: the embedded chat model)."),
     ] = None,
     system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
@@ -191,7 +192,10 @@ def chat(
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="A stop sequence (repeatable).")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", help="[MODELPORT_API_KEY]")] = None,
-    base_url: Annotated[str | None, typer.Option(help="Server URL [MODELPORT_HOST, MODELPORT_PORT].")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(envvar="MODELPORT_URL", help="Server URL [MODELPORT_URL; else MODELPORT_HOST, MODELPORT_PORT]."),
+    ] = None,
 ) -> None:
     """Chat with a deployment of a running server; the answer streams as it comes.
     The conversation is kept: /reset starts over, /exit (or Ctrl-D) ends."""

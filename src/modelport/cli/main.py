@@ -24,6 +24,23 @@ app.add_typer(keys_app, name="keys")
 console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"modelport {version('modelport')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """modelport: a self-hosted gateway for LLM model deployments."""
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [MODELPORT_HOST].")] = None,
@@ -44,6 +61,9 @@ def serve(
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = settings_or_exit()
+    from modelport.cli.preflight import check_start
+
+    check_start(settings)  # a port in use, a database or Redis out of reach: one line, exit 1
     # For the protocol uvicorn builds in each worker (api/connections.py).
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_seconds)
     os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout_seconds)
@@ -120,13 +140,17 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @accounts_app.command("create")
 def accounts_create(name: Annotated[str, typer.Argument(help="The account's name.")]) -> None:
     """Create an account; prints its id. Give it an admin with `keys create --role admin`."""
+    from modelport.errors import Conflict
     from modelport.store import accounts
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> str:
         async with sessions() as session, session.begin():
             return (await accounts.create_account(session, name=name)).id
 
-    typer.echo(with_database(work))
+    try:
+        typer.echo(with_database(work))
+    except Conflict as exc:
+        fail(str(exc))
 
 
 # A key's limits (SPEC 7), the same options for `keys create` and `keys update`.
@@ -225,7 +249,7 @@ def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")])
 
 @keys_app.command("update")
 def keys_update(
-    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+    key_id: Annotated[str, typer.Argument(help="The key's name, id or unique id prefix.")],
     rpm_limit: RpmOption = None,
     tpm_limit: TpmOption = None,
     max_parallel_requests: ParallelOption = None,
@@ -239,6 +263,7 @@ def keys_update(
     from modelport.catalogue.access import apply_key_changes
     from modelport.store.tables import ApiKey
 
+    key_id = console.resolve_key(key_id)
     changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     for name in clear or []:
         field = name.replace("-", "_")
@@ -260,12 +285,13 @@ def keys_update(
 
 
 @app.command("spend")
-def spend(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+def spend(account: Annotated[str, typer.Option(help="The account's name, id or unique id prefix.")]) -> None:
     """An account's spend (US dollars): in all, per key and per deployment."""
     from modelport.catalogue.spend import account_spend
 
-    report = with_database(lambda sessions: account_spend(sessions, account))
-    typer.echo(f"account {account}: ${report.spend:.6f}")
+    account_id = console.resolve_account(account)  # an unknown one is an error, not $0
+    report = with_database(lambda sessions: account_spend(sessions, account_id))
+    typer.echo(f"account {account_id}: ${report.spend:.6f}")
     for label, groups in (("key", report.by_key), ("deployment", report.by_deployment)):
         for group, total in sorted(groups.items(), key=lambda item: -item[1]):
             typer.echo(f"  {label} {group or '(none)'}: ${total:.6f}")

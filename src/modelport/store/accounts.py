@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelport.errors import Conflict
 from modelport.principal import IdentityType, KeyLimits, Role
 from modelport.store.tables import Account, ApiKey, Identity, Membership
 
@@ -28,6 +29,12 @@ async def count_accounts(session: AsyncSession) -> int:
 
 
 async def create_account(session: AsyncSession, *, name: str) -> Account:
+    """A new account. Names are unique, since the CLI and the playground name accounts by
+    name: a second `team-b` would make every `--account team-b` ambiguous (409).
+    Checked here rather than by a unique index, which a database already holding two
+    accounts of one name could not be migrated to."""
+    if await session.scalar(select(Account.id).where(Account.name == name).limit(1)) is not None:
+        raise Conflict(f"an account named {name!r} already exists; choose another name")
     account = Account(name=name)
     session.add(account)
     await session.flush()
