@@ -8,6 +8,7 @@ import pytest
 
 from modelport.errors import InvalidRequest, NotFound, RateLimited, UpstreamError
 from modelport.inference.routing import PassiveHealth, Route, Router
+from modelport.limits.base import LimitExceeded
 from modelport.store.cache import CatalogueCache
 
 
@@ -95,6 +96,30 @@ async def test_vendor_failures_move_on_and_caller_errors_do_not() -> None:
     with pytest.raises(InvalidRequest):
         await routes.run("acct", "pair", refused)
     assert len(tried) == 1
+
+
+async def test_the_callers_own_limit_is_not_tried_elsewhere_but_a_deployments_limit_is() -> None:
+    routes = router(Clock())
+    tried: list[str] = []
+
+    async def over_the_keys_limit(deployment: str) -> Any:
+        tried.append(deployment)
+        raise LimitExceeded("rpm_limit", "API key", "2 of 2 requests in the last 60 s", 30)
+
+    with pytest.raises(LimitExceeded):
+        await routes.run("acct", "pair", over_the_keys_limit)
+    assert len(tried) == 1  # every deployment would refuse it: one try, one 429
+    assert not routes.health._states
+
+    async def over_a_deployments_limit(deployment: str) -> str:
+        tried.append(deployment)
+        if deployment != "s":
+            raise LimitExceeded("rpm_limit", "deployment", "2 of 2 requests in the last 60 s", 30)
+        return deployment
+
+    tried.clear()
+    assert await routes.run("acct", "pair", over_a_deployments_limit) == "s"
+    assert len(tried) == 3
 
 
 async def test_the_last_failure_is_raised_when_every_candidate_fails() -> None:

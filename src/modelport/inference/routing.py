@@ -52,6 +52,7 @@ from modelport.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from modelport.limits.base import LimitExceeded
 from modelport.store import repo
 from modelport.store.cache import CatalogueCache
 
@@ -164,6 +165,8 @@ class Router:
             try:
                 result = await attempt(deployment_id)
             except _TRY_ELSEWHERE as exc:
+                if isinstance(exc, LimitExceeded) and exc.holds_everywhere:
+                    raise  # the caller's own limit: no deployment of the model would take it
                 if isinstance(exc, _UNHEALTHY):
                     self.health.failed(deployment_id)
                 log.info("deployment %s of model %s failed (%s); trying the next", deployment_id, model, exc.detail)

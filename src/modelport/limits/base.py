@@ -122,6 +122,12 @@ class LimitExceeded(RateLimited):
         self.limit = limit
         self.scope = scope
 
+    @property
+    def holds_everywhere(self) -> bool:
+        """Whether another deployment would refuse the request too: the key's limits hold
+        across all of them, a deployment's own only for it."""
+        return self.scope != "deployment"
+
 
 class LimitStoreUnavailable(ModelportError):
     """The shared counters cannot be reached and a limit that applies fails closed."""
