@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.observability import tracing
 from modelport.observability.logs import JsonFormatter
+from modelport.observability.requests import RequestRecord
 from tests.vendors import conftest
 from tests.vendors.conftest import deploy
 
@@ -55,6 +57,43 @@ async def test_a_request_is_counted_by_route_deployment_and_status_with_its_toke
     durations = "gen_ai_client_operation_duration_seconds_count"
     assert await sample(client, durations, deployment=deployment, gen_ai_operation_name="chat") == 1
     assert await sample(client, "modelport_gateway_overhead_seconds_count", route=CHAT_ROUTE) >= 1
+
+
+async def test_each_surface_is_labelled_with_its_operation(
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str
+) -> None:
+    """OpenAI's chat completions and Anthropic's messages are chats, whatever their path
+    ends with; SGP's completions are text completions."""
+    _app, client = fault_app
+    deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="ok")
+    messages = [{"role": "user", "content": "Hi"}]
+    answers = [
+        await client.post("/v1/chat/completions", json={"model": deployment, "messages": messages, "max_tokens": 5}),
+        await client.post("/v1/messages", json={"model": deployment, "messages": messages, "max_tokens": 5}),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200], [answer.text for answer in answers]
+    durations = "gen_ai_client_operation_duration_seconds_count"
+    assert await sample(client, durations, deployment=deployment, gen_ai_operation_name="chat") == 2
+    assert await sample(client, durations, deployment=deployment, gen_ai_operation_name="text_completion") == 0
+
+
+@pytest.mark.parametrize(
+    ("route", "operation"),
+    [
+        ("/v4/models/{model_deployment_id}/chat-completions", "chat"),
+        ("/v1/chat/completions", "chat"),
+        ("/v1/messages", "chat"),
+        ("/v1/responses", "chat"),
+        ("/v4/models/{model_deployment_id}/completions", "text_completion"),
+        ("/v1/completions", "text_completion"),
+        ("/v1/embeddings", "embeddings"),
+        ("/v4/models/{model_deployment_id}/embeddings", "embeddings"),
+        ("/v4/models/{model_deployment_id}/rerankings", "rerank"),
+    ],
+)
+def test_the_operation_of_each_inference_route(route: str, operation: str) -> None:
+    record = RequestRecord(request_id="r", method="POST", scope={"route": SimpleNamespace(path=route)})
+    assert record.operation == operation
 
 
 async def test_a_stream_records_its_time_to_first_token(
@@ -101,6 +140,21 @@ async def test_a_failed_request_logs_one_structured_line(
     assert (entry["deployment"], entry["status"], entry["route"]) == (deployment, 502, CHAT_ROUTE)
     assert "internal failure" in entry["reason"]
     assert entry["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/messages"])
+async def test_a_failed_request_on_the_compatible_surfaces_logs_its_reason(
+    fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str, caplog: pytest.LogCaptureFixture, route: str
+) -> None:
+    """Their errors are shaped {"error": {"message"}}, not {"detail"}: the log line reads either."""
+    _app, client = fault_app
+    deployment = await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="fail-500")
+    body = {"model": deployment, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+    with caplog.at_level(logging.INFO, logger="modelport.requests"):
+        response = await client.post(route, json=body)
+    assert response.status_code == 502
+    [line] = [record for record in caplog.records if record.name == "modelport.requests"]
+    assert "internal failure" in json.loads(JsonFormatter().format(line))["reason"]
 
 
 async def test_a_stream_broken_mid_way_logs_the_error_events_reason(

@@ -142,9 +142,16 @@ async def _end_at_shutdown(send: Send, *, started: bool, finished: bool) -> None
 
 
 def _json_detail(body: bytes) -> str | None:
+    """The reason an error answer gives, in any surface's shape: SGP's `{"detail"}`,
+    OpenAI's and Anthropic's `{"error": {"message"}}`."""
     try:
-        detail = orjson.loads(body).get("detail")
+        payload = orjson.loads(body)
+        detail = payload.get("detail")
+        if detail is None and isinstance(payload.get("error"), dict):
+            detail = payload["error"].get("message")
     except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if detail is None:
         return None
     return detail if isinstance(detail, str) else orjson.dumps(detail).decode()[:500]
 

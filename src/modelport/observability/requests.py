@@ -52,8 +52,23 @@ class RequestRecord:
 
     @property
     def operation(self) -> str:
-        """The GenAI operation name for the route."""
-        return "chat" if self.route.endswith("chat-completions") else "text_completion"
+        """The GenAI operation name for the route (OpenTelemetry's `gen_ai.operation.name`
+        values; "rerank" has none there)."""
+        route = self.route
+        for endings, operation in _OPERATIONS:
+            if route.endswith(endings):
+                return operation
+        return "chat"
+
+
+# Route endings -> operation, checked in order: every surface's chat routes (SGP v4,
+# OpenAI's chat completions and Responses, Anthropic's messages) are "chat".
+_OPERATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("chat-completions", "/chat/completions", "/messages", "/responses"), "chat"),
+    (("/completions",), "text_completion"),
+    (("/embeddings",), "embeddings"),
+    (("/rerankings", "/rerank"), "rerank"),
+)
 
 
 current_request: ContextVar[RequestRecord | None] = ContextVar("modelport_request", default=None)
