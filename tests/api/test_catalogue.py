@@ -231,7 +231,7 @@ async def test_a_revoked_key_is_refused_at_once(client: httpx.AsyncClient, tenan
 
 
 async def test_creating_an_account_makes_the_caller_its_admin(client: httpx.AsyncClient) -> None:
-    account = await ok(await client.post("/accounts", json={"account_name": "gamma"}))
+    account = await ok(await client.post("/accounts", json={"account_name": f"gamma-{uuid.uuid4().hex[:8]}"}))
     selected = {"x-selected-account-id": account["account_id"]}
     listing = await ok(await client.get("/v4/models", headers=selected))
     assert listing["total_item_count"] == 0
@@ -242,7 +242,7 @@ async def test_creating_an_account_makes_the_caller_its_admin(client: httpx.Asyn
 
 
 async def test_model_crud_pagination_filter_and_sort(client: httpx.AsyncClient) -> None:
-    account = await ok(await client.post("/accounts", json={"account_name": "catalogue"}))
+    account = await ok(await client.post("/accounts", json={"account_name": f"catalogue-{uuid.uuid4().hex[:8]}"}))
     headers = {"x-selected-account-id": account["account_id"]}
     for index, model_type in enumerate(["COMPLETION", "CHAT_COMPLETION", "EMBEDDING", "CHAT_COMPLETION", "COMPLETION"]):
         await ok(
@@ -395,7 +395,7 @@ async def test_bindings_are_checked_against_the_models_schema(
 
 
 async def test_usage_statistics_sum_the_tokens_per_chunk(app: FastAPI, client: httpx.AsyncClient) -> None:
-    account = await ok(await client.post("/accounts", json={"account_name": "metered"}))
+    account = await ok(await client.post("/accounts", json={"account_name": f"metered-{uuid.uuid4().hex[:8]}"}))
     headers = {"x-selected-account-id": account["account_id"]}
     model = await ok(
         await client.post(

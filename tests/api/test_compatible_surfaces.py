@@ -3,6 +3,7 @@ every route, account isolation of `model` names, and the vendors' error shapes."
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -33,7 +34,9 @@ async def test_a_bearer_key_works_on_every_route(client: httpx.AsyncClient) -> N
 
 
 async def test_a_model_of_another_account_is_not_found(client: httpx.AsyncClient) -> None:
-    account = (await client.post("/accounts", json={"account_name": "elsewhere"})).json()["account_id"]
+    account = (await client.post("/accounts", json={"account_name": f"elsewhere-{uuid.uuid4().hex[:8]}"})).json()[
+        "account_id"
+    ]
     elsewhere = {"x-selected-account-id": account}
     assert (await client.get("/v1/models", headers=elsewhere)).json() == {"object": "list", "data": []}
     [deployment] = [

@@ -102,7 +102,7 @@ async def test_metrics_need_the_metrics_key_when_one_is_set(served: tuple[FastAP
 
 async def test_metrics_label_deployments_by_id_never_by_tenant(served: tuple[FastAPI, httpx.AsyncClient]) -> None:
     _, client = served
-    created = await client.post("/accounts", json={"account_name": TENANT})
+    created = await client.post("/accounts", json={"account_name": f"{TENANT}-{uuid.uuid4().hex[:8]}"})
     assert created.status_code == 200, created.text
     account = created.json()["account_id"]
     model = await client.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -66,7 +67,7 @@ async def test_missing_and_wrong_keys_get_the_same_401(client: httpx.AsyncClient
 async def other_account(app: FastAPI) -> dict[str, str]:
     """A second account with its own key and deployment, invisible to the admin."""
     async with app.state.sessions() as session, session.begin():
-        account = await accounts.create_account(session, name="other")
+        account = await accounts.create_account(session, name=f"other-{uuid.uuid4().hex[:8]}")
         identity = await accounts.create_identity(
             session, name="other-user", identity_type="user", default_account_id=account.id
         )

@@ -3,6 +3,7 @@ them: through the real app, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ async def test_readiness_ignores_a_tenants_failed_deployment_and_waits_for_requi
 ) -> None:
     """Issue 21, findings 1 and 7: one tenant's broken model took every route of the
     gateway out of the load balancer. Only engines the operator requires count."""
-    account = (await client.post("/accounts", json={"account_name": "readiness-tenant"})).json()["account_id"]
+    account = (
+        await client.post("/accounts", json={"account_name": f"readiness-tenant-{uuid.uuid4().hex[:8]}"})
+    ).json()["account_id"]
     tenant = {"x-selected-account-id": account}
     model = await client.post(
         "/v4/models",

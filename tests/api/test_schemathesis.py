@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -193,7 +194,7 @@ async def test_no_generated_request_is_answered_with_a_5xx(
     monkeypatch.setattr(app.state.catalogue.secrets, "box", SecretBox("schemathesis"))
     # An account of its own, so that what the run creates is seen by no other test.
     created = await raw_client.post(
-        "/accounts", json={"account_name": "schemathesis"}, headers={"x-api-key": ADMIN_KEY}
+        "/accounts", json={"account_name": f"schemathesis-{uuid.uuid4().hex[:8]}"}, headers={"x-api-key": ADMIN_KEY}
     )
     assert created.status_code == 200, created.text
     fuzzer = Fuzzer(app, raw_client, {"x-api-key": ADMIN_KEY, "x-selected-account-id": created.json()["account_id"]})

@@ -5,6 +5,7 @@ finding of the security review (issue 10)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ async def ok(response: httpx.Response, status: int = 200) -> Any:
 async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
     """Account B, created by the operator (who is then a member of it too), with a
     service-account admin and member; account A is the operator's default account."""
-    account = await ok(await client.post("/accounts", json={"account_name": "policy-b"}))
+    account = await ok(await client.post("/accounts", json={"account_name": f"policy-b-{uuid.uuid4().hex[:8]}"}))
     in_b = {"x-selected-account-id": account["account_id"]}
     admin = await ok(await client.post("/v4/api-keys", json={"role": "admin", "name": "b-admin"}, headers=in_b), 201)
     member = await ok(await client.post("/v4/api-keys", json={"role": "member", "name": "b-member"}, headers=in_b), 201)
@@ -88,7 +89,9 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
     }
     index = ROLES.index(role)
     got = {
-        "create account": (await client.post("/accounts", json={"account_name": f"by-{role}"}, headers=headers)),
+        "create account": (
+            await client.post("/accounts", json={"account_name": f"by-{role}-{uuid.uuid4().hex[:8]}"}, headers=headers)
+        ),
         "create key": await client.post("/v4/api-keys", json={"role": "member", "name": role}, headers=headers),
         "list models": await client.get("/v4/models", headers=headers),
         "create model with an allowed api_key_env": await client.post(
@@ -246,7 +249,9 @@ async def test_with_self_service_on_any_key_holder_creates_accounts(
 ) -> None:
     _app, client = guarded
     member = await ok(await client.post("/v4/api-keys", json={"role": "member", "name": "m"}), 201)
-    created = await client.post("/accounts", json={"account_name": "mine"}, headers={"x-api-key": member["key"]})
+    created = await client.post(
+        "/accounts", json={"account_name": f"mine-{uuid.uuid4().hex[:8]}"}, headers={"x-api-key": member["key"]}
+    )
     assert created.status_code == 200
 
 

@@ -4,6 +4,7 @@ bodies. Runs on SQLite and on PostgreSQL (which is the stricter of the two)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,7 +32,7 @@ def refused(response: httpx.Response, *loc: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 async def place(client: httpx.AsyncClient) -> dict[str, Any]:
     """An account of its own, with a model and an upstream (not embedded) deployment."""
-    account = await ok(await client.post("/accounts", json={"account_name": "mistakes"}))
+    account = await ok(await client.post("/accounts", json={"account_name": f"mistakes-{uuid.uuid4().hex[:8]}"}))
     headers = {"x-selected-account-id": account["account_id"]}
     model = await ok(
         await client.post(

@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,7 +71,7 @@ def deployed(servers: tuple[str, str]) -> dict[str, str]:
     found = {}
     with httpx.Client(base_url=base, headers={"x-api-key": E2E_KEY}, timeout=30) as client:
         for name in ("flood", "calm"):
-            created = client.post("/accounts", json={"account_name": name})
+            created = client.post("/accounts", json={"account_name": f"{name}-{uuid.uuid4().hex[:8]}"})
             assert created.status_code == 200, created.text
             found[name] = created.json()["account_id"]
         found["flood_deployment"] = _deploy(

@@ -70,7 +70,7 @@ async def _deployment(
     sessions: async_sessionmaker[AsyncSession], *, vendor: str = "LLMENGINE", checkpoint: str | None = GOOD
 ) -> str:
     async with sessions() as session, session.begin():
-        account = await accounts.create_account(session, name="loader")
+        account = await accounts.create_account(session, name=f"loader-{uuid.uuid4().hex[:8]}")
         identity = await accounts.create_identity(
             session, name="admin", identity_type=IdentityType.USER, default_account_id=account.id
         )
