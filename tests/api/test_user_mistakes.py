@@ -435,3 +435,15 @@ async def test_an_oversized_body_sent_without_a_length_is_still_413(client: http
 
     response = await client.post("/accounts", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413, response.text
+
+
+async def test_a_model_name_on_the_deployment_route_says_where_ids_are_and_where_names_go(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/v4/models/smollm2-135m-instruct/chat-completions", json={"chat_history": [], "prompt": "Hi"}
+    )
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert "smollm2-135m-instruct" in detail and "GET /v4/model-deployments" in detail
+    assert "/v1/chat/completions" in detail

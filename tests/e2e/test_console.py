@@ -3,10 +3,15 @@ keys found by name or prefix, usage, and `modelport chat` fed from stdin."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import re
+import struct
 import subprocess
+import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +28,8 @@ from tests.servers import modelport_serving
 pytestmark = pytest.mark.e2e
 
 KEY = "mp_console_admin_key_0123456789"
+MODELPORT = Path(sys.executable).parent / "modelport"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -78,15 +85,51 @@ def test_first_start_prints_the_deployment_id_and_a_curl_line(served: tuple[str,
     assert json.loads(done.stdout)["finish_reason"] in ("stop", "length"), done.stdout
 
 
-def test_listings_show_full_ids_in_80_columns(served: tuple[str, dict[str, str], Path]) -> None:
+def in_terminal(env: dict[str, str], *args: str, columns: int = 80) -> str:
+    """What `modelport ARGS` shows in a terminal COLUMNS wide (a pseudo-terminal)."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    environment = {**os.environ, **env, "TERM": "xterm", "NO_COLOR": "1"}
+    environment.pop("COLUMNS", None)
+    process = subprocess.Popen(
+        [str(MODELPORT), *args], stdin=terminal, stdout=terminal, stderr=terminal, env=environment
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) == 0, output
+    return ANSI.sub("", output.decode()).replace("\r\n", "\n")
+
+
+def test_listings_never_cut_a_cell_in_80_columns_piped_or_as_json(served: tuple[str, dict[str, str], Path]) -> None:
     base_url, env, _log = served
     deployment = _chat_deployment(base_url)
     assert deployment["account_id"] in cli(env, "accounts", "list")
     assert "default" in cli(env, "accounts", "list")
-    listing = cli(env, "deployments", "list")
-    assert deployment["id"] in listing and "READY" in listing
+    for command in (["deployments", "list"], ["models", "list", "--account", "default"], ["accounts", "list"]):
+        rows = json.loads(cli(env, *command, "--json"))
+        assert rows and all(isinstance(row, dict) for row in rows)
+        narrow = in_terminal(env, *command)
+        assert all(len(line) <= 80 for line in narrow.splitlines()), narrow
+        piped = subprocess.run(
+            [str(MODELPORT), *command], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        ).stdout
+        for row in rows:  # every cell whole, on one line, in both
+            for cell in row.values():
+                assert any(cell in line for line in narrow.splitlines()), (cell, narrow)
+                assert any(cell in line for line in piped.splitlines()), (cell, piped)
+    deployments = json.loads(cli(env, "deployments", "list", "--json"))
+    [chat] = [row for row in deployments if row["id"] == deployment["id"]]
+    assert chat["status"] == "READY" and chat["name"] == CHAT_DEPLOYMENT
     assert deployment["model_instance_id"] in cli(env, "models", "list", "--account", "default")
-    assert all(len(line) <= 80 for line in listing.splitlines())
 
 
 def test_keys_are_created_in_a_named_account_and_revoked_by_name_or_prefix(

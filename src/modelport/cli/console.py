@@ -13,39 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.cli.common import fail, with_database
+from modelport.cli.listing import JsonOption, Listing
 from modelport.store import inventory
 from modelport.store.tables import Account, ApiKey
 
 models_app = typer.Typer(help="Models (every account's, or one's).", no_args_is_help=True)
 deployments_app = typer.Typer(help="Model deployments (every account's, or one's).", no_args_is_help=True)
 
-# Tables without outer borders: a 36-character id and five columns fit in 80 columns.
-COMPACT: dict[str, Any] = {"box": None, "padding": (0, 1), "pad_edge": False, "header_style": "bold underline"}
-
 AccountOption = Annotated[str | None, typer.Option("--account", help="Account name or id (default: every account).")]
-
-
-def _console() -> Console:
-    return Console(soft_wrap=False)
-
-
-def _when(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M}" if value else ""
-
-
-def _table(title: str, id_header: str, *headers: str) -> Table:
-    """Ids are what people paste into the next command: never wrapped or cut; the
-    other columns fold rather than lose characters in a narrow terminal."""
-    table = Table(title=title, **COMPACT)
-    table.add_column(id_header, no_wrap=True, min_width=36)
-    for header in headers:
-        table.add_column(header, overflow="fold")
-    return table
 
 
 # --- finding things by what people remember ----------------------------------------
@@ -98,23 +76,21 @@ def _account_filter(reference: str | None) -> str | None:
 # --- listings -------------------------------------------------------------------------
 
 
-def accounts_list() -> None:
+def accounts_list(as_json: JsonOption = False) -> None:
     """List accounts: id, name, members, models and deployments."""
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> list[inventory.AccountRow]:
         async with sessions() as session:
             return await inventory.accounts(session)
 
-    table = _table("accounts", "id", "name", "members", "models", "deploy-\nments")
+    listing = Listing("accounts", ("id", "name", "members", "models", "deployments"))
     for row in with_database(work):
-        table.add_row(
-            row.account.id, row.account.name, str(row.members), str(row.models), str(row.deployments)
-        )  # fmt: skip
-    _console().print(table)
+        listing.add(row.account.id, row.account.name, row.members, row.models, row.deployments)
+    listing.show(as_json)
 
 
 @models_app.command("list")
-def models_list(account: AccountOption = None) -> None:
+def models_list(account: AccountOption = None, as_json: JsonOption = False) -> None:
     """List models: id, name, type, vendor, deployments."""
     account_id = _account_filter(account)
 
@@ -122,14 +98,14 @@ def models_list(account: AccountOption = None) -> None:
         async with sessions() as session:
             return await inventory.models(session, account_id=account_id)
 
-    table = _table("models", "id", "name", "type", "vendor", "deploy-\nments", "account")
+    listing = Listing("models", ("id", "name", "type", "vendor", "deployments", "account"))
     for model, account_name, count in with_database(work):
-        table.add_row(model.id, model.name, model.model_type, model.model_vendor or "", str(count), account_name)
-    _console().print(table)
+        listing.add(model.id, model.name, model.model_type, model.model_vendor, count, account_name)
+    listing.show(as_json)
 
 
 @deployments_app.command("list")
-def deployments_list(account: AccountOption = None) -> None:
+def deployments_list(account: AccountOption = None, as_json: JsonOption = False) -> None:
     """List deployments: id, name, model, status (and why, when not READY)."""
     account_id = _account_filter(account)
 
@@ -137,11 +113,11 @@ def deployments_list(account: AccountOption = None) -> None:
         async with sessions() as session:
             return await inventory.deployments(session, account_id=account_id)
 
-    table = _table("deployments", "id", "name", "model", "status")
+    listing = Listing("deployments", ("id", "name", "model", "status"))
     for deployment, model in with_database(work):
         status = deployment.status + (f": {deployment.status_reason}" if deployment.status_reason else "")
-        table.add_row(deployment.id, deployment.name, model.name, status)
-    _console().print(table)
+        listing.add(deployment.id, deployment.name, model.name, status)
+    listing.show(as_json)
 
 
 _DURATION = re.compile(r"(\d+)([mhd])")
@@ -160,6 +136,7 @@ def _duration(text: str) -> timedelta:
 def usage(
     since: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d.")] = "24h",
     account: AccountOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Requests, failures and tokens per deployment over the last SINCE."""
     start = datetime.now(UTC) - _duration(since)
@@ -169,16 +146,15 @@ def usage(
         async with sessions() as session:
             return await inventory.usage_since(session, since=start, account_id=account_id)
 
-    table = _table(
-        f"usage since {start:%Y-%m-%d %H:%M} UTC", "deployment", "name", "requests", "failed", "prompt\ntokens",
-        "completion\ntokens",
-    )  # fmt: skip
+    listing = Listing(
+        f"usage since {start:%Y-%m-%d %H:%M} UTC",
+        ("deployment", "name", "requests", "failed", "prompt_tokens", "completion_tokens"),
+    )
     for row in with_database(work):
-        table.add_row(
-            row.deployment_id, row.deployment_name, str(row.requests), str(row.failures),
-            str(row.prompt_tokens), str(row.response_tokens),
-        )  # fmt: skip
-    _console().print(table)
+        listing.add(
+            row.deployment_id, row.deployment_name, row.requests, row.failures, row.prompt_tokens, row.response_tokens
+        )
+    listing.show(as_json)
 
 
 def chat(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli import console
+from modelport.cli import console, listing
 from modelport.cli.common import fail, settings_or_exit, with_database
 from modelport.config import Settings
 
@@ -219,11 +219,10 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")]) -> None:
+def keys_list(
+    account: Annotated[str, typer.Option(help="Account name or id.")], as_json: listing.JsonOption = False
+) -> None:
     """List the keys of an account's members (never the keys themselves)."""
-    from rich.console import Console
-    from rich.table import Column, Table
-
     from modelport.principal import Role
     from modelport.store import accounts
 
@@ -233,18 +232,11 @@ def keys_list(account: Annotated[str, typer.Option(help="Account name or id.")])
         async with sessions() as session:
             return await accounts.list_keys(session, account_id=account, identity_id="", everyone=True)
 
-    fold = {"overflow": "fold"}  # a narrow terminal folds these rather than cut them
-    table = Table(
-        Column("id", no_wrap=True, min_width=36),  # pasted into `keys revoke`: never cut
-        *(Column(header, **fold) for header in ("name", "prefix", "role", "created", "revoked")),  # type: ignore[arg-type]
-        **console.COMPACT,
-    )
+    keys = listing.Listing("keys", ("id", "name", "prefix", "role", "created", "revoked"))
     for key, key_role in with_database(work):
-        table.add_row(
-            key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}",
-            f"{key.revoked_at:%Y-%m-%d}" if key.revoked_at else "",
-        )  # fmt: skip
-    Console().print(table)
+        revoked = f"{key.revoked_at:%Y-%m-%d}" if key.revoked_at else ""
+        keys.add(key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}", revoked)
+    keys.show(as_json)
 
 
 @keys_app.command("update")

@@ -126,7 +126,10 @@ class Resolver:
 
         view = await self._cache.get_or_load(("deployment", account_id, deployment_id), load)
         if view is None:
-            raise NotFound(f"model deployment {deployment_id} not found")
+            raise NotFound(
+                f"model deployment {deployment_id} not found: this route takes a deployment's id "
+                "(GET /v4/model-deployments lists them); to call a model by its name, use /v1/chat/completions"
+            )
         return view
 
     async def _api_key(self, account_id: str, name: str) -> str:
