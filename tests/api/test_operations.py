@@ -26,6 +26,22 @@ async def test_liveness_and_readiness(client: httpx.AsyncClient) -> None:
     assert (ready.status_code, ready.json()) == (200, {"status": "ready", "reasons": []})
 
 
+async def test_readiness_names_an_unreachable_limits_redis_without_failing(tmp_path: Path) -> None:
+    """Every replica shares the one Redis: failing readiness for it would empty the load
+    balancer, so it is a warning (host and port, never the password), still 200."""
+    from tests.conftest import in_process, sqlite_settings
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens there
+    settings = sqlite_settings(tmp_path, redis_url=f"redis://:hunter2@127.0.0.1:{port}/0")
+    async with in_process(settings) as (_app, client):
+        ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    [warning] = ready.json()["warnings"]
+    assert f"Redis at 127.0.0.1:{port} cannot be reached" in warning and "hunter2" not in warning
+    assert "max_budget" in warning  # what fails closed meanwhile
+
+
 async def test_readiness_is_503_with_the_reason_when_the_database_is_gone(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

@@ -170,6 +170,10 @@ class LimitGate:
         while self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
+    async def problem(self) -> str | None:
+        """Why the limiter's shared counts cannot be reached now, or None."""
+        return await self._limiter.problem()
+
     async def aclose(self) -> None:
         """Finish the settlements under way, then close the limiter."""
         await self.drain()

@@ -149,6 +149,10 @@ class Limiter(Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def problem(self) -> str | None:
+        """Why the shared counts cannot be reached now (for /health/ready), or None."""
+        ...
+
 
 def wall_clock() -> float:
     return time.time()

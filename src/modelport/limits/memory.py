@@ -61,6 +61,9 @@ class MemoryLimiter:
     async def aclose(self) -> None:
         return None
 
+    async def problem(self) -> str | None:
+        return None  # counted in this process: nothing to reach
+
     def _check(self, counter: Counter, now: float) -> None:
         if counter.kind == "window":
             buckets = self._live_buckets(counter.store_key, now)

@@ -159,6 +159,9 @@ class RedisLimiter:
             url, max_connections=MAX_CONNECTIONS, timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False
         )
         self._redis: Redis = Redis(connection_pool=pool)
+        # Where it is, for the log and /health/ready: host and port, never the password.
+        where = pool.connection_kwargs
+        self._where = str(where.get("path") or f"{where.get('host', 'localhost')}:{where.get('port', 6379)}")
         self._admit_script = self._redis.register_script(ADMIT)
         self._settle_script = self._redis.register_script(SETTLE)
         self._fail_closed = frozenset(fail_closed)
@@ -221,6 +224,18 @@ class RedisLimiter:
     async def aclose(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
 
+    async def problem(self) -> str | None:
+        try:
+            async with asyncio.timeout(max(self._timeout, 1.0)):
+                await self._redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            closed = ", ".join(sorted(self._fail_closed)) or "none"
+            return (
+                f"the limits' Redis at {self._where} cannot be reached ({type(exc).__name__}): requests under "
+                f"limits that fail closed ({closed}) get 503, the others pass uncounted"
+            )
+        return None
+
     async def _call(self, script: Any, counters: list[Counter], args: list[Any]) -> Any:
         if time.monotonic() < self._down_until:
             raise ConnectionError("Redis was unreachable moments ago")
@@ -229,7 +244,8 @@ class RedisLimiter:
                 return await script(keys=[PREFIX + counter.store_key for counter in counters], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             if time.monotonic() >= self._down_until:  # once per outage, not once per request
-                log.warning("limits: Redis unreachable (%r); asking again in %.1f s", exc, self._retry_seconds)
+                again = self._retry_seconds
+                log.warning("limits: Redis at %s unreachable (%r); asking again in %.1f s", self._where, exc, again)
             self._down_until = time.monotonic() + self._retry_seconds
             raise
 

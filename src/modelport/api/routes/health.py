@@ -8,6 +8,8 @@ needed).
   otherwise (a readiness probe: send it no traffic meanwhile). Other engines never
   count: one tenant's broken or crashing model must not take every vendor route of
   the gateway out of a load balancer. `/health` shows them all.
+  A Redis for the limits that cannot be reached is named under `warnings` (still 200:
+  see `ready`).
 - `/health`: always 200 while the gateway answers, with the engines' state (kept for
   the scripts and monitors that read it).
 """
@@ -66,6 +68,13 @@ async def ready(request: Request) -> JSONResponse:
         if required:
             reasons += await _required_engines_not_ready(request, required)
     body: dict[str, Any] = {"status": "ready" if not reasons else "not ready", "reasons": reasons}
+    limits = request.app.state.limits
+    problem = await limits.problem() if limits is not None else None
+    if problem:
+        # Shown, not a reason: every replica shares the one Redis, so failing readiness
+        # for it would take the whole gateway out of the load balancer, while requests
+        # without a fail-closed limit are still served.
+        body["warnings"] = [problem]
     return JSONResponse(body, status_code=200 if not reasons else 503)
 
 
