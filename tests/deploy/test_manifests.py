@@ -25,16 +25,24 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(path.read_text()) if document]
 
 
-def kubernetes_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    kustomization = documents(KUBERNETES / "kustomization.yaml")[0]
-    listed = set(kustomization["resources"])
-    on_disk = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk, "kustomization.yaml must list every manifest"
-    objects = {}
+def kustomized(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The objects a kustomization builds (its resources, folders followed), by kind and name."""
+    kustomization = documents(folder / "kustomization.yaml")[0]
+    files = {path.name for path in folder.glob("*.yaml")} - {"kustomization.yaml"}
+    listed = {name for name in kustomization["resources"] if name.endswith(".yaml")}
+    assert listed == files, f"{folder}/kustomization.yaml must list every manifest beside it"
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
     for name in kustomization["resources"]:
-        for document in documents(KUBERNETES / name):
-            objects[(document["kind"], document["metadata"]["name"])] = document
+        if name.endswith(".yaml"):
+            objects.update({(doc["kind"], doc["metadata"]["name"]): doc for doc in documents(folder / name)})
+        else:
+            objects.update(kustomized((folder / name).resolve()))
     return objects
+
+
+def kubernetes_objects(overlay: str = "") -> dict[tuple[str, str], dict[str, Any]]:
+    """What `kubectl apply -k deploy/kubernetes[/OVERLAY]` applies."""
+    return kustomized(KUBERNETES / overlay if overlay else KUBERNETES)
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -80,17 +88,33 @@ def test_migrations_run_once_in_a_job_before_any_gateway_serves() -> None:
 
 
 def test_every_modelport_container_uses_the_one_image() -> None:
-    objects = kubernetes_objects()
-    containers = modelport_containers(objects)
-    assert len(containers) == 4  # gateway, its init container, the prepare and register jobs
-    kustomization = documents(KUBERNETES / "kustomization.yaml")[0]
-    assert [image["name"] for image in kustomization["images"]] == ["modelport"]
+    assert len(modelport_containers(kubernetes_objects())) == 3  # gateway, its init container, the prepare job
+    containers = modelport_containers(kubernetes_objects("vllm"))
+    assert len(containers) == 4  # and the vLLM registration job
+    for folder in (KUBERNETES / "base", KUBERNETES / "vllm"):
+        kustomization = documents(folder / "kustomization.yaml")[0]
+        assert [image["name"] for image in kustomization["images"]] == ["modelport"]
     for container in containers:
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
-def test_vllm_is_served_and_registered_at_its_service() -> None:
+def test_the_gateways_read_only_root_has_a_writable_cache_for_the_embedding_model() -> None:
+    """The embedding model is converted to GGUF on first load, into the user's cache
+    (platformdirs: XDG_CACHE_HOME): on a read-only root it must be a volume."""
     objects = kubernetes_objects()
+    cache = objects[("ConfigMap", "modelport")]["data"]["XDG_CACHE_HOME"]
+    spec = pod_spec(objects[("Deployment", "modelport")])
+    [gateway] = spec["containers"]
+    [mount] = [mount for mount in gateway["volumeMounts"] if mount["mountPath"] == cache]
+    [volume] = [volume for volume in spec["volumes"] if volume["name"] == mount["name"]]
+    assert "emptyDir" in volume and not mount.get("readOnly")
+
+
+def test_vllm_is_an_overlay_served_and_registered_at_its_service() -> None:
+    assert ("Deployment", "vllm") not in kubernetes_objects()  # no GPU needed for the base
+    objects = kubernetes_objects("vllm")
+    assert all(document["metadata"].get("namespace") is None for document in objects.values())
+    assert documents(KUBERNETES / "vllm" / "kustomization.yaml")[0]["namespace"] == "modelport"
     vllm = objects[("Deployment", "vllm")]
     [server] = pod_spec(vllm)["containers"]
     served = next(arg.split("=", 1)[1] for arg in server["args"] if arg.startswith("--served-model-name="))
@@ -128,7 +152,7 @@ def test_the_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
 def test_the_vllm_registration_job_registers_once(server: str) -> None:
     """The Job's script, run against a real server: a model and a deployment, and a
     second run (a retried Job) changes nothing."""
-    script = kubernetes_objects()[("ConfigMap", "modelport-register-vllm")]["data"]["register.py"]
+    script = kubernetes_objects("vllm")[("ConfigMap", "modelport-register-vllm")]["data"]["register.py"]
     env = {**os.environ, "MODELPORT_URL": server, "MODELPORT_API_KEY": E2E_KEY}
     runs = [
         subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
