@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     # cannot hold the server.
     keep_alive_seconds: float = 5.0
     max_connections: int = 2048
+    # Origins whose web pages may call the API from a browser (CORS), e.g.
+    # `https://chat.example.com`; `*` for any. None by default: browsers refuse
+    # cross-origin calls, and the page at / is served from the same origin anyway.
+    cors_origins: CommaList = Field(default_factory=list)
     # Limits and budgets (SPEC 7, modelport/limits/). With a Redis URL they hold across
     # every worker and replica; without one each process counts alone (one process only).
     redis_url: str | None = None

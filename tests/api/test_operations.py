@@ -222,3 +222,26 @@ async def test_start_up_migrates_only_a_database_that_is_behind(tmp_path: Path) 
         assert await db.current_revision(engine) == db.head_revision()
     finally:
         await engine.dispose()
+
+
+async def test_browser_pages_of_the_configured_origins_may_call_the_api_and_no_others(tmp_path: Path) -> None:
+    from tests.conftest import in_process, sqlite_settings
+
+    preflight = {"origin": "https://chat.example.com", "access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization, content-type"}  # fmt: skip
+    async with in_process(sqlite_settings(tmp_path / "closed")) as (_app, client):
+        closed = await client.options("/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers  # off by default
+
+    settings = sqlite_settings(tmp_path / "open", cors_origins=["https://chat.example.com"])
+    async with in_process(settings) as (_app, client):
+        allowed = await client.options("/v1/chat/completions", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://chat.example.com"
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        other = await client.options("/v1/chat/completions", headers={**preflight, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        listed = await client.get("/v1/models", headers={"origin": "https://chat.example.com"})
+        assert listed.status_code == 200
+        assert listed.headers["access-control-allow-origin"] == "https://chat.example.com"
+        assert "x-request-id" in listed.headers["access-control-expose-headers"]

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -240,6 +241,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.shutdown()
 
 
+# The response headers a browser page may read: the request id, the limits' state,
+# modelport's own notes (overhead, dropped hints) and when to retry.
+CORS_EXPOSED_HEADERS = [
+    "x-request-id",
+    "retry-after",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-modelport-overhead-ms",
+    "x-modelport-dropped",
+]
+
+
 def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> LimitGate:
     async def spend_since(key_id: str, since: float) -> float:
         async with sessions() as session:
@@ -366,6 +379,17 @@ def create_app(
         app.include_router(metrics_route.router)
     web.install(app)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Outside the guard, so a browser's preflight is answered before any check. Keys
+        # travel in headers, never cookies: no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     # Outermost: its clock (the request's latency, and the gateway's own share of it)
     # starts before any of modelport's work.
     app.add_middleware(RequestObserver, access_log=settings.access_log)
