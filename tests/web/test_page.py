@@ -155,3 +155,42 @@ def test_a_refused_key_is_said_so(page: Page) -> None:
     page.goto("/")
     use_key(page, "mp_not_a_key")
     expect(page.locator("#notice")).to_contain_text("refused (401)")
+
+
+def test_switching_keys_clears_every_view(page: Page, server: str) -> None:
+    """What the admin's key showed (its account's keys, models, usage) must not stay on
+    screen under a member's key, or after Forget."""
+    admin = {"x-api-key": E2E_KEY}
+    created = httpx.post(f"{server}/v4/api-keys", headers=admin, json={"name": "admins-secret-ci", "role": "admin"})
+    assert created.status_code in (200, 201), created.text
+    member = httpx.post(f"{server}/v4/api-keys", headers=admin, json={"name": "plain-member", "role": "member"})
+    assert member.status_code in (200, 201), member.text
+    page.goto("/")
+    use_key(page)
+    page.click(".tab[data-view=keys]")
+    expect(page.locator("#keys-table tbody")).to_contain_text("admins-secret-ci")
+
+    page.click("#forget-key")
+    expect(page.locator("#keys-table tbody tr")).to_have_count(0)
+    expect(page.locator("#deployment option")).to_have_count(0)
+
+    use_key(page)
+    page.click(".tab[data-view=catalogue]")
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)
+    use_key(page, member.json()["key"])  # a member of the same account: no key list for it
+    page.click(".tab[data-view=keys]")
+    expect(page.locator("#keys-table tbody")).not_to_contain_text("admins-secret-ci")
+
+
+@pytest.mark.parametrize("view", ["playground", "catalogue", "keys", "usage"])
+def test_a_phone_sized_window_scrolls_no_view_sideways(browser: Browser, server: str, view: str) -> None:
+    context = browser.new_context(base_url=server, viewport={"width": 420, "height": 860})
+    narrow = context.new_page()
+    narrow.goto("/")
+    use_key(narrow)
+    narrow.click(f".tab[data-view={view}]")
+    expect(narrow.locator(f"#{view}")).to_be_visible()
+    narrow.wait_for_load_state("networkidle")
+    overflow = narrow.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    context.close()
+    assert overflow <= 0, f"the {view} view is {overflow} px wider than a 420 px window"

@@ -156,6 +156,7 @@ function useKey(event) {
   const key = $("#api-key").value.trim();
   if (!key) return;
   sessionStorage.setItem(KEY_STORAGE, key);
+  clearViews();
   $("#api-key").value = "";
   $("#api-key").placeholder = "key in use (this tab only)";
   notify("");
@@ -165,9 +166,22 @@ function useKey(event) {
 function forgetKey() {
   sessionStorage.removeItem(KEY_STORAGE);
   $("#api-key").placeholder = "paste an x-api-key";
-  state.deployments = [];
-  fillDeploymentChoices();
+  clearViews();
   showView(currentView());
+}
+
+// What one key saw must not stay on screen under another key (or none): every list,
+// the chart and the conversation are emptied when the key changes.
+function clearViews() {
+  state.deployments = [];
+  state.textDeployments = [];
+  fillDeploymentChoices();
+  for (const body of document.querySelectorAll("main table tbody")) body.replaceChildren();
+  $("#usage-chart").replaceChildren();
+  $("#usage-summary").textContent = "";
+  $("#new-key").hidden = true;
+  $("#new-key-value").textContent = "";
+  clearChat();
 }
 
 // ---------------------------------------------------------------- catalogue
