@@ -58,7 +58,7 @@ async def test_a_streamed_agent_run_finishes_with_the_streamed_text(server: str)
         name="terse",
         instructions="You are terse.",
         model=_model(server),
-        model_settings=ModelSettings(temperature=0, max_tokens=16),
+        model_settings=ModelSettings(temperature=0, max_tokens=128),
     )
     run = Runner.run_streamed(agent, "Say hello.", max_turns=1)
     deltas = [

@@ -93,7 +93,8 @@ class ResponseRun:
             "parallel_tool_calls": body.parallel_tool_calls is not False,
             "previous_response_id": body.previous_response_id,
             "prompt_cache_key": body.prompt_cache_key,
-            "reasoning": {"effort": body.reasoning.effort if body.reasoning else None, "summary": None},
+            # Not applied here (named in x-modelport-dropped), so not shown as if it were.
+            "reasoning": {"effort": None, "summary": None},
             "safety_identifier": body.safety_identifier,
             "service_tier": "default",
             "store": body.stored(),
