@@ -14,7 +14,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 from openai import AsyncOpenAI
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from tests.conftest import ADMIN_KEY
 
@@ -205,3 +206,29 @@ async def test_a_malformed_body_is_a_400_naming_the_field(
 async def test_not_json_is_a_400(client: httpx.AsyncClient) -> None:
     answer = await client.post("/v1/responses", content=b"{", headers={"content-type": "application/json"})
     assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_every_event_and_object_passes_the_sdks_types_strictly(client: httpx.AsyncClient) -> None:
+    """The SDK builds its objects leniently; validated, they show a field left out."""
+    events = TypeAdapter(ResponseStreamEvent)
+    body = {"model": MODEL, "input": "Say hello.", "max_output_tokens": 6, "temperature": 0}
+    async with client.stream("POST", "/v1/responses", json={**body, "stream": True}) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        frames = [frame async for frame in _frames(streamed)]
+    assert frames and all(name == data["type"] for name, data in frames)
+    for _, data in frames:
+        events.validate_python(data)
+    final = Response.model_validate(frames[-1][1]["response"])
+    assert Response.model_validate((await client.get(f"/v1/responses/{final.id}")).json()) == final
+    whole = Response.model_validate((await client.post("/v1/responses", json=body)).json())
+    assert whole.output_text == final.output_text  # the same answer at temperature 0
+
+
+async def _frames(streamed: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each SSE frame."""
+    name = ""
+    async for line in streamed.aiter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield name, json.loads(line.removeprefix("data: "))

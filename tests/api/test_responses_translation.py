@@ -19,6 +19,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 from openai import AsyncOpenAI
+from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter
 from sqlalchemy import update
 
 from modelport.store.tables import StoredResponse
@@ -274,6 +276,8 @@ async def test_a_streamed_function_call_is_its_documented_events(sdk: AsyncOpenA
         stream=True,  # type: ignore[list-item]
     )
     events = [event async for event in stream]
+    for event in events:  # the SDK builds them leniently: validated, a missing field shows
+        TypeAdapter(ResponseStreamEvent).validate_python(event.to_dict())
     assert [event.sequence_number for event in events] == list(range(len(events)))
     assert [event.type for event in events] == [
         "response.created",
