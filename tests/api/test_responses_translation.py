@@ -210,6 +210,26 @@ async def test_a_previous_response_id_continues_its_conversation(
     ]
 
 
+async def test_an_item_reference_names_an_item_of_the_previous_conversation(
+    sdk: AsyncOpenAI, model: str, upstream: Upstream
+) -> None:
+    first = await sdk.responses.create(model=model, input="My name is Ada.")
+    [asked] = (await sdk.responses.input_items.list(first.id)).data
+    await sdk.responses.create(
+        model=model, previous_response_id=first.id, input=[{"type": "item_reference", "id": asked.id}]
+    )
+    assert [message["content"] for message in upstream.bodies[-1]["messages"]] == [
+        "My name is Ada.",
+        "Hello Ada",
+        "My name is Ada.",
+    ]
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await sdk.responses.create(
+            model=model, previous_response_id=first.id, input=[{"type": "item_reference", "id": "msg_nope"}]
+        )
+    assert unknown.value.param == "input.0"
+
+
 async def test_a_function_call_goes_out_and_its_output_comes_back(
     sdk: AsyncOpenAI, model: str, upstream: Upstream
 ) -> None:

@@ -43,8 +43,9 @@ def new_id(prefix: str) -> str:
 # --- the input, as stored items ---------------------------------------------------------
 
 
-def input_items(body: wire.ResponsesBody) -> list[Item]:
-    """The body's `input` as items in the stored shape, each with an id."""
+def input_items(body: wire.ResponsesBody, earlier: list[Item] | None = None) -> list[Item]:
+    """The body's `input` as items in the stored shape, each with an id. An
+    `item_reference` names an item of the conversation continued (`earlier`)."""
     if isinstance(body.input, str):
         return [message_item("user", [{"type": "input_text", "text": body.input}])]
     items: list[Item] = []
@@ -67,9 +68,13 @@ def input_items(body: wire.ResponsesBody) -> list[Item]:
         elif isinstance(item, wire.ReasoningItem):
             items.append(item.model_dump())
         else:
-            raise InvalidRequest(
-                "item_reference items are not supported here: send the item itself", param=f"input.{index}"
-            )
+            found = [known for known in earlier or [] if known.get("id") == item.id]
+            if not found:
+                raise InvalidRequest(
+                    f"item_reference {item.id!r} names no item of the previous response's conversation",
+                    param=f"input.{index}",
+                )
+            items.append(found[0])
     return items
 
 

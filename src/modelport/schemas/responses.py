@@ -4,10 +4,11 @@ The create body is checked as OpenAI checks it: an unknown field is refused (400
 it), and so is a value out of range. `input` is a string or a list of items: messages
 (roles `user`, `assistant`, `system`, `developer`; content a string or `input_text`,
 `input_image`, `output_text` and `refusal` parts), `function_call` and
-`function_call_output` items, and `reasoning` items sent back (accepted; no vendor here
-is given them). Function tools are checked; the built-in tools (`web_search`,
-`file_search`, `mcp`, `namespace`, ...) are accepted in any shape: no deployment here
-runs them, so the translator leaves them out and names them (`compat/responses.py`).
+`function_call_output` items, `reasoning` items sent back (accepted; no vendor here
+is given them), and `item_reference`s to items of the conversation continued.
+Function tools are checked; the built-in tools (`web_search`, `file_search`, `mcp`,
+`namespace`, ...) are accepted in any shape: no deployment here runs them, so the
+translator leaves them out and names them (`compat/responses.py`).
 
 The answer is built as plain JSON-ready dicts by the translator; `ResponseObject` and the
 listing models here declare it for the OpenAPI document. Their shapes are those of the

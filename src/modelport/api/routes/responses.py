@@ -101,7 +101,7 @@ async def create_response(
         raise InvalidRequest("background mode is not supported on this server", param="background")
     stored = catalogue.responses
     earlier = await stored.continued(principal, body.previous_response_id) if body.previous_response_id else []
-    items = translate.input_items(body)
+    items = translate.input_items(body, earlier)
     conversation = [*earlier, *items]
     if body.store is True and not stored.fits(items, conversation):
         raise InvalidRequest(
