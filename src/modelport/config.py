@@ -224,6 +224,13 @@ class Settings(BaseSettings):
     # with many MCP servers send a few hundred tools.
     max_messages: int = Field(default=10_000, ge=1)
     max_tools: int = Field(default=512, ge=1)
+    # Stored responses of /v1/responses (catalogue/responses.py): one larger than this
+    # (the answer, its input items and the conversation it continues, as JSON) is not
+    # stored (logged; a body asking for `store: true` whose input alone is larger gets a
+    # 400); one older than the retention is never read back and is swept on a later
+    # write. OpenAI keeps stored responses 30 days.
+    responses_max_stored_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    responses_retention_seconds: float = Field(default=30 * 24 * 3600.0, ge=60)
 
     # An engine in a crash loop is started again after a backoff that doubles up to
     # this many seconds, forever: a crash one request caused never keeps a model down

@@ -40,8 +40,10 @@ from modelport.api.routes import (
     web,
 )
 from modelport.api.routes import metrics as metrics_route
+from modelport.api.routes import responses as responses_route
 from modelport.catalogue.bootstrap import bootstrap_if_empty
 from modelport.catalogue.catalogue import Catalogue
+from modelport.catalogue.responses import ResponseStoreBounds
 from modelport.catalogue.secrets import SecretBox
 from modelport.catalogue.usage import UsageRecorder
 from modelport.config import Settings
@@ -194,6 +196,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         box=box,
         policy=settings.policy,
         adapters=vendors.has,
+        responses=ResponseStoreBounds(
+            max_bytes=settings.responses_max_stored_bytes, retention_seconds=settings.responses_retention_seconds
+        ),
     )
     health = PassiveHealth(
         failures_to_set_aside=settings.routing_failures_to_set_aside,
@@ -280,7 +285,12 @@ def _complete_openapi(document: dict[str, Any]) -> None:
     components: dict[str, Any] = document.setdefault("components", {})
     schemas: dict[str, Any] = components.setdefault("schemas", {})
     components.setdefault("securitySchemes", {})["HTTPBearer"] = {"type": "http", "scheme": "bearer"}
-    models: list[type[BaseModel]] = [*inference.BODY_MODELS, ValidationErrorResponse, ErrorResponse]
+    models: list[type[BaseModel]] = [
+        *inference.BODY_MODELS,
+        *responses_route.BODY_MODELS,
+        ValidationErrorResponse,
+        ErrorResponse,
+    ]
     for model in models:
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, schema in {**found.pop("$defs", {}), model.__name__: found}.items():
@@ -373,6 +383,7 @@ def create_app(
     app.include_router(secrets.router)
     app.include_router(openai_compat.router)
     app.include_router(anthropic_compat.router)
+    app.include_router(responses_route.router)
     app.include_router(catalogue.router)
     app.include_router(spend.router)
     if settings.metrics:

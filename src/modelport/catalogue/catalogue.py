@@ -1,5 +1,5 @@
 """The catalogue: one object for everything an account keeps (who may call, models,
-deployments, groups, templates, secrets, spend, usage). Knows no HTTP.
+deployments, groups, templates, secrets, spend, usage, stored responses). Knows no HTTP.
 
 Each part is its own module; this one builds them over one database, so the server
 keeps one `Catalogue` (on `app.state.catalogue`) and routes reach every part through it.
@@ -15,6 +15,7 @@ from modelport.catalogue.access import Access
 from modelport.catalogue.deployments import DeploymentLoads, Deployments
 from modelport.catalogue.groups import ModelGroups
 from modelport.catalogue.models import Models
+from modelport.catalogue.responses import ResponseStoreBounds, StoredResponses
 from modelport.catalogue.secrets import SecretBox, Secrets
 from modelport.catalogue.spend import spend_report
 from modelport.catalogue.templates import ModelTemplates
@@ -38,6 +39,7 @@ class Catalogue:
         box: SecretBox,
         policy: ServerPolicy | None = None,
         adapters: Callable[[str], bool] = lambda _name: True,
+        responses: ResponseStoreBounds | None = None,
     ) -> None:
         policy = policy or ServerPolicy()
         self._sessions = sessions
@@ -48,6 +50,7 @@ class Catalogue:
         self.groups = ModelGroups(sessions, statistics)
         self.templates = ModelTemplates(sessions)
         self.secrets = Secrets(sessions, box)
+        self.responses = StoredResponses(sessions, responses)
 
     async def user_info(self, principal: Principal) -> UserInfo:
         return await user_info(self._sessions, principal)

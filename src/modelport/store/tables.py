@@ -227,6 +227,23 @@ class UsageRecord(Base):
     request_id: Mapped[str | None] = mapped_column(String(36), unique=True, default=None)
 
 
+class StoredResponse(Base):
+    """A response of the Responses API kept for `previous_response_id`, retrieval and
+    its input items (`store/responses.py`); rows older than the retention are swept."""
+
+    __tablename__ = "stored_responses"
+    __table_args__ = (Index("ix_stored_responses_created", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The response object as it was answered, the items of its own request, and the
+    # whole conversation it answered (earlier turns included): what a next turn continues.
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_items: Mapped[list[Any]] = mapped_column(JSON)
+    conversation: Mapped[list[Any]] = mapped_column(JSON)
+
+
 __all__ = [
     "Account",
     "AccountSecret",
@@ -239,5 +256,6 @@ __all__ = [
     "Model",
     "ModelGroup",
     "ModelTemplate",
+    "StoredResponse",
     "UsageRecord",
 ]
