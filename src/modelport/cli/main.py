@@ -61,9 +61,11 @@ def serve(
         if value is not None:
             os.environ[f"MODELPORT_{name}"] = str(value)
     settings = settings_or_exit()
-    from modelport.cli.preflight import check_start
+    from modelport.cli.preflight import start_problem
 
-    check_start(settings)  # a port in use, a database or Redis out of reach: one line, exit 1
+    problem = start_problem(settings)  # a port in use, a database or Redis out of reach
+    if problem:
+        fail(problem)
     # For the protocol uvicorn builds in each worker (api/connections.py).
     os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_seconds)
     os.environ[BODY_TIMEOUT_ENV] = str(settings.body_timeout_seconds)

@@ -16,7 +16,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from modelport.cli.common import fail
 from modelport.config import Settings
 
 
@@ -37,15 +36,12 @@ def database_problem(settings: Settings, exc: BaseException) -> str:
     )
 
 
-def check_start(settings: Settings) -> None:
-    """Fail with one line when the server could not start or serve."""
-    _check_port(settings.host, settings.port)
-    problem = asyncio.run(_check_services(settings))
-    if problem:
-        fail(problem)
+def start_problem(settings: Settings) -> str | None:
+    """Why the server could not start or serve, in one line; None when nothing is wrong."""
+    return _port_problem(settings.host, settings.port) or asyncio.run(_check_services(settings))
 
 
-def _check_port(host: str, port: int) -> None:
+def _port_problem(host: str, port: int) -> str | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         # As uvicorn binds: a port left in TIME_WAIT by the last run is free to use.
@@ -54,8 +50,9 @@ def _check_port(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                fail(f"port {port} on {host} is in use by another program (stop it, or start with --port N)")
-            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (check MODELPORT_HOST and MODELPORT_PORT)")
+                return f"port {port} on {host} is in use by another program (stop it, or start with --port N)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc} (check MODELPORT_HOST and MODELPORT_PORT)"
+    return None
 
 
 async def _check_services(settings: Settings) -> str | None:
