@@ -175,6 +175,8 @@ def _messages(body: wire.CountTokensBody) -> tuple[dict[str, Any], ...]:
     for message in body.messages:
         if isinstance(message.content, str):
             out.append({"role": message.role, "content": message.content})
+        elif message.role == "system":
+            out.append({"role": "system", "content": _result_text(message.content)})
         elif message.role == "assistant":
             out.append(_assistant(message.content))
         else:

@@ -1,8 +1,8 @@
 """Wire models of the Anthropic Messages surface (`/v1/messages`, `/v1/messages/count_tokens`).
 No I/O here.
 
-Requests are checked as Anthropic checks them (`max_tokens` required, roles `user` and
-`assistant`, content as a string or blocks); an unknown field is refused (400 naming
+Requests are checked as Anthropic checks them (`max_tokens` required, roles `user`,
+`assistant` and `system`, content as a string or blocks); an unknown field is refused (400 naming
 it). Every documented field is accepted: the ones an ANTHROPIC deployment honours
 (`thinking`, `context_management`, `output_config.effort`, `metadata`,
 `cache_control` on the request, system blocks, message blocks and tools, tools with
@@ -121,7 +121,9 @@ ContentBlock = Annotated[
 
 
 class Message(_Strict):
-    role: Literal["user", "assistant"]
+    # "system": an instruction in the middle of the conversation (Claude Code sends them,
+    # with the anthropic-beta flag mid-conversation-system-2026-04-07).
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
