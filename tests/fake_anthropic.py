@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -133,3 +134,17 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def deploy(base_url: str, key: str, *, name: str, vendor: str, parameters: dict[str, Any]) -> str:
+    """A chat model `name` of `vendor` with one deployment on a running modelport; its id."""
+    with httpx.Client(base_url=base_url, headers={"x-api-key": key}, timeout=30) as client:
+        model = client.post(
+            "/v4/models",
+            json={"name": name, "model_type": "CHAT_COMPLETION", "model_vendor": vendor,
+                  "model_creation_parameters": parameters},
+        )  # fmt: skip
+        assert model.status_code == 200, model.text
+        deployment = client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "upstream"})
+        assert deployment.status_code == 200, deployment.text
+        return str(deployment.json()["id"])

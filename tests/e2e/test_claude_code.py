@@ -11,12 +11,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.agent_clis import CLAUDE_CODE, agent_cli
 from tests.conftest import E2E_KEY
-from tests.fake_anthropic import ANSWER, FakeAnthropic, fake_anthropic
+from tests.fake_anthropic import ANSWER, FakeAnthropic, deploy, fake_anthropic
 from tests.servers import modelport_serving
 
 pytestmark = pytest.mark.e2e
@@ -40,19 +39,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FakeA
         fake_anthropic() as upstream,
         modelport_serving(data, api_key=E2E_KEY, embedded_engine="false", upstream_attempts="1") as base_url,
     ):
-        with httpx.Client(base_url=base_url, headers={"x-api-key": E2E_KEY}, timeout=30) as client:
-            model = client.post(
-                "/v4/models",
-                json={
-                    "name": MODEL,
-                    "model_type": "CHAT_COMPLETION",
-                    "model_vendor": "ANTHROPIC",
-                    "model_creation_parameters": {"base_url": upstream.base_url, "model": UPSTREAM_MODEL},
-                },
-            )
-            assert model.status_code == 200, model.text
-            deployment = client.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "fake"})
-            assert deployment.status_code == 200, deployment.text
+        parameters = {"base_url": upstream.base_url, "model": UPSTREAM_MODEL}
+        deploy(base_url, E2E_KEY, name=MODEL, vendor="ANTHROPIC", parameters=parameters)
         yield base_url, upstream
 
 
