@@ -66,7 +66,8 @@ def _declared(model: type[BaseModel]) -> dict[str, Any]:
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 return inline(definitions[ref.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
+            # A discriminator's mapping names definitions, gone once inlined; oneOf says it all.
+            return {key: inline(value) for key, value in node.items() if key != "discriminator"}
         if isinstance(node, list):
             return [inline(value) for value in node]
         return node
