@@ -90,8 +90,8 @@ class AnthropicVendor(HttpVendor):
         base_url = target.settings.base_url or ANTHROPIC_BASE_URL
         body, headers = self._body(target, call, stream=False)
         counted = {name: value for name, value in body.items() if name in COUNTED_FIELDS}
-        answer = await self.answer_of(self.post(target, join_url(base_url, "v1/messages/count_tokens"), counted,
-                                                headers=headers))  # fmt: skip
+        url = join_url(base_url, "v1/messages/count_tokens")
+        answer = await self.answer_of(self.post(target, url, counted, headers=headers))
         tokens = answer.get("input_tokens") if isinstance(answer, dict) else None
         if not isinstance(tokens, int):
             raise UpstreamError("ANTHROPIC answered count_tokens without input_tokens")
@@ -99,18 +99,19 @@ class AnthropicVendor(HttpVendor):
 
     def _body(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
         """The Messages body and the headers under the configured ones and the credential."""
-        model = upstream_model(target)
-        system, turns = conversation(call)
+        passthrough = call.passthrough if call.passthrough and call.passthrough.honoured_by(self.vendor) else None
         sampling = call.sampling
         body: dict[str, Any] = {
-            "model": model,
+            "model": upstream_model(target),
             "max_tokens": sampling.max_tokens,  # decided by the service (inference/calls.py)
-            "messages": [{"role": turn.role, "content": [_part(part) for part in turn.parts]} for turn in turns],
             "temperature": sampling.temperature,
             "stream": stream,
         }
-        if system:
-            body["system"] = system
+        if passthrough is None or "messages" not in passthrough.body:  # else not worth rendering
+            system, turns = conversation(call)
+            body["messages"] = [{"role": turn.role, "content": [_part(part) for part in turn.parts]} for turn in turns]
+            if system:
+                body["system"] = system
         optional = {"top_p": sampling.top_p, "top_k": sampling.top_k, "stop_sequences": list(sampling.stop_sequences)}
         body.update({name: value for name, value in optional.items() if value})
         if call.tools is not None:
@@ -118,8 +119,7 @@ class AnthropicVendor(HttpVendor):
         if call.tool_choice is not None:
             body["tool_choice"] = _tool_choice(call.tool_choice)
         headers = {"anthropic-version": API_VERSION}
-        passthrough = call.passthrough
-        if passthrough is not None and passthrough.honoured_by(self.vendor):
+        if passthrough is not None:
             body.update(passthrough.body)
             headers.update({name: value for name, value in passthrough.headers.items() if name in PASSED_HEADERS})
         body.update(target.settings.extra_body or {})
