@@ -81,6 +81,32 @@ class GenerationCall:
     # The most tokens the answer can have, decided with max_tokens (`max_tokens_for`):
     # what the limits reserve for it. 0 for a call made outside the service.
     response_token_bound: int = 0
+    # What a surface sends verbatim to a deployment of its own vendor family (see
+    # `VendorPassthrough`); every other adapter ignores it.
+    passthrough: VendorPassthrough | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VendorPassthrough:
+    """Fields a surface sends unchanged to a deployment of the same vendor family, e.g.
+    Anthropic's `thinking`, `context_management` and `cache_control`ed blocks from
+    `/v1/messages` to an ANTHROPIC deployment. Only the adapter of `vendor` reads it;
+    for the others the surface translated what it could into the call's own fields and
+    named the rest as dropped (`TextRequest.dropped`).
+
+    `body`: top-level fields of the vendor's request body, sent as given (they replace
+    the adapter's own rendering of the same field). `headers`: extra request headers the
+    adapter sends under its own, so that neither a deployment's configured headers nor
+    the credential can be replaced by them. `hints`: the names the surface reported as
+    dropped for another family, which a deployment of `vendor` does honour."""
+
+    vendor: str
+    body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    hints: tuple[str, ...] = ()
+
+    def honoured_by(self, vendor: str) -> bool:
+        return vendor == self.vendor
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +137,27 @@ class GenerationChunk:
     tool_calls: list[dict[str, Any]] | None = None
     # The counts are modelport's estimate: the vendor reported none (token_estimate.py).
     estimated: bool = False
+    # The model's reasoning, for a surface that shows it (Anthropic's thinking blocks),
+    # in the delta shape of `tool_calls`: [{"index", "type": "thinking" |
+    # "redacted_thinking", "thinking"?: text, "signature"?: str, "data"?: str}]; a whole
+    # answer carries each block whole. Other surfaces ignore it.
+    reasoning: list[dict[str, Any]] | None = None
+
+
+def join_reasoning(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Fold streamed reasoning deltas into whole blocks (in place, by `index`): text and
+    signatures are appended, a redacted block's `data` comes whole."""
+    by_index = {int(entry["index"]): entry for entry in joined}
+    for delta in deltas:
+        index = int(delta.get("index", 0))
+        entry = by_index.get(index)
+        if entry is None:
+            entry = by_index[index] = {"index": index, "type": delta.get("type") or "thinking"}
+            joined.append(entry)
+        for name in ("thinking", "signature", "data"):
+            if delta.get(name):
+                entry[name] = entry.get(name, "") + delta[name]
+    joined.sort(key=lambda entry: int(entry["index"]))
 
 
 def join_tool_calls(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:

@@ -1,12 +1,20 @@
 """Anthropic's Messages shapes <-> the one InferenceService.
 
-A Messages request becomes OpenAI-style messages (what every adapter takes; the
-Anthropic adapter turns them back into Anthropic's blocks, so an Anthropic deployment
-loses nothing): the system prompt becomes a system message, `tool_use` blocks become
-assistant `tool_calls`, `tool_result` blocks become `tool` messages, images become
-`image_url` parts (base64 as data URLs). Tools and `tool_choice` become the OpenAI
-ones. The sampling parameters go through the v4 rules as an SGP request, so ranges,
-clamping and vendor abilities are checked once, the same way.
+A Messages request becomes OpenAI-style messages (what every adapter takes): the
+system prompt becomes a system message, `tool_use` blocks become assistant
+`tool_calls`, `tool_result` blocks become `tool` messages, images become `image_url`
+parts (base64 as data URLs), text documents become text. Tools and `tool_choice`
+become the OpenAI ones. The sampling parameters go through the v4 rules as an SGP
+request, so ranges, clamping and vendor abilities are checked once, the same way.
+
+An ANTHROPIC deployment loses nothing: the request's own `system`, `messages`,
+`tools`, `tool_choice` and every Anthropic-only field (`thinking`,
+`context_management`, `output_config`, `metadata`, `cache_control`, ...) ride along
+verbatim as the call's `VendorPassthrough`, with the `anthropic-beta` header, and
+its adapter sends them as given (blocks with `cache_control`, thinking blocks with
+their signatures, server tools). For any other vendor those are hints: left out and
+named in `TextRequest.dropped` (and the passthrough's `hints`, which a deployment of
+the family does honour).
 
 Back: `Generated` pieces become a `message` with text and `tool_use` blocks, or the
 event stream (`message_start`, `content_block_start`/`_delta`/`_stop`, `message_delta`,
@@ -25,14 +33,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
+from modelport.generation import VendorPassthrough
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
 from modelport.schemas import anthropic as wire
 from modelport.schemas.inference import ChatCompletionRequest
 
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
-# count_tokens asks the deployment for this many tokens and reports its prompt count.
+# count_tokens builds a call like any other (it generates nothing): this is its max_tokens.
 COUNTING_MAX_TOKENS = 1
+ANTHROPIC = "ANTHROPIC"
+# Sent verbatim to an ANTHROPIC deployment; hints for every other vendor (named when set).
+_ANTHROPIC_ONLY = ("thinking", "context_management", "metadata", "service_tier", "container", "mcp_servers")
+# The Anthropic rendering of what the call also carries in OpenAI's shapes.
+_CONVERSATION = ("system", "messages", "tools", "tool_choice")
 
 Event = tuple[str, dict[str, Any]]
 
@@ -58,20 +72,82 @@ def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextReque
         error = exc.errors(include_url=False)[0]
         raise InvalidRequest(f"invalid {'.'.join(map(str, error['loc']))}: {error['msg']}") from exc
     options: dict[str, Any] = {}
-    if body.tools:
-        options["tools"] = tuple(
-            {
-                "type": "function",
-                "function": {"name": tool.name, "description": tool.description or "", "parameters": tool.input_schema},
-            }
-            for tool in body.tools
-        )
+    functions = tuple(_function(tool) for tool in body.tools or [] if isinstance(tool, wire.Tool))
+    if functions:
+        options["tools"] = functions
     if body.tool_choice is not None:
         options["tool_choice"] = _tool_choice(body.tool_choice)
     if body.output_config is not None and body.output_config.format is not None:
         schema = body.output_config.format.schema_
         options["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-    return TextRequest(request, messages, options)
+    hints = _hints(body)
+    options["passthrough"] = _passthrough(body, hints)
+    return TextRequest(request, messages, options, dropped=hints)
+
+
+def _passthrough(body: wire.CountTokensBody, hints: tuple[str, ...]) -> VendorPassthrough:
+    """The request as Anthropic reads it: the conversation and the Anthropic-only fields,
+    as the client sent them (explicit nulls, `citations: null` among them, included)."""
+    fields = {*_CONVERSATION, *_ANTHROPIC_ONLY, "output_config", "cache_control", "inference_geo"}
+    sent = body.model_dump(include=fields, exclude_unset=True, by_alias=True)
+    beta = body._anthropic_beta
+    return VendorPassthrough(ANTHROPIC, body=sent, headers={"anthropic-beta": beta} if beta else {}, hints=hints)
+
+
+def _hints(body: wire.CountTokensBody) -> tuple[str, ...]:
+    """What another vendor's deployment does not get, by the name the client used."""
+    names = [name for name in _ANTHROPIC_ONLY if getattr(body, name, None) is not None]
+    if body.output_config is not None and body.output_config.effort is not None:
+        names.append("output_config.effort")
+    if _has_cache_control(body):
+        names.append("cache_control")
+    names.extend(sorted({f"tools.{tool.type}" for tool in body.tools or [] if isinstance(tool, wire.ServerTool)}))
+    kinds = {
+        block.type for message in body.messages if not isinstance(message.content, str) for block in message.content
+    }
+    for kind in ("thinking", "redacted_thinking", "server_tool_use"):
+        if kind in kinds:
+            names.append(f"messages.{kind}")
+    if any(_is_binary_document(block) for message in body.messages for block in _blocks(message)):
+        names.append("messages.document")
+    return tuple(names)
+
+
+def _blocks(message: wire.Message) -> list[Any]:
+    return [] if isinstance(message.content, str) else list(message.content)
+
+
+def _has_cache_control(body: wire.CountTokensBody) -> bool:
+    if body.cache_control is not None:
+        return True
+    if not isinstance(body.system, str) and any(block.cache_control for block in body.system or []):
+        return True
+    if any(isinstance(tool, wire.Tool) and tool.cache_control for tool in body.tools or []):
+        return True
+    return any(getattr(block, "cache_control", None) for message in body.messages for block in _blocks(message))
+
+
+def _is_binary_document(block: Any) -> bool:
+    return isinstance(block, wire.DocumentBlock) and _document_text(block) is None
+
+
+def _document_text(block: wire.DocumentBlock) -> str | None:
+    """A plain-text document's text (what any model can read); None for a PDF or a URL."""
+    source = block.source
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        return str(source["data"])
+    return None
+
+
+def _function(tool: wire.Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {
+        "name": tool.name,
+        "description": tool.description or "",
+        "parameters": tool.input_schema,
+    }
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
 
 
 def _tool_choice(choice: wire.ToolChoice) -> str | dict[str, Any]:
@@ -99,6 +175,8 @@ def _messages(body: wire.CountTokensBody) -> tuple[dict[str, Any], ...]:
     for message in body.messages:
         if isinstance(message.content, str):
             out.append({"role": message.role, "content": message.content})
+        elif message.role == "system":
+            out.append({"role": "system", "content": _result_text(message.content)})
         elif message.role == "assistant":
             out.append(_assistant(message.content))
         else:
@@ -107,6 +185,7 @@ def _messages(body: wire.CountTokensBody) -> tuple[dict[str, Any], ...]:
 
 
 def _assistant(blocks: list[Any]) -> dict[str, Any]:
+    # Thinking and server-tool blocks are Anthropic's alone (see `_hints`).
     text = "".join(block.text for block in blocks if isinstance(block, wire.TextBlock))
     turn: dict[str, Any] = {"role": "assistant", "content": text}
     calls = [
@@ -125,21 +204,33 @@ def _user(blocks: list[Any]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for block in blocks:
         if isinstance(block, wire.ToolResultBlock):
-            result = block.content if isinstance(block.content, str) else "".join(b.text for b in block.content or [])
+            result = block.content if isinstance(block.content, str) else _result_text(block.content or [])
             turns.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": result})
         elif isinstance(block, wire.TextBlock):
             parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, wire.DocumentBlock):
+            text = _document_text(block)
+            if text is not None:
+                parts.append({"type": "text", "text": text})
         elif isinstance(block, wire.ImageBlock):
             source = block.source
             url = source.url if isinstance(source, wire.URLSource) else f"data:{source.media_type};base64,{source.data}"
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        else:
+        elif isinstance(block, (wire.ToolUseBlock, wire.ServerToolUseBlock)):
             raise InvalidRequest("a user message cannot hold tool_use blocks; they belong to assistant messages")
+        elif isinstance(block, (wire.ThinkingBlock, wire.RedactedThinkingBlock)):
+            raise InvalidRequest("a user message cannot hold thinking blocks; they belong to assistant messages")
     if parts:
         only_text = all(part["type"] == "text" for part in parts)
         content: Any = "".join(part["text"] for part in parts) if only_text else parts
         turns.append({"role": "user", "content": content})
     return turns
+
+
+def _result_text(blocks: list[Any]) -> str:
+    texts = [block.text if isinstance(block, wire.TextBlock) else None for block in blocks]
+    texts += [_document_text(block) for block in blocks if isinstance(block, wire.DocumentBlock)]
+    return "".join(text for text in texts if text)
 
 
 # --- responses --------------------------------------------------------------------------
@@ -167,8 +258,18 @@ def _tool_input(arguments: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+Block = wire.ResponseThinking | wire.ResponseRedactedThinking | wire.ResponseText | wire.ResponseToolUse
+
+
+def _reasoning_block(entry: dict[str, Any]) -> Block:
+    if entry.get("type") == "redacted_thinking":
+        return wire.ResponseRedactedThinking(data=str(entry.get("data") or ""))
+    return wire.ResponseThinking(thinking=str(entry.get("thinking") or ""), signature=str(entry.get("signature") or ""))
+
+
 def message(body: wire.MessagesBody, generated: Generated) -> wire.MessageResponse:
-    content: list[wire.ResponseText | wire.ResponseToolUse] = []
+    # The reasoning first, as Claude answers (and as it must be sent back).
+    content: list[Block] = [_reasoning_block(entry) for entry in generated.reasoning or []]
     if generated.text or not generated.tool_calls:
         content.append(wire.ResponseText(text=generated.text))
     for call in generated.tool_calls or []:
@@ -191,7 +292,8 @@ def message(body: wire.MessagesBody, generated: Generated) -> wire.MessageRespon
 
 
 async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generated]) -> AsyncIterator[Event]:
-    """Anthropic's event stream: one text block, then one block per tool call."""
+    """Anthropic's event stream: a block per thinking block (`thinking_delta`s, then its
+    `signature_delta`), per run of text and per tool call, in the order they come."""
     start = wire.MessageResponse(
         id=message_id(),
         model=body.model,
@@ -204,11 +306,33 @@ async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generate
     index = -1  # the open content block
     open_kind: str | None = None
     tool_blocks: dict[int, int] = {}  # tool call index -> content block index
+    thinking_blocks: dict[int, int] = {}  # reasoning index -> content block index
 
     def close() -> Event:
         return "content_block_stop", {"type": "content_block_stop", "index": index}
 
     async for piece in pieces:
+        for entry in piece.reasoning or []:
+            reasoning_index = int(entry.get("index", 0))
+            if reasoning_index not in thinking_blocks:
+                if open_kind is not None:
+                    yield close()
+                index, open_kind = index + 1, "thinking"
+                thinking_blocks[reasoning_index] = index
+                redacted = entry.get("type") == "redacted_thinking"
+                block = {"type": "redacted_thinking", "data": entry.get("data") or ""} if redacted else {
+                    "type": "thinking", "thinking": "", "signature": ""}  # fmt: skip
+                yield "content_block_start", _block_start(index, block)
+            at = thinking_blocks[reasoning_index]
+            if entry.get("type") != "redacted_thinking":
+                if entry.get("thinking"):
+                    yield (
+                        "content_block_delta",
+                        _block_delta(at, {"type": "thinking_delta", "thinking": entry["thinking"]}),
+                    )
+                if entry.get("signature"):
+                    delta = {"type": "signature_delta", "signature": entry["signature"]}
+                    yield "content_block_delta", _block_delta(at, delta)
         if piece.text:
             if open_kind != "text":
                 if open_kind is not None:
@@ -224,15 +348,17 @@ async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generate
                     yield close()
                 index, open_kind = index + 1, "tool_use"
                 tool_blocks[call_index] = index
-                block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex}",
-                         "name": function.get("name") or "", "input": {}}  # fmt: skip
-                yield "content_block_start", _block_start(index, block)
+                use: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex}",
+                       "name": function.get("name") or "", "input": {}}  # fmt: skip
+                yield "content_block_start", _block_start(index, use)
             if function.get("arguments"):
                 delta = {"type": "input_json_delta", "partial_json": function["arguments"]}
                 yield "content_block_delta", _block_delta(tool_blocks[call_index], delta)
         if piece.finish_reason is not None:
-            if open_kind is None:  # an empty answer still has its (empty) text block
-                index, open_kind = 0, "text"
+            if open_kind in (None, "thinking"):  # an answer with no text still has its (empty) text block
+                if open_kind is not None:
+                    yield close()
+                index, open_kind = index + 1, "text"
                 yield "content_block_start", _block_start(index, {"type": "text", "text": ""})
             yield close()
             usage = {"input_tokens": piece.prompt_tokens or 0, "output_tokens": piece.response_tokens or 0}

@@ -43,7 +43,14 @@ class EmbeddedTexts:
     tokens: int
 
 
-_Item = GenerationChunk | EmbeddedTexts | BaseException
+@dataclass(frozen=True, slots=True)
+class CountedTokens:
+    """A `count` request's answer."""
+
+    tokens: int
+
+
+_Item = GenerationChunk | EmbeddedTexts | CountedTokens | BaseException
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,10 @@ class _Connection:
                     queue = self.waiting.get(message["id"])
                     if queue is not None:
                         queue.put_nowait(EmbeddedTexts(message["vectors"], int(message["tokens"])))
+                elif message.get("op") == "counted":
+                    queue = self.waiting.get(message["id"])
+                    if queue is not None:
+                        queue.put_nowait(CountedTokens(int(message["tokens"])))
                 elif message.get("op") == "stats" and self.stats is not None and not self.stats.done():
                     self.stats.set_result(message["stats"])
         except Exception:
@@ -282,6 +293,27 @@ class EngineClient:
         if not isinstance(item, EmbeddedTexts):
             raise DeploymentUnavailable("the embedded engine answered an embed request with a generation")
         return item
+
+    async def count(self, text: str, *, special: bool) -> int:
+        """How many tokens `text` is to this model (what a generation reports as its
+        prompt tokens), without generating anything."""
+        connection = await self._connect()
+        request_id = next(self._ids)
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        if not connection.waiting:
+            connection.last_heard = asyncio.get_running_loop().time()
+        frame = encode_request({"op": "count", "id": request_id, "text": text, "special": special}, "the prompt")
+        connection.waiting[request_id] = queue
+        connection.send_frame(frame)
+        try:
+            item = await queue.get()
+        finally:
+            connection.waiting.pop(request_id, None)
+        if isinstance(item, BaseException):
+            raise item
+        if not isinstance(item, CountedTokens):
+            raise DeploymentUnavailable("the embedded engine answered a count request with something else")
+        return item.tokens
 
     async def stats(self, answer_within: float = 2.0) -> dict[str, Any]:
         """The engine's counters: queue, running sequences, KV cells, steps."""

@@ -167,6 +167,9 @@ class EngineServer:
             texts = [str(text) for text in message["texts"]]
             self._embeddings.append(_EmbedJob(gateway, int(message["id"]), texts))
             gateway.requests.add(int(message["id"]))
+        elif op == "count":  # tokenizing is quick: answered at once, between steps
+            tokens = self._engine.tokenize(str(message["text"]), special=bool(message.get("special")))
+            self._send(gateway, {"op": "counted", "id": int(message["id"]), "tokens": len(tokens)})
         elif op == "cancel":
             request_id = int(message["id"])
             self._forget_embeddings(gateway, request_id)

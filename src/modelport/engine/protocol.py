@@ -11,6 +11,7 @@ as msgpack for these small messages.
 Gateway → engine:
   {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "account": "..."}
   {"op": "embed", "id": 8, "texts": ["...", ...]}   sentence vectors (engine/embedding.py)
+  {"op": "count", "id": 9, "text": "...", "special": true}   a prompt's tokens, nothing generated
   {"op": "cancel", "id": 7}
   {"op": "stats"}
 Engine → gateway:
@@ -21,6 +22,7 @@ Engine → gateway:
   {"op": "step", "events": [[7, {"error": "InvalidRequest", "detail": "...", "extra": {}}]]}
   {"op": "embedded", "id": 8, "vectors": [[...], ...], "tokens": 12}
                                                       an embed request's answer, all at once
+  {"op": "counted", "id": 9, "tokens": 12}            a count request's answer
   {"op": "stats", "stats": {...}}
 
 A frame one side cannot take (over MAX_MESSAGE_BYTES, not JSON, not a message of this

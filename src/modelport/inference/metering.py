@@ -27,6 +27,7 @@ from modelport.generation import (
     TokenLogprob,
     UsageEvent,
     UsageSink,
+    join_reasoning,
     join_tool_calls,
 )
 from modelport.inference.admission import LimitGate, admit
@@ -56,6 +57,8 @@ class Generated:
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI deltas, passed on as they come
     stop_sequence: str | None = None
     estimated: bool = False
+    # The model's reasoning blocks, for the surfaces that show them (GenerationChunk.reasoning).
+    reasoning: list[dict[str, Any]] | None = None
 
 
 NOTHING = Generated(text="")
@@ -133,8 +136,10 @@ class Meter:
         final = pieces[-1]
         self.settle(metered, final, 200)
         tool_calls: list[dict[str, Any]] = []
+        reasoning: list[dict[str, Any]] = []
         for piece in pieces:
             join_tool_calls(tool_calls, piece.tool_calls or [])
+            join_reasoning(reasoning, piece.reasoning or [])
         return Generated(
             text="".join(piece.text for piece in pieces),
             logprobs=[entry for piece in pieces for entry in piece.logprobs],
@@ -144,6 +149,7 @@ class Meter:
             response_tokens=final.response_tokens,
             stop_sequence=final.stop_sequence,
             estimated=final.estimated,
+            reasoning=reasoning or None,
         )
 
     async def stream(
@@ -184,7 +190,7 @@ class Meter:
                 if piece.finish_reason is not None:
                     final = piece
                     status = 200
-                elif not piece.text and not piece.logprobs and not piece.tool_calls:
+                elif not piece.text and not piece.logprobs and not piece.tool_calls and not piece.reasoning:
                     continue
                 yield piece
         except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: closed early is 499
@@ -222,8 +228,8 @@ async def _filtered(
                 metered.text_deltas += 1
             if not output.stopped:
                 text, entries = output.take(chunk)
-                if text or entries or chunk.tool_calls:
-                    yield Generated(text=text, logprobs=entries, tool_calls=chunk.tool_calls)
+                if text or entries or chunk.tool_calls or chunk.reasoning:
+                    yield Generated(text=text, logprobs=entries, tool_calls=chunk.tool_calls, reasoning=chunk.reasoning)
             if chunk.finish_reason is not None:
                 finish_reason = chunk.finish_reason
             if chunk.prompt_tokens is not None:

@@ -33,6 +33,7 @@ from modelport.schemas.retrieval import EmbeddingRequest, EmbeddingResponse, Rer
 from modelport.store.cache import CatalogueCache
 from modelport.vendors.adapters import VendorRegistry
 from modelport.vendors.base import Capabilities, Embedder, Reranker, Vendor
+from modelport.vendors.counting import PromptCount, count_prompt
 
 # Text the model does not generate: what a deployment of another type is told.
 _NOT_TEXT = ", which does not generate text"
@@ -116,6 +117,33 @@ class InferenceService:
             return await first_then_rest(await self.generate_stream_at(principal, deployment_id, text))
 
         return await self._router.run(principal.account_id, model, attempt)
+
+    async def count_tokens(self, principal: Principal, model: str, text: TextRequest) -> PromptCount:
+        """The prompt tokens of the call `text` would make to one of `model`'s deployments
+        (vendors/counting.py). Nothing is generated, admitted against limits or recorded."""
+
+        async def count(deployment_id: str) -> PromptCount:
+            request = text.request
+            resolved = await self._resolver.deployment(
+                principal, deployment_id, serves=TEXT_TYPES, wrong_type=_NOT_TEXT
+            )
+            capabilities = resolved.vendor.capabilities(resolved.target)
+            target = await self._resolver.bound(principal, resolved, _bindings(request))
+            call = text_call(
+                request,
+                effective_sampling(request, capabilities, dropped=set()),
+                model_type=resolved.model_type,
+                capabilities=capabilities,
+                target=target,
+                dropped=set(),
+                messages=text.messages,
+                options=text.options,
+                bounds=self._call_bounds,
+                default_max_tokens=self._default_max_tokens,
+            )
+            return await count_prompt(resolved.vendor, target, call)
+
+        return await self._router.run(principal.account_id, model, count)
 
     # --- retrieval ------------------------------------------------------------------------
 

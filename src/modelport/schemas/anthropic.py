@@ -1,21 +1,24 @@
 """Wire models of the Anthropic Messages surface (`/v1/messages`, `/v1/messages/count_tokens`).
 No I/O here.
 
-Requests are checked as Anthropic checks them (`max_tokens` required, roles `user` and
-`assistant`, content as a string or blocks); an unknown field is refused (400 naming
-it), as are `thinking` and `output_config.effort`, which no deployment here honours.
-Fields that change nothing about the answer here (`metadata`, `service_tier`,
-`cache_control`, `inference_geo`, `speed`, `user_profile_id`, `workspace_id`) are
-accepted and ignored. `temperature`, `top_p` and `top_k` are honoured as older
-Anthropic clients send them; `output_config.format` (a JSON schema) becomes OpenAI's
-`response_format` for the deployment's adapter.
+Requests are checked as Anthropic checks them (`max_tokens` required, roles `user`,
+`assistant` and `system`, content as a string or blocks); an unknown field is refused (400 naming
+it). Every documented field is accepted: the ones an ANTHROPIC deployment honours
+(`thinking`, `context_management`, `output_config.effort`, `metadata`,
+`cache_control` on the request, system blocks, message blocks and tools, tools with
+`strict`, server tools such as `web_search`, `thinking`/`redacted_thinking` blocks
+sent back, `document` blocks, `container`, `mcp_servers`) travel to it unchanged
+(`compat/anthropic.py`); for other vendors they are hints, left out and named.
+`temperature`, `top_p` and `top_k` are honoured as older Anthropic clients send them;
+`output_config.format` (a JSON schema) becomes OpenAI's `response_format` for the
+deployment's adapter.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_TOP_K
 
@@ -24,13 +27,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class CacheControl(_Strict):
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class _Block(_Strict):
-    cache_control: dict[str, Any] | None = None  # prompt caching hints: accepted, ignored
+    cache_control: CacheControl | None = None  # a prompt-caching breakpoint
 
 
 class TextBlock(_Block):
     type: Literal["text"]
     text: str
+    # What Claude answers with (null or its sources) and clients send back as they got it.
+    citations: list[dict[str, Any]] | None = None
 
 
 class Base64Source(_Strict):
@@ -56,26 +66,97 @@ class ToolUseBlock(_Block):
     input: dict[str, Any]
 
 
+class DocumentBlock(_Block):
+    type: Literal["document"]
+    # {"type": "text", "media_type", "data"}, {"type": "base64", ...} (PDF), {"type": "url", ...}, ...
+    source: dict[str, Any]
+    title: str | None = None
+    context: str | None = None
+    citations: dict[str, Any] | None = None
+
+
+class ThinkingBlock(_Strict):
+    """The model's reasoning from an earlier answer, sent back with its signature."""
+
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlock(_Strict):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+class ServerToolUseBlock(_Block):
+    """A server tool's call (web_search, code execution, ...) from an earlier answer."""
+
+    type: Literal["server_tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
+
+
 class ToolResultBlock(_Block):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: str | list[TextBlock] | None = None
+    content: str | list[ToolResultContent] | None = None
     is_error: bool | None = None
 
 
-ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+ContentBlock = Annotated[
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
+    | ServerToolUseBlock,
+    Field(discriminator="type"),
+]
 
 
 class Message(_Strict):
-    role: Literal["user", "assistant"]
+    # "system": an instruction in the middle of the conversation (Claude Code sends them,
+    # with the anthropic-beta flag mid-conversation-system-2026-04-07).
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
 class Tool(_Strict):
+    """A client tool (`type` absent or "custom")."""
+
+    type: Literal["custom"] | None = None
     name: str
     description: str | None = None
     input_schema: dict[str, Any]
-    cache_control: dict[str, Any] | None = None
+    cache_control: CacheControl | None = None
+    strict: bool | None = None  # the input always matches input_schema (constrained sampling)
+    defer_loading: bool | None = None
+    input_examples: list[dict[str, Any]] | None = None
+    eager_input_streaming: bool | None = None
+
+
+class ServerTool(BaseModel):
+    """A tool Anthropic runs or defines itself (`web_search_20250305`, `bash_20250124`,
+    `text_editor_...`, `code_execution_...`, ...): its fields vary by type and version,
+    so beyond `type` and `name` they are the upstream's to check."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    type: str
+    name: str
+
+    @field_validator("type")
+    @classmethod
+    def _not_custom(cls, value: str) -> str:
+        if value == "custom":
+            raise ValueError("a custom tool needs input_schema and no other fields than the documented ones")
+        return value
 
 
 class ToolChoice(_Strict):
@@ -90,7 +171,25 @@ class JSONOutputFormat(_Strict):
 
 
 class OutputConfig(_Strict):
+    effort: Literal["low", "medium", "high", "max"] | None = None
     format: JSONOutputFormat | None = None
+
+
+class ThinkingConfig(_Strict):
+    """`{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}` or `{"type": "disabled"}`."""
+
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: Annotated[int, Field(ge=1, le=MAX_MAX_TOKENS)] | None = None
+    display: Literal["summarized", "omitted"] | None = None
+
+
+class ContextManagement(_Strict):
+    # Each edit ({"type": "clear_tool_uses_20250919", "trigger", "keep", ...}) is the upstream's to check.
+    edits: list[dict[str, Any]] | None = None
+
+
+class Metadata(_Strict):
+    user_id: str | None = None
 
 
 class CountTokensBody(_Strict):
@@ -99,14 +198,19 @@ class CountTokensBody(_Strict):
     model: str
     messages: Annotated[list[Message], Field(min_length=1)]
     system: str | list[TextBlock] | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool | ServerTool] | None = None
     tool_choice: ToolChoice | None = None
     output_config: OutputConfig | None = None
+    thinking: ThinkingConfig | None = None
+    context_management: ContextManagement | None = None
+    mcp_servers: list[dict[str, Any]] | None = None
+    cache_control: CacheControl | None = None
     # Accepted and ignored: they do not change the answer here.
-    cache_control: dict[str, Any] | None = None
     inference_geo: str | None = None
     user_profile_id: str | None = None
     workspace_id: str | None = None
+    # The request's `anthropic-beta` header, set by the route: sent on to ANTHROPIC deployments.
+    _anthropic_beta: str | None = PrivateAttr(default=None)
 
 
 class MessagesBody(CountTokensBody):
@@ -118,8 +222,9 @@ class MessagesBody(CountTokensBody):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] | None = None
     stream: bool = False
-    metadata: dict[str, Any] | None = None
-    service_tier: str | None = None
+    metadata: Metadata | None = None
+    service_tier: Literal["auto", "standard_only"] | None = None
+    container: str | dict[str, Any] | None = None
     speed: str | None = None
 
 
@@ -129,6 +234,18 @@ class MessagesBody(CountTokensBody):
 class ResponseText(BaseModel):
     type: Literal["text"] = "text"
     text: str
+    citations: list[dict[str, Any]] | None = None
+
+
+class ResponseThinking(BaseModel):
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
+class ResponseRedactedThinking(BaseModel):
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
 
 
 class ResponseToolUse(BaseModel):
@@ -151,7 +268,7 @@ class MessageResponse(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[ResponseText | ResponseToolUse]
+    content: list[ResponseThinking | ResponseRedactedThinking | ResponseText | ResponseToolUse]
     stop_reason: StopReason | None
     stop_sequence: str | None
     usage: Usage
@@ -159,3 +276,20 @@ class MessageResponse(BaseModel):
 
 class TokenCount(BaseModel):
     input_tokens: int
+
+
+# --- GET /v1/models, asked by an Anthropic client (it sends anthropic-version) ---------
+
+
+class ModelInfo(BaseModel):
+    type: Literal["model"] = "model"
+    id: str
+    display_name: str
+    created_at: str  # RFC 3339
+
+
+class ModelPage(BaseModel):
+    data: list[ModelInfo]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

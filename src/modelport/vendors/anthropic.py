@@ -9,6 +9,17 @@ as OpenAI tool calls with stop reason `tool_use` read as `tool_calls`.
 `response_format` is refused (400): the Messages API version modelport speaks has no
 JSON mode, and forcing a tool call in its place would answer in another shape than
 the caller asked for. `seed`, `logit_bias` and `n` > 1 have no Anthropic equivalent.
+
+A call from the Anthropic surface carries the request as its client sent it (a
+`VendorPassthrough` of this family): its conversation, tools and Anthropic-only fields
+(`thinking`, `context_management`, `cache_control`ed blocks, ...) replace this
+adapter's rendering of them, and its `anthropic-beta` header goes along, under the
+deployment's configured headers and the credential, which it cannot replace. The
+sampling (max_tokens, temperature, ...) is still the call's, as the service decided
+it, and the deployment's `extra_body` still has the last word. Thinking and redacted
+thinking blocks come back, whole and streamed, as the chunks' `reasoning`.
+
+`count_prompt` asks the upstream's own `/v1/messages/count_tokens`: no generation.
 """
 
 from __future__ import annotations
@@ -28,6 +39,13 @@ from modelport.vendors.upstream import join_url, upstream_model
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
+# What a passed-through request may add to the headers: Anthropic's feature flags only.
+PASSED_HEADERS = frozenset({"anthropic-beta"})
+# The fields `/v1/messages/count_tokens` takes (the rest of a Messages body is refused there).
+COUNTED_FIELDS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "context_management", "mcp_servers",
+     "output_config"}
+)  # fmt: skip
 
 CAPABILITIES = Capabilities(
     vendor="ANTHROPIC",
@@ -63,27 +81,49 @@ class AnthropicVendor(HttpVendor):
         return {"x-api-key": api_key}
 
     async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
-        model = upstream_model(target)
-        system, turns = conversation(call)
+        base_url = target.settings.base_url or ANTHROPIC_BASE_URL
+        body, headers = self._body(target, call, stream=stream)
+        return self.post(target, join_url(base_url, "v1/messages"), body, headers=headers)
+
+    async def count_prompt(self, target: Target, call: GenerationCall) -> int:
+        """The prompt's input tokens, as the upstream counts them (nothing is generated)."""
+        base_url = target.settings.base_url or ANTHROPIC_BASE_URL
+        body, headers = self._body(target, call, stream=False)
+        counted = {name: value for name, value in body.items() if name in COUNTED_FIELDS}
+        url = join_url(base_url, "v1/messages/count_tokens")
+        answer = await self.answer_of(self.post(target, url, counted, headers=headers))
+        tokens = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, int):
+            raise UpstreamError("ANTHROPIC answered count_tokens without input_tokens")
+        return tokens
+
+    def _body(self, target: Target, call: GenerationCall, *, stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
+        """The Messages body and the headers under the configured ones and the credential."""
+        passthrough = call.passthrough if call.passthrough and call.passthrough.honoured_by(self.vendor) else None
         sampling = call.sampling
         body: dict[str, Any] = {
-            "model": model,
+            "model": upstream_model(target),
             "max_tokens": sampling.max_tokens,  # decided by the service (inference/calls.py)
-            "messages": [{"role": turn.role, "content": [_part(part) for part in turn.parts]} for turn in turns],
             "temperature": sampling.temperature,
             "stream": stream,
         }
-        if system:
-            body["system"] = system
+        if passthrough is None or "messages" not in passthrough.body:  # else not worth rendering
+            system, turns = conversation(call)
+            body["messages"] = [{"role": turn.role, "content": [_part(part) for part in turn.parts]} for turn in turns]
+            if system:
+                body["system"] = system
         optional = {"top_p": sampling.top_p, "top_k": sampling.top_k, "stop_sequences": list(sampling.stop_sequences)}
         body.update({name: value for name, value in optional.items() if value})
         if call.tools is not None:
             body["tools"] = [_tool(tool) for tool in call.tools]
         if call.tool_choice is not None:
             body["tool_choice"] = _tool_choice(call.tool_choice)
+        headers = {"anthropic-version": API_VERSION}
+        if passthrough is not None:
+            body.update(passthrough.body)
+            headers.update({name: value for name, value in passthrough.headers.items() if name in PASSED_HEADERS})
         body.update(target.settings.extra_body or {})
-        base_url = target.settings.base_url or ANTHROPIC_BASE_URL
-        return self.post(target, join_url(base_url, "v1/messages"), body, headers={"anthropic-version": API_VERSION})
+        return body, headers
 
     def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
         finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
@@ -99,10 +139,13 @@ class AnthropicVendor(HttpVendor):
             }
             for index, block in enumerate(uses)
         ]
+        thinking = [block for block in blocks if block.get("type") in ("thinking", "redacted_thinking")]
+        reasoning = [_reasoning(index, block) for index, block in enumerate(thinking)]
         usage = payload.get("usage") or {}
         return GenerationChunk(
             text="" if finish == "content_filter" else text,
             tool_calls=tool_calls or None,
+            reasoning=reasoning or None,
             finish_reason=finish,
             prompt_tokens=_input_tokens(usage),
             response_tokens=usage.get("output_tokens"),
@@ -116,6 +159,7 @@ class _Events(EventParser):
     def __init__(self) -> None:
         super().__init__()
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self._reasoning_index: dict[int, int] = {}  # content block index -> reasoning index
 
     def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
         kind = payload.get("type", name)
@@ -125,7 +169,10 @@ class _Events(EventParser):
             self.response_tokens = usage.get("output_tokens", self.response_tokens)
         elif kind == "content_block_start":
             block = payload.get("content_block") or {}
-            if block.get("type") == "tool_use":
+            if block.get("type") in ("thinking", "redacted_thinking"):
+                index = self._reasoning_index[int(payload.get("index", 0))] = len(self._reasoning_index)
+                yield GenerationChunk(reasoning=[_reasoning(index, block)])
+            elif block.get("type") == "tool_use":
                 index = self._tool_index[int(payload.get("index", 0))] = len(self._tool_index)
                 start = {"name": block.get("name"), "arguments": ""}
                 yield GenerationChunk(
@@ -135,6 +182,11 @@ class _Events(EventParser):
             delta = payload.get("delta") or {}
             if delta.get("type") == "text_delta" and delta.get("text"):
                 yield GenerationChunk(text=delta["text"])
+            elif delta.get("type") in ("thinking_delta", "signature_delta"):
+                index = self._reasoning_index.get(int(payload.get("index", 0)), 0)
+                name = "thinking" if delta["type"] == "thinking_delta" else "signature"
+                if delta.get(name):
+                    yield GenerationChunk(reasoning=[{"index": index, "type": "thinking", name: delta[name]}])
             elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                 index = self._tool_index.get(int(payload.get("index", 0)), 0)
                 arguments = {"arguments": delta["partial_json"]}
@@ -148,6 +200,15 @@ class _Events(EventParser):
         elif kind == "error":
             error = payload.get("error") or {}
             raise UpstreamError(f"ANTHROPIC failed mid-stream: {error.get('message', error)}")
+
+
+def _reasoning(index: int, block: dict[str, Any]) -> dict[str, Any]:
+    """A thinking or redacted thinking block as a `reasoning` entry (what it holds so far)."""
+    entry: dict[str, Any] = {"index": index, "type": block.get("type")}
+    for name in ("thinking", "signature", "data"):
+        if block.get(name):
+            entry[name] = block[name]
+    return entry
 
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:

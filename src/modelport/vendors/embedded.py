@@ -87,6 +87,12 @@ class EmbeddedVendor:
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         return await collect(await self.stream(target, call))
 
+    async def count_prompt(self, target: Target, call: GenerationCall) -> int:
+        """The prompt's tokens as `stream` would send them (vendors/counting.py)."""
+        engine = await self._model(target)
+        text = await prompt_text(call, engine.info, describe_tools=bool(forced_function_names(call)))
+        return await engine.count(text, special=call.messages is not None)
+
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         """Mean-pooled unit vectors from the deployment's GGUF file (engine/embedding.py)."""
         engine = await self._model(target)

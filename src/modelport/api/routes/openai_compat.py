@@ -23,6 +23,7 @@ from modelport.api import sse
 from modelport.api.answers import TextSurface
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
+from modelport.api.routes import anthropic_compat
 from modelport.compat import openai as translate
 from modelport.errors import NotFound
 from modelport.schemas import openai as wire
@@ -109,13 +110,18 @@ async def _model_cards(principal: CurrentPrincipal, catalogue: CatalogueDep) -> 
     ]
 
 
+# An Anthropic client (it sends anthropic-version) gets Anthropic's shapes.
 @router.get("/v1/models", response_model=wire.ModelList)
-async def list_models(principal: CurrentPrincipal, catalogue: CatalogueDep) -> wire.ModelList:
+async def list_models(request: Request, principal: CurrentPrincipal, catalogue: CatalogueDep) -> Any:
+    if anthropic_compat.asks_anthropic_shape(request):
+        return await anthropic_compat.model_page(request, principal, catalogue)
     return wire.ModelList(data=await _model_cards(principal, catalogue))
 
 
 @router.get("/v1/models/{model:path}", response_model=wire.ModelCard)
-async def get_model(model: str, principal: CurrentPrincipal, catalogue: CatalogueDep) -> wire.ModelCard:
+async def get_model(model: str, request: Request, principal: CurrentPrincipal, catalogue: CatalogueDep) -> Any:
+    if anthropic_compat.asks_anthropic_shape(request):
+        return await anthropic_compat.model_info(model, principal, catalogue)
     for card in await _model_cards(principal, catalogue):
         if model in (card.id, f"{card.owned_by}/{card.id}"):
             return card
