@@ -31,9 +31,10 @@ HINTS = {
     "prompt_cache_key": "conversation-7",
     "safety_identifier": "user-hash-1",
     "service_tier": "flex",
-    "store": False,
+    "store": True,
     "metadata": {"ticket": "42"},
     "parallel_tool_calls": False,
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
 }
 TARGET = Target(deployment_id="d", model_type="CHAT_COMPLETION", model_vendor="X", context_window=8192)
 
@@ -66,7 +67,11 @@ def test_a_vendor_that_takes_the_hints_gets_them_all_and_nothing_is_named() -> N
     call, names = _built({"messages": MESSAGES, **HINTS}, openai.OPENAI_REASONING)
     assert names == ()
     assert call.sampling.reasoning_effort == "xhigh"  # where every adapter reads it
-    assert call.hints == {name: value for name, value in HINTS.items() if name != "reasoning_effort"}
+    assert call.hints == {name: value for name, value in HINTS.items() if name not in {"reasoning_effort", "tools"}}
+    # What means nothing without another field is named, not sent (OpenAI would refuse it).
+    alone = {"messages": MESSAGES, "parallel_tool_calls": True, "metadata": {"a": "b"}}
+    call, names = _built(alone, openai.OPENAI_REASONING)
+    assert (names, call.hints) == (("parallel_tool_calls", "metadata"), None)
 
 
 def test_a_vendor_that_cannot_act_on_a_hint_answers_without_it_and_names_it() -> None:

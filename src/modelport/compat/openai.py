@@ -51,9 +51,14 @@ def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
     if body.response_format is not None:
         options["response_format"] = body.response_format
     hints = {name: getattr(body, name) for name in CHAT_HINTS if getattr(body, name) is not None}
+    # What means nothing without another field is not sent (OpenAI refuses both with a
+    # 400): parallel_tool_calls without tools, metadata of a completion it does not store.
+    meaningless = [name for name, needs in _NEEDS.items() if name in hints and not getattr(body, needs)]
+    for name in meaningless:
+        del hints[name]
     if hints:
         options["hints"] = hints
-    return TextRequest(request, messages, options, dropped=_unsent(body), window=CHAT_WINDOW)
+    return TextRequest(request, messages, options, dropped=(*meaningless, *_unsent(body)), window=CHAT_WINDOW)
 
 
 def text_request(body: wire.TextCompletionBody) -> TextRequest:
@@ -86,6 +91,7 @@ CHAT_HINTS = (
     "prediction",
 )
 _SHARED_HINTS = ("service_tier", "store", "metadata")
+_NEEDS = {"parallel_tool_calls": "tools", "metadata": "store"}
 
 
 def _unsent(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> tuple[str, ...]:
