@@ -84,6 +84,12 @@ async def test_a_max_tokens_no_prompt_fits_with_is_clamped_and_named(
     assert answer.headers["x-modelport-dropped"] == "max_tokens=clamped"
     [call] = sent
     assert call.sampling.max_tokens is None and call.response_token_bound == WINDOW - prompt_token_bound(call)
+    # Claude Code's own request, on Anthropic's surface: the same.
+    claude = await client.post(
+        "/v1/messages", json={"model": MODEL, "messages": HELLO, "max_tokens": 32_000, "stop_sequences": ["."]}
+    )
+    assert claude.status_code == 200, claude.text
+    assert claude.headers["x-modelport-dropped"] == "max_tokens=clamped"
     # The v4 route keeps the platform's rule: a 400 naming both numbers.
     v4 = await client.post(
         f"/v4/models/{deployment_id}/chat-completions", json={"chat_history": [], "prompt": "Hi", "max_tokens": 32_000}
