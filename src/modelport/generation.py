@@ -78,6 +78,10 @@ class GenerationCall:
     # token id (a decimal string, as OpenAI sends it) -> bias added to its logit
     logit_bias: dict[str, float] | None = None
     n: int = 1
+    # Hints a vendor may act on, in OpenAI's names and shapes (`verbosity`,
+    # `prompt_cache_key`, `metadata`, ...: vendors/base.py HINT_PARAMETERS), only those the
+    # deployment's vendor honours; the others were left out and named (params.py).
+    hints: dict[str, Any] | None = None
     # The most tokens the answer can have, decided with max_tokens (`max_tokens_for`):
     # what the limits reserve for it. 0 for a call made outside the service.
     response_token_bound: int = 0

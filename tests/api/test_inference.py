@@ -183,12 +183,15 @@ async def test_images_to_a_text_only_model_are_400(client: httpx.AsyncClient, de
     assert "images" in response.json()["detail"]
 
 
-async def test_a_parameter_the_vendor_cannot_honour_is_400_naming_it(
+async def test_a_hint_the_vendor_cannot_act_on_is_left_out_and_named(
     client: httpx.AsyncClient, deployment_id: str
 ) -> None:
-    response = await client.post(chat_url(deployment_id), json={**QUESTION, "reasoning_effort": "low"})
-    assert response.status_code == 400
-    assert "reasoning_effort" in response.json()["detail"] and "LLMENGINE" in response.json()["detail"]
+    # The embedded model does not think: it answers without, and the header says so.
+    response = await client.post(chat_url(deployment_id), json={**QUESTION, "reasoning_effort": "low", "max_tokens": 2})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-modelport-dropped"] == "reasoning_effort"
+    plain = await client.post(chat_url(deployment_id), json={**QUESTION, "max_tokens": 2})
+    assert plain.status_code == 200 and "x-modelport-dropped" not in plain.headers
 
 
 async def test_chat_template_on_plain_completions_is_400(client: httpx.AsyncClient, deployment_id: str) -> None:

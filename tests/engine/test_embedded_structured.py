@@ -185,8 +185,48 @@ async def test_the_tool_result_turn_goes_back_and_the_model_answers_in_text(vend
     assert result.text and result.tool_calls is None and result.finish_reason in {"stop", "length"}
 
 
-async def test_tools_left_to_the_model_to_decide_are_refused(vendor: EmbeddedVendor) -> None:
-    with pytest.raises(InvalidRequest, match="tool_choice"):
-        await vendor.stream(TARGET, ask("Weather in Rome?", tools=(WEATHER,)))
-    with pytest.raises(InvalidRequest, match="tool_choice"):
-        await vendor.stream(TARGET, ask("Weather in Rome?", tools=(WEATHER,), tool_choice="auto"))
+# SmolLM2's token ids for "{" and '{"' (the two ways a call can open) and "Hello".
+OPEN_BRACE, OPEN_BRACE_QUOTE, HELLO = "107", "39428", "19556"
+
+
+async def test_tools_left_to_the_model_admit_a_call_or_text_and_either_comes_back_well_formed(
+    vendor: EmbeddedVendor,
+) -> None:
+    # The grammar admits both forms: pushed to open with "{", the model can only write a
+    # well-formed call, which comes back as one; pushed to open with a word, text.
+    pushed_to_call = ask(
+        "What is the weather in Paris?", tools=(WEATHER, TIME), logit_bias={OPEN_BRACE: 100, OPEN_BRACE_QUOTE: 100}
+    )
+    called = await vendor.complete(TARGET, pushed_to_call)
+    assert (called.finish_reason, called.text) == ("tool_calls", "")
+    [tool_call] = called.tool_calls or []
+    assert tool_call["function"]["name"] in {"get_weather", "get_time"}
+    assert isinstance(json.loads(tool_call["function"]["arguments"]), dict)
+
+    pushed_to_text = ask("Say hello.", max_tokens=4, tools=(WEATHER,), tool_choice="auto", logit_bias={HELLO: 100})
+    chunks = [chunk async for chunk in await vendor.stream(TARGET, pushed_to_text)]
+    assert "".join(chunk.text for chunk in chunks).startswith("Hello")
+    assert not any(chunk.tool_calls for chunk in chunks) and chunks[-1].finish_reason == "length"
+    assert len([chunk for chunk in chunks if chunk.text]) > 1  # streamed as it came, not held back
+
+    # Left alone, the model decides; whatever it decides is one of the two, well formed.
+    for choice in (None, "auto"):
+        result = await vendor.complete(
+            TARGET, ask("What is the weather in Rome?", tools=(WEATHER,), tool_choice=choice)
+        )
+        if result.tool_calls:
+            [decided] = result.tool_calls
+            assert result.finish_reason == "tool_calls" and decided["function"]["name"] == "get_weather"
+            assert isinstance(json.loads(decided["function"]["arguments"]), dict)
+        else:
+            assert result.text and result.finish_reason in {"stop", "length"}
+
+
+async def test_a_call_cut_short_comes_back_as_text(vendor: EmbeddedVendor) -> None:
+    cut = ask("Weather?", max_tokens=3, tools=(WEATHER,), logit_bias={OPEN_BRACE: 100, OPEN_BRACE_QUOTE: 100})
+    result = await vendor.complete(TARGET, cut)
+    assert (result.finish_reason, result.tool_calls) == ("length", None)
+    assert result.text.lstrip().startswith("{")
+    # And tools the model may call cannot also be shaped by a response_format.
+    with pytest.raises(InvalidRequest, match="response_format"):
+        await vendor.stream(TARGET, ask("Hi", tools=(WEATHER,), response_format={"type": "json_object"}))

@@ -29,9 +29,16 @@ async def test_reasoning_models_get_max_completion_tokens_and_no_temperature(rec
     assert (response.json()["finish_reason"], response.json()["response_tokens"]) == ("length", 64)
 
 
-async def test_reasoning_effort_is_refused_for_other_models(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, "openai/chat_logprobs.json", "gpt-4o-mini", reasoning_effort="low")
-    assert response.status_code == 400 and "reasoning_effort" in response.json()["detail"]
+async def test_reasoning_effort_is_left_out_for_other_models_and_named(recorded_app: Any) -> None:
+    response, transport = await run(recorded_app, "openai/chat_logprobs.json", "gpt-4o-mini", reasoning_effort="low")
+    assert response.status_code == 200, response.text
+    assert "reasoning_effort" not in transport.last_body()
+    assert response.headers["x-modelport-dropped"] == "reasoning_effort"
+
+
+async def test_what_changes_the_sampling_stays_refused_by_a_reasoning_model(recorded_app: Any) -> None:
+    response, _ = await run(recorded_app, "openai/reasoning.json", "o3-mini", top_p=0.5)
+    assert response.status_code == 400 and "top_p" in response.json()["detail"]
 
 
 async def test_logprobs_keep_the_raw_bytes_of_split_characters(recorded_app: Any) -> None:

@@ -1,6 +1,11 @@
 """A text answer, shown the same way on every surface: as a stream when the body asks
 for one (the surface's events, in its SSE framing), else whole (the surface's JSON).
-The surfaces differ only in their shapes, given as a `TextSurface`."""
+The surfaces differ only in their shapes, given as a `TextSurface`.
+
+Every answer names what modelport left out of the call or changed, as the service
+decided it (`Generated.dropped`, `GeneratedStream.dropped`), in the `x-modelport-dropped`
+header: comma-separated names, a change as `name=how` (`reasoning_effort,
+max_tokens=clamped:4000`); absent when nothing was."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import sse
-from modelport.inference.metering import Generated
+from modelport.inference.metering import Generated, GeneratedStream
 from modelport.inference.service import InferenceService, TextRequest
 from modelport.principal import Principal
 
@@ -70,6 +75,21 @@ class TextSurface(Generic[Body, Item]):
         streamed: Callable[[], Awaitable[Pieces]],
     ) -> Response:
         if body.stream:
-            return sse.EventStream(self.events(body, await streamed()), framing)
-        payload = self.whole(body, await whole())
-        return Response(payload.model_dump_json(exclude_none=self.exclude_none), media_type="application/json")
+            pieces = await streamed()
+            dropped = pieces.dropped if isinstance(pieces, GeneratedStream) else ()
+            return sse.EventStream(self.events(body, pieces), framing, headers=dropped_header(dropped))
+        generated = await whole()
+        payload = self.whole(body, generated)
+        return Response(
+            payload.model_dump_json(exclude_none=self.exclude_none),
+            media_type="application/json",
+            headers=dropped_header(generated.dropped),
+        )
+
+
+DROPPED_HEADER = "x-modelport-dropped"
+
+
+def dropped_header(dropped: tuple[str, ...]) -> dict[str, str]:
+    """The x-modelport-dropped header for what was left out or changed; none if nothing was."""
+    return {DROPPED_HEADER: ", ".join(dropped)} if dropped else {}

@@ -94,9 +94,15 @@ class EventStream(StreamingResponse, Generic[Item]):
     How the stream ends (done, failed, abandoned, shutdown) is decided here, and only
     here: see the module's docstring."""
 
-    def __init__(self, events: AsyncIterator[Item], framing: Framing[Item]) -> None:
+    def __init__(
+        self, events: AsyncIterator[Item], framing: Framing[Item], headers: dict[str, str] | None = None
+    ) -> None:
         # Starlette's `body_iterator` goes unused: `stream_response` reads and frames the events.
-        super().__init__(cast("AsyncIterator[bytes]", events), media_type="text/event-stream", headers=STREAM_HEADERS)
+        super().__init__(
+            cast("AsyncIterator[bytes]", events),
+            media_type="text/event-stream",
+            headers={**STREAM_HEADERS, **(headers or {})},
+        )
         self._events = events
         self._framing = framing
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from modelport.errors import InvalidRequest
 from modelport.generation import TokenLogprob as GeneratedLogprob
 from modelport.inference.metering import Generated
-from modelport.inference.service import TextRequest
+from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, wire_logprobs
 
@@ -39,8 +39,6 @@ def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
         sampling["logprobs"] = body.logprobs
     if body.top_logprobs is not None:
         sampling["top_logprobs"] = body.top_logprobs
-    if body.reasoning_effort is not None:
-        sampling["reasoning_effort"] = body.reasoning_effort
     # A COMPLETION model on the chat route answers the last user turn (as on v4).
     last = body.messages[-1]
     prompt = _text(last.content) if isinstance(last, wire.UserMessage) else ""
@@ -52,7 +50,15 @@ def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
         options["tool_choice"] = body.tool_choice
     if body.response_format is not None:
         options["response_format"] = body.response_format
-    return TextRequest(request, messages, options)
+    hints = {name: getattr(body, name) for name in CHAT_HINTS if getattr(body, name) is not None}
+    # What means nothing without another field is not sent (OpenAI refuses both with a
+    # 400): parallel_tool_calls without tools, metadata of a completion it does not store.
+    meaningless = [name for name, needs in _NEEDS.items() if name in hints and not getattr(body, needs)]
+    for name in meaningless:
+        del hints[name]
+    if hints:
+        options["hints"] = hints
+    return TextRequest(request, messages, options, dropped=(*meaningless, *_unsent(body)), window=CHAT_WINDOW)
 
 
 def text_request(body: wire.TextCompletionBody) -> TextRequest:
@@ -61,9 +67,37 @@ def text_request(body: wire.TextCompletionBody) -> TextRequest:
         sampling["logprobs"] = True
         if body.logprobs > 0:
             sampling["top_logprobs"] = body.logprobs
+    # The legacy API has none of chat's hints; what its body shares with chat's is named.
+    dropped = tuple(name for name in _SHARED_HINTS if getattr(body, name) is not None) + _unsent(body)
     return TextRequest(
-        _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}), options=_call_options(body)
+        _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}),
+        options=_call_options(body),
+        dropped=dropped,
     )
+
+
+# Chat's hints, passed to the service (in OpenAI's names and shapes) for a vendor that
+# takes them; any other vendor's call leaves them out, and the header names them
+# (vendors/base.py HINT_PARAMETERS, inference/params.py).
+CHAT_HINTS = (
+    "reasoning_effort",
+    "verbosity",
+    "prompt_cache_key",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "metadata",
+    "parallel_tool_calls",
+    "prediction",
+)
+_SHARED_HINTS = ("service_tier", "store", "metadata")
+_NEEDS = {"parallel_tool_calls": "tools", "metadata": "store"}
+
+
+def _unsent(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> tuple[str, ...]:
+    """What no vendor is sent, whichever serves the call: modelport writes the stream."""
+    options = body.stream_options
+    return ("stream_options.include_obfuscation",) if options and options.include_obfuscation is not None else ()
 
 
 def _sampling(body: wire.ChatCompletionBody | wire.TextCompletionBody, *, max_tokens: int | None) -> dict[str, Any]:

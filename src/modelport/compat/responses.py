@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
-from modelport.inference.service import TextRequest
+from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import responses as wire
 from modelport.schemas.inference import ChatCompletionRequest
 
@@ -137,7 +137,9 @@ def response_request(body: wire.ResponsesBody, conversation: list[Item]) -> Text
         name = {"max_tokens": "max_output_tokens"}.get(str(error["loc"][0]), str(error["loc"][0]))
         raise InvalidRequest(f"invalid {name}: {error['msg']}", param=name) from exc
     options, tools_dropped = _call_options(body)
-    return TextRequest(request, tuple(messages), options, dropped=(*dropped, *tools_dropped, *_hints(body)))
+    # Without max_output_tokens the answer may fill the window, as on OpenAI's chat route.
+    dropped_all = (*dropped, *tools_dropped, *_hints(body))
+    return TextRequest(request, tuple(messages), options, dropped=dropped_all, window=CHAT_WINDOW)
 
 
 def _hints(body: wire.ResponsesBody) -> list[str]:

@@ -13,7 +13,9 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+from modelport.inference.calls import V4_WINDOW
 from modelport.inference.metering import Generated
+from modelport.inference.service import TextRequest
 from modelport.schemas.inference import (
     ChatCompletionRequest,
     Choice,
@@ -22,6 +24,13 @@ from modelport.schemas.inference import (
     CompletionResponse,
     wire_logprobs,
 )
+
+
+def text_request(request: CompletionRequest) -> TextRequest:
+    """What the service takes for a v4 request: the request itself, its turns, and the
+    platform's own max_tokens rules (SPEC 3.1: the family default when absent; a
+    max_tokens the window cannot hold with the prompt is a 400 naming both numbers)."""
+    return TextRequest(request, messages(request), window=V4_WINDOW)
 
 
 def messages(request: CompletionRequest) -> tuple[dict[str, Any], ...] | None:

@@ -8,7 +8,7 @@ the call-level parameters (tools, response_format, ...) as options.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelport.errors import InvalidRequest
@@ -20,6 +20,35 @@ from modelport.vendors.base import Capabilities, Target
 
 CHAT_TYPES = frozenset({"CHAT_COMPLETION"})
 TEXT_TYPES = frozenset({"CHAT_COMPLETION", "COMPLETION"})
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRules:
+    """How a surface's max_tokens meets the context window (`max_tokens_for`).
+
+    The SGP v4 routes keep the platform's rules (SPEC 3.1): the vendor family's default
+    when absent, a 400 naming both numbers when too large. The OpenAI-compatible
+    surfaces follow OpenAI: chat without max_tokens gets what the window leaves
+    (`fill`), and a max_tokens the window can never hold is clamped to it (`clamp`),
+    said so in the x-modelport-dropped header."""
+
+    fill: bool = False
+    clamp: bool = False
+
+
+V4_WINDOW = WindowRules()
+
+
+@dataclass(frozen=True, slots=True)
+class MaxTokens:
+    """What the vendor is sent as max_tokens, the most tokens the answer can have (what
+    the limits reserve), and, when a too-large request was clamped, how the header says
+    so (`max_tokens=clamped:N`, or `max_tokens=clamped` where the vendor itself fills
+    what the window leaves with the prompt's real token count)."""
+
+    sent: int | None
+    bound: int
+    clamped: str | None = None
 
 
 def text_call(
@@ -34,10 +63,14 @@ def text_call(
     options: dict[str, Any] | None,
     bounds: CallBounds,
     default_max_tokens: int,
-) -> GenerationCall:
+    window: WindowRules = V4_WINDOW,
+) -> tuple[GenerationCall, tuple[str, ...]]:
     """The call for a chat model (messages) or a completion model (the prompt alone),
     its call-level options checked like the sampling parameters, within `bounds`, with
-    its `max_tokens` decided (`max_tokens_for`)."""
+    its `max_tokens` decided (`max_tokens_for`); and what was left out of it or changed
+    (`dropped`, the options' dropped hints and parameters, a clamped max_tokens), in the
+    x-modelport-dropped header's terms."""
+    changes = sorted(dropped)
     if isinstance(request, ChatCompletionRequest) and model_type in CHAT_TYPES:
         assert messages is not None, "every surface sends a chat request's messages (compat/)"
         check_images(messages, capabilities)
@@ -54,42 +87,80 @@ def text_call(
     if options:  # the compatible surfaces' call-level parameters, checked like the others
         call = replace(call, **options)
         drop = bool(target.settings.drop_unsupported_params)
-        call = without_parameters(call, check_supported(None, capabilities, drop_unsupported=drop, call=call))
+        dropped_options = check_supported(None, capabilities, drop_unsupported=drop, call=call)
+        changes += sorted(dropped_options - dropped)
+        call = _effort_as_sampling(without_parameters(call, dropped_options))
     check_call_bounds(call, bounds)
-    max_tokens, bound = max_tokens_for(call, capabilities, target.context_window, default_max_tokens)
-    return replace(call, sampling=replace(call.sampling, max_tokens=max_tokens), response_token_bound=bound)
+    decided = max_tokens_for(call, capabilities, target.context_window, default_max_tokens, window=window)
+    if decided.clamped:
+        changes.append(decided.clamped)
+    call = replace(call, sampling=replace(call.sampling, max_tokens=decided.sent), response_token_bound=decided.bound)
+    return call, tuple(changes)
+
+
+def _effort_as_sampling(call: GenerationCall) -> GenerationCall:
+    """A kept `reasoning_effort` hint goes where every adapter reads it (the v4
+    request's own `reasoning_effort` is already there)."""
+    if not call.hints or "reasoning_effort" not in call.hints:
+        return call
+    hints = {name: value for name, value in call.hints.items() if name != "reasoning_effort"}
+    effort = call.hints["reasoning_effort"]
+    return replace(call, sampling=replace(call.sampling, reasoning_effort=effort), hints=hints or None)
 
 
 def max_tokens_for(
-    call: GenerationCall, capabilities: Capabilities, context_window: int | None, default_max_tokens: int
-) -> tuple[int | None, int]:
-    """(what the vendor is sent as max_tokens, the most tokens the answer can have):
+    call: GenerationCall,
+    capabilities: Capabilities,
+    context_window: int | None,
+    default_max_tokens: int,
+    *,
+    window: WindowRules = V4_WINDOW,
+) -> MaxTokens:
+    """What the vendor is sent as max_tokens and the most tokens the answer can have:
     decided here, once, before admission, so the limits reserve the second (SPEC 3.1).
 
     - The request's own value, unchanged: whoever knows the prompt's real token count
       (the embedded engine, or the upstream) refuses one that does not fit the window,
-      naming both numbers.
+      naming both numbers. Except, on the compatible surfaces (`window.clamp`), a value
+      that no prompt could fit with (at least the whole window) is clamped: sent as
+      nothing to a vendor that then fills what the window leaves itself, else as what
+      the window leaves with the prompt at its upper bound.
     - Else the vendor family's default (`Capabilities.default_max_tokens`: LLM Engine
       100; Anthropic 10,000, capped at the model's output limit), likewise unchanged:
       trimming it here could only use the prompt's byte count, which for a long prompt
-      would leave a one-token answer where the real tokens fit.
+      would leave a one-token answer where the real tokens fit. On the compatible
+      surfaces' chat (`window.fill`) a platform default (`platform_default`: LLM Engine's
+      100) gives way to the next rule, as OpenAI's chat fills the window.
     - Else the vendor's own default, which fills the window: nothing is sent (an OpenAI
-      model's output cap may be below the window, and a number past it is a 400), except
-      to a vendor that must be told (`fills_window`) of a model whose window is known.
-      The answer can have what the window leaves, or with no window known the server's
-      default (MODELPORT_LIMITS_DEFAULT_MAX_TOKENS).
+      model's output cap may be below the window, and a number past it is a 400; the
+      embedded engine fills what the window leaves with the prompt's real token count),
+      except to a vendor that must be told (`fills_window`) of a model whose window is
+      known. The answer can have what the window leaves, or with no window known the
+      server's default (MODELPORT_LIMITS_DEFAULT_MAX_TOKENS).
 
     What the window leaves is counted with the prompt at its upper bound (a token is at
     least a byte, `prompt_token_bound`), so that it always fits.
     """
-    if call.sampling.max_tokens is not None:
-        return call.sampling.max_tokens, call.sampling.max_tokens
-    if capabilities.default_max_tokens is not None:
-        return capabilities.default_max_tokens, capabilities.default_max_tokens
+    requested = call.sampling.max_tokens
+    fills_itself = not capabilities.fills_window and (
+        capabilities.default_max_tokens is None or capabilities.platform_default
+    )
+    if requested is not None:
+        if not (window.clamp and context_window and requested >= context_window):
+            return MaxTokens(requested, requested)
+        room = max(1, context_window - prompt_token_bound(call))
+        if fills_itself:
+            return MaxTokens(None, room, "max_tokens=clamped")
+        return MaxTokens(room, room, f"max_tokens=clamped:{room}")
+    default = capabilities.default_max_tokens
+    if default is not None and not (window.fill and capabilities.platform_default):
+        return MaxTokens(default, default)
     if not context_window:
-        return None, default_max_tokens
+        if default is not None:  # a platform default, where there is no window to fill
+            return MaxTokens(default, default)
+        return MaxTokens(None, default_max_tokens)
     room = max(1, context_window - prompt_token_bound(call))
-    return (room if capabilities.fills_window else None), room
+    return MaxTokens(room if capabilities.fills_window else None, room)
 
 
 def check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:

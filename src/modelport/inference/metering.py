@@ -59,6 +59,9 @@ class Generated:
     estimated: bool = False
     # The model's reasoning blocks, for the surfaces that show them (GenerationChunk.reasoning).
     reasoning: list[dict[str, Any]] | None = None
+    # What modelport left out of the call or changed (x-modelport-dropped), on a whole
+    # answer; a stream carries it as `GeneratedStream.dropped`.
+    dropped: tuple[str, ...] = ()
 
 
 NOTHING = Generated(text="")
@@ -273,3 +276,23 @@ async def _prepend(first: Generated, rest: AsyncGenerator[Generated, None]) -> A
         yield first
         async for piece in rest:
             yield piece
+
+
+class GeneratedStream(AsyncGenerator[Generated, None]):
+    """A stream of pieces that knows, before its first piece, what modelport left out of
+    the call or changed (`dropped`, for the x-modelport-dropped header, which is sent
+    before the first byte). It is the stream it wraps in every other way: closing it
+    closes that one."""
+
+    def __init__(self, pieces: AsyncGenerator[Generated, None], dropped: tuple[str, ...] = ()) -> None:
+        self._pieces = pieces
+        self.dropped = dropped
+
+    async def asend(self, value: None) -> Generated:
+        return await self._pieces.asend(value)
+
+    async def athrow(self, *args: Any) -> Generated:
+        return await self._pieces.athrow(*args)
+
+    async def aclose(self) -> None:
+        await self._pieces.aclose()

@@ -13,7 +13,7 @@ from typing import Any
 from modelport.errors import InvalidRequest, ValidationFailed
 from modelport.generation import GenerationCall, Sampling
 from modelport.schemas.inference import CompletionRequest
-from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities
+from modelport.vendors.base import HINT_PARAMETERS, OPTIONAL_PARAMETERS, Capabilities
 
 # The optional parameters that live on the GenerationCall rather than on Sampling
 # (the OpenAI-compatible surfaces set them; the SGP v4 request has none of them).
@@ -37,6 +37,7 @@ def call_parameters(call: GenerationCall) -> set[str]:
                 asked.add(name)
         elif value is not None:
             asked.add(name)
+    asked.update(call.hints or ())
     return asked
 
 
@@ -68,8 +69,12 @@ def check_call_bounds(call: GenerationCall, bounds: CallBounds) -> None:
 
 
 def without_parameters(call: GenerationCall, dropped: AbstractSet[str]) -> GenerationCall:
-    """The call with its dropped GenerationCall-level parameters reset to their defaults."""
+    """The call with its dropped GenerationCall-level parameters reset to their defaults,
+    and its dropped hints left out."""
     resets: dict[str, Any] = {name: (1 if name == "n" else None) for name in CALL_PARAMETERS if name in dropped}
+    if call.hints and dropped & call.hints.keys():
+        kept = {name: value for name, value in call.hints.items() if name not in dropped}
+        resets["hints"] = kept or None
     return replace(call, **resets) if resets else call
 
 
@@ -83,12 +88,16 @@ def check_supported(
     """Return the parameters to drop; refuse (400) the unsupported ones unless dropping.
 
     Checks the request's explicit parameters and, when given, the call's
-    GenerationCall-level ones (`call_parameters`); either may be left out.
+    GenerationCall-level ones (`call_parameters`); either may be left out. Hints
+    (HINT_PARAMETERS) the vendor does not honour are always dropped, never refused: a
+    model that cannot think answers without thinking. Whoever drops names what it
+    dropped to the caller (the x-modelport-dropped header, `calls.text_call`).
     """
-    asked = (request.explicit_parameters() if request is not None else set()) & OPTIONAL_PARAMETERS
+    asked = (request.explicit_parameters() if request is not None else set()) & (OPTIONAL_PARAMETERS | HINT_PARAMETERS)
     if call is not None:
         asked |= call_parameters(call)
-    unsupported = asked - capabilities.parameters
+    unheeded_hints = (asked & HINT_PARAMETERS) - capabilities.parameters
+    unsupported = asked - capabilities.parameters - unheeded_hints
     if unsupported and not drop_unsupported:
         names = ", ".join(sorted(unsupported))
         raise InvalidRequest(
@@ -97,7 +106,7 @@ def check_supported(
             "drop_unsupported_params in the model's creation parameters to drop such parameters",
             unsupported_parameters=sorted(unsupported),
         )
-    return unsupported
+    return unsupported | unheeded_hints
 
 
 def effective_sampling(

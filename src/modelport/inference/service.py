@@ -11,7 +11,6 @@ stream, embeddings or scores.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +20,12 @@ from modelport.catalogue.secrets import SecretBox
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, Sampling, UsageSink
 from modelport.inference.admission import LimitGate
-from modelport.inference.calls import TEXT_TYPES, text_call
-from modelport.inference.metering import Generated, Meter, Metered, first_then_rest
+from modelport.inference.calls import TEXT_TYPES, WindowRules, text_call
+from modelport.inference.metering import Generated, GeneratedStream, Meter, Metered, first_then_rest
 from modelport.inference.params import CallBounds, check_supported, effective_sampling
 from modelport.inference.resolve import Resolver
 from modelport.inference.routing import Router
+from modelport.observability.requests import leaving_out
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.principal import Principal
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
@@ -37,6 +37,9 @@ from modelport.vendors.counting import PromptCount, count_prompt
 
 # Text the model does not generate: what a deployment of another type is told.
 _NOT_TEXT = ", which does not generate text"
+
+COMPATIBLE_WINDOW = WindowRules(clamp=True)
+CHAT_WINDOW = WindowRules(fill=True, clamp=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,10 @@ class TextRequest:
     # acts on (e.g. "tools.web_search"): named to the caller (x-modelport-dropped), never
     # a silent change of meaning.
     dropped: tuple[str, ...] = ()
+    # How max_tokens meets the context window (`calls.WindowRules`): a compatible
+    # surface's by default (a max_tokens no prompt fits with is clamped); the SGP v4
+    # routes pass `V4_WINDOW`, OpenAI's chat `CHAT_WINDOW` (no max_tokens: the window).
+    window: WindowRules = COMPATIBLE_WINDOW
 
 
 class InferenceService:
@@ -87,16 +94,18 @@ class InferenceService:
     # --- text, on the deployment the caller named (SGP v4) ------------------------------
 
     async def generate_at(self, principal: Principal, deployment_id: str, text: TextRequest) -> Generated:
-        """The whole answer."""
-        metered, vendor, capabilities = await self._text(principal, deployment_id, text, time.perf_counter())
-        return await self._meter.answer(metered, vendor, capabilities)
+        """The whole answer, with what was left out of the call or changed (`dropped`)."""
+        metered, vendor, capabilities, dropped = await self._text(principal, deployment_id, text, time.perf_counter())
+        generated = await self._meter.answer(metered, vendor, capabilities)
+        generated.dropped = dropped
+        return generated
 
-    async def generate_stream_at(
-        self, principal: Principal, deployment_id: str, text: TextRequest
-    ) -> AsyncGenerator[Generated, None]:
-        """Validate and start; errors known before the first piece are raised here."""
-        metered, vendor, capabilities = await self._text(principal, deployment_id, text, time.perf_counter())
-        return await self._meter.stream(metered, vendor, capabilities)
+    async def generate_stream_at(self, principal: Principal, deployment_id: str, text: TextRequest) -> GeneratedStream:
+        """Validate and start; errors known before the first piece are raised here. The
+        stream knows what was left out of the call or changed (`dropped`) before its
+        first piece."""
+        metered, vendor, capabilities, dropped = await self._text(principal, deployment_id, text, time.perf_counter())
+        return GeneratedStream(await self._meter.stream(metered, vendor, capabilities), dropped)
 
     # --- text, on one of the deployments a model names (the compatible surfaces) --------
 
@@ -106,15 +115,14 @@ class InferenceService:
             principal.account_id, model, lambda deployment_id: self.generate_at(principal, deployment_id, text)
         )
 
-    async def generate_stream(
-        self, principal: Principal, model: str, text: TextRequest
-    ) -> AsyncGenerator[Generated, None]:
+    async def generate_stream(self, principal: Principal, model: str, text: TextRequest) -> GeneratedStream:
         """Start streaming from one of the deployments `model` names. A deployment that
         fails before its first piece is replaced by the next one, unseen by the caller;
         errors after that end the stream."""
 
-        async def attempt(deployment_id: str) -> AsyncGenerator[Generated, None]:
-            return await first_then_rest(await self.generate_stream_at(principal, deployment_id, text))
+        async def attempt(deployment_id: str) -> GeneratedStream:
+            started = await self.generate_stream_at(principal, deployment_id, text)
+            return GeneratedStream(await first_then_rest(started), started.dropped)
 
         return await self._router.run(principal.account_id, model, attempt)
 
@@ -129,7 +137,7 @@ class InferenceService:
             )
             capabilities = resolved.vendor.capabilities(resolved.target)
             target = await self._resolver.bound(principal, resolved, _bindings(request))
-            call = text_call(
+            call, _changes = text_call(
                 request,
                 effective_sampling(request, capabilities, dropped=set()),
                 model_type=resolved.model_type,
@@ -140,6 +148,7 @@ class InferenceService:
                 options=text.options,
                 bounds=self._call_bounds,
                 default_max_tokens=self._default_max_tokens,
+                window=text.window,
             )
             return await count_prompt(resolved.vendor, target, call)
 
@@ -184,9 +193,10 @@ class InferenceService:
         deployment_id: str,
         text: TextRequest,
         started: float,
-    ) -> tuple[Metered, Vendor, Capabilities]:
+    ) -> tuple[Metered, Vendor, Capabilities, tuple[str, ...]]:
         """Resolve the deployment, check the request against its vendor, build the call
-        and admit it."""
+        and admit it; with what the surface and the call's building left out or changed
+        (the x-modelport-dropped header's names)."""
         request = text.request
         resolved = await self._resolver.deployment(principal, deployment_id, serves=TEXT_TYPES, wrong_type=_NOT_TEXT)
         target = resolved.target
@@ -196,7 +206,7 @@ class InferenceService:
             raise InvalidRequest("chat_template applies to chat-completions only; /completions sends raw text")
         dropped = check_supported(request, capabilities, drop_unsupported=bool(target.settings.drop_unsupported_params))
         target = await self._resolver.bound(principal, resolved, _bindings(request))
-        call = text_call(
+        call, changes = text_call(
             request,
             effective_sampling(request, capabilities, dropped=dropped),
             model_type=resolved.model_type,
@@ -207,10 +217,17 @@ class InferenceService:
             options=text.options,
             bounds=self._call_bounds,
             default_max_tokens=self._default_max_tokens,
+            window=text.window,
         )
         # Last, once the request is known to be valid: from here on it is counted.
         metered = await self._meter.admit(principal, deployment_id, target, call, started)
-        return metered, resolved.vendor, capabilities
+        # The surface names its own family's hints as dropped (it cannot know which
+        # deployment will serve it); a deployment of that family does take them.
+        passthrough = call.passthrough
+        honoured = passthrough.hints if passthrough and passthrough.honoured_by(capabilities.vendor) else ()
+        left_out = tuple(name for name in dict.fromkeys((*text.dropped, *changes)) if name not in honoured)
+        leaving_out(left_out)
+        return metered, resolved.vendor, capabilities, left_out
 
     async def _retrieval(
         self,

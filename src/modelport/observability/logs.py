@@ -157,6 +157,7 @@ def request_finished(record: RequestRecord, seconds: float, *, access_log: bool)
         "prompt_tokens": record.prompt_tokens if record.deployment else None,
         "completion_tokens": record.completion_tokens if record.deployment else None,
         "reason": record.reason,
+        "dropped": ", ".join(record.dropped) or None,
     }
     message = "request failed" if status >= 400 else "request"
     requests_log.log(level, message, extra={_FIELDS: fields})

@@ -35,6 +35,7 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reason: str | None = None
+    dropped: tuple[str, ...] = ()  # what the service left out of the call or changed
     streaming: bool = False
     first_event_at: float | None = None
     finished_by_service: bool = False
@@ -85,6 +86,14 @@ def calling_vendor(target: Target) -> None:
     record.model = str(target.parameters.get("model") or target.vendor_configuration.get("model_name") or "")
     if record.span is not None:
         record.upstream_span = tracing.start_upstream(record)
+
+
+def leaving_out(dropped: tuple[str, ...]) -> None:
+    """The service leaves these out of the call it sends, or changed them (the
+    x-modelport-dropped header's names): for the request's log line."""
+    record = current_request.get()
+    if record is not None:
+        record.dropped = dropped
 
 
 def observed_usage(sink: UsageSink | None) -> UsageSink:

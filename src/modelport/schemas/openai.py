@@ -4,8 +4,11 @@ No I/O here.
 Requests are checked at the edge, like the v4 routes: an unknown parameter or a value
 out of range is an error naming the field (OpenAI answers such requests with 400
 `invalid_request_error`, and so does this surface). A few parameters that change
-nothing about the answer (`user`, `metadata`, `store`, `service_tier`,
-`parallel_tool_calls`) are accepted and ignored, since common clients send them.
+nothing about what may be sampled are accepted: `user` is ignored; the hints
+(`reasoning_effort`, `verbosity`, `prompt_cache_key`, `safety_identifier`, `metadata`,
+`store`, `service_tier`, `parallel_tool_calls`, `prediction`,
+`stream_options.include_obfuscation`) go to a vendor that takes them, else are left out
+and named in the `x-modelport-dropped` header (compat/openai.py).
 Responses follow OpenAI's shapes, which the SGP SDK's beta types share.
 """
 
@@ -93,6 +96,9 @@ Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage
 
 class StreamOptions(_Strict):
     include_usage: bool | None = None
+    # OpenAI pads its stream's events against length side channels; modelport writes
+    # its own events, unpadded: a hint, left out and named.
+    include_obfuscation: bool | None = None
 
 
 class FunctionDefinition(_Open):
@@ -128,8 +134,8 @@ class _Sampling(_Strict):
     # A 64-bit integer, as OpenAI's own API takes: a larger one cannot be sent on (JSON
     # encoders and the engine stop at 64 bits) and was a 500.
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
-    # Accepted and ignored: they do not change the answer.
-    user: str | None = None
+    user: str | None = None  # accepted and ignored: it does not change the answer
+    # Hints (see the module docstring).
     metadata: dict[str, str] | None = None
     store: bool | None = None
     service_tier: str | None = None
@@ -160,7 +166,12 @@ class ChatCompletionBody(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    # Hints (see the module docstring), with the values OpenAI takes.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    prediction: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatCompletionBody:

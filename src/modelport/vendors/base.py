@@ -27,7 +27,6 @@ OPTIONAL_PARAMETERS = frozenset(
         "top_logprobs",
         "chat_template",
         "chat_template_kwargs",
-        "reasoning_effort",
         "stop_sequences",
         # GenerationCall-level (OpenAI-compatible surfaces only; see params.call_parameters)
         "tools",
@@ -36,6 +35,25 @@ OPTIONAL_PARAMETERS = frozenset(
         "seed",
         "logit_bias",
         "n",
+    }
+)
+
+# Hints: parameters that ask a vendor to spend or cache or label its work, never change
+# what may be sampled (SPEC 3.7, "Constraints and hints"). A vendor that honours one
+# lists it in `Capabilities.parameters` and gets it (Sampling.reasoning_effort, or
+# GenerationCall.hints in OpenAI's names); for any other vendor it is left out, never a
+# 400, and named in the x-modelport-dropped header (inference/params.py).
+HINT_PARAMETERS = frozenset(
+    {
+        "reasoning_effort",
+        "verbosity",
+        "prompt_cache_key",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "metadata",
+        "parallel_tool_calls",
+        "prediction",
     }
 )
 
@@ -49,6 +67,10 @@ class Capabilities:
     # max_tokens when the request gives none; None: the vendor's own default (the service
     # decides what is sent and reserved: inference/calls.py `max_tokens_for`).
     default_max_tokens: int | None = None
+    # Whether `default_max_tokens` is only the SGP platform's default for the v4 routes
+    # (LLM Engine's 100, SPEC 3.1) rather than a number the vendor needs: a request on
+    # an OpenAI-compatible surface then gets what the window leaves, as OpenAI's does.
+    platform_default: bool = False
     # Whether a request without max_tokens must be sent what the window leaves: OpenAI's
     # legacy completions stop at 16 tokens otherwise.
     fills_window: bool = False

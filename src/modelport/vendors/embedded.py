@@ -15,16 +15,28 @@ from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.prompts.templates import render_chat_async
 from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, ChunkStream, Embeddings, Target, collect
-from modelport.vendors.embedded_tools import as_tool_call, call_sampling, forced_function_names, tool_messages
+from modelport.vendors.embedded_tools import (
+    as_tool_call,
+    auto_sampling,
+    call_sampling,
+    decided_tool_call,
+    forced_function_names,
+    offered_function_names,
+    tool_messages,
+)
 
-# LLM Engine's family default (SPEC 3.1); the engine honours every sampling parameter,
-# and response_format (a grammar), seed, logit_bias, and tools when a call is forced
-# (vendors/embedded_tools.py). Not n > 1: a GenerationChunk carries one choice.
+# LLM Engine's family default (SPEC 3.1), on the v4 routes only: elsewhere the engine
+# fills what the window leaves, counted with the prompt's real tokens. The engine
+# honours every sampling parameter, and response_format (a grammar), seed, logit_bias,
+# and tools (vendors/embedded_tools.py), one call per answer (so parallel_tool_calls
+# is honoured, whatever its value). Not n > 1: a GenerationChunk carries one choice.
+# No hint it could act on: a reasoning effort is left out (the model does not think).
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
-    parameters=OPTIONAL_PARAMETERS - {"reasoning_effort", "n"},
+    parameters=(OPTIONAL_PARAMETERS - {"n"}) | {"parallel_tool_calls"},
     max_temperature=2.0,
     default_max_tokens=100,
+    platform_default=True,
     accepts_images=False,
     stops_at_stop_sequences=True,
 )
@@ -61,28 +73,34 @@ class EmbeddedVendor:
     async def stream(self, target: Target, call: GenerationCall) -> ChunkStream:
         sampling = engine_sampling(call, self._grammar_bounds)
         forced = forced_function_names(call)
-        if forced:
-            if sampling.grammar is not None:
-                raise InvalidRequest(
-                    "response_format and a forced tool call would both constrain the answer; give one",
-                    param="response_format",
-                )
-            sampling = call_sampling(sampling, call, forced, self._grammar_bounds)
+        offered = None if forced else offered_function_names(call)
         if call.tools and call.messages is None:
             raise InvalidRequest("tools need a chat (messages), not a plain prompt", param="tools")
+        if (forced or offered) and sampling.grammar is not None:
+            raise InvalidRequest(
+                "response_format and tools the model may call would both constrain the answer; give one "
+                '(or tool_choice "none")',
+                param="response_format",
+            )
+        if forced:
+            sampling = call_sampling(sampling, call, forced, self._grammar_bounds)
+        elif offered:
+            sampling = auto_sampling(sampling, call, offered, self._grammar_bounds)
         engine = await self._model(target)
         info = engine.info
         if info.vocabulary is not None:
             # Checked here too (the engine checks again), so a bad id is a 400 before streaming.
             check_token_ids(sampling.logit_bias, info.vocabulary)
-        text = await prompt_text(call, info, describe_tools=bool(forced))
+        text = await prompt_text(call, info, describe_tools=bool(forced or offered))
         # The engine tokenizes and checks that the prompt and max_tokens fit its window:
         # it has the vocabulary, and one message there costs less than a round trip to ask.
         # Closing the stream cancels the generation in the engine.
         chunks = engine.generate(
             text=text, special=call.messages is not None, sampling=sampling, account=target.account_id
         )
-        return as_tool_call(chunks) if forced else chunks
+        if forced:
+            return as_tool_call(chunks)
+        return decided_tool_call(chunks, offered) if offered else chunks
 
     async def complete(self, target: Target, call: GenerationCall) -> GenerationChunk:
         return await collect(await self.stream(target, call))

@@ -7,13 +7,16 @@ a system message, and a grammar lets the model answer only with
 answer is then always a well-formed call, returned as one OpenAI tool call with finish
 reason `tool_calls`.
 
-Which requests are honoured, and why:
+Which requests are honoured, and how:
 - `tool_choice` "required" or naming a function: the call is forced, as asked.
 - `tool_choice` "none": no call is forced, nor are the tools described; the model
   answers in text (after earlier tool turns, say).
-- `tool_choice` "auto" (OpenAI's default when tools are given): refused with 400.
-  Deciding *whether* to call is the judgement this model cannot be trusted with, and
-  guessing it from the first token would stream text that might turn out to be a call.
+- `tool_choice` "auto", or none given with tools (OpenAI's default): the model decides,
+  as llama.cpp's server lets it. The grammar admits either a call (the forced call's
+  form) or text that does not open with `{`; so an answer that opens with `{` is held
+  back until it ends and returned as the call it parses as, and any other answer streams
+  as text from its first non-blank character. A call that does not parse (cut by
+  max_tokens or a stop sequence) comes back as the text it is, never as an error.
 One call per answer (no parallel calls). Stop sequences do not apply to a forced call
 (they could cut its JSON). A call cut by max_tokens comes back as text with finish
 reason `length`, as any cut answer does.
@@ -25,13 +28,14 @@ text (the same JSON the model is asked to write), a tool's result becomes a user
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import replace
 from typing import Any
 
 from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, schema_grammar
 from modelport.errors import InvalidRequest
-from modelport.generation import GenerationCall, Sampling
+from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.vendors.base import ChunkStream
 
 
@@ -50,13 +54,15 @@ def forced_function_names(call: GenerationCall) -> list[str] | None:
         return [str(name)]
     if choice == "required":
         return names
-    if choice == "none":
+    return None
+
+
+def offered_function_names(call: GenerationCall) -> list[str] | None:
+    """The functions the model may call, or answer in text instead ("auto", or no
+    tool_choice with tools); None when it may not decide (no tools, "none", forced)."""
+    if not call.tools or call.tool_choice not in (None, "auto"):
         return None
-    raise InvalidRequest(
-        'the embedded model calls tools only when told to: set tool_choice to "required" or to '
-        '{"type": "function", "function": {"name": ...}} (or "none"); it does not decide by itself ("auto")',
-        param="tool_choice",
-    )
+    return [_function(tool)["name"] for tool in call.tools]
 
 
 def tool_messages(call: GenerationCall, *, describe_tools: bool) -> tuple[dict[str, Any], ...]:
@@ -72,7 +78,8 @@ def tool_messages(call: GenerationCall, *, describe_tools: bool) -> tuple[dict[s
                 "role": "system",
                 "content": "You can call these functions:\n"
                 + described
-                + '\nTo call one, answer with only a JSON object: {"name": <function name>, "arguments": {...}}.',
+                + '\nTo call one, answer with only a JSON object: {"name": <function name>, "arguments": {...}}.'
+                + ("" if call.tool_choice == "required" or isinstance(call.tool_choice, dict) else _OR_TEXT),
             }
         )
     names: dict[str, str] = {}
@@ -92,6 +99,33 @@ def tool_messages(call: GenerationCall, *, describe_tools: bool) -> tuple[dict[s
         else:
             messages.append({**message, "content": message.get("content") or ""})
     return tuple(messages)
+
+
+_OR_TEXT = "\nIf no function is needed, answer in plain text."
+
+# The grammar's rules for "a call or text": its own names, which the JSON schema
+# converter never writes (it names rules after properties, with `-kv` and such).
+_CALL_RULE = "modelport-call"
+_TEXT_RULE = "modelport-text"
+
+
+def call_or_text_grammar(call_grammar: str) -> str:
+    """A grammar that admits what `call_grammar` does (a call, opening with `{`) or any
+    text that opens with another character: the model decides, the gateway tells which
+    it wrote from its first character (`decided_tool_call`)."""
+    renamed = re.sub(r"^root ::=", f"{_CALL_RULE} ::=", call_grammar, count=1, flags=re.MULTILINE)
+    assert renamed != call_grammar, "the converter names its start rule root"
+    return f"{renamed.rstrip()}\nroot ::= {_CALL_RULE} | {_TEXT_RULE}\n{_TEXT_RULE} ::= [^{{\\x00] [^\\x00]*\n"
+
+
+def auto_sampling(
+    sampling: Sampling, call: GenerationCall, names: list[str], grammar_bounds: GrammarBounds = DEFAULT_BOUNDS
+) -> Sampling:
+    """Sampling when the model decides: a call's grammar or free text; the request's
+    stop sequences and logprobs stay (they apply to a text answer)."""
+    forced = call_sampling(sampling, call, names, grammar_bounds)
+    assert forced.grammar is not None
+    return replace(sampling, grammar=call_or_text_grammar(forced.grammar))
 
 
 def call_sampling(
@@ -148,6 +182,51 @@ async def as_tool_call(chunks: ChunkStream) -> ChunkStream:
             return
     finally:
         await chunks.aclose()
+
+
+async def decided_tool_call(chunks: ChunkStream, names: list[str]) -> ChunkStream:
+    """The engine's answer when the model decides: text passes as it comes once its
+    first non-blank character is not `{`; an answer that opens with `{` is held to its
+    end, and returned as one OpenAI tool call if it parses as a call of one of `names`,
+    else as the text it is (with everything the engine said about it)."""
+    held: list[GenerationChunk] = []
+    try:
+        async for chunk in chunks:
+            held.append(chunk)
+            opening = "".join(piece.text for piece in held).lstrip()
+            if opening and not opening.startswith("{"):
+                break  # text: what was held, then the rest as it comes
+            if chunk.finish_reason is None:
+                continue
+            called = _parsed_call("".join(piece.text for piece in held), names)
+            if called is None or chunk.finish_reason != "stop":
+                for piece in held:
+                    yield piece
+            else:
+                yield replace(chunk, text="", logprobs=None, tool_calls=[called], finish_reason="tool_calls")
+            return
+        for piece in held:
+            yield piece
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+def _parsed_call(answer: str, names: list[str]) -> dict[str, Any] | None:
+    """`answer` as one OpenAI tool call, or None if it is not a call of one of `names`."""
+    try:
+        called = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(called, dict) or called.get("name") not in names or not isinstance(called.get("arguments"), dict):
+        return None
+    return {
+        "index": 0,
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": called["name"], "arguments": json.dumps(called["arguments"], ensure_ascii=False)},
+    }
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:

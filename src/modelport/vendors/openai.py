@@ -34,14 +34,25 @@ _SAMPLING = frozenset({"top_p", "frequency_penalty", "presence_penalty", "stop_s
 _TOOLS = frozenset({"tools", "tool_choice", "response_format"})
 _DRAW = frozenset({"seed", "logit_bias"})
 
+# The hints (vendors/base.py HINT_PARAMETERS) OpenAI's chat takes, passed in its body
+# as the caller sent them (`GenerationCall.hints`); only its reasoning models take a
+# reasoning effort and a verbosity, and only the others a predicted output.
+_OPENAI_HINTS = frozenset(
+    {"prompt_cache_key", "safety_identifier", "service_tier", "store", "metadata", "parallel_tool_calls"}
+)
+
 # What each family honours. LLM Engine / vLLM servers take vLLM's extras too (vLLM and
 # llama.cpp's server both take tools, response_format, seed and logit_bias on chat).
 OPENAI_CHAT = Capabilities(
-    vendor="OPENAI", parameters=_SAMPLING | _TOOLS | _DRAW | {"logprobs", "top_logprobs"}, accepts_images=True
+    vendor="OPENAI",
+    parameters=_SAMPLING | _TOOLS | _DRAW | _OPENAI_HINTS | {"logprobs", "top_logprobs", "prediction"},
+    accepts_images=True,
 )
 # Reasoning models refuse logit_bias (and sampling settings) but call tools.
 OPENAI_REASONING = Capabilities(
-    vendor="OPENAI", parameters=_TOOLS | {"reasoning_effort", "stop_sequences", "seed"}, accepts_images=True
+    vendor="OPENAI",
+    parameters=_TOOLS | _OPENAI_HINTS | {"reasoning_effort", "verbosity", "stop_sequences", "seed"},
+    accepts_images=True,
 )
 OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True)
 LLMENGINE_OPENAI = Capabilities(
@@ -51,6 +62,7 @@ LLMENGINE_OPENAI = Capabilities(
     | _DRAW
     | {"top_k", "logprobs", "top_logprobs", "chat_template", "chat_template_kwargs"},
     default_max_tokens=100,
+    platform_default=True,  # a vLLM server fills the window itself
 )
 LLMENGINE_OPENAI_COMPLETIONS = Capabilities(
     vendor="LLMENGINE", parameters=_SAMPLING | _DRAW | {"top_k"}, default_max_tokens=100
@@ -81,9 +93,15 @@ class Flavour:
 
 OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, knows_reasoning_models=True)
 # FIREWORKS_AI and OTHER: OpenAI's wire format at the model's own base_url (required).
+# A server that speaks OpenAI's format (vLLM, Fireworks, llama.cpp's) takes a reasoning
+# effort for the models that think, but not necessarily OpenAI's other hints.
 COMPATIBLE = Flavour(
     "OPENAI-compatible",
-    replace(OPENAI_CHAT, vendor="OPENAI-compatible"),
+    replace(
+        OPENAI_CHAT,
+        vendor="OPENAI-compatible",
+        parameters=(OPENAI_CHAT.parameters - _OPENAI_HINTS - {"prediction"}) | {"reasoning_effort"},
+    ),
     replace(OPENAI_COMPLETIONS, vendor="OPENAI-compatible"),
     None,
     knows_reasoning_models=False,
@@ -148,6 +166,7 @@ class OpenAICompatible(OpenAIRetrieval):
             "logit_bias": call.logit_bias,
         }
         body.update({name: value for name, value in optional.items() if value is not None})
+        body.update(call.hints or {})  # only those this vendor takes (inference/params.py)
         if sampling.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = sampling.top_logprobs

@@ -12,7 +12,6 @@ from modelport.api import sse
 from modelport.api.answers import TextSurface
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.compat import sgp
-from modelport.inference.service import TextRequest
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse
 
 router = APIRouter(tags=["inference"])
@@ -31,16 +30,12 @@ def _error(status: int, body: dict[str, Any]) -> bytes:
 _FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
 
 
-def _text_request(body: CompletionRequest) -> TextRequest:
-    return TextRequest(body, sgp.messages(body))
-
-
 def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-_V4: TextSurface[CompletionRequest, BaseModel] = TextSurface(_text_request, sgp.completion, sgp.completion_events)
+_V4: TextSurface[CompletionRequest, BaseModel] = TextSurface(sgp.text_request, sgp.completion, sgp.completion_events)
 
 
 def _route(path: str, name: str, schema: type[CompletionRequest]) -> None:
