@@ -373,6 +373,7 @@ class BatchEngine:
                 unevaluated=prompt[reused:],
                 stops=StopSequenceFilter(job.sampling.stop_sequences),
                 evaluated=prompt[:reused],
+                reused=reused,
             )
             self._running.append(sequence)
             self._by_key[job.key] = sequence
@@ -471,6 +472,8 @@ class BatchEngine:
                     finish_reason=finish,
                     prompt_tokens=len(job.prompt_tokens),
                     response_tokens=sequence.generated,
+                    # The reused prefix: the prompt cache's hit, reported as cached tokens.
+                    cached_prompt_tokens=sequence.reused,
                 ),
             )
         )

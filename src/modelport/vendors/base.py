@@ -161,6 +161,10 @@ async def collect(chunks: ChunkStream) -> GenerationChunk:
                 result.prompt_tokens = chunk.prompt_tokens
             if chunk.response_tokens is not None:
                 result.response_tokens = chunk.response_tokens
+            if chunk.cached_prompt_tokens is not None:
+                result.cached_prompt_tokens = chunk.cached_prompt_tokens
+            if chunk.cache_creation_tokens is not None:
+                result.cache_creation_tokens = chunk.cache_creation_tokens
     result.text = "".join(texts)
     result.logprobs = logprobs or None
     result.tool_calls = tool_calls or None

@@ -55,6 +55,9 @@ class CommonSettings(_Settings):
     drop_unsupported_params: bool | None = None
     input_cost_per_token: Cost | None = None
     output_cost_per_token: Cost | None = None
+    # Input tokens read from / written to the vendor's prompt cache; unset: the input price.
+    cache_read_input_cost_per_token: Cost | None = None
+    cache_creation_input_cost_per_token: Cost | None = None
     # A deployment's own limits, protecting its upstream (SPEC 7; inference/admission.py).
     rpm_limit: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     tpm_limit: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
