@@ -11,6 +11,7 @@ as msgpack for these small messages.
 Gateway → engine:
   {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "account": "..."}
   {"op": "embed", "id": 8, "texts": ["...", ...]}   sentence vectors (engine/embedding.py)
+  {"op": "embed", "id": 8, "texts": [], "tokens": [[1, 2, ...], ...]}   inputs as token ids
   {"op": "cancel", "id": 7}
   {"op": "stats"}
 Engine → gateway:

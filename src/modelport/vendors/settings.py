@@ -81,6 +81,9 @@ class OpenAISettings(CommonSettings):
 class OpenAICompatibleSettings(CommonSettings):
     """FIREWORKS_AI and OTHER: any server that speaks OpenAI's API, at its base_url."""
 
+    # The server shortens embedding vectors on request: `dimensions` is passed on (else 400).
+    embedding_dimensions: bool | None = None
+
     required: ClassVar[tuple[str, ...]] = ("model", "base_url")
 
 
@@ -109,6 +112,8 @@ class LLMEngineSettings(CommonSettings):
     chat_template: Annotated[str, Field(max_length=100_000)] | None = None
     bos_token: Annotated[str, Field(max_length=100)] | None = None
     eos_token: Annotated[str, Field(max_length=100)] | None = None
+    # As OpenAICompatibleSettings': the server (vLLM) shortens embedding vectors on request.
+    embedding_dimensions: bool | None = None
     required: ClassVar[tuple[str, ...]] = ("model", "base_url")
 
 

@@ -27,7 +27,7 @@ from modelport.compat import openai as translate
 from modelport.errors import NotFound
 from modelport.schemas import openai as wire
 from modelport.schemas.catalogue import MAX_PAGE_SIZE
-from modelport.schemas.retrieval import EmbeddingRequest
+from modelport.schemas.retrieval import EmbeddingRequest, TokenEmbeddingRequest
 
 router = APIRouter(tags=["openai-compatible"])
 
@@ -75,7 +75,9 @@ async def completions(request: Request, principal: CurrentPrincipal, service: Se
 @router.post("/v1/embeddings", response_model=wire.EmbeddingList)
 async def embeddings(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.EmbeddingsBody)
-    answer = await service.embed_model(principal, body.model, EmbeddingRequest(texts=body.texts))
+    token_ids = body.token_ids
+    inputs = TokenEmbeddingRequest(token_ids=token_ids) if token_ids else EmbeddingRequest(texts=body.texts or [])
+    answer = await service.embed_model(principal, body.model, inputs, dimensions=body.dimensions)
     tokens = answer.tokens_used or 0
     return _json(
         wire.EmbeddingList(
