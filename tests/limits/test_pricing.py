@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelport.limits.pricing import cost_of
+from modelport.limits.pricing import cost_of, reserved_cost_of
 
 PRICES = {
     "input_cost_per_token": 3e-6,
@@ -35,3 +35,13 @@ def test_cached_parts_larger_than_the_prompt_never_make_a_negative_cost() -> Non
     # A vendor's report that does not add up bills what it says was cached, nothing less than 0.
     cost = cost_of(PRICES, 10, 0, cached_prompt_tokens=50)
     assert cost == pytest.approx(50 * 0.3e-6)
+
+
+def test_the_reservation_prices_the_prompt_at_the_highest_input_price() -> None:
+    """A reservation is an upper bound on the bill whatever the vendor caches: here every
+    prompt token written to the cache, at its price above the input price."""
+    reserved = reserved_cost_of(PRICES, 1520, 4)
+    assert reserved == pytest.approx(1520 * 3.75e-6 + 4 * 15e-6)
+    assert reserved >= cost_of(PRICES, 1520, 4, cache_creation_tokens=1520)
+    plain = {"input_cost_per_token": 3e-6, "output_cost_per_token": 15e-6}
+    assert reserved_cost_of(plain, 1520, 4) == pytest.approx(cost_of(plain, 1520, 4))

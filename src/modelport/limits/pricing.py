@@ -55,6 +55,20 @@ def cost_of(
     )
 
 
+def reserved_cost_of(parameters: dict[str, Any], prompt_tokens: int, response_tokens: int) -> float:
+    """The most a call of these counts can cost, for its reservation: before the call
+    nobody knows which prompt tokens the vendor will read from or write to its cache, so
+    each is priced at the highest of the three input prices (writing to Anthropic's
+    cache costs more than plain input), and the budget's overspend bound holds."""
+    input_price = price(parameters, "input_cost_per_token")
+    highest = max(
+        input_price,
+        _cache_price(parameters, "cache_read_input_cost_per_token", input_price),
+        _cache_price(parameters, "cache_creation_input_cost_per_token", input_price),
+    )
+    return prompt_tokens * highest + response_tokens * price(parameters, "output_cost_per_token")
+
+
 def _cache_price(parameters: dict[str, Any], name: str, input_price: float) -> float:
     # Unset (or unreadable): the input price. Set to 0: free, as a vendor may price it.
     value = parameters.get(name)
@@ -103,4 +117,5 @@ __all__ = [
     "prompt_token_bound",
     "prompt_token_guess",
     "rendered_prompt_token_bound",
+    "reserved_cost_of",
 ]
