@@ -1,5 +1,6 @@
-"""Migration 0008 (cached tokens on usage records), up and down, on SQLite and PostgreSQL:
-records written before it read 0 cached tokens, and a downgrade gives back 0007's table."""
+"""The cached-tokens migration on usage records, up and down, on SQLite and PostgreSQL:
+records written before it read 0 cached tokens, and a downgrade gives back the table
+the revision before it had."""
 
 from __future__ import annotations
 
@@ -16,7 +17,21 @@ from modelport.store import db
 from tests.conftest import POSTGRES_SERVER
 from tests.prerequisites import unavailable
 
-REVISION = "0008"
+
+def _revisions() -> tuple[str, str]:
+    """This migration's revision and the one before it, read from its file: the test
+    follows it wherever the chain places it."""
+    import ast
+
+    [path] = (db.MIGRATIONS / "versions").glob("*_cached_tokens.py")
+    found: dict[str, str] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            found.update({target.id: node.value.value for target in node.targets if isinstance(target, ast.Name)})
+    return found["revision"], found["down_revision"]
+
+
+REVISION, BEFORE = _revisions()
 CACHE_COLUMNS = {"cached_prompt_tokens", "cache_creation_tokens"}
 
 
@@ -65,14 +80,14 @@ async def _downgrade(engine: AsyncEngine, revision: str) -> None:
 
 
 async def test_cached_token_columns_up_and_down(engine: AsyncEngine) -> None:
-    await db.upgrade(engine, "0007")
+    await db.upgrade(engine, BEFORE)
     async with engine.begin() as connection:
         assert not CACHE_COLUMNS & await connection.run_sync(_usage_columns)
         await connection.execute(
             text(
                 "INSERT INTO usage_records (account_id, deployment_id, created_at, prompt_tokens, response_tokens,"
                 " status, latency_ms, estimated, cost, request_id) VALUES ('a', 'd', CURRENT_TIMESTAMP, 10, 2,"
-                " 200, 5, false, 0.5, 'before-0008')"
+                " 200, 5, false, 0.5, 'before-cache-columns')"
             )
         )
     await db.upgrade(engine, REVISION)
@@ -82,15 +97,17 @@ async def test_cached_token_columns_up_and_down(engine: AsyncEngine) -> None:
         before = (
             await connection.execute(
                 text("SELECT cached_prompt_tokens, cache_creation_tokens FROM usage_records WHERE request_id = :id"),
-                {"id": "before-0008"},
+                {"id": "before-cache-columns"},
             )
         ).one()
         assert tuple(before) == (0, 0)  # a record from before counted no cache
-    await _downgrade(engine, "0007")
-    assert await db.current_revision(engine) == "0007"
+    await _downgrade(engine, BEFORE)
+    assert await db.current_revision(engine) == BEFORE
     async with engine.begin() as connection:
         assert not CACHE_COLUMNS & await connection.run_sync(_usage_columns)
-        kept = await connection.scalar(text("SELECT prompt_tokens FROM usage_records WHERE request_id = 'before-0008'"))
+        kept = await connection.scalar(
+            text("SELECT prompt_tokens FROM usage_records WHERE request_id = :id"), {"id": "before-cache-columns"}
+        )
         assert kept == 10
     await db.upgrade(engine)  # and up again to the head
     assert await db.schema_is_current(engine)
