@@ -146,6 +146,11 @@ class GenerationChunk:
     # "redacted_thinking", "thinking"?: text, "signature"?: str, "data"?: str}]; a whole
     # answer carries each block whole. Other surfaces ignore it.
     reasoning: list[dict[str, Any]] | None = None
+    # Of `prompt_tokens` (all input tokens, cached or not): those read from the vendor's
+    # prompt cache (the embedded engine: its reused prefix), and those written to it
+    # (Anthropic's cache creation). None: the vendor said nothing about caching.
+    cached_prompt_tokens: int | None = None
+    cache_creation_tokens: int | None = None
 
 
 def join_reasoning(joined: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
@@ -195,7 +200,9 @@ class UsageEvent:
     however the request ended (answered, failed, abandoned by its client, cut off by a
     shutdown). `status` is the HTTP status or the service's final word (499: the client
     went away). `estimated`: the vendor reported no counts, so they are modelport's
-    estimate. `cost` in US dollars."""
+    estimate. `cost` in US dollars. `cached_prompt_tokens` and `cache_creation_tokens`
+    are the parts of `prompt_tokens` read from and written to the vendor's prompt cache,
+    each priced at its own rate (`limits.pricing.cost_of`)."""
 
     principal: Principal
     deployment_id: str
@@ -206,6 +213,8 @@ class UsageEvent:
     estimated: bool = False
     cost: float = 0.0
     request_id: str | None = None
+    cached_prompt_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 # Where usage goes (recording, metrics, the request's log line): called once per

@@ -114,3 +114,16 @@ async def test_refusals_before_any_route_come_in_the_vendors_shape(client: httpx
         "/v4/models/x/chat-completions", content=b"<x/>", headers={"content-type": "application/xml"}
     )
     assert v4.status_code == 415 and "detail" in v4.json()
+
+
+async def test_a_model_without_any_deployment_is_400_not_503(client: httpx.AsyncClient) -> None:
+    """No retry can help a model that has no deployment at all: a client error naming
+    `model`, where one whose deployments are still loading is a 503."""
+    name = f"empty-{uuid.uuid4().hex[:8]}"
+    model = {"name": name, "model_type": "EMBEDDING", "model_vendor": "OPENAI",
+             "model_creation_parameters": {"model": "text-embedding-3-small"}}  # fmt: skip
+    made = await client.post("/v4/models", json=model)
+    assert made.status_code == 200, made.text
+    answer = await client.post("/v1/embeddings", json={"model": name, "input": "hello"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "model" and "no deployment" in answer.json()["error"]["message"]

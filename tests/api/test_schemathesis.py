@@ -52,6 +52,14 @@ RUN_BUDGET_SECONDS = 240
 # Operations with no parameter, query or body: a request cannot get them wrong, so the
 # negative mode has nothing to draw (Unsatisfiable) and the positive mode has one case.
 NOTHING_TO_GET_WRONG = frozenset({"GET /health", "GET /health/live", "GET /health/ready", "GET /metrics"})
+# Routes that read their body with `parse_body` and declare it (`api.openapi_bodies`).
+HAND_PARSED_BODIES = (
+    "POST /v1/chat/completions",
+    "POST /v4/beta/chat/completions",
+    "POST /v1/completions",
+    "POST /v4/beta/completions",
+    "POST /v1/embeddings",
+)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +207,14 @@ async def test_no_generated_request_is_answered_with_a_5xx(
     assert created.status_code == 200, created.text
     fuzzer = Fuzzer(app, raw_client, {"x-api-key": ADMIN_KEY, "x-selected-account-id": created.json()["account_id"]})
     await fuzzer.run()
+    # The bodies the OpenAI-compatible routes parse by hand are declared, and drawn from.
+    document = app.openapi()
+    for operation in HAND_PARSED_BODIES:
+        method, path = operation.split(" ")
+        declared = document["paths"][path][method.lower()]["requestBody"]["content"]["application/json"]["schema"]
+        assert document["components"]["schemas"][declared["$ref"].rsplit("/", 1)[1]]["properties"], operation
+        for mode in ("positive", "negative"):
+            assert fuzzer.sent[mode, operation] >= max(EXAMPLES // 2, 1), (mode, operation)
 
 
 def _short(case: Any) -> Any:

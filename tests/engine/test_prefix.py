@@ -116,3 +116,32 @@ def test_kept_prefixes_give_way_to_requests_that_need_the_cells() -> None:
         assert small.stats()["kv_kept"] <= 512
     finally:
         small.close()
+
+
+def final_chunk(engine: BatchEngine, text: str) -> GenerationChunk:
+    """The last chunk of one request: its finish reason and counts."""
+    key = object()
+    assert engine.submit(key, engine.tokenize(text, special=True), GREEDY) is None
+    for _ in range(2_000):
+        for owner, event in engine.step():
+            assert not isinstance(event, ModelportError), event
+            if owner is key and isinstance(event, GenerationChunk) and event.finish_reason is not None:
+                return event
+    pytest.fail("the request never finished")
+
+
+def test_a_repeated_prompt_reports_the_prefix_it_did_not_evaluate(cached: BatchEngine, uncached: BatchEngine) -> None:
+    """The reused prefix is the engine's prompt cache hit: reported as cached prompt
+    tokens, so that it is billed at the cache-read price and shown as cached."""
+    prompt = ask("How often should I oil my chain?")
+    cached._prefixes.clear()
+    first = final_chunk(cached, prompt)
+    assert first.cached_prompt_tokens == 0  # nothing kept yet: every prompt token evaluated
+    before = cached.reused_tokens
+    again = final_chunk(cached, prompt)
+    assert again.prompt_tokens == first.prompt_tokens == len(cached.tokenize(prompt, special=True))
+    # All but the last prompt token came from the kept prefix (the last one is evaluated
+    # again for its logits), and the report is exactly what the engine reused.
+    assert again.cached_prompt_tokens == (again.prompt_tokens or 0) - 1
+    assert again.cached_prompt_tokens == cached.reused_tokens - before
+    assert final_chunk(uncached, prompt).cached_prompt_tokens == 0

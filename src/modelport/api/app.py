@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from modelport import __version__
-from modelport.api import error_shapes, welcome
+from modelport.api import error_shapes, openapi_bodies, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
 from modelport.api.limits import RequestGuard
 from modelport.api.routes import (
@@ -295,6 +295,7 @@ def _complete_openapi(document: dict[str, Any]) -> None:
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, schema in {**found.pop("$defs", {}), model.__name__: found}.items():
             schemas.setdefault(name, schema)
+    openapi_bodies.add_schemas(schemas)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.get("responses", {})

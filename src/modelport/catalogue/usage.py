@@ -56,6 +56,8 @@ class UsageRecorder:
                 "status": event.status,
                 "latency_ms": round(event.latency_ms),
                 "estimated": event.estimated,
+                "cached_prompt_tokens": event.cached_prompt_tokens,
+                "cache_creation_tokens": event.cache_creation_tokens,
             }
         )
         if len(self._pending) >= self._batch_size:

@@ -287,7 +287,7 @@ def message(body: wire.MessagesBody, generated: Generated) -> wire.MessageRespon
         content=content,
         stop_reason=stop_reason(generated),
         stop_sequence=generated.stop_sequence,
-        usage=wire.Usage(input_tokens=generated.prompt_tokens or 0, output_tokens=generated.response_tokens or 0),
+        usage=usage_of(generated),
     )
 
 
@@ -361,10 +361,22 @@ async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generate
                 index, open_kind = index + 1, "text"
                 yield "content_block_start", _block_start(index, {"type": "text", "text": ""})
             yield close()
-            usage = {"input_tokens": piece.prompt_tokens or 0, "output_tokens": piece.response_tokens or 0}
+            usage = usage_of(piece).model_dump()
             delta = {"stop_reason": stop_reason(piece), "stop_sequence": piece.stop_sequence}
             yield "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
             yield "message_stop", {"type": "message_stop"}
+
+
+def usage_of(generated: Generated) -> wire.Usage:
+    """Anthropic's usage: `input_tokens` is the uncached part of the prompt; the cache
+    reads and writes are counted in their own fields (modelport's `prompt_tokens` holds all)."""
+    read, created = generated.cached_prompt_tokens or 0, generated.cache_creation_tokens or 0
+    return wire.Usage(
+        input_tokens=max((generated.prompt_tokens or 0) - read - created, 0),
+        output_tokens=generated.response_tokens or 0,
+        cache_creation_input_tokens=created,
+        cache_read_input_tokens=read,
+    )
 
 
 def _block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:

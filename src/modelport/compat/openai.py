@@ -170,7 +170,12 @@ def completion_id(prefix: str) -> str:
 
 def _usage(piece: Generated) -> wire.Usage:
     prompt, completion = piece.prompt_tokens or 0, piece.response_tokens or 0
-    return wire.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    # Always there, as OpenAI sends it: the part of prompt_tokens read from the prompt cache.
+    details = wire.PromptTokensDetails(cached_tokens=piece.cached_prompt_tokens or 0)
+    total = prompt + completion
+    return wire.Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, prompt_tokens_details=details
+    )
 
 
 def _chat_logprobs(entries: list[GeneratedLogprob]) -> wire.ChoiceLogprobs:

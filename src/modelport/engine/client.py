@@ -270,14 +270,18 @@ class EngineClient:
             if not finished:
                 connection.send({"op": "cancel", "id": request_id})
 
-    async def embed(self, texts: list[str]) -> EmbeddedTexts:
-        """Sentence vectors for `texts`, in order. Abandoning the wait cancels the work."""
+    async def embed(self, texts: list[str] | None = None, *, tokens: list[list[int]] | None = None) -> EmbeddedTexts:
+        """Sentence vectors for `texts` (or for inputs given as token ids), in order.
+        Abandoning the wait cancels the work."""
         connection = await self._connect()
         request_id = next(self._ids)
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         if not connection.waiting:
             connection.last_heard = asyncio.get_running_loop().time()
-        frame = encode_request({"op": "embed", "id": request_id, "texts": texts}, "the texts to embed")
+        message: dict[str, Any] = {"op": "embed", "id": request_id, "texts": texts or []}
+        if tokens is not None:
+            message["tokens"] = tokens
+        frame = encode_request(message, "the inputs to embed")
         connection.waiting[request_id] = queue
         connection.send_frame(frame)
         finished = False

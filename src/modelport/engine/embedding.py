@@ -25,6 +25,17 @@ from modelport.errors import InvalidRequest
 MAX_TEXT_TOKENS = 512
 
 
+def check_input_ids(inputs: list[list[int]], vocabulary: int) -> None:
+    """A 400 naming `input` when token-id inputs hold ids a model of `vocabulary` tokens lacks."""
+    outside = sorted({token for tokens in inputs for token in tokens if not 0 <= token < vocabulary})
+    if outside:
+        raise InvalidRequest(
+            f"input names token ids outside this model's vocabulary of {vocabulary}: "
+            + ", ".join(map(str, outside[:10])),
+            param="input",
+        )
+
+
 class TextEmbedder:
     def __init__(self, llm: Any, *, threads: int) -> None:
         import llama_cpp

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelport.config import EngineSettings
 from modelport.engine.cpu import unsafe_repacking_off
-from modelport.engine.embedding import TextEmbedder
+from modelport.engine.embedding import TextEmbedder, check_input_ids
 from modelport.engine.logprobs import token_logprob
 from modelport.engine.prefix import PrefixCache
 from modelport.engine.protocol import ModelLoadError
@@ -192,9 +192,14 @@ class BatchEngine:
 
     def embed(self, text: str) -> tuple[list[float], int]:
         """One text's sentence vector (see `engine/embedding.py`) and its token count."""
+        return self.embed_tokens(self.tokenize(text, special=False))
+
+    def embed_tokens(self, tokens: list[int]) -> tuple[list[float], int]:
+        """The vector of one input given as this model's token ids (400 for an id outside
+        the vocabulary): a text's ids give that text's vector."""
+        check_input_ids([tokens], self.vocabulary.size)
         if self._embedder is None:
             self._embedder = TextEmbedder(self._llm, threads=self._threads)
-        tokens = self.tokenize(text, special=False)
         return self._embedder.embed(tokens), len(tokens)
 
     # --- requests ---------------------------------------------------------------------
@@ -373,6 +378,7 @@ class BatchEngine:
                 unevaluated=prompt[reused:],
                 stops=StopSequenceFilter(job.sampling.stop_sequences),
                 evaluated=prompt[:reused],
+                reused=reused,
             )
             self._running.append(sequence)
             self._by_key[job.key] = sequence
@@ -471,6 +477,8 @@ class BatchEngine:
                     finish_reason=finish,
                     prompt_tokens=len(job.prompt_tokens),
                     response_tokens=sequence.generated,
+                    # The reused prefix: the prompt cache's hit, reported as cached tokens.
+                    cached_prompt_tokens=sequence.reused,
                 ),
             )
         )

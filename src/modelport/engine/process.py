@@ -83,7 +83,7 @@ class _EmbedJob:
 
     gateway: _Gateway
     request_id: int
-    texts: list[str]
+    texts: list[str] | list[list[int]]  # texts, or inputs given as token ids
     vectors: list[list[float]] = field(default_factory=list)
     tokens: int = 0
 
@@ -164,8 +164,12 @@ class EngineServer:
         if op == "submit":
             self._submit(gateway, message)
         elif op == "embed":
-            texts = [str(text) for text in message["texts"]]
-            self._embeddings.append(_EmbedJob(gateway, int(message["id"]), texts))
+            inputs: list[str] | list[list[int]]
+            if message.get("tokens") is not None:
+                inputs = [[int(token) for token in tokens] for tokens in message["tokens"]]
+            else:
+                inputs = [str(text) for text in message["texts"]]
+            self._embeddings.append(_EmbedJob(gateway, int(message["id"]), inputs))
             gateway.requests.add(int(message["id"]))
         elif op == "count":  # tokenizing is quick: answered at once, between steps
             tokens = self._engine.tokenize(str(message["text"]), special=bool(message.get("special")))
@@ -205,7 +209,8 @@ class EngineServer:
         """Embed the next text of the oldest embed request; answer it once all are done."""
         job = self._embeddings[0]
         try:
-            vector, tokens = self._engine.embed(job.texts[len(job.vectors)])
+            given = job.texts[len(job.vectors)]
+            vector, tokens = self._engine.embed(given) if isinstance(given, str) else self._engine.embed_tokens(given)
         except ModelportError as exc:
             self._embeddings.popleft()
             job.gateway.requests.discard(job.request_id)

@@ -11,12 +11,14 @@ as msgpack for these small messages.
 Gateway → engine:
   {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "account": "..."}
   {"op": "embed", "id": 8, "texts": ["...", ...]}   sentence vectors (engine/embedding.py)
+  {"op": "embed", "id": 8, "texts": [], "tokens": [[1, 2, ...], ...]}   inputs as token ids
   {"op": "count", "id": 9, "text": "...", "special": true}   a prompt's tokens, nothing generated
   {"op": "cancel", "id": 7}
   {"op": "stats"}
 Engine → gateway:
   {"op": "hello", "info": {...}}                      once, when the connection opens
-  {"op": "step", "events": [[7, text, logprobs, finish, prompt_tokens, response_tokens], ...]}
+  {"op": "step", "events": [[7, text, logprobs, finish, prompt_tokens, response_tokens,
+                              cached_prompt_tokens], ...]}
                                                       one message per engine step, every
                                                       sequence of this connection in it
   {"op": "step", "events": [[7, {"error": "InvalidRequest", "detail": "...", "extra": {}}]]}
@@ -194,7 +196,15 @@ def chunk_to_wire(request_id: int, chunk: GenerationChunk) -> list[Any]:
     logprobs = None
     if chunk.logprobs is not None:
         logprobs = [[entry.token, entry.logprob, entry.bytes, _alternatives(entry)] for entry in chunk.logprobs]
-    return [request_id, chunk.text, logprobs, chunk.finish_reason, chunk.prompt_tokens, chunk.response_tokens]
+    return [
+        request_id,
+        chunk.text,
+        logprobs,
+        chunk.finish_reason,
+        chunk.prompt_tokens,
+        chunk.response_tokens,
+        chunk.cached_prompt_tokens,  # the reused prefix: prompt tokens not evaluated again
+    ]
 
 
 def _alternatives(entry: TokenLogprob) -> list[list[Any]]:
@@ -202,7 +212,7 @@ def _alternatives(entry: TokenLogprob) -> list[list[Any]]:
 
 
 def chunk_from_wire(event: list[Any]) -> GenerationChunk:
-    _, text, logprobs, finish_reason, prompt_tokens, response_tokens = event
+    _, text, logprobs, finish_reason, prompt_tokens, response_tokens, cached_prompt_tokens = event
     entries = None
     if logprobs is not None:
         entries = [
@@ -220,6 +230,7 @@ def chunk_from_wire(event: list[Any]) -> GenerationChunk:
         finish_reason=finish_reason,
         prompt_tokens=prompt_tokens,
         response_tokens=response_tokens,
+        cached_prompt_tokens=cached_prompt_tokens,
     )
 
 

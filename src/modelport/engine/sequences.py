@@ -40,6 +40,7 @@ class Sequence:
     stops: StopSequenceFilter
     evaluated: list[int]  # tokens whose KV cells this sequence holds, in order
     generated: int = 0
+    reused: int = 0  # prompt tokens whose cells came from a kept prefix: never evaluated
     last_token: int = -1
     cancelled: bool = False
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))

@@ -23,7 +23,7 @@ from modelport.limits.base import (
     LimitStoreUnavailable,
     response_headers,
 )
-from modelport.limits.pricing import cost_of, prompt_token_bound, rendered_prompt_token_bound
+from modelport.limits.pricing import prompt_token_bound, rendered_prompt_token_bound, reserved_cost_of
 from modelport.principal import KeyLimits, Principal
 from modelport.prompts.render_pool import RenderScope, render_scope
 from modelport.prompts.templates import render_chat_async
@@ -92,7 +92,7 @@ class LimitGate:
             deployment_rpm=deployment_rpm,
             deployment_tpm=deployment_tpm,
             tokens=prompt_bound + response_bound,
-            cost=cost_of(target.parameters, prompt_bound, response_bound),
+            cost=reserved_cost_of(target.parameters, prompt_bound, response_bound),
             prompt_tokens=prompt_bound,
         )
         if not demand.limited:
@@ -130,7 +130,7 @@ class LimitGate:
             deployment_rpm=None,
             deployment_tpm=demand.deployment_tpm,
             tokens=extra,
-            cost=cost_of(target.parameters, extra, 0),
+            cost=reserved_cost_of(target.parameters, extra, 0),
             prompt_tokens=extra,
         )
         if top_up.limited:

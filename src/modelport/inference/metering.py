@@ -62,6 +62,9 @@ class Generated:
     # What modelport left out of the call or changed (x-modelport-dropped), on a whole
     # answer; a stream carries it as `GeneratedStream.dropped`.
     dropped: tuple[str, ...] = ()
+    # Of prompt_tokens: read from the vendor's prompt cache, and written to it.
+    cached_prompt_tokens: int | None = None
+    cache_creation_tokens: int | None = None
 
 
 NOTHING = Generated(text="")
@@ -109,7 +112,14 @@ class Meter:
         Nothing here awaits: in a cancelled task every await raises again, and what
         came after one would be lost."""
         prompt_tokens, response_tokens = final.prompt_tokens or 0, final.response_tokens or 0
-        cost = cost_of(metered.target.parameters, prompt_tokens, response_tokens)
+        cached, created = final.cached_prompt_tokens or 0, final.cache_creation_tokens or 0
+        cost = cost_of(
+            metered.target.parameters,
+            prompt_tokens,
+            response_tokens,
+            cached_prompt_tokens=cached,
+            cache_creation_tokens=created,
+        )
         if self._limits is not None:
             self._limits.settle(metered.admission, tokens=prompt_tokens + response_tokens, cost=cost)
         if self._usage is not None:
@@ -124,6 +134,8 @@ class Meter:
                     estimated=final.estimated,
                     cost=cost,
                     request_id=metered.request_id,
+                    cached_prompt_tokens=cached,
+                    cache_creation_tokens=created,
                 )
             )
 
@@ -153,6 +165,8 @@ class Meter:
             stop_sequence=final.stop_sequence,
             estimated=final.estimated,
             reasoning=reasoning or None,
+            cached_prompt_tokens=final.cached_prompt_tokens,
+            cache_creation_tokens=final.cache_creation_tokens,
         )
 
     async def stream(
@@ -224,6 +238,8 @@ async def _filtered(
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     response_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    cache_creation_tokens: int | None = None
     estimated = False
     try:
         async for chunk in chunks:
@@ -239,6 +255,10 @@ async def _filtered(
                 prompt_tokens = chunk.prompt_tokens
             if chunk.response_tokens is not None:
                 response_tokens = chunk.response_tokens
+            if chunk.cached_prompt_tokens is not None:
+                cached_prompt_tokens = chunk.cached_prompt_tokens
+            if chunk.cache_creation_tokens is not None:
+                cache_creation_tokens = chunk.cache_creation_tokens
             estimated = estimated or chunk.estimated
             # A vendor that stops by itself ends right after the stop sequence and
             # reports its counts; one that does not must be cut off here.
@@ -257,6 +277,8 @@ async def _filtered(
         response_tokens=response_tokens,
         stop_sequence=output.matched,
         estimated=estimated,
+        cached_prompt_tokens=cached_prompt_tokens,
+        cache_creation_tokens=cache_creation_tokens,
     )
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.errors import (
     DeploymentUnavailable,
+    InvalidRequest,
     ModelportError,
     NotFound,
     RateLimited,
@@ -71,8 +72,10 @@ class Route:
     """What a `model` reference names: its deployments and the models to fall back on."""
 
     model_id: str
-    deployment_ids: tuple[str, ...]
+    deployment_ids: tuple[str, ...]  # the READY ones
     fallback_models: tuple[str, ...] = ()
+    # Whether the model has any deployment, READY or not: with none, no retry can help.
+    has_deployments: bool = True
 
 
 @dataclass(slots=True)
@@ -159,6 +162,13 @@ class Router:
         """Call `attempt(deployment_id)` on each candidate until one answers."""
         candidates = await self.candidates(account_id, model)
         if not candidates:
+            route = await self.resolve(account_id, model)
+            if not route.has_deployments and not route.fallback_models:
+                # A client error, not a 503: waiting would not make one appear.
+                raise InvalidRequest(
+                    f"model {model!r} has no deployment: create one (POST /v4/models/{route.model_id}/deployments)",
+                    param="model",
+                )
             raise DeploymentUnavailable(f"model {model!r} has no READY deployment")
         last: ModelportError | None = None
         for deployment_id in candidates:
@@ -207,4 +217,5 @@ async def _load_route(session: AsyncSession, *, account_id: str, model: str) -> 
         model_id=chosen.id,
         deployment_ids=tuple(deployments),
         fallback_models=tuple(str(name) for name in fallbacks if str(name) != model),
+        has_deployments=bool(deployments) or await repo.count_deployments(session, model_id=chosen.id) > 0,
     )

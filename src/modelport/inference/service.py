@@ -29,10 +29,16 @@ from modelport.observability.requests import leaving_out
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
 from modelport.principal import Principal
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
-from modelport.schemas.retrieval import EmbeddingRequest, EmbeddingResponse, RerankingRequest, RerankingResponse
+from modelport.schemas.retrieval import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    RerankingRequest,
+    RerankingResponse,
+    TokenEmbeddingRequest,
+)
 from modelport.store.cache import CatalogueCache
 from modelport.vendors.adapters import VendorRegistry
-from modelport.vendors.base import Capabilities, Embedder, Reranker, Vendor
+from modelport.vendors.base import Capabilities, Embedder, EmbeddingInput, InputEmbedder, Reranker, Vendor
 from modelport.vendors.counting import PromptCount, count_prompt
 
 # Text the model does not generate: what a deployment of another type is told.
@@ -156,21 +162,50 @@ class InferenceService:
 
     # --- retrieval ------------------------------------------------------------------------
 
-    async def embed(self, principal: Principal, deployment_id: str, request: EmbeddingRequest) -> EmbeddingResponse:
-        """One vector per text, in order (SPEC 3.5)."""
+    async def embed(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        request: EmbeddingRequest | TokenEmbeddingRequest,
+        *,
+        dimensions: int | None = None,
+    ) -> EmbeddingResponse:
+        """One vector per input, in order (SPEC 3.5): texts, or (from `/v1/embeddings`)
+        token ids, with `dimensions` where the vendor can shorten its vectors."""
         started = time.perf_counter()
-        vendor, metered = await self._retrieval(principal, deployment_id, request, "EMBEDDING", started)
-        assert isinstance(vendor, Embedder)
-        result = await self._meter.retrieve(
-            metered, lambda: vendor.embed(metered.target, list(request.texts)), lambda result: result.tokens
+        vendor, metered = await self._retrieval(
+            principal, deployment_id, request, "EMBEDDING", started, dimensions=dimensions
         )
+        if isinstance(request, EmbeddingRequest) and dimensions is None:
+            assert isinstance(vendor, Embedder)
+            result = await self._meter.retrieve(
+                metered, lambda: vendor.embed(metered.target, list(request.texts)), lambda result: result.tokens
+            )
+        else:
+            assert isinstance(vendor, InputEmbedder)
+            if isinstance(request, EmbeddingRequest):
+                given = EmbeddingInput(texts=list(request.texts), dimensions=dimensions)
+            else:
+                given = EmbeddingInput(token_ids=[list(ids) for ids in request.token_ids], dimensions=dimensions)
+            result = await self._meter.retrieve(
+                metered, lambda: vendor.embed_input(metered.target, given), lambda result: result.tokens
+            )
         return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
 
-    async def embed_model(self, principal: Principal, model: str, request: EmbeddingRequest) -> EmbeddingResponse:
+    async def embed_model(
+        self,
+        principal: Principal,
+        model: str,
+        request: EmbeddingRequest | TokenEmbeddingRequest,
+        *,
+        dimensions: int | None = None,
+    ) -> EmbeddingResponse:
         """Embeddings from one of the deployments `model` names (see `routing`), for the
         compatible surfaces."""
         return await self._router.run(
-            principal.account_id, model, lambda deployment_id: self.embed(principal, deployment_id, request)
+            principal.account_id,
+            model,
+            lambda deployment_id: self.embed(principal, deployment_id, request, dimensions=dimensions),
         )
 
     async def rerank(self, principal: Principal, deployment_id: str, request: RerankingRequest) -> RerankingResponse:
@@ -233,9 +268,11 @@ class InferenceService:
         self,
         principal: Principal,
         deployment_id: str,
-        request: EmbeddingRequest | RerankingRequest,
+        request: EmbeddingRequest | TokenEmbeddingRequest | RerankingRequest,
         model_type: str,
         started: float,
+        *,
+        dimensions: int | None = None,
     ) -> tuple[Vendor, Metered]:
         """Resolve an embeddings or rerankings deployment and admit the call: it generates
         nothing, so its input is all it reserves."""
@@ -245,14 +282,25 @@ class InferenceService:
         able, verb = (Embedder, "embed texts") if model_type == "EMBEDDING" else (Reranker, "rerank")
         if not isinstance(resolved.vendor, able):
             raise InvalidRequest(f"vendor {target.model_vendor} cannot {verb} on this modelport server")
+        asks_more = isinstance(request, TokenEmbeddingRequest) or dimensions is not None
+        if asks_more and not isinstance(resolved.vendor, InputEmbedder):
+            param = "dimensions" if dimensions is not None else "input"
+            what = "a `dimensions`" if dimensions is not None else "input as token ids"
+            raise InvalidRequest(f"vendor {target.model_vendor} takes no {what} for embeddings", param=param)
         if isinstance(request, EmbeddingRequest):
             text = "\n".join(request.texts)
+        elif isinstance(request, TokenEmbeddingRequest):
+            # Each id is one token, and the reservation counts a byte as a token: one
+            # byte per id reserves exactly the tokens the input holds.
+            text = "\n".join("x" * len(ids) for ids in request.token_ids)
         else:
             text = "\n".join([request.query, *request.chunks, request.instruction or ""])
         reserved = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt=text)
         return resolved.vendor, await self._meter.admit(principal, deployment_id, target, reserved, started)
 
 
-def _bindings(request: CompletionRequest | EmbeddingRequest | RerankingRequest) -> dict[str, Any]:
+def _bindings(
+    request: CompletionRequest | EmbeddingRequest | TokenEmbeddingRequest | RerankingRequest,
+) -> dict[str, Any]:
     parameters = request.model_request_parameters
     return parameters.bindings if parameters else {}

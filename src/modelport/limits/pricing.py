@@ -1,7 +1,10 @@
 """What a request may cost, before it runs (the reservation) and after (the bill).
 
 Prices come from the model's creation parameters (`input_cost_per_token`,
-`output_cost_per_token`, US dollars, LiteLLM's names), with a deployment's overrides.
+`output_cost_per_token`, `cache_read_input_cost_per_token`,
+`cache_creation_input_cost_per_token`, US dollars, LiteLLM's names), with a deployment's
+overrides. A cache price left unset is the input price: cached tokens then cost what
+any input token costs.
 """
 
 from __future__ import annotations
@@ -26,10 +29,56 @@ def price(parameters: dict[str, Any], name: str) -> float:
     return found if math.isfinite(found) and found > 0 else 0.0
 
 
-def cost_of(parameters: dict[str, Any], prompt_tokens: int, response_tokens: int) -> float:
-    return prompt_tokens * price(parameters, "input_cost_per_token") + response_tokens * price(
-        parameters, "output_cost_per_token"
+def cost_of(
+    parameters: dict[str, Any],
+    prompt_tokens: int,
+    response_tokens: int,
+    *,
+    cached_prompt_tokens: int = 0,
+    cache_creation_tokens: int = 0,
+) -> float:
+    """What a call cost: `prompt_tokens` counts every input token, of which
+    `cached_prompt_tokens` were read from the vendor's prompt cache and
+    `cache_creation_tokens` written to it; each part at its own price."""
+    input_price = price(parameters, "input_cost_per_token")
+    read_price = _cache_price(parameters, "cache_read_input_cost_per_token", input_price)
+    creation_price = _cache_price(parameters, "cache_creation_input_cost_per_token", input_price)
+    cached = max(cached_prompt_tokens, 0)
+    created = max(cache_creation_tokens, 0)
+    # A vendor's cached parts never exceed its total; if one says so, no part is negative.
+    uncached = max(prompt_tokens - cached - created, 0)
+    return (
+        uncached * input_price
+        + cached * read_price
+        + created * creation_price
+        + response_tokens * price(parameters, "output_cost_per_token")
     )
+
+
+def reserved_cost_of(parameters: dict[str, Any], prompt_tokens: int, response_tokens: int) -> float:
+    """The most a call of these counts can cost, for its reservation: before the call
+    nobody knows which prompt tokens the vendor will read from or write to its cache, so
+    each is priced at the highest of the three input prices (writing to Anthropic's
+    cache costs more than plain input), and the budget's overspend bound holds."""
+    input_price = price(parameters, "input_cost_per_token")
+    highest = max(
+        input_price,
+        _cache_price(parameters, "cache_read_input_cost_per_token", input_price),
+        _cache_price(parameters, "cache_creation_input_cost_per_token", input_price),
+    )
+    return prompt_tokens * highest + response_tokens * price(parameters, "output_cost_per_token")
+
+
+def _cache_price(parameters: dict[str, Any], name: str, input_price: float) -> float:
+    # Unset (or unreadable): the input price. Set to 0: free, as a vendor may price it.
+    value = parameters.get(name)
+    try:
+        found = float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        found = math.nan
+    if not math.isfinite(found):
+        return input_price
+    return max(found, 0.0)
 
 
 def prompt_token_bound(call: GenerationCall) -> int:
@@ -68,4 +117,5 @@ __all__ = [
     "prompt_token_bound",
     "prompt_token_guess",
     "rendered_prompt_token_bound",
+    "reserved_cost_of",
 ]

@@ -259,8 +259,10 @@ StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "ref
 
 
 class Usage(BaseModel):
-    input_tokens: int
+    input_tokens: int  # as Anthropic counts it: only the input read neither from nor into the cache
     output_tokens: int
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
 
 
 class MessageResponse(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from modelport.generation import FinishReason, TextFinishReason
 from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, MAX_TOP_K, MAX_TOP_LOGPROBS, TokenLogprob
-from modelport.schemas.retrieval import MAX_TEXTS
+from modelport.schemas.retrieval import MAX_DIMENSIONS, MAX_TEXTS, TokenIds
 
 
 class _Strict(BaseModel):
@@ -227,10 +227,15 @@ class ChatChoice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # of prompt_tokens: read from the prompt cache
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -307,18 +312,35 @@ class TextCompletion(BaseModel):
 
 class EmbeddingsBody(_Strict):
     model: Annotated[str, StringConstraints(min_length=1)]
-    # Text only: OpenAI also takes token-id arrays, which mean nothing to another vendor.
+    # A text, texts, one input as token ids, or several: token ids are the model's own
+    # (passed through to OpenAI-compatible upstreams, embedded as they are by the engine).
     input: (
         Annotated[str, StringConstraints(min_length=1)]
         | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1, max_length=MAX_TEXTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_TEXTS)]
     )
     # The openai SDK asks for base64 unless told otherwise: little-endian float32s.
     encoding_format: Literal["float", "base64"] = "float"
+    # The width of the vectors, for models that can shorten theirs (a 400 where one cannot).
+    dimensions: Annotated[int, Field(ge=1, le=MAX_DIMENSIONS)] | None = None
     user: str | None = None  # accepted and ignored, as the chat routes do
 
     @property
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def texts(self) -> list[str] | None:
+        """The inputs as texts; None when they are token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        return [item for item in self.input if isinstance(item, str)] or None
+
+    @property
+    def token_ids(self) -> list[list[int]] | None:
+        """The inputs as token-id lists; None when they are texts."""
+        if isinstance(self.input, str) or isinstance(self.input[0], str):
+            return None
+        if isinstance(self.input[0], int):
+            return [[item for item in self.input if isinstance(item, int)]]
+        return [item for item in self.input if isinstance(item, list)]
 
 
 class EmbeddingItem(BaseModel):

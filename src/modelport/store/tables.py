@@ -225,6 +225,10 @@ class UsageRecord(Base):
     key_id: Mapped[str | None] = mapped_column(String(36), default=None)
     # One per request: a flush retried after an unclear failure cannot count twice.
     request_id: Mapped[str | None] = mapped_column(String(36), unique=True, default=None)
+    # Of prompt_tokens: read from the vendor's prompt cache (the embedded engine's reused
+    # prefix), and written to it; each priced at its own rate (limits/pricing.py).
+    cached_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cache_creation_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class StoredResponse(Base):

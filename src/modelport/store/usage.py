@@ -30,7 +30,7 @@ async def insert_usage(session: AsyncSession, records: list[dict[str, Any]]) -> 
     await session.execute(statement, records)
 
 
-# Rows per INSERT statement: 11 fields each, 5,500 parameters, within SQLite's 32,766.
+# Rows per INSERT statement: 13 fields each, 6,500 parameters, within SQLite's 32,766.
 _SQLITE_ROWS_PER_INSERT = 500
 
 

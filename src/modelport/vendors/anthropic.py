@@ -149,6 +149,8 @@ class AnthropicVendor(HttpVendor):
             finish_reason=finish,
             prompt_tokens=_input_tokens(usage),
             response_tokens=usage.get("output_tokens"),
+            cached_prompt_tokens=_count(usage, "cache_read_input_tokens"),
+            cache_creation_tokens=_count(usage, "cache_creation_input_tokens"),
         )
 
     def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
@@ -165,7 +167,7 @@ class _Events(EventParser):
         kind = payload.get("type", name)
         if kind == "message_start":
             usage = (payload.get("message") or {}).get("usage") or {}
-            self.prompt_tokens = _input_tokens(usage)
+            self._read_usage(usage)
             self.response_tokens = usage.get("output_tokens", self.response_tokens)
         elif kind == "content_block_start":
             block = payload.get("content_block") or {}
@@ -196,10 +198,24 @@ class _Events(EventParser):
             if reason:
                 self.finish = STOP_REASONS.get(str(reason), "stop")
             # output_tokens here is cumulative: the last one is the total.
-            self.response_tokens = (payload.get("usage") or {}).get("output_tokens", self.response_tokens)
+            usage = payload.get("usage") or {}
+            self.response_tokens = usage.get("output_tokens", self.response_tokens)
+            # message_delta may repeat (or first give) the input counts, cache parts included.
+            self._read_usage(usage)
         elif kind == "error":
             error = payload.get("error") or {}
             raise UpstreamError(f"ANTHROPIC failed mid-stream: {error.get('message', error)}")
+
+    def _read_usage(self, usage: dict[str, Any]) -> None:
+        """The input counts of a usage object, where it carries them."""
+        total = _input_tokens(usage)
+        if total is not None:
+            self.prompt_tokens = total
+        read, created = _count(usage, "cache_read_input_tokens"), _count(usage, "cache_creation_input_tokens")
+        if read is not None:
+            self.cached_prompt_tokens = read
+        if created is not None:
+            self.cache_creation_tokens = created
 
 
 def _reasoning(index: int, block: dict[str, Any]) -> dict[str, Any]:
@@ -212,11 +228,17 @@ def _reasoning(index: int, block: dict[str, Any]) -> dict[str, Any]:
 
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:
-    if "input_tokens" not in usage:
+    """Every input token: Anthropic's `input_tokens` is only the uncached part; the cache
+    reads and writes are still prompt tokens the model used (reported apart by `_count`)."""
+    if usage.get("input_tokens") is None:
         return None
-    # Cached prompt tokens are still prompt tokens the model used.
     cached = int(usage.get("cache_creation_input_tokens") or 0) + int(usage.get("cache_read_input_tokens") or 0)
     return int(usage["input_tokens"]) + cached
+
+
+def _count(usage: dict[str, Any], name: str) -> int | None:
+    value = usage.get(name)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:

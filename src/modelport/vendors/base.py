@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
 from modelport.vendors.settings import CommonSettings
+
+_Item = TypeVar("_Item")  # what `in_batches` splits: texts, or token-id lists
 
 # Every optional request parameter a vendor may or may not honour.
 OPTIONAL_PARAMETERS = frozenset(
@@ -151,6 +153,25 @@ class Embedder(Protocol):
     async def embed(self, target: Target, texts: list[str]) -> Embeddings: ...
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingInput:
+    """What an embeddings call reads beyond plain texts (OpenAI's `/v1/embeddings`):
+    inputs as the model's own token ids, and the width of the vectors asked for."""
+
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+    dimensions: int | None = None
+
+
+@runtime_checkable
+class InputEmbedder(Protocol):
+    """An embedder that also takes token ids and `dimensions` (optional, like `Embedder`:
+    a vendor without it answers 400 for either). It answers 400 naming `dimensions`
+    where the deployment's model cannot shorten its vectors."""
+
+    async def embed_input(self, target: Target, given: EmbeddingInput) -> Embeddings: ...
+
+
 @runtime_checkable
 class Reranker(Protocol):
     """A vendor that scores chunks against a query (optional, like `Embedder`)."""
@@ -158,7 +179,7 @@ class Reranker(Protocol):
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores: ...
 
 
-def in_batches(items: list[str], size: int) -> list[list[str]]:
+def in_batches(items: list[_Item], size: int) -> list[list[_Item]]:
     """Split an input that is larger than a vendor's batch; answers join back in order."""
     return [items[start : start + size] for start in range(0, len(items), size)]
 
@@ -183,6 +204,10 @@ async def collect(chunks: ChunkStream) -> GenerationChunk:
                 result.prompt_tokens = chunk.prompt_tokens
             if chunk.response_tokens is not None:
                 result.response_tokens = chunk.response_tokens
+            if chunk.cached_prompt_tokens is not None:
+                result.cached_prompt_tokens = chunk.cached_prompt_tokens
+            if chunk.cache_creation_tokens is not None:
+                result.cache_creation_tokens = chunk.cache_creation_tokens
     result.text = "".join(texts)
     result.logprobs = logprobs or None
     result.tool_calls = tool_calls or None

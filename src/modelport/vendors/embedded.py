@@ -7,6 +7,7 @@ from typing import Any
 
 from modelport.engine.client import EngineClient, EngineInfo
 from modelport.engine.control_tokens import neutralise_messages
+from modelport.engine.embedding import check_input_ids
 from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, grammar_for
 from modelport.engine.pool import EnginePool
 from modelport.engine.protocol import ModelLoadError
@@ -14,7 +15,15 @@ from modelport.engine.sampler import check_token_ids
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.prompts.templates import render_chat_async
-from modelport.vendors.base import OPTIONAL_PARAMETERS, Capabilities, ChunkStream, Embeddings, Target, collect
+from modelport.vendors.base import (
+    OPTIONAL_PARAMETERS,
+    Capabilities,
+    ChunkStream,
+    EmbeddingInput,
+    Embeddings,
+    Target,
+    collect,
+)
 from modelport.vendors.embedded_tools import (
     as_tool_call,
     auto_sampling,
@@ -115,6 +124,24 @@ class EmbeddedVendor:
         """Mean-pooled unit vectors from the deployment's GGUF file (engine/embedding.py)."""
         engine = await self._model(target)
         answer = await engine.embed(texts)
+        return Embeddings(vectors=answer.vectors, tokens=answer.tokens)
+
+    async def embed_input(self, target: Target, given: EmbeddingInput) -> Embeddings:
+        """Token-id inputs are this model's own ids, embedded as they are; its vectors
+        have the model's width, so `dimensions` is refused."""
+        if given.dimensions is not None:
+            raise InvalidRequest(
+                "`dimensions`: the embedded model's vectors have its own width and cannot be shortened",
+                param="dimensions",
+            )
+        if given.token_ids is None:
+            return await self.embed(target, given.texts or [])
+        engine = await self._model(target)
+        vocabulary = engine.info.vocabulary
+        if vocabulary is not None:
+            # Checked here too (the engine checks again): a 400 before the engine's queue.
+            check_input_ids(given.token_ids, vocabulary)
+        answer = await engine.embed(tokens=given.token_ids)
         return Embeddings(vectors=answer.vectors, tokens=answer.tokens)
 
     async def aclose(self) -> None:

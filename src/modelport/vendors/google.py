@@ -116,6 +116,7 @@ class GoogleVendor(HttpVendor):
             finish_reason=frame.finish or "stop",
             prompt_tokens=frame.prompt_tokens,
             response_tokens=frame.response_tokens,
+            cached_prompt_tokens=frame.cached_tokens,
         )
 
     def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
@@ -154,6 +155,8 @@ class _Events(EventParser):
             self.prompt_tokens = frame.prompt_tokens
         if frame.response_tokens is not None:
             self.response_tokens = frame.response_tokens
+        if frame.cached_tokens is not None:
+            self.cached_prompt_tokens = frame.cached_tokens
 
 
 class _Frame:
@@ -180,6 +183,8 @@ class _Frame:
                     self.finish = "tool_calls"
         usage = payload.get("usageMetadata") or {}
         self.prompt_tokens: int | None = usage.get("promptTokenCount")
+        # Part of promptTokenCount: read from a cached content (explicit or implicit caching).
+        self.cached_tokens: int | None = usage.get("cachedContentTokenCount")
         candidates_tokens = usage.get("candidatesTokenCount")
         thoughts = usage.get("thoughtsTokenCount") or 0
         self.response_tokens: int | None = None if candidates_tokens is None else candidates_tokens + thoughts

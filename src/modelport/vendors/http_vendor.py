@@ -52,6 +52,9 @@ class EventParser(ABC):
         self.finish: FinishReason = "stop"
         self.prompt_tokens: int | None = None
         self.response_tokens: int | None = None
+        # Of prompt_tokens: read from the vendor's prompt cache, and written to it.
+        self.cached_prompt_tokens: int | None = None
+        self.cache_creation_tokens: int | None = None
         # Set by a vendor whose stream says it is over before its connection ends.
         self.finished = False
 
@@ -62,7 +65,11 @@ class EventParser(ABC):
     def last(self) -> GenerationChunk:
         """The closing chunk: the finish reason and the token counts."""
         return GenerationChunk(
-            finish_reason=self.finish, prompt_tokens=self.prompt_tokens, response_tokens=self.response_tokens
+            finish_reason=self.finish,
+            prompt_tokens=self.prompt_tokens,
+            response_tokens=self.response_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            cache_creation_tokens=self.cache_creation_tokens,
         )
 
 

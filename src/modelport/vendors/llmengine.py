@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk
-from modelport.vendors.base import Capabilities, ChunkStream, Embedder, Embeddings, Reranker, Scores, Target, Vendor
+from modelport.vendors.base import (
+    Capabilities,
+    ChunkStream,
+    Embedder,
+    EmbeddingInput,
+    Embeddings,
+    InputEmbedder,
+    Reranker,
+    Scores,
+    Target,
+    Vendor,
+)
 from modelport.vendors.settings import LLMEngineSettings
 
 PROTOCOLS = ("openai", "llmengine-v1")
@@ -43,6 +54,13 @@ class LLMEngineVendor:
         if not isinstance(vendor, Embedder):
             raise InvalidRequest(f"LLM Engine protocol {target.parameters.get('protocol')!r} cannot embed texts")
         return await vendor.embed(target, texts)
+
+    async def embed_input(self, target: Target, given: EmbeddingInput) -> Embeddings:
+        vendor = self._for(target)
+        if not isinstance(vendor, InputEmbedder):
+            protocol = target.parameters.get("protocol")
+            raise InvalidRequest(f"LLM Engine protocol {protocol!r} takes no token ids nor `dimensions`", param="input")
+        return await vendor.embed_input(target, given)
 
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
         vendor = self._for(target)

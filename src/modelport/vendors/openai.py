@@ -190,6 +190,7 @@ class OpenAICompatible(OpenAIRetrieval):
             finish_reason=finish,
             prompt_tokens=usage.get("prompt_tokens"),
             response_tokens=usage.get("completion_tokens"),
+            cached_prompt_tokens=cached_tokens(usage),
         )
 
     def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
@@ -210,6 +211,9 @@ class _Events(EventParser):
         if usage:
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             self.response_tokens = usage.get("completion_tokens", self.response_tokens)
+            cached = cached_tokens(usage)
+            if cached is not None:
+                self.cached_prompt_tokens = cached
         for choice in payload.get("choices") or []:
             delta = choice.get("delta") or {}
             text = delta.get("content") if "delta" in choice else choice.get("text")
@@ -233,8 +237,20 @@ class _Events(EventParser):
         if prompt_tokens is None:
             prompt_tokens = estimate_prompt_tokens(self._call)
         return GenerationChunk(
-            finish_reason=self.finish, prompt_tokens=prompt_tokens, response_tokens=response_tokens, estimated=estimated
+            finish_reason=self.finish,
+            prompt_tokens=prompt_tokens,
+            response_tokens=response_tokens,
+            estimated=estimated,
+            cached_prompt_tokens=self.cached_prompt_tokens,
         )
+
+
+def cached_tokens(usage: dict[str, Any]) -> int | None:
+    """OpenAI's `usage.prompt_tokens_details.cached_tokens` (part of `prompt_tokens`);
+    vLLM reports it too, with prefix caching on."""
+    details = usage.get("prompt_tokens_details")
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # An assistant turn's tool calls, and a tool turn's answer, travel as OpenAI sends them.

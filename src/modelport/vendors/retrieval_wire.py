@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from modelport.errors import InvalidRequest, UpstreamError
-from modelport.vendors.base import Embeddings, Scores, Target, in_batches
+from modelport.vendors.base import EmbeddingInput, Embeddings, Scores, Target, in_batches
 from modelport.vendors.http_vendor import HttpVendor
 from modelport.vendors.upstream import join_url, upstream_model
 
@@ -69,17 +69,39 @@ class OpenAIRetrieval(HttpVendor):
         raise NotImplementedError
 
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
+        return await self._embed_all(target, [*texts], None)
+
+    async def embed_input(self, target: Target, given: EmbeddingInput) -> Embeddings:
+        """Token-id inputs pass through as OpenAI takes them (the upstream model's own
+        ids); `dimensions` to OpenAI, and to a compatible server whose settings say it
+        takes it (`embedding_dimensions`), else 400."""
+        if given.dimensions is not None and not (
+            self.vendor == "OPENAI" or getattr(target.settings, "embedding_dimensions", None)
+        ):
+            raise InvalidRequest(
+                f"{self.vendor} deployment {target.deployment_id} takes no `dimensions`; set the model's "
+                "`embedding_dimensions` if its server shortens vectors",
+                param="dimensions",
+            )
+        inputs: list[str | list[int]] = [*given.token_ids] if given.token_ids is not None else [*(given.texts or [])]
+        return await self._embed_all(target, inputs, given.dimensions)
+
+    async def _embed_all(self, target: Target, inputs: list[str | list[int]], dimensions: int | None) -> Embeddings:
         vectors: list[list[float]] = []
         tokens: int | None = None
-        for batch in in_batches(texts, OPENAI_EMBED_BATCH):
-            batch_vectors, batch_tokens = await self._embed_batch(target, batch)
+        for batch in in_batches(inputs, OPENAI_EMBED_BATCH):
+            batch_vectors, batch_tokens = await self._embed_batch(target, batch, dimensions)
             vectors += batch_vectors
             if batch_tokens is not None:
                 tokens = (tokens or 0) + batch_tokens
         return Embeddings(vectors=vectors, tokens=tokens)
 
-    async def _embed_batch(self, target: Target, texts: list[str]) -> tuple[list[list[float]], int | None]:
-        body = {"model": upstream_model(target), "input": texts, "encoding_format": "float"}
+    async def _embed_batch(
+        self, target: Target, texts: list[str | list[int]], dimensions: int | None = None
+    ) -> tuple[list[list[float]], int | None]:
+        body: dict[str, Any] = {"model": upstream_model(target), "input": texts, "encoding_format": "float"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
         payload = await self.answer_of(self.post(target, join_url(self._base_url(target), "embeddings"), body))
         items = ordered(list(payload.get("data") or []), len(texts), vendor=self.vendor, what="embeddings")
         embeddings = [item.get("embedding") for item in items]
@@ -93,7 +115,7 @@ class OpenAIRetrieval(HttpVendor):
             vectors: list[list[float]] = []
             tokens: int | None = None
             for text in texts:
-                [vector], used = await self._embed_batch(target, [text])
+                [vector], used = await self._embed_batch(target, [text], dimensions)
                 vectors.append(vector)
                 tokens = tokens if used is None else (tokens or 0) + used
             return vectors, tokens

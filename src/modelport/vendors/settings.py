@@ -55,6 +55,9 @@ class CommonSettings(_Settings):
     drop_unsupported_params: bool | None = None
     input_cost_per_token: Cost | None = None
     output_cost_per_token: Cost | None = None
+    # Input tokens read from / written to the vendor's prompt cache; unset: the input price.
+    cache_read_input_cost_per_token: Cost | None = None
+    cache_creation_input_cost_per_token: Cost | None = None
     # A deployment's own limits, protecting its upstream (SPEC 7; inference/admission.py).
     rpm_limit: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     tpm_limit: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
@@ -77,6 +80,9 @@ class OpenAISettings(CommonSettings):
 
 class OpenAICompatibleSettings(CommonSettings):
     """FIREWORKS_AI and OTHER: any server that speaks OpenAI's API, at its base_url."""
+
+    # The server shortens embedding vectors on request: `dimensions` is passed on (else 400).
+    embedding_dimensions: bool | None = None
 
     required: ClassVar[tuple[str, ...]] = ("model", "base_url")
 
@@ -106,6 +112,8 @@ class LLMEngineSettings(CommonSettings):
     chat_template: Annotated[str, Field(max_length=100_000)] | None = None
     bos_token: Annotated[str, Field(max_length=100)] | None = None
     eos_token: Annotated[str, Field(max_length=100)] | None = None
+    # As OpenAICompatibleSettings': the server (vLLM) shortens embedding vectors on request.
+    embedding_dimensions: bool | None = None
     required: ClassVar[tuple[str, ...]] = ("model", "base_url")
 
 

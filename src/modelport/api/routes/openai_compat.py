@@ -23,12 +23,13 @@ from modelport.api import sse
 from modelport.api.answers import TextSurface
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
+from modelport.api.openapi_bodies import declared_body
 from modelport.api.routes import anthropic_compat
 from modelport.compat import openai as translate
 from modelport.errors import NotFound
 from modelport.schemas import openai as wire
 from modelport.schemas.catalogue import MAX_PAGE_SIZE
-from modelport.schemas.retrieval import EmbeddingRequest
+from modelport.schemas.retrieval import EmbeddingRequest, TokenEmbeddingRequest
 
 router = APIRouter(tags=["openai-compatible"])
 
@@ -59,24 +60,32 @@ _TEXT: TextSurface[wire.TextCompletionBody, BaseModel] = TextSurface(
 )
 
 
-@router.post("/v1/chat/completions", response_model=wire.ChatCompletion)
-@router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion)
+# The bodies are parsed by hand (`parse_body`), and declared to OpenAPI (`declared_body`).
+_CHAT_BODY = declared_body(wire.ChatCompletionBody, "OpenAI")
+_TEXT_BODY = declared_body(wire.TextCompletionBody, "OpenAI")
+_EMBEDDINGS_BODY = declared_body(wire.EmbeddingsBody, "OpenAI")
+
+
+@router.post("/v1/chat/completions", response_model=wire.ChatCompletion, openapi_extra=_CHAT_BODY)
+@router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion, openapi_extra=_CHAT_BODY)
 async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.ChatCompletionBody)
     return await _CHAT.by_model(service, principal, body.model, body, _framing(request))
 
 
-@router.post("/v1/completions", response_model=wire.TextCompletion)
-@router.post("/v4/beta/completions", response_model=wire.TextCompletion)
+@router.post("/v1/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
+@router.post("/v4/beta/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
 async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.TextCompletionBody)
     return await _TEXT.by_model(service, principal, body.model, body, _framing(request))
 
 
-@router.post("/v1/embeddings", response_model=wire.EmbeddingList)
+@router.post("/v1/embeddings", response_model=wire.EmbeddingList, openapi_extra=_EMBEDDINGS_BODY)
 async def embeddings(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.EmbeddingsBody)
-    answer = await service.embed_model(principal, body.model, EmbeddingRequest(texts=body.texts))
+    token_ids = body.token_ids
+    inputs = TokenEmbeddingRequest(token_ids=token_ids) if token_ids else EmbeddingRequest(texts=body.texts or [])
+    answer = await service.embed_model(principal, body.model, inputs, dimensions=body.dimensions)
     tokens = answer.tokens_used or 0
     return _json(
         wire.EmbeddingList(
