@@ -154,7 +154,7 @@ async def model(served: tuple[FastAPI, httpx.AsyncClient]) -> str:
         json={
             "name": name,
             "model_type": "CHAT_COMPLETION",
-            "model_vendor": "OPENAI",
+            "model_vendor": "OTHER",  # an OpenAI-compatible server that speaks chat completions only
             "model_creation_parameters": {"base_url": "http://upstream.test/v1", "model": "m"},
         },
     )

@@ -1,9 +1,10 @@
 """The real Codex CLI (npm `@openai/codex`, pinned in `tests/agent_clis.py`) pointed at
-modelport as a custom provider with `wire_api = "responses"`, as its users configure it:
-its first request (about 40 KB: developer and user messages, function, namespace and
-web_search tools, reasoning, include, prompt_cache_key, client_metadata, streamed) is
-translated onto a deployment whose upstream speaks only chat completions, and the CLI
-prints the upstream's answer."""
+modelport as a custom provider with `wire_api = "responses"`, as its users configure it.
+Its first request (about 40 KB: developer and user messages, function, namespace and
+web_search tools, reasoning, include, prompt_cache_key, client_metadata, streamed) goes
+whole to an OPENAI deployment's upstream (which serves the Responses API), and is
+translated onto an OpenAI-compatible deployment whose upstream speaks only chat
+completions; either way the CLI prints the upstream's answer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,12 +31,56 @@ KEY = "mp_codex_cli_admin_key_0123456789"
 ANSWER = "Hello from the chat-completions upstream."
 
 
-class ChatUpstream:
-    """An OpenAI-compatible upstream on loopback that speaks only /v1/chat/completions
-    (streamed), and records every body it is sent."""
+def responses_events(model: str) -> bytes:
+    """OpenAI's events for a streamed response that says ANSWER."""
+    created = int(time.time())
+    response = {
+        "id": "resp_up",
+        "object": "response",
+        "created_at": created,
+        "status": "in_progress",
+        "model": model,
+        "output": [],
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+    }
+    message = {
+        "id": "msg_up",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": ANSWER, "annotations": []}],
+    }
+    usage = {
+        "input_tokens": 900,
+        "output_tokens": 7,
+        "total_tokens": 907,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
+    events = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**message, "content": [],
+                                                                            "status": "in_progress"}},
+        {"type": "response.output_text.delta", "item_id": "msg_up", "output_index": 0, "content_index": 0,
+         "delta": ANSWER, "logprobs": []},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": {**response, "status": "completed", "output": [message],
+                                                    "usage": usage}},
+    ]  # fmt: skip
+    return b"".join(
+        f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': number})}\n\n".encode()
+        for number, event in enumerate(events)
+    )
+
+
+class Upstream:
+    """An upstream on loopback that serves /v1/responses and /v1/chat/completions
+    (streamed), and records every request it gets."""
 
     def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,7 +89,13 @@ class ChatUpstream:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                upstream.bodies.append(body)
+                upstream.requests.append((self.path, body))
+                if self.path == "/v1/responses":
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    self.wfile.write(responses_events(body["model"]))
+                    return
                 if self.path != "/v1/chat/completions":
                     self.send_error(404)
                     return
@@ -78,11 +130,11 @@ class ChatUpstream:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ChatUpstream]]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream]]:
     """modelport (no embedded engine) with two models on the recording upstream: an
-    OPENAI one and an OpenAI-compatible (LLMENGINE) one."""
+    OPENAI one (relayed) and an OpenAI-compatible LLMENGINE one (translated)."""
     data = tmp_path_factory.mktemp("codex")
-    upstream = ChatUpstream()
+    upstream = Upstream()
     try:
         with modelport_serving(data, api_key=KEY, embedded_engine="false") as base_url:
             admin = {"x-api-key": KEY}
@@ -128,16 +180,32 @@ def run_codex(base_url: str, model: str, home: Path, prompt: str) -> subprocess.
     )
 
 
-@pytest.mark.parametrize("model", ["codex-openai", "codex-compatible"])
-def test_codex_answers_through_a_chat_completions_upstream(
-    gateway: tuple[str, ChatUpstream], model: str, tmp_path: Path
+def test_codex_through_an_openai_deployment_sends_its_request_whole(
+    gateway: tuple[str, Upstream], tmp_path: Path
 ) -> None:
     base_url, upstream = gateway
-    upstream.bodies.clear()
-    done = run_codex(base_url, model, tmp_path / "codex-home", "Say hello.")
+    upstream.requests.clear()
+    done = run_codex(base_url, "codex-openai", tmp_path / "codex-home", "Say hello.")
     assert done.returncode == 0, f"codex failed:\n{done.stdout}\n{done.stderr}"
     assert ANSWER in done.stdout, done.stdout + done.stderr
-    [sent] = [body for body in upstream.bodies if body.get("stream")]  # its one turn
+    [(path, sent)] = [(path, body) for path, body in upstream.requests if body.get("stream")]  # its one turn
+    assert path == "/v1/responses" and sent["model"] == "upstream-model"
+    # Whole: its built-in tools, reasoning and cache hints reach OpenAI, which runs them.
+    kinds = {tool["type"] for tool in sent["tools"]}
+    assert {"function", "namespace", "web_search"} <= kinds
+    assert sent["reasoning"] == {"summary": "auto"} and sent["include"] == ["reasoning.encrypted_content"]
+    assert sent["prompt_cache_key"] and sent["client_metadata"] and sent["store"] is False
+    assert any("Say hello." in json.dumps(item) for item in sent["input"])
+
+
+def test_codex_through_a_chat_completions_server_is_translated(gateway: tuple[str, Upstream], tmp_path: Path) -> None:
+    base_url, upstream = gateway
+    upstream.requests.clear()
+    done = run_codex(base_url, "codex-compatible", tmp_path / "codex-home", "Say hello.")
+    assert done.returncode == 0, f"codex failed:\n{done.stdout}\n{done.stderr}"
+    assert ANSWER in done.stdout, done.stdout + done.stderr
+    [(path, sent)] = [(path, body) for path, body in upstream.requests if body.get("stream")]
+    assert path == "/v1/chat/completions"
     roles = [message["role"] for message in sent["messages"]]
     assert roles[0] == "system" and "user" in roles  # its developer instructions, then the prompt
     assert any("Say hello." in json.dumps(message) for message in sent["messages"] if message["role"] == "user")

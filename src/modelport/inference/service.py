@@ -19,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.catalogue.secrets import SecretBox
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, Sampling, UsageSink
+from modelport.inference import relay
 from modelport.inference.admission import LimitGate
 from modelport.inference.calls import TEXT_TYPES, WindowRules, text_call
 from modelport.inference.metering import Generated, GeneratedStream, Meter, Metered, first_then_rest
 from modelport.inference.params import CallBounds, check_supported, effective_sampling
+from modelport.inference.relay import Relayed
 from modelport.inference.resolve import Resolver
 from modelport.inference.routing import Router
 from modelport.observability.requests import leaving_out
@@ -38,7 +40,15 @@ from modelport.schemas.retrieval import (
 )
 from modelport.store.cache import CatalogueCache
 from modelport.vendors.adapters import VendorRegistry
-from modelport.vendors.base import Capabilities, Embedder, EmbeddingInput, InputEmbedder, Reranker, Vendor
+from modelport.vendors.base import (
+    Capabilities,
+    Embedder,
+    EmbeddingInput,
+    InputEmbedder,
+    Reranker,
+    ResponsesRelay,
+    Vendor,
+)
 from modelport.vendors.counting import PromptCount, count_prompt
 
 # Text the model does not generate: what a deployment of another type is told.
@@ -129,6 +139,28 @@ class InferenceService:
         async def attempt(deployment_id: str) -> GeneratedStream:
             started = await self.generate_stream_at(principal, deployment_id, text)
             return GeneratedStream(await first_then_rest(started), started.dropped)
+
+        return await self._router.run(principal.account_id, model, attempt)
+
+    async def relay_responses(
+        self, principal: Principal, model: str, body: dict[str, Any], *, stream: bool
+    ) -> Relayed | None:
+        """A Responses API body passed whole to the upstream of one of the deployments
+        `model` names, when that upstream serves the Responses API itself (`relay`);
+        None when it does not, and the caller translates the body instead."""
+
+        async def attempt(deployment_id: str) -> Relayed | None:
+            started = time.perf_counter()
+            resolved = await self._resolver.deployment(
+                principal, deployment_id, serves=TEXT_TYPES, wrong_type=_NOT_TEXT
+            )
+            vendor = resolved.vendor
+            if not (isinstance(vendor, ResponsesRelay) and vendor.relays_responses(resolved.target)):
+                return None
+            target = await self._resolver.bound(principal, resolved, {})
+            call = relay.reservation(body, target.context_window, self._default_max_tokens)
+            metered = await self._meter.admit(principal, deployment_id, target, call, started)
+            return await relay.run(self._meter, metered, vendor, body, stream=stream)
 
         return await self._router.run(principal.account_id, model, attempt)
 

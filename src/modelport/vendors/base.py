@@ -113,6 +113,27 @@ class Target:
 ChunkStream = AsyncGenerator[GenerationChunk, None]
 
 
+@runtime_checkable
+class ResponsesRelay(Protocol):
+    """A vendor whose upstream may serve OpenAI's Responses API itself: `/v1/responses`
+    is passed to it whole rather than translated onto a chat call (the service decides,
+    `InferenceService.relay_responses`)."""
+
+    def relays_responses(self, target: Target) -> bool: ...
+
+    async def relay_whole(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's response object."""
+        ...
+
+    async def relay_stream(self, target: Target, body: dict[str, Any]) -> RelayedEvents:
+        """The upstream's events, (name, data) as sent; errors known before the first
+        event are raised here."""
+        ...
+
+
+RelayedEvents = AsyncGenerator[tuple[str, dict[str, Any]], None]
+
+
 class Vendor(Protocol):
     def capabilities(self, target: Target) -> Capabilities: ...
 

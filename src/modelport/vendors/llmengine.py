@@ -6,6 +6,8 @@ Engine v2, spoken by the OpenAI adapter with vLLM's extras passed through.
 
 from __future__ import annotations
 
+from typing import Any
+
 from modelport.errors import InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk
 from modelport.vendors.base import (
@@ -15,7 +17,9 @@ from modelport.vendors.base import (
     EmbeddingInput,
     Embeddings,
     InputEmbedder,
+    RelayedEvents,
     Reranker,
+    ResponsesRelay,
     Scores,
     Target,
     Vendor,
@@ -61,6 +65,20 @@ class LLMEngineVendor:
             protocol = target.parameters.get("protocol")
             raise InvalidRequest(f"LLM Engine protocol {protocol!r} takes no token ids nor `dimensions`", param="input")
         return await vendor.embed_input(target, given)
+
+    def relays_responses(self, target: Target) -> bool:
+        vendor = self._for(target)
+        return isinstance(vendor, ResponsesRelay) and vendor.relays_responses(target)
+
+    async def relay_whole(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        vendor = self._for(target)
+        assert isinstance(vendor, ResponsesRelay), "asked only when relays_responses said so"
+        return await vendor.relay_whole(target, body)
+
+    async def relay_stream(self, target: Target, body: dict[str, Any]) -> RelayedEvents:
+        vendor = self._for(target)
+        assert isinstance(vendor, ResponsesRelay), "asked only when relays_responses said so"
+        return await vendor.relay_stream(target, body)
 
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
         vendor = self._for(target)

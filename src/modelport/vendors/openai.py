@@ -9,6 +9,7 @@ vLLM's extra fields (`top_k`, `chat_template`) would go through `extra_body` any
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -19,11 +20,11 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.limits.token_estimate import estimate_prompt_tokens
-from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.base import Capabilities, RelayedEvents, Target
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
-from modelport.vendors.upstream import RetryPolicy, join_url, upstream_model
+from modelport.vendors.upstream import RetryPolicy, join_url, sse_json, upstream_model
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -195,6 +196,36 @@ class OpenAICompatible(OpenAIRetrieval):
 
     def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
         return _Events(self.vendor, call)
+
+    # --- the Responses API, passed through (vendors.base.ResponsesRelay) ----------------
+
+    def relays_responses(self, target: Target) -> bool:
+        """OpenAI serves it; another server when its settings say so (vLLM does)."""
+        if self.vendor == "OPENAI":
+            return True
+        return bool(getattr(target.settings, "serves_responses", False))
+
+    def _responses_request(self, target: Target, body: dict[str, Any], *, stream: bool) -> Outgoing:
+        # The upstream's own model name; the deployment's extra_body applies, as to chats.
+        sent = {**body, "model": upstream_model(target), "stream": stream, **(target.settings.extra_body or {})}
+        return self.post(target, join_url(self._base_url(target), "responses"), sent)
+
+    async def relay_whole(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.answer_of(self._responses_request(target, body, stream=False))
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"{self.vendor} answered /responses with something other than a response object")
+        return answer
+
+    async def relay_stream(self, target: Target, body: dict[str, Any]) -> RelayedEvents:
+        response = await self._send(self._responses_request(target, body, stream=True))
+        return self._relayed(response)
+
+    async def _relayed(self, response: httpx.Response) -> RelayedEvents:
+        events = sse_json(response, vendor=self.vendor)
+        async with contextlib.aclosing(events):
+            async for name, payload in events:
+                if isinstance(payload, dict):
+                    yield str(payload.get("type") or name), payload
 
 
 class _Events(EventParser):

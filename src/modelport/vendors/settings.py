@@ -83,6 +83,9 @@ class OpenAICompatibleSettings(CommonSettings):
 
     # The server shortens embedding vectors on request: `dimensions` is passed on (else 400).
     embedding_dimensions: bool | None = None
+    # The server serves OpenAI's Responses API itself: /v1/responses is passed through to
+    # it rather than translated onto its chat completions.
+    serves_responses: bool | None = None
 
     required: ClassVar[tuple[str, ...]] = ("model", "base_url")
 
@@ -112,8 +115,10 @@ class LLMEngineSettings(CommonSettings):
     chat_template: Annotated[str, Field(max_length=100_000)] | None = None
     bos_token: Annotated[str, Field(max_length=100)] | None = None
     eos_token: Annotated[str, Field(max_length=100)] | None = None
-    # As OpenAICompatibleSettings': the server (vLLM) shortens embedding vectors on request.
+    # As OpenAICompatibleSettings': the server (vLLM) shortens embedding vectors on
+    # request, and serves /v1/responses itself (vLLM does).
     embedding_dimensions: bool | None = None
+    serves_responses: bool | None = None
     required: ClassVar[tuple[str, ...]] = ("model", "base_url")
 
 

@@ -26,9 +26,13 @@ from modelport.api import sse
 from modelport.api.answers import TextSurface
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service
 from modelport.api.error_shapes import openai_error
+from modelport.catalogue.responses import StoredResponses
 from modelport.compat import responses as translate
+from modelport.compat import responses_relay as relay
 from modelport.compat.responses_answer import ResponseRun
 from modelport.errors import InvalidRequest
+from modelport.inference.relay import Relayed
+from modelport.principal import Principal
 from modelport.schemas import responses as wire
 
 router = APIRouter(tags=["openai-compatible"])
@@ -48,9 +52,8 @@ def _json(payload: Any) -> Response:
     return Response(json.dumps(payload), media_type="application/json")
 
 
-async def _parsed(request: Request) -> wire.ResponsesBody:
+def _parsed(raw: bytes) -> wire.ResponsesBody:
     """The body, or a 400 naming the first refused field as OpenAI does (`param`)."""
-    raw = await request.body()
     try:
         return wire.ResponsesBody.model_validate_json(raw)
     except ValidationError as exc:
@@ -96,7 +99,8 @@ def _event(event: translate.Event) -> bytes:
 async def create_response(
     request: Request, principal: CurrentPrincipal, service: Service, catalogue: CatalogueDep
 ) -> Response:
-    body = await _parsed(request)
+    raw = await request.body()
+    body = _parsed(raw)
     if body.background:
         raise InvalidRequest("background mode is not supported on this server", param="background")
     stored = catalogue.responses
@@ -113,6 +117,12 @@ async def create_response(
         assert run.response is not None
         await stored.save(principal, response=run.response, input_items=run.input_items, conversation=run.conversation)
 
+    relayed = await service.relay_responses(
+        principal, body.model, relay.upstream_body(json.loads(raw), earlier, items), stream=body.stream
+    )
+    if relayed is not None:
+        return await _relayed(relayed, body, principal, stored, items, conversation)
+
     run = ResponseRun(body, items, conversation, save=save)
 
     def error(status: int, detail: dict[str, Any]) -> bytes:
@@ -126,6 +136,34 @@ async def create_response(
     if not body.stream:
         await run.keep()
     return answer
+
+
+async def _relayed(
+    relayed: Relayed,
+    body: wire.ResponsesBody,
+    principal: Principal,
+    stored: StoredResponses,
+    items: list[dict[str, Any]],
+    conversation: list[dict[str, Any]],
+) -> Response:
+    """The answer of an upstream that served the Responses API itself, as it came, its
+    response kept here per account (`compat.responses_relay`)."""
+
+    async def save(response: dict[str, Any]) -> None:
+        await stored.save(principal, response=response, input_items=items, conversation=conversation)
+
+    answer = relay.RelayedAnswer(body.previous_response_id, body.stored(), save)
+    if relayed.response is not None:
+        return _json(await answer.whole(relayed.response))
+    assert relayed.events is not None
+
+    def error(status: int, detail: dict[str, Any]) -> bytes:
+        shaped = openai_error(status, str(detail["detail"]))["error"]
+        failure = {"type": "error", "code": shaped["code"] or str(status), "message": shaped["message"]}
+        number = answer.last_sequence_number + 1
+        return sse.error_event({**failure, "param": None, "sequence_number": number, "error": shaped})
+
+    return sse.EventStream(answer.events(relayed.events), sse.Framing(event=_event, error=error))
 
 
 @router.get("/v1/responses/{response_id}", response_model=wire.ResponseObject)
