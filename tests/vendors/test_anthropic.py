@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport.vendors.anthropic import _thinking
 from tests.vendors.conftest import deploy
 
 HISTORY = [
@@ -93,3 +94,35 @@ async def test_parameters_anthropic_lacks_are_refused(recorded_app: Any) -> None
         response, _ = await run(recorded_app, (200, "anthropic/message.json"), "claude-h", **{parameter: value})
         assert response.status_code == 400
         assert parameter in response.json()["detail"] and "ANTHROPIC" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("effort", "max_tokens", "thinking"),
+    [
+        ("high", 20_000, {"type": "enabled", "budget_tokens": 16_384}),
+        ("high", 9_000, {"type": "enabled", "budget_tokens": 8_999}),  # within max_tokens
+        ("low", 4_000, {"type": "enabled", "budget_tokens": 1_024}),
+        ("medium", 800, None),  # too short an answer for Anthropic's smallest budget
+    ],
+)
+async def test_reasoning_effort_becomes_a_thinking_budget(
+    recorded_app: Any, effort: str, max_tokens: int, thinking: dict[str, Any] | None
+) -> None:
+    response, transport = await run(
+        recorded_app, (200, "anthropic/message.json"), f"claude-think-{effort}-{max_tokens}",
+        reasoning_effort=effort, max_tokens=max_tokens, temperature=0.2, top_k=5,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert "reasoning_effort" not in response.headers.get("x-modelport-dropped", "")  # honoured
+    sent = transport.last_body()
+    assert sent.get("thinking") == thinking
+    if thinking is not None:  # Anthropic thinks only at temperature 1, without top_k
+        assert sent["temperature"] == 1.0 and "top_k" not in sent
+    else:
+        assert (sent["temperature"], sent["top_k"]) == (0.2, 5)
+
+
+def test_the_efforts_only_openai_has_map_too() -> None:
+    assert _thinking("xhigh", 64_000) == {"type": "enabled", "budget_tokens": 32_768}
+    assert _thinking("minimal", 64_000) is None and _thinking("none", 64_000) is None
+    assert _thinking(None, 64_000) is None

@@ -47,9 +47,15 @@ COUNTED_FIELDS = frozenset(
      "output_config"}
 )  # fmt: skip
 
+# OpenAI's `reasoning_effort` as Anthropic's extended thinking: a thinking budget in
+# tokens (Anthropic takes at least 1,024, and less than max_tokens). "none" and
+# "minimal" think not at all; an answer too short for the smallest budget neither.
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16_384, "xhigh": 32_768}
+MIN_THINKING_BUDGET = 1024
+
 CAPABILITIES = Capabilities(
     vendor="ANTHROPIC",
-    parameters=frozenset({"top_p", "top_k", "stop_sequences", "tools", "tool_choice"}),
+    parameters=frozenset({"top_p", "top_k", "stop_sequences", "tools", "tool_choice", "reasoning_effort"}),
     max_temperature=1.0,  # Anthropic refuses more; SPEC clamps
     default_max_tokens=10_000,  # capped by the model's own limit (max_output_tokens)
     accepts_images=True,
@@ -118,6 +124,11 @@ class AnthropicVendor(HttpVendor):
             body["tools"] = [_tool(tool) for tool in call.tools]
         if call.tool_choice is not None:
             body["tool_choice"] = _tool_choice(call.tool_choice)
+        thinking = _thinking(sampling.reasoning_effort, sampling.max_tokens)
+        if thinking is not None:
+            # Anthropic thinks only at temperature 1 and without top_k.
+            body.update(thinking=thinking, temperature=1.0)
+            body.pop("top_k", None)
         headers = {"anthropic-version": API_VERSION}
         if passthrough is not None:
             body.update(passthrough.body)
@@ -239,6 +250,15 @@ def _input_tokens(usage: dict[str, Any]) -> int | None:
 def _count(usage: dict[str, Any], name: str) -> int | None:
     value = usage.get(name)
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _thinking(effort: str | None, max_tokens: int | None) -> dict[str, Any] | None:
+    """Anthropic's `thinking` for an OpenAI `reasoning_effort` (THINKING_BUDGETS), within
+    the answer's max_tokens; None: no thinking."""
+    budget = THINKING_BUDGETS.get(effort or "")
+    if budget is None or max_tokens is None or max_tokens <= MIN_THINKING_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": min(budget, max_tokens - 1)}
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:
