@@ -109,7 +109,7 @@ async def test_reasoning_effort_becomes_a_thinking_budget(
     recorded_app: Any, effort: str, max_tokens: int, thinking: dict[str, Any] | None
 ) -> None:
     response, transport = await run(
-        recorded_app, (200, "anthropic/message.json"), f"claude-think-{effort}-{max_tokens}",
+        recorded_app, (200, "anthropic/message.json"), f"claude-sonnet-4-5-{effort}-{max_tokens}",
         reasoning_effort=effort, max_tokens=max_tokens, temperature=0.2, top_k=5,
     )  # fmt: skip
     assert response.status_code == 200, response.text
@@ -120,6 +120,16 @@ async def test_reasoning_effort_becomes_a_thinking_budget(
         assert sent["temperature"] == 1.0 and "top_k" not in sent
     else:
         assert (sent["temperature"], sent["top_k"]) == (0.2, 5)
+
+
+async def test_a_model_that_cannot_think_gets_no_thinking_and_the_effort_is_named(recorded_app: Any) -> None:
+    response, transport = await run(
+        recorded_app, (200, "anthropic/message.json"), "claude-3-5-haiku-20241022", reasoning_effort="high",
+        max_tokens=9_000,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert "reasoning_effort" in response.headers["x-modelport-dropped"]
+    assert "thinking" not in transport.last_body()
 
 
 def test_the_efforts_only_openai_has_map_too() -> None:

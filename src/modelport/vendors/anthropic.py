@@ -25,6 +25,7 @@ thinking blocks come back, whole and streamed, as the chunks' `reasoning`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -52,6 +53,9 @@ COUNTED_FIELDS = frozenset(
 # "minimal" think not at all; an answer too short for the smallest budget neither.
 THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16_384, "xhigh": 32_768}
 MIN_THINKING_BUDGET = 1024
+# The models that take `thinking` (Claude 3.7 Sonnet and the Claude 4 families); an
+# older one refuses it with a 400, so there the effort is left out and named instead.
+_THINKING_MODEL = re.compile(r"claude-(3-7-sonnet|(opus|sonnet|haiku)-[4-9])")
 
 CAPABILITIES = Capabilities(
     vendor="ANTHROPIC",
@@ -77,11 +81,14 @@ class AnthropicVendor(HttpVendor):
     vendor = "ANTHROPIC"
 
     def capabilities(self, target: Target) -> Capabilities:
+        found = CAPABILITIES
+        if not _THINKING_MODEL.match(upstream_model(target)):
+            found = replace(found, parameters=found.parameters - {"reasoning_effort"})
         # The default max_tokens is capped at the model's own output limit, when set.
         ceiling = target.settings.max_output_tokens if isinstance(target.settings, AnthropicSettings) else None
-        if ceiling and CAPABILITIES.default_max_tokens and ceiling < CAPABILITIES.default_max_tokens:
-            return replace(CAPABILITIES, default_max_tokens=ceiling)
-        return CAPABILITIES
+        if ceiling and found.default_max_tokens and ceiling < found.default_max_tokens:
+            return replace(found, default_max_tokens=ceiling)
+        return found
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key}
