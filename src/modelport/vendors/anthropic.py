@@ -82,7 +82,7 @@ class AnthropicVendor(HttpVendor):
 
     def capabilities(self, target: Target) -> Capabilities:
         found = CAPABILITIES
-        if not _THINKING_MODEL.match(upstream_model(target)):
+        if not _THINKING_MODEL.match(target.settings.model or ""):
             found = replace(found, parameters=found.parameters - {"reasoning_effort"})
         # The default max_tokens is capped at the model's own output limit, when set.
         ceiling = target.settings.max_output_tokens if isinstance(target.settings, AnthropicSettings) else None
