@@ -264,7 +264,7 @@ async def test_a_request_too_large_to_send_fails_alone(pool: EnginePool, monkeyp
                 sampling=Sampling(temperature=0.0, max_tokens=1),
             )
         )
-    with pytest.raises(InvalidRequest, match=r"the texts to embed .* over the engine protocol's limit"):
+    with pytest.raises(InvalidRequest, match=r"the embedding request .* over the engine protocol.s limit"):
         await client.embed(["y" * (2 << 20)])
     sampling = Sampling(temperature=0.0, max_tokens=5)
     chunks = [c async for c in client.generate(text="The capital of France is", special=False,

@@ -281,7 +281,7 @@ class EngineClient:
         message: dict[str, Any] = {"op": "embed", "id": request_id, "texts": texts or []}
         if tokens is not None:
             message["tokens"] = tokens
-        frame = encode_request(message, "the inputs to embed")
+        frame = encode_request(message, "the embedding request")
         connection.waiting[request_id] = queue
         connection.send_frame(frame)
         finished = False
