@@ -184,6 +184,21 @@ def test_switching_keys_clears_every_view(page: Page, server: str) -> None:
 
 @pytest.mark.parametrize("view", ["playground", "catalogue", "keys", "usage"])
 def test_a_phone_sized_window_scrolls_no_view_sideways(browser: Browser, server: str, view: str) -> None:
+    admin = {"x-api-key": E2E_KEY}
+    long_name = "a-deployment-with-a-name-far-too-long-for-a-phone-screen-" + "x" * 20
+    listing = httpx.get(f"{server}/v4/model-deployments", headers=admin, params={"limit": 100}).json()["items"]
+    if not any(item["name"] == long_name for item in listing):  # a select's widest option sets its width
+        model = httpx.post(
+            f"{server}/v4/models",
+            headers=admin,
+            json={"name": f"narrow-{view}", "model_type": "CHAT_COMPLETION", "model_vendor": "LLMENGINE",
+                  "model_creation_parameters": {"model": "m", "base_url": "http://127.0.0.1:9/v1"}},
+        )  # fmt: skip
+        assert model.status_code == 200, model.text
+        created = httpx.post(
+            f"{server}/v4/models/{model.json()['id']}/deployments", headers=admin, json={"name": long_name}
+        )
+        assert created.status_code == 200, created.text
     context = browser.new_context(base_url=server, viewport={"width": 420, "height": 860})
     narrow = context.new_page()
     narrow.goto("/")
