@@ -3,7 +3,7 @@ one server, in the same run: translated (an OpenAI-compatible model whose upstre
 speaks chat completions only) and passed through (an OPENAI model, whose upstream
 serves the Responses API). Issue 23's targets: at most 1.2x and 1.1x.
 
-    .venv/bin/python benchmarks/gateway/surfaces.py --rounds 6 [--stream]
+    .venv/bin/python benchmarks/gateway/surfaces.py --rounds 6 [--stream] [--store]
 
 The targets take turns, round after round, so that all of them see the same machine;
 prints each one's CPU ms per request (the server's own CPU, its children included) in
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--store", action="store_true", help="keep each response (the API's default)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="modelport-surfaces-"))
@@ -76,7 +77,7 @@ def main() -> None:
         targets = []
         for model in MODELS:
             chat = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-            responses = {"model": model, "input": "Say hello.", "max_output_tokens": 16, "store": False}
+            responses = {"model": model, "input": "Say hello.", "max_output_tokens": 16, "store": args.store}
             targets.append(run.Target(f"{model} chat", f"{base}/chat/completions", chat, headers, server))
             targets.append(run.Target(f"{model} responses", f"{base}/responses", responses, headers, server))
         for target in targets:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from modelport.store.tables import UsageRecord
 from tests.conftest import ADMIN_KEY, in_process, sqlite_settings
 
+upstream_ids: list[str] = []
 USAGE = {
     "input_tokens": 21,
     "input_tokens_details": {"cached_tokens": 5},
@@ -77,7 +78,8 @@ class ResponsesUpstream:
             )  # fmt: skip
         if body.get("input") == "fail before answering":
             return httpx.Response(500, json={"error": {"message": "upstream broke", "type": "server_error"}})
-        response_id = f"resp_{uuid.uuid4().hex}"
+        response_id = "resp_upstream"  # the same every time: ids are not the upstream's to give
+        upstream_ids.append(response_id)
         text = "Relayed hello"
         message = {"id": "msg_up", "type": "message", "role": "assistant", "status": "completed",
                    "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
@@ -169,6 +171,7 @@ async def test_an_openai_deployment_gets_the_body_as_written_and_its_answer_is_k
     )  # fmt: skip
     assert sent["prompt_cache_key"] == "k1" and sent["store"] is False and "previous_response_id" not in sent
     assert first.store is True  # kept here, as the client asked
+    assert first.id.startswith("resp_") and first.id != upstream_ids[-1]  # modelport's own id
     assert (await sdk.responses.retrieve(first.id)).output_text == "Relayed hello"
 
     await app.state.usage.flush()

@@ -12,6 +12,8 @@ conversation begun on a translated deployment would be unknown there.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -44,7 +46,11 @@ def _sendable(item: Item) -> Item:
 class RelayedAnswer:
     """The upstream's response objects, given back as this request made them
     (`previous_response_id`, `store`); the finished one is kept through `save` when
-    the client asked it to be stored."""
+    the client asked it to be stored.
+
+    Its `id` and `created_at` are modelport's own: the response is kept here, under
+    the account, and an upstream's id could collide with another account's response
+    (a careless or hostile upstream), its time put it past or beyond the retention."""
 
     def __init__(
         self, previous_response_id: str | None, store: bool, save: Callable[[dict[str, Any]], Awaitable[None]]
@@ -52,10 +58,11 @@ class RelayedAnswer:
         self._previous = previous_response_id
         self._store = store
         self._save = save
+        self._identity = {"id": f"resp_{uuid.uuid4().hex}", "created_at": int(time.time())}
         self.last_sequence_number = -1  # of the events relayed so far
 
     def shown(self, response: dict[str, Any]) -> dict[str, Any]:
-        return {**response, "previous_response_id": self._previous, "store": self._store}
+        return {**response, **self._identity, "previous_response_id": self._previous, "store": self._store}
 
     async def whole(self, response: dict[str, Any]) -> dict[str, Any]:
         shown = self.shown(response)
