@@ -86,6 +86,8 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "list models, OpenAI's way": (200, 200, 200),
         "chat with account A's model by name": (404, 404, 404),
         "Anthropic messages with account A's model": (404, 404, 404),
+        "count tokens with account A's model": (404, 404, 404),
+        "Responses with account A's model": (404, 404, 404),
     }
     index = ROLES.index(role)
     got = {
@@ -127,6 +129,14 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
             "/v1/messages",
             json={"model": "a-private", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
             headers=headers,
+        ),
+        "count tokens with account A's model": await client.post(
+            "/v1/messages/count_tokens",
+            json={"model": "a-private", "messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        ),
+        "Responses with account A's model": await client.post(
+            "/v1/responses", json={"model": "a-private", "input": "hi"}, headers=headers
         ),
     }
     assert {route: response.status_code for route, response in got.items()} == {
