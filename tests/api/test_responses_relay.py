@@ -76,6 +76,12 @@ class ResponsesUpstream:
                       "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                       "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
             )  # fmt: skip
+        if body.get("input") == "hostile event type":
+            hostile = {"type": 'x\ndata: {"injected": true}', "sequence_number": 0}
+            done = {"type": "response.completed", "sequence_number": 1,
+                    "response": response_object("resp_upstream", "completed", [], body["model"])}  # fmt: skip
+            frames = f"data: {json.dumps(hostile)}\n\nevent: response.completed\ndata: {json.dumps(done)}\n\n"
+            return httpx.Response(200, content=frames.encode(), headers={"content-type": "text/event-stream"})
         if body.get("input") == "fail before answering":
             return httpx.Response(500, json={"error": {"message": "upstream broke", "type": "server_error"}})
         response_id = "resp_upstream"  # the same every time: ids are not the upstream's to give
@@ -261,3 +267,15 @@ async def test_an_upstream_failure_is_a_502_in_openais_shape(
         await sdk.responses.create(model=model, input="fail before answering")
     assert failed.value.status_code == 502
     assert "upstream broke" in failed.value.message
+
+
+async def test_an_upstreams_event_type_cannot_write_lines_into_the_clients_stream(
+    served: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, client = served
+    model, _ = await _model(client, "OPENAI")
+    answer = await client.post("/v1/responses", json={"model": model, "input": "hostile event type", "stream": True})
+    assert answer.status_code == 200
+    lines = answer.text.splitlines()
+    assert "event: message" in lines and "event: response.completed" in lines
+    assert not any(line.startswith('data: {"injected"') for line in lines)

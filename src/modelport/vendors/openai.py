@@ -92,6 +92,9 @@ class Flavour:
     knows_reasoning_models: bool
 
 
+# What an event type of the Responses API looks like (`response.output_text.delta`).
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.]{1,100}")
+
 OPENAI = Flavour("OPENAI", OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_BASE_URL, knows_reasoning_models=True)
 # FIREWORKS_AI and OTHER: OpenAI's wire format at the model's own base_url (required).
 # A server that speaks OpenAI's format (vLLM, Fireworks, llama.cpp's) takes a reasoning
@@ -225,7 +228,11 @@ class OpenAICompatible(OpenAIRetrieval):
         async with contextlib.aclosing(events):
             async for name, payload in events:
                 if isinstance(payload, dict):
-                    yield str(payload.get("type") or name), payload
+                    kind = payload.get("type")
+                    # The name goes on an `event:` line of the client's stream: only a
+                    # plain event type, never a line break an upstream slipped in.
+                    named = kind if isinstance(kind, str) and _EVENT_TYPE.fullmatch(kind) else name
+                    yield (named if _EVENT_TYPE.fullmatch(named) else "message"), payload
 
 
 class _Events(EventParser):
