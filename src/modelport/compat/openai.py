@@ -26,6 +26,7 @@ from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, wire_logprobs
+from modelport.vendors.base import HINT_PARAMETERS
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 # SGP names -> the OpenAI names a caller sent, for error messages.
@@ -78,18 +79,8 @@ def text_request(body: wire.TextCompletionBody) -> TextRequest:
 
 # Chat's hints, passed to the service (in OpenAI's names and shapes) for a vendor that
 # takes them; any other vendor's call leaves them out, and the header names them
-# (vendors/base.py HINT_PARAMETERS, inference/params.py).
-CHAT_HINTS = (
-    "reasoning_effort",
-    "verbosity",
-    "prompt_cache_key",
-    "safety_identifier",
-    "service_tier",
-    "store",
-    "metadata",
-    "parallel_tool_calls",
-    "prediction",
-)
+# (inference/params.py). Every hint is one of chat's: the list is decided once.
+CHAT_HINTS = tuple(sorted(HINT_PARAMETERS))
 _SHARED_HINTS = ("service_tier", "store", "metadata")
 _NEEDS = {"parallel_tool_calls": "tools", "metadata": "store"}
 
