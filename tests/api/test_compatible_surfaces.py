@@ -3,6 +3,7 @@ every route, account isolation of `model` names, and the vendors' error shapes."
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,25 @@ HELLO = [{"role": "user", "content": "Hi"}]
 
 
 async def test_a_bearer_key_works_on_every_route(client: httpx.AsyncClient) -> None:
+    """Every operation the OpenAPI document says authenticates takes `Authorization:
+    Bearer` as well as `x-api-key`: with the admin key it is never a 401 (a made-up id is
+    a 404, an empty body a 4xx of its own), with a wrong one always."""
     bearer = {"x-api-key": "", "authorization": f"Bearer {ADMIN_KEY}"}
+    wrong_bearer = {"x-api-key": "", "authorization": "Bearer mp_not_a_key_at_all_0000000000"}
+    document = (await client.get("/openapi.json")).json()
+    checked = 0
+    for path, operations in document["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+        for method, operation in operations.items():
+            if not operation.get("security"):
+                continue
+            body = {} if method in ("post", "put", "patch") else None
+            answered = await client.request(method.upper(), url, json=body, headers=bearer)
+            assert answered.status_code != 401, f"{method.upper()} {path}: {answered.text}"
+            refused = await client.request(method.upper(), url, json=body, headers=wrong_bearer)
+            assert refused.status_code == 401, f"{method.upper()} {path} took a wrong key: {refused.status_code}"
+            checked += 1
+    assert checked >= 40  # the document lists them all (v4, /v1, /v1/messages, /v1/responses)
     assert (await client.get("/v4/models", headers=bearer)).status_code == 200
     assert (await client.get("/v1/models", headers=bearer)).status_code == 200
     wrong = await client.get("/v1/models", headers={"x-api-key": "", "authorization": "Bearer nope"})
