@@ -362,9 +362,8 @@ async def test_a_completion_request_sends_the_prompt_alone(world: World) -> None
 
 
 async def test_embeddings_are_admitted_and_recorded_like_text(world: World) -> None:
-    answer = await world.service.embed(
-        world.principal, world.deployments["embedder"], EmbeddingRequest(texts=["a", "b"])
-    )
+    read = await world.service.embed(world.principal, world.deployments["embedder"], EmbeddingRequest(texts=["a", "b"]))
+    answer = read.answer
     assert answer.embeddings == [[1.0, 0.0], [1.0, 0.0]]
     assert [(event.status, event.prompt_tokens) for event in world.usage] == [(200, 2)]
     with pytest.raises(InvalidRequest, match="does not generate text"):

@@ -5,12 +5,16 @@ The surfaces differ only in their shapes, given as a `TextSurface`.
 Every answer names what modelport left out of the call or changed, as the service
 decided it (`Generated.dropped`, `GeneratedStream.dropped`), in the `x-modelport-dropped`
 header: comma-separated names, a change as `name=how` (`reasoning_effort,
-max_tokens=clamped:4000`); absent when nothing was."""
+max_tokens=clamped:4000`); absent when nothing was. A whole answer also says what it
+cost, in US dollars at the deployment's prices, in the `x-modelport-cost` header (a
+stream's header is sent before its cost is known: its last usage event carries it where
+the surface has one)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
@@ -83,7 +87,7 @@ class TextSurface(Generic[Body, Item]):
         return Response(
             payload.model_dump_json(exclude_none=self.exclude_none),
             media_type="application/json",
-            headers=dropped_header(generated.dropped),
+            headers=dropped_header(generated.dropped) | cost_header(generated.cost or 0.0),
         )
 
 
@@ -93,3 +97,12 @@ DROPPED_HEADER = "x-modelport-dropped"
 def dropped_header(dropped: tuple[str, ...]) -> dict[str, str]:
     """The x-modelport-dropped header for what was left out or changed; none if nothing was."""
     return {DROPPED_HEADER: ", ".join(dropped)} if dropped else {}
+
+
+COST_HEADER = "x-modelport-cost"
+
+
+def cost_header(cost: float) -> dict[str, str]:
+    """The x-modelport-cost header: US dollars as a plain decimal (`0.000091`, never
+    `9.1e-05`: a header read by shell scripts and dashboards), `0` for an unpriced model."""
+    return {COST_HEADER: format(Decimal(repr(cost)).normalize(), "f")}

@@ -247,7 +247,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 # The response headers a browser page may read: the request id, the limits' state,
-# modelport's own notes (overhead, dropped hints) and when to retry.
+# modelport's own notes (overhead, dropped hints, cost) and when to retry.
 CORS_EXPOSED_HEADERS = [
     "x-request-id",
     "retry-after",
@@ -255,6 +255,7 @@ CORS_EXPOSED_HEADERS = [
     "x-ratelimit-remaining-tokens",
     "x-modelport-overhead-ms",
     "x-modelport-dropped",
+    "x-modelport-cost",
 ]
 
 

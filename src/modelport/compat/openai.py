@@ -165,7 +165,11 @@ def _usage(piece: Generated) -> wire.Usage:
     details = wire.PromptTokensDetails(cached_tokens=piece.cached_prompt_tokens or 0)
     total = prompt + completion
     return wire.Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, prompt_tokens_details=details
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        prompt_tokens_details=details,
+        cost=piece.cost,
     )
 
 

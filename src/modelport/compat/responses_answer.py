@@ -281,10 +281,16 @@ def _incomplete_reason(piece: Generated) -> str | None:
 
 def _usage(piece: Generated) -> dict[str, Any]:
     prompt, completion = piece.prompt_tokens or 0, piece.response_tokens or 0
-    return {
+    usage: dict[str, Any] = {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {
+            "cached_tokens": piece.cached_prompt_tokens or 0,
+            "cache_write_tokens": piece.cache_creation_tokens or 0,
+        },
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
     }
+    if piece.cost is not None:
+        usage["cost"] = piece.cost  # modelport's (OpenRouter's name): US dollars at the deployment's prices
+    return usage

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from modelport.errors import ModelportError
 from modelport.generation import (
@@ -65,9 +65,20 @@ class Generated:
     # Of prompt_tokens: read from the vendor's prompt cache, and written to it.
     cached_prompt_tokens: int | None = None
     cache_creation_tokens: int | None = None
+    # What the call cost in US dollars at the deployment's prices, on a whole answer and
+    # on a stream's last piece (the x-modelport-cost header, `usage.cost`).
+    cost: float | None = None
 
 
 NOTHING = Generated(text="")
+
+
+@dataclass(frozen=True, slots=True)
+class Priced(Generic[T]):
+    """An embeddings or rerankings answer with what it cost (US dollars)."""
+
+    answer: T
+    cost: float
 
 
 @dataclass(slots=True)
@@ -107,19 +118,25 @@ class Meter:
         calling_vendor(target)
         return Metered(principal, deployment_id, target, call, started, request_id, admission)
 
+    @staticmethod
+    def cost(metered: Metered, final: Generated) -> float:
+        """What the call cost at the deployment's prices: what `settle` bills, and what
+        the answer says it cost."""
+        return cost_of(
+            metered.target.parameters,
+            final.prompt_tokens or 0,
+            final.response_tokens or 0,
+            cached_prompt_tokens=final.cached_prompt_tokens or 0,
+            cache_creation_tokens=final.cache_creation_tokens or 0,
+        )
+
     def settle(self, metered: Metered, final: Generated, status: int) -> None:
         """Give the limits back what was not used and record the request's usage.
         Nothing here awaits: in a cancelled task every await raises again, and what
         came after one would be lost."""
         prompt_tokens, response_tokens = final.prompt_tokens or 0, final.response_tokens or 0
         cached, created = final.cached_prompt_tokens or 0, final.cache_creation_tokens or 0
-        cost = cost_of(
-            metered.target.parameters,
-            prompt_tokens,
-            response_tokens,
-            cached_prompt_tokens=cached,
-            cache_creation_tokens=created,
-        )
+        cost = self.cost(metered, final)
         if self._limits is not None:
             self._limits.settle(metered.admission, tokens=prompt_tokens + response_tokens, cost=cost)
         if self._usage is not None:
@@ -167,6 +184,7 @@ class Meter:
             reasoning=reasoning or None,
             cached_prompt_tokens=final.cached_prompt_tokens,
             cache_creation_tokens=final.cache_creation_tokens,
+            cost=self.cost(metered, final),
         )
 
     async def stream(
@@ -184,7 +202,7 @@ class Meter:
 
     async def retrieve(
         self, metered: Metered, call: Callable[[], Awaitable[T]], tokens: Callable[[T], int | None]
-    ) -> T:
+    ) -> Priced[T]:
         """An embeddings or rerankings call: it generates nothing, so the input it read
         (`tokens` of its answer) is all it costs."""
         try:
@@ -193,8 +211,9 @@ class Meter:
         except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
             self.settle(metered, NOTHING, failure_status(exc))
             raise
-        self.settle(metered, Generated(text="", prompt_tokens=tokens(result)), 200)
-        return result
+        read = Generated(text="", prompt_tokens=tokens(result))
+        self.settle(metered, read, 200)
+        return Priced(result, self.cost(metered, read))
 
     async def _settled(
         self, metered: Metered, pieces: AsyncGenerator[Generated, None]
@@ -206,6 +225,7 @@ class Meter:
             async for piece in pieces:
                 if piece.finish_reason is not None:
                     final = piece
+                    final.cost = self.cost(metered, final)
                     status = 200
                 elif not piece.text and not piece.logprobs and not piece.tool_calls and not piece.reasoning:
                     continue

@@ -6,7 +6,8 @@ with the upstream's own counts however it ends.
 The reservation is the body's bytes as prompt tokens (a token is at least a byte) and
 `max_output_tokens`, or what the window leaves, for the answer. The usage comes from
 the response object's `usage` (`input_tokens`, `output_tokens`, and
-`input_tokens_details.cached_tokens`), whole or in the stream's closing event.
+`input_tokens_details.cached_tokens`), whole or in the stream's closing event; what it
+cost at the deployment's prices is added to that `usage` as `cost`, as on every surface.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Relayed:
 
     response: dict[str, Any] | None = None
     events: RelayedEvents | None = None
+    cost: float = 0.0  # of a whole response (a stream's is in its closing event's usage)
 
 
 def reservation(body: dict[str, Any], context_window: int | None, default_max_tokens: int) -> GenerationCall:
@@ -66,6 +68,17 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+def _settle_priced(meter: Meter, metered: Metered, response: dict[str, Any] | None, status: int) -> float:
+    """Settle with the response's counts, and write what it cost into its `usage`."""
+    final = usage_of(response)
+    meter.settle(metered, final, status)
+    cost = meter.cost(metered, final)
+    usage = (response or {}).get("usage")
+    if isinstance(usage, dict):
+        usage["cost"] = cost
+    return cost
+
+
 async def run(meter: Meter, metered: Metered, vendor: ResponsesRelay, body: dict[str, Any], *, stream: bool) -> Relayed:
     """Send the admitted body; from here on every way it ends is settled once."""
     if not stream:
@@ -74,8 +87,8 @@ async def run(meter: Meter, metered: Metered, vendor: ResponsesRelay, body: dict
         except BaseException as exc:  # the client gone (cancelled) included
             meter.settle(metered, NOTHING, failure_status(exc))
             raise
-        meter.settle(metered, usage_of(response), 200)
-        return Relayed(response=response)
+        cost = _settle_priced(meter, metered, response, 200)
+        return Relayed(response=response, cost=cost)
     try:
         events = await vendor.relay_stream(metered.target, body)
         # Its first event before answering: an upstream that fails before it can still
@@ -91,13 +104,15 @@ async def _settled(
     meter: Meter, metered: Metered, first: tuple[str, dict[str, Any]], events: RelayedEvents
 ) -> RelayedEvents:
     status = 499  # the client went away before the end, unless we get there
-    final: Generated | None = None
+    settled = False
     deltas = 0  # streamed pieces of the answer: what an answer cut short is billed for
     try:
         yield first
         async for name, payload in events:
             if name in _FINISHED:
-                final, status = usage_of(payload.get("response")), 200
+                status = 200
+                _settle_priced(meter, metered, payload.get("response"), status)
+                settled = True
             elif name in _FAILED:
                 status = 502
             elif name.endswith(".delta"):
@@ -107,8 +122,8 @@ async def _settled(
         status = failure_status(exc)
         raise
     finally:
-        if final is None:
+        if not settled:
             # Ended early: billed for what was relayed, the prompt at a fair guess.
-            final = Generated(text="", prompt_tokens=prompt_token_guess(metered.call), response_tokens=deltas)
-        meter.settle(metered, final, status)  # before anything is awaited (see Meter.settle)
+            cut_short = Generated(text="", prompt_tokens=prompt_token_guess(metered.call), response_tokens=deltas)
+            meter.settle(metered, cut_short, status)  # before anything is awaited (see Meter.settle)
         await events.aclose()

@@ -22,7 +22,7 @@ from modelport.generation import GenerationCall, Sampling, UsageSink
 from modelport.inference import relay
 from modelport.inference.admission import LimitGate
 from modelport.inference.calls import TEXT_TYPES, WindowRules, text_call
-from modelport.inference.metering import Generated, GeneratedStream, Meter, Metered, first_then_rest
+from modelport.inference.metering import Generated, GeneratedStream, Meter, Metered, Priced, first_then_rest
 from modelport.inference.params import CallBounds, check_supported, effective_sampling
 from modelport.inference.relay import Relayed
 from modelport.inference.resolve import Resolver
@@ -201,7 +201,7 @@ class InferenceService:
         request: EmbeddingRequest | TokenEmbeddingRequest,
         *,
         dimensions: int | None = None,
-    ) -> EmbeddingResponse:
+    ) -> Priced[EmbeddingResponse]:
         """One vector per input, in order (SPEC 3.5): texts, or (from `/v1/embeddings`)
         token ids, with `dimensions` where the vendor can shorten its vectors."""
         started = time.perf_counter()
@@ -210,7 +210,7 @@ class InferenceService:
         )
         if isinstance(request, EmbeddingRequest) and dimensions is None:
             assert isinstance(vendor, Embedder)
-            result = await self._meter.retrieve(
+            read = await self._meter.retrieve(
                 metered, lambda: vendor.embed(metered.target, list(request.texts)), lambda result: result.tokens
             )
         else:
@@ -219,10 +219,10 @@ class InferenceService:
                 given = EmbeddingInput(texts=list(request.texts), dimensions=dimensions)
             else:
                 given = EmbeddingInput(token_ids=[list(ids) for ids in request.token_ids], dimensions=dimensions)
-            result = await self._meter.retrieve(
+            read = await self._meter.retrieve(
                 metered, lambda: vendor.embed_input(metered.target, given), lambda result: result.tokens
             )
-        return EmbeddingResponse(embeddings=result.vectors, tokens_used=result.tokens)
+        return Priced(EmbeddingResponse(embeddings=read.answer.vectors, tokens_used=read.answer.tokens), read.cost)
 
     async def embed_model(
         self,
@@ -231,7 +231,7 @@ class InferenceService:
         request: EmbeddingRequest | TokenEmbeddingRequest,
         *,
         dimensions: int | None = None,
-    ) -> EmbeddingResponse:
+    ) -> Priced[EmbeddingResponse]:
         """Embeddings from one of the deployments `model` names (see `routing`), for the
         compatible surfaces."""
         return await self._router.run(
@@ -240,17 +240,19 @@ class InferenceService:
             lambda deployment_id: self.embed(principal, deployment_id, request, dimensions=dimensions),
         )
 
-    async def rerank(self, principal: Principal, deployment_id: str, request: RerankingRequest) -> RerankingResponse:
+    async def rerank(
+        self, principal: Principal, deployment_id: str, request: RerankingRequest
+    ) -> Priced[RerankingResponse]:
         """One score per chunk, in the order the chunks were given (SPEC 3.6)."""
         started = time.perf_counter()
         vendor, metered = await self._retrieval(principal, deployment_id, request, "RERANKING", started)
         assert isinstance(vendor, Reranker)
-        result = await self._meter.retrieve(
+        read = await self._meter.retrieve(
             metered,
             lambda: vendor.rerank(metered.target, request.query, list(request.chunks), request.instruction),
             lambda result: result.tokens,
         )
-        return RerankingResponse(chunk_scores=result.scores, tokens_used=result.tokens)
+        return Priced(RerankingResponse(chunk_scores=read.answer.scores, tokens_used=read.answer.tokens), read.cost)
 
     # --- the steps ------------------------------------------------------------------------
 

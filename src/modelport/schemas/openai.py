@@ -236,6 +236,7 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+    cost: float | None = None  # modelport's (OpenRouter's name): US dollars at the deployment's prices
 
 
 class ChatCompletion(BaseModel):
@@ -352,6 +353,7 @@ class EmbeddingItem(BaseModel):
 class EmbeddingUsage(BaseModel):
     prompt_tokens: int
     total_tokens: int
+    cost: float | None = None  # modelport's (OpenRouter's name): US dollars at the deployment's prices
 
 
 class EmbeddingList(BaseModel):

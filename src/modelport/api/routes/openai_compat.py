@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import sse
-from modelport.api.answers import TextSurface
+from modelport.api.answers import TextSurface, cost_header
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
 from modelport.api.openapi_bodies import declared_body
@@ -34,8 +34,8 @@ from modelport.schemas.retrieval import EmbeddingRequest, TokenEmbeddingRequest
 router = APIRouter(tags=["openai-compatible"])
 
 
-def _json(payload: BaseModel) -> Response:
-    return Response(payload.model_dump_json(exclude_none=True), media_type="application/json")
+def _json(payload: BaseModel, headers: dict[str, str] | None = None) -> Response:
+    return Response(payload.model_dump_json(exclude_none=True), media_type="application/json", headers=headers)
 
 
 def _error(status: int, body: dict[str, Any]) -> bytes:
@@ -85,8 +85,8 @@ async def embeddings(request: Request, principal: CurrentPrincipal, service: Ser
     body = await parse_body(request, wire.EmbeddingsBody)
     token_ids = body.token_ids
     inputs = TokenEmbeddingRequest(token_ids=token_ids) if token_ids else EmbeddingRequest(texts=body.texts or [])
-    answer = await service.embed_model(principal, body.model, inputs, dimensions=body.dimensions)
-    tokens = answer.tokens_used or 0
+    read = await service.embed_model(principal, body.model, inputs, dimensions=body.dimensions)
+    answer, tokens = read.answer, read.answer.tokens_used or 0
     return _json(
         wire.EmbeddingList(
             data=[
@@ -94,8 +94,9 @@ async def embeddings(request: Request, principal: CurrentPrincipal, service: Ser
                 for index, vector in enumerate(answer.embeddings)
             ],
             model=body.model,
-            usage=wire.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
-        )
+            usage=wire.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens, cost=read.cost),
+        ),
+        cost_header(read.cost),
     )
 
 

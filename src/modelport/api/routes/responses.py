@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from modelport.api import sse
-from modelport.api.answers import TextSurface
+from modelport.api.answers import TextSurface, cost_header
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service
 from modelport.api.error_shapes import openai_error
 from modelport.catalogue.responses import StoredResponses
@@ -48,8 +48,8 @@ _DECLARED_BODY = {
 }
 
 
-def _json(payload: Any) -> Response:
-    return Response(json.dumps(payload), media_type="application/json")
+def _json(payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload), media_type="application/json", headers=headers)
 
 
 def _parsed(raw: bytes) -> wire.ResponsesBody:
@@ -154,7 +154,7 @@ async def _relayed(
 
     answer = relay.RelayedAnswer(body.previous_response_id, body.stored(), save)
     if relayed.response is not None:
-        return _json(await answer.whole(relayed.response))
+        return _json(await answer.whole(relayed.response), cost_header(relayed.cost))
     assert relayed.events is not None
 
     def error(status: int, detail: dict[str, Any]) -> bytes:
