@@ -93,6 +93,12 @@ class EngineSettings:
     log_level: str = "info"
 
 
+def secret_keys(setting: str) -> list[str]:
+    """The keys MODELPORT_SECRET_KEY holds, newest first: one, or several separated by
+    commas while the key is rotated (catalogue/secrets.py)."""
+    return [key.strip() for key in setting.split(",")]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", env_file=".env", extra="ignore")
 
@@ -146,6 +152,7 @@ class Settings(BaseSettings):
     upstream_attempts: int = 3
     upstream_backoff: float = 0.25
     # Encrypts account secrets at rest; without it, secrets cannot be stored or used.
+    # Several keys, comma-separated and newest first, while rotating (catalogue/secrets.py).
     secret_key: str | None = None
     # How often batched usage records are written.
     usage_flush_seconds: float = 1.0
@@ -298,6 +305,13 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, url: str) -> str:
         return normalise_database_url(url)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _no_empty_secret_key(cls, setting: str | None) -> str | None:
+        if setting and not all(secret_keys(setting)):
+            raise ValueError("an empty key in the list: give the keys comma-separated, newest first, none empty")
+        return setting or None
 
     @field_validator("api_key")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli import console, listing
+from modelport.cli import console, listing, secrets
 from modelport.cli.common import fail, settings_or_exit, with_database
 from modelport.config import Settings
 
@@ -22,6 +22,7 @@ app.add_typer(accounts_app, name="accounts")
 keys_app = typer.Typer(help="API keys (shown once at creation; stored as hashes).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
+secrets.register(app)  # secrets rotate
 
 
 def _print_version(asked: bool) -> None:

@@ -34,6 +34,11 @@ async def list_secrets(session: AsyncSession, *, account_id: str) -> list[Accoun
     return list(rows)
 
 
+async def all_secrets(session: AsyncSession) -> list[AccountSecret]:
+    """Every account's secrets, for sealing them again with a new key."""
+    return list(await session.scalars(select(AccountSecret).order_by(AccountSecret.account_id, AccountSecret.name)))
+
+
 async def delete_secret(session: AsyncSession, *, account_id: str, name: str) -> bool:
     secret = await get_secret(session, account_id=account_id, name=name)
     if secret is None:
