@@ -105,6 +105,9 @@ async def app(database_url: str, model_dir: Path) -> AsyncIterator[FastAPI]:
         usage_flush_seconds=0.2,
         api_key=ADMIN_KEY,
         max_body_bytes=256 * 1024,
+        # The tests sharing this app send wrong keys on purpose, from one address, many a
+        # minute; the throttle on wrong keys is tested on its own (tests/api/test_auth_throttle.py).
+        auth_failures_per_minute=0,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -201,6 +202,14 @@ class Settings(BaseSettings):
     # Limits that refuse requests (503) while Redis cannot be reached; the others let
     # requests through uncounted meanwhile.
     limits_fail_closed: CommaList = Field(default_factory=lambda: ["max_budget"])
+    # Wrong API keys one client address may send in a minute before it gets 429 until
+    # the minute is over (0: no limit; limits/auth_throttle.py). Counted in Redis when
+    # `redis_url` is set, so that every replica shares the count.
+    auth_failures_per_minute: int = Field(default=20, ge=0)
+    # Proxies (addresses or networks, e.g. `10.0.0.0/8`) whose X-Forwarded-For names the
+    # client: its address is then the last one there that is not a trusted proxy. None by
+    # default: the connection's own address is the client's, and the header is ignored.
+    trusted_proxies: CommaList = Field(default_factory=list)
     # A parallel-request slot held by a process that died is freed after this long.
     limits_parallel_lease_seconds: float = 600.0
     # max_tokens for a request that sets none, to a vendor with no default of its own and a
@@ -225,6 +234,10 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    # Client addresses whose wrong keys are counted per minute, in each process without
+    # Redis (past it, a new address goes uncounted: limits/auth_throttle.py).
+    auth_failures_max_addresses: int = Field(default=100_000, ge=1)
 
     # Messages and tools one inference request may carry (400 above them, naming the
     # setting): Anthropic takes 100,000 messages and OpenAI 128 tools; agent clients
@@ -312,6 +325,16 @@ class Settings(BaseSettings):
         if setting and not all(secret_keys(setting)):
             raise ValueError("an empty key in the list: give the keys comma-separated, newest first, none empty")
         return setting or None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)") from None
+        return proxies
 
     @field_validator("api_key")
     @classmethod

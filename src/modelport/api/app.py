@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from modelport import __version__
 from modelport.api import error_shapes, openapi_bodies, welcome
@@ -58,6 +59,7 @@ from modelport.inference.params import CallBounds
 from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
 from modelport.limits import build_limiter
+from modelport.limits.auth_throttle import AuthThrottle
 from modelport.limits.base import Clock, wall_clock
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.heap import freeze_startup_heap
@@ -206,6 +208,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     limits = _limit_gate(settings, app.state.sessions, app.state.limits_clock)
     app.state.limits = limits
+    throttle = AuthThrottle(
+        per_minute=settings.auth_failures_per_minute,
+        max_addresses=settings.auth_failures_max_addresses,
+        redis_url=settings.redis_url,
+        timeout=settings.limits_redis_timeout_seconds,
+        retry_seconds=settings.limits_redis_retry_seconds,
+        clock=app.state.limits_clock,
+    )
+    app.state.auth_throttle = throttle
     configure_render_pool(
         threads=settings.template_render_threads,
         per_account=settings.template_renders_per_account,
@@ -238,6 +249,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await limits.aclose()
+        await throttle.close()
         await recorder.close()
         await vendors.aclose()
         if own_supervisor is not None:
@@ -406,6 +418,11 @@ def create_app(
     # Outermost: its clock (the request's latency, and the gateway's own share of it)
     # starts before any of modelport's work.
     app.add_middleware(RequestObserver, access_log=settings.access_log)
+    if settings.trusted_proxies:
+        # Around everything: the client's address is known before anything reads it (the
+        # auth throttle). uvicorn's own proxy handling is off (`modelport serve`), so this
+        # setting is the only one that decides whom X-Forwarded-For is taken from.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -11,8 +11,9 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from modelport.catalogue.catalogue import Catalogue
-from modelport.errors import Unauthenticated, ValidationFailed
+from modelport.errors import RateLimited, Unauthenticated, ValidationFailed
 from modelport.inference.service import InferenceService
+from modelport.limits.auth_throttle import AuthThrottle
 from modelport.principal import Principal
 from modelport.schemas.catalogue import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 from modelport.schemas.errors import validation_detail
@@ -42,7 +43,19 @@ async def current_principal(
     if not api_key:
         raise Unauthenticated("missing API key: send an x-api-key header or Authorization: Bearer <key>")
     found: Catalogue = request.app.state.catalogue
-    return await found.access.principal(api_key, headers.get(SELECTED_ACCOUNT_HEADER))
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    # The connection's address, or the client's as a trusted proxy names it (api.app).
+    host = request.client.host if request.client else ""
+    wait = await throttle.retry_after(host, api_key)
+    if wait is not None:
+        raise RateLimited(f"too many wrong API keys from this address: try again in {wait} s", retry_after=str(wait))
+    try:
+        principal = await found.access.principal(api_key, headers.get(SELECTED_ACCOUNT_HEADER))
+    except Unauthenticated:
+        await throttle.failed(host)
+        raise
+    throttle.accepted(host, api_key)
+    return principal
 
 
 def _bearer_token(authorization: str | None) -> str | None:

@@ -102,6 +102,9 @@ def serve(
             # Idle and half-open connections are closed, and connections are capped:
             # slow clients cannot hold the server.
             timeout_keep_alive=int(settings.keep_alive_seconds),
+            # X-Forwarded-For is read by the app, from MODELPORT_TRUSTED_PROXIES only
+            # (uvicorn's default would trust it from 127.0.0.1).
+            proxy_headers=False,
             limit_concurrency=settings.max_connections,
             http=RequestDeadlineProtocol,
             # One worker accepts every waiting connection at once; workers sharing a
