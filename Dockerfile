@@ -8,6 +8,8 @@
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
+# bash with pipefail: a failing step in a pipe (the version lookup below) fails the build.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential cmake ca-certificates \
  && rm -rf /var/lib/apt/lists/*

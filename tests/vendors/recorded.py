@@ -1,4 +1,12 @@
-"""An httpx transport that answers with recorded vendor fixtures and keeps what it was sent."""
+"""An httpx transport that answers from vendor fixture files and keeps what it was sent.
+
+The fixtures say where they come from by where they lie (each folder's README.md has
+the details):
+* `fixtures/documented/<vendor>/`: written by hand in the shapes the vendor's API
+  reference documents (no call to the vendor was made);
+* `fixtures/recorded/<server>/`: real answers of a real server, recorded here by the
+  script beside them.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +19,14 @@ from typing import Any
 import httpx
 
 FIXTURES = Path(__file__).parent / "fixtures"
+DOCUMENTED = FIXTURES / "documented"
+RECORDED = FIXTURES / "recorded"
 
 
 @dataclass
 class Recorded(httpx.AsyncBaseTransport):
-    """`answers` maps the upstream model name to (status, fixture file)."""
+    """`answers` maps the upstream model name to (status, fixture file under `fixtures/`,
+    such as `documented/openai/reasoning.json`)."""
 
     answers: dict[str, tuple[int, str]] = field(default_factory=dict)
     sent: list[httpx.Request] = field(default_factory=list)

@@ -1,4 +1,5 @@
-"""The Anthropic adapter against recorded Messages API answers."""
+"""The Anthropic adapter against Messages API answers written from Anthropic's API reference
+(fixtures/documented/anthropic)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_a_message_and_the_request_that_produced_it(recorded_app: Any) -> None:
     response, transport = await run(
-        recorded_app, (200, "anthropic/message.json"), "claude-a", temperature=1.5, stop_sequences=["###"], top_k=5
+        recorded_app,
+        (200, "documented/anthropic/message.json"),
+        "claude-a",
+        temperature=1.5,
+        stop_sequences=["###"],
+        top_k=5,
     )
     assert response.status_code == 200, response.text
     result = response.json()
@@ -54,23 +60,25 @@ async def test_a_message_and_the_request_that_produced_it(recorded_app: Any) -> 
 
 
 async def test_max_tokens_is_length_and_refusal_is_content_filter(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, (200, "anthropic/message_max_tokens.json"), "claude-b", max_tokens=4)
+    response, _ = await run(
+        recorded_app, (200, "documented/anthropic/message_max_tokens.json"), "claude-b", max_tokens=4
+    )
     assert response.json()["finish_reason"] == "length"
-    response, _ = await run(recorded_app, (200, "anthropic/message_refusal.json"), "claude-c")
+    response, _ = await run(recorded_app, (200, "documented/anthropic/message_refusal.json"), "claude-c")
     assert response.status_code == 200
     assert (response.json()["finish_reason"], response.json()["completions"][0][1]) == ("content_filter", [""])
 
 
 async def test_a_stop_sequence_the_vendor_left_in_is_removed(recorded_app: Any) -> None:
     response, _ = await run(
-        recorded_app, (200, "anthropic/message_keeps_stop.json"), "claude-d", stop_sequences=["END"]
+        recorded_app, (200, "documented/anthropic/message_keeps_stop.json"), "claude-d", stop_sequences=["END"]
     )
     assert response.json()["completions"][0][1] == ["one two "]
     assert response.json()["finish_reason"] == "stop"
 
 
 async def test_streaming_text_and_cumulative_usage(recorded_app: Any) -> None:
-    response, transport = await run(recorded_app, (200, "anthropic/stream.sse"), "claude-e", stream=True)
+    response, transport = await run(recorded_app, (200, "documented/anthropic/stream.sse"), "claude-e", stream=True)
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert "".join(event["completions"][0][1][0] for event in events) == "Hello!"
     assert (events[-1]["finish_reason"], events[-1]["prompt_tokens"], events[-1]["response_tokens"]) == ("stop", 25, 15)
@@ -78,20 +86,22 @@ async def test_streaming_text_and_cumulative_usage(recorded_app: Any) -> None:
 
 
 async def test_an_error_event_mid_stream_reaches_the_client(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, (200, "anthropic/stream_error.sse"), "claude-f", stream=True)
+    response, _ = await run(recorded_app, (200, "documented/anthropic/stream_error.sse"), "claude-f", stream=True)
     assert response.text.split("\n\n")[0].startswith("data: ")
     assert "event: error" in response.text and "Overloaded" in response.text
 
 
 async def test_a_vendor_400_is_400_with_its_message(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, (400, "anthropic/error_roles.json"), "claude-g")
+    response, _ = await run(recorded_app, (400, "documented/anthropic/error_roles.json"), "claude-g")
     assert response.status_code == 400
     assert "roles must alternate" in response.json()["detail"]
 
 
 async def test_parameters_anthropic_lacks_are_refused(recorded_app: Any) -> None:
     for parameter, value in (("frequency_penalty", 0.5), ("logprobs", True)):
-        response, _ = await run(recorded_app, (200, "anthropic/message.json"), "claude-h", **{parameter: value})
+        response, _ = await run(
+            recorded_app, (200, "documented/anthropic/message.json"), "claude-h", **{parameter: value}
+        )
         assert response.status_code == 400
         assert parameter in response.json()["detail"] and "ANTHROPIC" in response.json()["detail"]
 
@@ -109,7 +119,7 @@ async def test_reasoning_effort_becomes_a_thinking_budget(
     recorded_app: Any, effort: str, max_tokens: int, thinking: dict[str, Any] | None
 ) -> None:
     response, transport = await run(
-        recorded_app, (200, "anthropic/message.json"), f"claude-sonnet-4-5-{effort}-{max_tokens}",
+        recorded_app, (200, "documented/anthropic/message.json"), f"claude-sonnet-4-5-{effort}-{max_tokens}",
         reasoning_effort=effort, max_tokens=max_tokens, temperature=0.2, top_k=5,
     )  # fmt: skip
     assert response.status_code == 200, response.text
@@ -124,7 +134,7 @@ async def test_reasoning_effort_becomes_a_thinking_budget(
 
 async def test_a_model_that_cannot_think_gets_no_thinking_and_the_effort_is_named(recorded_app: Any) -> None:
     response, transport = await run(
-        recorded_app, (200, "anthropic/message.json"), "claude-3-5-haiku-20241022", reasoning_effort="high",
+        recorded_app, (200, "documented/anthropic/message.json"), "claude-3-5-haiku-20241022", reasoning_effort="high",
         max_tokens=9_000,
     )  # fmt: skip
     assert response.status_code == 200, response.text

@@ -1,10 +1,10 @@
-"""Anthropic's Messages surface onto the deployments behind it, against recorded answers:
-an ANTHROPIC deployment gets the request as its client sent it (blocks with
-`cache_control`, thinking blocks with signatures, server tools, `thinking`,
-`context_management`, ..., and the `anthropic-beta` header, under the operator's
-headers and the credential), and its thinking and redacted thinking blocks come back
-whole and streamed; any other vendor gets none of Anthropic's hints, and they are
-named as dropped."""
+"""Anthropic's Messages surface onto the deployments behind it, against answers in the
+vendors' documented shapes: an ANTHROPIC deployment gets the request as its client sent
+it (blocks with `cache_control`, thinking blocks with signatures, server tools,
+`thinking`, `context_management`, ..., and the `anthropic-beta` header, under the
+operator's headers and the credential), and its thinking and redacted thinking blocks
+come back whole and streamed; any other vendor gets none of Anthropic's hints, and they
+are named as dropped."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ async def _deployed(recorded_app: Any, vendor: str, upstream_model: str, **param
 
 async def test_an_anthropic_deployment_gets_the_request_as_sent(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["claude-pass"] = (200, "anthropic/message_redacted_thinking.json")
+    transport.answers["claude-pass"] = (200, "documented/anthropic/message_redacted_thinking.json")
     model = await _deployed(recorded_app, "ANTHROPIC", "claude-pass", api_key_env="ANTHROPIC_TEST_KEY")
     answer = await client.post(
         "/v1/messages?beta=true",
@@ -93,7 +93,7 @@ async def test_an_anthropic_deployment_gets_the_request_as_sent(recorded_app: An
 
 async def test_streamed_thinking_keeps_its_blocks_and_signature(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["claude-stream"] = (200, "anthropic/stream_redacted_thinking.sse")
+    transport.answers["claude-stream"] = (200, "documented/anthropic/stream_redacted_thinking.sse")
     model = await _deployed(recorded_app, "ANTHROPIC", "claude-stream", api_key_env="ANTHROPIC_TEST_KEY")
     answer = await client.post("/v1/messages", json={"model": model, "stream": True, **CLAUDE_CODE_BODY})
     assert answer.status_code == 200, answer.text
@@ -115,7 +115,7 @@ async def test_streamed_thinking_keeps_its_blocks_and_signature(recorded_app: An
 
 async def test_operator_headers_and_the_credential_win_over_the_clients(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["claude-headers"] = (200, "anthropic/message.json")
+    transport.answers["claude-headers"] = (200, "documented/anthropic/message.json")
     model = await _deployed(
         recorded_app, "ANTHROPIC", "claude-headers", api_key_env="ANTHROPIC_TEST_KEY",
         headers={"anthropic-beta": "operator-chosen"},
@@ -131,7 +131,7 @@ async def test_operator_headers_and_the_credential_win_over_the_clients(recorded
 
 async def test_the_adapter_sends_no_client_header_but_anthropic_beta() -> None:
     transport = Recorded()
-    transport.answers["claude-x"] = (200, "anthropic/message.json")
+    transport.answers["claude-x"] = (200, "documented/anthropic/message.json")
     vendor = AnthropicVendor(httpx.AsyncClient(transport=transport), RetryPolicy(attempts=1))
     target = with_parameters(
         Target(deployment_id="dep", model_type="CHAT_COMPLETION", model_vendor="ANTHROPIC"), {"model": "claude-x"}
@@ -158,7 +158,7 @@ async def test_the_adapter_sends_no_client_header_but_anthropic_beta() -> None:
 
 async def test_another_vendor_gets_none_of_anthropics_hints(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["gpt-hints"] = (200, "openai/chat_after_tool.json")
+    transport.answers["gpt-hints"] = (200, "documented/openai/chat_after_tool.json")
     model = await _deployed(recorded_app, "OPENAI", "gpt-hints")
     answer = await client.post("/v1/messages", json={"model": model, **CLAUDE_CODE_BODY})
     assert answer.status_code == 200, answer.text

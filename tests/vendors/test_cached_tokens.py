@@ -1,4 +1,4 @@
-"""Cached input tokens, from each vendor's recorded answer (whole and streamed) to the
+"""Cached input tokens, from each vendor's documented answer (whole and streamed) to the
 usage record, its cost at the cache prices, `/v4/spend`, and each surface's own field,
 read by the `openai` and `anthropic` SDKs with strict validation."""
 
@@ -86,7 +86,7 @@ async def _spend(client: httpx.AsyncClient, deployment: str) -> float:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_anthropic_cache_reads_and_writes_are_counted_billed_and_returned(sdks: Any, stream: bool) -> None:
     app, client, transport, _openai, anthropic = sdks
-    fixture = "anthropic/stream_cached.sse" if stream else "anthropic/message_cached.json"
+    fixture = "documented/anthropic/stream_cached.sse" if stream else "documented/anthropic/message_cached.json"
     prices = {
         "input_cost_per_token": INPUT,
         "output_cost_per_token": OUTPUT,
@@ -115,7 +115,7 @@ async def test_anthropic_cache_reads_and_writes_are_counted_billed_and_returned(
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_openai_cached_tokens_are_counted_billed_and_returned(sdks: Any, stream: bool) -> None:
     app, client, transport, openai, _anthropic = sdks
-    fixture = "openai/chat_cached.sse" if stream else "openai/chat_cached.json"
+    fixture = "documented/openai/chat_cached.sse" if stream else "documented/openai/chat_cached.json"
     prices = {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT, "cache_read_input_cost_per_token": 5e-7}
     deployment = await _deployment(client, transport, "OPENAI", fixture, **prices)
     model = _name(fixture)
@@ -143,7 +143,7 @@ async def test_openai_cached_tokens_are_counted_billed_and_returned(sdks: Any, s
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_gemini_cached_content_without_a_cache_price_costs_the_input_price(sdks: Any, stream: bool) -> None:
     app, client, transport, openai, _anthropic = sdks
-    fixture = "google/stream_cached.sse" if stream else "google/generate_cached.json"
+    fixture = "documented/google/stream_cached.sse" if stream else "documented/google/generate_cached.json"
     prices = {"input_cost_per_token": INPUT, "output_cost_per_token": OUTPUT}
     deployment = await _deployment(client, transport, "GOOGLE", fixture, **prices)
     model = _name(fixture)
@@ -169,12 +169,15 @@ async def test_gemini_cached_content_without_a_cache_price_costs_the_input_price
 
 
 async def test_an_answer_without_cache_counts_reports_zero_cached(sdks: Any) -> None:
-    """A vendor that says nothing about caching: the surfaces' fields are 0, never absent."""
+    """A vendor that says nothing about caching (llama.cpp's server, a real answer of it):
+    the surfaces' fields are 0, never absent."""
     _app, client, transport, openai, anthropic = sdks
-    await _deployment(client, transport, "OPENAI", "openai/chat_logprobs.json")
-    answer = await openai.chat.completions.create(model="openai-chat_logprobs-json", messages=QUESTION)
+    await _deployment(client, transport, "OPENAI", "recorded/llama-cpp-server/chat.json")
+    answer = await openai.chat.completions.create(model="recorded-llama-cpp-server-chat-json", messages=QUESTION)
     assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
     assert answer.usage.prompt_tokens_details.cached_tokens == 0
-    message = await anthropic.messages.create(model="openai-chat_logprobs-json", max_tokens=20, messages=QUESTION)
+    message = await anthropic.messages.create(
+        model="recorded-llama-cpp-server-chat-json", max_tokens=20, messages=QUESTION
+    )
     assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (0, 0)
     assert message.usage.input_tokens == answer.usage.prompt_tokens

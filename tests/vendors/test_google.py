@@ -1,4 +1,5 @@
-"""The Gemini adapter against recorded generateContent / streamGenerateContent answers."""
+"""The Gemini adapter against generateContent / streamGenerateContent answers written from
+Google's API reference (fixtures/documented/google)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ async def run(recorded_app: Any, answer: tuple[int, str], model: str, **body: An
 
 async def test_generate_content_and_the_request_that_produced_it(recorded_app: Any) -> None:
     response, transport = await run(
-        recorded_app, (200, "google/generate.json"), "gemini-a", temperature=0.5, top_k=3, top_p=0.9, max_tokens=50,
-        stop_sequences=["###"], presence_penalty=0.1,
+        recorded_app, (200, "documented/google/generate.json"), "gemini-a", temperature=0.5, top_k=3, top_p=0.9,
+        max_tokens=50, stop_sequences=["###"], presence_penalty=0.1,
     )  # fmt: skip
     assert response.status_code == 200, response.text
     result = response.json()
@@ -45,14 +46,14 @@ async def test_generate_content_and_the_request_that_produced_it(recorded_app: A
 
 
 async def test_max_tokens_counts_thoughts_as_response_tokens(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, (200, "google/generate_max_tokens.json"), "gemini-b")
+    response, _ = await run(recorded_app, (200, "documented/google/generate_max_tokens.json"), "gemini-b")
     assert (response.json()["finish_reason"], response.json()["response_tokens"]) == ("length", 5)
 
 
 async def test_safety_and_blocked_prompts_are_content_filter_not_errors(recorded_app: Any) -> None:
     for model, fixture in (
-        ("gemini-c", "google/generate_safety.json"),
-        ("gemini-d", "google/generate_blocked_prompt.json"),
+        ("gemini-c", "documented/google/generate_safety.json"),
+        ("gemini-d", "documented/google/generate_blocked_prompt.json"),
     ):
         response, _ = await run(recorded_app, (200, fixture), model)
         assert response.status_code == 200
@@ -61,7 +62,7 @@ async def test_safety_and_blocked_prompts_are_content_filter_not_errors(recorded
 
 
 async def test_streaming_frames_with_usage_on_the_last(recorded_app: Any) -> None:
-    response, transport = await run(recorded_app, (200, "google/stream.sse"), "gemini-e", stream=True)
+    response, transport = await run(recorded_app, (200, "documented/google/stream.sse"), "gemini-e", stream=True)
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert "".join(event["completions"][0][1][0] for event in events) == "Hello there!"
     assert (events[-1]["finish_reason"], events[-1]["prompt_tokens"], events[-1]["response_tokens"]) == ("stop", 4, 3)
@@ -70,11 +71,11 @@ async def test_streaming_frames_with_usage_on_the_last(recorded_app: Any) -> Non
 
 
 async def test_an_invalid_argument_is_400_with_googles_message(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, (400, "google/error_invalid.json"), "gemini-f")
+    response, _ = await run(recorded_app, (400, "documented/google/error_invalid.json"), "gemini-f")
     assert response.status_code == 400
     assert "generation_config.top_k" in response.json()["detail"]
 
 
 async def test_logprobs_are_refused_for_gemini(recorded_app: Any) -> None:
-    response, _ = await run(recorded_app, (200, "google/generate.json"), "gemini-g", logprobs=True)
+    response, _ = await run(recorded_app, (200, "documented/google/generate.json"), "gemini-g", logprobs=True)
     assert response.status_code == 400 and "GOOGLE" in response.json()["detail"]

@@ -1,4 +1,4 @@
-"""Hints on an OPENAI deployment (recorded answers, OpenAI's documented shapes): passed
+"""Hints on an OPENAI deployment (answers in OpenAI's documented shapes): passed
 through in OpenAI's own body where the model takes them, left out and named in the
 x-modelport-dropped header where it does not; a max_tokens past the model's window is
 clamped and named. On /v1/chat/completions and its v4 beta twin, whole and streamed."""
@@ -41,7 +41,7 @@ async def _model(client: httpx.AsyncClient, upstream: str, window: int | None = 
 
 async def test_a_reasoning_model_gets_every_hint_in_its_body(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["o3-mini"] = (200, "openai/reasoning.json")
+    transport.answers["o3-mini"] = (200, "documented/openai/reasoning.json")
     model = await _model(client, "o3-mini")
     for path in ("/v1/chat/completions", "/v4/beta/chat/completions"):
         answer = await client.post(path, json={"model": model, "messages": HELLO, **HINTS})
@@ -57,8 +57,8 @@ async def test_what_a_model_cannot_act_on_is_left_out_and_named_on_whole_and_str
     recorded_app: Any,
 ) -> None:
     _app, client, transport = recorded_app
-    transport.answers["gpt-4o-mini"] = (200, "openai/chat_logprobs.json")
-    transport.answers["gpt-4o-mini-streamed"] = (200, "openai/surface_tool_call_stream.sse")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/chat_logprobs.json")
+    transport.answers["gpt-4o-mini-streamed"] = (200, "documented/openai/surface_tool_call_stream.sse")
     whole_model = await _model(client, "gpt-4o-mini")
     answer = await client.post("/v1/chat/completions", json={"model": whole_model, "messages": HELLO, **HINTS})
     assert answer.status_code == 200, answer.text
@@ -80,7 +80,7 @@ async def test_what_a_model_cannot_act_on_is_left_out_and_named_on_whole_and_str
 
 async def test_sampling_parameters_stay_strict(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["o3-mini"] = (200, "openai/reasoning.json")
+    transport.answers["o3-mini"] = (200, "documented/openai/reasoning.json")
     model = await _model(client, "o3-mini")
     refused = await client.post(
         "/v1/chat/completions", json={"model": model, "messages": HELLO, "reasoning_effort": "high", "top_p": 0.5}
@@ -91,7 +91,7 @@ async def test_sampling_parameters_stay_strict(recorded_app: Any) -> None:
 
 async def test_a_max_tokens_past_the_window_is_clamped_and_named(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["gpt-4o-mini"] = (200, "openai/chat_logprobs.json")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/chat_logprobs.json")
     model = await _model(client, "gpt-4o-mini", window=4096)
     answer = await client.post("/v1/chat/completions", json={"model": model, "messages": HELLO, "max_tokens": 32_000})
     assert answer.status_code == 200, answer.text

@@ -1,4 +1,4 @@
-"""Embeddings and rerankings through recorded answers in the vendors' documented formats:
+"""Embeddings and rerankings through answers in the vendors' documented formats:
 OpenAI's `/embeddings`, vLLM's `/rerank`, Cohere's `/v2/embed` and `/v2/rerank`, Gemini's
 `batchEmbedContents`; and Cohere's `/v2/chat`."""
 
@@ -14,7 +14,7 @@ TEXTS = ["Bananas are rich in potassium.", "Paris is the capital of France.", "F
 
 async def test_openai_vectors_are_matched_to_inputs_by_index_not_position(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["text-embedding-3-small"] = (200, "openai/embeddings_unordered.json")
+    transport.answers["text-embedding-3-small"] = (200, "documented/openai/embeddings_unordered.json")
     deployment = await deploy(client, vendor="OPENAI", model_type="EMBEDDING", model="text-embedding-3-small")
     response = await client.post(f"/v4/models/{deployment}/embeddings", json={"texts": ["x", "y", "z"]})
     assert response.status_code == 200, response.text
@@ -28,7 +28,7 @@ async def test_openai_vectors_are_matched_to_inputs_by_index_not_position(record
 
 async def test_an_answer_that_misses_an_input_is_a_vendor_failure(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["embed-broken"] = (200, "openai/embeddings_missing.json")
+    transport.answers["embed-broken"] = (200, "documented/openai/embeddings_missing.json")
     deployment = await deploy(client, vendor="OPENAI", model_type="EMBEDDING", model="embed-broken")
     response = await client.post(f"/v4/models/{deployment}/embeddings", json={"texts": ["x", "y"]})
     assert response.status_code == 502
@@ -37,7 +37,7 @@ async def test_an_answer_that_misses_an_input_is_a_vendor_failure(recorded_app: 
 
 async def test_vllm_rerank_scores_come_back_in_the_order_of_the_chunks(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["BAAI/bge-reranker-base"] = (200, "llmengine/vllm_rerank.json")
+    transport.answers["BAAI/bge-reranker-base"] = (200, "documented/llmengine/vllm_rerank.json")
     deployment = await deploy(client, vendor="LLMENGINE", model_type="RERANKING", model="BAAI/bge-reranker-base",
                               base_url="http://vllm.internal:8000/v1")  # fmt: skip
     body = {"query": "What is the capital of France?", "chunks": TEXTS}
@@ -53,7 +53,7 @@ async def test_vllm_rerank_scores_come_back_in_the_order_of_the_chunks(recorded_
 async def test_cohere_rerank_in_chunk_order_with_bearer_auth(recorded_app: Any, monkeypatch: Any) -> None:
     _app, client, transport = recorded_app
     monkeypatch.setenv("FAKE_VENDOR_KEY", "co-test-key")
-    transport.answers["rerank-v3.5"] = (200, "cohere/rerank.json")
+    transport.answers["rerank-v3.5"] = (200, "documented/cohere/rerank.json")
     deployment = await deploy(client, vendor="COHERE", model_type="RERANKING", model="rerank-v3.5",
                               api_key_env="FAKE_VENDOR_KEY")  # fmt: skip
     response = await client.post(
@@ -69,7 +69,7 @@ async def test_cohere_rerank_in_chunk_order_with_bearer_auth(recorded_app: Any, 
 
 async def test_an_instruction_the_reranker_cannot_take_is_400(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["rerank-instr"] = (200, "cohere/rerank.json")
+    transport.answers["rerank-instr"] = (200, "documented/cohere/rerank.json")
     deployment = await deploy(client, vendor="COHERE", model_type="RERANKING", model="rerank-instr")
     body = {"query": "q", "chunks": TEXTS, "instruction": "Prefer recent documents."}
     response = await client.post(f"/v4/models/{deployment}/rerankings", json=body)
@@ -145,7 +145,7 @@ async def test_input_bounds_are_422(recorded_app: Any) -> None:
 
 async def test_cohere_chat_and_its_stream(recorded_app: Any) -> None:
     _app, client, transport = recorded_app
-    transport.answers["command-a"] = (200, "cohere/chat.json")
+    transport.answers["command-a"] = (200, "documented/cohere/chat.json")
     deployment = await deploy(client, vendor="COHERE", model="command-a")
     history = [{"role": "system", "content": "Be brief."}]
     body = {"chat_history": history, "prompt": "Capital of France?", "temperature": 0.3, "top_k": 5,
@@ -161,7 +161,7 @@ async def test_cohere_chat_and_its_stream(recorded_app: Any) -> None:
     assert sent == {"model": "command-a", "stream": False, "temperature": 0.3, "k": 5, "max_tokens": 50,
                     "stop_sequences": ["###"], "messages": messages}  # fmt: skip
 
-    transport.answers["command-a-stream"] = (200, "cohere/chat_stream.sse")
+    transport.answers["command-a-stream"] = (200, "documented/cohere/chat_stream.sse")
     streamed = await deploy(client, vendor="COHERE", model="command-a-stream")
     async with client.stream(
         "POST", f"/v4/models/{streamed}/chat-completions", json={**body, "stream": True}
@@ -171,7 +171,7 @@ async def test_cohere_chat_and_its_stream(recorded_app: Any) -> None:
     assert "".join(event["completions"][0][1][0] for event in events) == "Paris is the capital of France."
     assert (events[-1]["finish_reason"], events[-1]["prompt_tokens"], events[-1]["response_tokens"]) == ("stop", 212, 8)
 
-    transport.answers["command-a-short"] = (200, "cohere/chat_max_tokens.json")
+    transport.answers["command-a-short"] = (200, "documented/cohere/chat_max_tokens.json")
     short = await deploy(client, vendor="COHERE", model="command-a-short")
     response = await client.post(f"/v4/models/{short}/chat-completions", json=body)
     assert response.json()["finish_reason"] == "length"

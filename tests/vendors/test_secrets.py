@@ -21,7 +21,7 @@ async def test_a_secret_is_sent_upstream_but_never_stored_or_shown_in_clear(reco
         [ciphertext] = (await session.execute(text("SELECT ciphertext FROM account_secrets"))).scalars().all()
     assert VALUE.encode() not in ciphertext
 
-    transport.answers["claude-secret"] = (200, "anthropic/message.json")
+    transport.answers["claude-secret"] = (200, "documented/anthropic/message.json")
     deployment = await deploy(client, vendor="ANTHROPIC", model="claude-secret", api_key_secret="openai-key")
     response = await client.post(f"/v4/models/{deployment}/chat-completions", json={"chat_history": [], "prompt": "Hi"})
     assert response.status_code == 200, response.text
@@ -53,7 +53,7 @@ async def test_an_account_secret_is_the_accounts_own_to_send_to_any_allowed_host
     an account's own secret goes wherever its admin points the model."""
     _app, client, transport = recorded_app
     await client.put("/v4/secrets/own-key", json={"value": VALUE})
-    transport.answers["claude-anywhere"] = (200, "anthropic/message.json")
+    transport.answers["claude-anywhere"] = (200, "documented/anthropic/message.json")
     deployment = await deploy(
         client,
         vendor="ANTHROPIC",

@@ -1,5 +1,5 @@
 """Tool calls through the compatible surfaces, driven by the `openai` and `anthropic` SDKs,
-with an OPENAI deployment answering from recorded fixtures (OpenAI's documented shapes)."""
+with an OPENAI deployment answering from fixtures in OpenAI's documented shapes."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 @pytest.fixture(scope="module")
 async def tools_model(recorded_app: Any) -> AsyncIterator[tuple[AsyncOpenAI, AsyncAnthropic, Any]]:
     app, client, transport = recorded_app
-    transport.answers["gpt-4o-mini"] = (200, "openai/surface_tool_call.json")
-    transport.answers["gpt-4o-mini-streamed"] = (200, "openai/surface_tool_call_stream.sse")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/surface_tool_call.json")
+    transport.answers["gpt-4o-mini-streamed"] = (200, "documented/openai/surface_tool_call_stream.sse")
     await deploy(client, vendor="OPENAI", model="gpt-4o-mini", model_name="OPENAI-gpt-4o-mini")
     await deploy(client, vendor="OPENAI", model="gpt-4o-mini-streamed", model_name="OPENAI-gpt-4o-mini-streamed")
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=60)

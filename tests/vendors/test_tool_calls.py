@@ -1,5 +1,5 @@
 """Function calling and structured output through the OpenAI, Anthropic and Gemini
-adapters, against answers recorded in each vendor's documented wire format: what the
+adapters, against answers written in each vendor's documented wire format: what the
 adapter sends (tools, tool_choice, tool turns, response_format in the vendor's terms)
 and how the vendor's tool calls come back (OpenAI's shape, whole or as deltas)."""
 
@@ -95,7 +95,7 @@ def openai_vendor(transport: Recorded, policy: RetryPolicy) -> Iterator[OpenAICo
 async def test_openai_sends_tools_and_returns_the_calls_whole(
     openai_vendor: OpenAICompatible, transport: Recorded
 ) -> None:
-    transport.answers["gpt-4o-mini"] = (200, "openai/chat_tool_calls.json")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/chat_tool_calls.json")
     call = chat(QUESTION, tools=(WEATHER,), tool_choice="required", seed=42, logit_bias={"1734": -100.0})
 
     result = await openai_vendor.complete(target("OPENAI", "gpt-4o-mini"), call)
@@ -128,7 +128,7 @@ async def test_openai_sends_tools_and_returns_the_calls_whole(
 async def test_openai_streams_tool_call_deltas_that_join_to_the_whole_calls(
     openai_vendor: OpenAICompatible, transport: Recorded
 ) -> None:
-    transport.answers["gpt-4o-mini"] = (200, "openai/chat_tool_calls.sse")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/chat_tool_calls.sse")
 
     chunks = await streamed(
         await openai_vendor.stream(target("OPENAI", "gpt-4o-mini"), chat(QUESTION, tools=(WEATHER,)))
@@ -156,7 +156,7 @@ async def test_openai_streams_tool_call_deltas_that_join_to_the_whole_calls(
 async def test_openai_sends_the_tool_result_turn_back_as_it_came(
     openai_vendor: OpenAICompatible, transport: Recorded
 ) -> None:
-    transport.answers["gpt-4o-mini"] = (200, "openai/chat_after_tool.json")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/chat_after_tool.json")
 
     result = await openai_vendor.complete(
         target("OPENAI", "gpt-4o-mini"), chat(QUESTION, CALLED, ANSWERED, tools=(WEATHER,))
@@ -171,7 +171,7 @@ async def test_openai_sends_the_tool_result_turn_back_as_it_came(
 
 
 async def test_openai_passes_response_format_on(openai_vendor: OpenAICompatible, transport: Recorded) -> None:
-    transport.answers["gpt-4o-mini"] = (200, "openai/chat_after_tool.json")
+    transport.answers["gpt-4o-mini"] = (200, "documented/openai/chat_after_tool.json")
     response_format = {
         "type": "json_schema",
         "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": True},
@@ -193,7 +193,7 @@ def anthropic_vendor(transport: Recorded, policy: RetryPolicy) -> Iterator[Anthr
 async def test_anthropic_gets_tools_with_input_schema_and_tool_use_comes_back_as_tool_calls(
     anthropic_vendor: AnthropicVendor, transport: Recorded
 ) -> None:
-    transport.answers["claude-3-5-haiku"] = (200, "anthropic/message_tool_use.json")
+    transport.answers["claude-3-5-haiku"] = (200, "documented/anthropic/message_tool_use.json")
 
     result = await anthropic_vendor.complete(
         target("ANTHROPIC", "claude-3-5-haiku"), chat(QUESTION, tools=(WEATHER,), tool_choice="required")
@@ -231,7 +231,7 @@ async def test_anthropic_gets_tools_with_input_schema_and_tool_use_comes_back_as
 async def test_anthropic_tool_choice_mapping(
     anthropic_vendor: AnthropicVendor, transport: Recorded, choice: Any, expected: dict[str, str]
 ) -> None:
-    transport.answers["claude-3-5-haiku"] = (200, "anthropic/message_tool_use.json")
+    transport.answers["claude-3-5-haiku"] = (200, "documented/anthropic/message_tool_use.json")
     await anthropic_vendor.complete(
         target("ANTHROPIC", "claude-3-5-haiku"), chat(QUESTION, tools=(WEATHER,), tool_choice=choice)
     )
@@ -241,7 +241,7 @@ async def test_anthropic_tool_choice_mapping(
 async def test_anthropic_streams_input_json_deltas_as_argument_deltas(
     anthropic_vendor: AnthropicVendor, transport: Recorded
 ) -> None:
-    transport.answers["claude-3-5-haiku"] = (200, "anthropic/stream_tool_use.sse")
+    transport.answers["claude-3-5-haiku"] = (200, "documented/anthropic/stream_tool_use.sse")
 
     chunks = await streamed(
         await anthropic_vendor.stream(target("ANTHROPIC", "claude-3-5-haiku"), chat(QUESTION, tools=(WEATHER,)))
@@ -265,7 +265,7 @@ async def test_anthropic_streams_input_json_deltas_as_argument_deltas(
 async def test_anthropic_gets_the_tool_turns_as_tool_use_and_tool_result_blocks(
     anthropic_vendor: AnthropicVendor, transport: Recorded
 ) -> None:
-    transport.answers["claude-3-5-haiku"] = (200, "anthropic/message_after_tool.json")
+    transport.answers["claude-3-5-haiku"] = (200, "documented/anthropic/message_after_tool.json")
     system = {"role": "system", "content": "Be brief."}
     called = {**CALLED, "content": "Let me check."}
 
@@ -318,7 +318,7 @@ GEMINI_WEATHER_PARAMETERS = {
 async def test_gemini_gets_function_declarations_and_function_calls_come_back_as_tool_calls(
     google_vendor: GoogleVendor, transport: Recorded
 ) -> None:
-    transport.answers["gemini-2.0-flash"] = (200, "google/generate_function_call.json")
+    transport.answers["gemini-2.0-flash"] = (200, "documented/google/generate_function_call.json")
     choice = {"type": "function", "function": {"name": "get_weather"}}
 
     result = await google_vendor.complete(
@@ -350,7 +350,7 @@ async def test_gemini_gets_function_declarations_and_function_calls_come_back_as
 
 
 async def test_gemini_streams_a_function_call_whole(google_vendor: GoogleVendor, transport: Recorded) -> None:
-    transport.answers["gemini-2.0-flash"] = (200, "google/stream_function_call.sse")
+    transport.answers["gemini-2.0-flash"] = (200, "documented/google/stream_function_call.sse")
 
     chunks = await streamed(
         await google_vendor.stream(target("GOOGLE", "gemini-2.0-flash"), chat(QUESTION, tools=(WEATHER,)))
@@ -366,7 +366,7 @@ async def test_gemini_streams_a_function_call_whole(google_vendor: GoogleVendor,
 async def test_gemini_gets_the_tool_turns_as_function_call_and_function_response(
     google_vendor: GoogleVendor, transport: Recorded
 ) -> None:
-    transport.answers["gemini-2.0-flash"] = (200, "google/generate_after_tool.json")
+    transport.answers["gemini-2.0-flash"] = (200, "documented/google/generate_after_tool.json")
 
     result = await google_vendor.complete(
         target("GOOGLE", "gemini-2.0-flash"), chat(QUESTION, CALLED, ANSWERED, tools=(WEATHER,))
@@ -386,7 +386,7 @@ async def test_gemini_gets_the_tool_turns_as_function_call_and_function_response
 async def test_gemini_json_schema_becomes_response_mime_type_and_schema(
     google_vendor: GoogleVendor, transport: Recorded
 ) -> None:
-    transport.answers["gemini-2.0-flash"] = (200, "google/generate_json.json")
+    transport.answers["gemini-2.0-flash"] = (200, "documented/google/generate_json.json")
     schema = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},

@@ -186,6 +186,7 @@ def target_of(deployment: Deployment, model: Model) -> Target:
         deployment_id=deployment.id,
         account_id=deployment.account_id,
         model_type=model.model_type,
+        model_name=model.name,
         model_vendor=model.model_vendor or "OTHER",
         parameters=settings.model_dump(exclude_none=True),
         vendor_configuration=configuration,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,6 +17,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.config import Settings
 
 T = TypeVar("T")
+
+
+def command_group(help: str) -> typer.Typer:
+    """A `modelport` command or group of commands. Its --help is Click's plain text, not
+    Typer's Rich panels: those label a flag `<bool>` (even --help), and cut their table
+    at the terminal's width; plain help names each option with its label (`--account
+    NAME|ID`), leaves flags bare, and wraps the help text between words."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+def argument(metavar: str) -> Any:
+    """A positional argument shown as `metavar` in the usage line. Typer would list it
+    again under "Arguments:" with its Python type (`DEPLOYMENT_ID <str>`): the command's
+    own help says what it is instead, by that name."""
+    return typer.Argument(metavar=metavar, hidden=True)
 
 
 def fail(message: str) -> NoReturn:

@@ -15,15 +15,18 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli.common import fail, with_database
+from modelport.cli.common import argument, command_group, fail, with_database
 from modelport.cli.listing import JsonOption, Listing
 from modelport.store import inventory
 from modelport.store.tables import Account, ApiKey
 
-models_app = typer.Typer(help="Models (every account's, or one's).", no_args_is_help=True)
-deployments_app = typer.Typer(help="Model deployments (every account's, or one's).", no_args_is_help=True)
+models_app = command_group("Models (every account's, or one's).")
+deployments_app = command_group("Model deployments (every account's, or one's).")
 
-AccountOption = Annotated[str | None, typer.Option("--account", help="Account name or id (default: every account).")]
+AccountOption = Annotated[
+    str | None,
+    typer.Option("--account", metavar="NAME|ID", help="Account name, id or unique id prefix (default: every account)."),
+]
 
 
 # --- finding things by what people remember ----------------------------------------
@@ -134,7 +137,7 @@ def _duration(text: str) -> timedelta:
 
 
 def usage(
-    since: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d.")] = "24h",
+    since: Annotated[str, typer.Option(metavar="DURATION", help="How far back: 30m, 24h, 7d.")] = "24h",
     account: AccountOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -158,23 +161,30 @@ def usage(
 
 
 def chat(
-    deployment: Annotated[
-        str | None,
-        typer.Argument(help="Deployment id, id prefix or name, or a model's name (default: the embedded chat model)."),
+    deployment: Annotated[str | None, argument("DEPLOYMENT")] = None,
+    system: Annotated[str | None, typer.Option(metavar="PROMPT", help="A system prompt.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(metavar="TEMPERATURE", help="Sampling temperature, 0 for greedy.")
     ] = None,
-    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Most tokens per answer.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="A stop sequence (repeatable).")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", help="[MODELPORT_API_KEY]")] = None,
+    max_tokens: Annotated[int | None, typer.Option(metavar="TOKENS", help="Most tokens per answer.")] = None,
+    top_p: Annotated[
+        float | None, typer.Option(metavar="P", help="Nucleus sampling: the share of probability mass kept, 0-1.")
+    ] = None,
+    stop: Annotated[list[str] | None, typer.Option(metavar="SEQUENCE", help="A stop sequence (repeatable).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="MODELPORT_API_KEY", metavar="KEY", help="An API key.")] = None,
     base_url: Annotated[
         str | None,
-        typer.Option(envvar="MODELPORT_URL", help="Server URL [MODELPORT_URL; else MODELPORT_HOST, MODELPORT_PORT]."),
+        typer.Option(
+            envvar="MODELPORT_URL",
+            metavar="URL",
+            help="The server's URL (without it: MODELPORT_HOST and MODELPORT_PORT).",
+        ),
     ] = None,
 ) -> None:
-    """Chat with a deployment of a running server; the answer streams as it comes.
-    The conversation is kept: /reset starts over, /exit (or Ctrl-D) ends."""
+    """Chat with a deployment of a running server. DEPLOYMENT is a deployment's id, id
+    prefix or name, or a model's name (default: the embedded chat model). The answer
+    streams as it comes; the conversation is kept: /reset starts over, /exit (or
+    Ctrl-D) ends."""
     from modelport.cli.chat import ChatSession, server_url
 
     if not api_key:

@@ -11,15 +11,15 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.cli import console, listing, secrets
-from modelport.cli.common import fail, settings_or_exit, with_database
+from modelport.cli.common import argument, command_group, fail, settings_or_exit, with_database
 from modelport.config import Settings
 
-app = typer.Typer(help="modelport: a self-hosted gateway for LLM model deployments.", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app = command_group("modelport: a self-hosted gateway for LLM model deployments.")
+db_app = command_group("Database schema.")
 app.add_typer(db_app, name="db")
-accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+accounts_app = command_group("Accounts.")
 app.add_typer(accounts_app, name="accounts")
-keys_app = typer.Typer(help="API keys (shown once at creation; stored as hashes).", no_args_is_help=True)
+keys_app = command_group("API keys (shown once at creation; stored as hashes).")
 app.add_typer(keys_app, name="keys")
 console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
 secrets.register(app)  # secrets rotate
@@ -44,10 +44,14 @@ def _main(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [MODELPORT_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [MODELPORT_PORT].")] = None,
-    database_url: Annotated[str | None, typer.Option(help="[MODELPORT_DATABASE_URL]")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes [MODELPORT_WORKERS].")] = None,
+    host: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Address to listen on [MODELPORT_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="Port to listen on [MODELPORT_PORT].")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="Database URL [MODELPORT_DATABASE_URL].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, metavar="COUNT", help="Worker processes [MODELPORT_WORKERS].")
+    ] = None,
 ) -> None:
     """Start the HTTP server (and, on first start, set up the default model)."""
     import uvicorn
@@ -129,8 +133,8 @@ def _prepare_database(settings: Settings) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply schema migrations up to REVISION."""
+def db_upgrade(revision: Annotated[str, argument("REVISION")] = "head") -> None:
+    """Apply schema migrations up to REVISION (an Alembic revision id; default: head)."""
     from modelport.store import db
 
     settings = Settings()
@@ -144,8 +148,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 
 @accounts_app.command("create")
-def accounts_create(name: Annotated[str, typer.Argument(help="The account's name.")]) -> None:
-    """Create an account; prints its id. Give it an admin with `keys create --role admin`."""
+def accounts_create(name: Annotated[str, argument("NAME")]) -> None:
+    """Create an account named NAME; prints its id. Give it an admin with `keys create
+    --role admin`."""
     from modelport.errors import Conflict
     from modelport.store import accounts
 
@@ -160,11 +165,17 @@ def accounts_create(name: Annotated[str, typer.Argument(help="The account's name
 
 
 # A key's limits (SPEC 7), the same options for `keys create` and `keys update`.
-RpmOption = Annotated[int | None, typer.Option("--rpm-limit", help="Requests a minute.")]
-TpmOption = Annotated[int | None, typer.Option("--tpm-limit", help="Tokens a minute.")]
-ParallelOption = Annotated[int | None, typer.Option("--max-parallel-requests", help="Requests in flight at once.")]
-BudgetOption = Annotated[float | None, typer.Option("--max-budget", help="US dollars per budget duration.")]
-DurationOption = Annotated[str | None, typer.Option("--budget-duration", help="When the budget resets: 1h, 1d, 30d.")]
+RpmOption = Annotated[int | None, typer.Option("--rpm-limit", metavar="REQUESTS", help="Requests a minute.")]
+TpmOption = Annotated[int | None, typer.Option("--tpm-limit", metavar="TOKENS", help="Tokens a minute.")]
+ParallelOption = Annotated[
+    int | None, typer.Option("--max-parallel-requests", metavar="REQUESTS", help="Requests in flight at once.")
+]
+BudgetOption = Annotated[
+    float | None, typer.Option("--max-budget", metavar="DOLLARS", help="US dollars per budget duration.")
+]
+DurationOption = Annotated[
+    str | None, typer.Option("--budget-duration", metavar="DURATION", help="When the budget resets: 1h, 1d, 30d.")
+]
 
 
 def _key_options() -> tuple[str, ...]:
@@ -196,9 +207,11 @@ def _key_limits(
 
 @keys_app.command("create")
 def keys_create(
-    account: Annotated[str, typer.Option(help="Account (name or id) the key acts in.")],
-    role: Annotated[str, typer.Option(help="admin or member.")] = "member",
-    name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
+    account: Annotated[
+        str, typer.Option(metavar="NAME|ID", help="Account (name, id or unique id prefix) the key acts in.")
+    ],
+    role: Annotated[str, typer.Option(metavar="admin|member", help="The key's role in the account.")] = "member",
+    name: Annotated[str, typer.Option(metavar="LABEL", help="A label to tell keys apart.")] = "",
     rpm_limit: RpmOption = None,
     tpm_limit: TpmOption = None,
     max_parallel_requests: ParallelOption = None,
@@ -226,7 +239,8 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    account: Annotated[str, typer.Option(help="Account name or id.")], as_json: listing.JsonOption = False
+    account: Annotated[str, typer.Option(metavar="NAME|ID", help="The account's name, id or unique id prefix.")],
+    as_json: listing.JsonOption = False,
 ) -> None:
     """List the keys of an account's members (never the keys themselves)."""
     from modelport.principal import Role
@@ -247,17 +261,19 @@ def keys_list(
 
 @keys_app.command("update")
 def keys_update(
-    key_id: Annotated[str, typer.Argument(help="The key's name, id or unique id prefix.")],
+    key_id: Annotated[str, argument("KEY")],
     rpm_limit: RpmOption = None,
     tpm_limit: TpmOption = None,
     max_parallel_requests: ParallelOption = None,
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
     clear: Annotated[
-        list[str] | None, typer.Option("--clear", help="Remove a limit, e.g. --clear rpm_limit (repeatable).")
+        list[str] | None,
+        typer.Option("--clear", metavar="LIMIT", help="Remove a limit, e.g. --clear rpm_limit (repeatable)."),
     ] = None,
 ) -> None:
-    """Change a key's limits; the options left out stay as they are."""
+    """Change the limits of KEY (the key's name, id or unique id prefix); the options
+    left out stay as they are."""
     from modelport.catalogue.access import apply_key_changes
     from modelport.store.tables import ApiKey
 
@@ -283,7 +299,9 @@ def keys_update(
 
 
 @app.command("spend")
-def spend(account: Annotated[str, typer.Option(help="The account's name, id or unique id prefix.")]) -> None:
+def spend(
+    account: Annotated[str, typer.Option(metavar="NAME|ID", help="The account's name, id or unique id prefix.")],
+) -> None:
     """An account's spend (US dollars): in all, per key and per deployment."""
     from modelport.catalogue.spend import account_spend
 
@@ -296,8 +314,9 @@ def spend(account: Annotated[str, typer.Option(help="The account's name, id or u
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's name, id or unique id prefix.")]) -> None:
-    """Revoke a key: it answers 401 from the next request on."""
+def keys_revoke(key_id: Annotated[str, argument("KEY")]) -> None:
+    """Revoke KEY (the key's name, id or unique id prefix): it answers 401 from the next
+    request on."""
     from modelport.store.tables import ApiKey, utcnow
 
     key_id = console.resolve_key(key_id)
@@ -317,11 +336,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's name, id o
 
 @console.deployments_app.command("reset")
 def deployments_reset(
-    deployment_id: Annotated[str, typer.Argument(help="The deployment's id (from `deployments list`).")],
+    deployment_id: Annotated[str, argument("DEPLOYMENT_ID")],
 ) -> None:
-    """Load a FAILED deployment again: it is PENDING until a running server has loaded it
-    (within a second or so; an engine waiting out its crash-loop backoff starts at once),
-    or until the next start."""
+    """Load the FAILED deployment DEPLOYMENT_ID (its id, from `deployments list`) again:
+    it is PENDING until a running server has loaded it (within a second or so; an engine
+    waiting out its crash-loop backoff starts at once), or until the next start."""
     from modelport.inference.loader import reset_deployment
 
     deployment = with_database(lambda sessions: reset_deployment(sessions, deployment_id))

@@ -62,7 +62,9 @@ async def wait_until_prepared(settings: Settings, *, patience: float, interval: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m modelport.cli.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--wait", action="store_true", help="only wait until the database has been prepared")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most (600)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="how long --wait waits at most (600)"
+    )
     arguments = parser.parse_args(argv)
     if arguments.wait:
         sys.exit(0 if asyncio.run(wait_until_prepared(Settings(), patience=arguments.timeout)) else 1)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli.common import fail, settings_or_exit, with_database
+from modelport.cli.common import command_group, fail, settings_or_exit, with_database
 
-secrets_app = typer.Typer(help="Account secrets (vendor keys, stored encrypted).", no_args_is_help=True)
+secrets_app = command_group("Account secrets (vendor keys, stored encrypted).")
 
 
 @secrets_app.command("rotate")

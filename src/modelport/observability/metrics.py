@@ -32,28 +32,34 @@ from modelport.observability.multiprocess import MULTIPROC_ENV
 # `*_created` timestamps double the series and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+# A deployment's series carry its id and, beside it, the name of the model it deploys:
+# a dashboard reads "smollm2-chat", not a UUID. Both come from the registry (the
+# deployment the service resolved), never from what a request names: a request for an
+# unknown deployment has them empty and adds no series.
+DEPLOYMENT_LABELS = ("deployment", "model_name")
+
 REQUESTS = Counter(
     "modelport_requests",
-    "HTTP requests answered, by route template, model deployment (empty when none) and status "
-    "(499: the client left before the end of a stream; 503 at shutdown: cut off after the grace period).",
-    ["route", "deployment", "status"],
+    "HTTP requests answered, by route template, model deployment and its model's name (empty when none) "
+    "and status (499: the client left before the end of a stream; 503 at shutdown: cut off after the grace period).",
+    ["route", *DEPLOYMENT_LABELS, "status"],
 )
 OPERATION_DURATION = Histogram(
     "gen_ai_client_operation_duration_seconds",
     "Duration of inference requests, from arrival to the last byte (GenAI semconv).",
-    ["gen_ai_operation_name", "deployment", "status"],
+    ["gen_ai_operation_name", *DEPLOYMENT_LABELS, "status"],
     buckets=(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92),
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "gen_ai_server_time_to_first_token_seconds",
     "Time from a streaming request's arrival to its first event (GenAI semconv).",
-    ["deployment"],
+    [*DEPLOYMENT_LABELS],
     buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
 )
 TOKEN_USAGE = Histogram(
     "gen_ai_client_token_usage",
     "Tokens per inference request; gen_ai_token_type is input (prompt) or output (completion) (GenAI semconv).",
-    ["deployment", "gen_ai_token_type"],
+    [*DEPLOYMENT_LABELS, "gen_ai_token_type"],
     buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576),
 )
 GATEWAY_OVERHEAD = Histogram(
@@ -104,22 +110,28 @@ ENGINE_UP = Gauge(
 )
 
 
-def request_answered(route: str, deployment: str, status: int) -> None:
-    REQUESTS.labels(route, deployment, str(status)).inc()
+def request_answered(route: str, deployment: str, model_name: str, status: int) -> None:
+    REQUESTS.labels(route, deployment, model_name, str(status)).inc()
 
 
 def inference_finished(
-    operation: str, deployment: str, status: int, seconds: float, prompt_tokens: int, completion_tokens: int
+    operation: str,
+    deployment: str,
+    model_name: str,
+    status: int,
+    seconds: float,
+    prompt_tokens: int,
+    completion_tokens: int,
 ) -> None:
-    OPERATION_DURATION.labels(operation, deployment, str(status)).observe(seconds)
+    OPERATION_DURATION.labels(operation, deployment, model_name, str(status)).observe(seconds)
     if prompt_tokens:
-        TOKEN_USAGE.labels(deployment, "input").observe(prompt_tokens)
+        TOKEN_USAGE.labels(deployment, model_name, "input").observe(prompt_tokens)
     if completion_tokens:
-        TOKEN_USAGE.labels(deployment, "output").observe(completion_tokens)
+        TOKEN_USAGE.labels(deployment, model_name, "output").observe(completion_tokens)
 
 
-def first_token(deployment: str, seconds: float) -> None:
-    TIME_TO_FIRST_TOKEN.labels(deployment).observe(seconds)
+def first_token(deployment: str, model_name: str, seconds: float) -> None:
+    TIME_TO_FIRST_TOKEN.labels(deployment, model_name).observe(seconds)
 
 
 def gateway_overhead(route: str, seconds: float) -> None:

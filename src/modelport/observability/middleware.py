@@ -116,8 +116,8 @@ class RequestObserver:
         if status == 499 and record.reason is None:
             record.reason = "the client went away before the end of the answer"
         if record.first_event_at is not None and record.deployment:
-            metrics.first_token(record.deployment, record.first_event_at - record.started)
-        metrics.request_answered(record.route, record.deployment, status)
+            metrics.first_token(record.deployment, record.model_name, record.first_event_at - record.started)
+        metrics.request_answered(record.route, record.deployment, record.model_name, status)
         if record.span is not None:
             tracing.end_request(record)
         logs.request_finished(record, seconds, access_log=self.access_log)

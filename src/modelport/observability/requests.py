@@ -30,8 +30,9 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None  # the HTTP status, or the service's final word (499, ...)
     deployment: str = ""
+    model_name: str = ""  # the registry's name for the deployment's model (a metrics label)
     vendor: str = ""
-    model: str = ""
+    model: str = ""  # the model name sent upstream (for the log line and the trace)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reason: str | None = None
@@ -82,6 +83,7 @@ def calling_vendor(target: Target) -> None:
     if record is None:
         return
     record.deployment = target.deployment_id
+    record.model_name = target.model_name
     record.vendor = target.model_vendor
     record.model = str(target.parameters.get("model") or target.vendor_configuration.get("model_name") or "")
     if record.span is not None:
@@ -102,19 +104,20 @@ def observed_usage(sink: UsageSink | None) -> UsageSink:
 
     def record_usage(event: UsageEvent) -> None:
         record = current_request.get()
-        operation = "chat"
+        operation, model_name = "chat", ""
         if record is not None:
             record.finished_by_service = True
             record.deployment = event.deployment_id
             record.status = event.status
             record.prompt_tokens = event.prompt_tokens
             record.completion_tokens = event.response_tokens
-            operation = record.operation
+            operation, model_name = record.operation, record.model_name
             if record.upstream_span is not None:
                 tracing.end_upstream(record)
         metrics.inference_finished(
             operation,
             event.deployment_id,
+            model_name,
             event.status,
             event.latency_ms / 1000,
             event.prompt_tokens,

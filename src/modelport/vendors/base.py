@@ -89,6 +89,9 @@ class Target:
     deployment_id: str
     model_type: str
     model_vendor: str
+    # The registry's name of the model deployed (for metrics labels; names come from the
+    # registry, so they are as few as its models).
+    model_name: str = ""
     # The account that owns the deployment: the embedded engine caps each account's
     # running sequences (engine/model.py).
     account_id: str | None = None
