@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.utils
 import functools
 import json
+import math
 import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -162,7 +165,8 @@ def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: It
     message = scrub(vendor_message(body), secrets)
     if response.status_code == 429:
         return RateLimited(
-            f"{vendor} is rate limiting this deployment: {message}", retry_after=response.headers.get("retry-after")
+            f"{vendor} is rate limiting this deployment: {message}",
+            retry_after=_retry_after_passed_on(response.headers.get("retry-after")),
         )
     if response.status_code in (408, 504):
         return UpstreamTimeout(f"{vendor} timed out: {message}")
@@ -241,6 +245,20 @@ async def send(
         await asyncio.sleep(min(delay, policy.max_backoff))
         delay *= 2
     raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _retry_after_passed_on(value: str | None) -> str | None:
+    """A vendor's Retry-After as the caller gets it: rewritten from what it says (whole
+    seconds, or an HTTP date), never copied, since a vendor may put any text there, the
+    credential it was sent included; a value that says neither is dropped."""
+    seconds = _seconds(value)
+    if seconds is not None and math.isfinite(seconds):
+        return str(math.ceil(seconds))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value or "")
+        if when.tzinfo is not None:
+            return email.utils.format_datetime(when.astimezone(UTC), usegmt=True)
+    return None
 
 
 def _seconds(value: str | None) -> float | None:
