@@ -143,26 +143,31 @@ def _echoes(secret: str) -> re.Pattern[str]:
     return re.compile("|".join(forms))
 
 
+# The most of a vendor's error message a caller or a log line is given.
+QUOTED_CHARS = 500
+
+
 def vendor_message(body: bytes) -> str:
     """The human-readable part of a vendor's error body (OpenAI, Anthropic and Google
-    all nest it as error.message), else the body itself, shortened."""
+    all nest it as error.message), else the body itself; whole (shorten it once the
+    credentials are scrubbed from it: a cut may fall inside one)."""
     try:
         payload = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace")[:500]
+        return body.decode("utf-8", "replace")
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
+            return str(error["message"])
         if isinstance(error, str):
-            return error[:500]
+            return error
         if payload.get("detail"):
-            return str(payload["detail"])[:500]
-    return json.dumps(payload)[:500]
+            return str(payload["detail"])
+    return json.dumps(payload)
 
 
 def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: Iterable[str | None]) -> ModelportError:
-    message = scrub(vendor_message(body), secrets)
+    message = scrub(vendor_message(body), secrets)[:QUOTED_CHARS]
     if response.status_code == 429:
         return RateLimited(
             f"{vendor} is rate limiting this deployment: {message}",
