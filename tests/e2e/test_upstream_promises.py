@@ -238,7 +238,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             upstream_allow=f"127.0.0.1/32,{METADATA_IN_HEX}",
             upstream_attempts="2",
             upstream_backoff="0.01",
-            upstream_read_timeout="1",
+            upstream_read_timeout="3",  # long enough for a busy machine, short for the silent upstream
         ) as base_url:
             yield Gateway(base_url, data / "server.log")
 
