@@ -123,14 +123,29 @@ async def test_metrics_show_the_engines_queue_running_sequences_and_kv_use(
     assert ttft and ttft[0].value >= 1
 
 
-async def test_limit_rejections_have_a_counter_for_the_limits_code(client: httpx.AsyncClient) -> None:
-    from modelport.observability import metrics
+async def test_limit_rejections_have_a_counter_for_the_limits_code(
+    client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    """A real 429 from a key's exhausted rpm_limit is counted once, under that limit."""
 
-    metrics.limit_rejected("rpm_limit")
-    text = (await client.get("/metrics")).text
-    assert [s.value for s in samples(text, "modelport_limit_rejections_total") if s.labels["limit"] == "rpm_limit"] >= [
-        1.0
-    ]
+    def rejected(text: str, limit: str) -> float:
+        counted = [s.value for s in samples(text, "modelport_limit_rejections_total") if s.labels["limit"] == limit]
+        return counted[0] if counted else 0.0
+
+    created = await client.post("/v4/api-keys", json={"role": "member", "name": "one-a-minute", "rpm_limit": 1})
+    assert created.status_code == 201, created.text
+    limited = {"x-api-key": created.json()["key"]}
+    body = {"chat_history": [], "prompt": "Hi", "max_tokens": 1}
+    route = f"/v4/models/{deployment_id}/chat-completions"
+    before = (await client.get("/metrics")).text
+    assert (await client.post(route, json=body, headers=limited)).status_code == 200
+    refused = await client.post(route, json=body, headers=limited)
+    assert refused.status_code == 429 and "rpm_limit" in refused.json()["detail"]
+    after = (await client.get("/metrics")).text
+    assert rejected(after, "rpm_limit") == rejected(before, "rpm_limit") + 1
+    # Nothing else was refused, so no other limit moved.
+    others = {s.labels["limit"] for s in samples(after, "modelport_limit_rejections_total")} - {"rpm_limit"}
+    assert all(rejected(after, limit) == rejected(before, limit) for limit in others)
 
 
 @pytest.mark.parametrize(

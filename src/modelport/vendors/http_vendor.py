@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from modelport.errors import ModelportError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, ChunkStream, Target
 from modelport.vendors.upstream import (
@@ -27,6 +28,7 @@ from modelport.vendors.upstream import (
     configured_headers,
     json_request,
     read_json,
+    scrub,
     send,
     sse_json,
 )
@@ -113,18 +115,25 @@ class HttpVendor(ABC):
     async def stream(self, target: Target, call: GenerationCall) -> ChunkStream:
         sent = await self.build_request(target, call, stream=True)
         response = await self._send(sent)
-        return self._chunks(response, self.event_parser(call, sent))
+        return self._chunks(response, self.event_parser(call, sent), api_key=sent.api_key)
 
-    async def _chunks(self, response: httpx.Response, parser: EventParser) -> ChunkStream:
+    async def _chunks(self, response: httpx.Response, parser: EventParser, *, api_key: str | None) -> ChunkStream:
         # Closed however the stream ends (read to the end, failed, or abandoned by the
         # caller), which closes the upstream response at once.
         events = sse_json(response, vendor=self.vendor)
         async with contextlib.aclosing(events):
-            async for name, payload in events:
-                for chunk in parser.parse(name, payload):
-                    yield chunk
-                if parser.finished:
-                    break
+            try:
+                async for name, payload in events:
+                    for chunk in parser.parse(name, payload):
+                        yield chunk
+                    if parser.finished:
+                        break
+            except ModelportError as exc:
+                # A parser quotes the vendor's mid-stream error event, where a vendor may
+                # echo the credential it was sent, as it may in an error answer.
+                exc.detail = scrub(exc.detail, [api_key])
+                exc.args = (exc.detail,)
+                raise
         yield parser.last()
 
     # --- the steps adapters build on -------------------------------------------------------

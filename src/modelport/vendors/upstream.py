@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.utils
 import functools
 import json
+import math
 import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -140,29 +143,35 @@ def _echoes(secret: str) -> re.Pattern[str]:
     return re.compile("|".join(forms))
 
 
+# The most of a vendor's error message a caller or a log line is given.
+QUOTED_CHARS = 500
+
+
 def vendor_message(body: bytes) -> str:
     """The human-readable part of a vendor's error body (OpenAI, Anthropic and Google
-    all nest it as error.message), else the body itself, shortened."""
+    all nest it as error.message), else the body itself; whole (shorten it once the
+    credentials are scrubbed from it: a cut may fall inside one)."""
     try:
         payload = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace")[:500]
+        return body.decode("utf-8", "replace")
     if isinstance(payload, dict):
         error = payload.get("error", payload)
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
+            return str(error["message"])
         if isinstance(error, str):
-            return error[:500]
+            return error
         if payload.get("detail"):
-            return str(payload["detail"])[:500]
-    return json.dumps(payload)[:500]
+            return str(payload["detail"])
+    return json.dumps(payload)
 
 
 def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: Iterable[str | None]) -> ModelportError:
-    message = scrub(vendor_message(body), secrets)
+    message = scrub(vendor_message(body), secrets)[:QUOTED_CHARS]
     if response.status_code == 429:
         return RateLimited(
-            f"{vendor} is rate limiting this deployment: {message}", retry_after=response.headers.get("retry-after")
+            f"{vendor} is rate limiting this deployment: {message}",
+            retry_after=_retry_after_passed_on(response.headers.get("retry-after")),
         )
     if response.status_code in (408, 504):
         return UpstreamTimeout(f"{vendor} timed out: {message}")
@@ -241,6 +250,20 @@ async def send(
         await asyncio.sleep(min(delay, policy.max_backoff))
         delay *= 2
     raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _retry_after_passed_on(value: str | None) -> str | None:
+    """A vendor's Retry-After as the caller gets it: rewritten from what it says (whole
+    seconds, or an HTTP date), never copied, since a vendor may put any text there, the
+    credential it was sent included; a value that says neither is dropped."""
+    seconds = _seconds(value)
+    if seconds is not None and math.isfinite(seconds):
+        return str(math.ceil(seconds))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value or "")
+        if when.tzinfo is not None:
+            return email.utils.format_datetime(when.astimezone(UTC), usegmt=True)
+    return None
 
 
 def _seconds(value: str | None) -> float | None:
