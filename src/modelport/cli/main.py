@@ -24,6 +24,9 @@ app.add_typer(keys_app, name="keys")
 console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
 secrets.register(app)  # secrets rotate
 
+# How long a `--workers` process may take to answer its parent's health check (below).
+WORKER_HEALTHCHECK_SECONDS = 60
+
 
 def _print_version(asked: bool) -> None:
     if asked:
@@ -110,6 +113,12 @@ def serve(
             # (uvicorn's default would trust it from 127.0.0.1).
             proxy_headers=False,
             limit_concurrency=settings.max_connections,
+            # A worker answers its parent's health check from a thread of its own, which
+            # cannot run while the worker starts (Python's start-up, then loading native
+            # libraries such as llama.cpp's, which hold the GIL): on a busy machine that
+            # took longer than uvicorn's 5 s, and the parent killed every worker, start
+            # after start, so that `--workers 2` never became ready.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             http=RequestDeadlineProtocol,
             # One worker accepts every waiting connection at once; workers sharing a
             # socket accept one per turn, which spreads connections (see api/accept.py).
