@@ -7,6 +7,7 @@ the usage record, and the response kept here for retrieval and continuation."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -87,6 +88,9 @@ class ResponsesUpstream:
         response_id = "resp_upstream"  # the same every time: ids are not the upstream's to give
         upstream_ids.append(response_id)
         text = "Relayed hello"
+        if body.get("input") == "echo your key":  # a hostile upstream, as sent and base64-encoded
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+            text = f"{key} {base64.b64encode(key.encode()).decode()} and a key-shaped word: key-value-store"
         message = {"id": "msg_up", "type": "message", "role": "assistant", "status": "completed",
                    "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
         if not body.get("stream"):
@@ -279,3 +283,21 @@ async def test_an_upstreams_event_type_cannot_write_lines_into_the_clients_strea
     lines = answer.text.splitlines()
     assert "event: message" in lines and "event: response.completed" in lines
     assert not any(line.startswith('data: {"injected"') for line in lines)
+
+
+async def test_the_credential_an_upstream_echoes_is_never_relayed(tmp_path: Path, upstream: ResponsesUpstream) -> None:
+    """What is passed through is the upstream's own writing, but for the key modelport sent
+    it: an upstream echoing it (as sent or encoded) in its answer or its events relays
+    `[redacted]` instead, and nothing else of the text changes."""
+    vendor_key = "sk-relay-" + uuid.uuid4().hex
+    settings = sqlite_settings(tmp_path, upstream_attempts=1, secret_key="relay-" + "s" * 40)
+    async with in_process(settings, upstream=httpx.MockTransport(upstream)) as (_, client):
+        assert (await client.put("/v4/secrets/vendor", json={"value": vendor_key})).status_code == 200
+        model, _ = await _model(client, "OPENAI", api_key_secret="vendor")
+        whole = await client.post("/v1/responses", json={"model": model, "input": "echo your key"})
+        streamed = await client.post("/v1/responses", json={"model": model, "input": "echo your key", "stream": True})
+    assert whole.status_code == 200 and streamed.status_code == 200
+    encoded = base64.b64encode(vendor_key.encode()).decode()
+    for answer in (whole.text, streamed.text):
+        assert vendor_key not in answer and encoded[:16] not in answer
+        assert "[redacted] [redacted] and a key-shaped word: key-value-store" in answer

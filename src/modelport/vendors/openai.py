@@ -24,7 +24,7 @@ from modelport.vendors.base import Capabilities, RelayedEvents, Target
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
-from modelport.vendors.upstream import RetryPolicy, join_url, sse_json, upstream_model
+from modelport.vendors.upstream import RetryPolicy, join_url, sse_json, upstream_model, without_credential
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -213,20 +213,26 @@ class OpenAICompatible(OpenAIRetrieval):
         sent = {**body, "model": upstream_model(target), "stream": stream, **(target.settings.extra_body or {})}
         return self.post(target, join_url(self._base_url(target), "responses"), sent)
 
+    # What is relayed goes to the caller as the upstream wrote it, but for the credential
+    # modelport sent it, which an upstream may echo anywhere (`without_credential`).
+
     async def relay_whole(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
-        answer = await self.answer_of(self._responses_request(target, body, stream=False))
+        sent = self._responses_request(target, body, stream=False)
+        answer = without_credential(await self.answer_of(sent), sent.api_key)
         if not isinstance(answer, dict):
             raise UpstreamError(f"{self.vendor} answered /responses with something other than a response object")
         return answer
 
     async def relay_stream(self, target: Target, body: dict[str, Any]) -> RelayedEvents:
-        response = await self._send(self._responses_request(target, body, stream=True))
-        return self._relayed(response)
+        sent = self._responses_request(target, body, stream=True)
+        response = await self._send(sent)
+        return self._relayed(response, sent.api_key)
 
-    async def _relayed(self, response: httpx.Response) -> RelayedEvents:
+    async def _relayed(self, response: httpx.Response, api_key: str | None) -> RelayedEvents:
         events = sse_json(response, vendor=self.vendor)
         async with contextlib.aclosing(events):
             async for name, payload in events:
+                payload = without_credential(payload, api_key)
                 if isinstance(payload, dict):
                     kind = payload.get("type")
                     # The name goes on an `event:` line of the client's stream: only a

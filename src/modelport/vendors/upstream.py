@@ -129,6 +129,23 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return re.sub(r"\b(sk|mp|key)-[A-Za-z0-9_\-]{8,}", "[redacted]", text)
 
 
+def without_credential(payload: Any, secret: str | None) -> Any:
+    """A JSON value relayed to a caller as the upstream wrote it (`/v1/responses` passed
+    through), with the credential it was sent removed from every string, as sent or
+    encoded. Nothing else is touched: unlike `scrub`, no key-looking token is, since the
+    strings here are the model's own text."""
+    if not secret:
+        return payload
+    if isinstance(payload, str):
+        cleaned = payload.replace(secret, "[redacted]")
+        return _echoes(secret).sub("[redacted]", cleaned) if len(secret) >= MIN_TRACKED_SECRET else cleaned
+    if isinstance(payload, dict):
+        return {name: without_credential(value, secret) for name, value in payload.items()}
+    if isinstance(payload, list):
+        return [without_credential(value, secret) for value in payload]
+    return payload
+
+
 @functools.lru_cache(maxsize=256)
 def _echoes(secret: str) -> re.Pattern[str]:
     """A secret reversed, hex-encoded (either case) or base64-encoded (standard or URL
