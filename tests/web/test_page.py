@@ -188,19 +188,38 @@ def test_switching_keys_clears_every_view(page: Page, server: str) -> None:
     assert created.status_code in (200, 201), created.text
     member = httpx.post(f"{server}/v4/api-keys", headers=admin, json={"name": "plain-member", "role": "member"})
     assert member.status_code in (200, 201), member.text
+    listing = httpx.get(f"{server}/v4/model-deployments", headers=admin).json()["items"]
+    [chat] = [item for item in listing if item["name"] == CHAT_DEPLOYMENT]
+    used = httpx.post(  # some usage for the admin's usage tables to show
+        f"{server}/v4/models/{chat['id']}/chat-completions",
+        headers=admin,
+        json={"chat_history": [], "prompt": "Hi", "max_tokens": 1},
+        timeout=120,
+    )
+    assert used.status_code == 200, used.text
     page.goto("/")
     use_key(page)
+    page.click(".tab[data-view=usage]")
+    expect(page.locator("#usage-keys-table tbody tr").first).to_be_visible()
     page.click(".tab[data-view=keys]")
     expect(page.locator("#keys-table tbody")).to_contain_text("admins-secret-ci")
 
     page.click("#forget-key")
     expect(page.locator("#keys-table tbody tr")).to_have_count(0)
+    expect(page.locator("#model option")).to_have_count(0)
     expect(page.locator("#deployment option")).to_have_count(0)
+    expect(page.locator("#usage-deployments-table tbody tr")).to_have_count(0)
+    expect(page.locator("#usage-keys-table tbody tr")).to_have_count(0)
 
     use_key(page)
     page.click(".tab[data-view=catalogue]")
     expect(page.locator("#models-table tbody tr")).to_have_count(2)
+    page.click("#new-model")
+    page.fill("#model-name", "half-typed-by-the-admin")
     use_key(page, member.json()["key"])  # a member of the same account: no key list for it
+    expect(page.locator("#model-form")).to_be_hidden()
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)
+    expect(page.locator("main button.edit")).to_have_count(0)
     page.click(".tab[data-view=keys]")
     expect(page.locator("#keys-table tbody")).not_to_contain_text("admins-secret-ci")
 
@@ -473,7 +492,7 @@ def test_a_phone_sized_window_scrolls_no_view_sideways(browser: Browser, server:
         narrow.click("#new-model")
         expect(narrow.locator("#model-form")).to_be_visible()
     if view == "usage":
-        expect(narrow.locator("#usage-deployments-table tbody tr").first).to_be_visible()
+        expect(narrow.locator("#usage-tables")).to_be_visible()  # nine columns, rows or not
     narrow.wait_for_load_state("networkidle")
     overflow = narrow.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     context.close()
