@@ -394,6 +394,15 @@ def test_the_operators_account_selector_switches_what_is_shown(page: Page, serve
     expect(page.locator("#keys-table tbody")).not_to_contain_text(f"second-key-{suffix}")
     assert page.evaluate("sessionStorage.getItem('modelport.account')") == first_id
 
+    # A remembered account the key no longer belongs to (a membership removed since) is
+    # dropped on the next load, rather than making every request a 403.
+    page.evaluate("sessionStorage.setItem('modelport.account', 'an-account-this-key-left')")
+    page.reload()
+    page.click(".tab[data-view=catalogue]")
+    expect(page.locator("#models-table tbody")).to_contain_text(CHAT_MODEL)
+    assert page.evaluate("sessionStorage.getItem('modelport.account')") == first_id
+    expect(page.locator("#notice")).to_be_hidden()
+
 
 def _shown(value: Any, column: str) -> str:
     """How the page writes a number of /v4/usage-summary."""

@@ -45,10 +45,12 @@ export function describeDetail(body, fallback) {
   return JSON.stringify(body.detail);
 }
 
-export async function api(method, path, body, signal) {
+// `inAccount: false` leaves the selected account out: who the key is (GET /user-info)
+// must be answered even when a remembered account is no longer one of the key's.
+export async function api(method, path, body, signal, { inAccount = true } = {}) {
   const headers = { "x-api-key": apiKey() };
   const account = selectedAccount();
-  if (account) headers["x-selected-account-id"] = account;
+  if (account && inAccount) headers["x-selected-account-id"] = account;
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(path, {
     method,
@@ -69,8 +71,8 @@ export async function api(method, path, body, signal) {
   return response;
 }
 
-export async function apiJson(method, path, body) {
-  return (await api(method, path, body)).json();
+export async function apiJson(method, path, body, options) {
+  return (await api(method, path, body, undefined, options)).json();
 }
 
 export async function allPages(path) {

@@ -16,7 +16,7 @@ import { clearUsage, fillUsageDeployments, loadUsage } from "./usage.js";
 // The key's accounts and its role in the selected one. With several accounts the page
 // always names one (x-selected-account-id), so what it shows is never a guess.
 async function loadIdentity() {
-  const info = await apiJson("GET", "/user-info");
+  const info = await apiJson("GET", "/user-info", undefined, { inAccount: false });
   const profiles = info.access_profiles || [];
   let chosen = selectedAccount();
   if (profiles.length > 1) {
