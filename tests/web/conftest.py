@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Playwright, Route, sync_playwright
 
 from tests.prerequisites import debian_executable
 
@@ -37,3 +38,19 @@ def browser(playwright: Playwright, chromium: Path) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
     yield launched
     launched.close()
+
+
+def loopback_only(context: BrowserContext) -> list[str]:
+    """Refuse the context's requests to anything but the loopback server, as a machine
+    with no internet access would; the list returned fills with what was refused."""
+    blocked: list[str] = []
+
+    def route(request_route: Route) -> None:
+        if urlsplit(request_route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            request_route.continue_()
+        else:
+            blocked.append(request_route.request.url)
+            request_route.abort("internetdisconnected")
+
+    context.route("**/*", route)
+    return blocked

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import E2E_KEY
+from tests.web.conftest import loopback_only
 
 pytestmark = pytest.mark.e2e
 
@@ -20,16 +20,7 @@ pytestmark = pytest.mark.e2e
 def offline_page(browser: Browser, server: str) -> Iterator[tuple[Page, list[str]]]:
     """A page whose requests to anything but the loopback server are refused."""
     context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 1000})
-    blocked: list[str] = []
-
-    def loopback_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort("internetdisconnected")
-
-    context.route("**/*", loopback_only)
+    blocked = loopback_only(context)
     yield context.new_page(), blocked
     context.close()
 

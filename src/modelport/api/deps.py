@@ -128,3 +128,20 @@ def _storable(name: str, value: datetime) -> None:
 
 
 UsageWindowDep = Annotated[UsageWindow, Depends(usage_window)]
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePeriod:
+    """[start, end): what a usage summary reports on."""
+
+    start: datetime
+    end: datetime
+
+
+async def usage_period(start_date: datetime, end_date: datetime) -> UsagePeriod:
+    _storable("start_date", start_date)
+    _storable("end_date", end_date)
+    return UsagePeriod(start=start_date, end=end_date)
+
+
+UsagePeriodDep = Annotated[UsagePeriod, Depends(usage_period)]

@@ -8,6 +8,7 @@ keeps one `Catalogue` (on `app.state.catalogue`) and routes reach every part thr
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,7 +24,7 @@ from modelport.catalogue.usage import UsageRecorder, UsageStatistics
 from modelport.catalogue.users import user_info
 from modelport.policy import ServerPolicy
 from modelport.principal import Principal
-from modelport.schemas.catalogue import SpendReport
+from modelport.schemas.catalogue import SpendReport, UsageSummary
 from modelport.schemas.groups import UserInfo
 from modelport.store.cache import CatalogueCache
 
@@ -44,6 +45,7 @@ class Catalogue:
         policy = policy or ServerPolicy()
         self._sessions = sessions
         statistics = UsageStatistics(sessions, usage)
+        self._statistics = statistics
         self.access = Access(sessions, cache, policy)
         self.models = Models(sessions, policy, adapters, statistics)
         self.deployments = Deployments(sessions, policy, adapters, loads, statistics)
@@ -57,3 +59,6 @@ class Catalogue:
 
     async def spend(self, principal: Principal) -> SpendReport:
         return await spend_report(self._sessions, principal)
+
+    async def usage_summary(self, principal: Principal, *, start: datetime, end: datetime) -> UsageSummary:
+        return await self._statistics.summary(principal, start=start, end=end)

@@ -40,15 +40,22 @@ async def account_spend(
     )
 
 
+async def listable_key_ids(sessions: async_sessionmaker[AsyncSession], principal: Principal) -> set[str] | None:
+    """The ids of the keys `GET /v4/api-keys` shows this admin; None for an operator,
+    who sees every key. Reports per key name only these, and sum the rest."""
+    if principal.is_operator:
+        return None
+    async with sessions() as session:
+        keys = await accounts.list_keys(session, account_id=principal.account_id, identity_id=principal.identity_id)
+    return {key.id for key, _ in keys}
+
+
 async def spend_report(sessions: async_sessionmaker[AsyncSession], principal: Principal) -> SpendReport:
     """The selected account's spend; an admin's to read, per key only for the keys that
     admin may list (an operator sees every key)."""
     require_admin(principal)
-    if principal.is_operator:
-        return await account_spend(sessions, principal.account_id)
-    async with sessions() as session:
-        keys = await accounts.list_keys(session, account_id=principal.account_id, identity_id=principal.identity_id)
-    return await account_spend(sessions, principal.account_id, visible_keys={key.id for key, _ in keys})
+    visible = await listable_key_ids(sessions, principal)
+    return await account_spend(sessions, principal.account_id, visible_keys=visible)
 
 
-__all__ = ["OTHER_KEYS", "account_spend", "spend_report"]
+__all__ = ["OTHER_KEYS", "account_spend", "listable_key_ids", "spend_report"]

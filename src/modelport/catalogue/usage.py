@@ -19,10 +19,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelport.catalogue.access import require_admin
+from modelport.catalogue.spend import OTHER_KEYS, listable_key_ids
 from modelport.errors import ValidationFailed
 from modelport.generation import UsageEvent
 from modelport.principal import Principal
-from modelport.schemas.catalogue import ModelUsage, UsagePoint
+from modelport.schemas.catalogue import LatencyPercentiles, ModelUsage, UsagePoint, UsageSummary, UsageTotals
 from modelport.store import usage
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,55 @@ class UsageRecorder:
         await self.flush()
 
 
+def _period(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start, end) in UTC (a time without a zone is taken as UTC); 422 when empty."""
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    if end <= start:
+        raise ValidationFailed("end_date must be after start_date")
+    return start, end
+
+
+def _totals_out(totals: usage.GroupTotals) -> UsageTotals:
+    latency = totals.latency_ms
+    return UsageTotals(
+        requests=totals.requests,
+        failures=totals.failures,
+        prompt_tokens=totals.prompt_tokens,
+        response_tokens=totals.response_tokens,
+        spend=totals.cost,
+        latency_ms=LatencyPercentiles(p50=latency[50], p95=latency[95], p99=latency[99]) if latency else None,
+    )
+
+
+async def usage_summary(
+    sessions: async_sessionmaker[AsyncSession], principal: Principal, *, start: datetime, end: datetime
+) -> UsageSummary:
+    """The selected account's requests, failures, tokens, spend and latency percentiles
+    in [start, end), per deployment and per key. Scoped as `GET /v4/spend` is: an
+    admin's to read, each key named only to an admin who may list it."""
+    require_admin(principal)
+    start, end = _period(start, end)
+    visible = await listable_key_ids(sessions, principal)
+    account_id = principal.account_id
+    async with sessions() as session:
+        by_deployment = await usage.usage_totals(
+            session, account_id=account_id, start=start, end=end, by="deployment_id"
+        )
+        by_key = await usage.usage_totals(
+            session, account_id=account_id, start=start, end=end, by="key_id", shown=visible, others=OTHER_KEYS
+        )
+    return UsageSummary(
+        account_id=principal.account_id,
+        start_date=start,
+        end_date=end,
+        by_deployment={group: _totals_out(totals) for group, totals in by_deployment.items()},
+        by_key={group: _totals_out(totals) for group, totals in by_key.items()},
+    )
+
+
 async def usage_statistics(
     sessions: async_sessionmaker[AsyncSession],
     *,
@@ -110,12 +161,7 @@ async def usage_statistics(
     end: datetime,
     chunks: int,
 ) -> ModelUsage:
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
-    if end <= start:
-        raise ValidationFailed("end_date must be after start_date")
+    start, end = _period(start, end)
     if not 1 <= chunks <= MAX_CHUNKS:
         raise ValidationFailed(f"chunks must be between 1 and {MAX_CHUNKS}")
     async with sessions() as session:
@@ -165,5 +211,9 @@ class UsageStatistics:
             chunks=chunks,
         )
 
+    async def summary(self, principal: Principal, *, start: datetime, end: datetime) -> UsageSummary:
+        await self._recorder.flush()
+        return await usage_summary(self._sessions, principal, start=start, end=end)
 
-__all__ = ["UsageRecorder", "UsageStatistics", "usage_statistics"]
+
+__all__ = ["UsageRecorder", "UsageStatistics", "usage_statistics", "usage_summary"]

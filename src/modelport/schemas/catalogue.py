@@ -340,6 +340,39 @@ class SpendReport(_Out):
     by_deployment: dict[str, float]
 
 
+class LatencyPercentiles(_Out):
+    """Milliseconds from a request's arrival to its answer's end (a stream's last event),
+    by the nearest-rank method: each is a latency some request really had."""
+
+    p50: int
+    p95: int
+    p99: int
+
+
+class UsageTotals(_Out):
+    requests: int
+    failures: int = Field(description="requests answered with a status of 400 or more (499: the caller went away)")
+    prompt_tokens: int
+    response_tokens: int
+    spend: float = Field(description="US dollars at the model's prices")
+    latency_ms: LatencyPercentiles | None = Field(
+        description="of the successful requests; null when none succeeded in the period"
+    )
+
+
+class UsageSummary(_Out):
+    """An account's requests in [start_date, end_date), per deployment and per API key."""
+
+    account_id: str
+    start_date: datetime
+    end_date: datetime
+    by_deployment: dict[str, UsageTotals]
+    by_key: dict[str, UsageTotals] = Field(
+        description='keys the caller may not list are summed under "other keys"; requests recorded '
+        'without a key under ""'
+    )
+
+
 class SecretOut(BaseModel):
     """An account secret as listed: its name and times, never its value."""
 

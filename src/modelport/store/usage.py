@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, func, insert, select
+from sqlalchemy import Float, case, func, insert, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,3 +136,95 @@ async def usage_by_chunk(
         before = sums.get(position, (0, 0))
         sums[position] = (before[0] + int(prompt or 0), before[1] + int(response or 0))
     return sums
+
+
+# The latency percentiles a summary reports, by the nearest-rank method: the p-th is
+# the latency at rank ceil(p * n / 100) of the n successful requests, lowest first, so
+# each one is a latency some request really had.
+LATENCY_PERCENTILES = (50, 95, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTotals:
+    """A group's requests in a period: counts, tokens, cost, and the latency
+    percentiles of its successful requests (empty when none succeeded)."""
+
+    requests: int
+    failures: int  # answered with a status of 400 or more
+    prompt_tokens: int
+    response_tokens: int
+    cost: float
+    latency_ms: dict[int, int] = field(default_factory=dict)  # percentile -> milliseconds
+
+
+async def usage_totals(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    start: datetime,
+    end: datetime,
+    by: str,
+    shown: Collection[str] | None = None,
+    others: str = "",
+) -> dict[str, GroupTotals]:
+    """The account's requests in [start, end) grouped by "key_id" or "deployment_id".
+    With `shown`, the groups outside it are reported together under `others` (a
+    key-less record, from before keys were recorded, stays under "").
+
+    Percentiles are computed in the database (a window function per group, the same SQL
+    on SQLite and PostgreSQL), so only three rows per group come back however many
+    requests the period holds."""
+    column = UsageRecord.key_id if by == "key_id" else UsageRecord.deployment_id
+    group: Any = func.coalesce(column, "")
+    if shown is not None:
+        group = case((column.is_(None), ""), (column.in_(list(shown)), column), else_=literal(others))
+    # The grouping is a column of a subquery: PostgreSQL refuses to group by an expression
+    # whose bound parameters are rendered apart from the selected one.
+    rows = (
+        select(
+            group.label("grp"),
+            UsageRecord.status,
+            UsageRecord.prompt_tokens,
+            UsageRecord.response_tokens,
+            UsageRecord.cost,
+            UsageRecord.latency_ms,
+        )
+        .where(UsageRecord.account_id == account_id, UsageRecord.created_at >= start, UsageRecord.created_at < end)
+        .subquery()
+    )
+    sums = await session.execute(
+        select(
+            rows.c.grp,
+            func.count(),
+            func.sum(case((rows.c.status >= 400, 1), else_=0)),
+            func.sum(rows.c.prompt_tokens),
+            func.sum(rows.c.response_tokens),
+            func.sum(rows.c.cost),
+        ).group_by(rows.c.grp)
+    )
+    totals = {
+        str(grp): GroupTotals(int(count), int(failed or 0), int(prompt or 0), int(response or 0), float(cost or 0.0))
+        for grp, count, failed, prompt, response, cost in sums.all()
+    }
+    ranked = (
+        select(
+            rows.c.grp,
+            rows.c.latency_ms,
+            func.row_number().over(partition_by=rows.c.grp, order_by=rows.c.latency_ms).label("rank"),
+            func.count().over(partition_by=rows.c.grp).label("n"),
+        )
+        .where(rows.c.status < 400)
+        .subquery()
+    )
+    # ceil(p * n / 100) in integer arithmetic, which both databases do alike.
+    wanted = [(percentile * ranked.c.n + 99) // 100 for percentile in LATENCY_PERCENTILES]
+    picked = await session.execute(
+        select(ranked.c.grp, ranked.c.n, ranked.c.rank, ranked.c.latency_ms).where(
+            or_(*(ranked.c.rank == rank for rank in wanted))
+        )
+    )
+    for grp, count, rank, latency in picked.all():
+        for percentile in LATENCY_PERCENTILES:
+            if (percentile * int(count) + 99) // 100 == int(rank):
+                totals[str(grp)].latency_ms[percentile] = int(latency)
+    return totals
