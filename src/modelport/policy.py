@@ -365,7 +365,10 @@ class ServerPolicy:
         try:
             address = ipaddress.ip_address(name)
         except ValueError:
-            if self.allow and not self._named_in(name, self.allow):
+            # A name not listed by name may still resolve into an allowed network: the
+            # addresses it resolves to are checked at every connection (`check_address`).
+            # With no network listed, nothing it resolves to could be allowed.
+            if self.allow and not self._named_in(name, self.allow) and not self._lists_networks(self.allow):
                 raise UpstreamDenied(f"the upstream host {name} is not allowed on this server") from None
             return
         self.check_address(address, host=name)
@@ -391,6 +394,10 @@ class ServerPolicy:
             if network is not None and address.version == network.version and address in network:
                 return True
         return False
+
+    @staticmethod
+    def _lists_networks(entries: Iterable[str]) -> bool:
+        return any(_network(entry) is not None for entry in entries)
 
     @staticmethod
     def _named_in(host: str, entries: Iterable[str]) -> bool:

@@ -284,7 +284,7 @@ def test_a_credential_the_upstream_echoes_reaches_no_answer_and_no_log_line(
 # ---- 2. where upstreams may be ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("outside", ["http://10.0.0.7:8000/v1", "http://upstream.example:8000/v1"])
+@pytest.mark.parametrize("outside", ["http://10.0.0.7:8000/v1", "http://[fd00::7]:8000/v1"])
 def test_a_base_url_outside_the_allow_list_is_refused_when_the_model_is_written(gateway: Gateway, outside: str) -> None:
     refused = gateway.create("ok", base_url=outside)
     assert refused.status_code == 422
@@ -305,6 +305,13 @@ def test_an_allowed_name_that_resolves_to_link_local_at_call_time_is_refused(
     assert "169.254.169.254" in detail and "denied" in detail
     # The same server still reaches what it allows.
     assert gateway.chat(gateway.deploy("ok", base_url=upstreams.base_url)).status_code == 200
+
+
+def test_a_name_that_resolves_into_an_allowed_network_is_allowed(gateway: Gateway, upstreams: Upstreams) -> None:
+    """The allow-list names 127.0.0.1/32, not `localhost`: the name is checked by what it
+    resolves to (/etc/hosts: 127.0.0.1), at the connection."""
+    by_name = upstreams.base_url.replace("127.0.0.1", "localhost")
+    assert gateway.chat(gateway.deploy("ok", base_url=by_name)).status_code == 200
 
 
 def _scripted_dns(answers: dict[str, str], asked: list[tuple[str, int]]) -> type[AbstractResolver]:
