@@ -82,6 +82,8 @@ async def _chat(request: Request) -> Response:
         return JSONResponse({"error": {"message": f"internal failure for {key}"}}, status_code=500)
     if model == "rate-limited":
         return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"})
+    if model == "rate-limited-unsaid":  # a 429 that says nothing of when to come back
+        return JSONResponse({"error": {"message": "slow down"}}, status_code=429)
     if model == "refuse-400":
         return JSONResponse({"error": {"message": "max_tokens is too large for this model"}}, status_code=400)
     if model == "stall":

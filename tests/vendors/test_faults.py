@@ -63,6 +63,9 @@ async def test_429_is_passed_on_with_retry_after(fault_app: tuple[Any, httpx.Asy
     assert response.status_code == 429
     assert response.headers["retry-after"] == "1"
     assert "slow down" in response.json()["detail"]
+    # One that names no time still gets a Retry-After, as the README promises: a second.
+    unsaid = await ask(client, await deploy(client, vendor="OPENAI", base_url=fake_vendor, model="rate-limited-unsaid"))
+    assert unsaid.status_code == 429 and unsaid.headers["retry-after"] == "1"
 
 
 async def test_a_vendor_refusal_is_400(fault_app: tuple[Any, httpx.AsyncClient], fake_vendor: str) -> None:

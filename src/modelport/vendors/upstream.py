@@ -188,7 +188,9 @@ def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: It
     if response.status_code == 429:
         return RateLimited(
             f"{vendor} is rate limiting this deployment: {message}",
-            retry_after=_retry_after_passed_on(response.headers.get("retry-after")),
+            # Always one (the README promises it): a vendor that names no usable time gets
+            # the shortest honest guess, a second.
+            retry_after=_retry_after_passed_on(response.headers.get("retry-after")) or "1",
         )
     if response.status_code in (408, 504):
         return UpstreamTimeout(f"{vendor} timed out: {message}")
