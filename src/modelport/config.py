@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     # Limits that refuse requests (503) while Redis cannot be reached; the others let
     # requests through uncounted meanwhile.
     limits_fail_closed: CommaList = Field(default_factory=lambda: ["max_budget"])
+    # Audit events (every change to the catalogue, `GET /v4/audit-events`) older than this
+    # many days are deleted, hourly by each server process.
+    audit_retention_days: float = Field(default=365.0, gt=0)
     # Wrong API keys one client address may send in a minute before it gets 429 until
     # the minute is over (0: no limit; limits/auth_throttle.py). Counted in Redis when
     # `redis_url` is set, so that every replica shares the count.

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from modelport.api.routes import (
     spend,
     web,
 )
+from modelport.api.routes import audit as audit_route
 from modelport.api.routes import metrics as metrics_route
 from modelport.api.routes import responses as responses_route
 from modelport.catalogue.bootstrap import bootstrap_if_empty
@@ -153,6 +154,16 @@ async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: as
             await welcome.warn_if_api_key_is_stale(sessions, settings.api_key)
 
 
+async def _sweep_audit_hourly(catalogue: Catalogue) -> None:
+    """Audit events past their retention are deleted now and every hour after."""
+    while True:
+        try:
+            await catalogue.audit.sweep()
+        except Exception:  # a database hiccup: the next hour's sweep will do it
+            log.warning("the audit log's retention sweep failed", exc_info=True)
+        await asyncio.sleep(3600)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -201,6 +212,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         responses=ResponseStoreBounds(
             max_bytes=settings.responses_max_stored_bytes, retention_seconds=settings.responses_retention_seconds
         ),
+        audit_retention=timedelta(days=settings.audit_retention_days),
     )
     health = PassiveHealth(
         failures_to_set_aside=settings.routing_failures_to_set_aside,
@@ -235,6 +247,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         default_max_tokens=settings.limits_default_max_tokens,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="catalogue-cache")
+    audit_sweeps = asyncio.create_task(_sweep_audit_hourly(app.state.catalogue), name="audit-retention")
     resets = asyncio.create_task(
         loader.watch_resets(lambda: db.read_generation(engine), settings.cache_refresh_seconds),
         name="deployment-resets",
@@ -244,7 +257,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with gate.watching_signals(settings.shutdown_grace_seconds):
             yield
     finally:
-        for task in (poller, resets):
+        for task in (poller, resets, audit_sweeps):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -400,6 +413,7 @@ def create_app(
     app.include_router(responses_route.router)
     app.include_router(catalogue.router)
     app.include_router(spend.router)
+    app.include_router(audit_route.router)
     if settings.metrics:
         app.include_router(metrics_route.router)
     web.install(app)

@@ -14,9 +14,11 @@ from modelport.catalogue.catalogue import Catalogue
 from modelport.errors import RateLimited, Unauthenticated, ValidationFailed
 from modelport.inference.service import InferenceService
 from modelport.limits.auth_throttle import AuthThrottle
+from modelport.observability.requests import current_request
 from modelport.principal import Principal
 from modelport.schemas.catalogue import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 from modelport.schemas.errors import validation_detail
+from modelport.store import audit
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -55,6 +57,17 @@ async def current_principal(
         await throttle.failed(host)
         raise
     throttle.accepted(host, api_key)
+    # Whatever this request changes in the catalogue is audited as its doing.
+    record = current_request.get()
+    audit.acting.set(
+        audit.Actor(
+            kind="key",
+            key_id=principal.key_id,
+            identity_id=principal.identity_id,
+            role="operator" if principal.is_operator else principal.role.value,
+            request_id=record.request_id if record is not None else None,
+        )
+    )
     return principal
 
 
@@ -112,6 +125,13 @@ async def usage_window(
     _storable("start_date", start_date)
     _storable("end_date", end_date)
     return UsageWindow(start=start_date, end=end_date, chunks=chunks)
+
+
+def storable_time(name: str, value: datetime | None) -> datetime | None:
+    """An optional time of a query, checked as `_storable` does."""
+    if value is not None:
+        _storable(name, value)
+    return value
 
 
 def _storable(name: str, value: datetime) -> None:

@@ -8,11 +8,12 @@ keeps one `Catalogue` (on `app.state.catalogue`) and routes reach every part thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.access import Access
+from modelport.catalogue.audit import AuditLog
 from modelport.catalogue.deployments import DeploymentLoads, Deployments
 from modelport.catalogue.groups import ModelGroups
 from modelport.catalogue.models import Models
@@ -41,6 +42,7 @@ class Catalogue:
         policy: ServerPolicy | None = None,
         adapters: Callable[[str], bool] = lambda _name: True,
         responses: ResponseStoreBounds | None = None,
+        audit_retention: timedelta = timedelta(days=365),
     ) -> None:
         policy = policy or ServerPolicy()
         self._sessions = sessions
@@ -53,6 +55,7 @@ class Catalogue:
         self.templates = ModelTemplates(sessions)
         self.secrets = Secrets(sessions, box)
         self.responses = StoredResponses(sessions, responses)
+        self.audit = AuditLog(sessions, retention=audit_retention)
 
     async def user_info(self, principal: Principal) -> UserInfo:
         return await user_info(self._sessions, principal)

@@ -8,6 +8,7 @@ helpers: main imports console to register its commands, and nothing imports main
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -54,7 +55,7 @@ def settings_or_exit() -> Settings:
 def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
     """Run `work` against the configured database, schema upgraded first: the CLI's
     one way to open it."""
-    from modelport.store import db
+    from modelport.store import audit, db
 
     settings = settings_or_exit()
 
@@ -63,6 +64,8 @@ def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T
     from modelport.cli.preflight import database_problem
 
     async def run() -> T:
+        # What a command changes is audited as done at the server's terminal, by its user.
+        audit.acting.set(audit.Actor(kind="cli", name=getpass.getuser()))
         async with db.opened(settings) as (engine, sessions):
             try:
                 await db.upgrade(engine)

@@ -1,5 +1,5 @@
 """The operator's terminal commands beyond serving: `accounts list`, `models list`,
-`deployments list`, `usage`, and `chat` (an interactive chat with a running server).
+`deployments list`, `usage`, `audit`, and `chat` (an interactive chat with a running server).
 
 The listings read the database directly, like the key commands (the operator at the
 terminal holds it); `chat` talks HTTP to the server, as any client would. Things are
@@ -8,6 +8,7 @@ named the way people remember them: by name, full id or a unique id prefix.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -160,6 +161,41 @@ def usage(
     listing.show(as_json)
 
 
+def audit(
+    since: Annotated[str, typer.Option(metavar="DURATION", help="How far back: 30m, 24h, 7d.")] = "24h",
+    account: AccountOption = None,
+    limit: Annotated[int, typer.Option(metavar="COUNT", help="At most this many, newest first.", min=1)] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Changes to the catalogue over the last SINCE (who, what, when), newest first;
+    with --json, each change's before and after too."""
+    from modelport.schemas.audit import AuditEventOut
+    from modelport.store import audit as audit_log
+
+    start = datetime.now(UTC) - _duration(since)
+    given = audit_log.AuditFilter(account_id=_account_filter(account), since=start)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[AuditEventOut]:
+        from modelport.catalogue.audit import shown
+
+        async with sessions() as session:
+            rows, _total = await audit_log.list_events(session, given, page=1, limit=limit)
+        return [shown(row) for row in rows]
+
+    events = with_database(work)
+    if as_json:
+        typer.echo(json.dumps([event.model_dump(mode="json") for event in events], indent=2))
+        return
+    listing = Listing(
+        f"changes since {start:%Y-%m-%d %H:%M} UTC", ("event", "at", "who", "action", "object", "object_id")
+    )
+    for event in events:
+        who = event.actor.name if event.actor.kind == "cli" else event.actor.key_id or event.actor.kind
+        at = f"{event.at:%Y-%m-%d %H:%M:%S}"
+        listing.add(event.id, at, f"{event.actor.kind}:{who}", event.action, event.object_type, event.object_id)
+    listing.show()
+
+
 def chat(
     deployment: Annotated[str | None, argument("DEPLOYMENT")] = None,
     system: Annotated[str | None, typer.Option(metavar="PROMPT", help="A system prompt.")] = None,
@@ -206,6 +242,7 @@ def register(app: typer.Typer, accounts_app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
     app.add_typer(deployments_app, name="deployments")
     app.command("usage")(usage)
+    app.command("audit")(audit)
     app.command("chat")(chat)
 
 

@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, UOWTransaction
 
+# Its after_flush listener writes the audit log for every session this module makes.
+import modelport.store.audit  # noqa: F401
 from modelport.store.tables import AccountSecret, ApiKey, CatalogueGeneration, Deployment, Identity, Membership, Model
 
 if TYPE_CHECKING:

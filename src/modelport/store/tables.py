@@ -263,3 +263,29 @@ __all__ = [
     "StoredResponse",
     "UsageRecord",
 ]
+
+
+class AuditEvent(Base):
+    """One change to the catalogue (who, when, what, before and after), written by
+    `store/audit.py` in the transaction that made it. Never updated; deleted only past
+    the retention (`MODELPORT_AUDIT_RETENTION_DAYS`)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_account_at", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # "key" (an API request: its key, identity and role), "cli" (a command at the
+    # server's terminal) or "server" (modelport itself: first-start setup).
+    actor_kind: Mapped[str] = mapped_column(String(10))
+    actor_key_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    actor_identity_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    actor_role: Mapped[str | None] = mapped_column(String(20), default=None)
+    actor_name: Mapped[str | None] = mapped_column(String(200), default=None)  # the CLI's user
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    account_id: Mapped[str | None] = mapped_column(String(36), default=None)  # the object's account
+    action: Mapped[str] = mapped_column(String(10))  # create, update, delete
+    object_type: Mapped[str] = mapped_column(String(30))
+    object_id: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
