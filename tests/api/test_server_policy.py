@@ -88,6 +88,9 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "Anthropic messages with account A's model": (404, 404, 404),
         "count tokens with account A's model": (404, 404, 404),
         "Responses with account A's model": (404, 404, 404),
+        "usage summary": (200, 200, 403),
+        "audit log": (200, 200, 403),
+        "audit log of every account": (200, 200, 403),  # an admin still reads only B's
     }
     index = ROLES.index(role)
     got = {
@@ -138,10 +141,18 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "Responses with account A's model": await client.post(
             "/v1/responses", json={"model": "a-private", "input": "hi"}, headers=headers
         ),
+        "usage summary": await client.get(
+            "/v4/usage-summary?start_date=2026-01-01T00:00:00Z&end_date=2026-01-02T00:00:00Z", headers=headers
+        ),
+        "audit log": await client.get("/v4/audit-events", headers=headers),
+        "audit log of every account": await client.get("/v4/audit-events?all_accounts=true", headers=headers),
     }
     assert {route: response.status_code for route, response in got.items()} == {
         route: statuses[index] for route, statuses in expected.items()
     }
+    if role == "admin":  # B's admin: B's events only, even asking for every account's
+        events = got["audit log of every account"].json()["items"]
+        assert events and {event["account_id"] for event in events} == {tenant["account"]}
 
 
 # --- one test per finding ----------------------------------------------------------------
