@@ -3,8 +3,8 @@ missing piece skips its tests or fails them.
 
 Locally a missing piece is a skip that says why. CI (`.ci/run`) sets
 `MODELPORT_TEST_REQUIRE_<NAME>=1` for each piece (POSTGRES, BROWSER, REDIS,
-PORTABLE_BUILD, AGENT_CLIS, README_TOOLS), and there the same gap fails the run instead. The Debian packages the
-suite needs (chromium, redis-server, binutils for objdump) are installed with apt when
+PORTABLE_BUILD, AGENT_CLIS, README_TOOLS, HADOLINT), and there the same gap fails the run
+instead. The Debian packages the suite needs (chromium, redis-server, binutils for objdump) are installed with apt when
 they are missing and the suite runs as root."""
 
 from __future__ import annotations
