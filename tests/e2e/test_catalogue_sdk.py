@@ -153,3 +153,19 @@ def test_a_refused_vendor_configuration_leaves_listing_working(account: tuple[SG
         )  # fmt: skip
     with pytest.raises(scale_gp.ConflictError):
         client.models.create(account_id=account_id, name="hosted", model_type="CHAT_COMPLETION", model_vendor="OPENAI")
+
+
+def test_groups_and_templates_listed_by_account_id_are_that_accounts_or_refused(
+    sdk: SGPClient, account: tuple[SGPClient, str]
+) -> None:
+    """The SDK's `account_id` filter on model_groups.list and model_templates.list: the
+    selected account's rows, and a 422 naming the filter for another account (never an
+    answer that ignored it)."""
+    client, account_id = account
+    group = client.model_groups.create(account_id=account_id, name="listed-by-account")
+    assert group.id in [item.id for item in client.model_groups.list(account_id=account_id)]
+    assert isinstance(client.model_templates.list(account_id=account_id).items, list)
+    other = sdk.accounts.create(account_name="elsewhere").account_id
+    for listing in (client.model_groups.list, client.model_templates.list):
+        with pytest.raises(scale_gp.UnprocessableEntityError, match="account_id"):
+            listing(account_id=other)

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.catalogue.access import check_account, creator, require_admin
+from modelport.catalogue.access import check_account, check_account_filter, creator, require_admin
 from modelport.catalogue.listing import page_of
 from modelport.errors import Conflict, NotFound
 from modelport.principal import Principal
@@ -45,7 +45,10 @@ class OwnedRows(Generic[RowT, OutT]):
         async with self._sessions() as session:
             return self.shown_as.model_validate(await self._row(session, principal, row_id))
 
-    async def list(self, principal: Principal, *, page: int, limit: int) -> Page[OutT]:
+    async def list(self, principal: Principal, *, page: int, limit: int, account_id: str | None = None) -> Page[OutT]:
+        """The selected account's rows; an `account_id` naming another account is a 422
+        (the SDK's filter), never silently ignored."""
+        check_account_filter(principal, account_id)
         async with self._sessions() as session:
             rows, total = await repo.list_owned(
                 session, self.table, account_id=principal.account_id, page=page, limit=limit

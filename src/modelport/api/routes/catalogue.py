@@ -33,9 +33,13 @@ async def create_group(body: ModelGroupCreate, principal: CurrentPrincipal, cata
 
 @router.get("/v4/model-groups", response_model=Page[ModelGroupOut], tags=["model-groups"])
 async def list_groups(
-    principal: CurrentPrincipal, catalogue: CatalogueDep, page: PageNumber = 1, limit: PageSize = 100
+    principal: CurrentPrincipal,
+    catalogue: CatalogueDep,
+    page: PageNumber = 1,
+    limit: PageSize = 100,
+    account_id: str | None = None,
 ) -> Page[ModelGroupOut]:
-    return await catalogue.groups.list(principal, page=page, limit=limit)
+    return await catalogue.groups.list(principal, page=page, limit=limit, account_id=account_id)
 
 
 @router.get("/v4/model-groups/{model_group_id}", response_model=ModelGroupOut, tags=["model-groups"])
@@ -96,9 +100,13 @@ async def create_template(
 
 @router.get("/v4/model-templates", response_model=Page[ModelTemplateOut], tags=["model-templates"])
 async def list_templates(
-    principal: CurrentPrincipal, catalogue: CatalogueDep, page: PageNumber = 1, limit: PageSize = 100
+    principal: CurrentPrincipal,
+    catalogue: CatalogueDep,
+    page: PageNumber = 1,
+    limit: PageSize = 100,
+    account_id: str | None = None,
 ) -> Page[ModelTemplateOut]:
-    return await catalogue.templates.list(principal, page=page, limit=limit)
+    return await catalogue.templates.list(principal, page=page, limit=limit, account_id=account_id)
 
 
 @router.get("/v4/model-templates/{model_template_id}", response_model=ModelTemplateOut, tags=["model-templates"])
