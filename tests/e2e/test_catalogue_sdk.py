@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import scale_gp
 from scale_gp import SGPClient
@@ -169,3 +170,30 @@ def test_groups_and_templates_listed_by_account_id_are_that_accounts_or_refused(
     for listing in (client.model_groups.list, client.model_templates.list):
         with pytest.raises(scale_gp.UnprocessableEntityError, match="account_id"):
             listing(account_id=other)
+
+
+def test_a_user_is_retrieved_by_an_admin_of_an_account_they_share(
+    sdk: SGPClient, account: tuple[SGPClient, str], slow_usage_server: str
+) -> None:
+    """`users.retrieve` (GET /users/{id}), strictly validated: the operator sees a user
+    with every account; an account's admin sees its members with the accounts they
+    share; a member, and anyone asking after an id that is no one, gets a 404."""
+    _, account_id = account
+    me = sdk.users.info()
+    assert sdk.users.retrieve(me.id).id == me.id
+    assert {profile.account.id for profile in sdk.users.retrieve(me.id).access_profiles} == {
+        profile.account.id for profile in me.access_profiles
+    }
+    # The SDK has no API-key resource: keys are made as the README does, over HTTP.
+    there = {"x-api-key": E2E_KEY, "x-selected-account-id": account_id}
+    admin_key = httpx.post(f"{slow_usage_server}/v4/api-keys", json={"role": "admin"}, headers=there).json()["key"]
+    member = httpx.post(f"{slow_usage_server}/v4/api-keys", json={"role": "member"}, headers=there).json()
+    as_admin = SGPClient(api_key=admin_key, base_url=slow_usage_server, _strict_response_validation=True,
+                         max_retries=0).with_options(account_id=account_id)  # fmt: skip
+    shared = as_admin.users.retrieve(member["identity_id"])
+    assert [profile.account.id for profile in shared.access_profiles] == [account_id]
+    as_member = SGPClient(api_key=member["key"], base_url=slow_usage_server, _strict_response_validation=True,
+                          max_retries=0).with_options(account_id=account_id)  # fmt: skip
+    for asking, who in ((as_member, me.id), (as_admin, "00000000-0000-0000-0000-000000000000")):
+        with pytest.raises(scale_gp.NotFoundError):
+            asking.users.retrieve(who)

@@ -22,7 +22,7 @@ from modelport.catalogue.secrets import SecretBox, Secrets
 from modelport.catalogue.spend import spend_report
 from modelport.catalogue.templates import ModelTemplates
 from modelport.catalogue.usage import UsageRecorder, UsageStatistics
-from modelport.catalogue.users import user_info
+from modelport.catalogue.users import user_info, user_profile
 from modelport.policy import ServerPolicy
 from modelport.principal import Principal
 from modelport.schemas.catalogue import SpendReport, UsageSummary
@@ -59,6 +59,9 @@ class Catalogue:
 
     async def user_info(self, principal: Principal) -> UserInfo:
         return await user_info(self._sessions, principal)
+
+    async def user_profile(self, principal: Principal, user_id: str) -> UserInfo:
+        return await user_profile(self._sessions, principal, user_id)
 
     async def spend(self, principal: Principal) -> SpendReport:
         return await spend_report(self._sessions, principal)

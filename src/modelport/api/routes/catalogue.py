@@ -1,4 +1,4 @@
-"""/user-info, /v4/model-groups and /v4/model-templates, and usage by model name."""
+"""/user-info, /users/{id}, /v4/model-groups and /v4/model-templates, and usage by model name."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ router = APIRouter()
 @router.get("/user-info", response_model=UserInfo, response_model_exclude_none=True, tags=["users"])
 async def get_user_info(principal: CurrentPrincipal, catalogue: CatalogueDep) -> UserInfo:
     return await catalogue.user_info(principal)
+
+
+@router.get("/users/{user_id}", response_model=UserInfo, response_model_exclude_none=True, tags=["users"])
+async def get_user(user_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep) -> UserInfo:
+    """A user or service account, for an admin of an account it belongs to (with those
+    accounts only) or an operator (with every account); 404 otherwise."""
+    return await catalogue.user_profile(principal, user_id)
 
 
 # --- model groups ---------------------------------------------------------------------------
