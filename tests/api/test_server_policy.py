@@ -43,6 +43,7 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
         "admin": admin["key"],
         "member": member["key"],
         "member_key_id": member["id"],
+        "member_identity": member["identity_id"],
         "a_model": a_model["id"],
     }
 
@@ -89,6 +90,7 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "count tokens with account A's model": (404, 404, 404),
         "Responses with account A's model": (404, 404, 404),
         "usage summary": (200, 200, 403),
+        "read B's member": (200, 200, 404),
         "audit log": (200, 200, 403),
         "audit log of every account": (200, 200, 403),  # an admin still reads only B's
     }
@@ -144,6 +146,7 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "usage summary": await client.get(
             "/v4/usage-summary?start_date=2026-01-01T00:00:00Z&end_date=2026-01-02T00:00:00Z", headers=headers
         ),
+        "read B's member": await client.get(f"/users/{tenant['member_identity']}", headers=headers),
         "audit log": await client.get("/v4/audit-events", headers=headers),
         "audit log of every account": await client.get("/v4/audit-events?all_accounts=true", headers=headers),
     }
