@@ -197,3 +197,16 @@ def test_a_user_is_retrieved_by_an_admin_of_an_account_they_share(
     for asking, who in ((as_member, me.id), (as_admin, "00000000-0000-0000-0000-000000000000")):
         with pytest.raises(scale_gp.NotFoundError):
             asking.users.retrieve(who)
+
+
+def test_chat_history_without_roles_or_part_types_is_answered(sdk: SGPClient) -> None:
+    """What the SDK's FlexibleMessageParam allows is served, strictly validated."""
+    deployment = next(d for d in sdk.models.deployments.list_all() if d.name == "smollm2-135m-instruct-embedded")
+    answer = sdk.models.chat_completions.create(
+        deployment.id,
+        chat_history=[{"content": "My name is Ada."}, {"content": [{"text": "Remember it."}]}],  # type: ignore[list-item]
+        prompt="What is my name?",
+        max_tokens=5,
+        temperature=0,
+    )
+    assert answer.completions and answer.completions[0][1][0].strip()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from modelport import generation
 from modelport.generation import TextFinishReason
@@ -55,11 +55,36 @@ class ImageDataPart(_Strict):
     image_data: ImageData
 
 
-UserContentPart = Annotated[TextPart | ImageURLPart | ImageDataPart, Field(discriminator="type")]
+def _part_type(part: Any) -> str | None:
+    """A content part's type. SGP's FlexibleMessageParam lets a part leave `type` out:
+    it is then the one field the part carries (`text`, `image_url` or `image_data`)."""
+    if not isinstance(part, dict):
+        return getattr(part, "type", None)
+    if "type" in part:
+        return part["type"] if isinstance(part["type"], str) else None
+    named = [kind for kind in ("text", "image_url", "image_data") if kind in part]
+    return named[0] if len(named) == 1 else None
+
+
+def _role(message: Any) -> str | None:
+    """A message's role. SGP's FlexibleMessageParam lets a message leave `role` out: it
+    is then a user's."""
+    if not isinstance(message, dict):
+        return getattr(message, "role", None)
+    role = message.get("role", "user")
+    return role if isinstance(role, str) else None
+
+
+UserContentPart = Annotated[
+    Annotated[TextPart, Tag("text")]
+    | Annotated[ImageURLPart, Tag("image_url")]
+    | Annotated[ImageDataPart, Tag("image_data")],
+    Discriminator(_part_type),
+]
 
 
 class UserMessage(_Strict):
-    role: Literal["user"]
+    role: Literal["user"] = "user"
     content: str | list[UserContentPart]
 
 
@@ -73,7 +98,12 @@ class SystemMessage(_Strict):
     content: str
 
 
-ChatMessage = Annotated[UserMessage | AssistantMessage | SystemMessage, Field(discriminator="role")]
+ChatMessage = Annotated[
+    Annotated[UserMessage, Tag("user")]
+    | Annotated[AssistantMessage, Tag("assistant")]
+    | Annotated[SystemMessage, Tag("system")],
+    Discriminator(_role),
+]
 
 
 class ParameterBindings(_Strict):
