@@ -67,14 +67,24 @@ async def test_cohere_rerank_in_chunk_order_with_bearer_auth(recorded_app: Any, 
     assert json.loads(sent.content)["top_n"] == 3
 
 
-async def test_an_instruction_the_reranker_cannot_take_is_400(recorded_app: Any) -> None:
+async def test_an_instruction_reaches_each_reranker_the_way_it_reads_one(recorded_app: Any) -> None:
+    """SGP's `rerankings.create(instruction=...)`: vLLM's rerank API takes it as a field
+    (its instruction-aware rerankers read it); Cohere's has none, so it goes before the query."""
     _app, client, transport = recorded_app
+    instruction = "Given a question, retrieve passages that answer it."
+    body = {"query": "capital of France", "chunks": TEXTS, "instruction": instruction}
     transport.answers["rerank-instr"] = (200, "documented/cohere/rerank.json")
-    deployment = await deploy(client, vendor="COHERE", model_type="RERANKING", model="rerank-instr")
-    body = {"query": "q", "chunks": TEXTS, "instruction": "Prefer recent documents."}
-    response = await client.post(f"/v4/models/{deployment}/rerankings", json=body)
-    assert response.status_code == 400
-    assert "instruction" in response.json()["detail"] and "COHERE" in response.json()["detail"]
+    cohere = await deploy(client, vendor="COHERE", model_type="RERANKING", model="rerank-instr")
+    response = await client.post(f"/v4/models/{cohere}/rerankings", json=body)
+    assert response.status_code == 200, response.text
+    assert json.loads(transport.sent[-1].content)["query"] == f"{instruction}\ncapital of France"
+    transport.answers["Qwen/Qwen3-Reranker-0.6B"] = (200, "documented/llmengine/vllm_rerank.json")
+    vllm = await deploy(client, vendor="LLMENGINE", model_type="RERANKING", model="Qwen/Qwen3-Reranker-0.6B",
+                        base_url="http://vllm.internal:8000/v1")  # fmt: skip
+    response = await client.post(f"/v4/models/{vllm}/rerankings", json=body)
+    assert response.status_code == 200, response.text
+    sent = json.loads(transport.sent[-1].content)
+    assert (sent["query"], sent["instruction"]) == ("capital of France", instruction)
 
 
 async def test_cohere_embed_splits_into_batches_of_96_and_joins_in_order(recorded_app: Any) -> None:

@@ -14,7 +14,7 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, Embeddings, Scores, Target, in_batches
 from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
-from modelport.vendors.retrieval_wire import ordered, refuse_instruction
+from modelport.vendors.retrieval_wire import ordered, query_with_instruction
 from modelport.vendors.settings import CohereSettings
 from modelport.vendors.upstream import join_url, upstream_model
 
@@ -75,8 +75,8 @@ class CohereVendor(HttpVendor):
         return Embeddings(vectors=vectors, tokens=tokens)
 
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
-        refuse_instruction(instruction, self.vendor)
-        body = {"model": upstream_model(target), "query": query, "documents": chunks, "top_n": len(chunks)}
+        body = {"model": upstream_model(target), "query": query_with_instruction(query, instruction),
+                "documents": chunks, "top_n": len(chunks)}  # fmt: skip
         payload = await self.answer_of(self._post(target, "v2/rerank", body))
         results = ordered(list(payload.get("results") or []), len(chunks), vendor=self.vendor, what="rerank results")
         return Scores(

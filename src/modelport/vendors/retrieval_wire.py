@@ -57,9 +57,10 @@ def ordered(items: list[dict[str, Any]], count: int, *, vendor: str, what: str) 
     return placed
 
 
-def refuse_instruction(instruction: str | None, vendor: str) -> None:
-    if instruction:
-        raise InvalidRequest(f"`instruction` is not supported by vendor {vendor}'s rerank API; send the query alone")
+def query_with_instruction(query: str, instruction: str | None) -> str:
+    """For a rerank API with no field for it (Cohere's): the instruction goes before the
+    query, on a line of its own, which is how instruction-aware rerankers read it."""
+    return f"{instruction}\n{query}" if instruction else query
 
 
 class OpenAIRetrieval(HttpVendor):
@@ -124,8 +125,11 @@ class OpenAIRetrieval(HttpVendor):
         return vectors, usage.get("prompt_tokens", usage.get("total_tokens"))
 
     async def rerank(self, target: Target, query: str, chunks: list[str], instruction: str | None) -> Scores:
-        refuse_instruction(instruction, self.vendor)
-        body = {"model": upstream_model(target), "query": query, "documents": chunks, "top_n": len(chunks)}
+        body: dict[str, Any] = {"model": upstream_model(target), "query": query, "documents": chunks,
+                                "top_n": len(chunks)}  # fmt: skip
+        if instruction:
+            # vLLM's instruction-aware rerankers (Qwen3-Reranker) read it; others ignore it.
+            body["instruction"] = instruction
         payload = await self.answer_of(self.post(target, join_url(self._base_url(target), "rerank"), body))
         return rerank_scores(payload, len(chunks), vendor=self.vendor)
 
