@@ -6,11 +6,13 @@ Through the ASGI app, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from scale_gp.types.model_list_params import ModelListParams
+from scale_gp.types.models.deployment_list_params import DeploymentListParams
 
 from modelport.vendors.adapters import COHERE
 
@@ -276,10 +278,20 @@ async def test_every_accepted_sort_and_filter_is_applied(client: httpx.AsyncClie
     ours = [item for item in everything["items"] if item["model_instance_id"] in {first["id"], second["id"]}]
     expected = sorted(ours, key=lambda item: (item["model_instance_id"], item["name"]), reverse=True)
     assert [item["id"] for item in ours] == [item["id"] for item in expected]
-    # Sorts the SDK lists but modelport cannot apply are refused, never ignored.
-    for unsupported in ("vendor_configuration:asc", "deployment_metadata:desc"):
-        refused(await client.get(f"/v4/model-deployments?sort_by={unsupported}", headers=headers), "query", "sort_by")
-    refused(await client.get("/v4/models?sort_by=deployment_count:asc", headers=headers), "query", "sort_by")
+    # Every sort the SDK can send is applied, but one that has no order (a list of
+    # deployments), which is refused naming what to sort by instead, never ignored.
+    for path, params in (("/v4/models", ModelListParams), ("/v4/model-deployments", DeploymentListParams)):
+        [sort_keys] = get_args(get_type_hints(params)["sort_by"])
+        for key in get_args(sort_keys):
+            answer = await client.get(f"{path}?sort_by={key}&limit=1000", headers=headers)
+            if key.startswith("deployments:"):
+                refused(answer, "query", "sort_by")
+                assert "deployment_count" in answer.text
+            else:
+                assert answer.status_code == 200, f"{path} sort_by={key}: {answer.text}"
+    by_count = await ok(await client.get("/v4/models?sort_by=deployment_count:desc&limit=1000", headers=headers))
+    counts = [item["deployment_count"] for item in by_count["items"]]
+    assert counts == sorted(counts, reverse=True) and counts[0] >= 3
     models = await ok(await client.get("/v4/models?sort_by=name:desc&limit=1000", headers=headers))
     assert [item["name"] for item in models["items"]] == sorted(
         (item["name"] for item in models["items"]), reverse=True

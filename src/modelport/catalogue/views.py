@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.schemas.catalogue import DeploymentOut, ModelInstanceOut, OwnedOut, redact
+from modelport.schemas.catalogue import MULTI_TURN_MODEL_TYPE, DeploymentOut, ModelInstanceOut, OwnedOut, redact
 from modelport.store.tables import Deployment, Model
 
 
@@ -23,7 +23,7 @@ def model_out(
         name=model.name,
         request_schema=model.request_schema or {},
         response_schema={},
-        supports_multi_turn=model.model_type == "CHAT_COMPLETION",
+        supports_multi_turn=model.model_type == MULTI_TURN_MODEL_TYPE,
         base_model_id=model.base_model_id,
         base_model_metadata=model.base_model_metadata,
         description=model.description,

@@ -28,6 +28,8 @@ ModelVendor = Literal[
     "OTHER",
 ]
 MAX_PAGE_SIZE = 10_000
+# The models that take a conversation (`supports_multi_turn`), as shown and as sorted.
+MULTI_TURN_MODEL_TYPE = "CHAT_COMPLETION"
 # (page - 1) * limit is the SQL OFFSET: at most 10**10 here, far inside a signed 64-bit integer.
 MAX_PAGE_NUMBER = 1_000_000
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modelport.schemas.catalogue import DeploymentStatus
+from modelport.schemas.catalogue import MULTI_TURN_MODEL_TYPE, DeploymentStatus
 from modelport.store.tables import Deployment, Model, ModelGroup, ModelTemplate
 
 OwnedT = TypeVar("OwnedT", ModelGroup, ModelTemplate)
@@ -132,21 +132,44 @@ MODEL_SORT_COLUMNS = frozenset(
         "display_name", "model_vendor", "base_model_id", "model_card", "training_data_card", "description",
         "model_template_id", "model_group_id", "id", "created_at", "account_id", "created_by_user_id",
         "created_by_identity_type", "name", "model_type",
+        # Sorted by their JSON text, by a count, by the group's name, by what they are derived from:
+        "base_model_metadata", "model_creation_parameters", "request_schema", "deployment_count", "model_group",
+        "supports_multi_turn",
+        # Every model's is {} (modelport keeps no response schemas): accepted, a tie left to the id.
+        "response_schema",
     }
 )  # fmt: skip
+# The SDK's `deployments:asc` is not here: a list of deployments has no order; the 422
+# names `deployment_count`, which sorts by how many there are.
 DEPLOYMENT_SORT_COLUMNS = frozenset(
     {
         "model_endpoint_id", "status", "id", "created_at", "account_id", "created_by_user_id",
         "created_by_identity_type", "name", "model_instance_id",
+        "model_creation_parameters", "vendor_configuration", "deployment_metadata",
     }
 )  # fmt: skip
-# Wire names of columns stored under another name.
-_COLUMN_OF = {"model_instance_id": "model_id"}
+_JSON_COLUMNS = frozenset({"base_model_metadata", "model_creation_parameters", "request_schema",
+                           "vendor_configuration", "deployment_metadata"})  # fmt: skip
+
+
+def _sort_key(table: Any, name: str) -> Any:
+    """What `sort_by=name` orders by: a column, or what the wire field is made of."""
+    if name in _JSON_COLUMNS:
+        return cast(getattr(table, name), Text)  # JSON by its text: the same on SQLite and PostgreSQL
+    if table is Model and name == "deployment_count":
+        return select(func.count()).where(Deployment.model_id == Model.id).scalar_subquery()
+    if table is Model and name == "model_group":
+        return select(ModelGroup.name).where(ModelGroup.id == Model.model_group_id).scalar_subquery()
+    if table is Model and name == "supports_multi_turn":
+        return Model.model_type == MULTI_TURN_MODEL_TYPE
+    if table is Deployment and name == "model_instance_id":
+        return Deployment.model_id
+    return getattr(table, name)
 
 
 def _order(table: Any, sort_by: list[tuple[str, bool]]) -> list[Any]:
     """ORDER BY for (column, descending) pairs, always ending on the id for a stable order."""
-    columns = [(getattr(table, _COLUMN_OF.get(name, name)), descending) for name, descending in sort_by]
+    columns = [(_sort_key(table, name), descending) for name, descending in sort_by if name != "response_schema"]
     order = [column.desc() if descending else column.asc() for column, descending in columns]
     return [*order, table.created_at.asc(), table.id.asc()]
 
