@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import openai
+import pytest
 from fastapi import FastAPI
 
 from tests.conftest import ADMIN_KEY, CHAT_DEPLOYMENT
@@ -146,3 +148,25 @@ async def test_a_model_without_any_deployment_is_400_not_503(client: httpx.Async
     answer = await client.post("/v1/embeddings", json={"model": name, "input": "hello"})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == "model" and "no deployment" in answer.json()["error"]["message"]
+
+
+async def test_a_deployment_id_is_a_model_and_an_unknown_route_answers_in_the_surfaces_shape(
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
+) -> None:
+    """`models.retrieve(deployment_id)` works, as the id works as a `model` (issue 26), and
+    a route modelport does not serve is a 404 in OpenAI's shape under /v1, Anthropic's
+    under /v1/messages, SGP's elsewhere."""
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://modelport.test")
+    async with (
+        http,
+        openai.AsyncOpenAI(
+            api_key=ADMIN_KEY, base_url="http://modelport.test/v1", http_client=http, _strict_response_validation=True
+        ) as sdk,
+    ):
+        card = await sdk.models.retrieve(deployment_id)
+        assert (card.id, card.owned_by) == (deployment_id, "llmengine")
+        with pytest.raises(openai.NotFoundError, match="no such route: POST /v1/audio/speech"):
+            await sdk.audio.speech.create(model=MODEL, voice="alloy", input="hi")
+    anthropic_shaped = await client.post("/v1/messages/batches/nothing/results")
+    assert anthropic_shaped.status_code == 404 and anthropic_shaped.json()["type"] == "error"
+    assert (await client.get("/v4/nothing")).json() == {"detail": "no such route: GET /v4/nothing"}

@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from modelport import __version__
@@ -381,6 +382,13 @@ def create_app(
     @app.exception_handler(ModelportError)
     async def _modelport_error(request: Request, exc: ModelportError) -> JSONResponse:
         return error_answer(request, exc.status_code, exc.body(), exc.headers())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # A path or method modelport does not serve: in the surface's own shape too, so an
+        # OpenAI or Anthropic client reads the reason where it looks for one.
+        detail = f"no such route: {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
+        return error_answer(request, exc.status_code, {"detail": detail}, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -135,4 +135,13 @@ async def get_model(model: str, request: Request, principal: CurrentPrincipal, c
     for card in await _model_cards(principal, catalogue):
         if model in (card.id, f"{card.owned_by}/{card.id}"):
             return card
+    # A deployment id is a model to /v1 too (routing: exactly that deployment).
+    page = await catalogue.models.list(
+        principal, page=1, limit=MAX_PAGE_SIZE, model_type=None, sort_by=None, with_deployments=True
+    )
+    for found in page.items:
+        for deployment in found.deployments or []:
+            if deployment.id == model:
+                created = int(deployment.created_at.timestamp())
+                return wire.ModelCard(id=model, created=created, owned_by=(found.model_vendor or "other").lower())
     raise NotFound(f"model {model!r} not found")
