@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,6 +54,41 @@ async def in_process(
         ) as client,
     ):
         yield application, client
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str = "modelport_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database for one server or one test (an asyncpg URL),
+    dropped after; a skip without PostgreSQL, a failure where CI requires it."""
+    import asyncpg
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable("POSTGRES", f"PostgreSQL leg not run: no server at {POSTGRES_SERVER} ({exc})")
+    try:
+        base = POSTGRES_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def fresh_database(kind: str, data: Path) -> Iterator[str]:
+    """A new, empty database of `kind` ("sqlite": a file in `data`; "postgresql")."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{data / 'modelport.db'}"
+        return
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -84,6 +84,7 @@ def test_killing_the_engine_mid_stream_ends_the_stream_and_spares_the_gateway(se
     # The gateway answered all along; the engine comes back and serves again.
     assert httpx.get(f"{server}/v4/model-deployments", headers=HEADERS, timeout=2).status_code == 200
     assert ready_engine_pid(server) != pid
+    assert httpx.get(f"{server}/health", timeout=5).json()["status"] == "ok"  # "restarting", then "ready"
     answer = chat(server, {"chat_history": [], "prompt": "Hi", "max_tokens": 5})
     assert answer.status_code == 200 and answer.json()["response_tokens"] > 0
     assert engine(server)["restarts"] >= 1
@@ -99,7 +100,12 @@ def test_a_request_while_the_engine_is_down_gets_503_not_a_hang(tmp_path: Path) 
         deadline = time.monotonic() + 30
         while engine(base_url)["state"] != "restarting" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert engine(base_url)["state"] == "restarting"
+        # /health says so: still 200 (the gateway answers), the server "degraded", and
+        # the engine "restarting" after the signal that ended it.
+        health = httpx.get(f"{base_url}/health", timeout=5)
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        [down] = [entry for entry in health.json()["embedded_engines"] if entry["model"] == Path(GGUF).name]
+        assert down["state"] == "restarting" and "SIGKILL" in down["reason"], down
         started = time.monotonic()
         response = chat(base_url, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}, timeout=10)
         assert response.status_code == 503, response.text
