@@ -70,15 +70,21 @@ class DeploymentLoader:
         other, each inside `around_load(checkpoint)` (what the terminal shows)."""
         if self._pool is None:
             return
-        async with self._sessions() as session, session.begin():
-            for deployment, model_vendor in await repo.live_deployments(session):
-                checkpoint = embedded_checkpoint(model_vendor, deployment.vendor_configuration)
-                if checkpoint is None:
-                    continue
-                with around_load(checkpoint):
-                    deployment.status, deployment.status_reason = await self._attach(
-                        deployment.id, checkpoint, retry=False
-                    )
+        async with self._sessions() as session:
+            live = [
+                (deployment.id, embedded_checkpoint(model_vendor, deployment.vendor_configuration))
+                for deployment, model_vendor in await repo.live_deployments(session)
+            ]
+        # No transaction is held while a model loads (seconds, minutes on a busy machine):
+        # each status is written on its own, so another worker starting beside this one,
+        # or a request, never waits on it.
+        for deployment_id, checkpoint in live:
+            if checkpoint is None:
+                continue
+            with around_load(checkpoint):
+                status, reason = await self._attach(deployment_id, checkpoint, retry=False)
+            async with self._sessions() as session, session.begin():
+                await repo.set_deployment_status(session, deployment_id=deployment_id, status=status, reason=reason)
 
     async def watch_resets(self, read_generation: Callable[[], Awaitable[int]], every: float) -> None:
         """Run until cancelled: each time the catalogue changes, load the embedded
