@@ -56,34 +56,67 @@ async def in_process(
         yield application, client
 
 
-@contextmanager
-def fresh_postgres_database(prefix: str = "modelport_test") -> Iterator[str]:
-    """A new, empty PostgreSQL database for one server or one test (an asyncpg URL),
-    dropped after; a skip without PostgreSQL, a failure where CI requires it."""
+def _postgres_url(name: str) -> str:
+    return f"{POSTGRES_SERVER.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+
+
+async def _admin(statement: str) -> None:
     import asyncpg
 
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
+    connection = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _create_postgres_database(prefix: str) -> str:
+    """A new database's name; a skip without PostgreSQL, a failure where CI requires it
+    (MODELPORT_TEST_REQUIRE_POSTGRES=1)."""
+    import asyncpg
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        await _admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError) as exc:
         unavailable("POSTGRES", f"PostgreSQL leg not run: no server at {POSTGRES_SERVER} ({exc})")
+    return name
+
+
+@asynccontextmanager
+async def own_postgres_database(prefix: str = "modelport_test") -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database (an asyncpg URL), dropped after."""
+    name = await _create_postgres_database(prefix)
     try:
-        base = POSTGRES_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        yield f"{base}/{name}"
+        yield _postgres_url(name)
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def own_database(kind: str, data: Path, prefix: str = "modelport_test") -> AsyncIterator[str]:
+    """A new, empty database of `kind` ("sqlite": a file in `data`; "postgresql"), for a
+    test or a module that must not share the session's (whose app loads what it finds)."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{data / 'modelport.db'}"
+        return
+    async with own_postgres_database(prefix) as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str = "modelport_test") -> Iterator[str]:
+    """`own_postgres_database` for code outside an event loop (servers in subprocesses)."""
+    name = asyncio.run(_create_postgres_database(prefix))
+    try:
+        yield _postgres_url(name)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextmanager
 def fresh_database(kind: str, data: Path) -> Iterator[str]:
-    """A new, empty database of `kind` ("sqlite": a file in `data`; "postgresql")."""
+    """`own_database` for code outside an event loop."""
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{data / 'modelport.db'}"
         return
@@ -94,24 +127,8 @@ def fresh_database(kind: str, data: Path) -> Iterator[str]:
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """Each storage-backed test runs on SQLite and on a throw-away PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'modelport.db'}"
-        return
-    import asyncpg
-
-    try:
-        admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        # CI sets MODELPORT_TEST_REQUIRE_POSTGRES=1: there a missing PostgreSQL fails the run.
-        unavailable("POSTGRES", f"PostgreSQL leg not run: no server at {POSTGRES_SERVER} ({exc})")
-    name = f"modelport_test_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = POSTGRES_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        yield f"{base}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with own_database(request.param, tmp_path_factory.mktemp("sqlite")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import openai
 import pytest
@@ -24,7 +23,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import update
 
 from modelport.store.tables import StoredResponse
-from tests.conftest import ADMIN_KEY, POSTGRES_SERVER, in_process, sqlite_settings
+from tests.conftest import ADMIN_KEY, in_process, own_database, sqlite_settings
 
 MAX_STORED_BYTES = 64 * 1024
 WEATHER_TOOL = {
@@ -112,17 +111,9 @@ class Upstream:
 async def own_database_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A database of this module's own, of the leg's kind (the session's shared one has an
     app with the embedded engine watching it)."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('responses') / 'modelport.db'}"
-        return
-    admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
-    name = f"modelport_responses_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{database_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    async with own_database(kind, tmp_path_factory.mktemp("responses"), "modelport_responses") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

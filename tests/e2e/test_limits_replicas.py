@@ -18,8 +18,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from tests.conftest import E2E_KEY, POSTGRES_SERVER
-from tests.prerequisites import unavailable
+from tests.conftest import E2E_KEY, fresh_postgres_database
 from tests.redis_server import OwnRedis
 from tests.servers import free_port, running
 
@@ -31,23 +30,8 @@ RESERVATION = 18 * IN_PRICE + 5 * OUT_PRICE
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    import asyncpg
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    name = f"modelport_limits_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        unavailable("POSTGRES", f"no PostgreSQL at {POSTGRES_SERVER} ({exc})")
-    base = POSTGRES_SERVER.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database("modelport_limits") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +51,7 @@ def replicas(
     upstream_port = free_port()
     env_common = {
         **os.environ,
-        "MODELPORT_DATABASE_URL": postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "MODELPORT_DATABASE_URL": postgres_url,
         "MODELPORT_API_KEY": E2E_KEY,
         "MODELPORT_REDIS_URL": own_redis.url,
         "MODELPORT_EMBEDDED_ENGINE": "false",
@@ -167,7 +151,7 @@ async def records_of(postgres_url: str, key_id: str) -> list[Any]:
     """The key's usage records, read straight from the database."""
     import asyncpg
 
-    connection = await asyncpg.connect(postgres_url, timeout=5)
+    connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=5)
     try:
         return list(
             await connection.fetch("SELECT status, response_tokens, cost FROM usage_records WHERE key_id = $1", key_id)

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,7 +19,7 @@ from modelport.principal import IdentityType, Role
 from modelport.schemas.catalogue import DeploymentStatus
 from modelport.store import accounts, db, repo
 from modelport.store.tables import Deployment
-from tests.conftest import POSTGRES_SERVER
+from tests.conftest import own_database
 
 GOOD = "good.gguf"
 
@@ -45,17 +44,9 @@ async def own_database_url(database_url: str, tmp_path: Path) -> AsyncIterator[s
     """A database of this test's own, of the leg's kind. Not the session's shared one:
     the session's app watches that one for PENDING deployments and would load these
     with its real engine pool, racing the loader under test."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite+aiosqlite:///{tmp_path / 'loader.db'}"
-        return
-    admin = await asyncpg.connect(POSTGRES_SERVER, timeout=5)
-    name = f"modelport_loader_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{database_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    async with own_database(kind, tmp_path, "modelport_loader") as url:
+        yield url
 
 
 @pytest.fixture
