@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -54,16 +55,16 @@ def test_chat_completions_with_every_parameter_stream_and_not(sdk: SGPClient, de
     answer: at a high temperature, top_k 1 leaves one candidate per step, so the answer
     is the greedy answer under the same penalties (a top_k lost on the way would leave a
     random draw); the penalties make that answer differ from the plain greedy one."""
-    shared = {
+    shared: dict[str, Any] = {
         "chat_history": HISTORY,
         "prompt": "Tell me a fact about the sea.",
         "max_tokens": 40,
         "stop_sequences": ["\n\n", "###"],
     }
-    penalties = {"frequency_penalty": 1.5, "presence_penalty": 0.5}
+    penalties: dict[str, Any] = {"frequency_penalty": 1.5, "presence_penalty": 0.5}
     create = sdk.models.chat_completions.create
-    plain = create(deployment_id, temperature=0.0, **shared).completions[0][1][0]  # type: ignore[arg-type]
-    penalised = create(deployment_id, temperature=0.0, **shared, **penalties).completions[0][1][0]  # type: ignore[arg-type]
+    plain = create(deployment_id, temperature=0.0, **shared).completions[0][1][0]
+    penalised = create(deployment_id, temperature=0.0, **shared, **penalties).completions[0][1][0]
     assert penalised != plain
     params = {
         **shared,
@@ -75,14 +76,14 @@ def test_chat_completions_with_every_parameter_stream_and_not(sdk: SGPClient, de
         "top_logprobs": 2,
         "chat_template_kwargs": {"unused": True},
     }
-    whole = create(deployment_id, **params)  # type: ignore[arg-type]
+    whole = create(deployment_id, **params)
     text = whole.completions[0][1][0]
     assert text == penalised
     assert whole.finish_reason in {"stop", "length"}
     assert whole.prompt_tokens and whole.response_tokens
     assert whole.choices and whole.choices[0].logprobs and whole.choices[0].logprobs.content
     assert all(len(entry.top_logprobs or []) == 2 for entry in whole.choices[0].logprobs.content)
-    events = list(create(deployment_id, stream=True, **params))  # type: ignore[arg-type]
+    events = list(create(deployment_id, stream=True, **params))
     assert "".join(str(event.completions[0][1][0]) for event in events) == text
     assert events[-1].finish_reason == whole.finish_reason
     assert events[-1].response_tokens == whole.response_tokens
@@ -110,7 +111,7 @@ def test_sdk_errors_carry_the_status(sdk: SGPClient, deployment_id: str) -> None
         )
 
 
-LONG_RUNNING = {"prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 3000, "stream": True}
+LONG_RUNNING: dict[str, Any] = {"prompt": "1, 2, 3, 4, 5, 6, 7,", "temperature": 0, "max_tokens": 3000, "stream": True}
 SHORT = {"prompt": "Hello", "temperature": 0, "max_tokens": 3}
 CHAT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
