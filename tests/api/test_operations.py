@@ -3,6 +3,7 @@ them: through the real app, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -102,18 +103,47 @@ async def test_readiness_ignores_a_tenants_failed_deployment_and_waits_for_requi
         await client.delete(f"/v4/models/{model.json()['id']}/deployments/{created.json()['id']}", headers=tenant)
 
 
+METRICS = (
+    "modelport_engine_running_sequences",
+    "modelport_engine_queue_depth",
+    "modelport_engine_kv_cache_usage_ratio",
+)
+
+
 async def test_metrics_show_the_engines_queue_running_sequences_and_kv_use(
-    client: httpx.AsyncClient, deployment_id: str
+    app: FastAPI, client: httpx.AsyncClient, deployment_id: str
 ) -> None:
-    body = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 3, "stream": True}
-    assert (await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)).status_code == 200
-    text = (await client.get("/metrics")).text
+    """The gauges report real work, not a constant: one more request than an account may
+    run at once is sent together, and scrapes taken while they generate must see the
+    engine's sequences running, one waiting, and KV cells reserved; once all have
+    answered, a scrape sees none of it."""
     model = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    for name in ("modelport_engine_queue_depth", "modelport_engine_running_sequences"):
-        assert [s.value for s in samples(text, name) if s.labels["model"] == model] == [0.0]
+
+    def gauges(text: str) -> dict[str, float]:
+        return {name: s.value for name in METRICS for s in samples(text, name) if s.labels["model"] == model}
+
+    share = app.state.settings.engine.sequences_per_account  # this engine runs that many of one account's
+    url = f"/v4/models/{deployment_id}/chat-completions"
+    body = {"chat_history": [], "prompt": "Count from 1 to 500.", "temperature": 0, "max_tokens": 32}
+    answers = [
+        asyncio.create_task(client.post(url, json={**body, "stream": index % 2 == 1})) for index in range(share + 1)
+    ]
+    scraped: list[dict[str, float]] = []
+    try:
+        while not all(answer.done() for answer in answers):
+            scraped.append(gauges((await client.get("/metrics")).text))
+    finally:
+        finished = await asyncio.gather(*answers, return_exceptions=True)
+    assert all(isinstance(answer, httpx.Response) and answer.status_code == 200 for answer in finished), finished
+    # At some scrape the account's share runs and the one request over it waits (the
+    # queue is briefly longer as requests arrive, before the engine's next step admits them).
+    running, waiting, kv = METRICS
+    assert any(seen[running] == share and seen[waiting] == 1 for seen in scraped), scraped
+    assert all(0.0 <= seen[kv] <= 1.0 for seen in scraped)
+    assert any(seen[kv] > 0.0 for seen in scraped)
+    assert gauges((await client.get("/metrics")).text) == dict.fromkeys(METRICS, 0.0)
+    text = (await client.get("/metrics")).text
     # A fresh install runs two engines: this chat model's and the embedding model's.
-    [usage] = [s for s in samples(text, "modelport_engine_kv_cache_usage_ratio") if s.labels["model"] == model]
-    assert 0.0 <= usage.value <= 1.0
     assert [s.value for s in samples(text, "modelport_engine_up")] == [1.0, 1.0]
     ttft = [
         s
@@ -190,9 +220,21 @@ async def test_the_consoles_queries_find_by_name_or_prefix_and_sum_usage(
 
     from modelport.store import inventory
 
+    since = datetime.now(UTC) - timedelta(days=1)
+
+    async def deployment_usage() -> inventory.UsageRow:
+        """This deployment's row, once every record so far is written (other tests share it)."""
+        await app.state.usage.flush()
+        async with app.state.sessions() as session:
+            rows = await inventory.usage_since(session, since=since, account_id=None)
+        unused = inventory.UsageRow(deployment_id, "", "", 0, 0, 0, 0)
+        return next((row for row in rows if row.deployment_id == deployment_id), unused)
+
+    before = await deployment_usage()
     body = {"chat_history": [], "prompt": "Hi", "temperature": 0, "max_tokens": 2}
-    assert (await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)).status_code == 200
-    await app.state.usage.flush()
+    answer = await client.post(f"/v4/models/{deployment_id}/chat-completions", json=body)
+    assert answer.status_code == 200
+    after = await deployment_usage()
 
     async with app.state.sessions() as session:
         [default] = await inventory.find_accounts(session, "default")
@@ -206,9 +248,17 @@ async def test_the_consoles_queries_find_by_name_or_prefix_and_sum_usage(
         assert deployment_id in {deployment.id for deployment, _model in listed}
         models = await inventory.models(session, account_id=None)
         assert any(count >= 1 for _model, _account, count in models)
-        usage = await inventory.usage_since(session, since=datetime.now(UTC) - timedelta(days=1), account_id=None)
-    [mine] = [row for row in usage if row.deployment_id == deployment_id]
-    assert mine.requests >= 1 and mine.response_tokens >= 1 and mine.account_name == "default"
+    # The deployment is shared with the other tests: what this request added is exactly it.
+    added = (
+        after.requests - before.requests,
+        after.failures - before.failures,
+        after.prompt_tokens - before.prompt_tokens,
+        after.response_tokens - before.response_tokens,
+    )
+    answered = answer.json()
+    assert answered["prompt_tokens"] > 0 and answered["response_tokens"] > 0
+    assert added == (1, 0, answered["prompt_tokens"], answered["response_tokens"])
+    assert after.account_name == "default"
 
 
 def test_the_head_revision_read_from_file_names_is_alembics_own() -> None:

