@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from modelport.engine.pool import resolve_checkpoint
-from tests.conftest import CHAT_DEPLOYMENT
+from tests.conftest import CHAT_DEPLOYMENT, fresh_database
 from tests.servers import modelport_serving, processes_mapping
 
 pytestmark = pytest.mark.e2e
@@ -175,8 +175,12 @@ def test_a_failed_deployment_leaves_readiness_alone_is_reset_by_the_operator_and
         assert chat(base_url, {"chat_history": [], "prompt": "Hi", "max_tokens": 5}).status_code == 200
 
 
-def test_two_workers_share_one_engine_and_its_batches(tmp_path: Path) -> None:
-    with modelport_serving(tmp_path, api_key=ADMIN, workers="2") as base_url:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_workers_share_one_engine_and_its_batches(tmp_path: Path, database: str) -> None:
+    with (
+        fresh_database(database, tmp_path) as url,
+        modelport_serving(tmp_path, api_key=ADMIN, workers="2", database_url=url) as base_url,
+    ):
         url = f"{base_url}/v4/models/{deployment(base_url)['id']}/chat-completions"
         # Short answers: what is shown is that the two workers' requests share the engine's
         # steps, which twelve at once do within a few tokens; long ones only made the test

@@ -21,6 +21,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import fresh_database
 from tests.servers import free_port
 from tests.vendors.conftest import fake_vendor  # noqa: F401  (a fixture)
 
@@ -100,11 +101,19 @@ def scrape(base_url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_with_two_workers_one_scrape_counts_every_workers_requests_and_every_worker_logs(
     tmp_path: Path,
     fake_vendor: str,  # noqa: F811
+    database: str,
 ) -> None:
-    with serving(tmp_path, workers="2") as (base_url, _process):
+    with (
+        fresh_database(database, tmp_path) as url,
+        serving(tmp_path, workers="2", database_url=url) as (
+            base_url,
+            _process,
+        ),
+    ):
         failing = deploy(base_url, fake_vendor, "fail-500")
         requests = 16
         for _ in range(requests):  # each on a new connection: the kernel spreads them over both workers
@@ -117,6 +126,7 @@ def test_with_two_workers_one_scrape_counts_every_workers_requests_and_every_wor
             assert scrape(base_url, "modelport_requests_total", deployment=failing, status="502") == requests
         failures = [entry for entry in log_entries(tmp_path) if entry.get("message") == "request failed"]
     assert len(failures) == requests
+    assert len({entry["pid"] for entry in failures}) == 2  # both workers served some
     assert {entry["deployment"] for entry in failures} == {failing}
     assert all("internal failure" in str(entry["reason"]) for entry in failures)
     # Start-up is short: no Alembic plugin chatter.
