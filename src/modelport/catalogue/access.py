@@ -6,12 +6,14 @@ A resource of another account is not found, exactly like a missing one.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.keys import display_prefix, generate_key, hash_key
-from modelport.errors import Forbidden, NotFound, Unauthenticated, field_error
+from modelport.errors import Conflict, Forbidden, NotFound, Unauthenticated, field_error
 from modelport.policy import ServerPolicy
 from modelport.principal import IdentityType, Principal, Role
 from modelport.schemas.catalogue import KeyCreated, KeyOut, KeyUpdate
@@ -65,9 +67,18 @@ class Access:
                 return await accounts.find_key_owner(session, key_hash=key_hash)
 
         owner = await self._cache.get_or_load(("key", key_hash), load_owner)
-        # One answer for unknown and revoked keys: errors never say whether a key exists.
+        # One answer for unknown and revoked keys, and for a secret a rotation retired:
+        # errors never say whether a key exists.
         if owner is None:
             raise Unauthenticated("invalid API key")
+        if owner.expires_at is not None or owner.retires_at is not None:
+            # The cached owner may outlive these times: they are checked on every request.
+            now = time.time()
+            if owner.retires_at is not None and now >= owner.retires_at:
+                raise Unauthenticated("invalid API key")
+            if owner.expires_at is not None and now >= owner.expires_at:
+                # Said plainly: only the key's holder can be told, who knows the key already.
+                raise Unauthenticated("API key expired")
         account_id = selected_account_id or owner.default_account_id
 
         async def load_role() -> Role | None:
@@ -100,10 +111,18 @@ class Access:
             return account.id
 
     async def create_key(
-        self, principal: Principal, *, role: Role, name: str, limits: dict[str, Any] | None = None
+        self,
+        principal: Principal,
+        *,
+        role: Role,
+        name: str,
+        limits: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
     ) -> KeyCreated:
         require_admin(principal)
-        return await create_key(self._sessions, account_id=principal.account_id, role=role, name=name, limits=limits)
+        return await create_key(
+            self._sessions, account_id=principal.account_id, role=role, name=name, limits=limits, expires_at=expires_at
+        )
 
     async def list_keys(self, principal: Principal) -> list[KeyOut]:
         require_admin(principal)
@@ -135,6 +154,15 @@ class Access:
             spend = await usage.spend_by_key(session, key_ids=[key.id])
             return key_out(key, role, spend.get(key.id, 0.0))
 
+    async def rotate_key(self, principal: Principal, key_id: str, *, grace_seconds: int = 0) -> KeyCreated:
+        """A new secret for the same key (its id, name, role, limits, spend and usage
+        kept); the old one works `grace_seconds` more. Whoever may revoke the key may."""
+        async with self._sessions() as session, session.begin():
+            key, role = await self._managed_key(session, principal, key_id)
+            secret = rotate_secret(key, grace_seconds=grace_seconds)
+            spend = await usage.spend_by_key(session, key_ids=[key.id])
+            return KeyCreated(**key_out(key, role, spend.get(key.id, 0.0)).model_dump(), key=secret)
+
     async def _managed_key(self, session: AsyncSession, principal: Principal, key_id: str) -> tuple[ApiKey, Role]:
         require_admin(principal)
         found = await accounts.get_key_in_account(
@@ -164,7 +192,24 @@ def key_out(key: ApiKey, role: Role, spend: float = 0.0) -> KeyOut:
         max_budget=key.max_budget,
         budget_duration=key.budget_duration,
         spend=spend,
+        expires_at=key.expires_at,
+        previous_key_retired_at=key.previous_key_retired_at,
     )
+
+
+def rotate_secret(key: ApiKey, *, grace_seconds: int = 0) -> str:
+    """Give `key` a new secret (returned, to be shown once); its current one keeps
+    working `grace_seconds` more, and the one before, if still in a grace, stops now.
+    The API's rotate and `modelport keys rotate`."""
+    if key.revoked_at is not None:
+        # A new secret would not work either; saying so beats handing out a dead key.
+        raise Conflict(f"API key {key.id} is revoked: create a new key instead")
+    secret = generate_key()
+    key.previous_key_hash = key.key_hash
+    key.previous_key_retired_at = utcnow() + timedelta(seconds=grace_seconds)
+    key.key_hash = hash_key(secret)
+    key.display_prefix = display_prefix(secret)
+    return secret
 
 
 def apply_key_changes(key: ApiKey, changes: dict[str, Any]) -> None:
@@ -184,6 +229,7 @@ async def create_key(
     role: Role,
     name: str,
     limits: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
 ) -> KeyCreated:
     """A new service-account identity in `account_id` with `role`, and its key (shown once)."""
     async with sessions() as session, session.begin():
@@ -204,5 +250,6 @@ async def create_key(
             display_prefix=display_prefix(secret),
             name=name,
             limits=limits,
+            expires_at=expires_at,
         )
         return KeyCreated(**key_out(key, role).model_dump(), key=secret)

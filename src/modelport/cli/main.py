@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.cli import console, listing, secrets
 from modelport.cli.common import argument, command_group, fail, settings_or_exit, with_database
 from modelport.config import Settings
+from modelport.schemas.catalogue import MAX_ROTATION_GRACE_SECONDS
 
 app = command_group("modelport: a self-hosted gateway for LLM model deployments.")
 db_app = command_group("Database schema.")
@@ -185,6 +186,14 @@ BudgetOption = Annotated[
 DurationOption = Annotated[
     str | None, typer.Option("--budget-duration", metavar="DURATION", help="When the budget resets: 1h, 1d, 30d.")
 ]
+ExpiresOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expires-at",
+        metavar="TIME",
+        help="When the key stops working: ISO 8601 with a timezone, e.g. 2027-01-31T00:00:00Z.",
+    ),
+]
 
 
 def _key_options() -> tuple[str, ...]:
@@ -214,6 +223,21 @@ def _key_limits(
     return checked.model_dump(exclude_unset=True)
 
 
+def _key_expiry(expires_at: str | None) -> dict[str, Any]:
+    """`--expires-at`, checked as the API checks `expires_at` (a future time with a
+    timezone); {} when not given."""
+    from pydantic import ValidationError
+
+    from modelport.schemas.catalogue import KeyExpiryField
+
+    if expires_at is None:
+        return {}
+    try:
+        return {"expires_at": KeyExpiryField.model_validate({"expires_at": expires_at}).expires_at}
+    except ValidationError as exc:
+        fail(f"--expires-at: {exc.errors()[0]['msg']}")
+
+
 @keys_app.command("create")
 def keys_create(
     account: Annotated[
@@ -226,6 +250,7 @@ def keys_create(
     max_parallel_requests: ParallelOption = None,
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
+    expires_at: ExpiresOption = None,
 ) -> None:
     """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
     from modelport.catalogue.access import create_key
@@ -236,9 +261,12 @@ def keys_create(
         fail("--role must be admin or member")
     account = console.resolve_account(account)
     limits = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
+    expiry = _key_expiry(expires_at)
     try:
         created = with_database(
-            lambda sessions: create_key(sessions, account_id=account, role=Role(role), name=name, limits=limits)
+            lambda sessions: create_key(
+                sessions, account_id=account, role=Role(role), name=name, limits=limits, **expiry
+            )
         )
     except NotFound as exc:
         fail(exc.detail)
@@ -261,10 +289,12 @@ def keys_list(
         async with sessions() as session:
             return await accounts.list_keys(session, account_id=account, identity_id="", everyone=True)
 
-    keys = listing.Listing("keys", ("id", "name", "prefix", "role", "created", "revoked"))
+    keys = listing.Listing("keys", ("id", "name", "prefix", "role", "created", "expires", "revoked"))
     for key, key_role in with_database(work):
         revoked = f"{key.revoked_at:%Y-%m-%d}" if key.revoked_at else ""
-        keys.add(key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}", revoked)
+        # To the minute, in UTC: a key may be set to expire within the day.
+        expires = f"{key.expires_at:%Y-%m-%d %H:%M}Z" if key.expires_at else ""
+        keys.add(key.id, key.name, key.display_prefix + "…", key_role, f"{key.created_at:%Y-%m-%d}", expires, revoked)
     keys.show(as_json)
 
 
@@ -276,22 +306,29 @@ def keys_update(
     max_parallel_requests: ParallelOption = None,
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
+    expires_at: ExpiresOption = None,
     clear: Annotated[
         list[str] | None,
-        typer.Option("--clear", metavar="LIMIT", help="Remove a limit, e.g. --clear rpm_limit (repeatable)."),
+        typer.Option(
+            "--clear",
+            metavar="FIELD",
+            help="Remove a limit or the expiry, e.g. --clear rpm_limit, --clear expires_at (repeatable).",
+        ),
     ] = None,
 ) -> None:
-    """Change the limits of KEY (the key's name, id or unique id prefix); the options
-    left out stay as they are."""
+    """Change the limits or expiry of KEY (the key's name, id or unique id prefix); the
+    options left out stay as they are."""
     from modelport.catalogue.access import apply_key_changes
     from modelport.store.tables import ApiKey
 
     key_id = console.resolve_key(key_id)
     changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
+    changes.update(_key_expiry(expires_at))
+    clearable = (*_key_options(), "expires_at")
     for name in clear or []:
         field = name.replace("-", "_")
-        if field not in _key_options():
-            fail(f"--clear {name}: not a limit; one of {', '.join(_key_options())}")
+        if field not in clearable:
+            fail(f"--clear {name}: not a limit or the expiry; one of {', '.join(clearable)}")
         changes[field] = None
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
@@ -341,6 +378,45 @@ def keys_revoke(key_id: Annotated[str, argument("KEY")]) -> None:
     if not with_database(work):
         fail(f"no key with id {key_id}")
     typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, argument("KEY")],
+    grace: Annotated[
+        int,
+        typer.Option(
+            "--grace",
+            min=0,
+            max=MAX_ROTATION_GRACE_SECONDS,
+            metavar="SECONDS",
+            help="How long the old secret keeps working (at most 30 days; default 0: it stops at once).",
+        ),
+    ] = 0,
+) -> None:
+    """Give KEY (the key's name, id or unique id prefix) a new secret, printed once; its
+    id, limits and spend stay. Running servers stop taking the old secret within a
+    second of the end of the grace."""
+    from modelport.catalogue.access import rotate_secret
+    from modelport.errors import Conflict
+    from modelport.store.tables import ApiKey
+
+    key_id = console.resolve_key(key_id)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> str | None:
+        async with sessions() as session, session.begin():
+            key = await session.get(ApiKey, key_id)
+            return None if key is None else rotate_secret(key, grace_seconds=grace)
+
+    try:
+        secret = with_database(work)
+    except Conflict as exc:
+        fail(exc.detail)
+    if secret is None:
+        fail(f"no key with id {key_id}")
+    until = f"for {grace} s more" if grace else "no more"
+    typer.echo(f"rotated {key_id}: the old secret works {until}", err=True)
+    typer.echo(secret)
 
 
 @console.deployments_app.command("reset")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -305,15 +305,66 @@ class KeyLimitFields(_In):
         return value
 
 
-class KeyCreate(KeyLimitFields):
+# How far ahead a key's expiry may be set: far enough for any real plan, and near enough
+# that converting any offset to UTC stays inside the years a datetime can hold.
+MAX_KEY_LIFETIME = timedelta(days=100 * 365)
+# The longest an old secret may keep working after a rotation.
+MAX_ROTATION_GRACE_SECONDS = 30 * 86400
+
+
+class KeyExpiryField(_In):
+    """When a key stops working (ISO 8601 with a timezone); null or left out: never."""
+
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="ISO 8601 with a timezone (2027-01-31T00:00:00Z); from then on the key answers 401 "
+        '"API key expired". Must be in the future; null: the key never expires.',
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        now = datetime.now(UTC)
+        try:
+            # Stored as UTC: SQLite keeps a time without its offset.
+            moment = value.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar
+            moment = None
+        if moment is None or moment > now + MAX_KEY_LIFETIME:
+            raise PydanticCustomError(
+                "expires_at", "expires_at must be within {days} days from now", {"days": MAX_KEY_LIFETIME.days}
+            )
+        if moment <= now:
+            raise PydanticCustomError(
+                "expires_at",
+                "expires_at {value} is in the past: give a future time, or null for none",
+                {"value": value.isoformat()},
+            )
+        return moment
+
+
+class KeyCreate(KeyLimitFields, KeyExpiryField):
     role: Literal["admin", "member"] = "member"
     name: str = Field(default="", max_length=200)
 
 
-class KeyUpdate(KeyLimitFields):
-    """PATCH: the fields sent change; null clears a limit; the others stay."""
+class KeyUpdate(KeyLimitFields, KeyExpiryField):
+    """PATCH: the fields sent change; null clears a limit or the expiry; the others stay."""
 
     name: str | None = Field(default=None, max_length=200)
+
+
+class KeyRotate(_In):
+    """`POST /v4/api-keys/{key_id}/rotate`: how long the old secret keeps working."""
+
+    grace_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_ROTATION_GRACE_SECONDS,
+        description="seconds the old secret keeps working after the rotation (at most 30 days); 0: it stops at once",
+    )
 
 
 class KeyOut(_Out):
@@ -331,6 +382,17 @@ class KeyOut(_Out):
     budget_duration: str | None = None
     # US dollars: the sum of the costs of the key's usage records.
     spend: float = 0.0
+    expires_at: datetime | None = Field(default=None, description="when the key stops working; null: never")
+    previous_key_retired_at: datetime | None = Field(
+        default=None,
+        description="when the secret the key had before its last rotation stopped (or stops) working; "
+        "null: never rotated",
+    )
+
+    @field_validator("revoked_at", "expires_at", "previous_key_retired_at")
+    @classmethod
+    def _times_as_utc(cls, value: datetime | None) -> datetime | None:
+        return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class SpendReport(_Out):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelport.errors import Conflict
 from modelport.principal import IdentityType, KeyLimits, Role
-from modelport.store.tables import Account, ApiKey, Identity, Membership
+from modelport.store.tables import Account, ApiKey, Identity, Membership, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,11 @@ class KeyOwner:
     default_account_id: str
     is_operator: bool = False
     limits: KeyLimits | None = None
+    # Epoch seconds, checked on every request against the clock (an owner stays cached
+    # past these times): from `expires_at` on the key is expired; from `retires_at` on
+    # the secret it was found by, the one before a rotation, is no longer the key's.
+    expires_at: float | None = None
+    retires_at: float | None = None
 
 
 async def count_accounts(session: AsyncSession) -> int:
@@ -65,24 +70,41 @@ async def create_api_key(
     display_prefix: str,
     name: str = "",
     limits: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
 ) -> ApiKey:
-    key = ApiKey(identity_id=identity_id, key_hash=key_hash, display_prefix=display_prefix, name=name, **(limits or {}))
+    key = ApiKey(
+        identity_id=identity_id,
+        key_hash=key_hash,
+        display_prefix=display_prefix,
+        name=name,
+        expires_at=expires_at,
+        **(limits or {}),
+    )
     session.add(key)
     await session.flush()
     return key
 
 
 async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | None:
+    """The owner of the unrevoked key whose secret hashes to `key_hash`: its current
+    secret, or the one before its last rotation until that one's grace is over."""
     row = (
         await session.execute(
             select(ApiKey, Identity.id, Identity.identity_type, Identity.default_account_id, Identity.is_operator)
             .join(Identity, Identity.id == ApiKey.identity_id)
-            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+            .where(or_(ApiKey.key_hash == key_hash, ApiKey.previous_key_hash == key_hash), ApiKey.revoked_at.is_(None))
         )
     ).first()
     if row is None:
         return None
     key: ApiKey = row[0]
+    retires_at = None
+    if key.key_hash != key_hash:  # found by the previous secret
+        retired = as_utc(key.previous_key_retired_at)
+        if retired is None or retired <= utcnow():
+            return None  # past its grace: as unknown as any wrong key
+        retires_at = retired.timestamp()
+    expires = as_utc(key.expires_at)
     return KeyOwner(
         key_id=key.id,
         identity_id=row[1],
@@ -90,16 +112,21 @@ async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | 
         default_account_id=row[3],
         is_operator=bool(row[4]),
         limits=key_limits(key),
+        expires_at=expires.timestamp() if expires is not None else None,
+        retires_at=retires_at,
     )
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime: SQLite gives back naive UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def key_limits(key: ApiKey) -> KeyLimits | None:
     """The key's limits, or None when it has none (the common case: nothing to count)."""
     if (key.rpm_limit, key.tpm_limit, key.max_parallel_requests, key.max_budget) == (None, None, None, None):
         return None
-    anchor = key.budget_started_at or key.created_at
-    if anchor is not None and anchor.tzinfo is None:  # SQLite gives back naive UTC
-        anchor = anchor.replace(tzinfo=UTC)
+    anchor = as_utc(key.budget_started_at or key.created_at)
     return KeyLimits(
         rpm_limit=key.rpm_limit,
         tpm_limit=key.tpm_limit,

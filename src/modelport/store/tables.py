@@ -104,6 +104,13 @@ class ApiKey(Base):
     budget_duration: Mapped[str | None] = mapped_column(String(20), default=None)
     # Budget windows are counted from here: creation, or the last change of budget_duration.
     budget_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    # From this time on the key answers 401 "API key expired"; None: it never expires.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The secret the key had before its last rotation (its SHA-256, like key_hash), and
+    # when that secret stops working: the grace the rotation gave. Only one is kept, so
+    # a second rotation ends the first one's grace at once.
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    previous_key_retired_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Model(Base):

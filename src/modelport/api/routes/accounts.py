@@ -13,6 +13,7 @@ from modelport.schemas.catalogue import (
     KeyCreated,
     KeyLimitFields,
     KeyOut,
+    KeyRotate,
     KeyUpdate,
 )
 
@@ -27,7 +28,9 @@ async def create_account(body: AccountCreate, principal: CurrentPrincipal, catal
 @router.post("/v4/api-keys", response_model=KeyCreated, status_code=201)
 async def create_key(body: KeyCreate, principal: CurrentPrincipal, catalogue: CatalogueDep) -> KeyCreated:
     limits = body.model_dump(include=set(KeyLimitFields.model_fields), exclude_none=True)
-    return await catalogue.access.create_key(principal, role=Role(body.role), name=body.name, limits=limits)
+    return await catalogue.access.create_key(
+        principal, role=Role(body.role), name=body.name, limits=limits, expires_at=body.expires_at
+    )
 
 
 @router.get("/v4/api-keys", response_model=list[KeyOut])
@@ -43,3 +46,13 @@ async def update_key(key_id: str, body: KeyUpdate, principal: CurrentPrincipal, 
 @router.delete("/v4/api-keys/{key_id}", response_model=KeyOut)
 async def revoke_key(key_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep) -> KeyOut:
     return await catalogue.access.revoke_key(principal, key_id)
+
+
+@router.post("/v4/api-keys/{key_id}/rotate", response_model=KeyCreated)
+async def rotate_key(
+    key_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep, body: KeyRotate | None = None
+) -> KeyCreated:
+    """A new secret for the key (in this response only), same id, limits and spend; the
+    old secret keeps working `grace_seconds` (default 0), then answers 401."""
+    grace = body.grace_seconds if body is not None else 0
+    return await catalogue.access.rotate_key(principal, key_id, grace_seconds=grace)
