@@ -98,6 +98,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v4/model-deployments/{deployment}/usage-statistics?" + USAGE_QUERY, None),
     ("POST", "/v4/models/{deployment}/chat-completions", CHAT),
     ("POST", "/v4/models/{deployment}/completions", {k: v for k, v in CHAT.items() if k != "chat_history"}),
+    ("POST", "/v4/api-keys/{key}/rotate", {"grace_seconds": 0}),
     ("DELETE", "/v4/api-keys/{key}", None),
     ("DELETE", "/v4/models/{model}/deployments/{deployment}", None),
     ("DELETE", "/v4/models/{model}", None),

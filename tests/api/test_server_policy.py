@@ -84,6 +84,7 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "create model template": (200, 200, 403),
         "account spend": (200, 200, 403),
         "change a key's limits": (200, 200, 403),
+        "rotate a key": (200, 200, 403),
         "list models, OpenAI's way": (200, 200, 200),
         "chat with account A's model by name": (404, 404, 404),
         "Anthropic messages with account A's model": (404, 404, 404),
@@ -150,6 +151,11 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "audit log": await client.get("/v4/audit-events", headers=headers),
         "audit log of every account": await client.get("/v4/audit-events?all_accounts=true", headers=headers),
     }
+    # A key of the role's own making to rotate, so that the keys of the matrix keep
+    # working; a member may make none, and is refused before any key is looked at.
+    made = got["create key"]
+    rotated = made.json()["id"] if made.status_code == 201 else tenant["member_key_id"]
+    got["rotate a key"] = await client.post(f"/v4/api-keys/{rotated}/rotate", headers=headers)
     assert {route: response.status_code for route, response in got.items()} == {
         route: statuses[index] for route, statuses in expected.items()
     }
