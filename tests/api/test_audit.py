@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from modelport.api.app import create_app
+from modelport.catalogue.keys import hash_key
 from modelport.config import Settings
 from modelport.schemas.audit import ObjectType
 from modelport.store.audit import AUDITED
@@ -114,6 +115,11 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
         ids["key"], ids["key_secret"] = _ok(answer)["id"], answer.json()["key"]
         return answer
 
+    async def rotation() -> httpx.Response:
+        answer = await client.post(f"/v4/api-keys/{ids['key']}/rotate", json={"grace_seconds": 60})
+        ids["rotated_secret"] = _ok(answer)["key"]
+        return answer
+
     async def group() -> httpx.Response:
         answer = await client.post("/v4/model-groups", json={"name": f"g-{uuid.uuid4().hex[:6]}"})
         ids["group"] = _ok(answer)["id"]
@@ -137,6 +143,7 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
         "POST /v4/api-keys": (key, "api_key"),
         "PATCH /v4/api-keys/{key_id}": (lambda: client.patch(f"/v4/api-keys/{ids['key']}", json={"rpm_limit": 5}),
                                         "api_key"),
+        "POST /v4/api-keys/{key_id}/rotate": (rotation, "api_key"),
         "PUT /v4/secrets/{name}": (lambda: client.put("/v4/secrets/vendor", json={"value": SECRET_VALUE}), "secret"),
         "POST /v4/model-groups": (group, "model_group"),
         "PATCH /v4/model-groups/{model_group_id}": (lambda: client.patch(f"/v4/model-groups/{ids['group']}",
@@ -179,6 +186,12 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
     dumped = json.dumps(every)
     assert SECRET_VALUE not in dumped and ids["key_secret"] not in dumped and "key_hash" not in dumped
     assert "ciphertext" not in dumped
+    # A rotation is the key's update: neither secret nor either hash is in it.
+    rotated = ids["rotated_secret"]
+    assert rotated not in dumped and hash_key(rotated) not in dumped and hash_key(ids["key_secret"]) not in dumped
+    [rotation_event] = [e for e in every if e["object_type"] == "api_key" and e["action"] == "update" and
+                        e["object_id"] == ids["key"] and "previous_key_retired_at" in (e["after"] or {})]  # fmt: skip
+    assert rotation_event["after"]["display_prefix"] == rotated[:10]
     [patched] = [e for e in every if e["object_type"] == "api_key" and e["action"] == "update" and
                  e["object_id"] == ids["key"] and "rpm_limit" in (e["after"] or {})]  # fmt: skip
     assert (patched["before"]["rpm_limit"], patched["after"]["rpm_limit"]) == (None, 5)

@@ -73,7 +73,7 @@ AUDITED: dict[type[Base], str] = {
     AccountSecret: "secret",
 }
 # Columns never shown in an event.
-_HIDDEN = {ApiKey: {"key_hash"}, AccountSecret: {"ciphertext"}}
+_HIDDEN = {ApiKey: {"key_hash", "previous_key_hash"}, AccountSecret: {"ciphertext"}}
 # Columns the server changes by itself (a deployment's engine loading, failing, back).
 _OPERATIONAL = {Deployment: {"status", "status_reason"}}
 
