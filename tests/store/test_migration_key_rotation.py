@@ -5,17 +5,18 @@ gives back the table the revision before it had, the key kept."""
 from __future__ import annotations
 
 import ast
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.catalogue.keys import hash_key
 from modelport.store import accounts, db
-
-# An empty database of each kind, and Alembic's downgrade: the same as the migration test
-# before this one uses.
-from tests.store.test_migration_cached_tokens import _downgrade, engine  # noqa: F401
+from tests.conftest import own_database
+from tests.store.test_migration_cached_tokens import _downgrade  # Alembic's downgrade, on one connection
 
 NEW_COLUMNS = {"expires_at", "previous_key_hash", "previous_key_retired_at"}
 SECRET = "mp_made_before_rotation_0123456789"
@@ -34,6 +35,17 @@ def _revisions() -> tuple[str, str]:
 REVISION, BEFORE = _revisions()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An empty database of each kind, of this test's own."""
+    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
+        made = db.make_engine(url)
+        try:
+            yield made
+        finally:
+            await made.dispose()
+
+
 def _key_columns(connection: Connection) -> set[str]:
     return {column["name"] for column in inspect(connection).get_columns("api_keys")}
 
@@ -42,7 +54,7 @@ def _key_indexes(connection: Connection) -> set[str]:
     return {str(index["name"]) for index in inspect(connection).get_indexes("api_keys")}
 
 
-async def test_key_expiry_and_rotation_columns_up_and_down(engine: AsyncEngine) -> None:  # noqa: F811
+async def test_key_expiry_and_rotation_columns_up_and_down(engine: AsyncEngine) -> None:
     await db.upgrade(engine, BEFORE)
     async with engine.begin() as connection:
         assert not NEW_COLUMNS & await connection.run_sync(_key_columns)
