@@ -26,7 +26,7 @@ address a flood brings.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import ipaddress
 import logging
 import math
@@ -42,6 +42,7 @@ WINDOW_SECONDS = 60
 _PREFIX = "modelport:auth-failures:"
 
 
+@functools.lru_cache(maxsize=4096)
 def counted_address(host: str) -> str:
     """What failures are counted under: the address, an IPv6 one as its /64 network."""
     try:
@@ -71,7 +72,10 @@ class AuthThrottle:
         self._clock = clock
         self._window = -1
         self._counts: dict[str, int] = {}
-        self._accepted: set[tuple[str, bytes]] = set()  # (address, the key's digest)
+        # (client host, key) pairs accepted this minute, as Python's hash of the pair: keyed
+        # with this process's random seed (SipHash), so it is no record of the key, and it
+        # costs a tenth of a microsecond on a path every request takes.
+        self._accepted: set[int] = set()
         self._redis = (
             Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout) if redis_url else None
         )
@@ -84,9 +88,9 @@ class AuthThrottle:
             return None
         now = self._clock()
         window = math.floor(now / WINDOW_SECONDS)
-        address = counted_address(host)
-        if (address, _digest(key)) in self._local_accepted(window):
+        if hash((host, key)) in self._local_accepted(window):
             return None
+        address = counted_address(host)
         count = await self._shared_count(address, window)
         if count is None:
             count = self._local(window).get(address, 0)
@@ -112,7 +116,7 @@ class AuthThrottle:
             return
         accepted = self._local_accepted(math.floor(self._clock() / WINDOW_SECONDS))
         if len(accepted) < self._max_addresses:
-            accepted.add((counted_address(host), _digest(key)))
+            accepted.add(hash((host, key)))
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -122,7 +126,7 @@ class AuthThrottle:
         self._turn(window)
         return self._counts
 
-    def _local_accepted(self, window: int) -> set[tuple[str, bytes]]:
+    def _local_accepted(self, window: int) -> set[int]:
         self._turn(window)
         return self._accepted
 
@@ -164,11 +168,6 @@ class AuthThrottle:
             self._redis_failed(exc)
             return False
         return True
-
-
-def _digest(key: str) -> bytes:
-    # Kept for a minute in memory: a digest, never the key itself.
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 __all__ = ["WINDOW_SECONDS", "AuthThrottle", "counted_address"]
