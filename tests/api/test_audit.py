@@ -250,3 +250,18 @@ def test_the_cli_writes_as_its_user_and_lists_the_changes(tmp_path: Path) -> Non
     [created] = [event for event in events if event["object_type"] == "account"]
     assert created["object_id"] == account and created["actor"]["kind"] == "cli" and created["actor"]["name"]
     assert created["after"]["name"] == "audited-team"
+
+
+async def test_a_large_value_is_not_copied_into_the_log(client: httpx.AsyncClient) -> None:
+    """A 4 MiB body would otherwise be written twice (before and after) per change, and
+    kept for a year: a value over 16 KiB is named by its size instead."""
+    body = {"name": f"big-{uuid.uuid4().hex[:6]}", "model_type": "CHAT_COMPLETION", "model_vendor": "OTHER"}
+    model = _ok(await client.post("/v4/models", json=body))
+    card = "x" * 100_000
+    answer = await client.patch(f"/v4/models/{model['id']}", json={"model_card": card})
+    _ok(answer)
+    [event] = [e for e in await _events(client, object_id=model["id"]) if e["action"] == "update"]
+    assert event["after"]["model_card"] == {
+        "omitted": "100002 bytes, more than the 16384 an audit event keeps of a value"
+    }
+    assert card not in json.dumps(event)
