@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli import console, listing, secrets
+from modelport.cli import console, key_allow, listing, secrets
 from modelport.cli.common import argument, command_group, fail, settings_or_exit, with_database
 from modelport.config import Settings
 from modelport.errors import ValidationFailed
@@ -196,46 +196,6 @@ ExpiresOption = Annotated[
     ),
 ]
 
-# A key's allow-lists (SPEC 10): repeatable; left out, the key may use every model.
-ModelsOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--model",
-        metavar="NAME",
-        help="Limit the key to this model (name or vendor/name; repeatable; replaces the key's list).",
-    ),
-]
-DeploymentsOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--deployment",
-        metavar="ID",
-        help="Limit the key to this deployment (repeatable; replaces the key's list).",
-    ),
-]
-
-
-def _key_allow_lists(models: list[str] | None, deployments: list[str] | None) -> dict[str, Any]:
-    """`--model` and `--deployment`, checked as the API checks its `models` and
-    `deployments` (their shape here; that they exist, in the account, when stored)."""
-    from pydantic import ValidationError
-
-    from modelport.schemas.catalogue import KeyAllowFields
-
-    given = {field: value for field, value in (("models", models), ("deployments", deployments)) if value}
-    try:
-        return KeyAllowFields.model_validate(given).model_dump(exclude_unset=True)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        fail(f"--{str(error['loc'][0]).rstrip('s')}: {error['msg']}")
-
-
-def _allow_list_refusal(exc: ValidationFailed) -> str:
-    """A 422 of the allow-list check, in the CLI's option names."""
-    options = {"models": "--model", "deployments": "--deployment"}
-    errors = exc.extra.get("errors") or []
-    return "; ".join(f"{options.get(str(error['loc'][-1]), '')}: {error['msg']}" for error in errors) or exc.detail
-
 
 def _key_options() -> tuple[str, ...]:
     """The fields a key's limit options set (--rpm-limit ... --budget-duration)."""
@@ -292,8 +252,8 @@ def keys_create(
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
     expires_at: ExpiresOption = None,
-    model: ModelsOption = None,
-    deployment: DeploymentsOption = None,
+    model: key_allow.ModelsOption = None,
+    deployment: key_allow.DeploymentsOption = None,
 ) -> None:
     """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
     from modelport.catalogue.access import create_key
@@ -305,7 +265,7 @@ def keys_create(
     account = console.resolve_account(account)
     limits = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     expiry = _key_expiry(expires_at)
-    allow = _key_allow_lists(model, deployment)
+    allow = key_allow.allow_lists(model, deployment)
     try:
         created = with_database(
             lambda sessions: create_key(
@@ -315,7 +275,7 @@ def keys_create(
     except NotFound as exc:
         fail(exc.detail)
     except ValidationFailed as exc:
-        fail(_allow_list_refusal(exc))
+        fail(key_allow.refusal(exc))
     typer.echo(f"key id {created.id} ({created.role} in account {account})", err=True)
     typer.echo(created.key)
 
@@ -353,8 +313,8 @@ def keys_update(
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
     expires_at: ExpiresOption = None,
-    model: ModelsOption = None,
-    deployment: DeploymentsOption = None,
+    model: key_allow.ModelsOption = None,
+    deployment: key_allow.DeploymentsOption = None,
     clear: Annotated[
         list[str] | None,
         typer.Option(
@@ -373,7 +333,7 @@ def keys_update(
     key_id = console.resolve_key(key_id)
     changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     changes.update(_key_expiry(expires_at))
-    changes.update(_key_allow_lists(model, deployment))
+    changes.update(key_allow.allow_lists(model, deployment))
     clearable = (*_key_options(), "expires_at", "models", "deployments")
     for name in clear or []:
         field = name.replace("-", "_")
@@ -401,7 +361,7 @@ def keys_update(
     try:
         found = with_database(work)
     except ValidationFailed as exc:
-        fail(_allow_list_refusal(exc))
+        fail(key_allow.refusal(exc))
     if not found:
         fail(f"no key with id {key_id}")
     typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in shown.items()) or "no change"))

@@ -135,31 +135,36 @@ class Router:
         self.health = health or PassiveHealth()
         self._turns: dict[str, itertools.count[int]] = {}
 
-    async def resolve(self, account_id: str, model: str, *, allow: ModelAllowList | None = None) -> Route:
-        """The route `model` names in this account, or 404; with a key's `allow` list, only
-        its deployments the key may use, and 404 (as for an unknown name) when none is."""
+    async def resolve(self, account_id: str, model: str) -> Route:
+        """The route `model` names in this account, or 404."""
 
         async def load() -> Route | None:
             async with self._sessions() as session:
                 return await _load_route(session, account_id=account_id, model=model)
 
         route = await self._cache.get_or_load(("route", account_id, model), load)
-        if route is not None and allow is not None:
-            route = _allowed_part(route, allow)
         if route is None:
-            raise NotFound(
-                f"model {model!r} not found: name a model of this account (GET /v1/models lists them), "
-                "vendor/name, or a deployment id"
-            )
+            raise _model_not_found(model)
         return route
+
+    async def allowed(self, account_id: str, model: str, allow: ModelAllowList | None) -> Route:
+        """The route `model` names, cut to what a key's `allow` list lets it use; 404, as
+        for an unknown name, when that is nothing (SPEC 10: the key must not learn more)."""
+        route = await self.resolve(account_id, model)
+        if allow is None:
+            return route
+        part = _allowed_part(route, allow)
+        if part is None:
+            raise _model_not_found(model)
+        return part
 
     async def candidates(self, account_id: str, model: str, *, allow: ModelAllowList | None = None) -> list[str]:
         """Deployment ids to try, in order: the model's (its turn first), then its fallbacks'."""
-        route = await self.resolve(account_id, model, allow=allow)
+        route = await self.allowed(account_id, model, allow)
         ordered = self._in_turn(route)
         for fallback in route.fallback_models:
             try:
-                ordered.extend(self._in_turn(await self.resolve(account_id, fallback, allow=allow)))
+                ordered.extend(self._in_turn(await self.allowed(account_id, fallback, allow)))
             except NotFound:
                 log.warning("model %s names fallback model %r, which does not exist", model, fallback)
         healthy = [deployment for deployment in ordered if not self.health.is_set_aside(deployment)]
@@ -177,7 +182,7 @@ class Router:
         the key's `allow` list lets it use)."""
         candidates = await self.candidates(account_id, model, allow=allow)
         if not candidates:
-            route = await self.resolve(account_id, model, allow=allow)
+            route = await self.allowed(account_id, model, allow)
             if not route.has_deployments and not route.fallback_models:
                 # A client error, not a 503: waiting would not make one appear.
                 raise InvalidRequest(
@@ -208,6 +213,13 @@ class Router:
             start = next(self._turns.setdefault(route.model_id, itertools.count())) % len(deployments)
             deployments = deployments[start:] + deployments[:start]
         return deployments
+
+
+def _model_not_found(model: str) -> NotFound:
+    return NotFound(
+        f"model {model!r} not found: name a model of this account (GET /v1/models lists them), "
+        "vendor/name, or a deployment id"
+    )
 
 
 def _allowed_part(route: Route, allow: ModelAllowList) -> Route | None:
