@@ -70,7 +70,7 @@ async def deployment_counts(
 ) -> dict[str, int]:
     if not model_ids:
         return {}
-    where = [Deployment.model_id.in_(model_ids)]
+    where: list[ColumnElement[bool]] = [Deployment.model_id.in_(model_ids)]
     if allow is not None:
         where.append(allowed_deployments(allow))
     rows = await session.execute(select(Deployment.model_id, func.count()).where(*where).group_by(Deployment.model_id))
