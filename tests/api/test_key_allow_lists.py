@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from modelport.config import Settings
+from tests.api.test_catalogue import USAGE_QUERY
 from tests.cli.test_keys_rotate import modelport
 from tests.conftest import ADMIN_KEY, in_process
 
@@ -183,7 +184,13 @@ async def test_every_listing_shows_a_limited_key_only_what_it_may_use(
     hidden_model, hidden_deployment = ids[catalogue.other], catalogue.other_deployments[0]
     allowed_model = ids[catalogue.allowed]
 
-    assert (await client.get(f"/v4/models/{allowed_model}", headers=headers)).status_code == 200
+    for path in (
+        f"/v4/models/{allowed_model}",
+        f"/v4/models/{catalogue.allowed}/usage-statistics?{USAGE_QUERY}",
+        f"/v4/model-deployments/{catalogue.allowed_deployment}/usage-statistics?{USAGE_QUERY}",
+    ):
+        answer = await client.get(path, headers=headers)
+        assert answer.status_code == 200, (path, answer.text)
     for path in (
         f"/v4/models/{hidden_model}",
         f"/v4/models/{hidden_model}/deployments",
@@ -191,6 +198,8 @@ async def test_every_listing_shows_a_limited_key_only_what_it_may_use(
         f"/v4/models/{allowed_model}/deployments/{hidden_deployment}",
         f"/v1/models/{catalogue.other}",
         f"/v1/models/{hidden_deployment}",
+        f"/v4/models/{catalogue.other}/usage-statistics?{USAGE_QUERY}",
+        f"/v4/model-deployments/{hidden_deployment}/usage-statistics?{USAGE_QUERY}",
     ):
         answer = await client.get(path, headers=headers)
         assert answer.status_code == 404, (path, answer.text)

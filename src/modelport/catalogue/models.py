@@ -201,10 +201,11 @@ class Models:
         """Token usage of every deployment of the account's model with this name (SDK
         `models.usage_statistics(model_name)`)."""
         async with self._sessions() as session:
-            if await repo.model_named(session, account_id=principal.account_id, name=model_name) is None:
+            allow = principal.model_allow
+            if await repo.model_named(session, account_id=principal.account_id, name=model_name, allow=allow) is None:
                 raise NotFound(f"model {model_name!r} not found")
             deployment_ids = await repo.deployment_ids_of_models(
-                session, account_id=principal.account_id, model_name=model_name
+                session, account_id=principal.account_id, model_name=model_name, allow=allow
             )
         return await self._statistics.of(principal, deployment_ids, start=start, end=end, chunks=chunks)
 

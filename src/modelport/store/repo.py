@@ -58,10 +58,13 @@ async def get_model(
     return model
 
 
-async def model_named(session: AsyncSession, *, account_id: str, name: str) -> Model | None:
-    model: Model | None = await session.scalar(
-        select(Model).where(Model.account_id == account_id, Model.name == name).limit(1)
-    )
+async def model_named(
+    session: AsyncSession, *, account_id: str, name: str, allow: ModelAllowList | None = None
+) -> Model | None:
+    where = [Model.account_id == account_id, Model.name == name]
+    if allow is not None:
+        where.append(allowed_models(allow))
+    model: Model | None = await session.scalar(select(Model).where(*where).limit(1))
     return model
 
 
@@ -304,10 +307,18 @@ async def count_models_with(
 
 
 async def deployment_ids_of_models(
-    session: AsyncSession, *, account_id: str, model_name: str | None = None, model_group_id: str | None = None
+    session: AsyncSession,
+    *,
+    account_id: str,
+    model_name: str | None = None,
+    model_group_id: str | None = None,
+    allow: ModelAllowList | None = None,
 ) -> list[str]:
-    """The deployments of the account's models with this name, or in this group."""
+    """The deployments of the account's models with this name, or in this group (those a
+    key's `allow` list lets it use, when given)."""
     where = [Model.account_id == account_id]
+    if allow is not None:
+        where.append(allowed_deployments(allow))
     if model_name is not None:
         where.append(Model.name == model_name)
     if model_group_id is not None:
