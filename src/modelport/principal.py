@@ -49,6 +49,23 @@ class KeyLimits:
         return index, start, start + length
 
 
+@dataclass(frozen=True, slots=True)
+class ModelAllowList:
+    """The models and deployments a key is limited to (SPEC 10). A deployment is allowed
+    when its id is listed, or its model is, by name or `vendor/name` (vendor lower-case,
+    as `/v1/models` shows it). Anything else is, for this key, as absent as a missing one."""
+
+    models: frozenset[str] = frozenset()
+    deployments: frozenset[str] = frozenset()
+
+    def allows_model(self, name: str, vendor: str | None) -> bool:
+        """Every deployment of this model is allowed (the model is listed)."""
+        return name in self.models or (vendor is not None and f"{vendor.lower()}/{name}" in self.models)
+
+    def allows(self, deployment_id: str, model_name: str, model_vendor: str | None) -> bool:
+        return deployment_id in self.deployments or self.allows_model(model_name, model_vendor)
+
+
 class Role(StrEnum):
     """An identity's role in an account (stored and sent as its value)."""
 
@@ -70,6 +87,7 @@ class Principal:
     is_operator: bool = False  # runs the server: may create accounts and manage any key
     key_id: str | None = None  # the API key the request came with: its limits and spend
     key_limits: KeyLimits | None = None  # None: the key has no limits
+    model_allow: ModelAllowList | None = None  # None: every model of the account
 
     @property
     def is_admin(self) -> bool:

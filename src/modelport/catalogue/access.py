@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.keys import display_prefix, generate_key, hash_key
-from modelport.errors import Conflict, Forbidden, NotFound, Unauthenticated, field_error
+from modelport.errors import Conflict, Forbidden, NotFound, Unauthenticated, field_error, field_errors
 from modelport.policy import ServerPolicy
 from modelport.principal import IdentityType, Principal, Role
 from modelport.schemas.catalogue import KeyCreated, KeyOut, KeyUpdate
@@ -96,6 +96,7 @@ class Access:
             is_operator=owner.is_operator,
             key_id=owner.key_id,
             key_limits=owner.limits,
+            model_allow=owner.model_allow,
         )
 
     async def create_account(self, principal: Principal, *, name: str) -> str:
@@ -118,10 +119,19 @@ class Access:
         name: str,
         limits: dict[str, Any] | None = None,
         expires_at: datetime | None = None,
+        models: list[str] | None = None,
+        deployments: list[str] | None = None,
     ) -> KeyCreated:
         require_admin(principal)
         return await create_key(
-            self._sessions, account_id=principal.account_id, role=role, name=name, limits=limits, expires_at=expires_at
+            self._sessions,
+            account_id=principal.account_id,
+            role=role,
+            name=name,
+            limits=limits,
+            expires_at=expires_at,
+            models=models,
+            deployments=deployments,
         )
 
     async def list_keys(self, principal: Principal) -> list[KeyOut]:
@@ -150,7 +160,14 @@ class Access:
         """Change a key's name or limits (the keys an admin may revoke, they may change)."""
         async with self._sessions() as session, session.begin():
             key, role = await self._managed_key(session, principal, key_id)
-            apply_key_changes(key, body.model_dump(exclude_unset=True))
+            changes = body.model_dump(exclude_unset=True)
+            await check_allow_lists(
+                session,
+                account_id=principal.account_id,
+                models=changes.get("models"),
+                deployments=changes.get("deployments"),
+            )
+            apply_key_changes(key, changes)
             spend = await usage.spend_by_key(session, key_ids=[key.id])
             return key_out(key, role, spend.get(key.id, 0.0))
 
@@ -193,6 +210,8 @@ def key_out(key: ApiKey, role: Role, spend: float = 0.0) -> KeyOut:
         budget_duration=key.budget_duration,
         spend=spend,
         expires_at=key.expires_at,
+        models=key.allowed_models,
+        deployments=key.allowed_deployments,
         previous_key_retired_at=key.previous_key_retired_at,
     )
 
@@ -212,10 +231,50 @@ def rotate_secret(key: ApiKey, *, grace_seconds: int = 0) -> str:
     return secret
 
 
+# The API's names of a key's allow-lists -> its columns.
+_ALLOW_COLUMNS = {"models": "allowed_models", "deployments": "allowed_deployments"}
+
+
+async def check_allow_lists(
+    session: AsyncSession, *, account_id: str, models: list[str] | None, deployments: list[str] | None
+) -> None:
+    """422 naming the field when an allow-list names a model or deployment that is not the
+    account's: a list that can never match is a mistake worth saying at once. Only admins
+    of the account set lists, and they may list its models anyway."""
+    unknown_models, unknown_deployments = await accounts.unknown_allow_entries(
+        session, account_id=account_id, models=models or [], deployments=deployments or []
+    )
+    errors = []
+    if unknown_models:
+        errors.append(
+            {
+                "loc": ["body", "models"],
+                "msg": f"no model of this account is named {', '.join(map(repr, unknown_models[:5]))} "
+                "(give a name or vendor/name as GET /v1/models shows it)",
+                "type": "unknown_model",
+            }
+        )
+    if unknown_deployments:
+        errors.append(
+            {
+                "loc": ["body", "deployments"],
+                "msg": f"no deployment of this account has the id {', '.join(map(repr, unknown_deployments[:5]))}",
+                "type": "unknown_deployment",
+            }
+        )
+    if errors:
+        raise field_errors(errors)
+
+
 def apply_key_changes(key: ApiKey, changes: dict[str, Any]) -> None:
-    """Set a key's name and limits (the API's PATCH and `modelport keys update`)."""
+    """Set a key's name, limits and allow-lists (the API's PATCH and `modelport keys update`)."""
     if "name" in changes and changes["name"] is None:
         del changes["name"]
+    for field, column in _ALLOW_COLUMNS.items():
+        if field in changes:
+            # Duplicates dropped, order kept: the listing shows what was meant.
+            value = changes.pop(field)
+            changes[column] = list(dict.fromkeys(value)) if value is not None else None
     if "budget_duration" in changes and changes["budget_duration"] != key.budget_duration:
         key.budget_started_at = utcnow()  # a new kind of window starts counting now
     for field, value in changes.items():
@@ -230,11 +289,15 @@ async def create_key(
     name: str,
     limits: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
+    models: list[str] | None = None,
+    deployments: list[str] | None = None,
 ) -> KeyCreated:
-    """A new service-account identity in `account_id` with `role`, and its key (shown once)."""
+    """A new service-account identity in `account_id` with `role`, and its key (shown once),
+    limited to `models` and `deployments` when given."""
     async with sessions() as session, session.begin():
         if await accounts.get_account(session, account_id=account_id) is None:
             raise NotFound(f"account {account_id} not found")
+        await check_allow_lists(session, account_id=account_id, models=models, deployments=deployments)
         identity = await accounts.create_identity(
             session,
             name=name or "service account",
@@ -251,5 +314,7 @@ async def create_key(
             name=name,
             limits=limits,
             expires_at=expires_at,
+            allowed_models=list(dict.fromkeys(models)) if models is not None else None,
+            allowed_deployments=list(dict.fromkeys(deployments)) if deployments is not None else None,
         )
         return KeyCreated(**key_out(key, role).model_dump(), key=secret)

@@ -115,7 +115,13 @@ class Deployments:
             if model_id is not None:
                 await find_model(session, principal, model_id)
             rows, total = await repo.list_deployments(
-                session, account_id=principal.account_id, model_id=model_id, page=page, limit=limit, sort_by=order
+                session,
+                account_id=principal.account_id,
+                model_id=model_id,
+                page=page,
+                limit=limit,
+                sort_by=order,
+                allow=principal.model_allow,
             )
         return page_of(rows, deployment_out, page=page, limit=limit, total=total)
 
@@ -162,7 +168,10 @@ class Deployments:
     ) -> ModelUsage:
         """Token usage of one deployment of the account, per chunk of [start, end)."""
         async with self._sessions() as session:
-            if await repo.get_deployment(session, account_id=principal.account_id, deployment_id=deployment_id) is None:
+            found = await repo.get_deployment(
+                session, account_id=principal.account_id, deployment_id=deployment_id, allow=principal.model_allow
+            )
+            if found is None:
                 raise NotFound(f"model deployment {deployment_id} not found")
         return await self._statistics.of(principal, deployment_id, start=start, end=end, chunks=chunks)
 
@@ -175,7 +184,9 @@ class Deployments:
     async def _deployment(
         self, session: AsyncSession, principal: Principal, model_id: str, deployment_id: str
     ) -> Deployment:
-        deployment = await repo.get_deployment(session, account_id=principal.account_id, deployment_id=deployment_id)
+        deployment = await repo.get_deployment(
+            session, account_id=principal.account_id, deployment_id=deployment_id, allow=principal.model_allow
+        )
         if deployment is None or deployment.model_id != model_id:
             raise NotFound(f"deployment {deployment_id} of model {model_id} not found")
         return deployment

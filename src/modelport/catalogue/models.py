@@ -31,8 +31,11 @@ ALL = 10_000
 
 
 async def find_model(session: AsyncSession, principal: Principal, model_id: str) -> Model:
-    """The selected account's model, or 404 (another account's is not found either)."""
-    model = await repo.get_model(session, account_id=principal.account_id, model_id=model_id)
+    """The selected account's model, or 404 (another account's is not found either, nor one
+    the caller's key is not allowed: SPEC 10)."""
+    model = await repo.get_model(
+        session, account_id=principal.account_id, model_id=model_id, allow=principal.model_allow
+    )
     if model is None:
         raise NotFound(f"model {model_id} not found")
     return model
@@ -40,7 +43,7 @@ async def find_model(session: AsyncSession, principal: Principal, model_id: str)
 
 async def deployments_of(session: AsyncSession, principal: Principal, model_id: str) -> list[Deployment]:
     deployments, _ = await repo.list_deployments(
-        session, account_id=principal.account_id, model_id=model_id, page=1, limit=ALL
+        session, account_id=principal.account_id, model_id=model_id, page=1, limit=ALL, allow=principal.model_allow
     )
     return deployments
 
@@ -88,7 +91,12 @@ class Models:
         async with self._sessions() as session:
             model = await find_model(session, principal, model_id)
             deployments, total = await repo.list_deployments(
-                session, account_id=principal.account_id, model_id=model_id, page=1, limit=ALL
+                session,
+                account_id=principal.account_id,
+                model_id=model_id,
+                page=1,
+                limit=ALL,
+                allow=principal.model_allow,
             )
             groups = await groups_of(session, principal, [model]) if with_group else {}
         return model_out(
@@ -122,8 +130,11 @@ class Models:
                 model_type=model_type,
                 model_group_id=model_group_id,
                 sort_by=order,
+                allow=principal.model_allow,
             )
-            counts = await repo.deployment_counts(session, model_ids=[model.id for model in models])
+            counts = await repo.deployment_counts(
+                session, model_ids=[model.id for model in models], allow=principal.model_allow
+            )
             groups = await groups_of(session, principal, models) if with_group else {}
             deployments = {
                 model.id: await deployments_of(session, principal, model.id) for model in models if with_deployments
@@ -190,10 +201,11 @@ class Models:
         """Token usage of every deployment of the account's model with this name (SDK
         `models.usage_statistics(model_name)`)."""
         async with self._sessions() as session:
-            if await repo.model_named(session, account_id=principal.account_id, name=model_name) is None:
+            allow = principal.model_allow
+            if await repo.model_named(session, account_id=principal.account_id, name=model_name, allow=allow) is None:
                 raise NotFound(f"model {model_name!r} not found")
             deployment_ids = await repo.deployment_ids_of_models(
-                session, account_id=principal.account_id, model_name=model_name
+                session, account_id=principal.account_id, model_name=model_name, allow=allow
             )
         return await self._statistics.of(principal, deployment_ids, start=start, end=end, chunks=chunks)
 

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli import console, listing, secrets
+from modelport.cli import console, key_allow, listing, secrets
 from modelport.cli.common import argument, command_group, fail, settings_or_exit, with_database
 from modelport.config import Settings
+from modelport.errors import ValidationFailed
 from modelport.schemas.catalogue import MAX_ROTATION_GRACE_SECONDS
 
 app = command_group("modelport: a self-hosted gateway for LLM model deployments.")
@@ -251,6 +252,8 @@ def keys_create(
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
     expires_at: ExpiresOption = None,
+    model: key_allow.ModelsOption = None,
+    deployment: key_allow.DeploymentsOption = None,
 ) -> None:
     """Create a key (a new service account with ROLE in ACCOUNT). The key is printed once."""
     from modelport.catalogue.access import create_key
@@ -262,14 +265,17 @@ def keys_create(
     account = console.resolve_account(account)
     limits = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     expiry = _key_expiry(expires_at)
+    allow = key_allow.allow_lists(model, deployment)
     try:
         created = with_database(
             lambda sessions: create_key(
-                sessions, account_id=account, role=Role(role), name=name, limits=limits, **expiry
+                sessions, account_id=account, role=Role(role), name=name, limits=limits, **expiry, **allow
             )
         )
     except NotFound as exc:
         fail(exc.detail)
+    except ValidationFailed as exc:
+        fail(key_allow.refusal(exc))
     typer.echo(f"key id {created.id} ({created.role} in account {account})", err=True)
     typer.echo(created.key)
 
@@ -307,41 +313,58 @@ def keys_update(
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
     expires_at: ExpiresOption = None,
+    model: key_allow.ModelsOption = None,
+    deployment: key_allow.DeploymentsOption = None,
     clear: Annotated[
         list[str] | None,
         typer.Option(
             "--clear",
             metavar="FIELD",
-            help="Remove a limit or the expiry, e.g. --clear rpm_limit, --clear expires_at (repeatable).",
+            help="Remove a limit, the expiry or an allow-list, e.g. --clear rpm_limit, --clear expires_at, "
+            "--clear models (repeatable).",
         ),
     ] = None,
 ) -> None:
-    """Change the limits or expiry of KEY (the key's name, id or unique id prefix); the
-    options left out stay as they are."""
-    from modelport.catalogue.access import apply_key_changes
-    from modelport.store.tables import ApiKey
+    """Change the limits, expiry or allow-lists of KEY (the key's name, id or unique id
+    prefix); the options left out stay as they are."""
+    from modelport.catalogue.access import apply_key_changes, check_allow_lists
+    from modelport.store.tables import ApiKey, Identity
 
     key_id = console.resolve_key(key_id)
     changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
     changes.update(_key_expiry(expires_at))
-    clearable = (*_key_options(), "expires_at")
+    changes.update(key_allow.allow_lists(model, deployment))
+    clearable = (*_key_options(), "expires_at", "models", "deployments")
     for name in clear or []:
         field = name.replace("-", "_")
         if field not in clearable:
-            fail(f"--clear {name}: not a limit or the expiry; one of {', '.join(clearable)}")
+            fail(f"--clear {name}: not a limit, the expiry or an allow-list; one of {', '.join(clearable)}")
         changes[field] = None
+    shown = dict(changes)  # apply_key_changes renames the allow-lists to their columns
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> bool:
         async with sessions() as session, session.begin():
             key = await session.get(ApiKey, key_id)
             if key is None:
                 return False
+            owner = await session.get(Identity, key.identity_id)
+            if owner is not None:  # the lists name models of the account the key acts in
+                await check_allow_lists(
+                    session,
+                    account_id=owner.default_account_id,
+                    models=changes.get("models"),
+                    deployments=changes.get("deployments"),
+                )
             apply_key_changes(key, changes)
             return True
 
-    if not with_database(work):
+    try:
+        found = with_database(work)
+    except ValidationFailed as exc:
+        fail(key_allow.refusal(exc))
+    if not found:
         fail(f"no key with id {key_id}")
-    typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in changes.items()) or "no change"))
+    typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in shown.items()) or "no change"))
 
 
 @app.command("spend")

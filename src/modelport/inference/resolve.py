@@ -53,6 +53,14 @@ class Resolved:
     target: Target
 
 
+def deployment_not_found(deployment_id: str) -> NotFound:
+    """The one answer for a deployment that is missing or that the key may not use."""
+    return NotFound(
+        f"model deployment {deployment_id} not found: this route takes a deployment's id "
+        "(GET /v4/model-deployments lists them); to call a model by its name, use /v1/chat/completions"
+    )
+
+
 class Resolver:
     def __init__(
         self,
@@ -75,6 +83,11 @@ class Resolver:
         """The deployment, READY and of a model type in `serves`; else 404, 503, or 400
         ending with `wrong_type` (what the endpoint needs, for the caller to read)."""
         view = await self._view(principal.account_id, deployment_id)
+        allow = principal.model_allow
+        if allow is not None and not allow.allows(deployment_id, view.target.model_name, view.target.model_vendor):
+            # Exactly an unknown id's answer: a key limited to some models must not learn
+            # which others exist (SPEC 10). Checked here, where every request resolves.
+            raise deployment_not_found(deployment_id)
         if view.status != DeploymentStatus.READY:
             reason = f": {view.status_reason}" if view.status_reason else ""
             raise DeploymentUnavailable(f"deployment {deployment_id} is {view.status}{reason}")
@@ -126,10 +139,7 @@ class Resolver:
 
         view = await self._cache.get_or_load(("deployment", account_id, deployment_id), load)
         if view is None:
-            raise NotFound(
-                f"model deployment {deployment_id} not found: this route takes a deployment's id "
-                "(GET /v4/model-deployments lists them); to call a model by its name, use /v1/chat/completions"
-            )
+            raise deployment_not_found(deployment_id)
         return view
 
     async def _api_key(self, account_id: str, name: str) -> str:

@@ -39,7 +39,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -54,6 +54,7 @@ from modelport.errors import (
     UpstreamTimeout,
 )
 from modelport.limits.base import LimitExceeded
+from modelport.principal import ModelAllowList
 from modelport.store import repo
 from modelport.store.cache import CatalogueCache
 
@@ -73,6 +74,9 @@ class Route:
 
     model_id: str
     deployment_ids: tuple[str, ...]  # the READY ones
+    # The model's name and vendor, for a key's allow-list (principal.ModelAllowList).
+    model_name: str = ""
+    model_vendor: str | None = None
     fallback_models: tuple[str, ...] = ()
     # Whether the model has any deployment, READY or not: with none, no retry can help.
     has_deployments: bool = True
@@ -140,29 +144,45 @@ class Router:
 
         route = await self._cache.get_or_load(("route", account_id, model), load)
         if route is None:
-            raise NotFound(
-                f"model {model!r} not found: name a model of this account (GET /v1/models lists them), "
-                "vendor/name, or a deployment id"
-            )
+            raise _model_not_found(model)
         return route
 
-    async def candidates(self, account_id: str, model: str) -> list[str]:
-        """Deployment ids to try, in order: the model's (its turn first), then its fallbacks'."""
+    async def allowed(self, account_id: str, model: str, allow: ModelAllowList | None) -> Route:
+        """The route `model` names, cut to what a key's `allow` list lets it use; 404, as
+        for an unknown name, when that is nothing (SPEC 10: the key must not learn more)."""
         route = await self.resolve(account_id, model)
+        if allow is None:
+            return route
+        part = _allowed_part(route, allow)
+        if part is None:
+            raise _model_not_found(model)
+        return part
+
+    async def candidates(self, account_id: str, model: str, *, allow: ModelAllowList | None = None) -> list[str]:
+        """Deployment ids to try, in order: the model's (its turn first), then its fallbacks'."""
+        route = await self.allowed(account_id, model, allow)
         ordered = self._in_turn(route)
         for fallback in route.fallback_models:
             try:
-                ordered.extend(self._in_turn(await self.resolve(account_id, fallback)))
+                ordered.extend(self._in_turn(await self.allowed(account_id, fallback, allow)))
             except NotFound:
                 log.warning("model %s names fallback model %r, which does not exist", model, fallback)
         healthy = [deployment for deployment in ordered if not self.health.is_set_aside(deployment)]
         return list(dict.fromkeys(healthy or ordered))
 
-    async def run(self, account_id: str, model: str, attempt: Callable[[str], Awaitable[T]]) -> T:
-        """Call `attempt(deployment_id)` on each candidate until one answers."""
-        candidates = await self.candidates(account_id, model)
+    async def run(
+        self,
+        account_id: str,
+        model: str,
+        attempt: Callable[[str], Awaitable[T]],
+        *,
+        allow: ModelAllowList | None = None,
+    ) -> T:
+        """Call `attempt(deployment_id)` on each candidate until one answers (only those
+        the key's `allow` list lets it use)."""
+        candidates = await self.candidates(account_id, model, allow=allow)
         if not candidates:
-            route = await self.resolve(account_id, model)
+            route = await self.allowed(account_id, model, allow)
             if not route.has_deployments and not route.fallback_models:
                 # A client error, not a 503: waiting would not make one appear.
                 raise InvalidRequest(
@@ -195,11 +215,35 @@ class Router:
         return deployments
 
 
+def _model_not_found(model: str) -> NotFound:
+    return NotFound(
+        f"model {model!r} not found: name a model of this account (GET /v1/models lists them), "
+        "vendor/name, or a deployment id"
+    )
+
+
+def _allowed_part(route: Route, allow: ModelAllowList) -> Route | None:
+    """The part of `route` a key limited by `allow` may use; None when that is nothing.
+    A listed model keeps all of its route (deployments that are not READY yet included);
+    otherwise only its listed READY deployments remain."""
+    if allow.allows_model(route.model_name, route.model_vendor):
+        return route
+    deployment_ids = tuple(deployment for deployment in route.deployment_ids if deployment in allow.deployments)
+    if not deployment_ids:
+        return None
+    return replace(route, deployment_ids=deployment_ids)
+
+
 async def _load_route(session: AsyncSession, *, account_id: str, model: str) -> Route | None:
     found = await repo.get_deployment_with_model(session, account_id=account_id, deployment_id=model)
     if found is not None:
-        deployment, _model = found
-        return Route(model_id=deployment.model_id, deployment_ids=(deployment.id,))
+        deployment, its_model = found
+        return Route(
+            model_id=deployment.model_id,
+            deployment_ids=(deployment.id,),
+            model_name=its_model.name,
+            model_vendor=its_model.model_vendor or "OTHER",
+        )
     models = await repo.models_for_routing(session, account_id=account_id, name=model)
     if not models and "/" in model:
         vendor, _, name = model.partition("/")
@@ -216,6 +260,8 @@ async def _load_route(session: AsyncSession, *, account_id: str, model: str) -> 
     return Route(
         model_id=chosen.id,
         deployment_ids=tuple(deployments),
+        model_name=chosen.name,
+        model_vendor=chosen.model_vendor or "OTHER",
         fallback_models=tuple(str(name) for name in fallbacks if str(name) != model),
         has_deployments=bool(deployments) or await repo.count_deployments(session, model_id=chosen.id) > 0,
     )

@@ -128,7 +128,10 @@ class InferenceService:
     async def generate(self, principal: Principal, model: str, text: TextRequest) -> Generated:
         """The whole answer from one of the deployments `model` names (see `routing`)."""
         return await self._router.run(
-            principal.account_id, model, lambda deployment_id: self.generate_at(principal, deployment_id, text)
+            principal.account_id,
+            model,
+            lambda deployment_id: self.generate_at(principal, deployment_id, text),
+            allow=principal.model_allow,
         )
 
     async def generate_stream(self, principal: Principal, model: str, text: TextRequest) -> GeneratedStream:
@@ -140,7 +143,7 @@ class InferenceService:
             started = await self.generate_stream_at(principal, deployment_id, text)
             return GeneratedStream(await first_then_rest(started), started.dropped)
 
-        return await self._router.run(principal.account_id, model, attempt)
+        return await self._router.run(principal.account_id, model, attempt, allow=principal.model_allow)
 
     async def relay_responses(
         self, principal: Principal, model: str, body: dict[str, Any], *, stream: bool
@@ -162,7 +165,7 @@ class InferenceService:
             metered = await self._meter.admit(principal, deployment_id, target, call, started)
             return await relay.run(self._meter, metered, vendor, body, stream=stream)
 
-        return await self._router.run(principal.account_id, model, attempt)
+        return await self._router.run(principal.account_id, model, attempt, allow=principal.model_allow)
 
     async def count_tokens(self, principal: Principal, model: str, text: TextRequest) -> PromptCount:
         """The prompt tokens of the call `text` would make to one of `model`'s deployments
@@ -190,7 +193,7 @@ class InferenceService:
             )
             return await count_prompt(resolved.vendor, target, call)
 
-        return await self._router.run(principal.account_id, model, count)
+        return await self._router.run(principal.account_id, model, count, allow=principal.model_allow)
 
     # --- retrieval ------------------------------------------------------------------------
 
@@ -238,6 +241,7 @@ class InferenceService:
             principal.account_id,
             model,
             lambda deployment_id: self.embed(principal, deployment_id, request, dimensions=dimensions),
+            allow=principal.model_allow,
         )
 
     async def rerank(

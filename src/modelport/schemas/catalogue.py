@@ -305,6 +305,28 @@ class KeyLimitFields(_In):
         return value
 
 
+# The most entries one of a key's allow-lists holds.
+MAX_ALLOW_LIST_ENTRIES = 1000
+_AllowEntry = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class KeyAllowFields(_In):
+    """The models and deployments a key is limited to (SPEC 10); null or left out: every
+    model of its account. Each entry must name one of the account's (422 otherwise)."""
+
+    models: list[_AllowEntry] | None = Field(
+        default=None,
+        max_length=MAX_ALLOW_LIST_ENTRIES,
+        description="model names, or vendor/name with the vendor in lower case (as GET /v1/models shows it); "
+        "the key may use every deployment of these models",
+    )
+    deployments: list[_AllowEntry] | None = Field(
+        default=None,
+        max_length=MAX_ALLOW_LIST_ENTRIES,
+        description="deployment ids the key may use (besides those of its `models`)",
+    )
+
+
 # How far ahead a key's expiry may be set: far enough for any real plan, and near enough
 # that converting any offset to UTC stays inside the years a datetime can hold.
 MAX_KEY_LIFETIME = timedelta(days=100 * 365)
@@ -345,13 +367,14 @@ class KeyExpiryField(_In):
         return moment
 
 
-class KeyCreate(KeyLimitFields, KeyExpiryField):
+class KeyCreate(KeyLimitFields, KeyExpiryField, KeyAllowFields):
     role: Literal["admin", "member"] = "member"
     name: str = Field(default="", max_length=200)
 
 
-class KeyUpdate(KeyLimitFields, KeyExpiryField):
-    """PATCH: the fields sent change; null clears a limit or the expiry; the others stay."""
+class KeyUpdate(KeyLimitFields, KeyExpiryField, KeyAllowFields):
+    """PATCH: the fields sent change; null clears a limit, the expiry or an allow-list;
+    the others stay."""
 
     name: str | None = Field(default=None, max_length=200)
 
@@ -383,6 +406,10 @@ class KeyOut(_Out):
     # US dollars: the sum of the costs of the key's usage records.
     spend: float = 0.0
     expires_at: datetime | None = Field(default=None, description="when the key stops working; null: never")
+    models: list[str] | None = Field(default=None, description="the models the key is limited to; null: every one")
+    deployments: list[str] | None = Field(
+        default=None, description="the deployments the key is limited to; null: every one"
+    )
     previous_key_retired_at: datetime | None = Field(
         default=None,
         description="when the secret the key had before its last rotation stopped (or stops) working; "

@@ -10,8 +10,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelport.errors import Conflict
-from modelport.principal import IdentityType, KeyLimits, Role
-from modelport.store.tables import Account, ApiKey, Identity, Membership, utcnow
+from modelport.principal import IdentityType, KeyLimits, ModelAllowList, Role
+from modelport.store.tables import Account, ApiKey, Deployment, Identity, Membership, Model, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class KeyOwner:
     default_account_id: str
     is_operator: bool = False
     limits: KeyLimits | None = None
+    model_allow: ModelAllowList | None = None
     # Epoch seconds, checked on every request against the clock (an owner stays cached
     # past these times): from `expires_at` on the key is expired; from `retires_at` on
     # the secret it was found by, the one before a rotation, is no longer the key's.
@@ -71,6 +72,8 @@ async def create_api_key(
     name: str = "",
     limits: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    allowed_deployments: list[str] | None = None,
 ) -> ApiKey:
     key = ApiKey(
         identity_id=identity_id,
@@ -78,6 +81,8 @@ async def create_api_key(
         display_prefix=display_prefix,
         name=name,
         expires_at=expires_at,
+        allowed_models=allowed_models,
+        allowed_deployments=allowed_deployments,
         **(limits or {}),
     )
     session.add(key)
@@ -112,6 +117,7 @@ async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | 
         default_account_id=row[3],
         is_operator=bool(row[4]),
         limits=key_limits(key),
+        model_allow=model_allow(key),
         expires_at=expires.timestamp() if expires is not None else None,
         retires_at=retires_at,
     )
@@ -135,6 +141,39 @@ def key_limits(key: ApiKey) -> KeyLimits | None:
         budget_duration=key.budget_duration,
         budget_anchor=anchor.timestamp() if anchor is not None else 0.0,
     )
+
+
+def model_allow(key: ApiKey) -> ModelAllowList | None:
+    """The models and deployments the key is limited to; None when it has no list."""
+    if key.allowed_models is None and key.allowed_deployments is None:
+        return None
+    return ModelAllowList(
+        models=frozenset(key.allowed_models or ()), deployments=frozenset(key.allowed_deployments or ())
+    )
+
+
+async def unknown_allow_entries(
+    session: AsyncSession, *, account_id: str, models: list[str], deployments: list[str]
+) -> tuple[list[str], list[str]]:
+    """The entries of a key's lists that name no model (by name or `vendor/name`, vendor
+    in any case) or no deployment of `account_id`."""
+    unknown_models: list[str] = []
+    if models:
+        rows = await session.execute(select(Model.name, Model.model_vendor).where(Model.account_id == account_id))
+        known: set[str] = set()
+        for name, vendor in rows.all():
+            known.add(name)
+            known.add(f"{(vendor or 'OTHER').lower()}/{name}")
+        unknown_models = [entry for entry in models if entry not in known]
+    unknown_deployments: list[str] = []
+    if deployments:
+        found = set(
+            await session.scalars(
+                select(Deployment.id).where(Deployment.account_id == account_id, Deployment.id.in_(set(deployments)))
+            )
+        )
+        unknown_deployments = [entry for entry in deployments if entry not in found]
+    return unknown_models, unknown_deployments
 
 
 async def membership_role(session: AsyncSession, *, identity_id: str, account_id: str) -> Role | None:

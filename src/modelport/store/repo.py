@@ -10,13 +10,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import ColumnElement, Text, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modelport.principal import ModelAllowList
 from modelport.schemas.catalogue import MULTI_TURN_MODEL_TYPE, DeploymentStatus
 from modelport.store.tables import Deployment, Model, ModelGroup, ModelTemplate
 
 OwnedT = TypeVar("OwnedT", ModelGroup, ModelTemplate)
+
+
+# --- a key's allow-list (principal.ModelAllowList), as SQL ----------------------------------
+
+
+def _model_listed(allow: ModelAllowList) -> ColumnElement[bool]:
+    """The model is in the list by name or `vendor/name` (vendor lower-case, OTHER when unset)."""
+    vendor_name = func.lower(func.coalesce(Model.model_vendor, literal("OTHER"))).concat("/").concat(Model.name)
+    return or_(Model.name.in_(allow.models), vendor_name.in_(allow.models))
+
+
+def allowed_models(allow: ModelAllowList) -> ColumnElement[bool]:
+    """Models the key may call: listed ones, and those with a listed deployment."""
+    with_listed_deployment = select(Deployment.model_id).where(Deployment.id.in_(allow.deployments))
+    return or_(_model_listed(allow), Model.id.in_(with_listed_deployment))
+
+
+def allowed_deployments(allow: ModelAllowList) -> ColumnElement[bool]:
+    """Deployments the key may use: listed ones, and every deployment of a listed model."""
+    of_listed_model = select(Model.id).where(_model_listed(allow))
+    return or_(Deployment.id.in_(allow.deployments), Deployment.model_id.in_(of_listed_model))
 
 
 async def create_model(session: AsyncSession, *, account_id: str, **fields: Any) -> Model:
@@ -26,28 +48,35 @@ async def create_model(session: AsyncSession, *, account_id: str, **fields: Any)
     return model
 
 
-async def get_model(session: AsyncSession, *, account_id: str, model_id: str) -> Model | None:
-    model: Model | None = await session.scalar(
-        select(Model).where(Model.id == model_id, Model.account_id == account_id)
-    )
+async def get_model(
+    session: AsyncSession, *, account_id: str, model_id: str, allow: ModelAllowList | None = None
+) -> Model | None:
+    where = [Model.id == model_id, Model.account_id == account_id]
+    if allow is not None:
+        where.append(allowed_models(allow))
+    model: Model | None = await session.scalar(select(Model).where(*where))
     return model
 
 
-async def model_named(session: AsyncSession, *, account_id: str, name: str) -> Model | None:
-    model: Model | None = await session.scalar(
-        select(Model).where(Model.account_id == account_id, Model.name == name).limit(1)
-    )
+async def model_named(
+    session: AsyncSession, *, account_id: str, name: str, allow: ModelAllowList | None = None
+) -> Model | None:
+    where = [Model.account_id == account_id, Model.name == name]
+    if allow is not None:
+        where.append(allowed_models(allow))
+    model: Model | None = await session.scalar(select(Model).where(*where).limit(1))
     return model
 
 
-async def deployment_counts(session: AsyncSession, *, model_ids: list[str]) -> dict[str, int]:
+async def deployment_counts(
+    session: AsyncSession, *, model_ids: list[str], allow: ModelAllowList | None = None
+) -> dict[str, int]:
     if not model_ids:
         return {}
-    rows = await session.execute(
-        select(Deployment.model_id, func.count())
-        .where(Deployment.model_id.in_(model_ids))
-        .group_by(Deployment.model_id)
-    )
+    where: list[ColumnElement[bool]] = [Deployment.model_id.in_(model_ids)]
+    if allow is not None:
+        where.append(allowed_deployments(allow))
+    rows = await session.execute(select(Deployment.model_id, func.count()).where(*where).group_by(Deployment.model_id))
     return {model_id: int(count) for model_id, count in rows.all()}
 
 
@@ -58,10 +87,13 @@ async def create_deployment(session: AsyncSession, *, account_id: str, model_id:
     return deployment
 
 
-async def get_deployment(session: AsyncSession, *, account_id: str, deployment_id: str) -> Deployment | None:
-    deployment: Deployment | None = await session.scalar(
-        select(Deployment).where(Deployment.id == deployment_id, Deployment.account_id == account_id)
-    )
+async def get_deployment(
+    session: AsyncSession, *, account_id: str, deployment_id: str, allow: ModelAllowList | None = None
+) -> Deployment | None:
+    where = [Deployment.id == deployment_id, Deployment.account_id == account_id]
+    if allow is not None:
+        where.append(allowed_deployments(allow))
+    deployment: Deployment | None = await session.scalar(select(Deployment).where(*where))
     return deployment
 
 
@@ -86,10 +118,13 @@ async def list_deployments(
     limit: int,
     model_id: str | None = None,
     sort_by: Sequence[tuple[str, bool]] = (),
+    allow: ModelAllowList | None = None,
 ) -> tuple[list[Deployment], int]:
     where = [Deployment.account_id == account_id]
     if model_id is not None:
         where.append(Deployment.model_id == model_id)
+    if allow is not None:
+        where.append(allowed_deployments(allow))
     total = int(await session.scalar(select(func.count()).select_from(Deployment).where(*where)) or 0)
     rows = await session.scalars(
         select(Deployment)
@@ -183,8 +218,11 @@ async def list_models(
     model_type: str | None = None,
     model_group_id: str | None = None,
     sort_by: Sequence[tuple[str, bool]] = (),
+    allow: ModelAllowList | None = None,
 ) -> tuple[list[Model], int]:
     where = [Model.account_id == account_id]
+    if allow is not None:
+        where.append(allowed_models(allow))
     if model_type is not None:
         where.append(Model.model_type == model_type)
     if model_group_id is not None:
@@ -269,10 +307,18 @@ async def count_models_with(
 
 
 async def deployment_ids_of_models(
-    session: AsyncSession, *, account_id: str, model_name: str | None = None, model_group_id: str | None = None
+    session: AsyncSession,
+    *,
+    account_id: str,
+    model_name: str | None = None,
+    model_group_id: str | None = None,
+    allow: ModelAllowList | None = None,
 ) -> list[str]:
-    """The deployments of the account's models with this name, or in this group."""
+    """The deployments of the account's models with this name, or in this group (those a
+    key's `allow` list lets it use, when given)."""
     where = [Model.account_id == account_id]
+    if allow is not None:
+        where.append(allowed_deployments(allow))
     if model_name is not None:
         where.append(Model.name == model_name)
     if model_group_id is not None:

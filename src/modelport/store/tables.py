@@ -111,6 +111,10 @@ class ApiKey(Base):
     # a second rotation ends the first one's grace at once.
     previous_key_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     previous_key_retired_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The models (names or vendor/name) and deployment ids the key is limited to (SPEC 10);
+    # None: every model of its account. See principal.ModelAllowList.
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    allowed_deployments: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
 
 class Model(Base):

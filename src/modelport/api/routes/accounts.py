@@ -29,7 +29,13 @@ async def create_account(body: AccountCreate, principal: CurrentPrincipal, catal
 async def create_key(body: KeyCreate, principal: CurrentPrincipal, catalogue: CatalogueDep) -> KeyCreated:
     limits = body.model_dump(include=set(KeyLimitFields.model_fields), exclude_none=True)
     return await catalogue.access.create_key(
-        principal, role=Role(body.role), name=body.name, limits=limits, expires_at=body.expires_at
+        principal,
+        role=Role(body.role),
+        name=body.name,
+        limits=limits,
+        expires_at=body.expires_at,
+        models=body.models,
+        deployments=body.deployments,
     )
 
 
