@@ -107,7 +107,7 @@ async def test_metrics_label_deployments_by_id_never_by_tenant(served: tuple[Fas
     account = created.json()["account_id"]
     model = await client.post(
         "/v4/models",
-        json={"name": f"{TENANT}-model", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
+        json={"name": "labelled-model", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
               "model_creation_parameters": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
         headers={"x-selected-account-id": account},
     )  # fmt: skip
@@ -125,7 +125,10 @@ async def test_metrics_label_deployments_by_id_never_by_tenant(served: tuple[Fas
     )
     scraped = (await client.get("/metrics", headers={"x-api-key": METRICS_KEY})).text
     assert deployment.json()["id"] in scraped  # its traffic is there...
-    assert TENANT not in scraped  # ...under an opaque id
+    assert TENANT not in scraped  # ...under an opaque id, never the account's or the deployment's name
+    # The model's name is a label too (issue 25): the operator's scrape names what it counts.
+    labelled = [line for line in scraped.splitlines() if f'deployment="{deployment.json()["id"]}"' in line]
+    assert labelled and all('model_name="labelled-model"' in line for line in labelled)
 
 
 # ---- /v4/spend -----------------------------------------------------------------------

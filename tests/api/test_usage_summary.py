@@ -21,7 +21,7 @@ from modelport.api.app import create_app
 from modelport.config import Settings
 from modelport.generation import UsageEvent
 from modelport.store.tables import UsageRecord
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, own_database
 
 PRICE_IN = 0.001
 PRICE_OUT = 0.002
@@ -47,18 +47,24 @@ def _upstream(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-async def served(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = Settings(database_url=database_url, api_key=ADMIN_KEY, embedded_engine=False, upstream_attempts=1)
-    application = create_app(settings, upstream_transport=httpx.MockTransport(_upstream))
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://modelport.test",
-            headers={"x-api-key": ADMIN_KEY},
-        ) as client,
-    ):
-        yield application, client
+async def served(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    # A database of the module's own: the tests count the operator key's usage exactly,
+    # which other modules' requests on the session's shared database would add to.
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    async with own_database(kind, tmp_path_factory.mktemp("usage-summary"), "modelport_usage") as url:
+        settings = Settings(database_url=url, api_key=ADMIN_KEY, embedded_engine=False, upstream_attempts=1)
+        application = create_app(settings, upstream_transport=httpx.MockTransport(_upstream))
+        async with (
+            application.router.lifespan_context(application),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application),
+                base_url="http://modelport.test",
+                headers={"x-api-key": ADMIN_KEY},
+            ) as client,
+        ):
+            yield application, client
 
 
 def _around_now() -> dict[str, str]:
