@@ -24,21 +24,27 @@ def parse_duration(text: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyLimits:
-    """The limits an API key carries (None: no limit)."""
+class Limits:
+    """The limits an API key or an account carries (None: no limit). An account's hold
+    for all its keys together, in addition to each key's own (SPEC 7, 10)."""
 
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     max_parallel_requests: int | None = None
     max_budget: float | None = None
     budget_duration: str | None = None
-    # When the key's budget windows start counting (epoch seconds): its creation, or the
-    # moment its budget_duration last changed.
+    # When the budget windows start counting (epoch seconds): the key's or account's
+    # creation, or the moment its budget_duration last changed.
     budget_anchor: float = 0.0
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set (then requests are counted)."""
+        return (self.rpm_limit, self.tpm_limit, self.max_parallel_requests, self.max_budget) != (None,) * 4
 
     def budget_window(self, now: float) -> tuple[int, float, float] | None:
         """(index, start, end) of the budget window holding `now`; None without a budget
-        or without a duration (then the budget is for the key's whole life: window 0)."""
+        or without a duration (then the budget is for the holder's whole life: window 0)."""
         if self.max_budget is None:
             return None
         if not self.budget_duration:
@@ -86,7 +92,8 @@ class Principal:
     role: Role  # the identity's role in that account
     is_operator: bool = False  # runs the server: may create accounts and manage any key
     key_id: str | None = None  # the API key the request came with: its limits and spend
-    key_limits: KeyLimits | None = None  # None: the key has no limits
+    key_limits: Limits | None = None  # None: the key has no limits
+    account_limits: Limits | None = None  # the selected account's, shared by its keys; None: none
     model_allow: ModelAllowList | None = None  # None: every model of the account
 
     @property

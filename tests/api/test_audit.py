@@ -96,6 +96,11 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
     admin_keys = {key["id"] for key in _ok(await client.get("/v4/api-keys")) if key["identity_id"] == me["id"]}
     ids: dict[str, str] = {}
 
+    async def account() -> httpx.Response:
+        answer = await client.post("/accounts", json={"account_name": f"a-{uuid.uuid4().hex[:6]}"})
+        ids["account"] = _ok(answer)["account_id"]
+        return answer
+
     async def model() -> httpx.Response:
         answer = await client.post(
             "/v4/models",
@@ -132,8 +137,9 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
 
     deployment_path = "/v4/models/{model_instance_id}/deployments/{deployment_id}"
     calls: dict[str, tuple[Callable[[], Awaitable[httpx.Response]], str]] = {
-        "POST /accounts": (lambda: client.post("/accounts", json={"account_name": f"a-{uuid.uuid4().hex[:6]}"}),
-                           "account"),
+        "POST /accounts": (account, "account"),
+        "PATCH /v4/accounts/{account_id}/limits": (lambda: client.patch(
+            f"/v4/accounts/{ids['account']}/limits", json={"max_budget": 50, "budget_duration": "30d"}), "account"),
         "POST /v4/models": (model, "model"),
         "PATCH /v4/models/{model_id}": (lambda: client.patch(f"/v4/models/{ids['model']}",
                                                              json={"description": "audited"}), "model"),
@@ -195,6 +201,12 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
     [patched] = [e for e in every if e["object_type"] == "api_key" and e["action"] == "update" and
                  e["object_id"] == ids["key"] and "rpm_limit" in (e["after"] or {})]  # fmt: skip
     assert (patched["before"]["rpm_limit"], patched["after"]["rpm_limit"]) == (None, 5)
+    [limited] = [e for e in every if e["object_type"] == "account" and e["action"] == "update"]
+    assert (limited["object_id"], limited["before"]["max_budget"], limited["after"]["max_budget"]) == (
+        ids["account"],
+        None,
+        50,
+    )
     [renamed] = [e for e in every if e["object_type"] == "deployment" and e["action"] == "update"]
     assert (renamed["before"], renamed["after"]) == ({"name": "d"}, {"name": "renamed"})
     secrets = [e for e in every if e["object_type"] == "secret"]

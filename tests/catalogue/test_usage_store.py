@@ -67,7 +67,8 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole_and_once(databa
                 chunks=2,
             )
             assert sums == {0: (1000 * 3, 1000 * 4), 1: (234 * 3, 234 * 4)}
-            spent = await usage.key_spend_since(session, key_id="key-usage-store", since=start + timedelta(seconds=1))
+            since = start + timedelta(seconds=1)
+            spent = await usage.spend_since(session, scope="key", owner_id="key-usage-store", since=since)
             assert spent == 0.25 * 117  # the odd indexes from 1001 to 1233
             total = await session.scalar(
                 select(func.count()).select_from(UsageRecord).where(UsageRecord.account_id == "acct-usage-store")

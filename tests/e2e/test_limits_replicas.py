@@ -398,3 +398,65 @@ async def test_a_price_change_reaches_the_other_replica_with_a_revocation(
     assert (await chat(clients[1], deployment, key)).status_code == 200
     [record] = await written(postgres_url, key_id, 1)
     assert record["cost"] == pytest.approx(10 * IN_PRICE + 5 * 10 * OUT_PRICE)
+
+
+async def test_an_accounts_budget_holds_for_64_requests_from_4_keys_across_replicas(
+    replicas: tuple[list[str], str], clients: list[httpx.AsyncClient]
+) -> None:
+    """An account's budget (issue 24, 3), shared by four keys of its own with no limits,
+    met by 64 requests at once on both replicas: its spend ends within one request's
+    reservation of the budget, and the refusals name the account's budget."""
+    bases, upstream = replicas
+    budget = 0.1
+    async with httpx.AsyncClient(base_url=bases[0], headers={"x-api-key": E2E_KEY}, timeout=30) as operator:
+        created = await operator.post("/accounts", json={"account_name": f"team-{uuid.uuid4().hex[:8]}"})
+        account = created.json()["account_id"]
+        operator.headers["x-selected-account-id"] = account
+        model = await operator.post(
+            "/v4/models",
+            json={
+                "name": "shared-budget",
+                "model_type": "CHAT_COMPLETION",
+                "model_vendor": "OPENAI",
+                "model_creation_parameters": {
+                    "base_url": upstream,
+                    "model": "paced-0",
+                    "input_cost_per_token": IN_PRICE,
+                    "output_cost_per_token": OUT_PRICE,
+                },
+            },
+        )
+        assert model.status_code == 200, model.text
+        deployment = (await operator.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "d"})).json()
+        keys = []
+        for _ in range(4):
+            key = await operator.post("/v4/api-keys", json={"role": "member"})
+            assert key.status_code == 201, key.text
+            keys.append(key.json()["key"])
+        limits = {"max_budget": budget, "budget_duration": "30d"}
+        limited = await operator.patch(f"/v4/accounts/{account}/limits", json=limits)
+        assert limited.status_code == 200, limited.text
+
+    burst = await asyncio.gather(*(chat(clients[i % 2], deployment["id"], keys[i % 4]) for i in range(64)))
+    assert {answer.status_code for answer in burst} == {200, 429}
+    refused = [answer.json()["detail"] for answer in burst if answer.status_code == 429]
+    assert all(detail.startswith("account max_budget exceeded") for detail in refused), refused[:3]
+    served = sum(answer.status_code == 200 for answer in burst)
+    refusals = 0
+    while refusals < 2 and served < 40:  # refused twice, half a second apart: settled, spent
+        answer = await chat(clients[served % 2], deployment["id"], keys[served % 4])
+        if answer.status_code == 429:
+            refusals += 1
+            await asyncio.sleep(0.5)
+        else:
+            assert answer.status_code == 200
+            served += 1
+    assert refusals == 2
+    reader = {"x-api-key": E2E_KEY, "x-selected-account-id": account}
+    deadline = time.monotonic() + 20  # replicas flush their usage every 0.2 s
+    while (spend := (await clients[1].get("/v4/spend", headers=reader)).json())["spend"] < served * PLAIN_COST - 1e-9:
+        assert time.monotonic() < deadline, spend
+        await asyncio.sleep(0.2)
+    assert spend["spend"] == pytest.approx(served * PLAIN_COST)
+    assert budget <= spend["spend"] < budget + RESERVATION
+    assert spend["budget"]["spent"] == pytest.approx(spend["spend"])

@@ -19,7 +19,7 @@ from modelport.limits.base import Limiter, LimitExceeded
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.pricing import prompt_token_bound, rendered_prompt_token_bound
 from modelport.limits.redis import RedisLimiter
-from modelport.principal import KeyLimits, Principal
+from modelport.principal import Limits, Principal
 from modelport.prompts.render_pool import RenderPool
 from modelport.vendors.base import Target
 from tests.redis_server import OwnRedis
@@ -66,7 +66,7 @@ TARGET = Target(
 
 
 def _principal(key_id: str, **limits: Any) -> Principal:
-    limited = KeyLimits(**limits)
+    limited = Limits(**limits)
     return Principal(
         identity_id="i", identity_type="user", account_id="a", role="member", key_id=key_id, key_limits=limited
     )

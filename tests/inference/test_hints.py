@@ -18,7 +18,7 @@ from modelport.inference.params import CallBounds, check_supported, effective_sa
 from modelport.inference.service import CHAT_WINDOW, COMPATIBLE_WINDOW, TextRequest
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.pricing import prompt_token_bound
-from modelport.principal import KeyLimits, Principal
+from modelport.principal import Limits, Principal
 from modelport.schemas import openai as wire
 from modelport.vendors import embedded, openai
 from modelport.vendors.base import Capabilities, Target
@@ -160,7 +160,7 @@ def test_a_max_tokens_no_prompt_fits_with_is_clamped_and_said_so() -> None:
 
 async def test_the_limits_reserve_the_clamped_bound() -> None:
     gate = LimitGate(MemoryLimiter())
-    principal = Principal("i", "user", "a", "admin", key_id="k", key_limits=KeyLimits(tpm_limit=1_000_000))
+    principal = Principal("i", "user", "a", "admin", key_id="k", key_limits=Limits(tpm_limit=1_000_000))
     decided = max_tokens_for(_call(32_000), NEEDS_A_NUMBER, 8192, 4096, window=COMPATIBLE_WINDOW)
     call = replace(_call(decided.sent), response_token_bound=decided.bound)
     admission = await gate.admit(principal, TARGET, call, "r")

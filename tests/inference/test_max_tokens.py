@@ -10,7 +10,7 @@ from modelport.inference.admission import LimitGate
 from modelport.inference.calls import MaxTokens, max_tokens_for
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.pricing import prompt_token_bound
-from modelport.principal import KeyLimits, Principal
+from modelport.principal import Limits, Principal
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.base import Capabilities, Target
 from modelport.vendors.settings import AnthropicSettings
@@ -68,7 +68,7 @@ def test_anthropics_default_is_capped_at_the_models_output_limit() -> None:
 
 async def test_the_limits_reserve_the_answers_bound() -> None:
     gate = LimitGate(MemoryLimiter())
-    principal = Principal("i", "user", "a", "admin", key_id="k", key_limits=KeyLimits(tpm_limit=1_000_000))
+    principal = Principal("i", "user", "a", "admin", key_id="k", key_limits=Limits(tpm_limit=1_000_000))
     target = Target(deployment_id="d", model_type="COMPLETION", model_vendor="OPENAI", context_window=4096)
     decided = max_tokens_for(_call(None), NO_DEFAULT, target.context_window, 512)
     call = replace(_call(decided.sent), response_token_bound=decided.bound)

@@ -27,7 +27,7 @@ from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService, TextRequest
 from modelport.limits.memory import MemoryLimiter
 from modelport.observability.shutdown import gate
-from modelport.principal import KeyLimits, Principal
+from modelport.principal import Limits, Principal
 from modelport.schemas import anthropic as anthropic_wire
 from modelport.schemas import openai as openai_wire
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest
@@ -148,7 +148,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             router=Router(app.state.sessions, cache, PassiveHealth()),
             limits=limits,
         )
-        one_at_a_time = KeyLimits(max_parallel_requests=1)
+        one_at_a_time = Limits(max_parallel_requests=1)
         principal = Principal("i", "user", account, "admin", key_id="k", key_limits=one_at_a_time)
         yield World(service, vendor, limits, usage, principal, deployments)
 

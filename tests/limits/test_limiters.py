@@ -12,7 +12,7 @@ import pytest
 from modelport.limits.base import Admission, Demand, Limiter, LimitExceeded, LimitStoreUnavailable
 from modelport.limits.memory import MemoryLimiter
 from modelport.limits.redis import MAX_CONNECTIONS, RedisLimiter
-from modelport.principal import KeyLimits
+from modelport.principal import Limits
 from tests.redis_server import OwnRedis
 
 
@@ -38,10 +38,13 @@ class Spend:
     def __init__(self) -> None:
         self.total = 0.0
         self.asked: list[float] = []
+        self.owners: list[tuple[str, str]] = []  # (scope, id) of each question
+        self.by_owner: dict[str, float] = {}  # an owner's own total, where it differs
 
-    async def __call__(self, key_id: str, since: float) -> float:
+    async def __call__(self, scope: str, owner_id: str, since: float) -> float:
         self.asked.append(since)
-        return self.total
+        self.owners.append((scope, owner_id))
+        return self.by_owner.get(owner_id, self.total)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -70,7 +73,7 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[object]:
 _requests = iter(range(10_000_000))
 
 
-def demand(key_id: str, limits: KeyLimits, *, tokens: int = 10, cost: float = 0.0, **more: object) -> Demand:
+def demand(key_id: str, limits: Limits, *, tokens: int = 10, cost: float = 0.0, **more: object) -> Demand:
     fields: dict[str, object] = {
         "request_id": f"r{next(_requests)}",
         "key_id": key_id,
@@ -89,7 +92,7 @@ async def test_rpm_admits_exactly_the_limit_then_429_until_the_window_moves(make
     clock = Clock()
     limiter = make(clock)  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    limits = KeyLimits(rpm_limit=5)
+    limits = Limits(rpm_limit=5)
     remaining = []
     for _ in range(5):
         admission = await limiter.admit(demand(key, limits))
@@ -113,7 +116,7 @@ async def test_tpm_reserves_then_settles_the_real_count(make: object) -> None:
     clock = Clock()
     limiter = make(clock)  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    limits = KeyLimits(tpm_limit=1000)
+    limits = Limits(tpm_limit=1000)
     first = await limiter.admit(demand(key, limits, tokens=900))
     assert first.remaining_tokens == 100
     second = await limiter.admit(demand(key, limits, tokens=900))  # 900 < 1000: admitted, window now over
@@ -132,7 +135,7 @@ async def test_parallel_slots_are_held_until_settled(make: object) -> None:
     clock = Clock()
     limiter = make(clock, parallel_lease_seconds=600)  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    limits = KeyLimits(max_parallel_requests=2)
+    limits = Limits(max_parallel_requests=2)
     one = await limiter.admit(demand(key, limits))
     await limiter.admit(demand(key, limits))
     with pytest.raises(LimitExceeded) as refused:
@@ -154,7 +157,7 @@ async def test_budget_overspend_is_bounded_by_one_reservation(make: object) -> N
     clock = Clock()
     limiter = make(clock, Spend())  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    limits = KeyLimits(max_budget=1.0, budget_duration="1d", budget_anchor=clock.now)
+    limits = Limits(max_budget=1.0, budget_duration="1d", budget_anchor=clock.now)
     reservation = 0.3
     admitted: list[Admission] = []
     for _ in range(10):  # all in flight at once: none settled yet
@@ -176,7 +179,7 @@ async def test_budget_settles_real_cost_and_resets_after_its_duration(make: obje
     clock = Clock()
     limiter = make(clock, Spend())  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    limits = KeyLimits(max_budget=1.0, budget_duration="1h", budget_anchor=clock.now)
+    limits = Limits(max_budget=1.0, budget_duration="1h", budget_anchor=clock.now)
     admission = await limiter.admit(demand(key, limits, cost=5.0))  # reserves far more than the budget
     with pytest.raises(LimitExceeded):
         await limiter.admit(demand(key, limits, cost=0.1))
@@ -200,7 +203,7 @@ async def test_budget_count_is_seeded_from_the_usage_records(make: object) -> No
     spend.total = 0.99
     limiter = make(clock, spend)  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    limits = KeyLimits(max_budget=1.0, budget_duration="30d", budget_anchor=clock.now - 86400 * 45)
+    limits = Limits(max_budget=1.0, budget_duration="30d", budget_anchor=clock.now - 86400 * 45)
     await limiter.admit(demand(key, limits, cost=0.5))
     with pytest.raises(LimitExceeded):
         await limiter.admit(demand(key, limits, cost=0.5))
@@ -208,14 +211,72 @@ async def test_budget_count_is_seeded_from_the_usage_records(make: object) -> No
     assert spend.asked == [clock.now - 86400 * 15]
 
 
+async def test_an_accounts_limits_count_all_its_keys_beside_each_keys_own(make: object) -> None:
+    """Four keys of one account, each with room of its own: the account's rpm and
+    parallel limits hold for them together, and a refusal says it was the account's."""
+    clock = Clock()
+    limiter = make(clock)  # type: ignore[operator]
+    account = make.unique()  # type: ignore[attr-defined]
+    keys = [make.unique() for _ in range(4)]  # type: ignore[attr-defined]
+    shared = Limits(rpm_limit=6, max_parallel_requests=3)
+    own = Limits(rpm_limit=100)
+    held = [await limiter.admit(demand(keys[i], own, account_id=account, account=shared)) for i in range(3)]
+    with pytest.raises(LimitExceeded) as refused:
+        await limiter.admit(demand(keys[3], own, account_id=account, account=shared))
+    assert (refused.value.limit, refused.value.scope) == ("max_parallel_requests", "account")
+    assert refused.value.holds_everywhere
+    for admission in held:
+        await limiter.settle(admission, tokens=0, cost=0.0)
+    for i in range(3):  # 3 more requests: 6 in the minute
+        await limiter.settle(
+            await limiter.admit(demand(keys[i], own, account_id=account, account=shared)), tokens=0, cost=0.0
+        )
+    with pytest.raises(LimitExceeded) as refused:
+        await limiter.admit(demand(keys[3], own, account_id=account, account=shared))
+    assert (refused.value.limit, refused.value.scope) == ("rpm_limit", "account")
+    # Another account's keys are not counted with these.
+    await limiter.admit(demand(keys[3], own, account_id=make.unique(), account=shared))  # type: ignore[attr-defined]
+
+
+async def test_an_accounts_budget_is_shared_and_its_overspend_bounded_by_one_reservation(make: object) -> None:
+    """Forty requests from four keys in flight at once against an account budget of
+    $1: those admitted reserved less than budget + one reservation, whatever the keys'
+    own (larger) budgets; the count is seeded from the account's own recorded spend."""
+    clock = Clock()
+    spend = Spend()
+    account = make.unique()  # type: ignore[attr-defined]
+    spend.by_owner[account] = 0.25  # spent before this limiter counted
+    limiter = make(clock, spend)  # type: ignore[operator]
+    keys = [make.unique() for _ in range(4)]  # type: ignore[attr-defined]
+    shared = Limits(max_budget=1.0, budget_duration="1d", budget_anchor=clock.now)
+    own = Limits(max_budget=100.0, budget_duration="1d", budget_anchor=clock.now)
+    reservation = 0.1
+    admitted: list[Admission] = []
+    refusals: list[LimitExceeded] = []
+    for index in range(40):
+        try:
+            admitted.append(
+                await limiter.admit(demand(keys[index % 4], own, cost=reservation, account_id=account, account=shared))
+            )
+        except LimitExceeded as refused:
+            refusals.append(refused)
+    assert {(refused.limit, refused.scope) for refused in refusals} == {("max_budget", "account")}
+    assert 1.0 <= 0.25 + reservation * len(admitted) < 1.0 + reservation
+    assert len(admitted) == 8  # 0.25 + 0.1 * 7 = 0.95 < 1.0 lets the eighth in
+    assert ("account", account) in spend.owners
+    for admission in admitted:  # they cost half their reservation: room again
+        await limiter.settle(admission, tokens=0, cost=reservation / 2)
+    await limiter.admit(demand(keys[0], own, cost=reservation, account_id=account, account=shared))
+
+
 async def test_deployment_rpm_counts_every_key(make: object) -> None:
     clock = Clock()
     limiter = make(clock)  # type: ignore[operator]
     deployment = make.unique()  # type: ignore[attr-defined]
     for index in range(3):
-        await limiter.admit(demand(f"k{index}", KeyLimits(), deployment_id=deployment, deployment_rpm=3))
+        await limiter.admit(demand(f"k{index}", Limits(), deployment_id=deployment, deployment_rpm=3))
     with pytest.raises(LimitExceeded) as refused:
-        await limiter.admit(demand("k9", KeyLimits(), deployment_id=deployment, deployment_rpm=3))
+        await limiter.admit(demand("k9", Limits(), deployment_id=deployment, deployment_rpm=3))
     assert refused.value.scope == "deployment"
 
 
@@ -223,13 +284,13 @@ async def test_a_refused_request_takes_nothing(make: object) -> None:
     clock = Clock()
     limiter = make(clock)  # type: ignore[operator]
     key = make.unique()  # type: ignore[attr-defined]
-    await limiter.admit(demand(key, KeyLimits(max_parallel_requests=1)))
-    both = KeyLimits(rpm_limit=2, max_parallel_requests=1)
+    await limiter.admit(demand(key, Limits(max_parallel_requests=1)))
+    both = Limits(rpm_limit=2, max_parallel_requests=1)
     for _ in range(3):
         with pytest.raises(LimitExceeded):
             await limiter.admit(demand(key, both))  # parallel refuses: rpm must not count it
     fresh = make.unique()  # type: ignore[attr-defined]
-    assert (await limiter.admit(demand(fresh, KeyLimits(rpm_limit=2)))).remaining_requests == 1
+    assert (await limiter.admit(demand(fresh, Limits(rpm_limit=2)))).remaining_requests == 1
 
 
 async def test_redis_down_fails_open_or_closed_and_recovers(tmp_path: Path) -> None:
@@ -238,8 +299,8 @@ async def test_redis_down_fails_open_or_closed_and_recovers(tmp_path: Path) -> N
     clock = Clock()
     limiter = RedisLimiter(server.url, clock=clock, fail_closed=["max_budget"], timeout=0.2, retry_seconds=0.0)
     try:
-        rpm = KeyLimits(rpm_limit=1)
-        budget = KeyLimits(max_budget=10.0)
+        rpm = Limits(rpm_limit=1)
+        budget = Limits(max_budget=10.0)
         await limiter.admit(demand("k", rpm))
         with pytest.raises(LimitExceeded):
             await limiter.admit(demand("k", rpm))
@@ -266,7 +327,7 @@ async def test_more_concurrent_requests_than_redis_connections_wait_for_one(own_
     """A request beyond the connection pool's size waits for a connection; it is not
     told that Redis is unreachable (which fails a fail-closed limit with 503)."""
     limiter = RedisLimiter(own_redis.url, clock=Clock(), fail_closed=["max_budget"], timeout=10.0)
-    budget = KeyLimits(max_budget=1e9)
+    budget = Limits(max_budget=1e9)
     try:
         admitted = await asyncio.gather(
             *(limiter.admit(demand("pool-key", budget, cost=0.01)) for _ in range(MAX_CONNECTIONS + 44))
@@ -309,14 +370,14 @@ async def test_the_gate_reports_each_refusal_and_counts_nothing_for_unlimited_ke
     target = Target(deployment_id="d", model_type="CHAT_COMPLETION", model_vendor="OPENAI")
     call = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=5), prompt="hi")
 
-    def principal(limits: KeyLimits | None) -> Principal:
+    def principal(limits: Limits | None) -> Principal:
         return Principal("i", "user", "a", "member", key_id="k", key_limits=limits)
 
     assert await gate.admit(principal(None), target, call, "r0") is None  # nothing to count
-    admitted = await gate.admit(principal(KeyLimits(rpm_limit=1)), target, call, "r1")
+    admitted = await gate.admit(principal(Limits(rpm_limit=1)), target, call, "r1")
     assert admitted is not None and admitted.headers() == {"x-ratelimit-remaining-requests": "0"}
     with pytest.raises(LimitExceeded):
-        await gate.admit(principal(KeyLimits(rpm_limit=1)), target, call, "r2")
+        await gate.admit(principal(Limits(rpm_limit=1)), target, call, "r2")
     assert [refusal.status_code for refusal in refusals] == [429]
     gate.settle(admitted, tokens=3, cost=0.0)
     await gate.aclose()

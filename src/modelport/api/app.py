@@ -62,7 +62,7 @@ from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
 from modelport.limits import build_limiter
 from modelport.limits.auth_throttle import AuthThrottle
-from modelport.limits.base import Clock, wall_clock
+from modelport.limits.base import Clock, Scope, wall_clock
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.heap import freeze_startup_heap
 from modelport.observability.middleware import RequestObserver
@@ -286,9 +286,10 @@ CORS_EXPOSED_HEADERS = [
 
 
 def _limit_gate(settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> LimitGate:
-    async def spend_since(key_id: str, since: float) -> float:
+    async def spend_since(scope: Scope, owner_id: str, since: float) -> float:
         async with sessions() as session:
-            return await usage.key_spend_since(session, key_id=key_id, since=datetime.fromtimestamp(since, UTC))
+            moment = datetime.fromtimestamp(since, UTC)
+            return await usage.spend_since(session, scope=scope, owner_id=owner_id, since=moment)
 
     limiter = build_limiter(
         redis_url=settings.redis_url,

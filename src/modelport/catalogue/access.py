@@ -12,14 +12,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from modelport.catalogue.budgets import budget_status
 from modelport.catalogue.keys import display_prefix, generate_key, hash_key
 from modelport.errors import Conflict, Forbidden, NotFound, Unauthenticated, field_error, field_errors
 from modelport.policy import ServerPolicy
 from modelport.principal import IdentityType, Principal, Role
-from modelport.schemas.catalogue import KeyCreated, KeyOut, KeyUpdate
+from modelport.schemas.catalogue import AccountLimitsOut, AccountLimitsUpdate, KeyCreated, KeyOut, KeyUpdate
 from modelport.store import accounts, usage
 from modelport.store.cache import CatalogueCache
-from modelport.store.tables import ApiKey, utcnow
+from modelport.store.tables import Account, ApiKey, utcnow
 
 
 def require_admin(principal: Principal) -> None:
@@ -81,21 +82,22 @@ class Access:
                 raise Unauthenticated("API key expired")
         account_id = selected_account_id or owner.default_account_id
 
-        async def load_role() -> Role | None:
+        async def load_access() -> accounts.AccountAccess | None:
             async with self._sessions() as session:
-                return await accounts.membership_role(session, identity_id=owner.identity_id, account_id=account_id)
+                return await accounts.account_access(session, identity_id=owner.identity_id, account_id=account_id)
 
-        role = await self._cache.get_or_load(("role", owner.identity_id, account_id), load_role)
-        if role is None:
+        access = await self._cache.get_or_load(("access", owner.identity_id, account_id), load_access)
+        if access is None:
             raise Forbidden(f"this API key's identity is not a member of account {account_id}")
         return Principal(
             identity_id=owner.identity_id,
             identity_type=owner.identity_type,
             account_id=account_id,
-            role=role,
+            role=access.role,
             is_operator=owner.is_operator,
             key_id=owner.key_id,
             key_limits=owner.limits,
+            account_limits=access.account_limits,
             model_allow=owner.model_allow,
         )
 
@@ -110,6 +112,36 @@ class Access:
                 session, identity_id=principal.identity_id, account_id=account.id, role=Role.ADMIN
             )
             return account.id
+
+    async def account_limits(self, principal: Principal, account_id: str) -> AccountLimitsOut:
+        """An account's own limits and its budget's window: for its admins, and for
+        operators (of any account)."""
+        if not principal.is_operator:
+            if account_id != principal.account_id:
+                raise NotFound(f"account {account_id} not found")
+            require_admin(principal)
+        async with self._sessions() as session:
+            account = await accounts.get_account(session, account_id=account_id)
+            if account is None:
+                raise NotFound(f"account {account_id} not found")
+            return await account_limits_out(session, account)
+
+    async def update_account_limits(
+        self, principal: Principal, account_id: str, body: AccountLimitsUpdate
+    ) -> AccountLimitsOut:
+        """Set an account's limits: the server's operators only. They bound what all the
+        account's keys may use together, so an account's own admins may not raise them."""
+        if not principal.is_operator:
+            if account_id != principal.account_id:
+                raise NotFound(f"account {account_id} not found")
+            raise Forbidden("only the server's operators may set an account's limits")
+        async with self._sessions() as session, session.begin():
+            account = await accounts.get_account(session, account_id=account_id)
+            if account is None:
+                raise NotFound(f"account {account_id} not found")
+            apply_limit_changes(account, body.model_dump(exclude_unset=True))
+            await session.flush()
+            return await account_limits_out(session, account)
 
     async def create_key(
         self,
@@ -275,10 +307,29 @@ def apply_key_changes(key: ApiKey, changes: dict[str, Any]) -> None:
             # Duplicates dropped, order kept: the listing shows what was meant.
             value = changes.pop(field)
             changes[column] = list(dict.fromkeys(value)) if value is not None else None
-    if "budget_duration" in changes and changes["budget_duration"] != key.budget_duration:
-        key.budget_started_at = utcnow()  # a new kind of window starts counting now
+    apply_limit_changes(key, changes)
+
+
+def apply_limit_changes(holder: ApiKey | Account, changes: dict[str, Any]) -> None:
+    """Set the columns of a key or an account that `changes` names: its limits, and for a
+    key its name and allow-lists (already in column form)."""
+    if "budget_duration" in changes and changes["budget_duration"] != holder.budget_duration:
+        holder.budget_started_at = utcnow()  # a new kind of window starts counting now
     for field, value in changes.items():
-        setattr(key, field, value)
+        setattr(holder, field, value)
+
+
+async def account_limits_out(session: AsyncSession, account: Account) -> AccountLimitsOut:
+    limits = accounts.limits_of(account)
+    return AccountLimitsOut(
+        account_id=account.id,
+        rpm_limit=account.rpm_limit,
+        tpm_limit=account.tpm_limit,
+        max_parallel_requests=account.max_parallel_requests,
+        max_budget=account.max_budget,
+        budget_duration=account.budget_duration,
+        budget=await budget_status(session, scope="account", owner_id=account.id, limits=limits),
+    )
 
 
 async def create_key(

@@ -8,8 +8,9 @@ from collections.abc import Container
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.access import require_admin
+from modelport.catalogue.budgets import budget_status
 from modelport.principal import Principal
-from modelport.schemas.catalogue import SpendReport
+from modelport.schemas.catalogue import BudgetStatus, SpendReport
 from modelport.store import accounts, usage
 
 # In `by_key`, the spend of the keys the reader may not see (another user's, the
@@ -26,6 +27,15 @@ async def account_spend(
     async with sessions() as session:
         by_key = await usage.account_spend(session, account_id=account_id, by="key_id")
         by_deployment = await usage.account_spend(session, account_id=account_id, by="deployment_id")
+        account = await accounts.get_account(session, account_id=account_id)
+        limits = accounts.limits_of(account) if account is not None else None
+        budget = await budget_status(session, scope="account", owner_id=account_id, limits=limits)
+        key_budgets: dict[str, BudgetStatus] = {}
+        for key, _ in await accounts.list_keys(session, account_id=account_id, identity_id="", everyone=True):
+            if key.revoked_at is None and (visible_keys is None or key.id in visible_keys):
+                status = await budget_status(session, scope="key", owner_id=key.id, limits=accounts.limits_of(key))
+                if status is not None:
+                    key_budgets[key.id] = status
     if visible_keys is not None:
         shown: dict[str, float] = {}
         for key_id, total in by_key.items():
@@ -37,6 +47,8 @@ async def account_spend(
         spend=sum(by_deployment.values()),
         by_key=by_key,
         by_deployment=by_deployment,
+        budget=budget,
+        key_budgets=key_budgets,
     )
 
 

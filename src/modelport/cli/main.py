@@ -14,7 +14,7 @@ from modelport.cli import console, key_allow, listing, secrets
 from modelport.cli.common import argument, command_group, fail, settings_or_exit, with_database
 from modelport.config import Settings
 from modelport.errors import ValidationFailed
-from modelport.schemas.catalogue import MAX_ROTATION_GRACE_SECONDS
+from modelport.schemas.catalogue import MAX_ROTATION_GRACE_SECONDS, BudgetStatus
 
 app = command_group("modelport: a self-hosted gateway for LLM model deployments.")
 db_app = command_group("Database schema.")
@@ -367,6 +367,56 @@ def keys_update(
     typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in shown.items()) or "no change"))
 
 
+@accounts_app.command("limits")
+def accounts_limits(
+    account: Annotated[str, argument("ACCOUNT")],
+    rpm_limit: RpmOption = None,
+    tpm_limit: TpmOption = None,
+    max_parallel_requests: ParallelOption = None,
+    max_budget: BudgetOption = None,
+    budget_duration: DurationOption = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option("--clear", metavar="LIMIT", help="Remove a limit, e.g. --clear rpm_limit (repeatable)."),
+    ] = None,
+) -> None:
+    """Show or set ACCOUNT's own limits (its name, id or unique id prefix): they hold
+    for all its keys together, in addition to each key's own. Without options, shows them."""
+    from modelport.catalogue.access import account_limits_out, apply_limit_changes
+    from modelport.schemas.catalogue import AccountLimitsOut
+    from modelport.store.tables import Account
+
+    account_id = console.resolve_account(account)
+    changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
+    for name in clear or []:
+        field = name.replace("-", "_")
+        if field not in _key_options():
+            fail(f"--clear {name}: not a limit; one of {', '.join(_key_options())}")
+        changes[field] = None
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> AccountLimitsOut:
+        async with sessions() as session, session.begin():
+            found = await session.get(Account, account_id)
+            assert found is not None  # resolved just above
+            apply_limit_changes(found, changes)
+            await session.flush()
+            return await account_limits_out(session, found)
+
+    shown = with_database(work)
+    limits = {name: getattr(shown, name) for name in _key_options() if getattr(shown, name) is not None}
+    described = ", ".join(f"{name}={value}" for name, value in limits.items())
+    typer.echo(f"account {account_id}: {described or 'no limits'}")
+    if shown.budget is not None:
+        budget = shown.budget
+        typer.echo(f"  budget: ${budget.spent:.6f} spent of ${budget.max_budget:.6f} in the window {_window(budget)}")
+
+
+def _window(budget: BudgetStatus) -> str:
+    start = f"{budget.window_start:%Y-%m-%d %H:%M}Z" if budget.window_start else "the beginning"
+    end = f"{budget.window_end:%Y-%m-%d %H:%M}Z" if budget.window_end else "never"
+    return f"from {start} to {end}"
+
+
 @app.command("spend")
 def spend(
     account: Annotated[str, typer.Option(metavar="NAME|ID", help="The account's name, id or unique id prefix.")],
@@ -380,6 +430,10 @@ def spend(
     for label, groups in (("key", report.by_key), ("deployment", report.by_deployment)):
         for group, total in sorted(groups.items(), key=lambda item: -item[1]):
             typer.echo(f"  {label} {group or '(none)'}: ${total:.6f}")
+    budgets = [("account", account_id, report.budget)] if report.budget is not None else []
+    budgets += [("key", key_id, budget) for key_id, budget in report.key_budgets.items()]
+    for label, owner, budget in budgets:
+        typer.echo(f"  budget of {label} {owner}: ${budget.spent:.6f} of ${budget.max_budget:.6f}, {_window(budget)}")
 
 
 @keys_app.command("revoke")

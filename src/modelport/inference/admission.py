@@ -16,6 +16,7 @@ from collections.abc import Callable
 from modelport.errors import ModelportError
 from modelport.generation import GenerationCall
 from modelport.limits.base import (
+    NO_LIMITS,
     Admission,
     Demand,
     Limiter,
@@ -24,14 +25,12 @@ from modelport.limits.base import (
     response_headers,
 )
 from modelport.limits.pricing import prompt_token_bound, rendered_prompt_token_bound, reserved_cost_of
-from modelport.principal import KeyLimits, Principal
+from modelport.principal import Limits, Principal
 from modelport.prompts.render_pool import RenderScope, render_scope
 from modelport.prompts.templates import render_chat_async
 from modelport.vendors.base import Target
 
 log = logging.getLogger(__name__)
-
-NO_LIMITS = KeyLimits()
 
 
 def _positive_int(value: object) -> int | None:
@@ -42,6 +41,16 @@ def _positive_int(value: object) -> int | None:
     except (TypeError, ValueError):
         return None
     return number if number >= 0 else None
+
+
+def _counting_prompt(limits: Limits) -> Limits:
+    """Of `limits`, those a larger prompt takes more of: tokens and budget."""
+    return Limits(
+        tpm_limit=limits.tpm_limit,
+        max_budget=limits.max_budget,
+        budget_duration=limits.budget_duration,
+        budget_anchor=limits.budget_anchor,
+    )
 
 
 class LimitGate:
@@ -61,8 +70,10 @@ class LimitGate:
         """Whether a limit counts this request's tokens or cost (a tpm limit or a
         budget): only then is it worth rendering a prompt to reserve it."""
         key = principal.key_limits or NO_LIMITS
+        account = principal.account_limits or NO_LIMITS
         by_key = principal.key_id is not None and (key.tpm_limit is not None or key.max_budget is not None)
-        return by_key or _positive_int(target.parameters.get("tpm_limit")) is not None
+        by_account = account.tpm_limit is not None or account.max_budget is not None
+        return by_key or by_account or _positive_int(target.parameters.get("tpm_limit")) is not None
 
     async def admit(
         self,
@@ -94,6 +105,8 @@ class LimitGate:
             tokens=prompt_bound + response_bound,
             cost=reserved_cost_of(target.parameters, prompt_bound, response_bound),
             prompt_tokens=prompt_bound,
+            account_id=principal.account_id,
+            account=principal.account_limits or NO_LIMITS,
         )
         if not demand.limited:
             return None
@@ -116,22 +129,18 @@ class LimitGate:
         extra = prompt_tokens - reserved
         if extra <= 0:
             return
-        key = demand.key
         top_up = Demand(
             request_id=f"{demand.request_id}:prompt{len(admission.top_ups) + 1}",
             key_id=demand.key_id,
-            key=KeyLimits(
-                tpm_limit=key.tpm_limit,
-                max_budget=key.max_budget,
-                budget_duration=key.budget_duration,
-                budget_anchor=key.budget_anchor,
-            ),
+            key=_counting_prompt(demand.key),
             deployment_id=demand.deployment_id,
             deployment_rpm=None,
             deployment_tpm=demand.deployment_tpm,
             tokens=extra,
             cost=reserved_cost_of(target.parameters, extra, 0),
             prompt_tokens=extra,
+            account_id=demand.account_id,
+            account=_counting_prompt(demand.account),
         )
         if top_up.limited:
             admission.top_ups.append(await self._admit(top_up))

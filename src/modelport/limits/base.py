@@ -28,6 +28,11 @@ How each limit counts (SPEC 7):
   below `max_budget + the largest single reservation`, whatever the number of replicas
   and parallel requests (every request admitted saw spend + reservations < budget, and
   reservations only shrink at settlement).
+
+An account may carry the same limits (SPEC 10), counted for all its keys together in
+addition to each key's own: a request is admitted only when the key's, the account's
+and the deployment's counters all have room, and takes from all of them. The account's
+budget has the same overshoot bound: one request's reservation.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from modelport.errors import ModelportError, RateLimited
-from modelport.principal import KeyLimits
+from modelport.principal import Limits
 
 LimitName = Literal["rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget"]
+# Who a counter counts for: an API key, an account (all its keys), a deployment.
+Scope = Literal["key", "account", "deployment"]
 LIMIT_NAMES: tuple[LimitName, ...] = ("rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget")
 WINDOW_SECONDS = 60
 # A budget for a key's whole life never resets: Retry-After then says "a year".
@@ -53,9 +60,11 @@ MAX_RETRY_AFTER = 366 * 86400
 response_headers: ContextVar[dict[str, str] | None] = ContextVar("modelport_ratelimit_headers", default=None)
 
 Clock = Callable[[], float]
-# Spend of a key since a moment (epoch seconds), from its usage records: seeds a budget
-# window the limiter has no count for (first use, a restarted process, an emptied Redis).
-SpendSource = Callable[[str, float], Awaitable[float]]
+# Spend of a key or an account (scope, id) since a moment (epoch seconds), from the usage
+# records: seeds a budget window the limiter has no count for (first use, a restarted
+# process, an emptied Redis).
+SpendSource = Callable[[Scope, str, float], Awaitable[float]]
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,24 +73,24 @@ class Demand:
 
     request_id: str
     key_id: str | None
-    key: KeyLimits
+    key: Limits
     deployment_id: str
     deployment_rpm: int | None
     deployment_tpm: int | None
     tokens: int  # reserved: an upper bound of prompt + response tokens
     cost: float  # reserved: the most the request can cost, US dollars
     prompt_tokens: int = 0  # of `tokens`, those reserved for the prompt
+    account_id: str | None = None
+    account: Limits = NO_LIMITS  # the account's own limits, shared by its keys
 
     @property
     def limited(self) -> bool:
-        key = self.key
-        key_limited = self.key_id is not None and (
-            key.rpm_limit is not None
-            or key.tpm_limit is not None
-            or key.max_parallel_requests is not None
-            or key.max_budget is not None
+        return (
+            (self.key_id is not None and self.key.any)
+            or (self.account_id is not None and self.account.any)
+            or self.deployment_rpm is not None
+            or self.deployment_tpm is not None
         )
-        return key_limited or self.deployment_rpm is not None or self.deployment_tpm is not None
 
 
 @dataclass(slots=True)
@@ -90,7 +99,7 @@ class Admission:
 
     demand: Demand
     now: float
-    # Counter names taken at admission ("key:rpm", "deployment:tpm", "key:budget", ...);
+    # Counter names taken at admission ("key:rpm_limit", "account:max_budget", ...);
     # none when the store was unreachable and the limits failed open.
     taken: frozenset[str] = frozenset()
     budget_window: int | None = None
@@ -124,8 +133,8 @@ class LimitExceeded(RateLimited):
 
     @property
     def holds_everywhere(self) -> bool:
-        """Whether another deployment would refuse the request too: the key's limits hold
-        across all of them, a deployment's own only for it."""
+        """Whether another deployment would refuse the request too: the key's and the
+        account's limits hold across all of them, a deployment's own only for it."""
         return self.scope != "deployment"
 
 
@@ -160,6 +169,7 @@ def wall_clock() -> float:
 
 __all__ = [
     "LIMIT_NAMES",
+    "NO_LIMITS",
     "WINDOW_SECONDS",
     "Admission",
     "Clock",
@@ -168,6 +178,7 @@ __all__ = [
     "LimitName",
     "LimitStoreUnavailable",
     "Limiter",
+    "Scope",
     "SpendSource",
     "wall_clock",
 ]

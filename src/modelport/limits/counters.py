@@ -8,56 +8,36 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from modelport.limits.base import WINDOW_SECONDS, Admission, Demand, LimitExceeded, LimitName, SpendSource
+from modelport.limits.base import WINDOW_SECONDS, Admission, Demand, LimitExceeded, LimitName, Scope, SpendSource
+from modelport.principal import Limits
 
 CounterKind = Literal["window", "parallel", "budget"]
 
 
 @dataclass(frozen=True, slots=True)
 class Counter:
-    name: str  # "key:rpm_limit", "deployment:tpm_limit", ...: what settlement finds it by
-    scope: Literal["key", "deployment"]
+    name: str  # "key:rpm_limit", "account:max_budget", ...: what settlement finds it by
+    scope: Scope
     limit_name: LimitName
     kind: CounterKind
     store_key: str  # where its count lives
     limit: float
     amount: float  # what admission adds
     window_end: float = math.inf  # budget windows only: when the count starts again
+    # Budgets only: whose spend since when seeds a count the limiter does not have yet.
+    owner_id: str = ""
+    window_start: float = 0.0
 
 
 def plan(demand: Demand, now: float) -> tuple[list[Counter], int | None]:
-    """The counters `demand` is checked against, and its budget window's index."""
+    """The counters `demand` is checked against (the key's, the account's, the
+    deployment's), and the key's budget window's index."""
     counters: list[Counter] = []
-    key, key_id = demand.key, demand.key_id
     window_index: int | None = None
-    if key_id is not None:
-        if key.rpm_limit is not None:
-            counters.append(Counter("key:rpm_limit", "key", "rpm_limit", "window", f"k:{key_id}:rpm", key.rpm_limit, 1))
-        if key.tpm_limit is not None:
-            counters.append(
-                Counter("key:tpm_limit", "key", "tpm_limit", "window", f"k:{key_id}:tpm", key.tpm_limit, demand.tokens)
-            )
-        if key.max_parallel_requests is not None:
-            counters.append(
-                Counter(
-                    "key:max_parallel_requests",
-                    "key",
-                    "max_parallel_requests",
-                    "parallel",
-                    f"k:{key_id}:par",
-                    key.max_parallel_requests,
-                    1,
-                )
-            )
-        window = key.budget_window(now)
-        if window is not None and key.max_budget is not None:
-            window_index, _, end = window
-            # The duration and anchor are part of the name: changing them starts afresh
-            # (seeded from the usage records), never mixing two kinds of window.
-            store_key = f"k:{key_id}:budget:{key.budget_duration or 'life'}:{key.budget_anchor:.0f}:{window_index}"
-            counters.append(
-                Counter("key:max_budget", "key", "max_budget", "budget", store_key, key.max_budget, demand.cost, end)
-            )
+    if demand.key_id is not None:
+        window_index = _owner_counters(counters, "key", "k", demand.key_id, demand.key, demand, now)
+    if demand.account_id is not None:
+        _owner_counters(counters, "account", "a", demand.account_id, demand.account, demand, now)
     deployment = demand.deployment_id
     if demand.deployment_rpm is not None:
         rpm = demand.deployment_rpm
@@ -77,6 +57,68 @@ def plan(demand: Demand, now: float) -> tuple[list[Counter], int | None]:
             )
         )
     return counters, window_index
+
+
+def _owner_counters(
+    counters: list[Counter],
+    scope: Scope,
+    prefix: str,
+    owner_id: str,
+    limits: Limits,
+    demand: Demand,
+    now: float,
+) -> int | None:
+    """Append the counters of a key's or an account's limits; the budget window's index."""
+    if limits.rpm_limit is not None:
+        counters.append(
+            Counter(f"{scope}:rpm_limit", scope, "rpm_limit", "window", f"{prefix}:{owner_id}:rpm", limits.rpm_limit, 1)
+        )
+    if limits.tpm_limit is not None:
+        counters.append(
+            Counter(
+                f"{scope}:tpm_limit",
+                scope,
+                "tpm_limit",
+                "window",
+                f"{prefix}:{owner_id}:tpm",
+                limits.tpm_limit,
+                demand.tokens,
+            )
+        )
+    if limits.max_parallel_requests is not None:
+        counters.append(
+            Counter(
+                f"{scope}:max_parallel_requests",
+                scope,
+                "max_parallel_requests",
+                "parallel",
+                f"{prefix}:{owner_id}:par",
+                limits.max_parallel_requests,
+                1,
+            )
+        )
+    window = limits.budget_window(now)
+    if window is None or limits.max_budget is None:
+        return None
+    index, start, end = window
+    # The duration and anchor are part of the name: changing them starts afresh (seeded
+    # from the usage records), never mixing two kinds of window.
+    store_key = f"{prefix}:{owner_id}:budget:{limits.budget_duration or 'life'}:{limits.budget_anchor:.0f}:{index}"
+    counters.append(
+        Counter(
+            f"{scope}:max_budget",
+            scope,
+            "max_budget",
+            "budget",
+            store_key,
+            limits.max_budget,
+            demand.cost,
+            end,
+            owner_id=owner_id,
+            window_start=start,
+        )
+    )
+    return index
 
 
 def granted(
@@ -99,17 +141,16 @@ def granted(
     )
 
 
-async def spent_before(spend_source: SpendSource | None, demand: Demand, now: float) -> float:
-    """What the key spent in its current budget window before this limiter counted it
-    (recorded usage): where a new budget count starts. 0 without a source or a budget."""
-    window = demand.key.budget_window(now)
-    if spend_source is None or demand.key_id is None or window is None:
+async def spent_before(spend_source: SpendSource | None, counter: Counter) -> float:
+    """What the budget's key or account spent in its current window before this limiter
+    counted it (recorded usage): where a new budget count starts. 0 without a source."""
+    if spend_source is None or counter.kind != "budget":
         return 0.0
-    return await spend_source(demand.key_id, window[1])
+    return await spend_source(counter.scope, counter.owner_id, counter.window_start)
 
 
 def refusal(counter: Counter, used: float, retry_after: float) -> LimitExceeded:
-    scope = "API key" if counter.scope == "key" else "deployment"
+    scope = {"key": "API key", "account": "account", "deployment": "deployment"}[counter.scope]
     limit = counter.limit
     if counter.limit_name == "max_budget":
         detail = f"spent and reserved ${used:.6f} of ${limit:.6f}"

@@ -30,7 +30,7 @@ class MemoryLimiter:
         for counter in counters:
             if counter.kind == "budget" and counter.store_key not in self._budgets:
                 self._forget_ended_budgets(now)  # a new window: the ended ones can go
-                seed = await spent_before(self._spend_source, demand, now)
+                seed = await spent_before(self._spend_source, counter)
                 self._budgets.setdefault(counter.store_key, (seed, counter.window_end))
         # No await from here on: checking and taking cannot interleave with another request.
         for counter in counters:

@@ -179,12 +179,13 @@ class RedisLimiter:
             return Admission(demand=demand, now=now, budget_window=window_index)
         seeds: dict[int, str] = {}
         try:
-            for _ in range(2):  # a second pass only after seeding a budget count
+            # Another pass only after seeding a budget count (a key's, then an account's).
+            for _ in range(1 + sum(counter.kind == "budget" for counter in counters)):
                 answer = await self._call(self._admit_script, counters, self._admit_args(demand, counters, now, seeds))
                 if int(answer[0]) != -1:
                     break
                 index = int(answer[1]) - 1
-                seeds[index] = repr(await spent_before(self._spend_source, demand, now))
+                seeds[index] = repr(await spent_before(self._spend_source, counters[index]))
         except (RedisError, OSError, TimeoutError) as exc:
             return self._unreachable(demand, counters, now, window_index, exc)
         if int(answer[0]) == 0:

@@ -422,13 +422,45 @@ class KeyOut(_Out):
         return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+class BudgetStatus(_Out):
+    """A budget's current window and what was spent in it (US dollars, from the usage
+    records; requests still running are not in it yet)."""
+
+    max_budget: float
+    budget_duration: str | None = None  # none: one window for the holder's whole life
+    window_start: datetime | None = None  # none: the holder's whole life
+    window_end: datetime | None = None  # when the budget starts again; none: never
+    spent: float
+    remaining: float
+
+
+class AccountLimitsUpdate(KeyLimitFields):
+    """`PATCH /v4/accounts/{account_id}/limits` (operators): the fields sent change; null
+    clears a limit; the others stay."""
+
+
+class AccountLimitsOut(_Out):
+    """An account's own limits, shared by all its keys (each key's own apply as well)."""
+
+    account_id: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    budget: BudgetStatus | None = None  # the budget's current window, when there is a budget
+
+
 class SpendReport(_Out):
-    """An account's spend in US dollars: in all, per API key and per deployment."""
+    """An account's spend in US dollars: in all, per API key and per deployment; and the
+    state of the account's budget and of each listed key's budget."""
 
     account_id: str
     spend: float
     by_key: dict[str, float]
     by_deployment: dict[str, float]
+    budget: BudgetStatus | None = None  # the account's own budget, shared by its keys
+    key_budgets: dict[str, BudgetStatus] = Field(default_factory=dict)  # keys with a budget of their own
 
 
 class LatencyPercentiles(_Out):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelport.errors import Conflict
-from modelport.principal import IdentityType, KeyLimits, ModelAllowList, Role
+from modelport.principal import IdentityType, Limits, ModelAllowList, Role
 from modelport.store.tables import Account, ApiKey, Deployment, Identity, Membership, Model, utcnow
 
 
@@ -21,7 +21,7 @@ class KeyOwner:
     identity_type: IdentityType
     default_account_id: str
     is_operator: bool = False
-    limits: KeyLimits | None = None
+    limits: Limits | None = None
     model_allow: ModelAllowList | None = None
     # Epoch seconds, checked on every request against the clock (an owner stays cached
     # past these times): from `expires_at` on the key is expired; from `retires_at` on
@@ -116,7 +116,7 @@ async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | 
         identity_type=row[2],
         default_account_id=row[3],
         is_operator=bool(row[4]),
-        limits=key_limits(key),
+        limits=limits_of(key),
         model_allow=model_allow(key),
         expires_at=expires.timestamp() if expires is not None else None,
         retires_at=retires_at,
@@ -128,19 +128,20 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
-def key_limits(key: ApiKey) -> KeyLimits | None:
-    """The key's limits, or None when it has none (the common case: nothing to count)."""
-    if (key.rpm_limit, key.tpm_limit, key.max_parallel_requests, key.max_budget) == (None, None, None, None):
-        return None
-    anchor = as_utc(key.budget_started_at or key.created_at)
-    return KeyLimits(
-        rpm_limit=key.rpm_limit,
-        tpm_limit=key.tpm_limit,
-        max_parallel_requests=key.max_parallel_requests,
-        max_budget=key.max_budget,
-        budget_duration=key.budget_duration,
-        budget_anchor=anchor.timestamp() if anchor is not None else 0.0,
+def limits_of(holder: ApiKey | Account) -> Limits | None:
+    """A key's or an account's limits, or None when it has none (the common case:
+    nothing to count). Both store them in columns of the same names."""
+    limits = Limits(
+        rpm_limit=holder.rpm_limit,
+        tpm_limit=holder.tpm_limit,
+        max_parallel_requests=holder.max_parallel_requests,
+        max_budget=holder.max_budget,
+        budget_duration=holder.budget_duration,
     )
+    if not limits.any:
+        return None
+    anchor = as_utc(holder.budget_started_at or holder.created_at)
+    return replace(limits, budget_anchor=anchor.timestamp() if anchor is not None else 0.0)
 
 
 def model_allow(key: ApiKey) -> ModelAllowList | None:
@@ -176,11 +177,26 @@ async def unknown_allow_entries(
     return unknown_models, unknown_deployments
 
 
-async def membership_role(session: AsyncSession, *, identity_id: str, account_id: str) -> Role | None:
-    role: Role | None = await session.scalar(
-        select(Membership.role).where(Membership.identity_id == identity_id, Membership.account_id == account_id)
-    )
-    return role
+@dataclass(frozen=True, slots=True)
+class AccountAccess:
+    """An identity's standing in an account: its role, and the account's own limits."""
+
+    role: Role
+    account_limits: Limits | None = None
+
+
+async def account_access(session: AsyncSession, *, identity_id: str, account_id: str) -> AccountAccess | None:
+    """None when the identity is not a member of the account."""
+    row = (
+        await session.execute(
+            select(Membership.role, Account)
+            .join(Account, Account.id == Membership.account_id)
+            .where(Membership.identity_id == identity_id, Membership.account_id == account_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return AccountAccess(role=row[0], account_limits=limits_of(row[1]))
 
 
 def _keys_managed_in(account_id: str, identity_id: str, *, everyone: bool) -> Any:

@@ -15,7 +15,16 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 # Its after_flush listener writes the audit log for every session this module makes.
 import modelport.store.audit  # noqa: F401
-from modelport.store.tables import AccountSecret, ApiKey, CatalogueGeneration, Deployment, Identity, Membership, Model
+from modelport.store.tables import (
+    Account,
+    AccountSecret,
+    ApiKey,
+    CatalogueGeneration,
+    Deployment,
+    Identity,
+    Membership,
+    Model,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -71,7 +80,8 @@ async def opened(settings: Settings) -> AsyncIterator[tuple[AsyncEngine, async_s
 # it: any flush that touches these tables bumps the shared generation counter in the
 # same transaction, and a commit tells this process's listeners.
 
-_CATALOGUE_TABLES = (ApiKey, Identity, Membership, Model, Deployment, AccountSecret)
+# Accounts: their limits are read with every request (the cached AccountAccess).
+_CATALOGUE_TABLES = (Account, ApiKey, Identity, Membership, Model, Deployment, AccountSecret)
 _CHANGED = "modelport_catalogue_changed"
 _LISTENERS = "modelport_catalogue_listeners"
 

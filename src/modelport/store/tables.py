@@ -59,6 +59,14 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Limits of the account, for all its keys together, set by operators (SPEC 10; the
+    # same names and rules as a key's, see modelport/limits/base.py); None: no limit.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_parallel_requests: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_budget: Mapped[float | None] = mapped_column(Float, default=None)
+    budget_duration: Mapped[str | None] = mapped_column(String(20), default=None)
+    budget_started_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Identity(Base):
@@ -219,6 +227,7 @@ class UsageRecord(Base):
     __table_args__ = (
         Index("ix_usage_deployment_time", "deployment_id", "created_at"),
         Index("ix_usage_key_time", "key_id", "created_at"),
+        Index("ix_usage_account_time", "account_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

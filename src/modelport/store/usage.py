@@ -66,11 +66,11 @@ async def _insert_usage_sqlite(session: AsyncSession, records: list[dict[str, An
         await connection.exec_driver_sql(sql, tuple(values))
 
 
-async def key_spend_since(session: AsyncSession, *, key_id: str, since: datetime) -> float:
+async def spend_since(session: AsyncSession, *, scope: str, owner_id: str, since: datetime) -> float:
+    """What a key (`scope` "key") or an account ("account") spent since `since`."""
+    owner = UsageRecord.key_id if scope == "key" else UsageRecord.account_id
     total = await session.scalar(
-        select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(
-            UsageRecord.key_id == key_id, UsageRecord.created_at >= since
-        )
+        select(func.coalesce(func.sum(UsageRecord.cost), 0.0)).where(owner == owner_id, UsageRecord.created_at >= since)
     )
     return float(total or 0.0)
 

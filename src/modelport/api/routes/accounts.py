@@ -9,6 +9,8 @@ from modelport.principal import Role
 from modelport.schemas.catalogue import (
     AccountCreate,
     AccountCreated,
+    AccountLimitsOut,
+    AccountLimitsUpdate,
     KeyCreate,
     KeyCreated,
     KeyLimitFields,
@@ -23,6 +25,22 @@ router = APIRouter(tags=["accounts"])
 @router.post("/accounts", response_model=AccountCreated)
 async def create_account(body: AccountCreate, principal: CurrentPrincipal, catalogue: CatalogueDep) -> AccountCreated:
     return AccountCreated(account_id=await catalogue.access.create_account(principal, name=body.account_name))
+
+
+@router.get("/v4/accounts/{account_id}/limits", response_model=AccountLimitsOut)
+async def get_account_limits(account_id: str, principal: CurrentPrincipal, catalogue: CatalogueDep) -> AccountLimitsOut:
+    """The account's own limits, shared by all its keys, and its budget's current window
+    (its admins; operators for any account)."""
+    return await catalogue.access.account_limits(principal, account_id)
+
+
+@router.patch("/v4/accounts/{account_id}/limits", response_model=AccountLimitsOut)
+async def update_account_limits(
+    account_id: str, body: AccountLimitsUpdate, principal: CurrentPrincipal, catalogue: CatalogueDep
+) -> AccountLimitsOut:
+    """Set the account's limits (the server's operators only): `rpm_limit`, `tpm_limit`,
+    `max_parallel_requests`, `max_budget`, `budget_duration`; null clears one."""
+    return await catalogue.access.update_account_limits(principal, account_id, body)
 
 
 @router.post("/v4/api-keys", response_model=KeyCreated, status_code=201)
