@@ -58,6 +58,11 @@ def replicas(
         "MODELPORT_USAGE_FLUSH_SECONDS": "0.2",
         "MODELPORT_CACHE_REFRESH_SECONDS": "0.2",
         "MODELPORT_LIMITS_REDIS_RETRY_SECONDS": "0.5",
+        # What is tested here is the counting, not Redis's latency: on a busy machine a
+        # script can take longer than the default 0.25 s deadline, and a fail-closed
+        # budget then answers 503 as designed (tests/limits/test_limiters.py tests that).
+        # A stopped Redis still fails at once: its connection is refused.
+        "MODELPORT_LIMITS_REDIS_TIMEOUT_SECONDS": "5",
         "MODELPORT_UPSTREAM_ATTEMPTS": "1",
         "MODELPORT_LOG_LEVEL": "warning",
     }
