@@ -127,7 +127,7 @@ def test_a_key_is_created_shown_once_and_revoked(page: Page, server: str) -> Non
     use_key(page)
     page.click(".tab[data-view=keys]")
     page.fill("#new-key-name", "browser-made")
-    page.click("#key-create-form button[type=submit]")
+    page.click("#key-editor button[type=submit]")
     secret = page.locator("#new-key-value")
     expect(secret).to_contain_text("mp_")
     new_key = secret.inner_text()
@@ -345,7 +345,7 @@ def test_a_member_sees_no_create_or_edit_controls(page: Page, server: str) -> No
     expect(page.locator("#account-form")).to_be_hidden()  # a member's key has its own account only
     page.click(".tab[data-view=keys]")
     expect(page.locator("#keys-for-admins")).to_be_visible()
-    expect(page.locator("#key-create-form")).to_be_hidden()
+    expect(page.locator("#key-editor")).to_be_hidden()
     page.click(".tab[data-view=usage]")
     expect(page.locator("#usage-for-admins")).to_be_visible()
     expect(page.locator("#usage-tables")).to_be_hidden()
