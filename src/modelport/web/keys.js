@@ -54,7 +54,7 @@ function keyRow(key) {
 }
 
 function rowButton(label, kind, disabled, onClick) {
-  const button = element("button", { type: "button", class: kind, "data-key-action": kind }, label);
+  const button = element("button", { type: "button", class: kind }, label);
   button.disabled = disabled;
   button.addEventListener("click", onClick);
   return button;
@@ -206,8 +206,13 @@ export async function saveKey(event) {
   }
   openKeyEditor(null); // back to an empty "new key" form
   if (created) showSecret(created.key, "The new key, shown only now: it will not be shown again, so store it safely.");
-  else notify(`Key ${edited.key.name || edited.key.display_prefix} saved.`, false);
-  await loadKeys().catch(reportFailure);
+  try {
+    await loadKeys();
+  } catch (error) {
+    reportFailure(error);
+    return;
+  }
+  if (edited) notify(`Key ${edited.key.name || edited.key.display_prefix} saved.`, false);
 }
 
 // ---------------------------------------------------------------- rotation
