@@ -127,7 +127,7 @@ def test_a_key_is_created_shown_once_and_revoked(page: Page, server: str) -> Non
     use_key(page)
     page.click(".tab[data-view=keys]")
     page.fill("#new-key-name", "browser-made")
-    page.click("#key-create-form button[type=submit]")
+    page.click("#key-editor button[type=submit]")
     secret = page.locator("#new-key-value")
     expect(secret).to_contain_text("mp_")
     new_key = secret.inner_text()
@@ -345,7 +345,7 @@ def test_a_member_sees_no_create_or_edit_controls(page: Page, server: str) -> No
     expect(page.locator("#account-form")).to_be_hidden()  # a member's key has its own account only
     page.click(".tab[data-view=keys]")
     expect(page.locator("#keys-for-admins")).to_be_visible()
-    expect(page.locator("#key-create-form")).to_be_hidden()
+    expect(page.locator("#key-editor")).to_be_hidden()
     page.click(".tab[data-view=usage]")
     expect(page.locator("#usage-for-admins")).to_be_visible()
     expect(page.locator("#usage-tables")).to_be_hidden()
@@ -471,6 +471,166 @@ def test_the_usage_tables_show_what_the_api_answers(page: Page, server: str, tmp
     expect(page.locator(f'#usage-deployments-table tbody tr[data-id="{chat["id"]}"] th')).to_have_text(CHAT_DEPLOYMENT)
     assert re.fullmatch(r"[\d,]+", page.locator("#usage-keys-table tbody td[data-column=requests]").first.inner_text())
     page.screenshot(path=str(tmp_path / "usage-tables.png"), full_page=True)
+
+
+def _key(server: str, key_id: str) -> dict[str, Any]:
+    [key] = [key for key in httpx.get(f"{server}/v4/api-keys", headers=ADMIN).json() if key["id"] == key_id]
+    return dict(key)
+
+
+def _shown_refusal(detail: Any) -> str:
+    """How the page writes the API's `detail` (api.js `describeDetail`)."""
+    if isinstance(detail, str):
+        return detail
+    return "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in detail)
+
+
+def _as_the_page_shows_it(method: str, server: str, path: str, body: dict[str, Any]) -> str:
+    """The API's own refusal of a request the page makes, as the page's form shows it."""
+    answer = httpx.request(method, f"{server}{path}", headers=ADMIN, json=body)
+    assert answer.status_code >= 400, answer.text
+    return f"{answer.status_code}: {_shown_refusal(answer.json()['detail'])}"
+
+
+def _chat_deployment(server: str) -> dict[str, Any]:
+    listing = httpx.get(f"{server}/v4/model-deployments", headers=ADMIN, params={"limit": 1000}).json()["items"]
+    [chat] = [item for item in listing if item["name"] == CHAT_DEPLOYMENT]
+    return dict(chat)
+
+
+def test_a_key_made_in_the_page_is_limited_to_its_allow_lists_until_its_expiry(page: Page, server: str) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    # A model whose name is markup: the page must show it as text wherever it names it.
+    hostile = f"<script>window.injected = 1</script><b>bold-{suffix}</b>"
+    made = httpx.post(
+        f"{server}/v4/models",
+        headers=ADMIN,
+        json={"name": hostile, "model_type": "CHAT_COMPLETION", "model_vendor": "LLMENGINE",
+              "model_creation_parameters": {"model": "m", "base_url": "http://127.0.0.1:9/v1"}},
+    )  # fmt: skip
+    assert made.status_code == 200, made.text
+    chat = _chat_deployment(server)
+    embedding = _model(server, "all-minilm-l6-v2")
+    # The browser in a zone half an hour off the hour: the expiry typed is the user's local time.
+    page.context.new_cdp_session(page).send("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    page.goto("/")
+    use_key(page)
+    page.click(".tab[data-view=keys]")
+    expect(page.locator("#key-models option", has_text=hostile)).to_have_count(1)
+    page.fill("#new-key-name", f"limited-{suffix}")
+    page.select_option("#key-models", [hostile])
+    page.select_option("#key-deployments", [chat["id"]])
+    page.fill("#key-expires", "2030-01-31T12:00")
+    page.click("#key-editor button[type=submit]")
+    secret = page.locator("#new-key-value")
+    expect(secret).to_contain_text("mp_")
+    limited = {"x-api-key": secret.inner_text()}
+
+    row = page.locator("#keys-table tbody tr", has_text=f"limited-{suffix}")
+    expect(row.locator(".key-allowed div")).to_have_text([f"model {hostile}", f"deployment {CHAT_DEPLOYMENT}"])
+    expect(row.locator(".key-expires")).to_have_text("1/31/2030, 12:00:00 PM")
+    expect(row.locator(".key-state")).to_have_text("active")
+    assert page.locator("#keys-table b, #key-models b, #keys-table script").count() == 0
+    assert page.evaluate("window.injected") is None
+    key_id = row.get_attribute("data-key-id")
+    assert key_id
+    stored = _key(server, key_id)
+    assert (stored["models"], stored["deployments"]) == ([hostile], [chat["id"]])
+    assert datetime.fromisoformat(stored["expires_at"]) == datetime(2030, 1, 31, 6, 30, tzinfo=UTC)
+
+    # Limited for real: the listed model and the listed deployment's model answer, any
+    # other model of the account is a 404 for this key (and not listed to it).
+    assert httpx.get(f"{server}/v4/models/{made.json()['id']}", headers=limited).status_code == 200
+    assert httpx.get(f"{server}/v4/models/{chat['model_instance_id']}", headers=limited).status_code == 200
+    assert httpx.get(f"{server}/v4/models/{embedding['id']}", headers=limited).status_code == 404
+    shown = httpx.get(f"{server}/v4/model-deployments", headers=limited, params={"limit": 1000}).json()["items"]
+    assert [item["id"] for item in shown] == [chat["id"]]
+
+    # An edit: the model's entry dropped, the expiry cleared; the deployment stays.
+    page.click("#dismiss-new-key")
+    row.locator("button.edit").click()
+    expect(page.locator("#key-editor-title")).to_have_text(f"Edit key limited-{suffix}")
+    expect(page.locator("#key-expires")).to_have_value("2030-01-31T12:00")
+    expect(page.locator("#new-key-role")).to_be_disabled()
+    assert page.eval_on_selector("#key-models", "select => [...select.selectedOptions].map((o) => o.value)") == [
+        hostile
+    ]
+    page.select_option("#key-models", [])
+    page.fill("#key-expires", "")
+    page.click("#key-editor button[type=submit]")
+    expect(row.locator(".key-expires")).to_have_text("never")
+    expect(row.locator(".key-allowed div")).to_have_text([f"deployment {CHAT_DEPLOYMENT}"])
+    expect(page.locator("#notice")).to_have_text(f"Key limited-{suffix} saved.")
+    expect(page.locator("#key-editor-title")).to_have_text("New key")
+    stored = _key(server, key_id)
+    assert (stored["models"], stored["deployments"], stored["expires_at"]) == (None, [chat["id"]], None)
+    assert httpx.get(f"{server}/v4/models/{made.json()['id']}", headers=limited).status_code == 404
+    assert httpx.get(f"{server}/v4/models/{chat['model_instance_id']}", headers=limited).status_code == 200
+
+
+def test_an_expiry_in_the_past_shows_the_apis_refusal_in_the_form(page: Page, server: str) -> None:
+    name = f"never-made-{uuid.uuid4().hex[:6]}"
+    page.goto("/")
+    use_key(page)
+    page.click(".tab[data-view=keys]")
+    page.fill("#new-key-name", name)
+    page.fill("#key-expires", "2020-01-01T00:00")
+    page.click("#key-editor button[type=submit]")
+    sent = page.evaluate("new Date('2020-01-01T00:00').toISOString()")  # the browser's local time
+    body = {"name": name, "role": "member", "models": None, "deployments": None, "expires_at": sent}
+    error = page.locator("#key-editor .form-error")
+    expect(error).to_have_text(_as_the_page_shows_it("POST", server, "/v4/api-keys", body))
+    expect(error).to_contain_text("expires_at")
+    expect(error).to_contain_text("in the past")
+    expect(page.locator("#new-key")).to_be_hidden()
+    expect(page.locator("#new-key-name")).to_have_value(name)  # kept, to be corrected
+    assert not [key for key in httpx.get(f"{server}/v4/api-keys", headers=ADMIN).json() if name in key["name"]]
+
+
+def test_a_key_rotated_in_the_page_gets_a_new_secret_shown_once(page: Page, server: str) -> None:
+    name = f"rotated-{uuid.uuid4().hex[:6]}"
+    created = httpx.post(f"{server}/v4/api-keys", headers=ADMIN, json={"name": name, "role": "member"})
+    assert created.status_code == 201, created.text
+    old = created.json()["key"]
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto("/")
+    use_key(page)
+    page.click(".tab[data-view=keys]")
+    key_id = created.json()["id"]
+    row = page.locator(f'#keys-table tbody tr[data-key-id="{key_id}"]')
+
+    # A grace past the API's bound: its refusal, in the form; the key keeps its secret.
+    row.locator("button.rotate").click()
+    expect(page.locator("#key-rotate-title")).to_have_text(f"Rotate key {name}")
+    page.fill("#key-grace", str(31 * 86400))
+    page.click("#key-rotate-form button[type=submit]")
+    refusal = _as_the_page_shows_it("POST", server, f"/v4/api-keys/{key_id}/rotate", {"grace_seconds": 31 * 86400})
+    expect(page.locator("#key-rotate-form .form-error")).to_have_text(refusal)
+    assert refusal.startswith("422: ") and "grace_seconds" in refusal
+    expect(page.locator("#new-key")).to_be_hidden()
+    assert httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": old}).status_code == 200
+
+    # Grace 0: the new secret, shown once with its warning; the old one stops at once.
+    page.fill("#key-grace", "0")
+    page.click("#key-rotate-form button[type=submit]")
+    secret = page.locator("#new-key-value")
+    expect(secret).to_contain_text("mp_")
+    new = secret.inner_text()
+    assert new != old
+    expect(page.locator("#key-rotate-form")).to_be_hidden()
+    expect(page.locator("#new-key-note")).to_contain_text("will not be shown again")
+    expect(page.locator("#new-key-note")).to_contain_text("The old secret has stopped working")
+    assert httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": new}).status_code == 200
+    assert httpx.get(f"{server}/v4/model-deployments", headers={"x-api-key": old}).status_code == 401
+    prefix = _key(server, key_id)["display_prefix"]
+    assert new.startswith(prefix)
+    expect(row.locator("td.id")).to_have_text(f"{prefix}…")  # the list shows the new secret's prefix
+    page.click("#copy-new-key")
+    assert page.evaluate("navigator.clipboard.readText()") == new
+    page.click("#dismiss-new-key")
+    expect(page.locator("#new-key")).to_be_hidden()
+    assert new not in page.content()  # shown once: gone from the page once dismissed
+    expect(row.locator(".key-state")).to_have_text("active")
 
 
 @pytest.mark.parametrize("view", ["playground", "catalogue", "keys", "usage"])

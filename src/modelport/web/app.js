@@ -7,7 +7,7 @@
 import { apiJson, apiKey, selectAccount, selectedAccount, setApiKey } from "./api.js";
 import { clearChat, fillDeploymentChoices, fillModelChoices, send } from "./chat.js";
 import { $, element, notify, reportFailure, state } from "./dom.js";
-import { createKey, dismissNewKey, loadKeys } from "./keys.js";
+import { closeKeyForms, dismissNewKey, loadKeys, wireKeyForms } from "./keys.js";
 import { closeForms, drawRegistry, loadRegistry, wireRegistryForms } from "./registry.js";
 import { clearUsage, fillUsageDeployments, loadUsage } from "./usage.js";
 
@@ -61,7 +61,11 @@ async function showRegistry(epoch, draw) {
 const LOADERS = {
   playground: (epoch) => showRegistry(epoch, () => {}),
   catalogue: (epoch) => showRegistry(epoch, drawRegistry),
-  keys: () => loadKeys(),
+  // The key editor offers the registry's models and deployments for a key's allow-lists.
+  keys: async (epoch) => {
+    await showRegistry(epoch, () => {});
+    if (epoch === state.epoch) await loadKeys();
+  },
   usage: async (epoch) => {
     await showRegistry(epoch, () => {});
     if (epoch === state.epoch) await loadUsage();
@@ -108,6 +112,7 @@ function clearViews() {
   for (const control of document.querySelectorAll(".admin-only")) control.hidden = true;
   for (const body of document.querySelectorAll("main table tbody")) body.replaceChildren();
   clearUsage();
+  closeKeyForms();
   dismissNewKey();
   clearChat();
 }
@@ -166,9 +171,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("#temperature-value").textContent = $("#temperature").value;
   });
   wireRegistryForms();
-  $("#key-create-form").addEventListener("submit", createKey);
-  $("#dismiss-new-key").addEventListener("click", dismissNewKey);
-  $("#copy-new-key").addEventListener("click", () => navigator.clipboard.writeText($("#new-key-value").textContent));
+  wireKeyForms();
   const reloadUsage = (event) => {
     if (event) event.preventDefault();
     loadUsage().catch(reportFailure);

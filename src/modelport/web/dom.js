@@ -47,6 +47,14 @@ export function reportFailure(error) {
   else notify(error.message);
 }
 
+// A form's own error line (its `.form-error`): where the API's refusal of what the form
+// sent is shown, next to the fields it names.
+export function showFormError(form, message) {
+  const error = form.querySelector(".form-error");
+  error.textContent = message;
+  error.hidden = !message;
+}
+
 export function isAdmin() {
   return state.role === "admin";
 }

@@ -3,7 +3,7 @@
 // API makes applies; a refusal (403, 409, 422, ...) is shown with the API's message.
 
 import { allPages, api, apiJson } from "./api.js";
-import { $, element, isAdmin, notify, state } from "./dom.js";
+import { $, element, isAdmin, notify, showFormError, state } from "./dom.js";
 
 // The choices the API accepts (schemas/catalogue.py `ModelType`, `ModelVendor`);
 // tests/web checks that they are the OpenAPI document's.
@@ -99,12 +99,6 @@ function json(text, field) {
 
 function pretty(value) {
   return value ? JSON.stringify(value, null, 2) : "";
-}
-
-function showFormError(form, message) {
-  const error = form.querySelector(".form-error");
-  error.textContent = message;
-  error.hidden = !message;
 }
 
 export function closeForms() {
@@ -229,5 +223,5 @@ export function wireRegistryForms() {
   $("#new-deployment").addEventListener("click", () => openDeploymentForm(null));
   $("#model-form").addEventListener("submit", saveModel);
   $("#deployment-form").addEventListener("submit", saveDeployment);
-  for (const cancel of document.querySelectorAll(".editor .cancel")) cancel.addEventListener("click", closeForms);
+  for (const cancel of document.querySelectorAll("#catalogue .editor .cancel")) cancel.addEventListener("click", closeForms);
 }
