@@ -324,3 +324,36 @@ async def test_the_cli_sets_and_clears_the_lists(
         await asyncio.sleep(0.1)
     [row] = [item for item in (await client.get("/v4/api-keys")).json() if item["name"] == name]
     assert (row["models"], row["deployments"]) == (None, None)
+
+
+async def test_a_groups_usage_shows_a_limited_key_only_the_models_it_may_use(
+    client: httpx.AsyncClient, catalogue: Catalogue
+) -> None:
+    """A model group holding an allowed and a hidden model: the limited key's group usage
+    is the allowed model's alone, however much the hidden one was used."""
+    group = await client.post("/v4/model-groups", json={"name": f"g-{uuid.uuid4().hex[:8]}"})
+    assert group.status_code == 200, group.text
+    ids = {
+        model["name"]: model["id"] for model in (await client.get("/v4/models", params={"limit": 1000})).json()["items"]
+    }
+    for name in (catalogue.allowed, catalogue.other):
+        added = await client.post(f"/v4/model-groups/{group.json()['id']}/models/{ids[name]}")
+        assert added.status_code == 200, added.text
+    path = f"/v4/model-groups/{group.json()['id']}/usage-statistics?{USAGE_QUERY}"
+
+    async def tokens(url: str, key: str = ADMIN_KEY) -> int:
+        answer = await client.get(url, headers={"x-api-key": key})
+        assert answer.status_code == 200, answer.text
+        return sum(point["summary_tokens"] for point in answer.json()["data"])
+
+    before = await tokens(path)
+    assert (await _v4_chat(client, ADMIN_KEY, catalogue.other_deployments[0])).status_code == 200
+    for _ in range(200):  # usage is written in batches: poll until this call's is in
+        if await tokens(path) >= before + 15:
+            break
+        await asyncio.sleep(0.05)
+    everything = await tokens(path)
+    assert everything >= before + 15
+    key = (await _key(client, models=[catalogue.allowed]))["key"]
+    allowed_alone = await tokens(f"/v4/models/{catalogue.allowed}/usage-statistics?{USAGE_QUERY}")
+    assert await tokens(path, key) == allowed_alone <= everything - 15

@@ -54,11 +54,12 @@ class ModelGroups(OwnedRows[ModelGroup, ModelGroupOut]):
     async def usage(
         self, principal: Principal, group_id: str, *, start: datetime, end: datetime, chunks: int
     ) -> ModelUsage:
-        """Token usage of every deployment of the group's models."""
+        """Token usage of every deployment of the group's models (of those the caller's
+        key may use: the others' usage is not its to see, SPEC 10)."""
         async with self._sessions() as session:
             await self._row(session, principal, group_id)
             deployment_ids = await repo.deployment_ids_of_models(
-                session, account_id=principal.account_id, model_group_id=group_id
+                session, account_id=principal.account_id, model_group_id=group_id, allow=principal.model_allow
             )
         return await self._statistics.of(principal, deployment_ids, start=start, end=end, chunks=chunks)
 
