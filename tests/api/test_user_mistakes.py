@@ -419,11 +419,18 @@ async def test_usage_over_the_whole_range_of_times_is_fine(client: httpx.AsyncCl
     usage = await ok(
         await client.get(
             f"/v4/model-deployments/{place['deployment']}/usage-statistics",
-            params={"start_date": "0001-01-01T00:00:00Z", "end_date": "9999-12-31T23:59:59Z", "chunks": 1000},
+            params={"start_date": "0001-01-01T00:00:00Z", "end_date": "9999-12-31T23:59:59Z", "chunks": 10_000},
             headers=place["headers"],
         )
     )
-    assert len(usage["data"]) == 1000
+    assert len(usage["data"]) == 10_000
+    # One more than the bound: 422 naming it.
+    over = await client.get(
+        f"/v4/model-deployments/{place['deployment']}/usage-statistics",
+        params={"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-01-02T00:00:00Z", "chunks": 10_001},
+        headers=place["headers"],
+    )
+    assert over.status_code == 422 and "10000" in over.text and "chunks" in over.text
 
 
 async def test_an_oversized_body_sent_without_a_length_is_still_413(client: httpx.AsyncClient) -> None:

@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from modelport.catalogue.catalogue import Catalogue
+from modelport.catalogue.usage import MAX_CHUNKS
 from modelport.errors import RateLimited, Unauthenticated, ValidationFailed
 from modelport.inference.service import InferenceService
 from modelport.limits.auth_throttle import AuthThrottle
@@ -119,7 +120,7 @@ class UsageWindow:
 
 
 async def usage_window(
-    start_date: datetime, end_date: datetime, chunks: Annotated[int, Query(ge=1, le=1000)]
+    start_date: datetime, end_date: datetime, chunks: Annotated[int, Query(ge=1, le=MAX_CHUNKS)]
 ) -> UsageWindow:
     """The query of every usage-statistics route."""
     _storable("start_date", start_date)
