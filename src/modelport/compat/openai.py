@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
+from modelport.generation import FinishReason
 from modelport.generation import TokenLogprob as GeneratedLogprob
 from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
@@ -34,7 +35,7 @@ _PARAMETER_NAMES = {"stop_sequences": "stop", "chat_history": "messages", "promp
 
 
 def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
-    messages = tuple(_message(message) for message in body.messages)
+    messages = _messages(body.messages)
     sampling = _sampling(body, max_tokens=body.max_completion_tokens or body.max_tokens)
     if body.logprobs is not None:
         sampling["logprobs"] = body.logprobs
@@ -49,6 +50,14 @@ def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
         options["tools"] = tuple(tool.model_dump(exclude_none=True) for tool in body.tools)
     if body.tool_choice is not None:
         options["tool_choice"] = body.tool_choice
+    if body.functions is not None:  # the deprecated form: the same call, as tools
+        options["tools"] = tuple(
+            {"type": "function", "function": function.model_dump(exclude_none=True)} for function in body.functions
+        )
+    if isinstance(body.function_call, wire.FunctionName):
+        options["tool_choice"] = {"type": "function", "function": {"name": body.function_call.name}}
+    elif body.function_call is not None:
+        options["tool_choice"] = body.function_call
     if body.response_format is not None:
         options["response_format"] = body.response_format
     hints = {name: getattr(body, name) for name in CHAT_HINTS if getattr(body, name) is not None}
@@ -136,6 +145,26 @@ def _text(content: str | list[Any] | None) -> str:
     return "".join(part.text for part in content if isinstance(part, wire.TextPart))
 
 
+def _messages(messages: list[wire.Message]) -> tuple[dict[str, Any], ...]:
+    """The messages as the adapters take them. The deprecated functions API's turns become
+    tool turns: an assistant's `function_call` a tool call with an id of its own, and the
+    `function` message after it that call's result (the API has no ids: a result belongs
+    to the last call before it)."""
+    turns: list[dict[str, Any]] = []
+    last_call_id = ""
+    for index, message in enumerate(messages):
+        if isinstance(message, wire.FunctionMessage):
+            turns.append({"role": "tool", "tool_call_id": last_call_id, "content": message.content or ""})
+            continue
+        turn = _message(message)
+        if isinstance(message, wire.AssistantMessage) and message.function_call is not None:
+            last_call_id = f"call_function_{index}"
+            call = {"id": last_call_id, "type": "function", "function": message.function_call.model_dump()}
+            turn["tool_calls"] = [*turn.get("tool_calls", []), call]
+        turns.append(turn)
+    return tuple(turns)
+
+
 def _message(message: wire.Message) -> dict[str, Any]:
     """One message as the adapters take it (OpenAI-style dicts, system for developer)."""
     if isinstance(message, wire.SystemMessage):
@@ -149,6 +178,7 @@ def _message(message: wire.Message) -> dict[str, Any]:
         if message.tool_calls:
             turn["tool_calls"] = [call.model_dump() for call in message.tool_calls]
         return turn
+    assert isinstance(message, wire.ToolMessage)  # function messages are turned into these by `_messages`
     return {"role": "tool", "tool_call_id": message.tool_call_id, "content": _text(message.content)}
 
 
@@ -189,10 +219,19 @@ def _tool_calls(calls: list[dict[str, Any]]) -> list[wire.ResponseToolCall]:
     ]
 
 
+def _finish(body: wire.ChatCompletionBody, finish_reason: FinishReason) -> wire.ChatFinishReason:
+    """The deprecated functions API's name for a stop to call a function."""
+    return "function_call" if body.legacy_functions and finish_reason == "tool_calls" else finish_reason
+
+
 def chat_completion(body: wire.ChatCompletionBody, generated: Generated) -> wire.ChatCompletion:
     tool_calls = _tool_calls(generated.tool_calls) if generated.tool_calls else None
     message = wire.ResponseMessage(content=generated.text if generated.text or not tool_calls else None)
-    message.tool_calls = tool_calls
+    if body.legacy_functions and tool_calls:
+        # One call in the deprecated API: the first (the model was offered no parallel calls).
+        message.function_call = tool_calls[0].function
+    else:
+        message.tool_calls = tool_calls
     return wire.ChatCompletion(
         id=completion_id("chatcmpl"),
         created=int(time.time()),
@@ -201,7 +240,7 @@ def chat_completion(body: wire.ChatCompletionBody, generated: Generated) -> wire
             wire.ChatChoice(
                 index=0,
                 message=message,
-                finish_reason=generated.finish_reason or "stop",
+                finish_reason=_finish(body, generated.finish_reason or "stop"),
                 logprobs=_chat_logprobs(generated.logprobs) if body.logprobs else None,
             )
         ],
@@ -227,9 +266,14 @@ async def chat_chunks(
             yield chunk(wire.ChunkDelta(content=piece.text), logprobs=logprobs)
         if piece.tool_calls:
             deltas = [wire.DeltaToolCall.model_validate(call) for call in piece.tool_calls]
-            yield chunk(wire.ChunkDelta(tool_calls=deltas))
+            if not body.legacy_functions:
+                yield chunk(wire.ChunkDelta(tool_calls=deltas))
+            else:  # the deprecated API streams its one call's name and arguments
+                for delta in deltas:
+                    if delta.index == 0 and delta.function is not None:
+                        yield chunk(wire.ChunkDelta(function_call=delta.function))
         if piece.finish_reason is not None:
-            yield chunk(wire.ChunkDelta(), finish_reason=piece.finish_reason)
+            yield chunk(wire.ChunkDelta(), finish_reason=_finish(body, piece.finish_reason))
             if body.include_usage():
                 yield wire.ChatCompletionChunk(**identity, choices=[], usage=_usage(piece))
 

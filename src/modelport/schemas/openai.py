@@ -83,6 +83,7 @@ class AssistantMessage(_Strict):
     name: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None  # the deprecated functions API's one call
 
 
 class ToolMessage(_Strict):
@@ -91,7 +92,17 @@ class ToolMessage(_Strict):
     tool_call_id: str
 
 
-Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
+class FunctionMessage(_Strict):
+    """The deprecated functions API's result of the assistant's `function_call` before it."""
+
+    role: Literal["function"]
+    name: str
+    content: str | None = None
+
+
+Message = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage, Field(discriminator="role")
+]
 
 
 class StreamOptions(_Strict):
@@ -111,6 +122,10 @@ class FunctionDefinition(_Open):
 class Tool(_Strict):
     type: Literal["function"]
     function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
 
 
 Stop = str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None
@@ -172,12 +187,29 @@ class ChatCompletionBody(_Sampling):
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
     prediction: dict[str, Any] | None = None
+    # The deprecated functions API (before tools): served as tools, answered in its own
+    # shape (`message.function_call`, finish_reason "function_call"); see compat/openai.py.
+    functions: Annotated[list[FunctionDefinition], Field(min_length=1)] | None = None
+    function_call: Literal["none", "auto"] | FunctionName | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatCompletionBody:
         if self.top_logprobs is not None and self.logprobs is not True:
             raise ValueError("top_logprobs requires logprobs to be true")
         return self
+
+    @model_validator(mode="after")
+    def _functions_or_tools(self) -> ChatCompletionBody:
+        if self.functions is not None and (self.tools is not None or self.tool_choice is not None):
+            raise ValueError("functions and function_call are the deprecated form of tools and tool_choice: send one")
+        if self.function_call is not None and self.functions is None:
+            raise ValueError("function_call needs functions")
+        return self
+
+    @property
+    def legacy_functions(self) -> bool:
+        """Whether the caller speaks the deprecated functions API (and is answered in it)."""
+        return self.functions is not None
 
 
 class TextCompletionBody(_Sampling):
@@ -218,12 +250,17 @@ class ResponseMessage(BaseModel):
     content: str | None
     refusal: str | None = None
     tool_calls: list[ResponseToolCall] | None = None
+    function_call: ResponseFunctionCall | None = None  # the deprecated functions API
+
+
+# A call of the deprecated functions API ends with "function_call" where tools end with "tool_calls".
+ChatFinishReason = FinishReason | Literal["function_call"]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
-    finish_reason: FinishReason
+    finish_reason: ChatFinishReason
     logprobs: ChoiceLogprobs | None = None
 
 
@@ -265,12 +302,13 @@ class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[DeltaToolCall] | None = None
+    function_call: DeltaFunctionCall | None = None  # the deprecated functions API
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: ChunkDelta
-    finish_reason: FinishReason | None = None
+    finish_reason: ChatFinishReason | None = None
     logprobs: ChoiceLogprobs | None = None
 
 
