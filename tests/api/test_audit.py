@@ -201,12 +201,12 @@ async def test_every_route_that_changes_the_catalogue_writes_its_events(
     [patched] = [e for e in every if e["object_type"] == "api_key" and e["action"] == "update" and
                  e["object_id"] == ids["key"] and "rpm_limit" in (e["after"] or {})]  # fmt: skip
     assert (patched["before"]["rpm_limit"], patched["after"]["rpm_limit"]) == (None, 5)
-    [limited] = [e for e in every if e["object_type"] == "account" and e["action"] == "update"]
-    assert (limited["object_id"], limited["before"]["max_budget"], limited["after"]["max_budget"]) == (
-        ids["account"],
-        None,
-        50,
-    )
+    limited = [e for e in every if e["object_type"] == "account" and e["action"] == "update" and
+               e["object_id"] == ids["account"]]  # fmt: skip
+    assert [(e["before"], e["after"]) for e in limited] == [
+        ({"max_budget": None, "budget_duration": None, "budget_started_at": None},
+         {"max_budget": 50.0, "budget_duration": "30d", "budget_started_at": limited[0]["after"]["budget_started_at"]})
+    ], limited  # fmt: skip
     [renamed] = [e for e in every if e["object_type"] == "deployment" and e["action"] == "update"]
     assert (renamed["before"], renamed["after"]) == ({"name": "d"}, {"name": "renamed"})
     secrets = [e for e in every if e["object_type"] == "secret"]
