@@ -115,6 +115,10 @@ class EnginePool:
             }
             client = self._clients.get(Path(path))
             if client is not None and engine.get("state") == "ready":
+                # The engine answers between two steps of its model: while one runs long (a
+                # long prompt, a first step, any step on a busy machine) /health waits up to
+                # this second, then shows no counters. Not the event loop: /health/live is
+                # the measure of that (issue 28 §3).
                 with contextlib.suppress(ModelportError, TimeoutError):
                     entry["stats"] = await client.stats(answer_within=1.0)
             report.append(entry)
