@@ -117,9 +117,7 @@ def _sampling(body: wire.ChatCompletionBody | wire.TextCompletionBody, *, max_to
 
 def _call_options(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if body.n is not None and body.n > 1:
-        # A vendor's answer is one sequence of chunks here; several choices cannot be told apart.
-        raise InvalidRequest("n greater than 1 is not supported: send n requests instead", param="n")
+    # n > 1 is answered as n requests of one choice each (api/several.py), each of them here.
     if body.seed is not None:
         options["seed"] = body.seed
     if body.logit_bias is not None:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from modelport.api import sse
+from modelport.api import several, sse
 from modelport.api.answers import TextSurface, cost_header
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
@@ -70,6 +70,8 @@ _EMBEDDINGS_BODY = declared_body(wire.EmbeddingsBody, "OpenAI")
 @router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion, openapi_extra=_CHAT_BODY)
 async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.ChatCompletionBody)
+    if (body.n or 1) > 1:
+        return await several.answer(_CHAT, service, principal, body, _framing(request))
     return await _CHAT.by_model(service, principal, body.model, body, _framing(request))
 
 
@@ -77,6 +79,8 @@ async def chat_completions(request: Request, principal: CurrentPrincipal, servic
 @router.post("/v4/beta/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
 async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.TextCompletionBody)
+    if (body.n or 1) > 1:
+        return await several.answer(_TEXT, service, principal, body, _framing(request))
     return await _TEXT.by_model(service, principal, body.model, body, _framing(request))
 
 
