@@ -81,7 +81,7 @@ async def test_validation_errors_are_400_naming_the_parameter(client: httpx.Asyn
         ({"model": MODEL, "messages": HELLO, "top_logprobs": 2}, None),
         ({"model": MODEL, "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": MODEL, "messages": []}, "messages"),
-        ({"model": MODEL, "messages": HELLO, "n": 2}, "n"),
+        ({"model": MODEL, "messages": HELLO, "n": 129}, "n"),
         ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0"),
     ]
     for body, param in cases:
