@@ -90,8 +90,12 @@ async def test_n_out_of_range_is_a_400_naming_it(client: httpx.AsyncClient) -> N
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "n", refused.text
 
 
+FAILING_SEED = 1001
+
+
 class Upstream:
-    """Answers each call with the seed it was sent, and records the calls."""
+    """Answers each call with the seed it was sent (fails the call with FAILING_SEED),
+    and records the calls."""
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -99,6 +103,8 @@ class Upstream:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.sent.append(body)
+        if body.get("seed") == FAILING_SEED:
+            return httpx.Response(500, json={"error": {"message": "upstream broke"}})
         message = {"role": "assistant", "content": f"seed {body.get('seed')}"}
         return httpx.Response(
             200,
@@ -150,3 +156,13 @@ async def test_each_choice_is_a_call_of_its_own_with_seed_plus_i(
     assert completion.usage is not None
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (30, 6)
     assert float(answer.headers["x-modelport-cost"]) == pytest.approx(3 * (10 * 0.001 + 2 * 0.002))
+
+
+async def test_one_failing_choice_fails_the_answer_in_the_surfaces_shape(
+    upstream_model: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, name = upstream_model
+    body = {"model": name, "messages": CHAT["messages"], "n": 3, "seed": FAILING_SEED - 1}
+    answer = await client.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["error"]["message"]

@@ -67,7 +67,13 @@ async def answer(
         first = await service.generate_stream(principal, body.model, surface.request(bodies[0]))
         dropped = first.dropped if isinstance(first, GeneratedStream) else ()
         return sse.EventStream(_events(surface, service, principal, bodies, first), framing, dropped_header(dropped))
-    generated = await asyncio.gather(*(service.generate(principal, body.model, surface.request(one)) for one in bodies))
+    try:
+        # One choice failing fails the answer, and cancels (and so settles) the others.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(service.generate(principal, body.model, surface.request(one))) for one in bodies]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    generated = [task.result() for task in tasks]
     wholes: list[Any] = [surface.whole(one, piece) for one, piece in zip(bodies, generated, strict=True)]
     merged = wholes[0]
     merged.choices = [whole.choices[0].model_copy(update={"index": index}) for index, whole in enumerate(wholes)]
