@@ -77,6 +77,10 @@ def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextReque
         options["tools"] = functions
     if body.tool_choice is not None:
         options["tool_choice"] = _tool_choice(body.tool_choice)
+        if functions and body.tool_choice.disable_parallel_tool_use is not None:
+            # OpenAI's name for it, for the vendors that take it (an ANTHROPIC deployment
+            # gets the tool_choice as sent); the others leave it out and name it.
+            options["hints"] = {"parallel_tool_calls": not body.tool_choice.disable_parallel_tool_use}
     if body.output_config is not None and body.output_config.format is not None:
         schema = body.output_config.format.schema_
         options["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
