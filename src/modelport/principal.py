@@ -88,6 +88,9 @@ class Principal:
     key_id: str | None = None  # the API key the request came with: its limits and spend
     key_limits: KeyLimits | None = None  # None: the key has no limits
     model_allow: ModelAllowList | None = None  # None: every model of the account
+    # Seconds the response cache keeps this key's cacheable answers; None: the model's
+    # setting decides (inference/response_cache.py).
+    cache_ttl_seconds: int | None = None
 
     @property
     def is_admin(self) -> bool:
