@@ -340,7 +340,7 @@ class ResponseCache:
     `lookup` reads it, `keep` stores a complete answer."""
 
     def __init__(self, store: ResponseStore) -> None:
-        self._store = store
+        self.store = store  # public: a test swaps in a store with its own clock
 
     def entry(
         self, principal: Principal, target: Target, call: GenerationCall, *, lookup: bool
@@ -356,7 +356,7 @@ class ResponseCache:
     async def lookup(self, entry: CacheEntry) -> Generated | None:
         if entry.state is CacheState.BYPASS:
             return None
-        data = await self._store.get(entry.key)
+        data = await self.store.get(entry.key)
         if data is None:
             return None
         try:
@@ -367,10 +367,10 @@ class ResponseCache:
     async def keep(self, entry: CacheEntry, answer: Generated | None) -> None:
         if answer is None or answer.finish_reason is None or not answer.vendor_finished:
             return
-        await self._store.put(entry.key, encode(answer), entry.ttl_seconds)
+        await self.store.put(entry.key, encode(answer), entry.ttl_seconds)
 
     async def aclose(self) -> None:
-        await self._store.aclose()
+        await self.store.aclose()
 
 
 def build_store(
