@@ -369,6 +369,12 @@ async def test_a_keys_setting_turns_the_cache_on_and_is_shown_and_changed_like_i
 
     cleared = await served.client.patch(f"/v4/api-keys/{key_id}", json={"cache_ttl_seconds": None})
     assert cleared.status_code == 200 and cleared.json()["cache_ttl_seconds"] is None, cleared.text
+    # The audit log keeps the change, as it keeps the limits'.
+    events = (await served.client.get("/v4/audit-events", params={"object_id": key_id})).json()["items"]
+    changes = [(event["before"], event["after"]) for event in events if event["action"] == "update"]
+    assert ({"cache_ttl_seconds": 600}, {"cache_ttl_seconds": None}) in changes, events
+    created = [event["after"] for event in events if event["action"] == "create"]
+    assert created and created[0]["cache_ttl_seconds"] == 600, events
 
 
 @pytest.mark.parametrize("value", [0, -1, 30 * 86400 + 1, "a day", 1.5])
