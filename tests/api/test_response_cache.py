@@ -59,8 +59,15 @@ class Upstream:
             return httpx.Response(200, content=frames.encode(), headers={"content-type": "text/event-stream"})
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         return httpx.Response(
-            200, json={"id": "c", "object": "chat.completion", "created": 0, "model": "up", "choices": [choice],
-                       "usage": USAGE}  # fmt: skip
+            200,
+            json={
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "up",
+                "choices": [choice],
+                "usage": USAGE,
+            },
         )
 
 
@@ -245,12 +252,14 @@ async def test_every_text_surface_answers_from_the_cache(served: Served) -> None
 
 
 async def test_equal_bodies_written_differently_hit_and_different_ones_miss(served: Served) -> None:
-    name, deployment = await _model(served.client, cache_ttl_seconds=TTL)
-    _, twin = await _model(served.client, cache_ttl_seconds=TTL)  # the same model settings, another deployment
+    name, _ = await _model(served.client, cache_ttl_seconds=TTL)
+    twin, _ = await _model(served.client, cache_ttl_seconds=TTL)  # the same settings: only the deployment differs
     prompt = _prompt()
     compact = json.dumps({"model": name, "temperature": 0, "messages": [{"role": "user", "content": prompt}]})
-    spaced = '{ "messages" : [ { "content" : %s , "role" : "user" } ] ,\n  "temperature" : 0.0, "model": "%s" }' % (
-        json.dumps(prompt), name)  # fmt: skip
+    spaced = (
+        '{ "messages" : [ { "content" : ' + json.dumps(prompt) + ' , "role" : "user" } ] ,\n'
+        '  "temperature" : 0.0, "model": "' + name + '" }'
+    )
     headers = {"content-type": "application/json"}
     first = await served.client.post("/v1/chat/completions", content=compact, headers=headers)
     second = await served.client.post("/v1/chat/completions", content=spaced, headers=headers)
@@ -258,7 +267,7 @@ async def test_equal_bodies_written_differently_hit_and_different_ones_miss(serv
     assert served.upstream.calls[prompt] == 1
 
     assert (await _v1(served.client, name, prompt, max_tokens=6)).headers["x-modelport-cache"] == "miss"
-    assert (await _v4(served.client, twin, prompt)).headers["x-modelport-cache"] == "miss"
+    assert (await _v1(served.client, twin, prompt)).headers["x-modelport-cache"] == "miss"
     assert served.upstream.calls[prompt] == 3
 
 

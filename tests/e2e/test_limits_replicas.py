@@ -333,7 +333,11 @@ async def test_an_answer_cached_by_one_replica_is_a_hit_on_the_other(
     assert streamed.headers["x-modelport-cache"] == "hit" and '"finish_reason":"stop"' in streamed.text.replace(" ", "")
     # The generation and the two hits: a hit has no tokens and (unpriced) costs nothing.
     records = await written(postgres_url, key_id, 3)
-    assert sorted((row["response_tokens"], row["cost"]) for row in records) == [(0, 0.0), (0, 0.0), (5, pytest.approx(PLAIN_COST))]
+    assert sorted((row["response_tokens"], row["cost"]) for row in records) == [
+        (0, 0.0),
+        (0, 0.0),
+        (5, pytest.approx(PLAIN_COST)),
+    ]
 
 
 async def test_redis_stopped_then_started_again(

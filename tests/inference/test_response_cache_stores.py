@@ -52,7 +52,9 @@ def test_the_key_differs_by_account_deployment_and_call_and_not_by_key_order() -
     assert cache_key("b", "d", _call()) != base
     assert cache_key("a", "e", _call()) != base
     assert cache_key("a", "d", _call("ho")) != base
-    reordered = GenerationCall(sampling=Sampling(max_tokens=5, temperature=0.0), messages=({"content": "hi", "role": "user"},))
+    reordered = GenerationCall(
+        sampling=Sampling(max_tokens=5, temperature=0.0), messages=({"content": "hi", "role": "user"},)
+    )
     assert cache_key("a", "d", reordered) == base
 
 
@@ -82,7 +84,9 @@ async def test_a_stream_is_kept_whole_and_replayed_as_a_stream() -> None:
     assert whole is not None
     back = decode(encode(whole))
     assert (back.text, back.logprobs, back.finish_reason) == ("ab", [entry], "tool_calls")
-    assert back.tool_calls == [{"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    assert back.tool_calls == [
+        {"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
     replayed = [piece async for piece in replay(back)]
     assert [piece.text for piece in replayed] == ["ab", ""]
     assert replayed[-1].finish_reason == "tool_calls" and replayed[-1].response_tokens == 2

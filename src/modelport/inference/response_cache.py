@@ -310,7 +310,9 @@ class RedisStore:
 
     async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if len(value) <= self._max_entry_bytes:
-            await self._call(self._put, [self._entry_prefix, key, _now_ms(), value, ttl_seconds * 1000, self._max_bytes])
+            await self._call(
+                self._put, [self._entry_prefix, key, _now_ms(), value, ttl_seconds * 1000, self._max_bytes]
+            )
 
     async def _call(self, script: Any, args: list[Any]) -> Any:
         if time.monotonic() < self._down_until:
@@ -342,9 +344,7 @@ class ResponseCache:
     def __init__(self, store: ResponseStore) -> None:
         self.store = store  # public: a test swaps in a store with its own clock
 
-    def entry(
-        self, principal: Principal, target: Target, call: GenerationCall, *, lookup: bool
-    ) -> CacheEntry | None:
+    def entry(self, principal: Principal, target: Target, call: GenerationCall, *, lookup: bool) -> CacheEntry | None:
         """None when the request is not cached (off, or not deterministic)."""
         ttl = ttl_for(principal, target.parameters)
         if ttl is None or not deterministic(call):
@@ -378,6 +378,10 @@ def build_store(
 ) -> ResponseStore:
     if redis_url:
         return RedisStore(
-            redis_url, max_bytes=max_bytes, max_entry_bytes=max_entry_bytes, timeout=timeout, retry_seconds=retry_seconds
+            redis_url,
+            max_bytes=max_bytes,
+            max_entry_bytes=max_entry_bytes,
+            timeout=timeout,
+            retry_seconds=retry_seconds,
         )
     return MemoryStore(max_bytes=max_bytes, max_entry_bytes=max_entry_bytes)
