@@ -229,14 +229,16 @@ class MemoryStore:
 # a Redis Cluster allows only within one slot.
 REDIS_PREFIX = "modelport:{response-cache}:"
 
-# KEYS: the LRU sorted set (key -> last use, ms), the sizes hash (key -> bytes), the byte
-# total. ARGV: entry key prefix, key, now (ms). The answer, or nil; a hit is marked used
-# now, and an expired entry's size is given back.
+# KEYS: the LRU sorted set (key -> its last use), the sizes hash (key -> bytes), the byte
+# total, the use counter. A use is numbered by the counter rather than timed: uses within
+# one clock tick, or on replicas whose clocks differ, still come in order. ARGV: entry key
+# prefix, key. The answer, or nil; a hit is marked as the latest use, and an expired
+# entry's size is given back.
 REDIS_GET = """
 local entry = ARGV[1] .. ARGV[2]
 local value = redis.call('GET', entry)
 if value then
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[2])
+  redis.call('ZADD', KEYS[1], 'XX', redis.call('INCR', KEYS[4]), ARGV[2])
   return value
 end
 local size = redis.call('HGET', KEYS[2], ARGV[2])
@@ -248,19 +250,19 @@ end
 return false
 """
 
-# KEYS as REDIS_GET. ARGV: entry key prefix, key, now (ms), answer, TTL (ms), max bytes.
+# KEYS as REDIS_GET. ARGV: entry key prefix, key, answer, TTL (ms), max bytes.
 # Stores the answer, then drops the least recently used entries (expired ones included:
 # their sizes stay counted until then) until the total fits.
 REDIS_PUT = """
 local prefix, key = ARGV[1], ARGV[2]
 local old = redis.call('HGET', KEYS[2], key)
 if old then redis.call('DECRBY', KEYS[3], old) end
-local size = string.len(ARGV[4])
-redis.call('SET', prefix .. key, ARGV[4], 'PX', ARGV[5])
-redis.call('ZADD', KEYS[1], ARGV[3], key)
+local size = string.len(ARGV[3])
+redis.call('SET', prefix .. key, ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[4]), key)
 redis.call('HSET', KEYS[2], key, size)
 local total = redis.call('INCRBY', KEYS[3], size)
-local limit = tonumber(ARGV[6])
+local limit = tonumber(ARGV[5])
 while total > limit do
   local oldest = redis.call('ZPOPMIN', KEYS[1])
   if #oldest == 0 then break end
@@ -275,7 +277,7 @@ return total
 
 class RedisStore:
     """In Redis, shared by every worker and replica: each answer a string with its TTL,
-    and an LRU over them in a sorted set of last-use times, with a byte total kept with it
+    and an LRU over them in a sorted set of last uses, with a byte total kept with it
     by the two scripts above, atomically. Evicting by our own count rather than Redis's
     `maxmemory-policy` keeps the bound on the cache alone, in a Redis the limits share."""
 
@@ -296,7 +298,7 @@ class RedisStore:
         self._redis: Redis = Redis(connection_pool=pool)
         self._get = self._redis.register_script(REDIS_GET)
         self._put = self._redis.register_script(REDIS_PUT)
-        self._keys = [prefix + "lru", prefix + "sizes", prefix + "bytes"]
+        self._keys = [prefix + "lru", prefix + "sizes", prefix + "bytes", prefix + "uses"]
         self._entry_prefix = prefix + "entry:"
         self._max_bytes = max_bytes
         self._max_entry_bytes = min(max_entry_bytes, max_bytes)
@@ -305,14 +307,12 @@ class RedisStore:
         self._down_until = 0.0  # monotonic time before which Redis is not asked
 
     async def get(self, key: str) -> bytes | None:
-        found = await self._call(self._get, [self._entry_prefix, key, _now_ms()])
+        found = await self._call(self._get, [self._entry_prefix, key])
         return found if isinstance(found, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if len(value) <= self._max_entry_bytes:
-            await self._call(
-                self._put, [self._entry_prefix, key, _now_ms(), value, ttl_seconds * 1000, self._max_bytes]
-            )
+            await self._call(self._put, [self._entry_prefix, key, value, ttl_seconds * 1000, self._max_bytes])
 
     async def _call(self, script: Any, args: list[Any]) -> Any:
         if time.monotonic() < self._down_until:
@@ -328,10 +328,6 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # --- the service's side -------------------------------------------------------------------
