@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
@@ -101,11 +101,15 @@ def deterministic(call: GenerationCall) -> bool:
     return call.n == 1 and (call.sampling.temperature == 0 or seeded)
 
 
+# Sorted keys, no whitespace (orjson writes none); a dataclass's fields in their fixed
+# order. orjson, not json: on every cacheable request, a sixth of the time.
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def cache_key(account_id: str, deployment_id: str, call: GenerationCall) -> str:
     """sha256 of the account, the deployment and the call, as canonical JSON."""
-    document = {"account": account_id, "deployment": deployment_id, "call": dataclasses.asdict(call)}
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    document = {"account": account_id, "deployment": deployment_id, "call": call}
+    return hashlib.sha256(orjson.dumps(document, option=_CANONICAL, default=repr)).hexdigest()
 
 
 # --- what is kept: a whole answer ---------------------------------------------------------
@@ -118,12 +122,12 @@ _KEPT = ("text", "finish_reason", "prompt_tokens", "response_tokens", "tool_call
 
 def encode(answer: Generated) -> bytes:
     document = {name: getattr(answer, name) for name in _KEPT}
-    document["logprobs"] = [dataclasses.asdict(entry) for entry in answer.logprobs]
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    document["logprobs"] = answer.logprobs  # dataclasses: orjson writes their fields
+    return orjson.dumps(document)
 
 
 def decode(data: bytes) -> Generated:
-    document = json.loads(data)
+    document = orjson.loads(data)
     logprobs = [
         TokenLogprob(
             token=entry["token"],
