@@ -5,6 +5,7 @@ it, measured in one run, interleaved, with wrk on loopback.
 
     .venv/bin/python benchmarks/gateway/run.py --litellm /path/to/litellm-venv/bin/litellm
     .venv/bin/python benchmarks/gateway/run.py --limits   # also modelport with limits, Redis on loopback
+    .venv/bin/python benchmarks/gateway/run.py --cache    # also modelport answering from its response cache
 
 See benchmarks/README.md for what it reports and the numbers measured.
 """
@@ -41,6 +42,11 @@ LIMITED_KEY_BODY = {
     "max_budget": 1e12,
     "budget_duration": "30d",
 }
+
+# --cache: a key whose answers the response cache keeps; with a deterministic body every
+# request after the first is a hit (what is measured is a hit's whole cost: auth, lookup,
+# admission, the usage record, shaping the kept answer).
+CACHED_KEY_BODY = {"role": "member", "name": "bench-cache", "cache_ttl_seconds": 86400}
 
 OPENAI_BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 MODELPORT_BODY = {"chat_history": [], "prompt": "Say hello.", "max_tokens": 16}
@@ -163,9 +169,12 @@ def run_wrk(target: Target, workdir: Path, *, connections: int, seconds: int, st
     return result
 
 
-def configure_modelport(workdir: Path, port: int, mock_port: int, limits: bool = False) -> tuple[str, str | None]:
+def configure_modelport(
+    workdir: Path, port: int, mock_port: int, limits: bool = False, cache: bool = False
+) -> tuple[str, str | None, str | None]:
     """First start: create an OPENAI model pointed at the mock and a deployment of it (and,
-    with `limits`, a key with every limit set). Returns the deployment id and that key."""
+    with `limits`, a key with every limit set; with `cache`, a key the response cache
+    answers). Returns the deployment id and those keys."""
     process = start([MODELPORT, "serve"], modelport_env(workdir, port, embedded_engine="false"), workdir / "setup.log")
     base = f"http://127.0.0.1:{port}"
     headers = {"x-api-key": API_KEY}
@@ -199,7 +208,12 @@ def configure_modelport(workdir: Path, port: int, mock_port: int, limits: bool =
                 created = client.post("/v4/api-keys", json=LIMITED_KEY_BODY)
                 created.raise_for_status()
                 limited_key = str(created.json()["key"])
-            return str(deployment.json()["id"]), limited_key
+            cached_key = None
+            if cache:
+                created = client.post("/v4/api-keys", json=CACHED_KEY_BODY)
+                created.raise_for_status()
+                cached_key = str(created.json()["key"])
+            return str(deployment.json()["id"]), limited_key, cached_key
     finally:
         stop(process)
 
@@ -260,6 +274,9 @@ def main() -> None:
         "--limits", action="store_true", help="also modelport with a limited key (redis-server on loopback)"
     )
     parser.add_argument(
+        "--cache", action="store_true", help="also modelport answering every request from its response cache"
+    )
+    parser.add_argument(
         "--baseline-src", type=Path, help="also run modelport (1 worker) from this src/ (another checkout)"
     )
     args = parser.parse_args()
@@ -285,7 +302,9 @@ def main() -> None:
         )  # fmt: skip
         limits_env["redis_url"] = f"redis://127.0.0.1:{redis_port}/0"
     try:
-        deployment, limited_key = configure_modelport(workdir, modelport_port, mock_port, limits=args.limits)
+        deployment, limited_key, cached_key = configure_modelport(
+            workdir, modelport_port, mock_port, limits=args.limits, cache=args.cache
+        )
         direct = Target("mock", f"http://127.0.0.1:{mock_port}/v1/chat/completions", OPENAI_BODY, {}, mock)
         wait_until_served(direct, time.perf_counter())
         targets.append(direct)
@@ -343,6 +362,18 @@ def main() -> None:
                 )
                 wait_until_served(limited, time.perf_counter())
                 targets.append(limited)
+            if cached_key is not None:
+                # The same server, a key whose deterministic answers are kept: all hits but the first.
+                cached = Target(
+                    f"{gateway.name}+cache",
+                    gateway.url,
+                    {**MODELPORT_BODY, "temperature": 0},
+                    {"x-api-key": cached_key, "content-type": "application/json"},
+                    gateway.process,
+                    gateway.startup_seconds,
+                )
+                wait_until_served(cached, time.perf_counter())
+                targets.append(cached)
 
         if args.baseline_src:
             # The same gateway from other sources (say, before a change), interleaved with this one.

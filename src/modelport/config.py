@@ -254,6 +254,11 @@ class Settings(BaseSettings):
     # write. OpenAI keeps stored responses 30 days.
     responses_max_stored_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     responses_retention_seconds: float = Field(default=30 * 24 * 3600.0, ge=60)
+    # The response cache (SPEC 10, inference/response_cache.py): the bytes of answers it
+    # keeps, least recently used dropped first (in each process; with `redis_url`, in
+    # Redis for all of them), and the largest single answer it keeps.
+    response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    response_cache_max_entry_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # An engine in a crash loop is started again after a backoff that doubles up to
     # this many seconds, forever: a crash one request caused never keeps a model down

@@ -95,6 +95,9 @@ class Principal:
     key_limits: Limits | None = None  # None: the key has no limits
     account_limits: Limits | None = None  # the selected account's, shared by its keys; None: none
     model_allow: ModelAllowList | None = None  # None: every model of the account
+    # Seconds the response cache keeps this key's cacheable answers; None: the model's
+    # setting decides (inference/response_cache.py).
+    cache_ttl_seconds: int | None = None
 
     @property
     def is_admin(self) -> bool:

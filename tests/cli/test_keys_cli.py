@@ -93,3 +93,23 @@ def test_the_version_is_printed() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert (result.exit_code, result.stdout.strip()) == (0, f"modelport {version('modelport')}")
+
+
+def test_keys_take_the_response_cache_setting_next_to_the_limits(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    env = {"MODELPORT_DATABASE_URL": database_url}
+    account_id = runner.invoke(app, ["accounts", "create", "team"], env=env).stdout.strip()
+    created = runner.invoke(app, ["keys", "create", "--account", account_id, "--cache-ttl-seconds", "600"], env=env)
+    assert created.exit_code == 0, created.output
+    key_id = created.stderr.split()[2]
+    assert _key(database_url, key_id).cache_ttl_seconds == 600
+
+    longer = runner.invoke(app, ["keys", "update", key_id, "--cache-ttl-seconds", "86400"], env=env)
+    assert longer.exit_code == 0, longer.output
+    assert _key(database_url, key_id).cache_ttl_seconds == 86400
+    too_long = runner.invoke(app, ["keys", "update", key_id, "--cache-ttl-seconds", str(30 * 86400 + 1)], env=env)
+    assert too_long.exit_code == 1 and "--cache-ttl-seconds" in too_long.stderr
+    cleared = runner.invoke(app, ["keys", "update", key_id, "--clear", "cache_ttl_seconds"], env=env)
+    assert cleared.exit_code == 0, cleared.output
+    assert _key(database_url, key_id).cache_ttl_seconds is None

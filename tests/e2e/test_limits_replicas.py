@@ -319,6 +319,32 @@ async def test_spend_equals_the_usage_records_after_a_burst_with_abandoned_strea
         redis.close()
 
 
+async def test_an_answer_cached_by_one_replica_is_a_hit_on_the_other(
+    replicas: tuple[list[str], str], deployments: dict[str, str], clients: list[httpx.AsyncClient], postgres_url: str
+) -> None:
+    """The response cache lives in the Redis both replicas share (issue 24, item 8)."""
+    key_id, key = new_key(replicas[0], cache_ttl_seconds=600)
+    prompt = f"cached {uuid.uuid4().hex[:8]}"
+    miss = await chat(clients[0], deployments["plain"], key, prompt=prompt, temperature=0)
+    assert miss.status_code == 200 and miss.headers["x-modelport-cache"] == "miss", miss.text
+    hit = await chat(clients[1], deployments["plain"], key, prompt=prompt, temperature=0)
+    assert hit.status_code == 200 and hit.headers["x-modelport-cache"] == "hit", hit.text
+    assert hit.json() == miss.json()
+    streamed = await clients[0].post(
+        f"/v4/models/{deployments['plain']}/chat-completions",
+        json={"chat_history": [], "prompt": prompt, "max_tokens": 5, "temperature": 0, "stream": True},
+        headers={"x-api-key": key},
+    )
+    assert streamed.headers["x-modelport-cache"] == "hit" and '"finish_reason":"stop"' in streamed.text.replace(" ", "")
+    # The generation and the two hits: a hit has no tokens and (unpriced) costs nothing.
+    records = await written(postgres_url, key_id, 3)
+    assert sorted((row["response_tokens"], row["cost"]) for row in records) == [
+        (0, 0.0),
+        (0, 0.0),
+        (5, pytest.approx(PLAIN_COST)),
+    ]
+
+
 async def test_redis_stopped_then_started_again(
     replicas: tuple[list[str], str],
     deployments: dict[str, str],

@@ -8,16 +8,21 @@ header: comma-separated names, a change as `name=how` (`reasoning_effort,
 max_tokens=clamped:4000`); absent when nothing was. A whole answer also says what it
 cost, in US dollars at the deployment's prices, in the `x-modelport-cost` header (a
 stream's header is sent before its cost is known: its last usage event carries it where
-the surface has one)."""
+the surface has one).
+
+A request the response cache takes part in says what it did, as the service decided it
+(`Generated.cache`, `GeneratedStream.cache`), in the `x-modelport-cache` header (`hit`,
+`miss`, `bypass`); `cache-control: no-cache` on the request skips the lookup."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -49,10 +54,18 @@ class TextSurface(Generic[Body, Item]):
     exclude_none: bool = True
 
     async def by_model(
-        self, service: InferenceService, principal: Principal, model: str, body: Body, framing: sse.Framing[Item]
+        self,
+        service: InferenceService,
+        principal: Principal,
+        model: str,
+        body: Body,
+        framing: sse.Framing[Item],
+        *,
+        no_cache: bool = False,
     ) -> Response:
-        """From one of the deployments `model` names (the compatible surfaces, see `routing`)."""
-        text = self.request(body)
+        """From one of the deployments `model` names (the compatible surfaces, see
+        `routing`). `no_cache`: the request asked not to be answered from the cache."""
+        text = self._text(body, no_cache)
         whole = partial(service.generate, principal, model, text)
         return await self._answer(body, framing, whole, partial(service.generate_stream, principal, model, text))
 
@@ -63,13 +76,19 @@ class TextSurface(Generic[Body, Item]):
         deployment_id: str,
         body: Body,
         framing: sse.Framing[Item],
+        *,
+        no_cache: bool = False,
     ) -> Response:
         """From the deployment the caller named (SGP v4)."""
-        text = self.request(body)
+        text = self._text(body, no_cache)
         whole = partial(service.generate_at, principal, deployment_id, text)
         return await self._answer(
             body, framing, whole, partial(service.generate_stream_at, principal, deployment_id, text)
         )
+
+    def _text(self, body: Body, no_cache: bool) -> TextRequest:
+        text = self.request(body)
+        return replace(text, skip_cache_lookup=True) if no_cache else text
 
     async def _answer(
         self,
@@ -80,14 +99,17 @@ class TextSurface(Generic[Body, Item]):
     ) -> Response:
         if body.stream:
             pieces = await streamed()
-            dropped = pieces.dropped if isinstance(pieces, GeneratedStream) else ()
-            return sse.EventStream(self.events(body, pieces), framing, headers=dropped_header(dropped))
+            dropped, cache = (pieces.dropped, pieces.cache) if isinstance(pieces, GeneratedStream) else ((), None)
+            headers = dropped_header(dropped) | cache_header(cache)
+            return sse.EventStream(self.events(body, pieces), framing, headers=headers)
         generated = await whole()
         payload = self.whole(body, generated)
         return Response(
             payload.model_dump_json(exclude_none=self.exclude_none),
             media_type="application/json",
-            headers=dropped_header(generated.dropped) | cost_header(generated.cost or 0.0),
+            headers=dropped_header(generated.dropped)
+            | cost_header(generated.cost or 0.0)
+            | cache_header(generated.cache),
         )
 
 
@@ -106,3 +128,18 @@ def cost_header(cost: float) -> dict[str, str]:
     """The x-modelport-cost header: US dollars as a plain decimal (`0.000091`, never
     `9.1e-05`: a header read by shell scripts and dashboards), `0` for an unpriced model."""
     return {COST_HEADER: format(Decimal(repr(cost)).normalize(), "f")}
+
+
+CACHE_HEADER = "x-modelport-cache"
+
+
+def cache_header(state: str | None) -> dict[str, str]:
+    """The x-modelport-cache header: what the response cache did; none when the request
+    is not cached."""
+    return {CACHE_HEADER: state} if state else {}
+
+
+def asks_no_cache(request: Request) -> bool:
+    """The request's `cache-control` holds `no-cache`: answer it afresh."""
+    directives = request.headers.get("cache-control", "")
+    return any(directive.strip().lower() == "no-cache" for directive in directives.split(","))

@@ -58,6 +58,7 @@ from modelport.errors import ModelportError
 from modelport.inference.admission import LimitGate
 from modelport.inference.loader import DeploymentLoader, status_recorders
 from modelport.inference.params import CallBounds
+from modelport.inference.response_cache import ResponseCache, build_store
 from modelport.inference.routing import PassiveHealth, Router
 from modelport.inference.service import InferenceService
 from modelport.limits import build_limiter
@@ -235,6 +236,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         per_account=settings.template_renders_per_account,
         queue=settings.template_render_queue,
     )
+    response_cache = ResponseCache(
+        build_store(
+            redis_url=settings.redis_url,
+            max_bytes=settings.response_cache_max_bytes,
+            max_entry_bytes=settings.response_cache_max_entry_bytes,
+            timeout=settings.limits_redis_timeout_seconds,
+            retry_seconds=settings.limits_redis_retry_seconds,
+        )
+    )
+    app.state.response_cache = response_cache
     app.state.service = InferenceService(
         app.state.sessions,
         vendors,
@@ -246,6 +257,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits=limits,
         call_bounds=CallBounds(max_messages=settings.max_messages, max_tools=settings.max_tools),
         default_max_tokens=settings.limits_default_max_tokens,
+        response_cache=response_cache,
     )
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="catalogue-cache")
     audit_sweeps = asyncio.create_task(_sweep_audit_hourly(app.state.catalogue), name="audit-retention")
@@ -263,6 +275,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await limits.aclose()
+        await response_cache.aclose()
         await throttle.close()
         await recorder.close()
         await vendors.aclose()
@@ -282,6 +295,7 @@ CORS_EXPOSED_HEADERS = [
     "x-modelport-overhead-ms",
     "x-modelport-dropped",
     "x-modelport-cost",
+    "x-modelport-cache",
 ]
 
 

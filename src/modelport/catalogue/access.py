@@ -99,6 +99,7 @@ class Access:
             key_limits=owner.limits,
             account_limits=access.account_limits,
             model_allow=owner.model_allow,
+            cache_ttl_seconds=owner.cache_ttl_seconds,
         )
 
     async def create_account(self, principal: Principal, *, name: str) -> str:
@@ -245,6 +246,7 @@ def key_out(key: ApiKey, role: Role, spend: float = 0.0) -> KeyOut:
         models=key.allowed_models,
         deployments=key.allowed_deployments,
         previous_key_retired_at=key.previous_key_retired_at,
+        cache_ttl_seconds=key.cache_ttl_seconds,
     )
 
 

@@ -187,6 +187,15 @@ BudgetOption = Annotated[
 DurationOption = Annotated[
     str | None, typer.Option("--budget-duration", metavar="DURATION", help="When the budget resets: 1h, 1d, 30d.")
 ]
+CacheTtlOption = Annotated[
+    int | None,
+    typer.Option(
+        "--cache-ttl-seconds",
+        metavar="SECONDS",
+        help="Keep the key's deterministic answers in the response cache this long (1 to 2592000); "
+        "wins over the model's setting.",
+    ),
+]
 ExpiresOption = Annotated[
     str | None,
     typer.Option(
@@ -198,21 +207,26 @@ ExpiresOption = Annotated[
 
 
 def _key_options() -> tuple[str, ...]:
-    """The fields a key's limit options set (--rpm-limit ... --budget-duration)."""
+    """The fields a key's limit options set (--rpm-limit ... --budget-duration, --cache-ttl-seconds)."""
     from modelport.limits.base import LIMIT_NAMES
 
-    return (*LIMIT_NAMES, "budget_duration")
+    return (*LIMIT_NAMES, "budget_duration", "cache_ttl_seconds")
 
 
 def _key_limits(
-    rpm: int | None, tpm: int | None, parallel: int | None, budget: float | None, duration: str | None
+    rpm: int | None,
+    tpm: int | None,
+    parallel: int | None,
+    budget: float | None,
+    duration: str | None,
+    cache_ttl: int | None = None,
 ) -> dict[str, Any]:
     """The limit options given, checked as the API checks them."""
     from pydantic import ValidationError
 
     from modelport.schemas.catalogue import KeyLimitFields
 
-    given = zip(_key_options(), (rpm, tpm, parallel, budget, duration), strict=True)
+    given = zip(_key_options(), (rpm, tpm, parallel, budget, duration, cache_ttl), strict=True)
     try:
         checked = KeyLimitFields.model_validate({name: value for name, value in given if value is not None})
     except ValidationError as exc:
@@ -251,6 +265,7 @@ def keys_create(
     max_parallel_requests: ParallelOption = None,
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
+    cache_ttl_seconds: CacheTtlOption = None,
     expires_at: ExpiresOption = None,
     model: key_allow.ModelsOption = None,
     deployment: key_allow.DeploymentsOption = None,
@@ -263,7 +278,7 @@ def keys_create(
     if role not in tuple(Role):
         fail("--role must be admin or member")
     account = console.resolve_account(account)
-    limits = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
+    limits = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration, cache_ttl_seconds)
     expiry = _key_expiry(expires_at)
     allow = key_allow.allow_lists(model, deployment)
     try:
@@ -312,6 +327,7 @@ def keys_update(
     max_parallel_requests: ParallelOption = None,
     max_budget: BudgetOption = None,
     budget_duration: DurationOption = None,
+    cache_ttl_seconds: CacheTtlOption = None,
     expires_at: ExpiresOption = None,
     model: key_allow.ModelsOption = None,
     deployment: key_allow.DeploymentsOption = None,
@@ -331,7 +347,7 @@ def keys_update(
     from modelport.store.tables import ApiKey, Identity
 
     key_id = console.resolve_key(key_id)
-    changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
+    changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration, cache_ttl_seconds)
     changes.update(_key_expiry(expires_at))
     changes.update(key_allow.allow_lists(model, deployment))
     clearable = (*_key_options(), "expires_at", "models", "deployments")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from modelport.errors import ModelportError
 from modelport.generation import GenerationCall
@@ -107,6 +108,35 @@ class LimitGate:
             prompt_tokens=prompt_bound,
             account_id=principal.account_id,
             account=principal.account_limits or NO_LIMITS,
+        )
+        if not demand.limited:
+            return None
+        admission = await self._admit(demand)
+        headers = response_headers.get()
+        if headers is not None:
+            headers.update(admission.headers())
+        return admission
+
+    async def admit_cached(
+        self, principal: Principal, target: Target, request_id: str, cost: float
+    ) -> Admission | None:
+        """A request the response cache answers: one request for rpm and
+        max_parallel_requests, and `cost` (the hit's price) for the budget. Never
+        counted against tpm, by the key, its account or the deployment: it generates no
+        tokens."""
+        key = principal.key_limits or NO_LIMITS
+        account = principal.account_limits or NO_LIMITS
+        demand = Demand(
+            request_id=request_id,
+            key_id=principal.key_id,
+            key=replace(key, tpm_limit=None),
+            deployment_id=target.deployment_id,
+            deployment_rpm=_positive_int(target.parameters.get("rpm_limit")),
+            deployment_tpm=None,
+            tokens=0,
+            cost=cost,
+            account_id=principal.account_id,
+            account=replace(account, tpm_limit=None),
         )
         if not demand.limited:
             return None

@@ -24,6 +24,7 @@ from modelport.generation import (
     FinishReason,
     GenerationCall,
     GenerationChunk,
+    Sampling,
     TokenLogprob,
     UsageEvent,
     UsageSink,
@@ -68,6 +69,13 @@ class Generated:
     # What the call cost in US dollars at the deployment's prices, on a whole answer and
     # on a stream's last piece (the x-modelport-cost header, `usage.cost`).
     cost: float | None = None
+    # False when the vendor's answer ended without a finish reason of its own (the one
+    # shown is modelport's "stop"): the response cache keeps no such answer.
+    vendor_finished: bool = True
+    # What the response cache did for a whole answer (`response_cache.CacheState`, the
+    # x-modelport-cache header); a stream carries it as `GeneratedStream.cache`. None:
+    # the request is not cached.
+    cache: str | None = None
 
 
 NOTHING = Generated(text="")
@@ -118,6 +126,20 @@ class Meter:
         calling_vendor(target)
         return Metered(principal, deployment_id, target, call, started, request_id, admission)
 
+    async def cache_hit(
+        self, principal: Principal, deployment_id: str, target: Target, cost: float, started: float
+    ) -> None:
+        """A request the response cache answers: admitted as a request at the hit's
+        price `cost` and no tokens (429 when a limit has no room), and settled and
+        recorded at once: nothing more is called."""
+        request_id = str(uuid.uuid4())
+        admission = None
+        if self._limits is not None:
+            admission = await self._limits.admit_cached(principal, target, request_id, cost)
+        call = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0))
+        metered = Metered(principal, deployment_id, target, call, started, request_id, admission)
+        self.settle(metered, Generated(text="", prompt_tokens=0, response_tokens=0), 200, cost=cost)
+
     @staticmethod
     def cost(metered: Metered, final: Generated) -> float:
         """What the call cost at the deployment's prices: what `settle` bills, and what
@@ -130,13 +152,13 @@ class Meter:
             cache_creation_tokens=final.cache_creation_tokens or 0,
         )
 
-    def settle(self, metered: Metered, final: Generated, status: int) -> None:
-        """Give the limits back what was not used and record the request's usage.
-        Nothing here awaits: in a cancelled task every await raises again, and what
-        came after one would be lost."""
+    def settle(self, metered: Metered, final: Generated, status: int, *, cost: float | None = None) -> None:
+        """Give the limits back what was not used and record the request's usage, at
+        `cost` or else what `final`'s tokens cost. Nothing here awaits: in a cancelled
+        task every await raises again, and what came after one would be lost."""
         prompt_tokens, response_tokens = final.prompt_tokens or 0, final.response_tokens or 0
         cached, created = final.cached_prompt_tokens or 0, final.cache_creation_tokens or 0
-        cost = self.cost(metered, final)
+        cost = self.cost(metered, final) if cost is None else cost
         if self._limits is not None:
             self._limits.settle(metered.admission, tokens=prompt_tokens + response_tokens, cost=cost)
         if self._usage is not None:
@@ -185,6 +207,7 @@ class Meter:
             cached_prompt_tokens=final.cached_prompt_tokens,
             cache_creation_tokens=final.cache_creation_tokens,
             cost=self.cost(metered, final),
+            vendor_finished=final.vendor_finished,
         )
 
     async def stream(
@@ -299,6 +322,7 @@ async def _filtered(
         estimated=estimated,
         cached_prompt_tokens=cached_prompt_tokens,
         cache_creation_tokens=cache_creation_tokens,
+        vendor_finished=finish_reason is not None or output.stopped,
     )
 
 
@@ -326,9 +350,13 @@ class GeneratedStream(AsyncGenerator[Generated, None]):
     before the first byte). It is the stream it wraps in every other way: closing it
     closes that one."""
 
-    def __init__(self, pieces: AsyncGenerator[Generated, None], dropped: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, pieces: AsyncGenerator[Generated, None], dropped: tuple[str, ...] = (), cache: str | None = None
+    ) -> None:
         self._pieces = pieces
         self.dropped = dropped
+        # What the response cache did (`Generated.cache`), for the x-modelport-cache header.
+        self.cache = cache
 
     async def asend(self, value: None) -> Generated:
         return await self._pieces.asend(value)

@@ -6,12 +6,19 @@ check the parameters against what the vendor can do and build the call (`params`
 `calls`), then one metered call (`metering`: admit, call, filter stop sequences,
 settle, record). The entries below differ only in what they call: a whole answer, a
 stream, embeddings or scores.
+
+A text request the response cache answers (`response_cache`: on for the key or the
+model, deterministic, asked before) takes the same path up to the call, then is admitted
+as a hit instead (`Meter.cache_hit`: a request at the hit's price, no tokens) and answered
+with the kept generation, whole or streamed as the request asks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +33,7 @@ from modelport.inference.metering import Generated, GeneratedStream, Meter, Mete
 from modelport.inference.params import CallBounds, check_supported, effective_sampling
 from modelport.inference.relay import Relayed
 from modelport.inference.resolve import Resolver
+from modelport.inference.response_cache import CacheEntry, CacheState, ResponseCache, joined, replay
 from modelport.inference.routing import Router
 from modelport.observability.requests import leaving_out
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
@@ -75,6 +83,23 @@ class TextRequest:
     # surface's by default (a max_tokens no prompt fits with is clamped); the SGP v4
     # routes pass `V4_WINDOW`, OpenAI's chat `CHAT_WINDOW` (no max_tokens: the window).
     window: WindowRules = COMPATIBLE_WINDOW
+    # The caller sent `cache-control: no-cache`: the response cache is not read (its
+    # fresh answer may still be kept).
+    skip_cache_lookup: bool = False
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A text request resolved, checked and admitted (`metered`), or answered from the
+    response cache (`hit`); with what was left out of its call (`dropped`) and where its
+    answer is kept (`cache`, None when it is not cached)."""
+
+    metered: Metered | None
+    vendor: Vendor
+    capabilities: Capabilities
+    dropped: tuple[str, ...]
+    cache: CacheEntry | None = None
+    hit: Generated | None = None
 
 
 class InferenceService:
@@ -90,6 +115,7 @@ class InferenceService:
         limits: LimitGate | None = None,
         call_bounds: CallBounds | None = None,
         default_max_tokens: int = 4096,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         # Without a shared cache (tests, scripts) every lookup goes to the database.
         cache = cache or CatalogueCache(ttl_seconds=0)
@@ -106,22 +132,38 @@ class InferenceService:
         # max_tokens for a request that sets none, to a vendor with no default of its own
         # and a model with no known context window (see `calls.max_tokens_for`).
         self._default_max_tokens = default_max_tokens
+        # None: nothing is cached (tests, scripts); the server always has one.
+        self._response_cache = response_cache
 
     # --- text, on the deployment the caller named (SGP v4) ------------------------------
 
     async def generate_at(self, principal: Principal, deployment_id: str, text: TextRequest) -> Generated:
-        """The whole answer, with what was left out of the call or changed (`dropped`)."""
-        metered, vendor, capabilities, dropped = await self._text(principal, deployment_id, text, time.perf_counter())
-        generated = await self._meter.answer(metered, vendor, capabilities)
-        generated.dropped = dropped
+        """The whole answer, with what was left out of the call or changed (`dropped`)
+        and what the response cache did (`cache`)."""
+        prepared = await self._text(principal, deployment_id, text, time.perf_counter())
+        if prepared.hit is not None:
+            return prepared.hit
+        assert prepared.metered is not None
+        generated = await self._meter.answer(prepared.metered, prepared.vendor, prepared.capabilities)
+        generated.dropped = prepared.dropped
+        if prepared.cache is not None and self._response_cache is not None:
+            generated.cache = prepared.cache.state
+            await self._response_cache.keep(prepared.cache, generated)
         return generated
 
     async def generate_stream_at(self, principal: Principal, deployment_id: str, text: TextRequest) -> GeneratedStream:
         """Validate and start; errors known before the first piece are raised here. The
         stream knows what was left out of the call or changed (`dropped`) before its
-        first piece."""
-        metered, vendor, capabilities, dropped = await self._text(principal, deployment_id, text, time.perf_counter())
-        return GeneratedStream(await self._meter.stream(metered, vendor, capabilities), dropped)
+        first piece, and what the response cache did (`cache`)."""
+        prepared = await self._text(principal, deployment_id, text, time.perf_counter())
+        if prepared.hit is not None:
+            return GeneratedStream(replay(prepared.hit), prepared.dropped, CacheState.HIT)
+        assert prepared.metered is not None
+        pieces = await self._meter.stream(prepared.metered, prepared.vendor, prepared.capabilities)
+        if prepared.cache is None or self._response_cache is None:
+            return GeneratedStream(pieces, prepared.dropped)
+        kept = _kept(self._response_cache, prepared.cache, pieces)
+        return GeneratedStream(kept, prepared.dropped, prepared.cache.state)
 
     # --- text, on one of the deployments a model names (the compatible surfaces) --------
 
@@ -141,7 +183,7 @@ class InferenceService:
 
         async def attempt(deployment_id: str) -> GeneratedStream:
             started = await self.generate_stream_at(principal, deployment_id, text)
-            return GeneratedStream(await first_then_rest(started), started.dropped)
+            return GeneratedStream(await first_then_rest(started), started.dropped, started.cache)
 
         return await self._router.run(principal.account_id, model, attempt, allow=principal.model_allow)
 
@@ -266,10 +308,10 @@ class InferenceService:
         deployment_id: str,
         text: TextRequest,
         started: float,
-    ) -> tuple[Metered, Vendor, Capabilities, tuple[str, ...]]:
-        """Resolve the deployment, check the request against its vendor, build the call
-        and admit it; with what the surface and the call's building left out or changed
-        (the x-modelport-dropped header's names)."""
+    ) -> _Prepared:
+        """Resolve the deployment, check the request against its vendor, build the call,
+        and answer it from the response cache or admit it; with what the surface and the
+        call's building left out or changed (the x-modelport-dropped header's names)."""
         request = text.request
         resolved = await self._resolver.deployment(principal, deployment_id, serves=TEXT_TYPES, wrong_type=_NOT_TEXT)
         target = resolved.target
@@ -292,15 +334,24 @@ class InferenceService:
             default_max_tokens=self._default_max_tokens,
             window=text.window,
         )
-        # Last, once the request is known to be valid: from here on it is counted.
-        metered = await self._meter.admit(principal, deployment_id, target, call, started)
         # The surface names its own family's hints as dropped (it cannot know which
         # deployment will serve it); a deployment of that family does take them.
         passthrough = call.passthrough
         honoured = passthrough.hints if passthrough and passthrough.honoured_by(capabilities.vendor) else ()
         left_out = tuple(name for name in dict.fromkeys((*text.dropped, *changes)) if name not in honoured)
         leaving_out(left_out)
-        return metered, resolved.vendor, capabilities, left_out
+        cache = self._response_cache
+        entry = cache.entry(principal, target, call, lookup=not text.skip_cache_lookup) if cache else None
+        if cache is not None and entry is not None:
+            kept = await cache.lookup(entry)
+            if kept is not None:
+                # Counted as a request at the hit's price, like any other (429 included).
+                await self._meter.cache_hit(principal, deployment_id, target, entry.hit_cost, started)
+                hit = replace(kept, dropped=left_out, cost=entry.hit_cost, cache=CacheState.HIT)
+                return _Prepared(None, resolved.vendor, capabilities, left_out, entry, hit)
+        # Last, once the request is known to be valid: from here on it is counted.
+        metered = await self._meter.admit(principal, deployment_id, target, call, started)
+        return _Prepared(metered, resolved.vendor, capabilities, left_out, entry)
 
     async def _retrieval(
         self,
@@ -335,6 +386,19 @@ class InferenceService:
             text = "\n".join([request.query, *request.chunks, request.instruction or ""])
         reserved = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt=text)
         return resolved.vendor, await self._meter.admit(principal, deployment_id, target, reserved, started)
+
+
+async def _kept(
+    cache: ResponseCache, entry: CacheEntry, pieces: AsyncGenerator[Generated, None]
+) -> AsyncGenerator[Generated, None]:
+    """A generation's stream, passed on; kept in the response cache once it has ended
+    complete. A stream closed early (its client gone) never reaches the end here."""
+    seen: list[Generated] = []
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            seen.append(piece)
+            yield piece
+    await cache.keep(entry, joined(seen))
 
 
 def _bindings(

@@ -293,6 +293,9 @@ class KeyLimitFields(_In):
     max_parallel_requests: _Count | None = None
     max_budget: Annotated[float, Field(ge=0, le=1e12)] | None = None  # US dollars
     budget_duration: str | None = Field(default=None, max_length=20)  # "30s", "15m", "1h", "30d"; none: lifetime
+    # The response cache (SPEC 10): seconds this key's cacheable answers are kept, 1 s to
+    # 30 days; null: the model's setting, if any. Wins over the model's.
+    cache_ttl_seconds: Annotated[int, Field(ge=1, le=30 * 86400)] | None = None
 
     @field_validator("budget_duration")
     @classmethod
@@ -414,6 +417,9 @@ class KeyOut(_Out):
         default=None,
         description="when the secret the key had before its last rotation stopped (or stops) working; "
         "null: never rotated",
+    )
+    cache_ttl_seconds: int | None = Field(
+        default=None, description="seconds the response cache keeps this key's answers; null: the model's setting"
     )
 
     @field_validator("revoked_at", "expires_at", "previous_key_retired_at")

@@ -23,6 +23,7 @@ class KeyOwner:
     is_operator: bool = False
     limits: Limits | None = None
     model_allow: ModelAllowList | None = None
+    cache_ttl_seconds: int | None = None  # the response cache's, for this key's answers
     # Epoch seconds, checked on every request against the clock (an owner stays cached
     # past these times): from `expires_at` on the key is expired; from `retires_at` on
     # the secret it was found by, the one before a rotation, is no longer the key's.
@@ -118,6 +119,7 @@ async def find_key_owner(session: AsyncSession, *, key_hash: str) -> KeyOwner | 
         is_operator=bool(row[4]),
         limits=limits_of(key),
         model_allow=model_allow(key),
+        cache_ttl_seconds=key.cache_ttl_seconds,
         expires_at=expires.timestamp() if expires is not None else None,
         retires_at=retires_at,
     )

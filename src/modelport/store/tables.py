@@ -123,6 +123,9 @@ class ApiKey(Base):
     # None: every model of its account. See principal.ModelAllowList.
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     allowed_deployments: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    # Seconds the response cache keeps this key's cacheable answers (SPEC 10,
+    # inference/response_cache.py); None: the model's setting, if any.
+    cache_ttl_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Model(Base):

@@ -51,7 +51,9 @@ class EventParser(ABC):
     what the events so far said (the finish reason, the counts)."""
 
     def __init__(self) -> None:
-        self.finish: FinishReason = "stop"
+        # None: no event said why the answer ended (the service shows "stop", and the
+        # response cache keeps no such answer: it may have been cut off upstream).
+        self.finish: FinishReason | None = None
         self.prompt_tokens: int | None = None
         self.response_tokens: int | None = None
         # Of prompt_tokens: read from the vendor's prompt cache, and written to it.

@@ -61,6 +61,11 @@ class CommonSettings(_Settings):
     # A deployment's own limits, protecting its upstream (SPEC 7; inference/admission.py).
     rpm_limit: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     tpm_limit: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    # The response cache (SPEC 10, inference/response_cache.py): seconds this model's
+    # cacheable answers are kept (1 s to 30 days; a key's own setting wins), and what a
+    # hit costs, US dollars (default free).
+    cache_ttl_seconds: Annotated[int, Field(ge=1, le=30 * 86400)] | None = None
+    cache_hit_cost: Cost | None = None
     # Names of other models of the same account, tried in order when this one fails.
     fallback_models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = None
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from modelport.api import sse
-from modelport.api.answers import TextSurface
+from modelport.api.answers import TextSurface, asks_no_cache
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import anthropic_error
 from modelport.compat import anthropic as translate
@@ -89,7 +89,8 @@ async def _body(request: Request, schema: type[wire.CountTokensBody]) -> Any:
 @router.post("/v1/messages", response_model=wire.MessageResponse, openapi_extra=_declared(wire.MessagesBody))
 async def messages(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body: wire.MessagesBody = await _body(request, wire.MessagesBody)
-    return await _MESSAGES.by_model(service, principal, body.model, body, _FRAMING)
+    no_cache = asks_no_cache(request)
+    return await _MESSAGES.by_model(service, principal, body.model, body, _FRAMING, no_cache=no_cache)
 
 
 @router.post("/v1/messages/count_tokens", response_model=wire.TokenCount, openapi_extra=_declared(wire.CountTokensBody))

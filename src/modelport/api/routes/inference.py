@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import sse
-from modelport.api.answers import TextSurface
+from modelport.api.answers import TextSurface, asks_no_cache
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.compat import sgp
 from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse
@@ -46,7 +46,8 @@ def _route(path: str, name: str, schema: type[CompletionRequest]) -> None:
         model_deployment_id: str, request: Request, principal: CurrentPrincipal, service: Service
     ) -> Response:
         body = await parse_body(request, schema)
-        return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING)
+        no_cache = asks_no_cache(request)
+        return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING, no_cache=no_cache)
 
     # `name` keeps each operation's OpenAPI id and summary what they were as two functions.
     router.post(path, response_model=CompletionResponse, openapi_extra=_declared_body(schema), name=name)(answer)

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import several, sse
-from modelport.api.answers import TextSurface, cost_header
+from modelport.api.answers import TextSurface, asks_no_cache, cost_header
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
 from modelport.api.openapi_bodies import declared_body
@@ -70,18 +70,20 @@ _EMBEDDINGS_BODY = declared_body(wire.EmbeddingsBody, "OpenAI")
 @router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion, openapi_extra=_CHAT_BODY)
 async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.ChatCompletionBody)
-    if (body.n or 1) > 1:
+    if (body.n or 1) > 1:  # never cached: n > 1 is not one deterministic answer
         return await several.answer(_CHAT, service, principal, body, _framing(request))
-    return await _CHAT.by_model(service, principal, body.model, body, _framing(request))
+    no_cache = asks_no_cache(request)
+    return await _CHAT.by_model(service, principal, body.model, body, _framing(request), no_cache=no_cache)
 
 
 @router.post("/v1/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
 @router.post("/v4/beta/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
 async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.TextCompletionBody)
-    if (body.n or 1) > 1:
+    if (body.n or 1) > 1:  # never cached: n > 1 is not one deterministic answer
         return await several.answer(_TEXT, service, principal, body, _framing(request))
-    return await _TEXT.by_model(service, principal, body.model, body, _framing(request))
+    no_cache = asks_no_cache(request)
+    return await _TEXT.by_model(service, principal, body.model, body, _framing(request), no_cache=no_cache)
 
 
 @router.post("/v1/embeddings", response_model=wire.EmbeddingList, openapi_extra=_EMBEDDINGS_BODY)

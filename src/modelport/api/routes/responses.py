@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from modelport.api import sse
-from modelport.api.answers import TextSurface, cost_header
+from modelport.api.answers import TextSurface, asks_no_cache, cost_header
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service
 from modelport.api.error_shapes import openai_error
 from modelport.catalogue.responses import StoredResponses
@@ -132,7 +132,8 @@ async def create_response(
     surface: TextSurface[wire.ResponsesBody, translate.Event] = TextSurface(
         lambda parsed: translate.response_request(parsed, conversation), run.whole, run.events, exclude_none=False
     )
-    answer = await surface.by_model(service, principal, body.model, body, sse.Framing(event=_event, error=error))
+    framing = sse.Framing(event=_event, error=error)
+    answer = await surface.by_model(service, principal, body.model, body, framing, no_cache=asks_no_cache(request))
     if not body.stream:
         await run.keep()
     return answer

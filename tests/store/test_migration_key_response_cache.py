@@ -1,0 +1,63 @@
+"""The response cache's key migration (0014), up and down, on SQLite and PostgreSQL: a
+key made before it caches nothing of its own (the model's setting applies to it); a
+downgrade drops the column and keeps the key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelport.catalogue.keys import hash_key
+from modelport.store import accounts, db
+from tests.conftest import own_database
+from tests.store.test_migration_cached_tokens import _downgrade
+from tests.store.test_migration_key_rotation import _key_columns
+
+NEW_COLUMN = "cache_ttl_seconds"
+SECRET = "mp_made_before_the_cache_0123456789"
+REVISION, BEFORE = "0014", "0013"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
+        made = db.make_engine(url)
+        try:
+            yield made
+        finally:
+            await made.dispose()
+
+
+async def test_key_cache_column_up_and_down(engine: AsyncEngine) -> None:
+    await db.upgrade(engine, BEFORE)
+    async with engine.begin() as connection:
+        assert NEW_COLUMN not in await connection.run_sync(_key_columns)
+        for statement in (
+            "INSERT INTO accounts (id, name, created_at) VALUES ('a', 'team', CURRENT_TIMESTAMP)",
+            "INSERT INTO identities (id, name, identity_type, default_account_id, created_at)"
+            " VALUES ('i', 'ci', 'service_account', 'a', CURRENT_TIMESTAMP)",
+            "INSERT INTO memberships (identity_id, account_id, role, created_at)"
+            " VALUES ('i', 'a', 'member', CURRENT_TIMESTAMP)",
+            "INSERT INTO api_keys (id, identity_id, key_hash, display_prefix, name, created_at)"
+            f" VALUES ('k', 'i', '{hash_key(SECRET)}', 'mp_made_be', 'ci', CURRENT_TIMESTAMP)",
+        ):
+            await connection.execute(text(statement))
+
+    await db.upgrade(engine, REVISION)
+    async with engine.begin() as connection:
+        assert NEW_COLUMN in await connection.run_sync(_key_columns)
+    await db.upgrade(engine)
+    async with db.make_sessions(engine)() as session:
+        owner = await accounts.find_key_owner(session, key_hash=hash_key(SECRET))
+    assert owner is not None and (owner.key_id, owner.cache_ttl_seconds) == ("k", None)
+
+    await _downgrade(engine, BEFORE)
+    async with engine.begin() as connection:
+        assert NEW_COLUMN not in await connection.run_sync(_key_columns)
+        assert await connection.scalar(text("SELECT key_hash FROM api_keys WHERE id = 'k'")) == hash_key(SECRET)
+    await db.upgrade(engine)
+    assert await db.schema_is_current(engine)
