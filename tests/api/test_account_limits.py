@@ -5,6 +5,7 @@ shows both budgets."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from modelport.api.app import create_app
 from modelport.config import Settings
 from tests.api.test_limits import REAL_COST, FakeClock, _answer, _chat, _deployment, _settled
+from tests.cli.test_keys_rotate import modelport
 from tests.conftest import ADMIN_KEY
 
 
@@ -168,3 +170,37 @@ async def test_an_accounts_budget_is_shared_by_its_keys_and_spend_shows_both_bud
     assert (await _chat(client, deployment, plain)).status_code == 200
     await team.set_limits(max_budget=None)  # cleared: only the keys' own limits remain
     assert (await team.client.get("/v4/spend")).json()["budget"] is None
+
+
+async def test_the_cli_shows_sets_and_clears_an_accounts_limits(
+    served: tuple[FastAPI, httpx.AsyncClient], team: Team, database_url: str
+) -> None:
+    _, client = served
+    deployment = await _deployment(team.client)
+    _, key = await team.key()
+    name = team.id  # the command takes an account's name, id or unique id prefix
+    shown = await asyncio.to_thread(modelport, database_url, "accounts", "limits", name)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"account {team.id}: no limits", shown.stderr
+    limited = await asyncio.to_thread(
+        modelport, database_url, "accounts", "limits", name, "--rpm-limit", "1", "--max-budget", "5",
+        "--budget-duration", "30d",
+    )  # fmt: skip
+    assert limited.returncode == 0, limited.stderr
+    assert (
+        "rpm_limit=1" in limited.stdout and "max_budget=5.0" in limited.stdout and "budget: $0.000000" in limited.stdout
+    )
+    read = (await team.client.get(f"/v4/accounts/{team.id}/limits")).json()
+    assert (read["rpm_limit"], read["max_budget"], read["budget_duration"]) == (1, 5.0, "30d")
+    deadline = asyncio.get_running_loop().time() + 30  # the app sees the command's change at its cache refresh
+    statuses = []
+    while statuses[-2:] != [200, 429]:
+        assert asyncio.get_running_loop().time() < deadline, statuses
+        statuses.append((await _chat(client, deployment, key)).status_code)
+    for bad, said in (
+        (["--budget-duration", "soon"], "--budget-duration"),
+        (["--clear", "cache_ttl_seconds"], "not a limit"),
+    ):
+        refused = await asyncio.to_thread(modelport, database_url, "accounts", "limits", name, *bad)
+        assert refused.returncode == 1 and said in refused.stderr, refused.stderr
+    cleared = await asyncio.to_thread(modelport, database_url, "accounts", "limits", name, "--clear", "rpm_limit")
+    assert cleared.returncode == 0 and "rpm_limit" not in cleared.stdout, cleared.stdout

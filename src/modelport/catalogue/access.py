@@ -17,7 +17,8 @@ from modelport.catalogue.keys import display_prefix, generate_key, hash_key
 from modelport.errors import Conflict, Forbidden, NotFound, Unauthenticated, field_error, field_errors
 from modelport.policy import ServerPolicy
 from modelport.principal import IdentityType, Principal, Role
-from modelport.schemas.catalogue import AccountLimitsOut, AccountLimitsUpdate, KeyCreated, KeyOut, KeyUpdate
+from modelport.schemas.catalogue import KeyCreated, KeyOut, KeyUpdate
+from modelport.schemas.limits import AccountLimitsOut, AccountLimitsUpdate
 from modelport.store import accounts, usage
 from modelport.store.cache import CatalogueCache
 from modelport.store.tables import Account, ApiKey, utcnow

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelport.limits.base import Scope
 from modelport.principal import Limits
-from modelport.schemas.catalogue import BudgetStatus
+from modelport.schemas.limits import BudgetStatus
 from modelport.store import usage
 
 

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from modelport.catalogue.access import require_admin
 from modelport.catalogue.budgets import budget_status
 from modelport.principal import Principal
-from modelport.schemas.catalogue import BudgetStatus, SpendReport
+from modelport.schemas.catalogue import SpendReport
+from modelport.schemas.limits import BudgetStatus
 from modelport.store import accounts, usage
 
 # In `by_key`, the spend of the keys the reader may not see (another user's, the

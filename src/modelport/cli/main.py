@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.cli import console, key_allow, listing, secrets
+from modelport.cli import account_limits, console, key_allow, limit_options, listing, secrets
 from modelport.cli.common import argument, command_group, fail, settings_or_exit, with_database
 from modelport.config import Settings
 from modelport.errors import ValidationFailed
-from modelport.schemas.catalogue import MAX_ROTATION_GRACE_SECONDS, BudgetStatus
+from modelport.schemas.catalogue import MAX_ROTATION_GRACE_SECONDS
 
 app = command_group("modelport: a self-hosted gateway for LLM model deployments.")
 db_app = command_group("Database schema.")
@@ -25,6 +25,7 @@ keys_app = command_group("API keys (shown once at creation; stored as hashes).")
 app.add_typer(keys_app, name="keys")
 console.register(app, accounts_app)  # accounts list, models, deployments, usage, chat
 secrets.register(app)  # secrets rotate
+account_limits.register(accounts_app)  # accounts limits
 
 # How long a `--workers` process may take to answer its parent's health check (below).
 WORKER_HEALTHCHECK_SECONDS = 60
@@ -175,27 +176,6 @@ def accounts_create(name: Annotated[str, argument("NAME")]) -> None:
         fail(str(exc))
 
 
-# A key's limits (SPEC 7), the same options for `keys create` and `keys update`.
-RpmOption = Annotated[int | None, typer.Option("--rpm-limit", metavar="REQUESTS", help="Requests a minute.")]
-TpmOption = Annotated[int | None, typer.Option("--tpm-limit", metavar="TOKENS", help="Tokens a minute.")]
-ParallelOption = Annotated[
-    int | None, typer.Option("--max-parallel-requests", metavar="REQUESTS", help="Requests in flight at once.")
-]
-BudgetOption = Annotated[
-    float | None, typer.Option("--max-budget", metavar="DOLLARS", help="US dollars per budget duration.")
-]
-DurationOption = Annotated[
-    str | None, typer.Option("--budget-duration", metavar="DURATION", help="When the budget resets: 1h, 1d, 30d.")
-]
-CacheTtlOption = Annotated[
-    int | None,
-    typer.Option(
-        "--cache-ttl-seconds",
-        metavar="SECONDS",
-        help="Keep the key's deterministic answers in the response cache this long (1 to 2592000); "
-        "wins over the model's setting.",
-    ),
-]
 ExpiresOption = Annotated[
     str | None,
     typer.Option(
@@ -208,9 +188,7 @@ ExpiresOption = Annotated[
 
 def _key_options() -> tuple[str, ...]:
     """The fields a key's limit options set (--rpm-limit ... --budget-duration, --cache-ttl-seconds)."""
-    from modelport.limits.base import LIMIT_NAMES
-
-    return (*LIMIT_NAMES, "budget_duration", "cache_ttl_seconds")
+    return (*limit_options.limit_fields(), "cache_ttl_seconds")
 
 
 def _key_limits(
@@ -222,20 +200,10 @@ def _key_limits(
     cache_ttl: int | None = None,
 ) -> dict[str, Any]:
     """The limit options given, checked as the API checks them."""
-    from pydantic import ValidationError
-
     from modelport.schemas.catalogue import KeyLimitFields
 
     given = zip(_key_options(), (rpm, tpm, parallel, budget, duration, cache_ttl), strict=True)
-    try:
-        checked = KeyLimitFields.model_validate({name: value for name, value in given if value is not None})
-    except ValidationError as exc:
-        fail(
-            "; ".join(
-                f"--{'-'.join(map(str, error['loc'])).replace('_', '-')}: {error['msg']}" for error in exc.errors()
-            )
-        )
-    return checked.model_dump(exclude_unset=True)
+    return limit_options.checked(KeyLimitFields, dict(given))
 
 
 def _key_expiry(expires_at: str | None) -> dict[str, Any]:
@@ -260,12 +228,12 @@ def keys_create(
     ],
     role: Annotated[str, typer.Option(metavar="admin|member", help="The key's role in the account.")] = "member",
     name: Annotated[str, typer.Option(metavar="LABEL", help="A label to tell keys apart.")] = "",
-    rpm_limit: RpmOption = None,
-    tpm_limit: TpmOption = None,
-    max_parallel_requests: ParallelOption = None,
-    max_budget: BudgetOption = None,
-    budget_duration: DurationOption = None,
-    cache_ttl_seconds: CacheTtlOption = None,
+    rpm_limit: limit_options.RpmOption = None,
+    tpm_limit: limit_options.TpmOption = None,
+    max_parallel_requests: limit_options.ParallelOption = None,
+    max_budget: limit_options.BudgetOption = None,
+    budget_duration: limit_options.DurationOption = None,
+    cache_ttl_seconds: limit_options.CacheTtlOption = None,
     expires_at: ExpiresOption = None,
     model: key_allow.ModelsOption = None,
     deployment: key_allow.DeploymentsOption = None,
@@ -322,12 +290,12 @@ def keys_list(
 @keys_app.command("update")
 def keys_update(
     key_id: Annotated[str, argument("KEY")],
-    rpm_limit: RpmOption = None,
-    tpm_limit: TpmOption = None,
-    max_parallel_requests: ParallelOption = None,
-    max_budget: BudgetOption = None,
-    budget_duration: DurationOption = None,
-    cache_ttl_seconds: CacheTtlOption = None,
+    rpm_limit: limit_options.RpmOption = None,
+    tpm_limit: limit_options.TpmOption = None,
+    max_parallel_requests: limit_options.ParallelOption = None,
+    max_budget: limit_options.BudgetOption = None,
+    budget_duration: limit_options.DurationOption = None,
+    cache_ttl_seconds: limit_options.CacheTtlOption = None,
     expires_at: ExpiresOption = None,
     model: key_allow.ModelsOption = None,
     deployment: key_allow.DeploymentsOption = None,
@@ -383,56 +351,6 @@ def keys_update(
     typer.echo(f"updated {key_id}: " + (", ".join(f"{name}={value}" for name, value in shown.items()) or "no change"))
 
 
-@accounts_app.command("limits")
-def accounts_limits(
-    account: Annotated[str, argument("ACCOUNT")],
-    rpm_limit: RpmOption = None,
-    tpm_limit: TpmOption = None,
-    max_parallel_requests: ParallelOption = None,
-    max_budget: BudgetOption = None,
-    budget_duration: DurationOption = None,
-    clear: Annotated[
-        list[str] | None,
-        typer.Option("--clear", metavar="LIMIT", help="Remove a limit, e.g. --clear rpm_limit (repeatable)."),
-    ] = None,
-) -> None:
-    """Show or set ACCOUNT's own limits (its name, id or unique id prefix): they hold
-    for all its keys together, in addition to each key's own. Without options, shows them."""
-    from modelport.catalogue.access import account_limits_out, apply_limit_changes
-    from modelport.schemas.catalogue import AccountLimitsOut
-    from modelport.store.tables import Account
-
-    account_id = console.resolve_account(account)
-    changes = _key_limits(rpm_limit, tpm_limit, max_parallel_requests, max_budget, budget_duration)
-    for name in clear or []:
-        field = name.replace("-", "_")
-        if field not in _key_options():
-            fail(f"--clear {name}: not a limit; one of {', '.join(_key_options())}")
-        changes[field] = None
-
-    async def work(sessions: async_sessionmaker[AsyncSession]) -> AccountLimitsOut:
-        async with sessions() as session, session.begin():
-            found = await session.get(Account, account_id)
-            assert found is not None  # resolved just above
-            apply_limit_changes(found, changes)
-            await session.flush()
-            return await account_limits_out(session, found)
-
-    shown = with_database(work)
-    limits = {name: getattr(shown, name) for name in _key_options() if getattr(shown, name) is not None}
-    described = ", ".join(f"{name}={value}" for name, value in limits.items())
-    typer.echo(f"account {account_id}: {described or 'no limits'}")
-    if shown.budget is not None:
-        budget = shown.budget
-        typer.echo(f"  budget: ${budget.spent:.6f} spent of ${budget.max_budget:.6f} in the window {_window(budget)}")
-
-
-def _window(budget: BudgetStatus) -> str:
-    start = f"{budget.window_start:%Y-%m-%d %H:%M}Z" if budget.window_start else "the beginning"
-    end = f"{budget.window_end:%Y-%m-%d %H:%M}Z" if budget.window_end else "never"
-    return f"from {start} to {end}"
-
-
 @app.command("spend")
 def spend(
     account: Annotated[str, typer.Option(metavar="NAME|ID", help="The account's name, id or unique id prefix.")],
@@ -449,7 +367,10 @@ def spend(
     budgets = [("account", account_id, report.budget)] if report.budget is not None else []
     budgets += [("key", key_id, budget) for key_id, budget in report.key_budgets.items()]
     for label, owner, budget in budgets:
-        typer.echo(f"  budget of {label} {owner}: ${budget.spent:.6f} of ${budget.max_budget:.6f}, {_window(budget)}")
+        typer.echo(
+            f"  budget of {label} {owner}: ${budget.spent:.6f} of ${budget.max_budget:.6f}, "
+            + account_limits.window_text(budget)
+        )
 
 
 @keys_app.command("revoke")

@@ -11,8 +11,9 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from modelport.policy import credential_setting, redacted_url
-from modelport.principal import IdentityType, Role, parse_duration
+from modelport.principal import IdentityType, Role
 from modelport.schemas.json_value import JsonInt, JsonObject
+from modelport.schemas.limits import BudgetStatus, LimitFields
 
 ModelType = Literal["COMPLETION", "CHAT_COMPLETION", "AGENT", "EMBEDDING", "RERANKING", "GENERIC", "BUNDLE"]
 ModelVendor = Literal[
@@ -281,31 +282,12 @@ class ModelUsage(_Out):
     end_date: datetime
 
 
-# Integer columns are 32-bit in PostgreSQL.
-_Count = Annotated[int, Field(ge=0, le=2_000_000_000)]
+class KeyLimitFields(LimitFields):
+    """A key's limits (SPEC 7), and its response cache."""
 
-
-class KeyLimitFields(_In):
-    """A key's limits (SPEC 7, LiteLLM's names); null or left out: no limit."""
-
-    rpm_limit: _Count | None = None
-    tpm_limit: _Count | None = None
-    max_parallel_requests: _Count | None = None
-    max_budget: Annotated[float, Field(ge=0, le=1e12)] | None = None  # US dollars
-    budget_duration: str | None = Field(default=None, max_length=20)  # "30s", "15m", "1h", "30d"; none: lifetime
     # The response cache (SPEC 10): seconds this key's cacheable answers are kept, 1 s to
     # 30 days; null: the model's setting, if any. Wins over the model's.
     cache_ttl_seconds: Annotated[int, Field(ge=1, le=30 * 86400)] | None = None
-
-    @field_validator("budget_duration")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_duration(value)
-            except ValueError as exc:
-                raise PydanticCustomError("duration", str(exc)) from None
-        return value
 
 
 # The most entries one of a key's allow-lists holds.
@@ -426,35 +408,6 @@ class KeyOut(_Out):
     @classmethod
     def _times_as_utc(cls, value: datetime | None) -> datetime | None:
         return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-class BudgetStatus(_Out):
-    """A budget's current window and what was spent in it (US dollars, from the usage
-    records; requests still running are not in it yet)."""
-
-    max_budget: float
-    budget_duration: str | None = None  # none: one window for the holder's whole life
-    window_start: datetime | None = None  # none: the holder's whole life
-    window_end: datetime | None = None  # when the budget starts again; none: never
-    spent: float
-    remaining: float
-
-
-class AccountLimitsUpdate(KeyLimitFields):
-    """`PATCH /v4/accounts/{account_id}/limits` (operators): the fields sent change; null
-    clears a limit; the others stay."""
-
-
-class AccountLimitsOut(_Out):
-    """An account's own limits, shared by all its keys (each key's own apply as well)."""
-
-    account_id: str
-    rpm_limit: int | None = None
-    tpm_limit: int | None = None
-    max_parallel_requests: int | None = None
-    max_budget: float | None = None
-    budget_duration: str | None = None
-    budget: BudgetStatus | None = None  # the budget's current window, when there is a budget
 
 
 class SpendReport(_Out):

@@ -9,8 +9,6 @@ from modelport.principal import Role
 from modelport.schemas.catalogue import (
     AccountCreate,
     AccountCreated,
-    AccountLimitsOut,
-    AccountLimitsUpdate,
     KeyCreate,
     KeyCreated,
     KeyLimitFields,
@@ -18,6 +16,7 @@ from modelport.schemas.catalogue import (
     KeyRotate,
     KeyUpdate,
 )
+from modelport.schemas.limits import AccountLimitsOut, AccountLimitsUpdate
 
 router = APIRouter(tags=["accounts"])
 
