@@ -6,6 +6,7 @@ Create Date: 2026-12-07 02:00:00
 """
 
 import sqlite3
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,7 +21,7 @@ def upgrade() -> None:
     # Nullable: accounts made before this revision have no limits of their own. A column
     # already there was kept by a downgrade on an SQLite older than 3.35 (see below).
     present = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("accounts")}
-    columns = [
+    columns: list[sa.Column[Any]] = [
         sa.Column("rpm_limit", sa.Integer(), nullable=True),
         sa.Column("tpm_limit", sa.Integer(), nullable=True),
         sa.Column("max_parallel_requests", sa.Integer(), nullable=True),
