@@ -38,6 +38,7 @@ from modelport.api.routes import (
     openai_compat,
     retrieval,
     secrets,
+    sgp_legacy,
     spend,
     web,
 )
@@ -412,6 +413,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(inference.router)
+    app.include_router(sgp_legacy.router)
     app.include_router(retrieval.router)
     app.include_router(models.router)
     app.include_router(deployments.router)
