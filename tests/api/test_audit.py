@@ -38,6 +38,8 @@ NOT_CATALOGUE = {
     "POST /v4/models/{model_deployment_id}/rerankings": "inference",
     "POST /v4/beta/chat/completions": "inference",
     "POST /v4/beta/completions": "inference",
+    "POST /v4/chat-completions": "inference",
+    "POST /v4/completions": "inference",
     "POST /v1/chat/completions": "inference",
     "POST /v1/completions": "inference",
     "POST /v1/embeddings": "inference",
