@@ -1,7 +1,8 @@
 """SGP's older top-level routes (issue 26): `POST /v4/chat-completions` and
-`POST /v4/completions`, called through the SGP SDK with strict response validation,
-against the real application on SQLite and PostgreSQL and an OpenAI-compatible
-upstream answered in-process (which records what it was sent)."""
+`POST /v4/completions`, and `models.deployments.execute` for GENERIC models, called
+through the SGP SDK with strict response validation, against the real application on
+SQLite and PostgreSQL and an upstream answered in-process (which records what it was
+sent)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.conftest import ADMIN_KEY, in_process
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
 IN_PRICE, OUT_PRICE = 0.001, 0.002
 SENT: list[dict[str, Any]] = []  # the bodies the upstream was sent, oldest first
+GENERIC_KEY = "generic-secret-" + "k" * 24
 
 
 def _sse(events: list[dict[str, Any]]) -> httpx.Response:
@@ -33,8 +35,15 @@ def _sse(events: list[dict[str, Any]]) -> httpx.Response:
 
 def _upstream(request: httpx.Request) -> httpx.Response:
     """OpenAI's chat and text completions: "hello", whole or in two pieces."""
+    if request.url.host != "upstream.test":
+        raise AssertionError(f"modelport followed a redirect to {request.url}")
     body = json.loads(request.content)
     SENT.append(body)
+    if request.url.path == "/generic/run":
+        seen = {"authorization": request.headers.get("authorization"), "x-team": request.headers.get("x-team")}
+        return httpx.Response(200, json={"outputs": [len(body.get("inputs", []))], "seen": seen})
+    if request.url.path == "/generic/moved":
+        return httpx.Response(302, headers={"location": "http://elsewhere.test/generic/run"})
     text = not request.url.path.endswith("/chat/completions")
     if body.get("stream"):
 
@@ -59,7 +68,7 @@ def _upstream(request: httpx.Request) -> httpx.Response:
 async def served(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     settings = Settings(
         database_url=database_url, api_key=ADMIN_KEY, embedded_engine=False, upstream_attempts=1,
-        auth_failures_per_minute=0, usage_flush_seconds=60,
+        auth_failures_per_minute=0, usage_flush_seconds=60, secret_key="sgp-top-level-" + "s" * 40,
     )  # fmt: skip
     async with in_process(settings, upstream=httpx.MockTransport(_upstream)) as both:
         yield both
@@ -224,3 +233,64 @@ async def test_another_accounts_id_in_the_body_is_refused(
     other = str(uuid.uuid4())
     answer = await client.post("/v4/completions", json={"model": chat_model[0], "prompt": "hi", "account_id": other})
     assert answer.status_code == 403 and other in answer.json()["detail"], answer.text
+
+
+# --- models.deployments.execute ------------------------------------------------------------
+
+
+async def _generic(client: httpx.AsyncClient, path: str = "/generic/run") -> tuple[str, str]:
+    """(model id, deployment id) of a GENERIC model whose upstream is `path` above, sent
+    the account secret `generic` as its credential and a configured header."""
+    assert (await client.put("/v4/secrets/generic", json={"value": GENERIC_KEY})).status_code == 200
+    parameters = {"base_url": f"http://upstream.test{path}", "model": "up", "api_key_secret": "generic",
+                  "headers": {"x-team": "blue"}}  # fmt: skip
+    made = await client.post(
+        "/v4/models",
+        json={"name": f"generic-{uuid.uuid4().hex[:8]}", "model_type": "GENERIC", "model_vendor": "OTHER",
+              "model_creation_parameters": parameters},
+    )  # fmt: skip
+    assert made.status_code == 200, made.text
+    deployment = await client.post(f"/v4/models/{made.json()['id']}/deployments", json={"name": "d"})
+    assert deployment.status_code == 200, deployment.text
+    return str(made.json()["id"]), str(deployment.json()["id"])
+
+
+async def test_execute_forwards_the_body_to_a_generic_models_upstream_and_meters_it(
+    served: tuple[FastAPI, httpx.AsyncClient], sdk: AsyncSGPClient
+) -> None:
+    """The JSON body goes to the deployment's `base_url` with its configured header and
+    the account secret as credential; the upstream's JSON comes back (the credential it
+    echoed removed), and the call is one request of no tokens in the usage records."""
+    app, client = served
+    model, deployment = await _generic(client)
+    SENT.clear()
+    answer = await sdk.models.deployments.execute(deployment, model_instance_id=model, extra_body={"inputs": [1, 2]})
+    assert answer == {"outputs": [2], "seen": {"authorization": "Bearer [redacted]", "x-team": "blue"}}
+    assert SENT == [{"inputs": [1, 2]}]
+    await app.state.usage.flush()
+    async with app.state.sessions() as session:
+        rows = await session.execute(
+            select(UsageRecord.prompt_tokens, UsageRecord.response_tokens, UsageRecord.status).where(
+                UsageRecord.deployment_id == deployment
+            )
+        )
+    assert rows.all() == [(0, 0, 200)]
+
+
+async def test_execute_refuses_other_models_streams_other_models_deployments_and_redirects(
+    client: httpx.AsyncClient, chat_model: tuple[str, str]
+) -> None:
+    model, deployment = await _generic(client)
+    listed = await client.get("/v4/model-deployments", params={"limit": 1000})
+    [chat_model_id] = [d["model_instance_id"] for d in listed.json()["items"] if d["id"] == chat_model[1]]
+    not_generic = await client.post(f"/v4/models/{chat_model_id}/deployments/{chat_model[1]}/execute", json={})
+    assert not_generic.status_code == 400 and "execute is for GENERIC models" in not_generic.text
+    elsewhere = await client.post(f"/v4/models/{chat_model_id}/deployments/{deployment}/execute", json={})
+    assert elsewhere.status_code == 404, elsewhere.text
+    streamed = await client.post(f"/v4/models/{model}/deployments/{deployment}/execute", json={"stream": True})
+    assert streamed.status_code == 400 and "stream" in streamed.text
+    not_an_object = await client.post(f"/v4/models/{model}/deployments/{deployment}/execute", json=[1])
+    assert not_an_object.status_code == 422, not_an_object.text
+    moved_model, moved = await _generic(client, "/generic/moved")
+    redirected = await client.post(f"/v4/models/{moved_model}/deployments/{moved}/execute", json={})
+    assert redirected.status_code == 502, redirected.text

@@ -32,6 +32,7 @@ from modelport.api.routes import (
     anthropic_compat,
     catalogue,
     deployments,
+    execute,
     health,
     inference,
     models,
@@ -414,6 +415,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(inference.router)
     app.include_router(sgp_legacy.router)
+    app.include_router(execute.router)
     app.include_router(retrieval.router)
     app.include_router(models.router)
     app.include_router(deployments.router)
