@@ -40,6 +40,7 @@ NOT_CATALOGUE = {
     "POST /v4/beta/completions": "inference",
     "POST /v4/chat-completions": "inference",
     "POST /v4/completions": "inference",
+    "POST /v4/models/{model_instance_id}/deployments/{deployment_id}/execute": "inference",
     "POST /v1/chat/completions": "inference",
     "POST /v1/completions": "inference",
     "POST /v1/embeddings": "inference",
