@@ -58,6 +58,8 @@ HAND_PARSED_BODIES = (
     "POST /v4/beta/chat/completions",
     "POST /v1/completions",
     "POST /v4/beta/completions",
+    "POST /v4/chat-completions",
+    "POST /v4/completions",
     "POST /v1/embeddings",
 )
 

@@ -38,13 +38,21 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
             "/v4/models", json={"name": "a-private", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI"}
         )
     )
+    a_deployment = await ok(
+        await client.post(
+            f"/v4/models/{a_model['id']}/deployments",
+            json={"name": "a-d", "model_creation_parameters": {"model": "gpt-x"}},
+        )
+    )
     return {
+        "a_deployment": a_deployment["id"],
         "account": account["account_id"],
         "admin": admin["key"],
         "member": member["key"],
         "member_key_id": member["id"],
         "member_identity": member["identity_id"],
         "a_model": a_model["id"],
+        "a_account": a_model["account_id"],
     }
 
 
@@ -90,6 +98,11 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "Anthropic messages with account A's model": (404, 404, 404),
         "count tokens with account A's model": (404, 404, 404),
         "Responses with account A's model": (404, 404, 404),
+        "SGP top-level chat with account A's model": (404, 404, 404),
+        "SGP top-level completion with account A's model": (404, 404, 404),
+        # The body's account_id is where the call is metered: only the selected account.
+        "SGP top-level chat metered to account A": (403, 403, 403),
+        "execute account A's deployment": (404, 404, 404),
         "usage summary": (200, 200, 403),
         "read B's member": (200, 200, 404),
         "audit log": (200, 200, 403),
@@ -143,6 +156,26 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         ),
         "Responses with account A's model": await client.post(
             "/v1/responses", json={"model": "a-private", "input": "hi"}, headers=headers
+        ),
+        "SGP top-level chat with account A's model": await client.post(
+            "/v4/chat-completions",
+            json={"model": "a-private", "messages": [{"role": "user", "content": "hi"}]},
+            headers=headers,
+        ),
+        "SGP top-level completion with account A's model": await client.post(
+            "/v4/completions", json={"model": "a-private", "prompt": "hi"}, headers=headers
+        ),
+        "SGP top-level chat metered to account A": await client.post(
+            "/v4/chat-completions",
+            json={
+                "model": "a-private",
+                "messages": [{"role": "user", "content": "hi"}],
+                "account_id": tenant["a_account"],
+            },
+            headers=headers,
+        ),
+        "execute account A's deployment": await client.post(
+            f"/v4/models/{tenant['a_model']}/deployments/{tenant['a_deployment']}/execute", json={}, headers=headers
         ),
         "usage summary": await client.get(
             "/v4/usage-summary?start_date=2026-01-01T00:00:00Z&end_date=2026-01-02T00:00:00Z", headers=headers

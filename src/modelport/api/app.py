@@ -32,12 +32,14 @@ from modelport.api.routes import (
     anthropic_compat,
     catalogue,
     deployments,
+    execute,
     health,
     inference,
     models,
     openai_compat,
     retrieval,
     secrets,
+    sgp_legacy,
     spend,
     web,
 )
@@ -426,6 +428,8 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(inference.router)
+    app.include_router(sgp_legacy.router)
+    app.include_router(execute.router)
     app.include_router(retrieval.router)
     app.include_router(models.router)
     app.include_router(deployments.router)

@@ -18,6 +18,7 @@ from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
 from modelport.schemas.inference import (
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ChoiceLogprobs,
     CompletionRequest,
@@ -38,18 +39,22 @@ def messages(request: CompletionRequest) -> tuple[dict[str, Any], ...] | None:
     prompt is sent as raw text."""
     if not isinstance(request, ChatCompletionRequest):
         return None
-    turns: list[dict[str, Any]] = []
-    for message in request.chat_history:
+    return (*turns(request.chat_history), {"role": "user", "content": request.prompt})
+
+
+def turns(history: list[ChatMessage]) -> tuple[dict[str, Any], ...]:
+    """v4 chat messages as OpenAI-style messages (the older `/v4/chat-completions` too)."""
+    found: list[dict[str, Any]] = []
+    for message in history:
         content = message.content
         if isinstance(content, list):
             if any(part.type != "text" for part in content):
                 # Kept as parts: the service refuses them for a model that takes no images.
-                turns.append({"role": message.role, "content": [part.model_dump() for part in content]})
+                found.append({"role": message.role, "content": [part.model_dump() for part in content]})
                 continue
             content = "\n".join(part.text for part in content if part.type == "text")
-        turns.append({"role": message.role, "content": content})
-    turns.append({"role": "user", "content": request.prompt})
-    return tuple(turns)
+        found.append({"role": message.role, "content": content})
+    return tuple(found)
 
 
 def completion(request: CompletionRequest, generated: Generated) -> CompletionResponse:

@@ -58,9 +58,11 @@ from modelport.vendors.base import (
     Vendor,
 )
 from modelport.vendors.counting import PromptCount, count_prompt
+from modelport.vendors.http_vendor import HttpVendor
 
 # Text the model does not generate: what a deployment of another type is told.
 _NOT_TEXT = ", which does not generate text"
+_GENERIC = frozenset({"GENERIC"})
 
 COMPATIBLE_WINDOW = WindowRules(clamp=True)
 CHAT_WINDOW = WindowRules(fill=True, clamp=True)
@@ -236,6 +238,21 @@ class InferenceService:
             return await count_prompt(resolved.vendor, target, call)
 
         return await self._router.run(principal.account_id, model, count, allow=principal.model_allow)
+
+    async def execute(self, principal: Principal, deployment_id: str, body: dict[str, Any]) -> Priced[Any]:
+        """A GENERIC model's deployment called with `body` as it is (SGP's
+        `deployments.execute`): under the limits, and metered as one request of no tokens."""
+        started = time.perf_counter()
+        resolved = await self._resolver.deployment(
+            principal, deployment_id, serves=_GENERIC, wrong_type="; execute is for GENERIC models"
+        )
+        vendor = resolved.vendor
+        if not isinstance(vendor, HttpVendor):
+            raise InvalidRequest(f"vendor {resolved.target.model_vendor} has no HTTP upstream to execute against")
+        target = await self._resolver.bound(principal, resolved, {})
+        reserved = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt="")
+        metered = await self._meter.admit(principal, deployment_id, target, reserved, started)
+        return await self._meter.retrieve(metered, lambda: vendor.execute(target, body), lambda _answer: 0)
 
     # --- retrieval ------------------------------------------------------------------------
 

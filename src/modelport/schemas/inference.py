@@ -110,25 +110,35 @@ class ParameterBindings(_Strict):
     bindings: dict[str, str | int | float | bool]
 
 
+# The sampling parameters' bounds, named once: the v4 request and the older top-level
+# routes' `model_parameters` (schemas/sgp_legacy.py) take the same values.
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+StopSequences = Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)]
+MaxTokens = Annotated[int, Field(ge=1, le=MAX_MAX_TOKENS)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+ReasoningEffort = Literal["low", "medium", "high"]
+
+
 class CompletionRequest(_Strict):
     """`POST /v4/models/{id}/completions`; the chat request adds `chat_history`."""
 
     prompt: str
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.2
-    stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_MAX_TOKENS)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    temperature: Temperature = 0.2
+    stop_sequences: StopSequences | None = None
+    max_tokens: MaxTokens | None = None
+    top_p: TopP | None = None
     # A float because the SDK types it so (40.0 is fine), but a whole number.
     top_k: Annotated[float, Field(ge=1, le=MAX_TOP_K, json_schema_extra={"multipleOf": 1})] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
     stream: bool = False
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     chat_template: str | None = None
     chat_template_kwargs: JsonObject | None = None
     model_request_parameters: ParameterBindings | None = None
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
     @field_validator("stop_sequences")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidRequest, ModelportError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, ChunkStream, Target
 from modelport.vendors.upstream import (
@@ -31,6 +31,7 @@ from modelport.vendors.upstream import (
     scrub,
     send,
     sse_json,
+    without_credential,
 )
 
 
@@ -158,6 +159,16 @@ class HttpVendor(ABC):
             sent_headers.update(self.auth_headers(api_key))
         request = json_request(self._client, url, body, headers=sent_headers, params=params)
         return Outgoing(request, api_key, max_tokens)
+
+    async def execute(self, target: Target, body: dict[str, Any]) -> Any:
+        """A GENERIC model's call (SGP's `deployments.execute`): `body` POSTed as it is to
+        the deployment's `base_url`, with its configured headers and credential, under the
+        policy, retries and bounds of every other call; its JSON answer, the credential
+        removed from it (an upstream may echo what it was sent)."""
+        if target.settings.base_url is None:
+            raise InvalidRequest(f"deployment {target.deployment_id} names no `base_url` to execute against")
+        sent = self.post(target, str(target.settings.base_url), body)
+        return without_credential(await self.answer_of(sent), sent.api_key)
 
     async def answer_of(self, sent: Outgoing) -> Any:
         """The parsed JSON answer to a request, read within its bounds."""

@@ -27,7 +27,7 @@ def _error(status: int, body: dict[str, Any]) -> bytes:
 
 # SGP's streams: no `[DONE]` (the SDK parses every `data:` line as JSON), and an error
 # event whose data is modelport's own error body with its status.
-_FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
+FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
 
 
 def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _route(path: str, name: str, schema: type[CompletionRequest]) -> None:
     ) -> Response:
         body = await parse_body(request, schema)
         no_cache = asks_no_cache(request)
-        return await _V4.at_deployment(service, principal, model_deployment_id, body, _FRAMING, no_cache=no_cache)
+        return await _V4.at_deployment(service, principal, model_deployment_id, body, FRAMING, no_cache=no_cache)
 
     # `name` keeps each operation's OpenAPI id and summary what they were as two functions.
     router.post(path, response_model=CompletionResponse, openapi_extra=_declared_body(schema), name=name)(answer)
