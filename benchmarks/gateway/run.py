@@ -6,6 +6,7 @@ it, measured in one run, interleaved, with wrk on loopback.
     .venv/bin/python benchmarks/gateway/run.py --litellm /path/to/litellm-venv/bin/litellm
     .venv/bin/python benchmarks/gateway/run.py --limits   # also modelport with limits, Redis on loopback
     .venv/bin/python benchmarks/gateway/run.py --cache    # also modelport answering from its response cache
+    .venv/bin/python benchmarks/gateway/run.py --keyed    # an allow-listed key with a cache that always misses
 
 See benchmarks/README.md for what it reports and the numbers measured.
 """
@@ -48,6 +49,13 @@ LIMITED_KEY_BODY = {
 # admission, the usage record, shaping the kept answer).
 CACHED_KEY_BODY = {"role": "member", "name": "bench-cache", "cache_ttl_seconds": 86400}
 
+# --keyed: a key limited to the mock model whose answers the response cache keeps, sent
+# deterministic requests that all differ (each one a lookup that misses, then a store):
+# what the allow-list, the audit log and the cache lookup add to a request that is
+# generated (issue 24: at most 5 % CPU), against the same server and requests with the
+# admin key, which has neither.
+KEYED_KEY_BODY = {"role": "member", "name": "bench-keyed", "models": ["mock"], "cache_ttl_seconds": 86400}
+
 OPENAI_BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 MODELPORT_BODY = {"chat_history": [], "prompt": "Say hello.", "max_tokens": 16}
 
@@ -65,6 +73,25 @@ done = function(summary, latency, requests)
   io.stderr:write("WRKJSON " .. out .. "\\n")
 end
 """
+
+
+# Each request's prompt ends with its own mark: this thread's (a table's address and the
+# time, unique across threads and runs) and a count. No two requests are the same.
+WRK_VARYING_SCRIPT = """
+wrk.method = "POST"
+%(headers)s
+local template = [[%(body)s]]
+local counter = 0
+local mark = ""
+init = function(args)
+  mark = tostring({}):match("0x(%%x+)") .. "-" .. os.time()
+end
+request = function()
+  counter = counter + 1
+  local body = template:gsub("@N@", mark .. "-" .. counter)
+  return wrk.format(nil, nil, nil, body)
+end
+""" + WRK_SCRIPT[WRK_SCRIPT.index("done = function") :]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -125,13 +152,15 @@ class Target:
     startup_seconds: float | None = None
     rss_after_start: float | None = None
     scripts: dict[bool, Path] = field(default_factory=dict)
+    varying: bool = False  # each request's prompt made unique (WRK_VARYING_SCRIPT)
 
     def script(self, workdir: Path, stream: bool) -> Path:
         if stream not in self.scripts:
             body = json.dumps({**self.body, "stream": stream})
             headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in self.headers.items())
             path = workdir / f"{self.name}-{'stream' if stream else 'json'}.lua"
-            path.write_text(WRK_SCRIPT % {"body": body, "headers": headers})
+            template = WRK_VARYING_SCRIPT if self.varying else WRK_SCRIPT
+            path.write_text(template % {"body": body, "headers": headers})
             self.scripts[stream] = path
         return self.scripts[stream]
 
@@ -170,8 +199,8 @@ def run_wrk(target: Target, workdir: Path, *, connections: int, seconds: int, st
 
 
 def configure_modelport(
-    workdir: Path, port: int, mock_port: int, limits: bool = False, cache: bool = False
-) -> tuple[str, str | None, str | None]:
+    workdir: Path, port: int, mock_port: int, limits: bool = False, cache: bool = False, keyed: bool = False
+) -> tuple[str, str | None, str | None, str | None]:
     """First start: create an OPENAI model pointed at the mock and a deployment of it (and,
     with `limits`, a key with every limit set; with `cache`, a key the response cache
     answers). Returns the deployment id and those keys."""
@@ -213,7 +242,12 @@ def configure_modelport(
                 created = client.post("/v4/api-keys", json=CACHED_KEY_BODY)
                 created.raise_for_status()
                 cached_key = str(created.json()["key"])
-            return str(deployment.json()["id"]), limited_key, cached_key
+            keyed_key = None
+            if keyed:
+                created = client.post("/v4/api-keys", json=KEYED_KEY_BODY)
+                created.raise_for_status()
+                keyed_key = str(created.json()["key"])
+            return str(deployment.json()["id"]), limited_key, cached_key, keyed_key
     finally:
         stop(process)
 
@@ -277,6 +311,12 @@ def main() -> None:
         "--cache", action="store_true", help="also modelport answering every request from its response cache"
     )
     parser.add_argument(
+        "--keyed",
+        action="store_true",
+        help="also modelport with varied deterministic requests, by the admin key and by an allow-listed key "
+        "whose cache always misses",
+    )
+    parser.add_argument(
         "--baseline-src", type=Path, help="also run modelport (1 worker) from this src/ (another checkout)"
     )
     args = parser.parse_args()
@@ -302,8 +342,8 @@ def main() -> None:
         )  # fmt: skip
         limits_env["redis_url"] = f"redis://127.0.0.1:{redis_port}/0"
     try:
-        deployment, limited_key, cached_key = configure_modelport(
-            workdir, modelport_port, mock_port, limits=args.limits, cache=args.cache
+        deployment, limited_key, cached_key, keyed_key = configure_modelport(
+            workdir, modelport_port, mock_port, limits=args.limits, cache=args.cache, keyed=args.keyed
         )
         direct = Target("mock", f"http://127.0.0.1:{mock_port}/v1/chat/completions", OPENAI_BODY, {}, mock)
         wait_until_served(direct, time.perf_counter())
@@ -374,6 +414,22 @@ def main() -> None:
                 )
                 wait_until_served(cached, time.perf_counter())
                 targets.append(cached)
+            if keyed_key is not None:
+                # The same server, every request different and deterministic: by the admin key
+                # (no allow-list, no cache) and by the allow-listed key whose cache misses.
+                varied = {**MODELPORT_BODY, "prompt": "Say hello. @N@", "temperature": 0}
+                for suffix, key in (("varied", API_KEY), ("keyed", keyed_key)):
+                    keyed = Target(
+                        f"{gateway.name}+{suffix}",
+                        gateway.url,
+                        varied,
+                        {"x-api-key": key, "content-type": "application/json"},
+                        gateway.process,
+                        gateway.startup_seconds,
+                        varying=True,
+                    )
+                    wait_until_served(keyed, time.perf_counter())
+                    targets.append(keyed)
 
         if args.baseline_src:
             # The same gateway from other sources (say, before a change), interleaved with this one.
