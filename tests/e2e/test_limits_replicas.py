@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,56 @@ async def test_a_price_change_reaches_the_other_replica_with_a_revocation(
     assert (await chat(clients[1], deployment, key)).status_code == 200
     [record] = await written(postgres_url, key_id, 1)
     assert record["cost"] == pytest.approx(10 * IN_PRICE + 5 * 10 * OUT_PRICE)
+
+
+async def _becomes(client: httpx.AsyncClient, deployment: str, key: str, status: int, detail: str = "") -> None:
+    """Poll replica `client` until `key` gets `status` (the replicas watch the catalogue
+    every 0.2 s here), with `detail` in the answer where one is given."""
+    deadline = time.monotonic() + 20
+    while True:
+        answer = await chat(client, deployment, key)
+        if answer.status_code == status and detail in answer.text:
+            return
+        assert time.monotonic() < deadline, f"still {answer.status_code}: {answer.text}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_keys_list_rotation_and_expiry_made_on_one_replica_hold_on_the_other(
+    replicas: tuple[list[str], str], deployments: dict[str, str], clients: list[httpx.AsyncClient]
+) -> None:
+    """Issue 24, items 1 and 2, across replicas: an allow-list, a rotation with a grace and
+    one without, and an expiry, each made on replica a, hold on replica b (which had the
+    key cached) within its catalogue refresh."""
+    bases, upstream = replicas
+    _, hidden = _priced_model(bases, {"base_url": upstream, "model": "paced-0"})
+    listed = deployments["plain"]
+    key_id, key = new_key(bases)
+    for deployment in (listed, hidden):
+        assert (await chat(clients[1], deployment, key)).status_code == 200
+    async with httpx.AsyncClient(base_url=bases[0], headers={"x-api-key": E2E_KEY}, timeout=30) as admin:
+        limited = await admin.patch(f"/v4/api-keys/{key_id}", json={"deployments": [listed]})
+        assert limited.status_code == 200, limited.text
+        await _becomes(clients[1], hidden, key, 404)
+        assert (await chat(clients[1], listed, key)).status_code == 200
+
+        graced = await admin.post(f"/v4/api-keys/{key_id}/rotate", json={"grace_seconds": 600})
+        assert graced.status_code == 200, graced.text
+        second = graced.json()["key"]
+        assert (await chat(clients[1], listed, second)).status_code == 200
+        assert (await chat(clients[1], listed, key)).status_code == 200  # within its grace
+        assert (await chat(clients[1], hidden, second)).status_code == 404  # the list is the key's, kept
+
+        abrupt = await admin.post(f"/v4/api-keys/{key_id}/rotate", json={"grace_seconds": 0})
+        assert abrupt.status_code == 200, abrupt.text
+        third = abrupt.json()["key"]
+        await _becomes(clients[1], listed, second, 401)
+        await _becomes(clients[1], listed, key, 401)
+        assert (await chat(clients[1], listed, third)).status_code == 200
+
+        soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        expiring = await admin.patch(f"/v4/api-keys/{key_id}", json={"expires_at": soon})
+        assert expiring.status_code == 200, expiring.text
+        await _becomes(clients[1], listed, third, 401, "API key expired")
 
 
 async def test_an_accounts_budget_holds_for_64_requests_from_4_keys_across_replicas(
