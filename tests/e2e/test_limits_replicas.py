@@ -64,6 +64,9 @@ def replicas(
         # budget then answers 503 as designed (tests/limits/test_limiters.py tests that).
         # A stopped Redis still fails at once: its connection is refused.
         "MODELPORT_LIMITS_REDIS_TIMEOUT_SECONDS": "5",
+        # Revoked, rotated and expired keys are polled here until refused: not the failed-key
+        # throttle's business (tests/api/test_auth_throttle.py), which would lock this address out.
+        "MODELPORT_AUTH_FAILURES_PER_MINUTE": "0",
         "MODELPORT_UPSTREAM_ATTEMPTS": "1",
         "MODELPORT_LOG_LEVEL": "warning",
     }

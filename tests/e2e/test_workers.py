@@ -54,6 +54,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             access_log="true",
             # Long enough that a test's kept-alive connections stay with their worker.
             keep_alive_seconds="60",
+            # These tests poll with revoked keys until every worker refuses them: on a busy
+            # machine that is more than 20 refusals a minute from this one address, which
+            # the failed-key throttle (tests/api/test_auth_throttle.py) would then lock out.
+            auth_failures_per_minute="0",
         ) as base_url,
     ):
         yield Cluster(base_url, {**os.environ, "MODELPORT_DATABASE_URL": database_url}, data / "server.log")
