@@ -134,7 +134,10 @@ async def test_metrics_show_the_engines_queue_running_sequences_and_kv_use(
             scraped.append(gauges((await client.get("/metrics")).text))
     finally:
         finished = await asyncio.gather(*answers, return_exceptions=True)
-    assert all(isinstance(answer, httpx.Response) and answer.status_code == 200 for answer in finished), finished
+    assert all(isinstance(answer, httpx.Response) and answer.status_code == 200 for answer in finished), [
+        (answer.status_code, answer.text[:300]) if isinstance(answer, httpx.Response) else repr(answer)
+        for answer in finished
+    ]
     # At some scrape the account's share runs and the one request over it waits (the
     # queue is briefly longer as requests arrive, before the engine's next step admits them).
     running, waiting, kv = METRICS
