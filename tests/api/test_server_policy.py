@@ -107,6 +107,10 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "read B's member": (200, 200, 404),
         "audit log": (200, 200, 403),
         "audit log of every account": (200, 200, 403),  # an admin still reads only B's
+        # An account's own limits bound what its admins hand out: the operator's to set.
+        "read B's own limits": (200, 200, 403),
+        "set B's own limits": (200, 403, 403),
+        "read account A's limits": (200, 404, 404),
     }
     index = ROLES.index(role)
     got = {
@@ -183,6 +187,11 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "read B's member": await client.get(f"/users/{tenant['member_identity']}", headers=headers),
         "audit log": await client.get("/v4/audit-events", headers=headers),
         "audit log of every account": await client.get("/v4/audit-events?all_accounts=true", headers=headers),
+        "read B's own limits": await client.get(f"/v4/accounts/{tenant['account']}/limits", headers=headers),
+        "set B's own limits": await client.patch(
+            f"/v4/accounts/{tenant['account']}/limits", json={"max_budget": 1e9}, headers=headers
+        ),
+        "read account A's limits": await client.get(f"/v4/accounts/{tenant['a_account']}/limits", headers=headers),
     }
     # A key of the role's own making to rotate, so that the keys of the matrix keep
     # working; a member may make none, and is refused before any key is looked at.
