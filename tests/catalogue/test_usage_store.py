@@ -7,7 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import event, func, select
 
 from modelport.store import db, usage
 from modelport.store.tables import UsageRecord
@@ -74,5 +75,51 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole_and_once(databa
                 select(func.count()).select_from(UsageRecord).where(UsageRecord.account_id == "acct-usage-store")
             )
             assert total == 1234
+    finally:
+        await engine.dispose()
+
+
+async def test_each_owner_is_summed_over_its_own_window_in_one_query_per_batch(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/v4/spend` shows every budgeted key's window: each key's spend since its own
+    window's start, in one query per WINDOWS_PER_QUERY keys, not one per key."""
+    engine = db.make_engine(database_url)
+    try:
+        if not await db.schema_is_current(engine):
+            await db.upgrade(engine)
+        sessions = db.make_sessions(engine)
+        start = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+        keys = [f"key-windows-{uuid.uuid4().hex[:8]}-{index}" for index in range(5)]
+        # Key i has records at seconds 0..i; its window starts at second i // 2.
+        records = [
+            _record(start + timedelta(seconds=second), second, key_id=key)
+            for i, key in enumerate(keys)
+            for second in range(i + 1)
+        ]
+        async with sessions() as session, session.begin():
+            await usage.insert_usage(session, records)
+        windows = {key: start + timedelta(seconds=i // 2) for i, key in enumerate(keys)}
+        windows["key-windows-without-usage"] = start
+
+        statements: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "usage_records" in statement:
+                statements.append(statement)
+
+        monkeypatch.setattr(usage, "WINDOWS_PER_QUERY", 2)
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        async with sessions() as session:
+            spent = await usage.spend_in_windows(session, scope="key", since=windows)
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+        assert len(statements) == 3  # six owners, two a query
+        assert spent == {key: 0.25 * (i + 1 - i // 2) for i, key in enumerate(keys)} | {
+            "key-windows-without-usage": 0.0
+        }
+        async with sessions() as session:  # the same as asking for each alone
+            for key, since in windows.items():
+                assert spent[key] == await usage.spend_since(session, scope="key", owner_id=key, since=since)
     finally:
         await engine.dispose()

@@ -8,10 +8,9 @@ from collections.abc import Container
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.catalogue.access import require_admin
-from modelport.catalogue.budgets import budget_status
+from modelport.catalogue.budgets import budget_status, budget_statuses
 from modelport.principal import Principal
 from modelport.schemas.catalogue import SpendReport
-from modelport.schemas.limits import BudgetStatus
 from modelport.store import accounts, usage
 
 # In `by_key`, the spend of the keys the reader may not see (another user's, the
@@ -31,12 +30,16 @@ async def account_spend(
         account = await accounts.get_account(session, account_id=account_id)
         limits = accounts.limits_of(account) if account is not None else None
         budget = await budget_status(session, scope="account", owner_id=account_id, limits=limits)
-        key_budgets: dict[str, BudgetStatus] = {}
-        for key, _ in await accounts.list_keys(session, account_id=account_id, identity_id="", everyone=True):
-            if key.revoked_at is None and (visible_keys is None or key.id in visible_keys):
-                status = await budget_status(session, scope="key", owner_id=key.id, limits=accounts.limits_of(key))
-                if status is not None:
-                    key_budgets[key.id] = status
+        keys = await accounts.list_keys(session, account_id=account_id, identity_id="", everyone=True)
+        key_budgets = await budget_statuses(
+            session,
+            scope="key",
+            owners={
+                key.id: accounts.limits_of(key)
+                for key, _ in keys
+                if key.revoked_at is None and (visible_keys is None or key.id in visible_keys)
+            },
+        )
     if visible_keys is not None:
         shown: dict[str, float] = {}
         for key_id, total in by_key.items():
