@@ -94,11 +94,17 @@ class TokenSource:
     """Access tokens for service-account keys, cached, refreshed one at a time per key."""
 
     def __init__(
-        self, client: httpx.AsyncClient, policy: RetryPolicy, clock: Callable[[], float] = time.monotonic
+        self,
+        client: httpx.AsyncClient,
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_cached: int = MAX_CACHED_TOKENS,
     ) -> None:
         self._client = client
         self._policy = policy
         self._clock = clock
+        self._max_cached = max_cached
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -116,7 +122,7 @@ class TokenSource:
             fresh = await self._fetch(key_json, token_url)
             self._tokens.pop(key, None)
             self._tokens[key] = fresh
-            while len(self._tokens) > MAX_CACHED_TOKENS:
+            while len(self._tokens) > self._max_cached:
                 oldest = next(iter(self._tokens))
                 del self._tokens[oldest]
                 self._locks.pop(oldest, None)
