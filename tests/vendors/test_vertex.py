@@ -295,3 +295,16 @@ async def test_a_token_answer_without_a_token_is_an_upstream_error() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(ModelportError, match="access_token"):
             await TokenSource(client, RetryPolicy(attempts=1)).token(ACCOUNT.json(), None)
+
+
+async def test_a_token_url_the_operator_denies_is_refused_when_written(tmp_path: Any) -> None:
+    fake = CloudFake(accounts={ACCOUNT.key_id: ACCOUNT})
+    async with cloud_app(tmp_path, fake, upstream_deny=["tokens.evil.test"]) as client:
+        settings = {"model": GEMINI, "project": "p1", "region": "us-central1", "api_key_secret": "sa",
+                    "token_url": "https://tokens.evil.test/token"}  # fmt: skip
+        created = await client.post(
+            "/v4/models",
+            json={"name": "denied", "model_type": "CHAT_COMPLETION", "model_vendor": "VERTEX_AI",
+                  "model_creation_parameters": settings},
+        )  # fmt: skip
+    assert created.status_code == 422 and "tokens.evil.test" in created.json()["detail"]
