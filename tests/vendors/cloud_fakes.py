@@ -25,6 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 from google.auth import jwt
 
 from tests.vendors.recorded import DOCUMENTED
@@ -206,7 +207,14 @@ def path_is_stream(request: httpx.Request) -> bool:
 
 @asynccontextmanager
 async def cloud_app(tmp: Path, fake: CloudFake, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """modelport on SQLite whose upstreams are `fake`."""
+    """modelport on SQLite whose upstreams are `fake`, and a client calling it as the admin."""
+    async with cloud_served(tmp, fake, **settings) as (_application, client):
+        yield client
+
+
+@asynccontextmanager
+async def cloud_served(tmp: Path, fake: CloudFake, **settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """As `cloud_app`, with the application (for clients of its own, such as the SGP SDK)."""
     from modelport.config import Settings
     from tests.conftest import ADMIN_KEY, in_process
 
@@ -218,5 +226,5 @@ async def cloud_app(tmp: Path, fake: CloudFake, **settings: Any) -> AsyncIterato
         secret_key="a-test-only-secret-key",
         **settings,
     )
-    async with in_process(configured, upstream=fake) as (_application, client):
-        yield client
+    async with in_process(configured, upstream=fake) as served:
+        yield served
