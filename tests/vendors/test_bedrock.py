@@ -4,14 +4,19 @@ in the Converse API's documented shapes (fixtures/documented/bedrock)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
+from tests.servers import free_port
 from tests.vendors.cloud_fakes import CloudFake, cloud_app, frame
 
 MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -274,3 +279,63 @@ async def test_an_event_larger_than_its_bound_ends_the_stream(tmp_path: Any) -> 
         response = await client.post(f"/v4/models/{deployment}/chat-completions", json={**PROMPT, "stream": True})
     assert "fits" in response.text
     assert "MODELPORT_UPSTREAM_MAX_EVENT_BYTES" in response.text and "x" * 100 not in response.text
+
+
+@contextmanager
+def bedrock_on_loopback(fake: CloudFake) -> Iterator[str]:
+    """The fake Bedrock behind a real HTTP server on loopback: the request it checks is the
+    one that crossed the network, its path exactly as sent."""
+
+    async def handle(request: web.Request) -> web.Response:
+        seen = httpx.Request(
+            request.method, f"http://{request.host}{request.raw_path}", headers=dict(request.headers),
+            content=await request.read(),
+        )  # fmt: skip
+        answer = await fake.handle_async_request(seen)
+        return web.Response(status=answer.status_code, body=answer.content,
+                            headers={"content-type": answer.headers["content-type"]})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    port = free_port()
+    # Its own loop in its own thread: the test's loop is running modelport meanwhile.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
+    asyncio.run_coroutine_threadsafe(runner.setup(), loop).result(timeout=10)
+    asyncio.run_coroutine_threadsafe(web.TCPSite(runner, "127.0.0.1", port).start(), loop).result(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+async def test_the_signature_holds_over_the_real_transport(tmp_path: Any) -> None:
+    """Through modelport's aiohttp transport, which must send the path as signed: the `:`
+    of a model version escaped (`%3A`), not decoded on the way."""
+    from modelport.config import Settings
+    from tests.conftest import ADMIN_KEY, in_process
+
+    fake = CloudFake(aws_keys={KEY_ID: SECRET})
+    fake.answers[MODEL] = (200, "bedrock/converse.json")
+    fake.answers["stream:model"] = (200, "bedrock/converse_stream.json")
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'real.db'}", api_key=ADMIN_KEY,
+                        embedded_engine=False, upstream_attempts=1, secret_key="a-test-only-secret-key")  # fmt: skip
+    with bedrock_on_loopback(fake) as base_url:
+        async with in_process(settings) as (_application, client):
+            value = json.dumps({"aws_access_key_id": KEY_ID, "aws_secret_access_key": SECRET})
+            await client.put("/v4/secrets/aws", json={"value": value})
+            whole = await deploy(client, base_url=base_url)
+            response = await client.post(f"/v4/models/{whole}/chat-completions", json=PROMPT)
+            assert response.status_code == 200, response.text
+            assert response.json()["completions"][0][1] == ["Paris is the capital of France."]
+            streamed = await deploy(client, "stream:model", base_url=base_url)
+            response = await client.post(f"/v4/models/{streamed}/chat-completions", json={**PROMPT, "stream": True})
+            assert "".join(event["completions"][0][1][0] for event in sse_data(response)) == "Hello there!"
+    assert [request.url.raw_path for request in fake.sent] == [
+        b"/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
+        b"/model/stream%3Amodel/converse-stream",
+    ]
