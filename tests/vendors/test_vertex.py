@@ -186,8 +186,8 @@ async def test_a_key_google_does_not_know_is_refused_without_echoing_it(vertex: 
     deployment = await deploy(client, "gemini-unknown", api_key_secret="sa-unknown")
     sent_before = len([request for request in fake.sent if "/publishers/" in request.url.path])
     response = await client.post(f"/v4/models/{deployment}/chat-completions", json=PROMPT)
-    assert response.status_code == 400, response.text
-    assert "invalid_grant" in response.text or "Invalid JWT" in response.text
+    assert response.status_code == 502, response.text
+    assert "invalid_grant" in response.text and "service-account key" in response.text
     assert "PRIVATE KEY" not in response.text and UNKNOWN.private_pem[40:80] not in response.text
     assert len([request for request in fake.sent if "/publishers/" in request.url.path]) == sent_before
 
@@ -286,6 +286,16 @@ async def test_the_token_cache_is_bounded() -> None:
         await tokens.token(accounts[2].json(), None)  # kept
         await tokens.token(accounts[0].json(), None)  # dropped: fetched again
     assert [fetch[0] for fetch in fake.fetches] == [account.email for account in accounts] + [accounts[0].email]
+
+
+async def test_a_key_that_fails_keeps_no_lock_behind() -> None:
+    fake = CloudFake(accounts={})  # knows no key: every assertion is refused
+    async with httpx.AsyncClient(transport=fake) as client:
+        tokens = TokenSource(client, RetryPolicy(attempts=1))
+        for _ in range(3):
+            with pytest.raises(ModelportError, match="invalid_grant"):
+                await tokens.token(UNKNOWN.json(), None)
+        assert not tokens._locks and not tokens._tokens
 
 
 async def test_a_token_answer_without_a_token_is_an_upstream_error() -> None:

@@ -119,7 +119,12 @@ class TokenSource:
             cached = self._tokens.get(key)
             if cached is not None and cached.expires_at - REFRESH_MARGIN_SECONDS > self._clock():
                 return cached.value
-            fresh = await self._fetch(key_json, token_url)
+            try:
+                fresh = await self._fetch(key_json, token_url)
+            except BaseException:
+                if key not in self._tokens:  # a key that never worked keeps no lock behind
+                    self._locks.pop(key, None)
+                raise
             self._tokens.pop(key, None)
             self._tokens[key] = fresh
             while len(self._tokens) > self._max_cached:
@@ -159,8 +164,15 @@ class TokenSource:
         )
         started = self._clock()
         secrets = [assertion, str(info.get("private_key") or "")]
-        response = await send(self._client, request, vendor="VERTEX_AI token endpoint", policy=self._policy,
-                              secrets=secrets)  # fmt: skip
+        try:
+            response = await send(self._client, request, vendor="VERTEX_AI token endpoint", policy=self._policy,
+                                  secrets=secrets)  # fmt: skip
+        except InvalidRequest as exc:
+            # The endpoint refused the key (invalid_grant): the deployment's credential is
+            # wrong, which no change to the request fixes; said as a vendor refusing its key is.
+            raise UpstreamError(
+                f"{exc.detail} (the service-account key in the deployment's secret was refused)", **exc.extra
+            ) from None
         answer = await read_json(response, vendor="VERTEX_AI token endpoint")
         value = answer.get("access_token") if isinstance(answer, dict) else None
         expires_in = answer.get("expires_in", 3600) if isinstance(answer, dict) else None
