@@ -123,7 +123,7 @@ class CloudFake(httpx.AsyncBaseTransport):
         path = request.url.path
         if path.endswith("/token"):
             return self._token(request)
-        if "/model/" in path and path.rsplit("/", 1)[-1] in ("converse", "converse-stream"):
+        if "/model/" in path and path.rsplit("/", 1)[-1] in ("converse", "converse-stream", "invoke"):
             return self._bedrock(request)
         if "/publishers/" in path:
             return self._vertex(request)
@@ -155,6 +155,8 @@ class CloudFake(httpx.AsyncBaseTransport):
         if not hmac.compare_digest(expected, found["signature"]) or "host" not in signed:
             body = json.loads((BEDROCK / "error_signature.json").read_text())
             return httpx.Response(403, json=body, headers={"x-amzn-ErrorType": "InvalidSignatureException"})
+        if request.url.path.endswith("/invoke"):  # InvokeModel: the model's own body, echoed here
+            return httpx.Response(200, json={"invoked": json.loads(request.content)})
         raw_model = request.url.raw_path.decode().split("/model/", 1)[1].rsplit("/", 1)[0]
         if unquote(raw_model) in self.framed:
             stream = self.framed[unquote(raw_model)]

@@ -225,6 +225,28 @@ async def test_the_servers_aws_variables_sign_with_the_session_token(
     assert len(fake.sent) == sent_before
 
 
+async def test_a_generic_model_is_executed_signed(bedrock: Any) -> None:
+    """SGP's deployments.execute on a GENERIC Bedrock model: the body goes to base_url
+    signed like any Bedrock call (the fake checks it), the credential in no header."""
+    client, fake = bedrock
+    url = "https://bedrock-runtime.us-east-1.amazonaws.com/model/amazon.titan-embed-text-v2%3A0/invoke"
+    created = await client.post(
+        "/v4/models",
+        json={"name": f"generic-{uuid.uuid4().hex[:8]}", "model_type": "GENERIC", "model_vendor": "BEDROCK",
+              "model_creation_parameters": {"model": "amazon.titan-embed-text-v2:0", "region": "us-east-1",
+                                            "api_key_secret": "aws", "base_url": url}},
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    model_id = created.json()["id"]
+    deployment = (await client.post(f"/v4/models/{model_id}/deployments", json={"name": "g"})).json()["id"]
+    answer = await client.post(f"/v4/models/{model_id}/deployments/{deployment}/execute", json={"inputText": "hi"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"invoked": {"inputText": "hi"}}
+    sent = fake.sent[-1]
+    assert sent.url.raw_path == b"/model/amazon.titan-embed-text-v2%3A0/invoke"
+    assert sent.headers["authorization"].startswith("AWS4-HMAC-SHA256") and SECRET not in str(sent.headers)
+
+
 async def test_settings_are_checked_when_registered(bedrock: Any) -> None:
     client, _ = bedrock
 

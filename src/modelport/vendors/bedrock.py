@@ -51,6 +51,7 @@ from modelport.vendors.upstream import (
     scrub,
     send,
     upstream_model,
+    without_credential,
 )
 
 SERVICE = "bedrock"  # the signing name of bedrock-runtime
@@ -144,24 +145,36 @@ class BedrockVendor(HttpVendor):
         return CAPABILITIES
 
     async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
-        settings = target.settings
-        region = settings.region if isinstance(settings, BedrockSettings) else None
-        if not region:
-            raise InvalidRequest(f"deployment {target.deployment_id} names no BEDROCK `region`")
-        base_url = settings.base_url or bedrock_base_url(region)
+        region = _region(target)
+        base_url = target.settings.base_url or bedrock_base_url(region)
         # The model id goes in the path escaped once (`:` of a version, `/` of an ARN);
         # the signer escapes the path once more for the canonical request, as AWS expects.
         model = quote(upstream_model(target), safe="")
         url = join_url(base_url, f"model/{model}/{'converse-stream' if stream else 'converse'}")
+        return self._signed(target, url, converse_body(target, call), base_url=base_url)
+
+    async def execute(self, target: Target, body: dict[str, Any]) -> Any:
+        """A GENERIC Bedrock model (SGP's `deployments.execute`): `body` POSTed, signed, to
+        the deployment's `base_url` (InvokeModel's `.../model/{id}/invoke`, say), never with
+        the credential itself in a header as HttpVendor.execute would send an API key."""
+        if target.settings.base_url is None:
+            raise InvalidRequest(f"deployment {target.deployment_id} names no `base_url` to execute against")
+        base_url = str(target.settings.base_url)
+        sent = self._signed(target, base_url, body, base_url=base_url)
+        answer = await self.answer_of(sent)
+        for secret in _secrets(sent):
+            answer = without_credential(answer, secret)
+        return answer
+
+    def _signed(self, target: Target, url: str, body: dict[str, Any], *, base_url: str) -> _Signed:
         credential = credential_of(target)
         if credential.from_server:
             # The tie of the server's variable to its host (MODELPORT_UPSTREAM_KEY_ENVS),
             # checked on the host this request goes to: the region's, when no base_url says.
             self._server.check_server_key(self.vendor, {**target.parameters, "base_url": base_url})
-        body = converse_body(target, call)
         request = json_request(self._client, url, body, headers=configured_headers(target))
-        sign(request, credential, region)
-        return _Signed(request, credential.secret_access_key, sampling_max(call), credential)
+        sign(request, credential, _region(target))
+        return _Signed(request, credential.secret_access_key, credential=credential)
 
     def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
         message = (payload.get("output") or {}).get("message") or {}
@@ -222,8 +235,11 @@ def _secrets(sent: Outgoing) -> list[str | None]:
     return sent.credential.secrets() if isinstance(sent, _Signed) and sent.credential else [sent.api_key]
 
 
-def sampling_max(call: GenerationCall) -> int | None:
-    return call.sampling.max_tokens
+def _region(target: Target) -> str:
+    region = target.settings.region if isinstance(target.settings, BedrockSettings) else None
+    if not region:
+        raise InvalidRequest(f"deployment {target.deployment_id} names no BEDROCK `region`")
+    return region
 
 
 def sign(request: httpx.Request, credential: AwsCredential, region: str) -> None:
