@@ -155,7 +155,9 @@ async def test_tool_calls_whole_and_the_tool_turn_sent_back(bedrock: Any) -> Non
     answered = {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 22}'}
     body = {"model": deployment, "messages": [question, called, answered], "tools": [WEATHER]}
     assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
-    messages = json.loads(fake.sent[-1].content)["messages"]
+    sent = json.loads(fake.sent[-1].content)
+    messages = sent["messages"]
+    assert "toolConfig" in sent  # Bedrock requires it once the conversation holds tool blocks
     assert messages[1]["content"] == [
         {"toolUse": {"toolUseId": call["id"], "name": "get_weather", "input": {"location": "Boston, MA"}}}
     ]
@@ -163,6 +165,16 @@ async def test_tool_calls_whole_and_the_tool_turn_sent_back(bedrock: Any) -> Non
         "role": "user",
         "content": [{"toolResult": {"toolUseId": call["id"], "content": [{"text": '{"temperature": 22}'}]}}],
     }
+
+
+async def test_tool_choice_none_leaves_the_tools_out(bedrock: Any) -> None:
+    client, fake = bedrock
+    fake.answers["none-model"] = (200, "bedrock/converse.json")
+    deployment = await deploy(client, "none-model")
+    question = {"role": "user", "content": "Weather in Boston?"}
+    body = {"model": deployment, "messages": [question], "tools": [WEATHER], "tool_choice": "none"}
+    assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+    assert "toolConfig" not in json.loads(fake.sent[-1].content)
 
 
 async def test_a_streamed_tool_call_arrives_in_pieces(bedrock: Any) -> None:

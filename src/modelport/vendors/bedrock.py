@@ -11,8 +11,8 @@ that tie is checked against the region's host here, since the host is not a base
 Translation: system turns become `system` text blocks, turns `messages` of content
 blocks (`text`, `image` as base64 bytes, `toolUse`, `toolResult`); OpenAI `tools`
 become `toolConfig.tools[].toolSpec` with `inputSchema.json`, `tool_choice`
-auto/required/{function} becomes `{auto}`/`{any}`/`{tool}` (Converse has no "none":
-refused); sampling goes in `inferenceConfig`. The answer's `toolUse` blocks come back
+auto/required/{function} becomes `{auto}`/`{any}`/`{tool}` ("none", which Converse
+lacks, leaves the tools out); sampling goes in `inferenceConfig`. The answer's `toolUse` blocks come back
 as OpenAI tool calls (streamed: `contentBlockStart` names the call, `toolUse.input`
 deltas carry its arguments). The stream is AWS's binary event-stream framing, read
 within the answer bounds (vendors/bounded.py) and decoded by botocore's parser.
@@ -349,13 +349,19 @@ def converse_body(target: Target, call: GenerationCall) -> dict[str, Any]:
     }
     if system:
         body["system"] = [{"text": system}]
-    if call.tools is not None:
+    if call.tool_choice == "none":
+        # Converse has no "none": the tools are left out, which says the same, unless the
+        # conversation holds tool blocks (Bedrock then requires the toolConfig).
+        if any("toolUse" in block or "toolResult" in block for turn in body["messages"] for block in turn["content"]):
+            raise InvalidRequest(
+                "Bedrock's Converse API has no tool_choice 'none' for a conversation with tool calls",
+                param="tool_choice",
+            )
+    elif call.tools is not None:
         tool_config: dict[str, Any] = {"tools": [_tool_spec(tool) for tool in call.tools]}
         if call.tool_choice is not None:
             tool_config["toolChoice"] = _tool_choice(call.tool_choice)
         body["toolConfig"] = tool_config
-    elif call.tool_choice is not None:
-        raise InvalidRequest("tool_choice was given without tools", param="tool_choice")
     body.update(target.settings.extra_body or {})
     return body
 
@@ -383,11 +389,7 @@ def _tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
         return {"auto": {}}
     if choice == "required":
         return {"any": {}}
-    raise InvalidRequest(
-        f"tool_choice {choice!r} is not one Bedrock's Converse API takes (auto, required or a function); "
-        "leave the tools out instead of 'none'",
-        param="tool_choice",
-    )
+    raise InvalidRequest(f"tool_choice {choice!r} is not one of auto, required, none or a function")
 
 
 def _block(part: dict[str, Any]) -> dict[str, Any]:
