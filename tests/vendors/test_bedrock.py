@@ -167,6 +167,26 @@ async def test_tool_calls_whole_and_the_tool_turn_sent_back(bedrock: Any) -> Non
     }
 
 
+async def test_images_go_as_base64_blocks_and_urls_are_refused(bedrock: Any) -> None:
+    client, fake = bedrock
+    fake.answers["image-model"] = (200, "bedrock/converse.json")
+    deployment = await deploy(client, "image-model")
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+    def asking(url: str) -> dict[str, Any]:
+        content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}]
+        return {"model": deployment, "messages": [{"role": "user", "content": content}]}
+
+    response = await client.post("/v1/chat/completions", json=asking(f"data:image/png;base64,{pixel}"))
+    assert response.status_code == 200, response.text
+    assert json.loads(fake.sent[-1].content)["messages"][0]["content"] == [
+        {"text": "What is this?"},
+        {"image": {"format": "png", "source": {"bytes": pixel}}},
+    ]
+    refused = await client.post("/v1/chat/completions", json=asking("https://example.com/cat.png"))
+    assert refused.status_code == 400 and "data" in refused.json()["error"]["message"]
+
+
 async def test_tool_choice_none_leaves_the_tools_out(bedrock: Any) -> None:
     client, fake = bedrock
     fake.answers["none-model"] = (200, "bedrock/converse.json")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -400,14 +401,24 @@ def _block(part: dict[str, Any]) -> dict[str, Any]:
         return {"toolResult": {"toolUseId": part["id"], "content": [{"text": part["content"]}]}}
     if kind == "image_data":
         image = part["image_data"]
-        image_format = IMAGE_FORMATS.get(str(image.get("media_type")))
-        if image_format is None:
-            raise InvalidRequest(
-                f"Bedrock takes png, jpeg, gif or webp images, not {image.get('media_type')}", param="messages"
-            )
-        return {"image": {"format": image_format, "source": {"bytes": image["data"]}}}
+        return _image(str(image.get("media_type")), image["data"])
     if kind == "image_url":
-        raise InvalidRequest(
-            "Bedrock's Converse API takes images as data, not URLs: send a data: URL (base64)", param="messages"
-        )
+        # OpenAI's shape: a data: URL carries the image itself, which Converse takes.
+        found = _DATA_URL.match(str((part.get("image_url") or {}).get("url", "")))
+        if found is None:
+            raise InvalidRequest(
+                "Bedrock's Converse API takes images as data, not URLs: send a data: URL (base64)", param="messages"
+            )
+        return _image(found["media"], found["data"])
     return {"text": part["text"]}
+
+
+_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>[A-Za-z0-9+/=]+)$")
+
+
+def _image(media_type: str, data: str) -> dict[str, Any]:
+    """An ImageBlock: its format, and its bytes base64-encoded (as the JSON wire carries them)."""
+    image_format = IMAGE_FORMATS.get(media_type.lower())
+    if image_format is None:
+        raise InvalidRequest(f"Bedrock takes png, jpeg, gif or webp images, not {media_type}", param="messages")
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
