@@ -71,6 +71,9 @@ CREDENTIAL_HEADER = re.compile(
 # References to a credential, not credentials: the names of a variable or a secret.
 CREDENTIAL_REFERENCES = frozenset({"api_key_env", "api_key_secret"})
 
+# The settings that name an upstream address, checked against the address rules when written.
+UPSTREAM_ADDRESSES = ("base_url", "token_url")
+
 PACKAGE_SCHEME = "pkg://"
 
 # The vendors' own variable names, the ones an operator exports for the gateway, each
@@ -280,10 +283,12 @@ class ServerPolicy:
                     "it (MODELPORT_UPSTREAM_KEYS_FOR_ADMINS is off); keep the account's vendor keys in its secrets "
                     "(PUT /v4/secrets/{name}) and name one with api_key_secret"
                 )
-        base_url = parameters.get("base_url")
-        if isinstance(base_url, str) and base_url:
+        # Every address a vendor's settings may name (Vertex AI's token endpoint too).
+        for address in (parameters.get(name) for name in UPSTREAM_ADDRESSES):
+            if not isinstance(address, str) or not address:
+                continue
             try:
-                host = upstream_host(base_url)
+                host = upstream_host(address)
             except ValueError:
                 host = None  # the vendor's settings refuse it, naming the field (vendors/settings.py)
             if host:

@@ -78,6 +78,7 @@ from modelport.store.cache import CatalogueCache
 from modelport.vendors import openai
 from modelport.vendors.adapters import COHERE, EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
 from modelport.vendors.anthropic import AnthropicVendor
+from modelport.vendors.bedrock import BedrockVendor
 from modelport.vendors.bounded import AnswerBounds
 from modelport.vendors.cohere import CohereVendor
 from modelport.vendors.embedded import EmbeddedVendor
@@ -87,6 +88,7 @@ from modelport.vendors.llmengine_v1 import LLMEngineV1
 from modelport.vendors.openai import OpenAICompatible
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
+from modelport.vendors.vertex import VertexVendor
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ def _register_upstream_vendors(
     vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
     vendors.register(COHERE, CohereVendor(pooled_client(), policy))
+    vendors.register("BEDROCK", BedrockVendor(pooled_client(), policy, settings.policy))
+    vendors.register("VERTEX_AI", VertexVendor(pooled_client(), policy))
 
 
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -20,7 +20,11 @@ ADAPTER_OF_VENDOR: dict[str, str] = {
     "ANTHROPIC": "ANTHROPIC",
     "GOOGLE": "GOOGLE",
     "LLMENGINE": "LLMENGINE",
+    # Scale Launch is LLM Engine's older name: its deployments speak LLM Engine's wire.
+    "LAUNCH": "LLMENGINE",
     "COHERE": COHERE,
+    "BEDROCK": "BEDROCK",
+    "VERTEX_AI": "VERTEX_AI",
 }
 
 

@@ -384,3 +384,54 @@ async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenera
                 yield event
     except TimeoutError:
         raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", bounds.event_gap_seconds) from None
+
+
+# ---- AWS event streams (binary) ------------------------------------------------------------
+
+# An AWS event-stream message begins with its total length and its headers' length (two
+# big-endian uint32s) and a CRC of those; the total counts the prelude and a final CRC.
+_PRELUDE_BYTES = 12
+EVENT_STREAM_MEDIA = "application/vnd.amazon.eventstream"
+
+
+async def event_stream_messages(response: httpx.Response, *, vendor: str) -> AsyncGenerator[bytes, None]:
+    """The whole messages of a 2xx answer in AWS's binary event-stream framing (Bedrock's
+    ConverseStream), each within MODELPORT_UPSTREAM_MAX_EVENT_BYTES (read from its prelude,
+    before its body is held) and MODELPORT_UPSTREAM_EVENT_GAP_SECONDS of the one before,
+    all of them within MODELPORT_UPSTREAM_MAX_STREAM_BYTES. The caller decodes each one
+    (and checks its CRCs) with botocore's parser."""
+    bounds = AnswerBounds.of(response)
+    media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != EVENT_STREAM_MEDIA:
+        raise _malformed(vendor, f"did not answer with an AWS event stream: content type {media or 'none'!r}")
+    loop = asyncio.get_running_loop()
+    due = loop.time() + bounds.event_gap_seconds
+    body = _decoded(
+        response,
+        vendor=vendor,
+        what="a stream",
+        setting="upstream_max_stream_bytes",
+        limit=bounds.max_stream_bytes,
+        due=lambda: due,
+    )
+    pending = bytearray()
+    try:
+        async with contextlib.aclosing(body):
+            async for piece in body:
+                pending += piece
+                while len(pending) >= _PRELUDE_BYTES:
+                    total = int.from_bytes(pending[:4], "big")
+                    if total > bounds.max_event_bytes:
+                        raise _too_large(vendor, "an event", "upstream_max_event_bytes", bounds.max_event_bytes)
+                    if total < _PRELUDE_BYTES + 4:
+                        raise _malformed(vendor, f"sent an event-stream message of impossible length {total}")
+                    if len(pending) < total:
+                        break
+                    message = bytes(pending[:total])
+                    del pending[:total]
+                    yield message
+                    due = loop.time() + bounds.event_gap_seconds
+    except TimeoutError:
+        raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", bounds.event_gap_seconds) from None
+    if pending:
+        raise _malformed(vendor, "ended its event stream in the middle of a message")

@@ -75,52 +75,16 @@ class GoogleVendor(HttpVendor):
 
     async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         model = upstream_model(target)
-        system, turns = conversation(call)
-        sampling = call.sampling
-        config: dict[str, Any] = {"candidateCount": 1, "temperature": sampling.temperature}
-        optional = {
-            "topP": sampling.top_p,
-            "topK": sampling.top_k,
-            "maxOutputTokens": sampling.max_tokens,
-            "stopSequences": list(sampling.stop_sequences) or None,
-            "frequencyPenalty": sampling.frequency_penalty,
-            "presencePenalty": sampling.presence_penalty,
-            "seed": call.seed,
-        }
-        config.update({name: value for name, value in optional.items() if value is not None})
-        config.update(_response_format(call.response_format))
-        body: dict[str, Any] = {
-            "contents": [
-                {"role": "model" if turn.role == "assistant" else "user", "parts": [_part(part) for part in turn.parts]}
-                for turn in turns
-            ],
-            "generationConfig": config,
-        }
-        if system:
-            body["systemInstruction"] = {"parts": [{"text": system}]}
-        if call.tools is not None:
-            body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in call.tools]}]
-        if call.tool_choice is not None:
-            body["toolConfig"] = {"functionCallingConfig": _calling_config(call.tool_choice)}
-        body.update(target.settings.extra_body or {})
         base_url = target.settings.base_url or GEMINI_BASE_URL
         method = "streamGenerateContent" if stream else "generateContent"
         url = join_url(base_url, f"models/{model}:{method}")
-        return self.post(target, url, body, params={"alt": "sse"} if stream else None)
+        return self.post(target, url, gemini_body(target, call), params={"alt": "sse"} if stream else None)
 
     def parse_answer(self, payload: Any, call: GenerationCall, sent: Outgoing) -> GenerationChunk:
-        frame = _Frame(payload)
-        return GenerationChunk(
-            text=frame.text,
-            tool_calls=frame.tool_calls(0),
-            finish_reason=frame.finish or "stop",
-            prompt_tokens=frame.prompt_tokens,
-            response_tokens=frame.response_tokens,
-            cached_prompt_tokens=frame.cached_tokens,
-        )
+        return gemini_answer(payload)
 
     def event_parser(self, call: GenerationCall, sent: Outgoing) -> EventParser:
-        return _Events()
+        return _Events(self.vendor)
 
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         """`batchEmbedContents`, 100 texts a call; Gemini reports no token count."""
@@ -137,14 +101,62 @@ class GoogleVendor(HttpVendor):
         return Embeddings(vectors=vectors)
 
 
+def gemini_body(target: Target, call: GenerationCall) -> dict[str, Any]:
+    """A call as a GenerateContentRequest body (the Gemini API's and Vertex AI's alike)."""
+    system, turns = conversation(call)
+    sampling = call.sampling
+    config: dict[str, Any] = {"candidateCount": 1, "temperature": sampling.temperature}
+    optional = {
+        "topP": sampling.top_p,
+        "topK": sampling.top_k,
+        "maxOutputTokens": sampling.max_tokens,
+        "stopSequences": list(sampling.stop_sequences) or None,
+        "frequencyPenalty": sampling.frequency_penalty,
+        "presencePenalty": sampling.presence_penalty,
+        "seed": call.seed,
+    }
+    config.update({name: value for name, value in optional.items() if value is not None})
+    config.update(_response_format(call.response_format))
+    body: dict[str, Any] = {
+        "contents": [
+            {"role": "model" if turn.role == "assistant" else "user", "parts": [_part(part) for part in turn.parts]}
+            for turn in turns
+        ],
+        "generationConfig": config,
+    }
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    if call.tools is not None:
+        body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in call.tools]}]
+    if call.tool_choice is not None:
+        body["toolConfig"] = {"functionCallingConfig": _calling_config(call.tool_choice)}
+    body.update(target.settings.extra_body or {})
+    return body
+
+
+def gemini_answer(payload: Any) -> GenerationChunk:
+    """A whole GenerateContentResponse as one chunk with the finish reason and counts."""
+    frame = _Frame(payload)
+    return GenerationChunk(
+        text=frame.text,
+        tool_calls=frame.tool_calls(0),
+        finish_reason=frame.finish or "stop",
+        prompt_tokens=frame.prompt_tokens,
+        response_tokens=frame.response_tokens,
+        cached_prompt_tokens=frame.cached_tokens,
+    )
+
+
 class _Events(EventParser):
-    def __init__(self) -> None:
+    def __init__(self, vendor: str) -> None:
         super().__init__()
+        self._vendor = vendor  # who failed, in a mid-stream error (GOOGLE or VERTEX_AI)
         self._calls = 0  # function calls so far: the next one's index
 
     def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
         if payload.get("error"):
-            raise UpstreamError(f"GOOGLE failed mid-stream: {payload['error'].get('message', payload['error'])}")
+            error = payload["error"]
+            raise UpstreamError(f"{self._vendor} failed mid-stream: {error.get('message', error)}")
         frame = _Frame(payload)
         tool_calls = frame.tool_calls(self._calls)
         if frame.text or tool_calls:

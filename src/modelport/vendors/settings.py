@@ -105,6 +105,50 @@ class GoogleSettings(CommonSettings):
     required: ClassVar[tuple[str, ...]] = ("model",)
 
 
+# AWS and Google Cloud region names (`us-east-1`, `europe-west4`): a region is written
+# into the upstream's host name, so nothing but letters, digits and dashes may reach it.
+Region = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$|^global$")]
+GcpProject = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9.:-]*[a-z0-9]$")]
+
+
+class _CloudSettings(CommonSettings):
+    """A cloud vendor reached with the account's own cloud credential: a deployment
+    without one (an account secret, or a server variable) is refused when registered."""
+
+    def missing(self) -> list[str]:
+        found = super().missing()
+        if not self.api_key_secret and not self.api_key_env:
+            found.append("api_key_secret")
+        return found
+
+
+class BedrockSettings(_CloudSettings):
+    """AWS Bedrock's Converse API. `model` is a model id, an inference profile or an ARN;
+    the credential is an account secret holding `{"aws_access_key_id": ..,
+    "aws_secret_access_key": .., "aws_session_token": ..}` (the last optional), or
+    `api_key_env` naming the server's secret key variable (`AWS_SECRET_ACCESS_KEY`, with
+    `AWS_ACCESS_KEY_ID` and `AWS_SESSION_TOKEN` beside it). `base_url` replaces
+    `https://bedrock-runtime.{region}.amazonaws.com` (a VPC endpoint, a test fake)."""
+
+    region: Region | None = None
+    required: ClassVar[tuple[str, ...]] = ("model", "region")
+
+
+class VertexSettings(_CloudSettings):
+    """Google Vertex AI: Gemini (`publisher: google`) or Claude (`publisher: anthropic`)
+    in a project's region. The credential is a service-account key (its JSON) in an
+    account secret; `token_url` replaces the key's own `token_uri` and `base_url`
+    replaces `https://{region}-aiplatform.googleapis.com/v1` (tests, private endpoints)."""
+
+    project: GcpProject | None = None
+    region: Region | None = None
+    publisher: Literal["google", "anthropic"] = "google"
+    token_url: BaseUrl | None = None
+    # As AnthropicSettings': Claude's own output limit caps the default max_tokens.
+    max_output_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    required: ClassVar[tuple[str, ...]] = ("model", "project", "region")
+
+
 class CohereSettings(CommonSettings):
     base_url: BaseUrl | None = "https://api.cohere.com"
     # What /v2/embed is told the texts are for (Cohere's embed models need it).
@@ -135,6 +179,10 @@ SETTINGS_BY_VENDOR: dict[str, type[CommonSettings]] = {
     "GOOGLE": GoogleSettings,
     "COHERE": CohereSettings,
     "LLMENGINE": LLMEngineSettings,
+    # Scale Launch is LLM Engine's older name: the same servers, the same settings.
+    "LAUNCH": LLMEngineSettings,
+    "BEDROCK": BedrockSettings,
+    "VERTEX_AI": VertexSettings,
 }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from modelport.policy import ServerPolicy, UpstreamDenied
 
@@ -162,7 +163,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await session.request(
                 request.method,
-                str(request.url),
+                # As httpx encoded it: yarl would otherwise decode `%3A` in a path to `:`,
+                # and a signature computed over the encoded path (Bedrock's SigV4) would fail.
+                URL(str(request.url), encoded=True),
                 headers=request.headers.multi_items(),
                 data=await request.aread() or None,
                 allow_redirects=False,

@@ -39,6 +39,7 @@ from modelport.vendors.base import Target
 from modelport.vendors.bounded import (
     ACCEPT_ENCODING,
     AnswerBounds,
+    event_stream_messages,
     events_within,
     parse_json,
     read_error_body,
@@ -327,6 +328,16 @@ async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncGenerator[t
                     return
                 if data:
                     yield event.name, parse_json(data, vendor=vendor, what="sent an event with")
+
+
+async def event_stream(response: httpx.Response, *, vendor: str) -> AsyncGenerator[bytes, None]:
+    """As `sse_json`, for AWS's binary event-stream framing: each whole message of a 2xx
+    answer from `send`, read within its bounds (the caller decodes it)."""
+    async with _reading(response, vendor=vendor, what="stream"):
+        messages = event_stream_messages(response, vendor=vendor)
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                yield message
 
 
 def join_url(base: str, path: str) -> str:
