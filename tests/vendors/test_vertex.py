@@ -318,3 +318,43 @@ async def test_a_token_url_the_operator_denies_is_refused_when_written(tmp_path:
                   "model_creation_parameters": settings},
         )  # fmt: skip
     assert created.status_code == 422 and "tokens.evil.test" in created.json()["detail"]
+
+
+async def test_the_servers_key_goes_only_to_the_hosts_the_operator_tied_it_to(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service-account key in the server's environment (`api_key_env`), tied to Google's
+    token and Vertex hosts: an assertion signed with it is never sent to a `token_url` on
+    another host, nor its token to another Vertex `base_url`."""
+    monkeypatch.setenv("VERTEX_SERVICE_ACCOUNT", ACCOUNT.json())
+    fake = CloudFake(accounts={ACCOUNT.key_id: ACCOUNT})
+    fake.answers[GEMINI] = (200, "vertex-ai/gemini_generate.json")
+    tied = ["VERTEX_SERVICE_ACCOUNT@oauth2.googleapis.com", "us-central1-aiplatform.googleapis.com"]
+    async with cloud_app(tmp_path, fake, upstream_key_envs=tied) as client:
+        served = await deploy(client, api_key_secret=None, api_key_env="VERTEX_SERVICE_ACCOUNT")
+        assert (await client.post(f"/v4/models/{served}/chat-completions", json=PROMPT)).status_code == 200
+        assert len(fetched_for(fake, ACCOUNT)) == 1
+        # A token endpoint elsewhere: its deployment is created (no base_url names the
+        # host yet), and each request is refused before anything is signed.
+        deployment = await deploy(
+            client,
+            api_key_secret=None,
+            api_key_env="VERTEX_SERVICE_ACCOUNT",
+            token_url="https://tokens.elsewhere.test/token",
+        )
+        refused = await client.post(f"/v4/models/{deployment}/chat-completions", json=PROMPT)
+        assert refused.status_code == 400 and "tokens.elsewhere.test" in refused.json()["detail"], refused.text
+        # A Vertex host elsewhere is refused when written.
+        settings = {"model": GEMINI, "project": "p1", "region": "us-central1", "api_key_env": "VERTEX_SERVICE_ACCOUNT",
+                    "base_url": "https://vertex.elsewhere.test/v1"}  # fmt: skip
+        created = await client.post(
+            "/v4/models",
+            json={"name": "elsewhere", "model_type": "CHAT_COMPLETION", "model_vendor": "VERTEX_AI",
+                  "model_creation_parameters": settings},
+        )  # fmt: skip
+        assert created.status_code == 422 and "vertex.elsewhere.test" in created.json()["detail"], created.text
+        assert len(fetched_for(fake, ACCOUNT)) == 1  # nothing more was signed and sent
+        assert {request.url.host for request in fake.sent} == {
+            "oauth2.googleapis.com",
+            "us-central1-aiplatform.googleapis.com",
+        }

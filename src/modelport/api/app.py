@@ -145,7 +145,7 @@ def _register_upstream_vendors(
     vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
     vendors.register(COHERE, CohereVendor(pooled_client(), policy))
     vendors.register("BEDROCK", BedrockVendor(pooled_client(), policy, settings.policy))
-    vendors.register("VERTEX_AI", VertexVendor(pooled_client(), policy))
+    vendors.register("VERTEX_AI", VertexVendor(pooled_client(), policy, settings.policy))
 
 
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:

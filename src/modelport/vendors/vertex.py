@@ -33,6 +33,7 @@ from google.oauth2 import service_account
 
 from modelport.errors import InvalidRequest, MissingCredential, UpstreamError
 from modelport.generation import GenerationCall, GenerationChunk
+from modelport.policy import ServerPolicy
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.base import Capabilities, ChunkStream, Embeddings, Target
 from modelport.vendors.google import GoogleVendor, gemini_body
@@ -187,6 +188,7 @@ class _VertexAuth:
     vendor = "VERTEX_AI"
     _client: httpx.AsyncClient
     _tokens: TokenSource
+    _server: ServerPolicy
 
     async def authorized(
         self, target: Target, url: str, body: dict[str, Any], headers: dict[str, str], *,
@@ -198,7 +200,15 @@ class _VertexAuth:
                 f"deployment {target.deployment_id} has no VERTEX_AI credential: name an account secret holding a "
                 "service-account key (api_key_secret)"
             )
-        token = await self._tokens.token(key_json, _settings(target).token_url)
+        token_url = _settings(target).token_url
+        if not target.api_key:
+            # The server's own key (api_key_env): the token endpoint gets an assertion signed
+            # with it and Vertex the token it buys, so both hosts must be ones the operator
+            # tied the variable to (MODELPORT_UPSTREAM_KEY_ENVS), as every vendor's base_url is.
+            for destination in (url, token_url):
+                if destination:
+                    self._server.check_server_key(self.vendor, {**target.parameters, "base_url": str(destination)})
+        token = await self._tokens.token(key_json, token_url)
         sent_headers = {**headers, **configured_headers(target), "Authorization": f"Bearer {token}"}
         request = json_request(self._client, url, body, headers=sent_headers, params=params)
         return Outgoing(request, token)
@@ -207,9 +217,12 @@ class _VertexAuth:
 class VertexGemini(_VertexAuth, GoogleVendor):
     vendor = "VERTEX_AI"
 
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy, tokens: TokenSource) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, policy: RetryPolicy, tokens: TokenSource, server: ServerPolicy
+    ) -> None:
         super().__init__(client, policy)
         self._tokens = tokens
+        self._server = server
 
     async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         url = model_url(target, "streamGenerateContent" if stream else "generateContent")
@@ -226,9 +239,12 @@ class VertexGemini(_VertexAuth, GoogleVendor):
 class VertexClaude(_VertexAuth, AnthropicVendor):
     vendor = "VERTEX_AI"
 
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy, tokens: TokenSource) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, policy: RetryPolicy, tokens: TokenSource, server: ServerPolicy
+    ) -> None:
         super().__init__(client, policy)
         self._tokens = tokens
+        self._server = server
 
     async def build_request(self, target: Target, call: GenerationCall, *, stream: bool) -> Outgoing:
         body, headers = self._body(target, call, stream=stream)
@@ -256,11 +272,11 @@ class VertexClaude(_VertexAuth, AnthropicVendor):
 class VertexVendor:
     """The VERTEX_AI adapter: each deployment's `publisher` picks who speaks for it."""
 
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy, server: ServerPolicy) -> None:
         self._client = client
         self.tokens = TokenSource(client, policy)
-        self._gemini = VertexGemini(client, policy, self.tokens)
-        self._claude = VertexClaude(client, policy, self.tokens)
+        self._gemini = VertexGemini(client, policy, self.tokens, server)
+        self._claude = VertexClaude(client, policy, self.tokens, server)
 
     def _for(self, target: Target) -> VertexGemini | VertexClaude:
         return self._claude if _settings(target).publisher == "anthropic" else self._gemini
