@@ -8,7 +8,10 @@ service's output (`Generated` pieces) becomes `chat.completion` / `text_completi
 objects or their streamed chunks.
 
 Two choices differ from the v4 routes, to match OpenAI: `temperature` defaults to 1, and
-the answer echoes the `model` the caller named.
+the answer echoes the `model` the caller named. Stop sequences may be more than the v4
+routes' 4 where the deployment's vendor takes them (`Capabilities.max_stop_sequences`).
+`file` (PDF) and `input_audio` parts travel to the vendors that take them
+(`Capabilities.content_kinds`: OpenAI's), and are a 400 naming them elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from modelport.generation import TokenLogprob as GeneratedLogprob
 from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
-from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, wire_logprobs
+from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest, CompletionRequest, wire_logprobs
 from modelport.vendors.base import HINT_PARAMETERS
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
@@ -46,6 +49,9 @@ def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
     prompt = _text(last.content) if isinstance(last, wire.UserMessage) else ""
     request = _validated(ChatCompletionRequest, {"chat_history": [], "prompt": prompt, **sampling})
     options: dict[str, Any] = _call_options(body)
+    needs = _content_needs(body.messages)
+    if needs:
+        options["content_needs"] = needs
     if body.tools is not None:
         options["tools"] = tuple(tool.model_dump(exclude_none=True) for tool in body.tools)
     if body.tool_choice is not None:
@@ -126,13 +132,33 @@ def _call_options(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> di
 
 
 def _validated(schema: type[CompletionRequest], values: dict[str, Any]) -> Any:
+    # The v4 request takes 4 stop sequences; the surface's own bound was checked, and the
+    # vendor's is (inference/calls.py): the request is checked with 4, then given them all.
+    stops = values.get("stop_sequences")
+    if stops is not None:
+        values = {**values, "stop_sequences": stops[:MAX_STOP_SEQUENCES]}
     try:
-        return schema.model_validate(values)
+        request = schema.model_validate(values)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else "request"
         name = _PARAMETER_NAMES.get(field, field)
         raise InvalidRequest(f"invalid {name}: {error['msg']}", param=name) from exc
+    return request.model_copy(update={"stop_sequences": stops}) if stops is not None else request
+
+
+# The content parts only some vendors take (vendors/base.py OPENAI_CONTENT), as errors name them.
+_PART_NEEDS = {"file": "file content parts", "input_audio": "input_audio content parts"}
+
+
+def _content_needs(messages: list[wire.Message]) -> dict[str, str]:
+    kinds = {
+        part.type
+        for message in messages
+        if isinstance(message, wire.UserMessage) and not isinstance(message.content, str)
+        for part in message.content
+    }
+    return {kind: shown for kind, shown in _PART_NEEDS.items() if kind in kinds}
 
 
 def _text(content: str | list[Any] | None) -> str:
