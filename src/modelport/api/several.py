@@ -90,6 +90,11 @@ def _one_of(body: Body, index: int, update: dict[str, Any]) -> Body:
     return body.model_copy(update={"n": None, "seed": seed, **update})
 
 
+def _unsupported(error: BaseException) -> list[str]:
+    """The parameters a 400 says the vendor does not take (`params.check_supported`)."""
+    return list(error.extra.get("unsupported_parameters") or []) if isinstance(error, InvalidRequest) else []
+
+
 def _mean_logprob(piece: Generated) -> float:
     """What best_of ranks by: the mean log-probability of the generated tokens (an empty
     answer last)."""
@@ -136,7 +141,14 @@ async def answer(
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(service.generate(principal, body.model, surface.request(one))) for one in bodies]
     except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
+        cause = failed.exceptions[0]
+        if plan.kept < plan.each and "logprobs" in _unsupported(cause) and not plan.logprobs_shown:
+            raise InvalidRequest(
+                "best_of larger than n ranks the generations by their log-probabilities, which this deployment's "
+                "vendor does not return: ask for best_of equal to n, or call a deployment that returns them",
+                param="best_of",
+            ) from None
+        raise cause from None
     generated = [task.result() for task in tasks]
     wholes: list[Any] = [surface.whole(one, piece) for one, piece in zip(bodies, generated, strict=True)]
     choices: list[Any] = []
