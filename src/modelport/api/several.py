@@ -50,7 +50,9 @@ def several(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Plan(Generic[Body]):
     """What one request generates: a body per generation (prompt-major), how many a
-    prompt has (`each`), how many of those are kept (`kept`), and each prompt's echo."""
+    prompt has (`each`), how many of those are kept (`kept`), each prompt's echo ("" for
+    none), and whether the caller asked to see the log-probabilities (best_of asks for
+    them to rank by, whether or not the caller did)."""
 
     bodies: list[Body]
     each: int
