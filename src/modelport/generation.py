@@ -62,6 +62,10 @@ class GenerationCall:
     # completions carry raw `prompt` text and no messages.
     messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
+    # A plain completion's prompt as the model's own token ids (OpenAI's legacy
+    # completions), for the vendors that take them (content_needs "token_prompt"); `prompt`
+    # then holds them written out, which bounds their count for the limits.
+    prompt_token_ids: tuple[int, ...] | None = None
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     # OpenAI shapes, passed through (see the module docstring). `messages` may then also

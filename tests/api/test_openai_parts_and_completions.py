@@ -192,7 +192,7 @@ async def test_streamed_text_chunks_carry_a_null_finish_reason_until_the_last(se
 @pytest.mark.parametrize(
     ("body", "named"),
     [
-        ({"prompt": [1, 2, 3]}, "token ids"),
+        ({"prompt": [1, 2, 3], "echo": True}, "echo"),
         ({"prompt": "p", "echo": True, "logprobs": 0}, "echo"),
         ({"prompt": "p", "best_of": 1, "n": 2}, "best_of"),
         ({"prompt": "p", "best_of": 3, "n": 2, "stream": True}, "best_of"),
@@ -209,6 +209,23 @@ async def test_completions_bad_shapes_are_400s_naming_them(
     assert answer.json()["error"]["type"] == "invalid_request_error" and named in answer.json()["error"]["message"]
     if "stream" not in body and body.get("best_of") != 2:
         assert len(upstream.sent) == before
+
+
+async def test_token_id_prompts_reach_vendors_that_take_them(served: dict[str, Any], upstream: Upstream) -> None:
+    name = served["COMPLETION"][0]
+    one = await served["strict"].completions.create(model=name, prompt=[1, 2, 3])
+    assert upstream.bodies("/completions")[-1]["prompt"] == [1, 2, 3]
+    assert one.choices[0].text == "<[1, 2, 3]>"
+    before = len(upstream.bodies("/completions"))
+    two = await served["strict"].completions.create(model=name, prompt=[[4, 5], [6]])
+    assert sorted(body["prompt"] for body in upstream.bodies("/completions")[before:]) == [[4, 5], [6]]
+    assert [(choice.index, choice.text) for choice in two.choices] == [(0, "<[4, 5]>"), (1, "<[6]>")]
+    # A chat deployment of an OpenAI-compatible server: whether its model reads ids is not known.
+    chat, deployment = served["OTHER"]
+    answer = await served["client"].post("/v1/completions", json={"model": chat, "prompt": [1, 2, 3]})
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]["message"]
+    assert "prompts as token ids" in message and deployment in message
 
 
 async def _completion(client: httpx.AsyncClient, body: dict[str, Any]) -> Completion:

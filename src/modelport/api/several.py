@@ -66,8 +66,8 @@ def _plan(body: Body) -> _Plan[Body]:
     if not isinstance(body, wire.TextCompletionBody):
         return _Plan([_one_of(body, index, {}) for index in range(n)], n, n, [""])
     prompts = body.prompts()
-    if any(not isinstance(prompt, str) for prompt in prompts):
-        raise InvalidRequest("prompts as token ids are not supported: send the prompts as text", param="prompt")
+    if body.echo and any(not isinstance(prompt, str) for prompt in prompts):
+        raise InvalidRequest("echo needs the prompts as text, not token ids", param="echo")
     if body.echo and body.logprobs is not None:
         raise InvalidRequest(
             "echo with logprobs is not supported: the prompt's own log-probabilities are not computed",
@@ -82,7 +82,7 @@ def _plan(body: Body) -> _Plan[Body]:
         for index, prompt in enumerate(prompts)
         for draw in range(each)
     ]
-    echoes = [str(prompt) if body.echo else "" for prompt in prompts]
+    echoes = [prompt if body.echo and isinstance(prompt, str) else "" for prompt in prompts]
     return cast("_Plan[Body]", _Plan(bodies, each, n, echoes, logprobs_shown=body.logprobs is not None))
 
 

@@ -30,7 +30,7 @@ from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest, CompletionRequest, wire_logprobs
-from modelport.vendors.base import HINT_PARAMETERS
+from modelport.vendors.base import HINT_PARAMETERS, TOKEN_PROMPT
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 # SGP names -> the OpenAI names a caller sent, for error messages.
@@ -85,11 +85,12 @@ def text_request(body: wire.TextCompletionBody) -> TextRequest:
             sampling["top_logprobs"] = body.logprobs
     # The legacy API has none of chat's hints; what its body shares with chat's is named.
     dropped = tuple(name for name in _SHARED_HINTS if getattr(body, name) is not None) + _unsent(body)
-    return TextRequest(
-        _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}),
-        options=_call_options(body),
-        dropped=dropped,
-    )
+    options = _call_options(body)
+    [prompt] = body.prompts()  # api/several.py makes a body of each prompt
+    if not isinstance(prompt, str):  # token ids: for the vendors that take them
+        options.update(prompt_token_ids=tuple(prompt), content_needs={TOKEN_PROMPT: "prompts as token ids"})
+        prompt = " ".join(map(str, prompt))  # at least a byte an id: what the limits reserve bounds them
+    return TextRequest(_validated(CompletionRequest, {"prompt": prompt, **sampling}), options=options, dropped=dropped)
 
 
 # Chat's hints, passed to the service (in OpenAI's names and shapes) for a vendor that

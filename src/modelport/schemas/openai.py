@@ -287,13 +287,6 @@ class TextCompletionBody(_Sampling):
             return [item for item in self.prompt if isinstance(item, str)]
         return [item for item in self.prompt if isinstance(item, list)]
 
-    def prompt_text(self) -> str:
-        """The one text prompt of a body made for one prompt (api/several.py)."""
-        [prompt] = self.prompts()
-        if not isinstance(prompt, str):
-            raise ValueError("a token-id prompt has no text")  # several.py turns them into text first
-        return prompt
-
 
 # --- responses ------------------------------------------------------------------------
 

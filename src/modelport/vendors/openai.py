@@ -21,7 +21,7 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.limits.token_estimate import estimate_prompt_tokens
 from modelport.schemas.inference import MAX_SURFACE_STOP_SEQUENCES
-from modelport.vendors.base import OPENAI_CONTENT, Capabilities, RelayedEvents, Target
+from modelport.vendors.base import OPENAI_CONTENT, TOKEN_PROMPT, Capabilities, RelayedEvents, Target
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
@@ -58,7 +58,10 @@ OPENAI_REASONING = Capabilities(
     accepts_images=True,
     content_kinds=OPENAI_CONTENT,
 )
-OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True)
+# Legacy completions take a prompt as token ids, passed through (OpenAI's, vLLM's).
+OPENAI_COMPLETIONS = Capabilities(
+    vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True, content_kinds=frozenset({TOKEN_PROMPT})
+)
 LLMENGINE_OPENAI = Capabilities(
     vendor="LLMENGINE",
     parameters=_SAMPLING
@@ -74,6 +77,7 @@ LLMENGINE_OPENAI_COMPLETIONS = Capabilities(
     parameters=_SAMPLING | _DRAW | {"top_k"},
     default_max_tokens=100,
     max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
+    content_kinds=frozenset({TOKEN_PROMPT}),
 )
 
 # o1, o3, o4-mini, gpt-5...: they take max_completion_tokens and reject temperature.
@@ -159,7 +163,7 @@ class OpenAICompatible(OpenAIRetrieval):
             body["messages"] = [_message(message) for message in call.messages]
         else:
             path = "completions"
-            body["prompt"] = call.prompt or ""
+            body["prompt"] = list(call.prompt_token_ids) if call.prompt_token_ids else (call.prompt or "")
         if not reasoning:
             body["temperature"] = sampling.temperature
         if sampling.max_tokens is not None:  # decided by the service (inference/calls.py)

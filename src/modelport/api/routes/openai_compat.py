@@ -94,7 +94,7 @@ async def completions(request: Request, principal: CurrentPrincipal, service: Se
     body = await parse_body(request, wire.TextCompletionBody)
     framing = _framing(request, text=True)
     # Never cached: several choices, prompts or an echo are not one deterministic answer.
-    if several.several(body) or not isinstance(body.prompt, str):
+    if several.several(body):
         return await several.answer(_TEXT, service, principal, body, framing)
     no_cache = asks_no_cache(request)
     return await _TEXT.by_model(service, principal, body.model, body, framing, no_cache=no_cache)
