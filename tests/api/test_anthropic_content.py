@@ -219,6 +219,24 @@ async def test_message_start_reports_the_upstreams_input_tokens(served: Any) -> 
     assert final.usage.input_tokens == 25 and final.usage.output_tokens == 3
 
 
+async def test_a_cached_answer_replayed_reports_its_input_tokens_at_the_start(served: Any, upstream: Upstream) -> None:
+    client, sdk, _models = served
+    name, _ = await _deploy(client, "ANTHROPIC", base_url="http://upstream.test", model="claude-x",
+                            api_key_env="ANTHROPIC_TEST_KEY", cache_ttl_seconds=60)  # fmt: skip
+    before = len(upstream.sent)
+    starts = []
+    for _ in range(2):  # the second is answered from the response cache
+        async with sdk.messages.stream(
+            model=name, max_tokens=50, messages=QUESTION, extra_body={"temperature": 0}
+        ) as stream:
+            events = [event async for event in stream]  # read whole: a whole answer is kept
+        starts.append(events[0])
+    assert len(upstream.sent) == before + 1
+    for start in starts:
+        assert isinstance(start, RawMessageStartEvent)
+        assert (start.message.usage.input_tokens, start.message.usage.cache_read_input_tokens) == (25, 100)
+
+
 async def test_message_start_reports_the_embedded_models_input_tokens(app: FastAPI, client: httpx.AsyncClient) -> None:
     body = {"model": "smollm2-135m-instruct", "max_tokens": 2, "stream": True,
             "messages": [{"role": "user", "content": "Name a colour."}]}  # fmt: skip
