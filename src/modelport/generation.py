@@ -62,6 +62,10 @@ class GenerationCall:
     # completions carry raw `prompt` text and no messages.
     messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
+    # A plain completion's prompt as the model's own token ids (OpenAI's legacy
+    # completions), for the vendors that take them (content_needs "token_prompt"); `prompt`
+    # then holds them written out, which bounds their count for the limits.
+    prompt_token_ids: tuple[int, ...] | None = None
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     # OpenAI shapes, passed through (see the module docstring). `messages` may then also
@@ -88,6 +92,11 @@ class GenerationCall:
     # What a surface sends verbatim to a deployment of its own vendor family (see
     # `VendorPassthrough`); every other adapter ignores it.
     passthrough: VendorPassthrough | None = None
+    # The content kinds beyond text and images the request carries (vendors/base.py
+    # CONTENT_KINDS), each with what the caller sent, as an error names it (e.g.
+    # {"server_tools": "tools of type web_search_20250305"}): a deployment whose vendor
+    # takes one of them not is refused with a 400 (inference/calls.py `check_content`).
+    content_needs: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,17 @@ class VendorPassthrough:
 
     def honoured_by(self, vendor: str) -> bool:
         return vendor == self.vendor
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCounts:
+    """A prompt's input tokens as the vendor reported them before its answer's end
+    (Anthropic's message_start, the embedded engine's first token): all of them, and the
+    parts read from and written to the prompt cache."""
+
+    tokens: int
+    cached: int = 0
+    created: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ it (blocks with `cache_control`, thinking blocks with signatures, server tools,
 `thinking`, `context_management`, ..., and the `anthropic-beta` header, under the
 operator's headers and the credential), and its thinking and redacted thinking blocks
 come back whole and streamed; any other vendor gets none of Anthropic's hints, and they
-are named as dropped."""
+are named as dropped (its server tools are no hint: tests/api/test_anthropic_content.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ CLAUDE_CODE_BODY: dict[str, Any] = {
     "metadata": {"user_id": "someone"},
 }  # fmt: skip
 HINTS = ("thinking", "context_management", "metadata", "output_config.effort", "cache_control",
-         "tools.web_search_20250305", "messages.thinking", "messages.redacted_thinking")  # fmt: skip
+         "messages.thinking", "messages.redacted_thinking")  # fmt: skip
+# The body without its server tool, which no other vendor takes (a 400, not a hint).
+WITHOUT_SERVER_TOOLS = {**CLAUDE_CODE_BODY, "tools": CLAUDE_CODE_BODY["tools"][:1]}
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +162,7 @@ async def test_another_vendor_gets_none_of_anthropics_hints(recorded_app: Any) -
     _app, client, transport = recorded_app
     transport.answers["gpt-hints"] = (200, "documented/openai/chat_after_tool.json")
     model = await _deployed(recorded_app, "OPENAI", "gpt-hints")
-    answer = await client.post("/v1/messages", json={"model": model, **CLAUDE_CODE_BODY})
+    answer = await client.post("/v1/messages", json={"model": model, **WITHOUT_SERVER_TOOLS})
     assert answer.status_code == 200, answer.text
     assert [block["type"] for block in answer.json()["content"]] == ["text"]  # no thinking here
     sent = transport.last_body()
@@ -178,6 +180,7 @@ def test_the_hints_are_named_as_dropped() -> None:
     body = wire.MessagesBody.model_validate({"model": "m", **CLAUDE_CODE_BODY})
     text = translate.message_request(body)
     assert text.dropped == HINTS
+    assert text.options and text.options["content_needs"] == {"server_tools": "server tools (web_search_20250305)"}
     passthrough = text.options and text.options["passthrough"]
     assert isinstance(passthrough, VendorPassthrough)
     assert passthrough.vendor == "ANTHROPIC" and passthrough.hints == HINTS

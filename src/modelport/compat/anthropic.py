@@ -12,15 +12,19 @@ An ANTHROPIC deployment loses nothing: the request's own `system`, `messages`,
 `context_management`, `output_config`, `metadata`, `cache_control`, ...) ride along
 verbatim as the call's `VendorPassthrough`, with the `anthropic-beta` header, and
 its adapter sends them as given (blocks with `cache_control`, thinking blocks with
-their signatures, server tools). For any other vendor those are hints: left out and
-named in `TextRequest.dropped` (and the passthrough's `hints`, which a deployment of
-the family does honour).
+their signatures, server tools, PDF documents). For any other vendor the hints among them
+are left out and named in `TextRequest.dropped` (and the passthrough's `hints`, which a
+deployment of the family does honour); the content no other vendor can take (`document`
+blocks other than plain text, `search_result` blocks, images inside `tool_result`, server
+tools, `mcp_servers`, `container`) is named in the call's `content_needs`, and a
+deployment whose vendor's capabilities lack one answers 400 naming it.
 
 Back: `Generated` pieces become a `message` with text and `tool_use` blocks, or the
 event stream (`message_start`, `content_block_start`/`_delta`/`_stop`, `message_delta`,
-`message_stop`). Input tokens are known only at the end of a stream, so
-`message_start` reports 0 and `message_delta` carries the real counts (the SDK's
-accumulator takes them from there).
+`message_stop`). `message_start` waits for the first piece and reports the input tokens
+it carries (`Generated.prompt_counts`: what Anthropic's own message_start said, the
+embedded engine's tokenized prompt); a vendor that counts only at the end (OpenAI's
+streams) leaves it 0 there. `message_delta` carries the final counts either way.
 """
 
 from __future__ import annotations
@@ -33,18 +37,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
-from modelport.generation import VendorPassthrough
+from modelport.generation import PromptCounts, VendorPassthrough
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
 from modelport.schemas import anthropic as wire
-from modelport.schemas.inference import ChatCompletionRequest
+from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest
 
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
 # count_tokens builds a call like any other (it generates nothing): this is its max_tokens.
 COUNTING_MAX_TOKENS = 1
 ANTHROPIC = "ANTHROPIC"
 # Sent verbatim to an ANTHROPIC deployment; hints for every other vendor (named when set).
-_ANTHROPIC_ONLY = ("thinking", "context_management", "metadata", "service_tier", "container", "mcp_servers")
+_ANTHROPIC_ONLY = ("thinking", "context_management", "metadata", "service_tier")
+# Sent verbatim to an ANTHROPIC deployment; content no other vendor takes (`_needs`).
+_ANTHROPIC_CONTENT = ("container", "mcp_servers")
 # The Anthropic rendering of what the call also carries in OpenAI's shapes.
 _CONVERSATION = ("system", "messages", "tools", "tool_choice")
 
@@ -60,7 +66,9 @@ def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextReque
             max_tokens=body.max_tokens,
             stream=body.stream,
         )
-        optional = {"stop_sequences": body.stop_sequences, "top_p": body.top_p, "top_k": body.top_k}
+        # Validated against the v4 bound of 4, then given all (the vendor's bound applies).
+        stops = body.stop_sequences[:MAX_STOP_SEQUENCES] if body.stop_sequences else None
+        optional = {"stop_sequences": stops, "top_p": body.top_p, "top_k": body.top_k}
         values.update({name: value for name, value in optional.items() if value is not None})
         if body.top_k is not None:
             values["top_k"] = float(body.top_k)
@@ -71,6 +79,8 @@ def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextReque
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         raise InvalidRequest(f"invalid {'.'.join(map(str, error['loc']))}: {error['msg']}") from exc
+    if isinstance(body, wire.MessagesBody) and body.stop_sequences:
+        request = request.model_copy(update={"stop_sequences": body.stop_sequences})
     options: dict[str, Any] = {}
     functions = tuple(_function(tool) for tool in body.tools or [] if isinstance(tool, wire.Tool))
     if functions:
@@ -84,6 +94,9 @@ def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextReque
     if body.output_config is not None and body.output_config.format is not None:
         schema = body.output_config.format.schema_
         options["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    needs = _needs(body)
+    if needs:
+        options["content_needs"] = needs
     hints = _hints(body)
     options["passthrough"] = _passthrough(body, hints)
     return TextRequest(request, messages, options, dropped=hints)
@@ -92,7 +105,7 @@ def message_request(body: wire.MessagesBody | wire.CountTokensBody) -> TextReque
 def _passthrough(body: wire.CountTokensBody, hints: tuple[str, ...]) -> VendorPassthrough:
     """The request as Anthropic reads it: the conversation and the Anthropic-only fields,
     as the client sent them (explicit nulls, `citations: null` among them, included)."""
-    fields = {*_CONVERSATION, *_ANTHROPIC_ONLY, "output_config", "cache_control", "inference_geo"}
+    fields = {*_CONVERSATION, *_ANTHROPIC_ONLY, *_ANTHROPIC_CONTENT, "output_config", "cache_control", "inference_geo"}
     sent = body.model_dump(include=fields, exclude_unset=True, by_alias=True)
     beta = body._anthropic_beta
     return VendorPassthrough(ANTHROPIC, body=sent, headers={"anthropic-beta": beta} if beta else {}, hints=hints)
@@ -105,16 +118,35 @@ def _hints(body: wire.CountTokensBody) -> tuple[str, ...]:
         names.append("output_config.effort")
     if _has_cache_control(body):
         names.append("cache_control")
-    names.extend(sorted({f"tools.{tool.type}" for tool in body.tools or [] if isinstance(tool, wire.ServerTool)}))
     kinds = {
         block.type for message in body.messages if not isinstance(message.content, str) for block in message.content
     }
     for kind in ("thinking", "redacted_thinking", "server_tool_use"):
         if kind in kinds:
             names.append(f"messages.{kind}")
-    if any(_is_binary_document(block) for message in body.messages for block in _blocks(message)):
-        names.append("messages.document")
     return tuple(names)
+
+
+def _needs(body: wire.CountTokensBody) -> dict[str, str]:
+    """The content only an ANTHROPIC deployment takes (vendors/base.py ANTHROPIC_CONTENT),
+    each as an error names it."""
+    needs: dict[str, str] = {}
+    blocks = [block for message in body.messages for block in _blocks(message)]
+    results = [inner for block in blocks if isinstance(block, wire.ToolResultBlock)
+               for inner in (block.content if isinstance(block.content, list) else [])]  # fmt: skip
+    if any(_is_binary_document(block) for block in (*blocks, *results)):
+        needs["document"] = "document blocks other than plain text (PDF, URL or content sources)"
+    if any(isinstance(block, wire.SearchResultBlock) for block in (*blocks, *results)):
+        needs["search_result"] = "search_result blocks"
+    if any(isinstance(block, wire.ImageBlock) for block in results):
+        needs["tool_result_image"] = "images inside tool_result blocks"
+    server_tools = sorted({tool.type for tool in body.tools or [] if isinstance(tool, wire.ServerTool)})
+    if server_tools:
+        needs["server_tools"] = f"server tools ({', '.join(server_tools)})"
+    for name in _ANTHROPIC_CONTENT:
+        if getattr(body, name, None) is not None:
+            needs[name] = name
+    return needs
 
 
 def _blocks(message: wire.Message) -> list[Any]:
@@ -297,16 +329,20 @@ def message(body: wire.MessagesBody, generated: Generated) -> wire.MessageRespon
 
 async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generated]) -> AsyncIterator[Event]:
     """Anthropic's event stream: a block per thinking block (`thinking_delta`s, then its
-    `signature_delta`), per run of text and per tool call, in the order they come."""
+    `signature_delta`), per run of text and per tool call, in the order they come.
+    `message_start` comes with the first piece, with the input tokens it knows."""
+    first = await anext(aiter(pieces), None)
     start = wire.MessageResponse(
         id=message_id(),
         model=body.model,
         content=[],
         stop_reason=None,
         stop_sequence=None,
-        usage=wire.Usage(input_tokens=0, output_tokens=0),
+        usage=_start_usage(first),
     )
     yield "message_start", {"type": "message_start", "message": start.model_dump()}
+    if first is not None:
+        pieces = _prepended(first, pieces)
     index = -1  # the open content block
     open_kind: str | None = None
     tool_blocks: dict[int, int] = {}  # tool call index -> content block index
@@ -369,6 +405,28 @@ async def message_events(body: wire.MessagesBody, pieces: AsyncIterator[Generate
             delta = {"stop_reason": stop_reason(piece), "stop_sequence": piece.stop_sequence}
             yield "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
             yield "message_stop", {"type": "message_stop"}
+
+
+async def _prepended(first: Generated, rest: AsyncIterator[Generated]) -> AsyncIterator[Generated]:
+    yield first
+    async for piece in rest:
+        yield piece
+
+
+def _start_usage(first: Generated | None) -> wire.Usage:
+    """message_start's usage: the prompt's counts as the first piece knows them (all of
+    them when that piece is the last), output 0."""
+    counts = first.prompt_counts if first is not None else None
+    if counts is None and first is not None and first.finish_reason is not None and first.prompt_tokens is not None:
+        counts = PromptCounts(first.prompt_tokens, first.cached_prompt_tokens or 0, first.cache_creation_tokens or 0)
+    if counts is None:
+        return wire.Usage(input_tokens=0, output_tokens=0)
+    return wire.Usage(
+        input_tokens=max(counts.tokens - counts.cached - counts.created, 0),
+        output_tokens=0,
+        cache_creation_input_tokens=counts.created,
+        cache_read_input_tokens=counts.cached,
+    )
 
 
 def usage_of(generated: Generated) -> wire.Usage:

@@ -8,7 +8,10 @@ service's output (`Generated` pieces) becomes `chat.completion` / `text_completi
 objects or their streamed chunks.
 
 Two choices differ from the v4 routes, to match OpenAI: `temperature` defaults to 1, and
-the answer echoes the `model` the caller named.
+the answer echoes the `model` the caller named. Stop sequences may be more than the v4
+routes' 4 where the deployment's vendor takes them (`Capabilities.max_stop_sequences`).
+`file` (PDF) and `input_audio` parts travel to the vendors that take them
+(`Capabilities.content_kinds`: OpenAI's), and are a 400 naming them elsewhere.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from modelport.generation import TokenLogprob as GeneratedLogprob
 from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
-from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, wire_logprobs
-from modelport.vendors.base import HINT_PARAMETERS
+from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest, CompletionRequest, wire_logprobs
+from modelport.vendors.base import HINT_PARAMETERS, TOKEN_PROMPT
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 # SGP names -> the OpenAI names a caller sent, for error messages.
@@ -46,6 +49,9 @@ def chat_request(body: wire.ChatCompletionBody) -> TextRequest:
     prompt = _text(last.content) if isinstance(last, wire.UserMessage) else ""
     request = _validated(ChatCompletionRequest, {"chat_history": [], "prompt": prompt, **sampling})
     options: dict[str, Any] = _call_options(body)
+    needs = _content_needs(body.messages)
+    if needs:
+        options["content_needs"] = needs
     if body.tools is not None:
         options["tools"] = tuple(tool.model_dump(exclude_none=True) for tool in body.tools)
     if body.tool_choice is not None:
@@ -79,11 +85,12 @@ def text_request(body: wire.TextCompletionBody) -> TextRequest:
             sampling["top_logprobs"] = body.logprobs
     # The legacy API has none of chat's hints; what its body shares with chat's is named.
     dropped = tuple(name for name in _SHARED_HINTS if getattr(body, name) is not None) + _unsent(body)
-    return TextRequest(
-        _validated(CompletionRequest, {"prompt": body.prompt_text(), **sampling}),
-        options=_call_options(body),
-        dropped=dropped,
-    )
+    options = _call_options(body)
+    [prompt] = body.prompts()  # api/several.py makes a body of each prompt
+    if not isinstance(prompt, str):  # token ids: for the vendors that take them
+        options.update(prompt_token_ids=tuple(prompt), content_needs={TOKEN_PROMPT: "prompts as token ids"})
+        prompt = " ".join(map(str, prompt))  # at least a byte an id: what the limits reserve bounds them
+    return TextRequest(_validated(CompletionRequest, {"prompt": prompt, **sampling}), options=options, dropped=dropped)
 
 
 # Chat's hints, passed to the service (in OpenAI's names and shapes) for a vendor that
@@ -126,13 +133,33 @@ def _call_options(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> di
 
 
 def _validated(schema: type[CompletionRequest], values: dict[str, Any]) -> Any:
+    # The v4 request takes 4 stop sequences; the surface's own bound was checked, and the
+    # vendor's is (inference/calls.py): the request is checked with 4, then given them all.
+    stops = values.get("stop_sequences")
+    if stops is not None:
+        values = {**values, "stop_sequences": stops[:MAX_STOP_SEQUENCES]}
     try:
-        return schema.model_validate(values)
+        request = schema.model_validate(values)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else "request"
         name = _PARAMETER_NAMES.get(field, field)
         raise InvalidRequest(f"invalid {name}: {error['msg']}", param=name) from exc
+    return request.model_copy(update={"stop_sequences": stops}) if stops is not None else request
+
+
+# The content parts only some vendors take (vendors/base.py OPENAI_CONTENT), as errors name them.
+_PART_NEEDS = {"file": "file content parts", "input_audio": "input_audio content parts"}
+
+
+def _content_needs(messages: list[wire.Message]) -> dict[str, str]:
+    kinds = {
+        part.type
+        for message in messages
+        if isinstance(message, wire.UserMessage) and not isinstance(message.content, str)
+        for part in message.content
+    }
+    return {kind: shown for kind, shown in _PART_NEEDS.items() if kind in kinds}
 
 
 def _text(content: str | list[Any] | None) -> str:

@@ -460,7 +460,12 @@ class BatchEngine:
                 if sampling.logprobs
                 else None
             )
-            out.append((job.key, GenerationChunk(text=text, logprobs=logprobs)))
+            chunk = GenerationChunk(text=text, logprobs=logprobs)
+            if sequence.generated == 1:
+                # The prompt was tokenized before the first token: its count goes out with
+                # it, for a surface that reports it at the start (Anthropic's message_start).
+                chunk.prompt_tokens, chunk.cached_prompt_tokens = len(job.prompt_tokens), sequence.reused
+            out.append((job.key, chunk))
             sequence.stops.feed(text)
             if sequence.stops.stopped:
                 finish = "stop"

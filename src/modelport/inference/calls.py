@@ -71,6 +71,8 @@ def text_call(
     (`dropped`, the options' dropped hints and parameters, a clamped max_tokens), in the
     x-modelport-dropped header's terms."""
     changes = sorted(dropped)
+    check_content((options or {}).get("content_needs"), capabilities, target)
+    check_stop_sequences(sampling, capabilities, target)
     if isinstance(request, ChatCompletionRequest) and model_type in CHAT_TYPES:
         assert messages is not None, "every surface sends a chat request's messages (compat/)"
         check_images(messages, capabilities)
@@ -161,6 +163,28 @@ def max_tokens_for(
         return MaxTokens(None, default_max_tokens)
     room = max(1, context_window - prompt_token_bound(call))
     return MaxTokens(room if capabilities.fills_window else None, room)
+
+
+def check_content(needs: dict[str, str] | None, capabilities: Capabilities, target: Target) -> None:
+    """400 naming what the request carries that the deployment's vendor cannot take
+    (Anthropic's documents and server tools, OpenAI's files and audio, ...), and the
+    deployment: they are never dropped, which would answer another question."""
+    missing = [shown for kind, shown in (needs or {}).items() if kind not in capabilities.content_kinds]
+    if missing:
+        raise InvalidRequest(
+            f"deployment {target.deployment_id} (vendor {capabilities.vendor}) cannot take {', '.join(missing)}; "
+            "remove them or call a deployment whose vendor takes them"
+        )
+
+
+def check_stop_sequences(sampling: Sampling, capabilities: Capabilities, target: Target) -> None:
+    """400 when a call has more stop sequences than the deployment's vendor takes."""
+    count, most = len(sampling.stop_sequences), capabilities.max_stop_sequences
+    if count > most:
+        raise InvalidRequest(
+            f"the request has {count} stop sequences; deployment {target.deployment_id} "
+            f"(vendor {capabilities.vendor}) takes at most {most}"
+        )
 
 
 def check_images(messages: tuple[dict[str, Any], ...], capabilities: Capabilities) -> None:

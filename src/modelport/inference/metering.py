@@ -24,6 +24,7 @@ from modelport.generation import (
     FinishReason,
     GenerationCall,
     GenerationChunk,
+    PromptCounts,
     Sampling,
     TokenLogprob,
     UsageEvent,
@@ -72,6 +73,10 @@ class Generated:
     # False when the vendor's answer ended without a finish reason of its own (the one
     # shown is modelport's "stop"): the response cache keeps no such answer.
     vendor_finished: bool = True
+    # On a stream's first piece: the prompt's counts where the vendor reported them
+    # before the end (a surface that shows them at the start reads them; the last piece's
+    # `prompt_tokens` remains what is billed).
+    prompt_counts: PromptCounts | None = None
     # What the response cache did for a whole answer (`response_cache.CacheState`, the
     # x-modelport-cache header); a stream carries it as `GeneratedStream.cache`. None:
     # the request is not cached.
@@ -284,24 +289,33 @@ async def _filtered(
     cached_prompt_tokens: int | None = None
     cache_creation_tokens: int | None = None
     estimated = False
+    announced = False  # whether a piece carried the prompt's counts (`prompt_counts`)
     try:
         async for chunk in chunks:
             if chunk.text:
                 metered.text_deltas += 1
-            if not output.stopped:
-                text, entries = output.take(chunk)
-                if text or entries or chunk.tool_calls or chunk.reasoning:
-                    yield Generated(text=text, logprobs=entries, tool_calls=chunk.tool_calls, reasoning=chunk.reasoning)
-            if chunk.finish_reason is not None:
-                finish_reason = chunk.finish_reason
             if chunk.prompt_tokens is not None:
                 prompt_tokens = chunk.prompt_tokens
-            if chunk.response_tokens is not None:
-                response_tokens = chunk.response_tokens
             if chunk.cached_prompt_tokens is not None:
                 cached_prompt_tokens = chunk.cached_prompt_tokens
             if chunk.cache_creation_tokens is not None:
                 cache_creation_tokens = chunk.cache_creation_tokens
+            if not output.stopped:
+                text, entries = output.take(chunk)
+                if text or entries or chunk.tool_calls or chunk.reasoning:
+                    piece = Generated(
+                        text=text, logprobs=entries, tool_calls=chunk.tool_calls, reasoning=chunk.reasoning
+                    )
+                    if not announced and prompt_tokens is not None:
+                        announced = True
+                        piece.prompt_counts = PromptCounts(
+                            prompt_tokens, cached_prompt_tokens or 0, cache_creation_tokens or 0
+                        )
+                    yield piece
+            if chunk.finish_reason is not None:
+                finish_reason = chunk.finish_reason
+            if chunk.response_tokens is not None:
+                response_tokens = chunk.response_tokens
             estimated = estimated or chunk.estimated
             # A vendor that stops by itself ends right after the stop sequence and
             # reports its counts; one that does not must be cut off here.

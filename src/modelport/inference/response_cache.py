@@ -39,7 +39,14 @@ import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from modelport.generation import GenerationCall, TokenAlternative, TokenLogprob, join_reasoning, join_tool_calls
+from modelport.generation import (
+    GenerationCall,
+    PromptCounts,
+    TokenAlternative,
+    TokenLogprob,
+    join_reasoning,
+    join_tool_calls,
+)
 from modelport.inference.metering import Generated
 from modelport.principal import Principal
 from modelport.vendors.base import Target
@@ -164,9 +171,14 @@ async def replay(answer: Generated) -> AsyncGenerator[Generated, None]:
     """A whole answer as a stream: its content in one piece, then the last piece with the
     finish reason and the counts, as a generation's stream ends."""
     if answer.text or answer.logprobs or answer.tool_calls or answer.reasoning:
+        counts = (
+            None
+            if answer.prompt_tokens is None
+            else PromptCounts(answer.prompt_tokens, answer.cached_prompt_tokens or 0, answer.cache_creation_tokens or 0)
+        )
         yield dataclasses.replace(answer, finish_reason=None, prompt_tokens=None, response_tokens=None,
                                   stop_sequence=None, cached_prompt_tokens=None, cache_creation_tokens=None,
-                                  cost=None)  # fmt: skip
+                                  cost=None, prompt_counts=counts)  # fmt: skip
     yield dataclasses.replace(answer, text="", logprobs=[], tool_calls=None, reasoning=None)
 
 

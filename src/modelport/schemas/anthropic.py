@@ -7,8 +7,10 @@ it). Every documented field is accepted: the ones an ANTHROPIC deployment honour
 (`thinking`, `context_management`, `output_config.effort`, `metadata`,
 `cache_control` on the request, system blocks, message blocks and tools, tools with
 `strict`, server tools such as `web_search`, `thinking`/`redacted_thinking` blocks
-sent back, `document` blocks, `container`, `mcp_servers`) travel to it unchanged
-(`compat/anthropic.py`); for other vendors they are hints, left out and named.
+sent back, `document` and `search_result` blocks, `container`, `mcp_servers`) travel to
+it unchanged (`compat/anthropic.py`). For other vendors the hints among them are left out
+and named; content they cannot take (PDF and URL documents, search results, images in
+tool results, server tools, `mcp_servers`, `container`) is a 400 naming it.
 `temperature`, `top_p` and `top_k` are honoured as older Anthropic clients send them;
 `output_config.format` (a JSON schema) becomes OpenAI's `response_format` for the
 deployment's adapter.
@@ -20,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_TOP_K
+from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_SURFACE_STOP_SEQUENCES, MAX_TOP_K
 
 
 class _Strict(BaseModel):
@@ -97,7 +99,17 @@ class ServerToolUseBlock(_Block):
     input: dict[str, Any]
 
 
-ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
+class SearchResultBlock(_Block):
+    """Search results the caller found, for Claude to cite (passed to ANTHROPIC deployments only)."""
+
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+    citations: dict[str, Any] | None = None
+
+
+ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")]
 
 
 class ToolResultBlock(_Block):
@@ -115,7 +127,8 @@ ContentBlock = Annotated[
     | ToolResultBlock
     | ThinkingBlock
     | RedactedThinkingBlock
-    | ServerToolUseBlock,
+    | ServerToolUseBlock
+    | SearchResultBlock,
     Field(discriminator="type"),
 ]
 
@@ -217,7 +230,8 @@ class MessagesBody(CountTokensBody):
     """`POST /v1/messages`."""
 
     max_tokens: Annotated[int, Field(ge=1, le=MAX_MAX_TOKENS)]
-    stop_sequences: list[str] | None = None
+    # As many as the deployment's vendor takes (Capabilities.max_stop_sequences), within the bound.
+    stop_sequences: Annotated[list[str], Field(max_length=MAX_SURFACE_STOP_SEQUENCES)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] | None = None
@@ -226,6 +240,13 @@ class MessagesBody(CountTokensBody):
     service_tier: Literal["auto", "standard_only"] | None = None
     container: str | dict[str, Any] | None = None
     speed: str | None = None
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(stop == "" for stop in value):
+            raise ValueError("stop sequences must not be empty strings")
+        return value
 
 
 # --- responses ------------------------------------------------------------------------

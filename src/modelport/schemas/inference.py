@@ -15,6 +15,10 @@ from modelport.generation import TextFinishReason
 from modelport.schemas.json_value import JsonObject
 
 MAX_STOP_SEQUENCES = 4
+# The compatible surfaces (`/v1/messages`, `/v1/chat/completions`, `/v1/completions`) take
+# more for the vendors that do (vendors/base.py `Capabilities.max_stop_sequences`), up to
+# this bound (README "### Bounds"): each one is matched against every piece of the answer.
+MAX_SURFACE_STOP_SEQUENCES = 64
 MAX_TOP_LOGPROBS = 20
 # Far above any model's vocabulary or output length, and within a C int everywhere.
 MAX_TOP_K = 1_000_000

@@ -19,7 +19,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from modelport.generation import FinishReason, TextFinishReason
-from modelport.schemas.inference import MAX_MAX_TOKENS, MAX_STOP_SEQUENCES, MAX_TOP_K, MAX_TOP_LOGPROBS, TokenLogprob
+from modelport.schemas.inference import (
+    MAX_MAX_TOKENS,
+    MAX_SURFACE_STOP_SEQUENCES,
+    MAX_TOP_K,
+    MAX_TOP_LOGPROBS,
+    TokenLogprob,
+)
 from modelport.schemas.retrieval import MAX_DIMENSIONS, MAX_TEXTS, TokenIds
 
 
@@ -51,7 +57,31 @@ class ImageURLPart(_Strict):
     image_url: ImageURL
 
 
-ContentPart = Annotated[TextPart | ImageURLPart, Field(discriminator="type")]
+class FileData(_Strict):
+    """A PDF as OpenAI takes one: inline (`file_data`, a data URL) or uploaded (`file_id`)."""
+
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Strict):
+    type: Literal["file"]
+    file: FileData
+
+
+class InputAudio(_Strict):
+    data: str  # base64
+    format: Literal["wav", "mp3"]
+
+
+class InputAudioPart(_Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+# `file` and `input_audio` go to vendors that take them (OPENAI), a 400 naming them elsewhere.
+ContentPart = Annotated[TextPart | ImageURLPart | FilePart | InputAudioPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Strict):
@@ -128,7 +158,11 @@ class FunctionName(_Strict):
     name: str
 
 
-Stop = str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None
+# As many as the deployment's vendor takes (Capabilities.max_stop_sequences: OpenAI's own 4),
+# within the bound.
+Stop = str | Annotated[list[str], Field(max_length=MAX_SURFACE_STOP_SEQUENCES)] | None
+# The choices one request may ask for (`n`, `best_of`, times its prompts): OpenAI's own cap.
+MAX_CHOICES = 128
 
 
 class _Sampling(_Strict):
@@ -140,7 +174,7 @@ class _Sampling(_Strict):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] | None = None  # an extension (llama.cpp, vLLM, SGP beta)
-    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
     stop: Stop = None
     max_tokens: Annotated[int, Field(ge=1, le=MAX_MAX_TOKENS)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
@@ -213,17 +247,45 @@ class ChatCompletionBody(_Sampling):
 
 
 class TextCompletionBody(_Sampling):
-    """`POST /v1/completions` and `/v4/beta/completions` (one prompt string)."""
+    """`POST /v1/completions` and `/v4/beta/completions`: a prompt, or several (strings or
+    token-id lists), each answered with `n` choices (the best `n` of `best_of`), indexed
+    prompt-major as OpenAI does (api/several.py)."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=MAX_CHOICES)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_CHOICES)]
+    )
     # The legacy API's logprobs: how many alternatives per token (0 for just the token's own).
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    echo: Literal[False] | None = None
-    best_of: Literal[1] | None = None
+    echo: bool | None = None  # the prompt is prepended to each choice's text
+    best_of: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
     suffix: None = None
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    @model_validator(mode="after")
+    def _choices_within_bounds(self) -> TextCompletionBody:
+        n, best_of = self.n or 1, self.best_of or self.n or 1
+        if best_of < n:
+            raise ValueError("best_of must be at least n")
+        if best_of > n and self.stream:
+            raise ValueError("best_of larger than n cannot be streamed: the best are known only at the end")
+        if len(self.prompts()) * best_of > MAX_CHOICES:
+            raise ValueError(
+                f"prompts times best_of (or n) is {len(self.prompts()) * best_of}; one request generates at most "
+                f"{MAX_CHOICES} choices"
+            )
+        return self
+
+    def prompts(self) -> list[str] | list[list[int]]:
+        """Each prompt: texts, or token-id lists."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if all(isinstance(item, int) for item in self.prompt):
+            return [[item for item in self.prompt if isinstance(item, int)]]
+        if all(isinstance(item, str) for item in self.prompt):
+            return [item for item in self.prompt if isinstance(item, str)]
+        return [item for item in self.prompt if isinstance(item, list)]
 
 
 # --- responses ------------------------------------------------------------------------
@@ -333,6 +395,7 @@ class TextLogprobs(BaseModel):
 class TextChoice(BaseModel):
     index: int
     text: str
+    # null until a stream's last chunk, and written so (api/routes/openai_compat.py): OpenAI does.
     finish_reason: TextFinishReason | None
     logprobs: TextLogprobs | None = None
 

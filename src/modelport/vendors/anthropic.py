@@ -32,7 +32,8 @@ from typing import Any
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
-from modelport.vendors.base import Capabilities, Target
+from modelport.schemas.inference import MAX_SURFACE_STOP_SEQUENCES
+from modelport.vendors.base import ANTHROPIC_CONTENT, Capabilities, Target
 from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.settings import AnthropicSettings
 from modelport.vendors.turns import conversation
@@ -63,6 +64,8 @@ CAPABILITIES = Capabilities(
     max_temperature=1.0,  # Anthropic refuses more; SPEC clamps
     default_max_tokens=10_000,  # capped by the model's own limit (max_output_tokens)
     accepts_images=True,
+    max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
+    content_kinds=ANTHROPIC_CONTENT,  # passed through as sent (the call's VendorPassthrough)
 )
 
 # As @ai-sdk/anthropic maps them (research notes); a refusal is a content filter.
@@ -187,6 +190,12 @@ class _Events(EventParser):
             usage = (payload.get("message") or {}).get("usage") or {}
             self._read_usage(usage)
             self.response_tokens = usage.get("output_tokens", self.response_tokens)
+            if self.prompt_tokens is not None:  # the input counts, known before the answer
+                yield GenerationChunk(
+                    prompt_tokens=self.prompt_tokens,
+                    cached_prompt_tokens=self.cached_prompt_tokens,
+                    cache_creation_tokens=self.cache_creation_tokens,
+                )
         elif kind == "content_block_start":
             block = payload.get("content_block") or {}
             if block.get("type") in ("thinking", "redacted_thinking"):

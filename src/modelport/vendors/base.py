@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from modelport.generation import GenerationCall, GenerationChunk, TokenLogprob, join_tool_calls
+from modelport.schemas.inference import MAX_STOP_SEQUENCES
 from modelport.vendors.settings import CommonSettings
 
 _Item = TypeVar("_Item")  # what `in_batches` splits: texts, or token-id lists
@@ -60,6 +61,20 @@ HINT_PARAMETERS = frozenset(
 )
 
 
+# Content a surface passes through to a vendor of its own family only, by kind: Anthropic's
+# `document` blocks (PDF, URL or custom sources), `search_result` blocks, images inside a
+# `tool_result`, server tools (`web_search_*`, `code_execution_*`, `bash_*`, ...),
+# `mcp_servers` and `container`; OpenAI's `file` (PDF) and `input_audio` parts, and a
+# legacy completion's prompt as token ids (`TOKEN_PROMPT`). A vendor lists those it takes
+# in `Capabilities.content_kinds`.
+ANTHROPIC_CONTENT = frozenset(
+    {"document", "search_result", "tool_result_image", "server_tools", "mcp_servers", "container"}
+)
+OPENAI_CONTENT = frozenset({"file", "input_audio"})
+TOKEN_PROMPT = "token_prompt"
+CONTENT_KINDS = ANTHROPIC_CONTENT | OPENAI_CONTENT | {TOKEN_PROMPT}
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     vendor: str
@@ -80,6 +95,13 @@ class Capabilities:
     # Whether the vendor itself stops at a stop sequence. If not, the service cancels
     # the generation once it sees one.
     stops_at_stop_sequences: bool = True
+    # The most stop sequences it takes: OpenAI's API and the SGP v4 contract take 4; the
+    # embedded engine, Anthropic and OpenAI-compatible servers as many as a compatible
+    # surface lets through (MAX_SURFACE_STOP_SEQUENCES, the bound).
+    max_stop_sequences: int = MAX_STOP_SEQUENCES
+    # The content beyond text and images it takes as its own surface sends it (CONTENT_KINDS):
+    # a call that carries another kind is refused with a 400 naming it (inference/calls.py).
+    content_kinds: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

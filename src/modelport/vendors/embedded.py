@@ -15,6 +15,7 @@ from modelport.engine.sampler import check_token_ids
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.prompts.templates import render_chat_async
+from modelport.schemas.inference import MAX_SURFACE_STOP_SEQUENCES
 from modelport.vendors.base import (
     OPTIONAL_PARAMETERS,
     Capabilities,
@@ -48,6 +49,7 @@ CAPABILITIES = Capabilities(
     platform_default=True,
     accepts_images=False,
     stops_at_stop_sequences=True,
+    max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
 )
 
 # Used only for a GGUF file that carries no chat template of its own.

@@ -20,7 +20,8 @@ import httpx
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.limits.token_estimate import estimate_prompt_tokens
-from modelport.vendors.base import Capabilities, RelayedEvents, Target
+from modelport.schemas.inference import MAX_SURFACE_STOP_SEQUENCES
+from modelport.vendors.base import OPENAI_CONTENT, TOKEN_PROMPT, Capabilities, RelayedEvents, Target
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
@@ -48,14 +49,19 @@ OPENAI_CHAT = Capabilities(
     vendor="OPENAI",
     parameters=_SAMPLING | _TOOLS | _DRAW | _OPENAI_HINTS | {"logprobs", "top_logprobs", "prediction"},
     accepts_images=True,
+    content_kinds=OPENAI_CONTENT,  # `file` and `input_audio` parts travel as the caller sent them
 )
 # Reasoning models refuse logit_bias (and sampling settings) but call tools.
 OPENAI_REASONING = Capabilities(
     vendor="OPENAI",
     parameters=_TOOLS | _OPENAI_HINTS | {"reasoning_effort", "verbosity", "stop_sequences", "seed"},
     accepts_images=True,
+    content_kinds=OPENAI_CONTENT,
 )
-OPENAI_COMPLETIONS = Capabilities(vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True)
+# Legacy completions take a prompt as token ids, passed through (OpenAI's, vLLM's).
+OPENAI_COMPLETIONS = Capabilities(
+    vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True, content_kinds=frozenset({TOKEN_PROMPT})
+)
 LLMENGINE_OPENAI = Capabilities(
     vendor="LLMENGINE",
     parameters=_SAMPLING
@@ -64,9 +70,14 @@ LLMENGINE_OPENAI = Capabilities(
     | {"top_k", "logprobs", "top_logprobs", "chat_template", "chat_template_kwargs"},
     default_max_tokens=100,
     platform_default=True,  # a vLLM server fills the window itself
+    max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
 )
 LLMENGINE_OPENAI_COMPLETIONS = Capabilities(
-    vendor="LLMENGINE", parameters=_SAMPLING | _DRAW | {"top_k"}, default_max_tokens=100
+    vendor="LLMENGINE",
+    parameters=_SAMPLING | _DRAW | {"top_k"},
+    default_max_tokens=100,
+    max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
+    content_kinds=frozenset({TOKEN_PROMPT}),
 )
 
 # o1, o3, o4-mini, gpt-5...: they take max_completion_tokens and reject temperature.
@@ -105,8 +116,11 @@ COMPATIBLE = Flavour(
         OPENAI_CHAT,
         vendor="OPENAI-compatible",
         parameters=(OPENAI_CHAT.parameters - _OPENAI_HINTS - {"prediction"}) | {"reasoning_effort"},
+        # Whether a server takes files or audio depends on its model: not assumed.
+        content_kinds=frozenset(),
+        max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
     ),
-    replace(OPENAI_COMPLETIONS, vendor="OPENAI-compatible"),
+    replace(OPENAI_COMPLETIONS, vendor="OPENAI-compatible", max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES),
     None,
     knows_reasoning_models=False,
 )
@@ -149,7 +163,7 @@ class OpenAICompatible(OpenAIRetrieval):
             body["messages"] = [_message(message) for message in call.messages]
         else:
             path = "completions"
-            body["prompt"] = call.prompt or ""
+            body["prompt"] = list(call.prompt_token_ids) if call.prompt_token_ids else (call.prompt or "")
         if not reasoning:
             body["temperature"] = sampling.temperature
         if sampling.max_tokens is not None:  # decided by the service (inference/calls.py)

@@ -48,8 +48,20 @@ _V1: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error, do
 _BETA: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
 
 
-def _framing(request: Request) -> sse.Framing[BaseModel]:
-    return _BETA if request.url.path.startswith("/v4/beta/") else _V1
+# Text-completion chunks are written with their nulls, as OpenAI writes them: every choice
+# has its `finish_reason` (null until the last chunk) and `logprobs`, every chunk its `usage`.
+def _with_nulls(payload: BaseModel) -> bytes:
+    return b"data: " + payload.model_dump_json().encode() + b"\n\n"
+
+
+_TEXT_V1: sse.Framing[BaseModel] = sse.Framing(event=_with_nulls, error=_error, done=b"data: [DONE]\n\n")
+_TEXT_BETA: sse.Framing[BaseModel] = sse.Framing(event=_with_nulls, error=_error)
+
+
+def _framing(request: Request, *, text: bool = False) -> sse.Framing[BaseModel]:
+    if request.url.path.startswith("/v4/beta/"):
+        return _TEXT_BETA if text else _BETA
+    return _TEXT_V1 if text else _V1
 
 
 _CHAT: TextSurface[wire.ChatCompletionBody, BaseModel] = TextSurface(
@@ -70,7 +82,7 @@ _EMBEDDINGS_BODY = declared_body(wire.EmbeddingsBody, "OpenAI")
 @router.post("/v4/beta/chat/completions", response_model=wire.ChatCompletion, openapi_extra=_CHAT_BODY)
 async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.ChatCompletionBody)
-    if (body.n or 1) > 1:  # never cached: n > 1 is not one deterministic answer
+    if several.several(body):  # never cached: n > 1 is not one deterministic answer
         return await several.answer(_CHAT, service, principal, body, _framing(request))
     no_cache = asks_no_cache(request)
     return await _CHAT.by_model(service, principal, body.model, body, _framing(request), no_cache=no_cache)
@@ -80,10 +92,12 @@ async def chat_completions(request: Request, principal: CurrentPrincipal, servic
 @router.post("/v4/beta/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
 async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.TextCompletionBody)
-    if (body.n or 1) > 1:  # never cached: n > 1 is not one deterministic answer
-        return await several.answer(_TEXT, service, principal, body, _framing(request))
+    framing = _framing(request, text=True)
+    # Never cached: several choices, prompts or an echo are not one deterministic answer.
+    if several.several(body):
+        return await several.answer(_TEXT, service, principal, body, framing)
     no_cache = asks_no_cache(request)
-    return await _TEXT.by_model(service, principal, body.model, body, _framing(request), no_cache=no_cache)
+    return await _TEXT.by_model(service, principal, body.model, body, framing, no_cache=no_cache)
 
 
 @router.post("/v1/embeddings", response_model=wire.EmbeddingList, openapi_extra=_EMBEDDINGS_BODY)
