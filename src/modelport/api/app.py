@@ -25,8 +25,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from modelport import __version__
 from modelport.api import error_shapes, openapi_bodies, welcome
+from modelport.api.batch_calls import InProcessCalls
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
-from modelport.api.limits import RequestGuard
+from modelport.api.limits import RequestGuard, Upload
 from modelport.api.routes import (
     accounts,
     anthropic_compat,
@@ -44,8 +45,13 @@ from modelport.api.routes import (
     web,
 )
 from modelport.api.routes import audit as audit_route
+from modelport.api.routes import batches as batches_route
+from modelport.api.routes import message_batches as message_batches_route
 from modelport.api.routes import metrics as metrics_route
 from modelport.api.routes import responses as responses_route
+from modelport.batches.files import FileBounds, FileStore
+from modelport.batches.runner import BatchRunner
+from modelport.batches.service import Batches
 from modelport.catalogue.bootstrap import bootstrap_if_empty
 from modelport.catalogue.catalogue import Catalogue
 from modelport.catalogue.responses import ResponseStoreBounds
@@ -261,6 +267,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         default_max_tokens=settings.limits_default_max_tokens,
         response_cache=response_cache,
     )
+    files = FileStore(
+        app.state.sessions,
+        FileBounds(
+            max_bytes=settings.files_max_bytes,
+            max_bytes_per_account=settings.files_max_bytes_per_account,
+            max_lines=settings.batch_max_lines,
+        ),
+        settings.files_dir,
+    )
+    line_calls = InProcessCalls(app)
+    runner = BatchRunner(
+        app.state.sessions,
+        files,
+        line_calls,
+        concurrency=settings.batch_concurrency,
+        lease_seconds=settings.batch_lease_seconds,
+        poll_seconds=settings.batch_poll_seconds,
+    )
+    app.state.batches = Batches(app.state.sessions, files, on_cancel=runner.cancelled)
+    batch_runs = asyncio.create_task(runner.run(), name="batch-runner")
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="catalogue-cache")
     audit_sweeps = asyncio.create_task(_sweep_audit_hourly(app.state.catalogue), name="audit-retention")
     resets = asyncio.create_task(
@@ -272,10 +298,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with gate.watching_signals(settings.shutdown_grace_seconds):
             yield
     finally:
-        for task in (poller, resets, audit_sweeps):
+        for task in (batch_runs, poller, resets, audit_sweeps):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await line_calls.aclose()
         await limits.aclose()
         await response_cache.aclose()
         await throttle.close()
@@ -441,10 +468,13 @@ def create_app(
     app.include_router(catalogue.router)
     app.include_router(spend.router)
     app.include_router(audit_route.router)
+    app.include_router(batches_route.router)
+    app.include_router(message_batches_route.router)
     if settings.metrics:
         app.include_router(metrics_route.router)
     web.install(app)
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    uploads = {batches_route.FILES_PATH: Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")}
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads=uploads)
     if settings.cors_origins:
         # Outside the guard, so a browser's preflight is answered before any check. Keys
         # travel in headers, never cookies: no credentials mode.
