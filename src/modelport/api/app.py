@@ -24,8 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from modelport import __version__
-from modelport.api import error_shapes, openapi_bodies, welcome
-from modelport.api.batch_calls import InProcessCalls
+from modelport.api import batch_calls, error_shapes, openapi_bodies, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
 from modelport.api.limits import RequestGuard, Upload
 from modelport.api.routes import (
@@ -49,9 +48,6 @@ from modelport.api.routes import batches as batches_route
 from modelport.api.routes import message_batches as message_batches_route
 from modelport.api.routes import metrics as metrics_route
 from modelport.api.routes import responses as responses_route
-from modelport.batches.files import FileBounds, FileStore
-from modelport.batches.runner import BatchRunner
-from modelport.batches.service import Batches
 from modelport.catalogue.bootstrap import bootstrap_if_empty
 from modelport.catalogue.catalogue import Catalogue
 from modelport.catalogue.responses import ResponseStoreBounds
@@ -267,25 +263,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         default_max_tokens=settings.limits_default_max_tokens,
         response_cache=response_cache,
     )
-    files = FileStore(
-        app.state.sessions,
-        FileBounds(
-            max_bytes=settings.files_max_bytes,
-            max_bytes_per_account=settings.files_max_bytes_per_account,
-            max_lines=settings.batch_max_lines,
-        ),
-        settings.files_dir,
-    )
-    line_calls = InProcessCalls(app)
-    runner = BatchRunner(
-        app.state.sessions,
-        files,
-        line_calls,
-        concurrency=settings.batch_concurrency,
-        lease_seconds=settings.batch_lease_seconds,
-        poll_seconds=settings.batch_poll_seconds,
-    )
-    app.state.batches = Batches(app.state.sessions, files, on_cancel=runner.cancelled)
+    app.state.batches, runner, line_calls = batch_calls.batches(app, settings, app.state.sessions)
     batch_runs = asyncio.create_task(runner.run(), name="batch-runner")
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="catalogue-cache")
     audit_sweeps = asyncio.create_task(_sweep_audit_hourly(app.state.catalogue), name="audit-retention")

@@ -11,12 +11,18 @@ can set it.
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api.deps import BATCH_PRINCIPAL
+from modelport.batches.files import FileBounds, FileStore
 from modelport.batches.lines import LineAnswer
+from modelport.batches.runner import BatchRunner
+from modelport.batches.service import Batches
+from modelport.config import Settings
 from modelport.principal import Principal
 
 _calling_as: ContextVar[Principal | None] = ContextVar("batch_principal", default=None)
@@ -53,3 +59,26 @@ class InProcessCalls:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def batches(
+    app: ASGIApp, settings: Settings, sessions: async_sessionmaker[Any]
+) -> tuple[Batches, BatchRunner, InProcessCalls]:
+    """The files and batches of `app` (built in its lifespan), its runner (not started
+    yet), and the calls the runner makes to `app`'s routes (closed at shutdown)."""
+    bounds = FileBounds(
+        max_bytes=settings.files_max_bytes,
+        max_bytes_per_account=settings.files_max_bytes_per_account,
+        max_lines=settings.batch_max_lines,
+    )
+    files = FileStore(sessions, bounds, settings.files_dir)
+    calls = InProcessCalls(app)
+    runner = BatchRunner(
+        sessions,
+        files,
+        calls,
+        concurrency=settings.batch_concurrency,
+        lease_seconds=settings.batch_lease_seconds,
+        poll_seconds=settings.batch_poll_seconds,
+    )
+    return Batches(sessions, files, on_cancel=runner.cancelled), runner, calls
