@@ -33,6 +33,7 @@ from tests.conftest import ADMIN_KEY, in_process, own_database, sqlite_settings
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 FILES_MAX_BYTES = 256 * 1024
 MAX_LINES = 300
+ACCOUNT_MAX_BYTES = 1024 * 1024
 CONCURRENCY = 4
 T = TypeVar("T")
 
@@ -78,6 +79,7 @@ async def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             usage_flush_seconds=0.2,
             auth_failures_per_minute=0,
             files_max_bytes=FILES_MAX_BYTES,
+            files_max_bytes_per_account=ACCOUNT_MAX_BYTES,
             batch_max_lines=MAX_LINES,
             batch_concurrency=CONCURRENCY,
             batch_poll_seconds=0.05,
@@ -355,6 +357,23 @@ async def test_bounds_a_file_over_the_cap_is_413_and_too_many_lines_400(served: 
     assert streamed.json()["error"]["type"] == "invalid_request_error"
 
 
+async def test_bounds_an_accounts_files_hold_at_most_their_bound_together(served: Served) -> None:
+    account = await served.client.post("/accounts", json={"account_name": f"full-{uuid.uuid4().hex[:8]}"})
+    in_other = {"x-selected-account-id": account.json()["account_id"]}
+    key = await served.client.post("/v4/api-keys", json={"role": "member", "name": "full"}, headers=in_other)
+    piece = b"z" * (200 * 1024)
+    async with _openai(served, key.json()["key"]) as sdk:
+        kept = [await sdk.files.create(file=(f"{index}.txt", piece), purpose="user_data") for index in range(5)]
+        with pytest.raises(openai.APIStatusError) as full:
+            await sdk.files.create(file=("more.txt", piece), purpose="user_data")
+        assert full.value.status_code == 413
+        assert "MODELPORT_FILES_MAX_BYTES_PER_ACCOUNT" in full.value.response.json()["error"]["message"]
+        assert len([file async for file in sdk.files.list()]) == 5  # the refused one is not kept
+        await sdk.files.delete(kept[0].id)
+        again = await sdk.files.create(file=("more.txt", piece), purpose="user_data")
+        assert (await sdk.files.content(again.id)).content == piece
+
+
 async def test_anthropic_message_batches_through_the_sdk(served: Served) -> None:
     tag = uuid.uuid4().hex[:6]
     requests: list[Any] = [
@@ -397,3 +416,35 @@ async def test_anthropic_message_batches_through_the_sdk(served: Served) -> None
     async with _openai(served) as openai_sdk:
         with pytest.raises(openai.NotFoundError):
             await openai_sdk.batches.retrieve(created.id)
+
+
+async def test_files_kept_in_a_directory(tmp_path: Any) -> None:
+    """MODELPORT_FILES_DIR: a file's bytes are a file there (named by its id alone), read
+    back and run as a batch from there, and gone with it."""
+    directory = tmp_path / "files"
+    upstream = Upstream()
+    settings = sqlite_settings(
+        tmp_path, files_dir=str(directory), batch_poll_seconds=0.05, upstream_attempts=1, auth_failures_per_minute=0
+    )
+    async with in_process(settings, upstream=_Transport(upstream)) as (app, client):
+        created = await client.post(
+            "/v4/models",
+            json={"name": "kept", "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
+                  "model_creation_parameters": {"base_url": "http://upstream.test/v1", "model": "up"}},
+        )  # fmt: skip
+        await client.post(f"/v4/models/{created.json()['id']}/deployments", json={"name": "d"})
+        served = Served(app, client, upstream, "kept")
+        content = _jsonl([_line("d1", "kept"), _line("d2", "kept")])
+        async with _openai(served) as sdk:
+            uploaded = await sdk.files.create(file=("../../escape.jsonl", content), purpose="batch")
+            assert (directory / uploaded.id).read_bytes() == content
+            assert [path.name for path in directory.iterdir()] == [uploaded.id]
+            assert (await sdk.files.content(uploaded.id)).content == content
+            batch = await sdk.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            done = await _until(lambda: sdk.batches.retrieve(batch.id), lambda found: found.status == "completed")
+            assert done.request_counts is not None and done.request_counts.completed == 2
+            assert done.output_file_id is not None and (directory / done.output_file_id).exists()
+            await sdk.files.delete(uploaded.id)
+            assert not (directory / uploaded.id).exists()
