@@ -121,7 +121,8 @@ class FileStore:
             identity_id=owner.identity_id,
             key_id=owner.key_id,
             purpose=purpose,
-            filename=filename[:255],
+            # PostgreSQL cannot store text holding a NUL.
+            filename=filename.replace("\x00", "")[:255] or "file",
             size=0,
             lines=0,
             status="processed",

@@ -64,7 +64,12 @@ def plan_openai(line: int, raw: bytes, endpoint: str, seen: set[str]) -> Planned
         return _refused(line, None, "invalid_request", f"line {line + 1} is not a JSON object")
     custom_id = _custom_id(value)
     if custom_id is None:
-        return _refused(line, None, "missing_custom_id", f"line {line + 1} has no custom_id (a string)")
+        return _refused(
+            line,
+            None,
+            "missing_custom_id",
+            f"line {line + 1} has no custom_id (a string of 1 to {MAX_CUSTOM_ID_CHARS})",
+        )
     if custom_id in seen:
         return _refused(line, custom_id, "duplicate_custom_id", f"custom_id {custom_id!r} is used by an earlier line")
     seen.add(custom_id)
@@ -97,7 +102,8 @@ def plan_anthropic(line: int, raw: bytes, seen: set[str]) -> Planned:
 
 def _custom_id(value: dict[str, Any]) -> str | None:
     custom_id = value.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID_CHARS:
+    # PostgreSQL cannot store text holding a NUL: such a custom_id is no custom_id.
+    if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS or "\x00" in custom_id:
         return None
     return custom_id
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.batches.files import ANTHROPIC_REQUESTS, FileStore, Owner, split_lines
@@ -323,11 +323,26 @@ class BatchRunner:
         try:
             async with self._sessions() as session, session.begin():
                 await store.add_lines(session, rows)
-        except IntegrityError:  # written already (a replica that lost its lease)
+        except DBAPIError:  # one written already (a replica that lost its lease), or unstorable
             for row in rows:
-                with contextlib.suppress(IntegrityError):
-                    async with self._sessions() as session, session.begin():
-                        await store.add_lines(session, [_copy(row)])
+                await self._record_one(_copy(row))
+
+    async def _record_one(self, row: BatchLine) -> None:
+        try:
+            async with self._sessions() as session, session.begin():
+                await store.add_lines(session, [row])
+        except IntegrityError:
+            return  # written already
+        except DBAPIError:
+            # An answer the database refuses to store fails its line, never the batch
+            # (which would otherwise be taken up again, and refused again, for ever).
+            log.warning("batch %s line %d: the answer could not be stored", row.batch_id, row.line, exc_info=True)
+            error = {"code": "server_error", "message": "the answer to this request could not be stored"}
+            async with self._sessions() as session, session.begin():
+                await store.add_lines(
+                    session,
+                    [BatchLine(batch_id=row.batch_id, line=row.line, succeeded=False, outcome="errored", error=error)],
+                )
 
     async def _close_remaining(self, held: _Held, source: BatchFile, outcome: str, error: dict[str, str]) -> None:
         """Write `outcome` for every line that has none (never run)."""
