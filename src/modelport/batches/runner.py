@@ -96,6 +96,11 @@ class BatchRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, _Held] = {}
 
+    @property
+    def running(self) -> set[str]:
+        """The batches this replica is running now."""
+        return {batch_id for batch_id, task in self._running.items() if not task.done()}
+
     def cancelled(self, batch_id: str) -> None:
         """A cancel was asked for on this replica: if it runs the batch, no line starts
         from now on (other replicas see the status at their next look)."""
