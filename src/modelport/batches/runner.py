@@ -157,18 +157,22 @@ class BatchRunner:
         held = _Held(batch=batch, principal=await self._principal(batch))
         self._held[batch_id] = held
         keeper = asyncio.create_task(self._keep(held), name=f"lease {batch_id}")
+        failed = False
         try:
             await self._run(held)
         except Exception:
+            # Its lease, no longer renewed, runs out: the batch is tried again then (not
+            # at the next poll, which would repeat an error that persists at that pace).
+            failed = True
             log.exception("batch %s stopped on an error; it is taken up again after its lease", batch_id)
         finally:
             self._held.pop(batch_id, None)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            if not held.finished and not held.lost:
-                # Shutting down, or stopped on an error: give the lease back so that a
-                # restart or another replica takes the batch up without waiting.
+            if not held.finished and not held.lost and not failed:
+                # Shutting down: give the lease back so that a restart or another
+                # replica takes the batch up without waiting for it to run out.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._release(batch_id))
 
