@@ -182,6 +182,10 @@ async def test_a_batch_of_100_lines_runs_each_once_and_malformed_lines_fail_alon
         assert (counts.total, counts.completed, counts.failed) == (106, 100, 6)
         assert finished.output_file_id and finished.error_file_id
         assert finished.in_progress_at and finished.finalizing_at and finished.completed_at
+        # The tokens of the lines that succeeded (each answer: 10 in, 5 out).
+        assert finished.usage is not None
+        assert (finished.usage.input_tokens, finished.usage.output_tokens) == (1000, 500)
+        assert finished.usage.total_tokens == 1500
 
         output = _records((await sdk.files.content(finished.output_file_id)).content)
         assert sorted(record["custom_id"] for record in output) == sorted(line["custom_id"] for line in good)

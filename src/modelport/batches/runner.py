@@ -26,6 +26,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -396,7 +397,7 @@ class BatchRunner:
         outputs: dict[str, Any] = {}
         if held.batch.surface == "openai":
             try:
-                outputs = await self._write_outputs(held.batch, counts)
+                outputs = {**await self._write_outputs(held.batch, counts), "usage": await self._usage(held.batch.id)}
             except ModelportError as error:  # the account's files are full
                 final = {
                     "status": "failed",
@@ -435,6 +436,28 @@ class BatchRunner:
                 written[column] = file.id
         return written
 
+    async def _usage(self, batch_id: str) -> dict[str, Any]:
+        """The tokens of the lines that succeeded, in OpenAI's batch `usage` shape, from
+        each answer's own `usage` (chat and completions, embeddings, responses)."""
+        total = Counter[str]()
+        after = -1
+        while True:
+            async with self._sessions() as session:
+                page = await store.lines_page(session, batch_id=batch_id, after_line=after, limit=WRITE_GROUP)
+            if not page:
+                break
+            for row in page:
+                if row.succeeded and isinstance(row.body, dict) and isinstance(row.body.get("usage"), dict):
+                    total.update(_tokens(row.body["usage"]))
+            after = page[-1].line
+        return {
+            "input_tokens": total["input"],
+            "input_tokens_details": {"cached_tokens": total["cached"]},
+            "output_tokens": total["output"],
+            "output_tokens_details": {"reasoning_tokens": total["reasoning"]},
+            "total_tokens": total["input"] + total["output"],
+        }
+
     async def _records(self, batch_id: str, succeeded: bool) -> AsyncIterator[bytes]:
         after = -1
         while True:
@@ -446,6 +469,27 @@ class BatchRunner:
                 orjson.dumps(openai_record(batch_id, row)) + b"\n" for row in page if row.succeeded == succeeded
             )
             after = page[-1].line
+
+
+def _tokens(usage: dict[str, Any]) -> dict[str, int]:
+    """One answer's usage, whichever surface's names it has."""
+
+    def number(*names: str, within: dict[str, Any] | None = None) -> int:
+        source = usage if within is None else within
+        for name in names:
+            value = source.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return 0
+
+    input_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    output_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    return {
+        "input": number("prompt_tokens", "input_tokens"),
+        "output": number("completion_tokens", "output_tokens"),
+        "cached": number("cached_tokens", within=input_details) if isinstance(input_details, dict) else 0,
+        "reasoning": number("reasoning_tokens", within=output_details) if isinstance(output_details, dict) else 0,
+    }
 
 
 def _past(moment: datetime | None) -> bool:

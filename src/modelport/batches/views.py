@@ -52,6 +52,7 @@ def openai_batch(counted: Counted) -> wire.BatchObject:
             total=batch.total, completed=counts.get("succeeded", 0), failed=counts.get("errored", 0)
         ),
         metadata=batch.batch_metadata,
+        usage=wire.BatchUsage.model_validate(batch.usage) if batch.usage else None,
     )
 
 

@@ -330,6 +330,8 @@ class Batch(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     batch_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
     errors: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # The tokens of the lines that succeeded, summed when the batch ends (OpenAI's `usage`).
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     in_progress_at: Mapped[datetime | None] = mapped_column(default=None)

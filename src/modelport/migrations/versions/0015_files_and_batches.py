@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("failed", sa.Integer(), nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.Column("errors", sa.JSON(), nullable=True),
+        sa.Column("usage", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("in_progress_at", sa.DateTime(timezone=True), nullable=True),
