@@ -45,6 +45,8 @@ class Upstream:
 
     calls: Counter[str] = field(default_factory=Counter)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -52,8 +54,15 @@ class Upstream:
         if isinstance(prompt, list):
             prompt = "".join(part.get("text", "") for part in prompt)
         self.calls[prompt] += 1
-        if prompt.startswith("slow"):
-            await self.release.wait()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if prompt.startswith("slow"):
+                await self.release.wait()
+            elif prompt.startswith("paced"):
+                await asyncio.sleep(0.05)
+        finally:
+            self.in_flight -= 1
         choice = {"index": 0, "message": {"role": "assistant", "content": f"echo: {prompt}"}, "finish_reason": "stop"}
         answer = {"id": "c", "object": "chat.completion", "created": 0, "model": "up", "choices": [choice]}
         return httpx.Response(200, json={**answer, "usage": USAGE})
@@ -329,6 +338,25 @@ async def test_a_line_runs_as_the_key_that_created_the_batch(served: Served) -> 
         assert record["response"]["status_code"] == 404
         assert record["response"]["body"]["error"]["type"] == "invalid_request_error"
     assert served.upstream.calls["line n1"] == 0
+
+
+async def test_a_batch_goes_at_the_pace_its_keys_limits_allow(served: Served) -> None:
+    """A key with max_parallel_requests 1: the lines refused for now (429) are sent again
+    after their Retry-After, one at a time upstream, and every one succeeds."""
+    key = await served.client.post("/v4/api-keys", json={"role": "member", "name": "one", "max_parallel_requests": 1})
+    assert key.status_code == 201, key.text
+    tag = uuid.uuid4().hex[:6]
+    lines = [_line(f"{tag}-{index}", served.model, prompt=f"paced {tag} {index}") for index in range(6)]
+    served.upstream.most_in_flight = 0
+    async with _openai(served, key.json()["key"]) as sdk:
+        uploaded = await sdk.files.create(file=("paced.jsonl", _jsonl(lines)), purpose="batch")
+        batch = await sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = await _until(lambda: sdk.batches.retrieve(batch.id), lambda found: found.status == "completed")
+    assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (6, 0)
+    assert served.upstream.most_in_flight == 1
+    assert all(served.upstream.calls[f"paced {tag} {index}"] == 1 for index in range(6))
 
 
 async def test_bounds_a_file_over_the_cap_is_413_and_too_many_lines_400(served: Served) -> None:

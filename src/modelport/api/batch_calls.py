@@ -54,11 +54,22 @@ class InProcessCalls:
         except ValueError:
             parsed = response.text
         return LineAnswer(
-            status_code=response.status_code, request_id=response.headers.get("x-request-id"), body=parsed
+            status_code=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            body=parsed,
+            retry_after=_seconds(response.headers.get("retry-after")),
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After in seconds (modelport sends no dates)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def batches(

@@ -26,6 +26,7 @@ class LineAnswer:
     status_code: int
     request_id: str | None
     body: Any
+    retry_after: float | None = None  # seconds, when the answer said when to try again
 
 
 class LineCall(Protocol):

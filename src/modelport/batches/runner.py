@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -37,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.batches.files import ANTHROPIC_REQUESTS, FileStore, Owner, split_lines
-from modelport.batches.lines import LineCall, Planned, plan_anthropic, plan_openai
+from modelport.batches.lines import LineAnswer, LineCall, Planned, plan_anthropic, plan_openai
 from modelport.errors import ModelportError
 from modelport.observability.shutdown import gate
 from modelport.principal import Principal
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 BATCHES_AT_ONCE = 4
 # Lines written per transaction where many are written at once (canceled, expired).
 WRITE_GROUP = 500
+# A line refused for now (429, 503 with a Retry-After) is sent again this many times at
+# most, waiting what it was told to, up to this long each time.
+MAX_ATTEMPTS = 100
+MAX_RETRY_WAIT_SECONDS = 60.0
 
 
 def utcnow() -> datetime:
@@ -314,20 +319,46 @@ class BatchRunner:
     async def _work(self, held: _Held, queue: asyncio.Queue[Planned | None]) -> None:
         path = held.batch.endpoint
         while (planned := await queue.get()) is not None:
-            principal = held.principal
-            if held.stopping() or principal is None or planned.body is None:
+            if held.stopping() or planned.body is None:
                 continue  # left for the pass that closes the batch
             try:
-                answer = await self._call(principal, path, planned.body)
+                answer = await self._answered(held, path, planned.body)
             except Exception:  # the route answers its own errors; this is a bug, logged
                 log.exception("batch %s line %d failed", held.batch.id, planned.line)
                 error = {"code": "server_error", "message": "the request failed inside modelport"}
                 await self._record([_row(held.batch.id, planned, outcome="errored", error=error)])
                 continue
+            if answer is None:
+                continue  # stopped while waiting: the line has not run
             succeeded = 200 <= answer.status_code < 300
             row = _row(held.batch.id, planned, outcome="succeeded" if succeeded else "errored")
             row.status_code, row.request_id, row.body = answer.status_code, answer.request_id, answer.body
             await self._record([row])
+
+    async def _answered(self, held: _Held, path: str, body: bytes) -> LineAnswer | None:
+        """The line's answer. One refused for now (429: the key's or account's limits;
+        503: an engine's queue is full) is sent again after its Retry-After, so a batch
+        goes at the pace the limits allow rather than failing. None: the batch stopped
+        meanwhile, or the server is shutting down (its 503 is not the line's answer)."""
+        for _ in range(MAX_ATTEMPTS):
+            principal = held.principal
+            if held.stopping() or principal is None:
+                return None
+            answer = await self._call(principal, path, body)
+            if answer.status_code == 503 and gate.draining:
+                return None
+            if answer.status_code not in (429, 503) or answer.retry_after is None:
+                return answer
+            await self._pause(held, min(answer.retry_after, MAX_RETRY_WAIT_SECONDS))
+        return answer
+
+    async def _pause(self, held: _Held, seconds: float) -> None:
+        """Wait `seconds`, or less if the batch stops meanwhile."""
+        steps = max(1, math.ceil(seconds / self.poll_seconds))
+        for _ in range(steps):
+            if held.stopping():
+                return
+            await asyncio.sleep(seconds / steps)
 
     async def _record(self, rows: list[BatchLine]) -> None:
         try:
