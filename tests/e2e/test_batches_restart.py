@@ -49,7 +49,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @contextmanager
-def _server(database_url: str, data: Path, name: str) -> Iterator[tuple[str, Any]]:
+def _server(
+    database_url: str, data: Path, name: str, lease_seconds: float = LEASE_SECONDS
+) -> Iterator[tuple[str, Any]]:
     """A server on `database_url`: its base URL and process."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -64,7 +66,7 @@ def _server(database_url: str, data: Path, name: str) -> Iterator[tuple[str, Any
         "MODELPORT_SHUTDOWN_GRACE_SECONDS": "5",
         "MODELPORT_AUTH_FAILURES_PER_MINUTE": "0",
         "MODELPORT_BATCH_CONCURRENCY": str(CONCURRENCY),
-        "MODELPORT_BATCH_LEASE_SECONDS": str(LEASE_SECONDS),
+        "MODELPORT_BATCH_LEASE_SECONDS": str(lease_seconds),
         "MODELPORT_BATCH_POLL_SECONDS": "0.1",
     }
     command = [str(Path(sys.executable).parent / "modelport"), "serve"]
@@ -168,6 +170,32 @@ def test_a_batch_resumes_after_its_server_was_killed(
         prompt = custom_id.replace("-", " ", 1)
         assert calls[prompt] == calls_at_kill[prompt] == 1, custom_id
     assert sum(count - 1 for count in calls.values()) <= CONCURRENCY
+
+
+def test_a_server_stopped_gracefully_gives_its_batch_back_at_once(
+    upstream: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGTERM: the lines running finish, the lease is given back, and the next server
+    goes on without waiting for it to run out (it is long here: 600 s); no line's
+    answer is the shutdown's 503."""
+    data = tmp_path_factory.mktemp("graceful")
+    tag = uuid.uuid4().hex[:8]
+    with ExitStack() as stack:
+        database_url = stack.enter_context(fresh_database("sqlite", data))
+        first, process = stack.enter_context(_server(database_url, data, "first", lease_seconds=600))
+        model = _model(first, upstream, pause=0.05)
+        with _sdk(first) as sdk:
+            batch_id = _start_batch(sdk, model, tag)
+            _until(lambda: sdk.batches.retrieve(batch_id), lambda found: found.request_counts.completed >= 20)
+        process.terminate()
+        process.wait(timeout=30)
+        assert len(_finished_lines(database_url, batch_id)) < LINES
+        second, _ = stack.enter_context(_server(database_url, data, "second", lease_seconds=600))
+        with _sdk(second) as sdk:
+            done = _until(lambda: sdk.batches.retrieve(batch_id), lambda found: found.status == "completed", 300)
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (LINES, 0)
+    assert set(_calls(upstream, tag).values()) == {1}  # the running lines finished: none ran twice
 
 
 def test_two_replicas_on_one_database_run_a_batch_once(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -276,6 +276,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with gate.watching_signals(settings.shutdown_grace_seconds):
             yield
     finally:
+        await runner.drain(settings.shutdown_grace_seconds)  # the lines running finish first
         for task in (batch_runs, poller, resets, audit_sweeps):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

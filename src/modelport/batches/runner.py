@@ -28,8 +28,8 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,15 +69,16 @@ class _Held:
 
     batch: Batch
     principal: Principal | None
+    # The replica is shutting down: what it has not started is left for the next one.
+    closing: Callable[[], bool]
     lost: bool = False
     cancel: bool = False
     expired: bool = False
     revoked: bool = False
     finished: bool = False
-    running: set[int] = field(default_factory=set)
 
     def stopping(self) -> bool:
-        return self.lost or self.cancel or self.expired or self.revoked or gate.draining
+        return self.lost or self.cancel or self.expired or self.revoked or self.closing()
 
 
 class BatchRunner:
@@ -101,6 +102,19 @@ class BatchRunner:
         self.owner = owner or f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, _Held] = {}
+        self._draining = False
+
+    def _closing(self) -> bool:
+        return self._draining or gate.draining
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Start no line from now on, and wait (at most `grace_seconds`) for the lines
+        running to finish and be written, and for the leases to be given back: the
+        shutdown's first step, before `run` is cancelled."""
+        self._draining = True
+        running = [task for task in self._running.values() if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=grace_seconds)
 
     @property
     def running(self) -> set[str]:
@@ -118,7 +132,7 @@ class BatchRunner:
         """Take and run batches until cancelled (the app's shutdown)."""
         try:
             while True:
-                if not gate.draining:
+                if not self._closing():
                     try:
                         await self._take_more()
                     except Exception:  # a database hiccup: the next poll tries again
@@ -160,7 +174,7 @@ class BatchRunner:
             batch = await store.get_batch(session, batch_id=batch_id)
         if batch is None:
             return
-        held = _Held(batch=batch, principal=await self._principal(batch))
+        held = _Held(batch=batch, principal=await self._principal(batch), closing=self._closing)
         self._held[batch_id] = held
         keeper = asyncio.create_task(self._keep(held), name=f"lease {batch_id}")
         failed = False
@@ -273,7 +287,7 @@ class BatchRunner:
             await self._set(held, status="in_progress", in_progress_at=utcnow(), total=source.lines)
         if batch.status in ("in_progress", "cancelling"):
             await self._run_lines(held, source)
-        if held.lost or (gate.draining and not held.cancel):
+        if held.lost or (held.closing() and not held.cancel):
             return  # another replica, or this one after its restart, finishes it
         await self._finish(held, source)
 
@@ -345,7 +359,7 @@ class BatchRunner:
             if held.stopping() or principal is None:
                 return None
             answer = await self._call(principal, path, body)
-            if answer.status_code == 503 and gate.draining:
+            if answer.status_code == 503 and held.closing():
                 return None
             if answer.status_code not in (429, 503) or answer.retry_after is None:
                 return answer
