@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelport.schemas.json_value import JsonObject
 from modelport.schemas.responses import Metadata
 
-# The endpoints a batch line may call (the routes of the same names): OpenAI's.
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
+# The endpoints a batch's lines may call (the routes of the same names): those of
+# OpenAI's that modelport serves.
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
 # Anthropic's batches call this one.
 MESSAGES_ENDPOINT = "/v1/messages"
 # What a list answers at most per page, and by default (the vendors' own bounds).
@@ -26,8 +27,8 @@ DEFAULT_LIST_LIMIT = 20
 MAX_FILES_LIST_LIMIT = 10_000
 MAX_BATCHES_LIST_LIMIT = 100
 MAX_MESSAGE_BATCHES_LIST_LIMIT = 1000
-# Anthropic's: at most 100,000 requests a batch; a custom_id of 1 to 64 characters.
-MAX_CUSTOM_ID = 64
+# Anthropic's: a custom_id of 1 to 64 letters, digits, `_` and `-`.
+CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 FilePurpose = Literal[
     "assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results", "vision", "user_data"
@@ -69,7 +70,7 @@ class FileDeleted(BaseModel):
 
 class BatchCreate(_Strict):
     input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
+    endpoint: BatchEndpoint
     completion_window: Literal["24h"]
     metadata: Metadata | None = None
     # Accepted as the SDK sends it; output files are kept until deleted.
@@ -146,7 +147,7 @@ class BatchList(BaseModel):
 
 
 class MessageBatchRequest(_Strict):
-    custom_id: str = Field(min_length=1, max_length=MAX_CUSTOM_ID, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    custom_id: str = Field(pattern=CUSTOM_ID_PATTERN)
     # Checked as /v1/messages checks a body when the line runs: a bad one fails alone.
     params: JsonObject
 
