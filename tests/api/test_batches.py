@@ -125,11 +125,11 @@ def _openai(served: Served, key: str = ADMIN_KEY) -> openai.AsyncOpenAI:
     )
 
 
-def _anthropic(served: Served) -> anthropic.AsyncAnthropic:
+def _anthropic(served: Served, key: str = ADMIN_KEY) -> anthropic.AsyncAnthropic:
     # This anthropic SDK speaks through httpx2 (httpx's successor), which has the same ASGI transport.
     http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=served.app), base_url="http://modelport.test")
     return anthropic.AsyncAnthropic(
-        api_key=ADMIN_KEY, base_url="http://modelport.test", http_client=http, _strict_response_validation=True
+        api_key=key, base_url="http://modelport.test", http_client=http, _strict_response_validation=True
     )
 
 
@@ -262,6 +262,34 @@ async def test_cancel_stops_new_lines_lets_running_ones_finish(served: Served) -
         assert again.status == "cancelled"
 
 
+async def test_cancelling_an_anthropic_batch_cancels_the_requests_not_started(served: Served) -> None:
+    tag = uuid.uuid4().hex[:6]
+    requests: list[Any] = [
+        {"custom_id": f"s-{tag}-{index}", "params": {"model": served.model, "max_tokens": 5,
+                                                     "messages": [{"role": "user", "content": f"slow a{tag} {index}"}]}}
+        for index in range(10)
+    ]  # fmt: skip
+    served.upstream.release.clear()
+
+    async def started() -> int:
+        return sum(count for prompt, count in served.upstream.calls.items() if prompt.startswith(f"slow a{tag}"))
+
+    async with _anthropic(served) as sdk:
+        created = await sdk.messages.batches.create(requests=requests)
+        await _until(started, lambda count: count == CONCURRENCY)
+        canceling = await sdk.messages.batches.cancel(created.id)
+        assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
+        served.upstream.release.set()
+        ended = await _until(
+            lambda: sdk.messages.batches.retrieve(created.id), lambda found: found.processing_status == "ended"
+        )
+        counts = ended.request_counts
+        assert (counts.succeeded, counts.canceled, counts.errored, counts.processing) == (CONCURRENCY, 6, 0, 0)
+        kinds = Counter([entry.result.type async for entry in await sdk.messages.batches.results(created.id)])
+        assert kinds == {"succeeded": CONCURRENCY, "canceled": 6}
+    assert await started() == CONCURRENCY
+
+
 async def test_batches_list_by_cursor_and_files_list_and_delete(served: Served) -> None:
     async with _openai(served) as sdk:
         uploaded = await sdk.files.create(file=("one.jsonl", _jsonl([_line("only", served.model)])), purpose="batch")
@@ -316,6 +344,20 @@ async def test_another_accounts_files_and_batches_are_not_found(served: Served) 
             assert refused.value.body is not None and "error" in refused.value.response.json()
         assert uploaded.id not in [file.id async for file in theirs.files.list()]
         assert batch.id not in [found.id async for found in theirs.batches.list()]
+    request = {"custom_id": "x", "params": {"model": served.model, "max_tokens": 5, "messages": []}}
+    async with _anthropic(served) as mine_a, _anthropic(served, key.json()["key"]) as theirs_a:
+        message_batch = await mine_a.messages.batches.create(requests=[request])  # type: ignore[list-item]
+        for anthropic_call in (
+            lambda: theirs_a.messages.batches.retrieve(message_batch.id),
+            lambda: theirs_a.messages.batches.cancel(message_batch.id),
+            lambda: theirs_a.messages.batches.delete(message_batch.id),
+        ):
+            with pytest.raises(anthropic.NotFoundError):
+                await anthropic_call()
+        assert message_batch.id not in [found.id async for found in theirs_a.messages.batches.list()]
+        with pytest.raises(anthropic.NotFoundError) as results:
+            await theirs_a.get(f"/v1/messages/batches/{message_batch.id}/results", cast_to=httpx2.Response)
+        assert results.value.response.json()["error"]["type"] == "not_found_error"
 
 
 async def test_a_line_runs_as_the_key_that_created_the_batch(served: Served) -> None:
