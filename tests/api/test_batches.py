@@ -309,6 +309,9 @@ async def test_batches_list_by_cursor_and_files_list_and_delete(served: Served) 
 
         files = [file.id async for file in sdk.files.list(limit=1, order="asc")]
         assert uploaded.id in files and len(files) == len(set(files))
+        # A cursor that is gone (a file deleted while paging) ends the listing, never restarts it.
+        assert (await sdk.files.list(after="file-gone")).data == []
+        assert (await sdk.batches.list(after="batch_gone")).data == []
         # A running batch's input stays; once they ended, it goes.
         for batch_id in made:
             await _until(partial(sdk.batches.retrieve, batch_id), lambda found: found.status == "completed")

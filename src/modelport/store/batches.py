@@ -59,12 +59,14 @@ async def list_files(
     limit: int,
     newest_first: bool,
 ) -> list[BatchFile]:
-    """A page of the account's files of `purposes`, after the file `after` (a cursor)."""
+    """A page of the account's files of `purposes`, after the file `after` (a cursor;
+    one that is not the account's file, or no longer, ends the listing: an empty page)."""
     query = select(BatchFile).where(BatchFile.account_id == account_id, BatchFile.purpose.in_(purposes))
     if after is not None:
         anchor = await get_file(session, account_id=account_id, file_id=after)
-        if anchor is not None:
-            query = query.where(_beyond(BatchFile.created_at, BatchFile.id, anchor.created_at, anchor.id, newest_first))
+        if anchor is None:
+            return []
+        query = query.where(_beyond(BatchFile.created_at, BatchFile.id, anchor.created_at, anchor.id, newest_first))
     order = (BatchFile.created_at.desc(), BatchFile.id.desc()) if newest_first else (BatchFile.created_at, BatchFile.id)
     return list((await session.scalars(query.order_by(*order).limit(limit))).all())
 
@@ -120,10 +122,13 @@ async def list_batches(
     limit: int,
 ) -> list[Batch]:
     """A page of the account's batches of `surface`, newest first: those older than the
-    batch `after`, or (with `before`) the newest ones newer than it, in the same order."""
+    batch `after`, or (with `before`) the newest ones newer than it, in the same order.
+    A cursor that is not the account's batch, or no longer, ends the listing (empty)."""
     query = select(Batch).where(Batch.account_id == account_id, Batch.surface == surface)
     anchor_id = after or before
     anchor = await get_batch(session, batch_id=anchor_id, account_id=account_id) if anchor_id else None
+    if anchor_id and (anchor is None or anchor.surface != surface):
+        return []
     if anchor is not None:
         query = query.where(_beyond(Batch.created_at, Batch.id, anchor.created_at, anchor.id, after is not None))
     if before is not None and after is None:
