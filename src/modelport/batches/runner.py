@@ -20,24 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import os
 import secrets
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from modelport.batches.files import ANTHROPIC_REQUESTS, FileStore, Owner, split_lines
+from modelport.batches import outputs as outputs_of
+from modelport.batches.files import ANTHROPIC_REQUESTS, FileStore, split_lines
 from modelport.batches.lines import LineAnswer, LineCall, Planned, plan_anthropic, plan_openai
 from modelport.errors import ModelportError
 from modelport.observability.shutdown import gate
@@ -442,7 +440,10 @@ class BatchRunner:
         outputs: dict[str, Any] = {}
         if held.batch.surface == "openai":
             try:
-                outputs = {**await self._write_outputs(held.batch, counts), "usage": await self._usage(held.batch.id)}
+                outputs = {
+                    **await outputs_of.write(self._sessions, self._files, held.batch, counts),
+                    "usage": await outputs_of.usage(self._sessions, held.batch.id),
+                }
             except ModelportError as error:  # the account's files are full
                 final = {
                     "status": "failed",
@@ -460,81 +461,6 @@ class BatchRunner:
             lease_expires_at=None,
         )
         held.finished = True
-
-    async def _write_outputs(self, batch: Batch, counts: dict[str, int]) -> dict[str, str]:
-        """The output file (the lines that succeeded) and the error file (the others),
-        in OpenAI's batch output format; each only when it has a line."""
-        owner = Owner(account_id=batch.account_id, identity_id=batch.identity_id, key_id=batch.key_id)
-        written: dict[str, str] = {}
-        for column, succeeded, name, present in (
-            ("output_file_id", True, "output", counts.get("succeeded", 0)),
-            ("error_file_id", False, "error", sum(counts.values()) - counts.get("succeeded", 0)),
-        ):
-            if present:
-                file = await self._files.write(
-                    owner,
-                    purpose="batch_output",
-                    filename=f"{batch.id}_{name}.jsonl",
-                    chunks=self._records(batch.id, succeeded),
-                    capped=False,
-                )
-                written[column] = file.id
-        return written
-
-    async def _usage(self, batch_id: str) -> dict[str, Any]:
-        """The tokens of the lines that succeeded, in OpenAI's batch `usage` shape, from
-        each answer's own `usage` (chat and completions, embeddings, responses)."""
-        total = Counter[str]()
-        after = -1
-        while True:
-            async with self._sessions() as session:
-                page = await store.lines_page(session, batch_id=batch_id, after_line=after, limit=WRITE_GROUP)
-            if not page:
-                break
-            for row in page:
-                if row.succeeded and isinstance(row.body, dict) and isinstance(row.body.get("usage"), dict):
-                    total.update(_tokens(row.body["usage"]))
-            after = page[-1].line
-        return {
-            "input_tokens": total["input"],
-            "input_tokens_details": {"cached_tokens": total["cached"]},
-            "output_tokens": total["output"],
-            "output_tokens_details": {"reasoning_tokens": total["reasoning"]},
-            "total_tokens": total["input"] + total["output"],
-        }
-
-    async def _records(self, batch_id: str, succeeded: bool) -> AsyncIterator[bytes]:
-        after = -1
-        while True:
-            async with self._sessions() as session:
-                page = await store.lines_page(session, batch_id=batch_id, after_line=after, limit=WRITE_GROUP)
-            if not page:
-                return
-            yield b"".join(
-                orjson.dumps(openai_record(batch_id, row)) + b"\n" for row in page if row.succeeded == succeeded
-            )
-            after = page[-1].line
-
-
-def _tokens(usage: dict[str, Any]) -> dict[str, int]:
-    """One answer's usage, whichever surface's names it has."""
-
-    def number(*names: str, within: dict[str, Any] | None = None) -> int:
-        source = usage if within is None else within
-        for name in names:
-            value = source.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        return 0
-
-    input_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    output_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-    return {
-        "input": number("prompt_tokens", "input_tokens"),
-        "output": number("completion_tokens", "output_tokens"),
-        "cached": number("cached_tokens", within=input_details) if isinstance(input_details, dict) else 0,
-        "reasoning": number("reasoning_tokens", within=output_details) if isinstance(output_details, dict) else 0,
-    }
 
 
 def _past(moment: datetime | None) -> bool:
@@ -565,17 +491,3 @@ def _copy(row: BatchLine) -> BatchLine:
         body=row.body,
         error=row.error,
     )
-
-
-def openai_record(batch_id: str, row: BatchLine) -> dict[str, Any]:
-    """A line of an output or error file, in OpenAI's batch output format."""
-    digest = hashlib.sha256(f"{batch_id}:{row.line}".encode()).hexdigest()[:32]
-    answered = row.status_code is not None
-    return {
-        "id": f"batch_req_{digest}",
-        "custom_id": row.custom_id,
-        "response": (
-            {"status_code": row.status_code, "request_id": row.request_id or "", "body": row.body} if answered else None
-        ),
-        "error": None if answered else row.error,
-    }
