@@ -50,6 +50,11 @@ class Upstream:
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
+        if "prompt" in body:  # /v1/completions
+            self.calls[body["prompt"]] += 1
+            choice = {"index": 0, "text": f"echo: {body['prompt']}", "finish_reason": "stop", "logprobs": None}
+            answer = {"id": "t", "object": "text_completion", "created": 0, "model": "up", "choices": [choice]}
+            return httpx.Response(200, json={**answer, "usage": USAGE})
         prompt = body["messages"][-1]["content"]
         if isinstance(prompt, list):
             prompt = "".join(part.get("text", "") for part in prompt)
@@ -228,6 +233,23 @@ async def test_a_batch_of_100_lines_runs_each_once_and_malformed_lines_fail_alon
             .where(UsageRecord.status == 200, UsageRecord.key_id.is_not(None))
         )
     assert (billed or 0) >= 100
+
+
+async def test_a_completions_batch(served: Served) -> None:
+    tag = uuid.uuid4().hex[:6]
+    lines = [
+        {"custom_id": f"t{index}", "method": "POST", "url": "/v1/completions",
+         "body": {"model": served.model, "prompt": f"text {tag} {index}", "max_tokens": 5}}
+        for index in range(3)
+    ]  # fmt: skip
+    async with _openai(served) as sdk:
+        uploaded = await sdk.files.create(file=("text.jsonl", _jsonl(lines)), purpose="batch")
+        batch = await sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+        done = await _until(lambda: sdk.batches.retrieve(batch.id), lambda found: found.status == "completed")
+        assert done.output_file_id is not None and done.endpoint == "/v1/completions"
+        output = _records((await sdk.files.content(done.output_file_id)).content)
+    texts = {record["custom_id"]: record["response"]["body"]["choices"][0]["text"] for record in output}
+    assert texts == {f"t{index}": f"echo: text {tag} {index}" for index in range(3)}
 
 
 async def test_cancel_stops_new_lines_lets_running_ones_finish(served: Served) -> None:
