@@ -30,6 +30,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"vendors"}),
     frozenset({"catalogue"}),
     frozenset({"inference"}),
+    frozenset({"batches"}),
     frozenset({"compat"}),
     frozenset({"api"}),
     frozenset({"cli"}),

@@ -254,6 +254,20 @@ class Settings(BaseSettings):
     # write. OpenAI keeps stored responses 30 days.
     responses_max_stored_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     responses_retention_seconds: float = Field(default=30 * 24 * 3600.0, ge=60)
+    # Files and batches (batches/): a file's bytes (413 above it, before the body is
+    # read whole), the lines of one batch (400), the bytes all of an account's files
+    # may hold together (413), and how many lines of one batch run at once. Files are
+    # kept in the database unless `files_dir` names a directory for them.
+    files_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    files_max_bytes_per_account: int = Field(default=10 * 1024 * 1024 * 1024, ge=1024)
+    files_dir: str | None = None
+    batch_max_lines: int = Field(default=50_000, ge=1)
+    batch_concurrency: int = Field(default=4, ge=1, le=256)
+    # The lease a replica holds on the batch it runs: renewed every third of it; a batch
+    # whose replica died is taken over once it ran out. Pending batches are looked for
+    # every `batch_poll_seconds`.
+    batch_lease_seconds: float = Field(default=60.0, ge=1)
+    batch_poll_seconds: float = Field(default=2.0, gt=0)
     # The response cache (SPEC 10, inference/response_cache.py): the bytes of answers it
     # keeps, least recently used dropped first (in each process; with `redis_url`, in
     # Redis for all of them), and the largest single answer it keeps.

@@ -119,3 +119,9 @@ class UnsupportedMediaType(ModelportError):
     """A request body in a format other than JSON (415)."""
 
     status_code = 415
+
+
+class PayloadTooLarge(ModelportError):
+    """A request body, or what it would store, over a bound (413)."""
+
+    status_code = 413

@@ -49,11 +49,22 @@ NOT_CATALOGUE = {
     "POST /v1/responses": "inference (a stored response is the answer, not the catalogue)",
     "DELETE /v1/responses/{response_id}": "a stored answer, not the catalogue",
     "POST /v1/responses/{response_id}/cancel": "a stored answer, not the catalogue",
+    "POST /v1/files": "a file of requests or answers, not the catalogue",
+    "DELETE /v1/files/{file_id}": "a file of requests or answers, not the catalogue",
+    "POST /v1/batches": "inference in the background (each line is recorded as usage)",
+    "POST /v1/batches/{batch_id}/cancel": "inference in the background, not the catalogue",
+    "POST /v1/messages/batches": "inference in the background (each request is recorded as usage)",
+    "POST /v1/messages/batches/{message_batch_id}/cancel": "inference in the background, not the catalogue",
+    "DELETE /v1/messages/batches/{message_batch_id}": "a batch's answers, not the catalogue",
 }
 # The tables that are not the catalogue, and why they are not audited.
 NOT_AUDITED = {
     "usage_records": "what requests used, written per request",
     "stored_responses": "answers kept for /v1/responses",
+    "batch_files": "files of requests and answers (/v1/files)",
+    "batch_file_chunks": "the bytes of those files",
+    "batches": "batches of requests run in the background, with their leases",
+    "batch_lines": "what each line of a batch came to",
     "registry_generation": "the caches' change counter",
     "audit_events": "the log itself",
 }

@@ -168,6 +168,6 @@ async def test_a_deployment_id_is_a_model_and_an_unknown_route_answers_in_the_su
         assert (card.id, card.owned_by) == (deployment_id, "llmengine")
         with pytest.raises(openai.NotFoundError, match="no such route: POST /v1/audio/speech"):
             await sdk.audio.speech.create(model=MODEL, voice="alloy", input="hi")
-    anthropic_shaped = await client.post("/v1/messages/batches/nothing/results")
+    anthropic_shaped = await client.post("/v1/messages/nothing/results")
     assert anthropic_shaped.status_code == 404 and anthropic_shaped.json()["type"] == "error"
     assert (await client.get("/v4/nothing")).json() == {"detail": "no such route: GET /v4/nothing"}

@@ -5,6 +5,7 @@ finding of the security review (issue 10)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,7 +45,19 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
             json={"name": "a-d", "model_creation_parameters": {"model": "gpt-x"}},
         )
     )
+    # A file and a batch of account A (the operator's default account).
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "a-private", "messages": [{"role": "user", "content": "hi"}]}}  # fmt: skip
+    a_file = await ok(await client.post("/v1/files", files={"file": ("a.jsonl", json.dumps(line))}, data=BATCH_PURPOSE))
+    a_batch = await ok(
+        await client.post(
+            "/v1/batches",
+            json={"input_file_id": a_file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        )
+    )
     return {
+        "a_file": a_file["id"],
+        "a_batch": a_batch["id"],
         "a_deployment": a_deployment["id"],
         "account": account["account_id"],
         "admin": admin["key"],
@@ -54,6 +67,9 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
         "a_model": a_model["id"],
         "a_account": a_model["account_id"],
     }
+
+
+BATCH_PURPOSE = {"purpose": "batch"}
 
 
 def openai_model(name: str, **parameters: Any) -> dict[str, Any]:
@@ -111,6 +127,16 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "read B's own limits": (200, 200, 403),
         "set B's own limits": (200, 403, 403),
         "read account A's limits": (200, 404, 404),
+        # Files and batches are the account's: every role uses its own, none sees A's.
+        "upload a batch file": (200, 200, 200),
+        "list batches": (200, 200, 200),
+        "Anthropic batch": (200, 200, 200),
+        "read account A's file": (404, 404, 404),
+        "read account A's file content": (404, 404, 404),
+        "delete account A's file": (404, 404, 404),
+        "batch account A's file": (404, 404, 404),
+        "read account A's batch": (404, 404, 404),
+        "cancel account A's batch": (404, 404, 404),
     }
     index = ROLES.index(role)
     got = {
@@ -192,6 +218,25 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
             f"/v4/accounts/{tenant['account']}/limits", json={"max_budget": 1e9}, headers=headers
         ),
         "read account A's limits": await client.get(f"/v4/accounts/{tenant['a_account']}/limits", headers=headers),
+        "upload a batch file": await client.post(
+            "/v1/files", files={"file": ("b.jsonl", b"{}")}, data=BATCH_PURPOSE, headers=headers
+        ),
+        "list batches": await client.get("/v1/batches", headers=headers),
+        "Anthropic batch": await client.post(
+            "/v1/messages/batches",
+            json={"requests": [{"custom_id": "b", "params": {"model": "none", "max_tokens": 1, "messages": []}}]},
+            headers=headers,
+        ),
+        "read account A's file": await client.get(f"/v1/files/{tenant['a_file']}", headers=headers),
+        "read account A's file content": await client.get(f"/v1/files/{tenant['a_file']}/content", headers=headers),
+        "delete account A's file": await client.delete(f"/v1/files/{tenant['a_file']}", headers=headers),
+        "batch account A's file": await client.post(
+            "/v1/batches",
+            json={"input_file_id": tenant["a_file"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+            headers=headers,
+        ),
+        "read account A's batch": await client.get(f"/v1/batches/{tenant['a_batch']}", headers=headers),
+        "cancel account A's batch": await client.post(f"/v1/batches/{tenant['a_batch']}/cancel", headers=headers),
     }
     # A key of the role's own making to rotate, so that the keys of the matrix keep
     # working; a member may make none, and is refused before any key is looked at.

@@ -24,9 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from modelport import __version__
-from modelport.api import error_shapes, openapi_bodies, welcome
+from modelport.api import batch_calls, error_shapes, openapi_bodies, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
-from modelport.api.limits import RequestGuard
+from modelport.api.limits import RequestGuard, Upload
 from modelport.api.routes import (
     accounts,
     anthropic_compat,
@@ -44,6 +44,8 @@ from modelport.api.routes import (
     web,
 )
 from modelport.api.routes import audit as audit_route
+from modelport.api.routes import batches as batches_route
+from modelport.api.routes import message_batches as message_batches_route
 from modelport.api.routes import metrics as metrics_route
 from modelport.api.routes import responses as responses_route
 from modelport.catalogue.bootstrap import bootstrap_if_empty
@@ -265,6 +267,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         default_max_tokens=settings.limits_default_max_tokens,
         response_cache=response_cache,
     )
+    app.state.batches, runner, line_calls = batch_calls.batches(app, settings, app.state.sessions)
+    batch_runs = asyncio.create_task(runner.run(), name="batch-runner")
     poller = asyncio.create_task(cache.poll(lambda: db.read_generation(engine)), name="catalogue-cache")
     audit_sweeps = asyncio.create_task(_sweep_audit_hourly(app.state.catalogue), name="audit-retention")
     resets = asyncio.create_task(
@@ -276,10 +280,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with gate.watching_signals(settings.shutdown_grace_seconds):
             yield
     finally:
-        for task in (poller, resets, audit_sweeps):
+        await runner.drain(settings.shutdown_grace_seconds)  # the lines running finish first
+        for task in (batch_runs, poller, resets, audit_sweeps):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await line_calls.aclose()
         await limits.aclose()
         await response_cache.aclose()
         await throttle.close()
@@ -445,10 +451,13 @@ def create_app(
     app.include_router(catalogue.router)
     app.include_router(spend.router)
     app.include_router(audit_route.router)
+    app.include_router(batches_route.router)
+    app.include_router(message_batches_route.router)
     if settings.metrics:
         app.include_router(metrics_route.router)
     web.install(app)
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+    uploads = {batches_route.FILES_PATH: Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")}
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads=uploads)
     if settings.cors_origins:
         # Outside the guard, so a browser's preflight is answered before any check. Keys
         # travel in headers, never cookies: no credentials mode.

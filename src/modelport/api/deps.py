@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
+from modelport.batches.service import Batches
 from modelport.catalogue.catalogue import Catalogue
 from modelport.catalogue.usage import MAX_CHUNKS
 from modelport.errors import RateLimited, Unauthenticated, ValidationFailed
@@ -38,9 +39,18 @@ api_key_header = APIKeyHeader(name="x-api-key", auto_error=False)
 SELECTED_ACCOUNT_HEADER = "x-selected-account-id"
 
 
+# The ASGI scope key under which a batch's line carries its caller (api/batch_calls.py):
+# set only in-process, never from anything a client sends.
+BATCH_PRINCIPAL = "modelport.batch_principal"
+
+
 async def current_principal(
     request: Request, x_api_key: Annotated[str | None, Security(api_key_header)] = None
 ) -> Principal:
+    given = request.scope.get(BATCH_PRINCIPAL)
+    if isinstance(given, Principal):
+        _act_as(given)
+        return given
     headers = request.headers
     api_key = x_api_key or _bearer_token(headers.get("authorization"))
     if not api_key:
@@ -58,7 +68,12 @@ async def current_principal(
         await throttle.failed(host)
         raise
     throttle.accepted(host, api_key)
-    # Whatever this request changes in the catalogue is audited as its doing.
+    _act_as(principal)
+    return principal
+
+
+def _act_as(principal: Principal) -> None:
+    """Whatever this request changes in the catalogue is audited as its doing."""
     record = current_request.get()
     audit.acting.set(
         audit.Actor(
@@ -69,7 +84,6 @@ async def current_principal(
             request_id=record.request_id if record is not None else None,
         )
     )
-    return principal
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -86,6 +100,14 @@ async def inference_service(request: Request) -> InferenceService:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def batches_service(request: Request) -> Batches:
+    found: Batches = request.app.state.batches
+    return found
+
+
+BatchesDep = Annotated[Batches, Depends(batches_service)]
 Service = Annotated[InferenceService, Depends(inference_service)]
 
 

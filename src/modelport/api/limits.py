@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,6 +38,21 @@ async def _refuse(send: Send, error: ModelportError, path: str) -> None:
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# What a multipart body carries beside its file: boundaries, part headers, other fields.
+UPLOAD_ENVELOPE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A route that takes a file: its bound, and the setting that names it."""
+
+    max_bytes: int
+    setting: str
+
+    def refusal(self) -> str:
+        return f"the file is larger than the limit of {self.max_bytes} bytes ({self.setting})"
+
+
 NUL_MESSAGE = "NUL characters (\\u0000) are not allowed"
 # A JSON string's escape for U+0000: `\u0000` whose backslash is not itself escaped
 # (`\\u0000` is the six characters `\u0000`, not a NUL).
@@ -112,15 +129,25 @@ class RequestGuard:
       PostgreSQL cannot store or even compare text holding one.
 
     A body is read whole here (it must be, to look for NULs) and handed on as one message.
+
+    An upload route (`uploads`: a POST path and its own bound, `/v1/files`) takes a
+    multipart body, which is not read here but passed on as it arrives, counted: past
+    its bound (or declaring a larger length) it is answered 413 at once, and the route
+    sees the client gone.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: Mapping[str, Upload] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = dict(uploads or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        upload = self.uploads.get(scope["path"]) if scope["method"] == "POST" else None
+        if upload is not None:
+            await self._pass_upload(scope, receive, send, upload)
             return
         declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -177,6 +204,38 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _pass_upload(self, scope: Scope, receive: Receive, send: Send, upload: Upload) -> None:
+        limit = upload.max_bytes + UPLOAD_ENVELOPE_BYTES
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        where = _nul_outside_body(scope)
+        if where is not None:
+            await _refuse(send, _nul_refusal(where), scope["path"])
+            return
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _answer(send, 413, {"detail": upload.refusal()}, scope["path"])
+            return
+        size = 0
+        answered = False
+
+        async def counted() -> Message:
+            nonlocal size, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    answered = True
+                    await _answer(send, 413, {"detail": upload.refusal()}, scope["path"])
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_answered(message: Message) -> None:
+            if not answered:
+                await send(message)
+
+        await self.app(scope, counted, unless_answered)
 
     async def _too_large(self, send: Send, path: str) -> None:
         detail = f"request body is larger than the limit of {self.max_bytes} bytes"

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -271,11 +272,107 @@ class StoredResponse(Base):
     conversation: Mapped[list[Any]] = mapped_column(JSON)
 
 
+class BatchFile(Base):
+    """A file of the Files API (`/v1/files`): a batch's input, output or error JSONL.
+    Its bytes are in `batch_file_chunks`, or in a file of `MODELPORT_FILES_DIR` named
+    by `stored_path` (`store/batches.py`)."""
+
+    __tablename__ = "batch_files"
+    __table_args__ = (Index("ix_batch_files_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    identity_id: Mapped[str] = mapped_column(String(36))
+    key_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column("bytes", BigInteger)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="processed")
+    stored_path: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BatchFileChunk(Base):
+    """One piece (at most `store.batches.CHUNK_BYTES`) of a file kept in the database:
+    no row, and no read, ever holds a whole large file."""
+
+    __tablename__ = "batch_file_chunks"
+
+    file_id: Mapped[str] = mapped_column(ForeignKey("batch_files.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Batch(Base):
+    """A batch of requests run in the background (`/v1/batches`, `/v1/messages/batches`),
+    with OpenAI's lifecycle in `status` and the lease of the replica running it."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_account_created", "account_id", "created_at"),
+        Index("ix_batches_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    identity_id: Mapped[str] = mapped_column(String(36))
+    key_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    surface: Mapped[str] = mapped_column(String(16))  # "openai" or "anthropic"
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    output_file_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_file_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    completion_window: Mapped[str] = mapped_column(String(16), default="24h")
+    status: Mapped[str] = mapped_column(String(20))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    batch_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
+    errors: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # The tokens of the lines that succeeded, summed when the batch ends (OpenAI's `usage`).
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    in_progress_at: Mapped[datetime | None] = mapped_column(default=None)
+    finalizing_at: Mapped[datetime | None] = mapped_column(default=None)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    failed_at: Mapped[datetime | None] = mapped_column(default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelling_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Which replica runs it, until when: another takes it over only after the lease ran out.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class BatchLine(Base):
+    """What one line of a batch came to: written as each line finishes, so a batch
+    taken over after a restart runs only the lines that have none."""
+
+    __tablename__ = "batch_lines"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[str | None] = mapped_column(Text, default=None)
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    # "succeeded", "errored", "canceled", "expired" (Anthropic's result types).
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    body: Mapped[Any] = mapped_column(JSON, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
 __all__ = [
     "Account",
     "AccountSecret",
     "ApiKey",
     "Base",
+    "Batch",
+    "BatchFile",
+    "BatchFileChunk",
+    "BatchLine",
     "CatalogueGeneration",
     "Deployment",
     "Identity",
