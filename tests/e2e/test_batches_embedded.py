@@ -1,6 +1,6 @@
 """Batches on the embedded models of a fresh install (a real server, no network), through
-the `openai` SDK in strict mode: a chat batch on SmolLM2 (tiny answers: the machine may
-have two cores) and an embeddings batch on all-MiniLM-L6-v2, each line as its route
+the `openai` SDK in strict mode: a chat batch of 100 lines on SmolLM2 (tiny answers: the
+machine may have two cores) and an embeddings batch on all-MiniLM-L6-v2, each line as its route
 answers it. (Not compared with a request alone: sequences generated together can differ
 in their last bits, and so a greedy token.)"""
 
@@ -45,14 +45,16 @@ def _run(sdk: openai.OpenAI, endpoint: Any, lines: list[dict[str, Any]]) -> list
     return sorted(records, key=lambda record: record["custom_id"])
 
 
-def test_a_chat_batch_on_the_embedded_model(sdk: openai.OpenAI) -> None:
-    prompts = ["Name a colour.", "Say hi.", "Count to two."]
-    lines = [
-        {"custom_id": f"c{index}", "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": prompt}],
-                                            "max_tokens": 3, "temperature": 0}}
-        for index, prompt in enumerate(prompts)
-    ]  # fmt: skip
+def test_a_chat_batch_of_100_lines_on_the_embedded_model(sdk: openai.OpenAI) -> None:
+    prompts = ["Name a colour.", "Say hi.", "Count to two.", "Name a fruit."]
+
+    def request_line(index: int) -> dict[str, Any]:
+        question = {"role": "user", "content": f"{prompts[index % 4]} ({index})"}
+        return {"custom_id": f"c{index:03}", "body": {"model": CHAT_MODEL, "messages": [question], "max_tokens": 3}}
+
+    lines = [request_line(index) for index in range(100)]
     records = _run(sdk, "/v1/chat/completions", lines)
+    assert [record["custom_id"] for record in records] == [line["custom_id"] for line in lines]
     for record in records:
         response = record["response"]
         assert response["status_code"] == 200 and record["error"] is None
