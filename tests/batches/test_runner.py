@@ -221,3 +221,40 @@ async def _counted(calls: Calls) -> int:
 
 def store_time(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+async def test_a_cancel_told_while_the_runner_reads_the_status_is_kept(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel route tells this replica's runner at once (`cancelled`), and the
+    runner also reads the status from the database every poll. A read that began before
+    the cancel was stored says "in_progress": it must not undo the cancel it was told,
+    or the lines waiting start as soon as the running ones end."""
+    calls = Calls(gate=asyncio.Event())
+    batch_id = await _batch(world, 10)
+    # One look at the database a second: the stale read's answer would stand that long.
+    runner = BatchRunner(world.sessions, world.files, calls, concurrency=2, lease_seconds=30, poll_seconds=1.0)
+    read = store.get_batch
+    armed = asyncio.Event()
+
+    async def stale_then_cancelled(session: AsyncSession, *, batch_id: str) -> Batch | None:
+        found = await read(session, batch_id=batch_id)  # read before the cancel is stored
+        reader = asyncio.current_task()
+        by_runner = reader is not None and reader.get_name() == f"lease {batch_id}"  # its look every poll
+        if by_runner and armed.is_set() and found is not None and found.status == "in_progress":
+            armed.clear()
+            async with world.sessions() as other, other.begin():
+                assert await store.ask_cancel(other, batch_id=batch_id, now=datetime.now(UTC))
+            runner.cancelled(batch_id)  # as the cancel route tells it
+            # The two lines running end just after this stale answer is taken in (well
+            # before the runner's next look, a second later).
+            asyncio.get_running_loop().call_later(0.2, calls.gate.set)
+        return found
+
+    monkeypatch.setattr(store, "get_batch", stale_then_cancelled)
+    async with _running(runner):
+        await _until(lambda: _counted(calls), lambda count: count == 2)
+        armed.set()
+        found = await _until(lambda: _status(world, batch_id), lambda found: found.status == "cancelled")
+    assert sum(calls.counts.values()) == 2  # no line started after the cancel
+    assert found.completed == 2

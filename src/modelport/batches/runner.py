@@ -208,7 +208,7 @@ class BatchRunner:
         while True:
             await asyncio.sleep(min(self.poll_seconds, self.lease_seconds / 3))
             try:
-                held.cancel = held.cancel or await self._asked_to_cancel(batch_id)
+                await self._notice_cancel(held)
                 if time.monotonic() - renewed < self.lease_seconds / 3:
                     continue
                 async with self._sessions() as session, session.begin():
@@ -226,10 +226,17 @@ class BatchRunner:
             except Exception:  # a database hiccup: the lease lasts three times longer
                 log.warning("batch %s: renewing the lease failed", batch_id, exc_info=True)
 
-    async def _asked_to_cancel(self, batch_id: str) -> bool:
+    async def _notice_cancel(self, held: _Held) -> None:
+        """Set `held.cancel` when the database says a cancel was asked for. Never cleared
+        here: a cancel told in-process (`cancelled`) while the query ran, which read the
+        status from before it, must stay (`held.cancel = held.cancel or await ...` read
+        the flag before the query, and wrote the old False back over it)."""
+        if held.cancel:
+            return
         async with self._sessions() as session:
-            found = await store.get_batch(session, batch_id=batch_id)
-        return found is not None and found.status == "cancelling"
+            found = await store.get_batch(session, batch_id=held.batch.id)
+        if found is not None and found.status == "cancelling":
+            held.cancel = True
 
     async def _principal(self, batch: Batch) -> Principal | None:
         """Whom the batch runs as: the key that created it, as it is now (its limits,
@@ -266,7 +273,7 @@ class BatchRunner:
 
     async def _run(self, held: _Held) -> None:
         batch = held.batch
-        held.cancel = batch.status == "cancelling"
+        held.cancel = held.cancel or batch.status == "cancelling"
         held.expired = _past(batch.expires_at)
         held.revoked = held.principal is None
         source = await self._input(batch)
@@ -413,7 +420,7 @@ class BatchRunner:
 
     async def _finish(self, held: _Held, source: BatchFile) -> None:
         # A cancel that came after the last line started still makes the batch cancelled.
-        held.cancel = held.cancel or await self._asked_to_cancel(held.batch.id)
+        await self._notice_cancel(held)
         now = utcnow()
         final: dict[str, Any]
         if held.cancel:
