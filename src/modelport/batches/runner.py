@@ -250,18 +250,7 @@ class BatchRunner:
             access = await accounts.account_access(session, identity_id=owner.identity_id, account_id=batch.account_id)
         if access is None:
             return None
-        return Principal(
-            identity_id=owner.identity_id,
-            identity_type=owner.identity_type,
-            account_id=batch.account_id,
-            role=access.role,
-            is_operator=owner.is_operator,
-            key_id=owner.key_id,
-            key_limits=owner.limits,
-            account_limits=access.account_limits,
-            model_allow=owner.model_allow,
-            cache_ttl_seconds=owner.cache_ttl_seconds,
-        )
+        return accounts.principal_of(owner, access, batch.account_id)
 
     async def _set(self, held: _Held, **values: Any) -> None:
         async with self._sessions() as session, session.begin():

@@ -90,18 +90,7 @@ class Access:
         access = await self._cache.get_or_load(("access", owner.identity_id, account_id), load_access)
         if access is None:
             raise Forbidden(f"this API key's identity is not a member of account {account_id}")
-        return Principal(
-            identity_id=owner.identity_id,
-            identity_type=owner.identity_type,
-            account_id=account_id,
-            role=access.role,
-            is_operator=owner.is_operator,
-            key_id=owner.key_id,
-            key_limits=owner.limits,
-            account_limits=access.account_limits,
-            model_allow=owner.model_allow,
-            cache_ttl_seconds=owner.cache_ttl_seconds,
-        )
+        return accounts.principal_of(owner, access, account_id)
 
     async def create_account(self, principal: Principal, *, name: str) -> str:
         if not (principal.is_operator or self._policy.account_self_service):

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelport.errors import Conflict
-from modelport.principal import IdentityType, Limits, ModelAllowList, Role
+from modelport.principal import IdentityType, Limits, ModelAllowList, Principal, Role
 from modelport.store.tables import Account, ApiKey, Deployment, Identity, Membership, Model, utcnow
 
 
@@ -185,6 +185,24 @@ class AccountAccess:
 
     role: Role
     account_limits: Limits | None = None
+
+
+def principal_of(owner: KeyOwner, access: AccountAccess, account_id: str) -> Principal:
+    """Who a key's caller is in an account: the key's own facts and its identity's role
+    and the account's limits there. One place, so a request and a batch line (which
+    runs as the key that created it) are never different callers."""
+    return Principal(
+        identity_id=owner.identity_id,
+        identity_type=owner.identity_type,
+        account_id=account_id,
+        role=access.role,
+        is_operator=owner.is_operator,
+        key_id=owner.key_id,
+        key_limits=owner.limits,
+        account_limits=access.account_limits,
+        model_allow=owner.model_allow,
+        cache_ttl_seconds=owner.cache_ttl_seconds,
+    )
 
 
 async def account_access(session: AsyncSession, *, identity_id: str, account_id: str) -> AccountAccess | None:
