@@ -11,9 +11,11 @@ or batch ever holds a whole file in memory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,11 +45,12 @@ class FileBounds:
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """Whose a file is: the account, and the identity and key that made it."""
+    """Whose a file is: the account, and the identity (and its kind) and key that made it."""
 
     account_id: str
     identity_id: str
     key_id: str | None
+    identity_type: str = "service_account"
 
 
 class LineCounter:
@@ -97,7 +100,14 @@ class FileStore:
             self._directory.mkdir(parents=True, exist_ok=True)
 
     async def save(
-        self, owner: Owner, *, purpose: str, filename: str, read: Callable[[int], Awaitable[bytes]]
+        self,
+        owner: Owner,
+        *,
+        purpose: str,
+        filename: str,
+        read: Callable[[int], Awaitable[bytes]],
+        mime_type: str | None = None,
+        expires_at: datetime | None = None,
     ) -> BatchFile:
         """A new file of what `read(n)` gives until it gives b"" (an upload, an output)."""
 
@@ -105,13 +115,24 @@ class FileStore:
             while data := await read(CHUNK_BYTES):
                 yield data
 
-        return await self.write(owner, purpose=purpose, filename=filename, chunks=chunks())
+        return await self.write(
+            owner, purpose=purpose, filename=filename, chunks=chunks(), mime_type=mime_type, expires_at=expires_at
+        )
 
     async def write(
-        self, owner: Owner, *, purpose: str, filename: str, chunks: AsyncIterator[bytes], capped: bool = True
+        self,
+        owner: Owner,
+        *,
+        purpose: str,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        capped: bool = True,
+        mime_type: str | None = None,
+        expires_at: datetime | None = None,
     ) -> BatchFile:
         """A new file of `chunks`. `capped`: held to `FILES_MAX_BYTES` (an upload; a
-        batch's output is held only to the account's bound)."""
+        batch's output is held only to the account's bound). `expires_at`: when it is
+        deleted by itself (None: never)."""
         async with self._sessions() as session:
             used = await store.stored_bytes(session, account_id=owner.account_id)
         room = self.bounds.max_bytes_per_account - used
@@ -126,10 +147,16 @@ class FileStore:
             size=0,
             lines=0,
             status="processed",
+            mime_type=(mime_type or "application/octet-stream")[:255],
+            created_by_identity_type=owner.identity_type,
+            expires_at=expires_at,
         )
         path = self._directory / file.id if self._directory is not None else None
         file.stored_path = file.id if path is not None else None
         counter = LineCounter()
+        # A checksum for the client to compare, not a security measure (FIPS builds
+        # refuse md5 unless told so).
+        digest = hashlib.md5(usedforsecurity=False)
         size = 0
         try:
             async with self._sessions() as session, session.begin():
@@ -149,6 +176,7 @@ class FileStore:
                                 "(MODELPORT_FILES_MAX_BYTES_PER_ACCOUNT): delete some first"
                             )
                         counter.feed(data)
+                        digest.update(data)
                         if handle is not None:
                             await asyncio.to_thread(handle.write, data)
                         else:
@@ -156,14 +184,16 @@ class FileStore:
                 finally:
                     if handle is not None:
                         await asyncio.to_thread(handle.close)
-                file.size, file.lines = size, counter.close()
+                file.size, file.lines, file.md5_checksum = size, counter.close(), digest.hexdigest()
                 if purpose in ("batch", ANTHROPIC_REQUESTS) and file.lines > self.bounds.max_lines:
                     raise InvalidRequest(
                         f"the file has {file.lines} requests, more than the limit of {self.bounds.max_lines} "
                         "a batch (MODELPORT_BATCH_MAX_LINES)",
                         param="file",
                     )
-                await store.set_file_size(session, file_id=file.id, size=size, lines=file.lines)
+                await store.set_file_size(
+                    session, file_id=file.id, size=size, lines=file.lines, md5_checksum=file.md5_checksum
+                )
         except BaseException:
             if path is not None:
                 await asyncio.to_thread(path.unlink, True)

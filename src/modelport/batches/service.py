@@ -26,7 +26,12 @@ RESULTS_PAGE = 500
 
 
 def owner_of(principal: Principal) -> Owner:
-    return Owner(account_id=principal.account_id, identity_id=principal.identity_id, key_id=principal.key_id)
+    return Owner(
+        account_id=principal.account_id,
+        identity_id=principal.identity_id,
+        key_id=principal.key_id,
+        identity_type=principal.identity_type,
+    )
 
 
 @dataclass(frozen=True, slots=True)

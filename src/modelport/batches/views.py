@@ -27,6 +27,20 @@ def file_object(file: BatchFile) -> wire.FileObject:
     )
 
 
+def sgp_file(file: BatchFile) -> wire.SgpFile:
+    """A file as the SGP SDK reads it; one stored before revision 0016 has no checksum."""
+    kind = "user" if file.created_by_identity_type == "user" else "service_account"
+    return wire.SgpFile(
+        id=file.id,
+        created_at=as_utc(file.created_at) or file.created_at,
+        created_by=wire.SgpCreatedBy(id=file.identity_id, type=kind),
+        filename=file.filename,
+        md5_checksum=file.md5_checksum or "",
+        mime_type=file.mime_type or "application/octet-stream",
+        size=file.size,
+    )
+
+
 def openai_batch(counted: Counted) -> wire.BatchObject:
     batch, counts = counted.batch, counted.counts
     errors = batch.errors

@@ -187,3 +187,44 @@ class MessageBatchList(BaseModel):
 class DeletedMessageBatch(BaseModel):
     id: str
     type: Literal["message_batch_deleted"] = "message_batch_deleted"
+
+
+# --- the SGP SDK's files (`client.beta.files`, `/v4/beta/files`) ------------------------
+
+# What `sort_by` may name: the columns a page can be ordered by (with the id breaking ties).
+SgpFileSortKey = Literal["created_at", "filename", "size"]
+MAX_SGP_FILES_LIST_LIMIT = 1000
+
+
+class SgpCreatedBy(BaseModel):
+    id: str
+    type: Literal["user", "service_account"]
+    object: Literal["identity"] = "identity"
+
+
+class SgpFile(BaseModel):
+    """The SDK's `FileCreateResponse` / `FileRetrieveResponse` / `FileListResponse`."""
+
+    id: str
+    object: Literal["file"] = "file"
+    created_at: datetime
+    created_by: SgpCreatedBy
+    filename: str
+    md5_checksum: str
+    mime_type: str
+    size: int
+
+
+class SgpFilePage(BaseModel):
+    """The SDK's `SyncCursorPage`: it reads `items`, and asks for the next page with
+    `starting_after` (or `ending_before`) the last (first) item's id until a page is empty."""
+
+    items: list[SgpFile]
+    has_more: bool
+    limit: int
+
+
+class SgpFileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool

@@ -46,8 +46,10 @@ async def get_file(session: AsyncSession, *, account_id: str, file_id: str) -> B
     return found
 
 
-async def set_file_size(session: AsyncSession, *, file_id: str, size: int, lines: int) -> None:
-    await session.execute(update(BatchFile).where(BatchFile.id == file_id).values(size=size, lines=lines))
+async def set_file_size(session: AsyncSession, *, file_id: str, size: int, lines: int, md5_checksum: str) -> None:
+    await session.execute(
+        update(BatchFile).where(BatchFile.id == file_id).values(size=size, lines=lines, md5_checksum=md5_checksum)
+    )
 
 
 async def list_files(

@@ -278,7 +278,10 @@ class BatchFile(Base):
     by `stored_path` (`store/batches.py`)."""
 
     __tablename__ = "batch_files"
-    __table_args__ = (Index("ix_batch_files_account_created", "account_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_batch_files_account_created", "account_id", "created_at"),
+        Index("ix_batch_files_expires", "expires_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -291,6 +294,13 @@ class BatchFile(Base):
     status: Mapped[str] = mapped_column(String(20), default="processed")
     stored_path: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Shown by the SGP SDK's files (`/v4/beta/files`); None on files stored before 0016.
+    md5_checksum: Mapped[str | None] = mapped_column(String(32), default=None)
+    mime_type: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_by_identity_type: Mapped[str | None] = mapped_column(String(20), default=None)
+    # Past it the file is gone (OpenAI's `expires_after`, a batch's `output_expires_after`);
+    # None: kept until deleted.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BatchFileChunk(Base):
