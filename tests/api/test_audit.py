@@ -51,6 +51,8 @@ NOT_CATALOGUE = {
     "POST /v1/responses/{response_id}/cancel": "a stored answer, not the catalogue",
     "POST /v1/files": "a file of requests or answers, not the catalogue",
     "DELETE /v1/files/{file_id}": "a file of requests or answers, not the catalogue",
+    "POST /v4/beta/files": "a file of the SGP SDK's (kept as /v1/files' are), not the catalogue",
+    "DELETE /v4/beta/files/{file_id}": "a file of the SGP SDK's, not the catalogue",
     "POST /v1/batches": "inference in the background (each line is recorded as usage)",
     "POST /v1/batches/{batch_id}/cancel": "inference in the background, not the catalogue",
     "POST /v1/messages/batches": "inference in the background (each request is recorded as usage)",
@@ -61,7 +63,7 @@ NOT_CATALOGUE = {
 NOT_AUDITED = {
     "usage_records": "what requests used, written per request",
     "stored_responses": "answers kept for /v1/responses",
-    "batch_files": "files of requests and answers (/v1/files)",
+    "batch_files": "files of requests and answers (/v1/files), and the SGP SDK's (/v4/beta/files)",
     "batch_file_chunks": "the bytes of those files",
     "batches": "batches of requests run in the background, with their leases",
     "batch_lines": "what each line of a batch came to",

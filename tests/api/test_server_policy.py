@@ -49,6 +49,7 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
     line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "a-private", "messages": [{"role": "user", "content": "hi"}]}}  # fmt: skip
     a_file = await ok(await client.post("/v1/files", files={"file": ("a.jsonl", json.dumps(line))}, data=BATCH_PURPOSE))
+    a_sgp_file = await ok(await client.post("/v4/beta/files", files={"file": ("a.txt", b"account A's")}))
     a_batch = await ok(
         await client.post(
             "/v1/batches",
@@ -57,6 +58,7 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
     )
     return {
         "a_file": a_file["id"],
+        "a_sgp_file": a_sgp_file["id"],
         "a_batch": a_batch["id"],
         "a_deployment": a_deployment["id"],
         "account": account["account_id"],
@@ -134,6 +136,11 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "read account A's file": (404, 404, 404),
         "read account A's file content": (404, 404, 404),
         "delete account A's file": (404, 404, 404),
+        "upload an SGP file": (200, 200, 200),
+        "list SGP files": (200, 200, 200),
+        "read account A's SGP file": (404, 404, 404),
+        "read account A's SGP file content": (404, 404, 404),
+        "delete account A's SGP file": (404, 404, 404),
         "batch account A's file": (404, 404, 404),
         "read account A's batch": (404, 404, 404),
         "cancel account A's batch": (404, 404, 404),
@@ -230,6 +237,13 @@ async def test_role_by_route_matrix(client: httpx.AsyncClient, tenant: dict[str,
         "read account A's file": await client.get(f"/v1/files/{tenant['a_file']}", headers=headers),
         "read account A's file content": await client.get(f"/v1/files/{tenant['a_file']}/content", headers=headers),
         "delete account A's file": await client.delete(f"/v1/files/{tenant['a_file']}", headers=headers),
+        "upload an SGP file": await client.post("/v4/beta/files", files={"file": ("b.txt", b"B's")}, headers=headers),
+        "list SGP files": await client.get("/v4/beta/files", headers=headers),
+        "read account A's SGP file": await client.get(f"/v4/beta/files/{tenant['a_sgp_file']}", headers=headers),
+        "read account A's SGP file content": await client.get(
+            f"/v4/beta/files/{tenant['a_sgp_file']}/content", headers=headers
+        ),
+        "delete account A's SGP file": await client.delete(f"/v4/beta/files/{tenant['a_sgp_file']}", headers=headers),
         "batch account A's file": await client.post(
             "/v1/batches",
             json={"input_file_id": tenant["a_file"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},

@@ -48,6 +48,7 @@ from modelport.api.routes import batches as batches_route
 from modelport.api.routes import message_batches as message_batches_route
 from modelport.api.routes import metrics as metrics_route
 from modelport.api.routes import responses as responses_route
+from modelport.api.routes import sgp_files as sgp_files_route
 from modelport.catalogue.bootstrap import bootstrap_if_empty
 from modelport.catalogue.catalogue import Catalogue
 from modelport.catalogue.responses import ResponseStoreBounds
@@ -453,10 +454,12 @@ def create_app(
     app.include_router(audit_route.router)
     app.include_router(batches_route.router)
     app.include_router(message_batches_route.router)
+    app.include_router(sgp_files_route.router)
     if settings.metrics:
         app.include_router(metrics_route.router)
     web.install(app)
-    uploads = {batches_route.FILES_PATH: Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")}
+    file_upload = Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")
+    uploads = {batches_route.FILES_PATH: file_upload, sgp_files_route.SGP_FILES_PATH: file_upload}
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads=uploads)
     if settings.cors_origins:
         # Outside the guard, so a browser's preflight is answered before any check. Keys

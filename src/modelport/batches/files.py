@@ -30,6 +30,9 @@ CHUNK_BYTES = 1024 * 1024
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
 LISTED_PURPOSES = (*UPLOAD_PURPOSES, "batch_output")
 ANTHROPIC_REQUESTS = "anthropic_batch"
+# The files of the SGP SDK's `beta.files` (`/v4/beta/files`): an API of their own, which
+# /v1/files neither lists nor serves.
+SGP_FILES = "sgp"
 
 
 def new_file_id() -> str:
@@ -208,23 +211,40 @@ class FileStore:
         return found
 
     async def page(
-        self, account_id: str, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+        self,
+        account_id: str,
+        *,
+        purpose: str | None,
+        after: str | None,
+        limit: int,
+        newest_first: bool,
+        before: str | None = None,
+        order_by: str = "created_at",
+        filename_contains: str | None = None,
     ) -> tuple[list[BatchFile], bool]:
-        """A page of the account's files, and whether more follow."""
-        purposes = (purpose,) if purpose in LISTED_PURPOSES else () if purpose else LISTED_PURPOSES
+        """A page of the account's files, and whether more follow (in the direction read:
+        before `before` when it is given). `purpose`: the Files API's, or SGP_FILES."""
+        known = (*LISTED_PURPOSES, SGP_FILES)
+        purposes = (purpose,) if purpose in known else () if purpose else LISTED_PURPOSES
         async with self._sessions() as session:
             found = await store.list_files(
                 session,
                 account_id=account_id,
                 purposes=purposes,
                 after=after,
+                before=before,
                 limit=limit + 1,
                 newest_first=newest_first,
+                order_by=order_by,
+                filename_contains=filename_contains,
             )
+        if before is not None:
+            # Read backwards: the extra file, if any, is the first.
+            return found[-limit:], len(found) > limit
         return found[:limit], len(found) > limit
 
-    async def delete(self, account_id: str, file_id: str) -> None:
-        file = await self.get(account_id, file_id)
+    async def delete(self, account_id: str, file_id: str, *, purposes: tuple[str, ...] = LISTED_PURPOSES) -> None:
+        file = await self.get(account_id, file_id, purposes=purposes)
         async with self._sessions() as session, session.begin():
             if await store.is_input_of_unfinished_batch(session, file_id=file.id):
                 raise InvalidRequest(

@@ -52,6 +52,14 @@ async def set_file_size(session: AsyncSession, *, file_id: str, size: int, lines
     )
 
 
+# The columns a page of files may be ordered by (the id breaks ties), by wire name.
+FILE_ORDERS: dict[str, Any] = {
+    "created_at": BatchFile.created_at,
+    "filename": BatchFile.filename,
+    "size": BatchFile.size,
+}
+
+
 async def list_files(
     session: AsyncSession,
     *,
@@ -60,24 +68,37 @@ async def list_files(
     after: str | None,
     limit: int,
     newest_first: bool,
+    before: str | None = None,
+    order_by: str = "created_at",
+    filename_contains: str | None = None,
 ) -> list[BatchFile]:
-    """A page of the account's files of `purposes`, after the file `after` (a cursor;
-    one that is not the account's file, or no longer, ends the listing: an empty page)."""
+    """A page of the account's files of `purposes`, in the order of `order_by` (descending
+    when `newest_first`): the `limit` files after the file `after`, or the `limit` files
+    just before the file `before` (cursors; one that is not the account's file, or no
+    longer, ends the listing: an empty page). `filename_contains`: case-insensitive."""
+    column = FILE_ORDERS[order_by]
     query = select(BatchFile).where(BatchFile.account_id == account_id, BatchFile.purpose.in_(purposes))
-    if after is not None:
-        anchor = await get_file(session, account_id=account_id, file_id=after)
+    if filename_contains:
+        query = query.where(BatchFile.filename.icontains(filename_contains, autoescape=True))
+    # A page before a cursor is read backwards from it, then turned round.
+    descending = newest_first if before is None else not newest_first
+    cursor = after if before is None else before
+    if cursor is not None:
+        anchor = await get_file(session, account_id=account_id, file_id=cursor)
         if anchor is None:
             return []
-        query = query.where(_beyond(BatchFile.created_at, BatchFile.id, anchor.created_at, anchor.id, newest_first))
-    order = (BatchFile.created_at.desc(), BatchFile.id.desc()) if newest_first else (BatchFile.created_at, BatchFile.id)
-    return list((await session.scalars(query.order_by(*order).limit(limit))).all())
+        anchor_value = getattr(anchor, column.key)
+        query = query.where(_beyond(column, BatchFile.id, anchor_value, anchor.id, descending))
+    order = (column.desc(), BatchFile.id.desc()) if descending else (column, BatchFile.id)
+    found = list((await session.scalars(query.order_by(*order).limit(limit))).all())
+    return found if before is None else found[::-1]
 
 
-def _beyond(created: Any, ident: Any, anchor_created: datetime, anchor_id: str, newest_first: bool) -> Any:
-    """Rows after (created, id) = the anchor's, in the page order."""
-    if newest_first:
-        return or_(created < anchor_created, and_(created == anchor_created, ident < anchor_id))
-    return or_(created > anchor_created, and_(created == anchor_created, ident > anchor_id))
+def _beyond(column: Any, ident: Any, anchor_value: Any, anchor_id: str, descending: bool) -> Any:
+    """Rows after (column, id) = the anchor's, in the page order."""
+    if descending:
+        return or_(column < anchor_value, and_(column == anchor_value, ident < anchor_id))
+    return or_(column > anchor_value, and_(column == anchor_value, ident > anchor_id))
 
 
 async def delete_file(session: AsyncSession, *, file_id: str) -> None:
