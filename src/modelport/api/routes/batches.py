@@ -34,7 +34,9 @@ async def upload_file(
     purpose: Annotated[str, Form(max_length=32)],
     expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
     expires_seconds: Annotated[str | None, Form(alias="expires_after[seconds]")] = None,
-    expires_whole: Annotated[str | None, Form(alias="expires_after")] = None,
+    # Not how OpenAI's form names it (left out of the OpenAPI document): refused, never
+    # ignored, which would keep the file for ever.
+    expires_whole: Annotated[str | None, Form(alias="expires_after", include_in_schema=False)] = None,
 ) -> wire.FileObject:
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not one of {', '.join(UPLOAD_PURPOSES)}", param="purpose")
@@ -59,7 +61,7 @@ def _expires_after(anchor: str | None, seconds: str | None, whole: str | None) -
         f"expires_after needs expires_after[anchor]=created_at and expires_after[seconds] from "
         f"{wire.MIN_EXPIRES_AFTER_SECONDS} to {wire.MAX_EXPIRES_AFTER_SECONDS}"
     )
-    if whole is not None:  # not how OpenAI's form reads it: refused, never silently kept forever
+    if whole is not None:
         raise InvalidRequest(expected, param="expires_after")
     if anchor is None and seconds is None:
         return None
