@@ -13,7 +13,7 @@ flight when its replica died runs again).
 Cancelling stops new lines; the lines running finish; those never run are `canceled`.
 Past the batch's `expires_at`, the lines never run are `expired`. If the creating key is
 revoked or expires, or its identity left the account, the lines not yet run fail and
-the batch is `failed`.
+the batch is `failed`. Each poll also deletes files past their expiry (`FileStore.sweep_expired`).
 """
 
 from __future__ import annotations
