@@ -25,6 +25,7 @@ import httpx2
 import openai
 import pytest
 from fastapi import FastAPI
+from openai.types.responses import Response
 from sqlalchemy import func, select
 
 from modelport.store.tables import UsageRecord
@@ -250,6 +251,42 @@ async def test_a_completions_batch(served: Served) -> None:
         output = _records((await sdk.files.content(done.output_file_id)).content)
     texts = {record["custom_id"]: record["response"]["body"]["choices"][0]["text"] for record in output}
     assert texts == {f"t{index}": f"echo: text {tag} {index}" for index in range(3)}
+
+
+async def test_a_responses_batch(served: Served) -> None:
+    """Lines calling /v1/responses on a chat-only upstream (modelport translates, and
+    writes the Responses object itself): each output line's body is a Responses object,
+    as the SDK's own `Response` type parses it strictly."""
+    tag = uuid.uuid4().hex[:6]
+    model = f"chat-only-{tag}"
+    created = await served.client.post(
+        "/v4/models",
+        json={"name": model, "model_type": "CHAT_COMPLETION", "model_vendor": "OTHER",
+              "model_creation_parameters": {"base_url": "http://upstream.test/v1", "model": "up"}},
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    deployment = await served.client.post(f"/v4/models/{created.json()['id']}/deployments", json={"name": "d"})
+    assert deployment.status_code == 200, deployment.text
+    lines = [
+        {"custom_id": f"r{index}", "method": "POST", "url": "/v1/responses",
+         "body": {"model": model, "input": f"resp {tag} {index}", "max_output_tokens": 16}}
+        for index in range(3)
+    ]  # fmt: skip
+    async with _openai(served) as sdk:
+        uploaded = await sdk.files.create(file=("responses.jsonl", _jsonl(lines)), purpose="batch")
+        batch = await sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h")
+        done = await _until(lambda: sdk.batches.retrieve(batch.id), lambda found: found.status == "completed")
+        assert done.endpoint == "/v1/responses" and done.output_file_id is not None and done.error_file_id is None
+        assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (3, 0)
+        assert done.usage is not None and (done.usage.input_tokens, done.usage.output_tokens) == (30, 15)
+        output = _records((await sdk.files.content(done.output_file_id)).content)
+    answers = {}
+    for record in output:
+        assert record["error"] is None and record["response"]["status_code"] == 200
+        answer = Response.model_validate(record["response"]["body"], strict=True)
+        assert answer.id.startswith("resp_") and answer.object == "response" and answer.status == "completed"
+        answers[record["custom_id"]] = answer.output_text
+    assert answers == {f"r{index}": f"echo: resp {tag} {index}" for index in range(3)}
 
 
 async def test_cancel_stops_new_lines_lets_running_ones_finish(served: Served) -> None:

@@ -1,6 +1,7 @@
 """The batch runner against a scripted `LineCall` (no app, no HTTP), on SQLite and
 PostgreSQL: leases between runners that race for one batch, a dead runner's batch taken
-over only once its lease ran out, a lost lease, a revoked key, an expired batch."""
+over only once its lease ran out, a lost lease, a revoked key, an expired batch, and
+the sweep of expired files (bounded, once across replicas)."""
 
 from __future__ import annotations
 
@@ -258,3 +259,42 @@ async def test_a_cancel_told_while_the_runner_reads_the_status_is_kept(
         found = await _until(lambda: _status(world, batch_id), lambda found: found.status == "cancelled")
     assert sum(calls.counts.values()) == 2  # no line started after the cancel
     assert found.completed == 2
+
+
+async def test_expired_files_are_swept_a_bounded_pass_at_a_time_once_across_replicas(
+    world: World, tmp_path: Path
+) -> None:
+    """`sweep_expired` deletes at most its bound a pass, oldest expiry first; two
+    replicas sweeping at once delete each file once (rows, chunks, directory file) and
+    leave alone the files not expired."""
+    directory = tmp_path / "files"
+    replicas = [FileStore(world.sessions, directory=directory) for _ in range(2)]
+    past = datetime.now(UTC) - timedelta(minutes=1)
+
+    async def saved(expires_at: datetime | None) -> str:
+        chunks = iter([b"{}\n"])
+
+        async def read(_: int) -> bytes:
+            return next(chunks, b"")
+
+        file = await replicas[0].save(
+            owner_of(world.principal), purpose="user_data", filename="f", read=read, expires_at=expires_at
+        )
+        return file.id
+
+    expired = [await saved(past + timedelta(seconds=n)) for n in range(5)]
+    kept = [await saved(None), await saved(datetime.now(UTC) + timedelta(hours=1))]
+    assert await replicas[0].sweep_expired(limit=2) == 2
+    assert {path.name for path in directory.iterdir()} == {*expired[2:], *kept}  # the two that expired first went
+    swept = await asyncio.gather(*(replica.sweep_expired(limit=10) for replica in replicas))
+    assert sum(swept) == 3
+    assert {path.name for path in directory.iterdir()} == set(kept)
+    async with world.sessions() as session:
+        for file_id in expired:
+            assert (
+                await store.get_file(
+                    session, account_id=world.principal.account_id, file_id=file_id, include_expired=True
+                )
+                is None
+            )
+    assert await replicas[1].sweep_expired() == 0

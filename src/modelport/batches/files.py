@@ -6,6 +6,11 @@ refuses a larger body before reading it), the bytes of all of an account's files
 together (`FILES_MAX_BYTES_PER_ACCOUNT`), and the lines of a `batch` file
 (`BATCH_MAX_LINES`). A file is read and written a chunk at a time: no upload, download
 or batch ever holds a whole file in memory.
+
+A file may expire (OpenAI's `expires_after`, a batch's `output_expires_after`): past its
+`expires_at` the store's queries no longer find it (404, left out of lists, no batch made
+from it), and `sweep_expired`, called by the batch runner on each of its polls, deletes
+it for good (rows, chunks, the directory's file) unless a batch still running reads it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +38,9 @@ ANTHROPIC_REQUESTS = "anthropic_batch"
 # The files of the SGP SDK's `beta.files` (`/v4/beta/files`): an API of their own, which
 # /v1/files neither lists nor serves.
 SGP_FILES = "sgp"
+# Expired files one sweep deletes at most: each poll's work stays small, the rest wait
+# for the next poll.
+SWEEP_FILES = 100
 
 
 def new_file_id() -> str:
@@ -111,6 +119,7 @@ class FileStore:
         read: Callable[[int], Awaitable[bytes]],
         mime_type: str | None = None,
         expires_at: datetime | None = None,
+        expires_after: timedelta | None = None,
     ) -> BatchFile:
         """A new file of what `read(n)` gives until it gives b"" (an upload, an output)."""
 
@@ -119,7 +128,13 @@ class FileStore:
                 yield data
 
         return await self.write(
-            owner, purpose=purpose, filename=filename, chunks=chunks(), mime_type=mime_type, expires_at=expires_at
+            owner,
+            purpose=purpose,
+            filename=filename,
+            chunks=chunks(),
+            mime_type=mime_type,
+            expires_at=expires_at,
+            expires_after=expires_after,
         )
 
     async def write(
@@ -132,10 +147,15 @@ class FileStore:
         capped: bool = True,
         mime_type: str | None = None,
         expires_at: datetime | None = None,
+        expires_after: timedelta | None = None,
     ) -> BatchFile:
         """A new file of `chunks`. `capped`: held to `FILES_MAX_BYTES` (an upload; a
         batch's output is held only to the account's bound). `expires_at`: when it is
-        deleted by itself (None: never)."""
+        deleted by itself (None: never); `expires_after`: the same, counted from the
+        file's `created_at` (OpenAI's anchor), which wins over `expires_at`."""
+        created_at = datetime.now(UTC)
+        if expires_after is not None:
+            expires_at = created_at + expires_after
         async with self._sessions() as session:
             used = await store.stored_bytes(session, account_id=owner.account_id)
         room = self.bounds.max_bytes_per_account - used
@@ -152,6 +172,7 @@ class FileStore:
             status="processed",
             mime_type=(mime_type or "application/octet-stream")[:255],
             created_by_identity_type=owner.identity_type,
+            created_at=created_at,
             expires_at=expires_at,
         )
         path = self._directory / file.id if self._directory is not None else None
@@ -252,6 +273,24 @@ class FileStore:
                 )
             await store.delete_file(session, file_id=file.id)
         await self.remove_stored(file)
+
+    async def sweep_expired(self, limit: int = SWEEP_FILES) -> int:
+        """Delete for good at most `limit` files past their expiry (not the input of a
+        batch still running: it goes at a sweep after the batch ended); how many this
+        call deleted. Harmless on several replicas at once: each file's DELETE checks
+        again that it is expired and unread, and only the replica whose DELETE removed
+        the row removes the directory's file (never one a batch started on meanwhile)."""
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            expired = await store.expired_files(session, now=now, limit=limit)
+        swept = 0
+        for file in expired:
+            async with self._sessions() as session, session.begin():
+                deleted = await store.delete_expired_file(session, file_id=file.id, now=now)
+            if deleted:
+                await self.remove_stored(file)
+                swept += 1
+        return swept
 
     async def remove_stored(self, file: BatchFile) -> None:
         """The bytes of a file kept in the directory (its row is gone already)."""

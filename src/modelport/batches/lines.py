@@ -8,7 +8,9 @@ route's own answer. Nothing a line holds fails its batch.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,6 +19,8 @@ import orjson
 from modelport.principal import Principal
 
 MAX_CUSTOM_ID_CHARS = 512
+# The longest model name a batch keeps (`batches.model`).
+MAX_MODEL_CHARS = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +42,15 @@ class LineCall(Protocol):
 @dataclass(frozen=True, slots=True)
 class Planned:
     """A line read from the input: its number (0-based, among the non-blank lines),
-    custom_id, and either the body to send or why it cannot be sent."""
+    custom_id, and either the body to send (and the model it names) or why it cannot be
+    sent."""
 
     line: int
     custom_id: str | None
     body: bytes | None = None
     code: str | None = None
     message: str | None = None
+    model: str | None = None
 
 
 def request_id() -> str:
@@ -114,4 +120,16 @@ def _with_body(line: int, custom_id: str, body: Any) -> Planned:
         return _refused(line, custom_id, "invalid_body", "the request's body is not a JSON object")
     if body.get("stream"):
         return _refused(line, custom_id, "invalid_body", "a batch request cannot stream: remove `stream`")
-    return Planned(line=line, custom_id=custom_id, body=orjson.dumps(body))
+    model = body.get("model")
+    named = model.replace("\x00", "")[:MAX_MODEL_CHARS] if isinstance(model, str) else None
+    return Planned(line=line, custom_id=custom_id, body=orjson.dumps(body), model=named or None)
+
+
+async def first_model(planned: AsyncGenerator[Planned, None]) -> str | None:
+    """The batch's model (OpenAI's `Batch.model`; OpenAI allows one model a batch): that
+    of its first line that is a request naming one. Reads only up to that line."""
+    async with contextlib.aclosing(planned):
+        async for found in planned:
+            if found.body is not None and found.model is not None:
+                return found.model
+    return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -23,8 +24,11 @@ async def write(
     sessions: async_sessionmaker[AsyncSession], files: FileStore, batch: Batch, counts: dict[str, int]
 ) -> dict[str, str]:
     """The output file (the lines that succeeded) and the error file (the others),
-    in OpenAI's batch output format; each only when it has a line."""
+    in OpenAI's batch output format; each only when it has a line, and expiring
+    `output_expires_after` after it is written when the batch was created with one."""
     owner = Owner(account_id=batch.account_id, identity_id=batch.identity_id, key_id=batch.key_id)
+    seconds = batch.output_expires_after_seconds
+    expires_after = timedelta(seconds=seconds) if seconds is not None else None
     written: dict[str, str] = {}
     for column, succeeded, name, present in (
         ("output_file_id", True, "output", counts.get("succeeded", 0)),
@@ -37,6 +41,7 @@ async def write(
                 filename=f"{batch.id}_{name}.jsonl",
                 chunks=_records(sessions, batch.id, succeeded),
                 capped=False,
+                expires_after=expires_after,
             )
             written[column] = file.id
     return written

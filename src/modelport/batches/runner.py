@@ -13,7 +13,7 @@ flight when its replica died runs again).
 Cancelling stops new lines; the lines running finish; those never run are `canceled`.
 Past the batch's `expires_at`, the lines never run are `expired`. If the creating key is
 revoked or expires, or its identity left the account, the lines not yet run fail and
-the batch is `failed`.
+the batch is `failed`. Each poll also deletes files past their expiry (`FileStore.sweep_expired`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from modelport.batches import outputs as outputs_of
 from modelport.batches.files import ANTHROPIC_REQUESTS, FileStore, split_lines
-from modelport.batches.lines import LineAnswer, LineCall, Planned, plan_anthropic, plan_openai
+from modelport.batches.lines import LineAnswer, LineCall, Planned, first_model, plan_anthropic, plan_openai
 from modelport.errors import ModelportError
 from modelport.observability.shutdown import gate
 from modelport.principal import Principal
@@ -133,8 +133,10 @@ class BatchRunner:
                 if not self._closing():
                     try:
                         await self._take_more()
+                        # Files past their expiry go for good (a bounded pass each poll).
+                        await self._files.sweep_expired()
                     except Exception:  # a database hiccup: the next poll tries again
-                        log.warning("looking for batches to run failed", exc_info=True)
+                        log.warning("looking for batches to run, or expired files, failed", exc_info=True)
                 await asyncio.sleep(self.poll_seconds)
         finally:
             running = list(self._running.values())
@@ -277,8 +279,9 @@ class BatchRunner:
             )
             held.finished = True
             return
-        if batch.status == "validating":
-            await self._set(held, status="in_progress", in_progress_at=utcnow(), total=source.lines)
+        if batch.status == "validating":  # the input is read here, as OpenAI's validation does
+            model = await first_model(self._planned(batch, source))
+            await self._set(held, status="in_progress", in_progress_at=utcnow(), total=source.lines, model=model)
         if batch.status in ("in_progress", "cancelling"):
             await self._run_lines(held, source)
         if held.lost or (held.closing() and not held.cancel):
@@ -287,9 +290,12 @@ class BatchRunner:
 
     async def _input(self, batch: Batch) -> BatchFile | None:
         async with self._sessions() as session:
-            return await store.get_file(session, account_id=batch.account_id, file_id=batch.input_file_id)
+            # Read even past its expiry: the sweep keeps a running batch's input until it ends.
+            return await store.get_file(
+                session, account_id=batch.account_id, file_id=batch.input_file_id, include_expired=True
+            )
 
-    async def _planned(self, batch: Batch, source: BatchFile) -> AsyncIterator[Planned]:
+    async def _planned(self, batch: Batch, source: BatchFile) -> AsyncGenerator[Planned, None]:
         """Every non-blank line of the input, checked, in order."""
         seen: set[str] = set()
         index = 0

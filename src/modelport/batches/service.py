@@ -64,6 +64,8 @@ class Batches:
         self._check_lines(source.lines)
         batch = self._new(principal, f"batch_{secrets.token_hex(16)}", "openai", body.endpoint, source.id, source.lines)
         batch.batch_metadata = body.metadata
+        expiry = body.output_expires_after
+        batch.output_expires_after_seconds = expiry.seconds if expiry is not None else None
         async with self._sessions() as session, session.begin():
             await store.add_batch(session, batch)
         return Counted(batch, {})
@@ -155,7 +157,9 @@ class Batches:
             raise InvalidRequest(f"batch {batch_id} is still processing: cancel it first, then delete it")
         async with self._sessions() as session, session.begin():
             await store.delete_batch(session, batch_id=found.id)
-            source = await store.get_file(session, account_id=found.account_id, file_id=found.input_file_id)
+            source = await store.get_file(
+                session, account_id=found.account_id, file_id=found.input_file_id, include_expired=True
+            )
             if source is not None and source.purpose == ANTHROPIC_REQUESTS:
                 await store.delete_file(session, file_id=source.id)
         if source is not None and source.purpose == ANTHROPIC_REQUESTS:

@@ -24,6 +24,7 @@ def file_object(file: BatchFile) -> wire.FileObject:
         filename=file.filename,
         purpose=file.purpose,
         status="processed",
+        expires_at=_epoch(file.expires_at),
     )
 
 
@@ -66,6 +67,7 @@ def openai_batch(counted: Counted) -> wire.BatchObject:
             total=batch.total, completed=counts.get("succeeded", 0), failed=counts.get("errored", 0)
         ),
         metadata=batch.batch_metadata,
+        model=batch.model,
         usage=wire.BatchUsage.model_validate(batch.usage) if batch.usage else None,
     )
 

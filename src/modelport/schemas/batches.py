@@ -27,6 +27,9 @@ DEFAULT_LIST_LIMIT = 20
 MAX_FILES_LIST_LIMIT = 10_000
 MAX_BATCHES_LIST_LIMIT = 100
 MAX_MESSAGE_BATCHES_LIST_LIMIT = 1000
+# OpenAI's bounds on a file's `expires_after.seconds` (an hour to 30 days).
+MIN_EXPIRES_AFTER_SECONDS = 3600
+MAX_EXPIRES_AFTER_SECONDS = 30 * 24 * 3600
 # Anthropic's: a custom_id of 1 to 64 letters, digits, `_` and `-`.
 CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
@@ -68,13 +71,21 @@ class FileDeleted(BaseModel):
     deleted: bool
 
 
+class ExpiresAfter(_Strict):
+    """OpenAI's expiry of a file: `seconds` after its `created_at` (the only anchor)."""
+
+    anchor: Literal["created_at"]
+    # Strict: a JSON string or float is a 400, as OpenAI answers it.
+    seconds: int = Field(strict=True, ge=MIN_EXPIRES_AFTER_SECONDS, le=MAX_EXPIRES_AFTER_SECONDS)
+
+
 class BatchCreate(_Strict):
     input_file_id: str = Field(min_length=1, max_length=64)
     endpoint: BatchEndpoint
     completion_window: Literal["24h"]
     metadata: Metadata | None = None
-    # Accepted as the SDK sends it; output files are kept until deleted.
-    output_expires_after: JsonObject | None = None
+    # Applied to the output and error files, from when each is written.
+    output_expires_after: ExpiresAfter | None = None
 
 
 class BatchRequestCounts(BaseModel):
@@ -132,6 +143,7 @@ class BatchObject(BaseModel):
     cancelled_at: int | None = None
     request_counts: BatchRequestCounts
     metadata: dict[str, str] | None = None
+    model: str | None = None
     usage: BatchUsage | None = None
 
 

@@ -1,11 +1,15 @@
 """Files and batches (`batches/` decides; this is only the SQL): the files of the Files
 API and their bytes, batches with the lease of the replica running each, and what each
-line of a batch came to."""
+line of a batch came to.
+
+A file past its `expires_at` is gone for the client: these queries are the one place that
+decides it (`get_file` and `list_files` leave it out), until the runner's sweep deletes it
+(`expired_files`, `delete_expired_file`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -39,10 +43,20 @@ async def chunk(session: AsyncSession, *, file_id: str, seq: int) -> bytes | Non
     return found
 
 
-async def get_file(session: AsyncSession, *, account_id: str, file_id: str) -> BatchFile | None:
-    found: BatchFile | None = await session.scalar(
-        select(BatchFile).where(BatchFile.id == file_id, BatchFile.account_id == account_id)
-    )
+def _unexpired(now: datetime | None = None) -> Any:
+    """A file the client still sees: no expiry, or one still ahead."""
+    return or_(BatchFile.expires_at.is_(None), BatchFile.expires_at > (now or datetime.now(UTC)))
+
+
+async def get_file(
+    session: AsyncSession, *, account_id: str, file_id: str, include_expired: bool = False
+) -> BatchFile | None:
+    """The account's file; one past its expiry only with `include_expired` (the runner
+    reading the input of a batch that began before it expired, a list's cursor)."""
+    query = select(BatchFile).where(BatchFile.id == file_id, BatchFile.account_id == account_id)
+    if not include_expired:
+        query = query.where(_unexpired())
+    found: BatchFile | None = await session.scalar(query)
     return found
 
 
@@ -72,19 +86,20 @@ async def list_files(
     order_by: str = "created_at",
     filename_contains: str | None = None,
 ) -> list[BatchFile]:
-    """A page of the account's files of `purposes`, in the order of `order_by` (descending
-    when `newest_first`): the `limit` files after the file `after`, or the `limit` files
-    just before the file `before` (cursors; one that is not the account's file, or no
-    longer, ends the listing: an empty page). `filename_contains`: case-insensitive."""
+    """A page of the account's unexpired files of `purposes`, in the order of `order_by`
+    (descending when `newest_first`): the `limit` files after the file `after`, or the
+    `limit` files just before the file `before` (cursors; one that is not the account's
+    file, or no longer, ends the listing: an empty page; one that expired while the
+    client paged still marks its place). `filename_contains`: case-insensitive."""
     column = FILE_ORDERS[order_by]
-    query = select(BatchFile).where(BatchFile.account_id == account_id, BatchFile.purpose.in_(purposes))
+    query = select(BatchFile).where(BatchFile.account_id == account_id, BatchFile.purpose.in_(purposes), _unexpired())
     if filename_contains:
         query = query.where(BatchFile.filename.icontains(filename_contains, autoescape=True))
     # A page before a cursor is read backwards from it, then turned round.
     descending = newest_first if before is None else not newest_first
     cursor = after if before is None else before
     if cursor is not None:
-        anchor = await get_file(session, account_id=account_id, file_id=cursor)
+        anchor = await get_file(session, account_id=account_id, file_id=cursor, include_expired=True)
         if anchor is None:
             return []
         anchor_value = getattr(anchor, column.key)
@@ -113,8 +128,34 @@ async def is_input_of_unfinished_batch(session: AsyncSession, *, file_id: str) -
     return found is not None
 
 
+def _sweepable(now: datetime) -> Any:
+    """Past its expiry, and not the input of a batch still running (kept until it ends)."""
+    held = select(Batch.id).where(Batch.input_file_id == BatchFile.id, Batch.status.in_(UNFINISHED)).exists()
+    return and_(BatchFile.expires_at <= now, ~held)
+
+
+async def expired_files(session: AsyncSession, *, now: datetime, limit: int) -> list[BatchFile]:
+    """At most `limit` files to delete for good, those that expired first first."""
+    query = select(BatchFile).where(_sweepable(now)).order_by(BatchFile.expires_at, BatchFile.id).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def delete_expired_file(session: AsyncSession, *, file_id: str, now: datetime) -> bool:
+    """Delete the file and its chunks if it is still sweepable (checked again in the
+    DELETE itself: a batch may have started on it since it was listed); whether this
+    call deleted it (False: not sweepable, or another replica's sweep was first)."""
+    result = await session.execute(delete(BatchFile).where(BatchFile.id == file_id, _sweepable(now)))
+    if not getattr(result, "rowcount", 0):
+        return False
+    # The foreign key cascades too; said here so no chunk outlives its file either way.
+    await session.execute(delete(BatchFileChunk).where(BatchFileChunk.file_id == file_id))
+    return True
+
+
 async def stored_bytes(session: AsyncSession, *, account_id: str) -> int:
-    """The bytes of all the account's files."""
+    """The bytes of all the account's files. Those expired but not swept yet count too:
+    their bytes are still stored, for seconds (the runner's next pass) or, for the input
+    of a batch still running, until the batch ends."""
     return int(await session.scalar(select(func.sum(BatchFile.size)).where(BatchFile.account_id == account_id)) or 0)
 
 

@@ -354,6 +354,12 @@ class Batch(Base):
     # Which replica runs it, until when: another takes it over only after the lease ran out.
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The model its lines call (OpenAI's `Batch.model`): the first request's `body.model`,
+    # read when the runner validates the input (None until then, and on batches of 0015).
+    model: Mapped[str | None] = mapped_column(String(255), default=None)
+    # OpenAI's `output_expires_after.seconds`: its output and error files expire this long
+    # after each is written (None: kept until deleted).
+    output_expires_after_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class BatchLine(Base):

@@ -1,14 +1,18 @@
 """OpenAI's Files and Batches APIs: `/v1/files` (upload, list, retrieve, content, delete)
 and `/v1/batches` (create, retrieve, list, cancel). The work is in `modelport.batches`;
 errors are in OpenAI's shape (`api.error_shapes`). An upload's body is bounded by
-`MODELPORT_FILES_MAX_BYTES` before it is read (`api.limits.RequestGuard`)."""
+`MODELPORT_FILES_MAX_BYTES` before it is read (`api.limits.RequestGuard`); its
+`expires_after` comes as the SDK sends it, two form fields `expires_after[anchor]` and
+`expires_after[seconds]`."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from modelport.api.deps import BatchesDep, CurrentPrincipal
 from modelport.batches import views
@@ -28,16 +32,44 @@ async def upload_file(
     batches: BatchesDep,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form(max_length=32)],
+    expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+    expires_seconds: Annotated[str | None, Form(alias="expires_after[seconds]")] = None,
+    # Not how OpenAI's form names it (left out of the OpenAPI document): refused, never
+    # ignored, which would keep the file for ever.
+    expires_whole: Annotated[str | None, Form(alias="expires_after", include_in_schema=False)] = None,
 ) -> wire.FileObject:
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not one of {', '.join(UPLOAD_PURPOSES)}", param="purpose")
+    expires_after = _expires_after(expires_anchor, expires_seconds, expires_whole)
     try:
         stored = await batches.files.save(
-            owner_of(principal), purpose=purpose, filename=file.filename or "file", read=file.read
+            owner_of(principal),
+            purpose=purpose,
+            filename=file.filename or "file",
+            read=file.read,
+            expires_after=expires_after,
         )
     finally:
         await file.close()
     return views.file_object(stored)
+
+
+def _expires_after(anchor: str | None, seconds: str | None, whole: str | None) -> timedelta | None:
+    """An upload's `expires_after` (None: kept until deleted); a 400 naming it unless it
+    is anchored at `created_at` with whole seconds in OpenAI's range."""
+    expected = (
+        f"expires_after needs expires_after[anchor]=created_at and expires_after[seconds] from "
+        f"{wire.MIN_EXPIRES_AFTER_SECONDS} to {wire.MAX_EXPIRES_AFTER_SECONDS}"
+    )
+    if whole is not None:
+        raise InvalidRequest(expected, param="expires_after")
+    if anchor is None and seconds is None:
+        return None
+    try:
+        parsed = wire.ExpiresAfter(anchor=anchor, seconds=int(seconds or ""))
+    except (ValueError, ValidationError):
+        raise InvalidRequest(expected, param="expires_after") from None
+    return timedelta(seconds=parsed.seconds)
 
 
 @router.get(FILES_PATH, response_model=wire.FileList)
