@@ -14,6 +14,7 @@ import pytest
 from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
+from modelport.engine.protocol import TextPrompt
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ModelportError
 from modelport.generation import GenerationChunk, Sampling
 
@@ -155,7 +156,9 @@ def test_an_empty_prompt_is_refused_and_does_not_disturb_the_others(engine: Batc
     running = object()
     assert engine.submit(running, prompt(engine, "Name a colour."), Sampling(temperature=0.0, max_tokens=10)) is None
     engine.step()
-    refused = engine.submit_text(object(), "", special=False, sampling=Sampling(temperature=0.0, max_tokens=5))
+    refused = engine.submit_prompt(
+        object(), TextPrompt("", special=False), sampling=Sampling(temperature=0.0, max_tokens=5)
+    )
     assert isinstance(refused, InvalidRequest) and "empty" in refused.detail
     events = []
     while engine.busy:
@@ -169,12 +172,15 @@ def test_a_prompt_and_max_tokens_past_the_window_are_refused_naming_both(engine:
     prompt_tokens = len(engine.tokenize(chat, special=True))
     room = engine.context_window - prompt_tokens
     sampling = Sampling(temperature=0.0, max_tokens=room + 1)
-    refused = engine.submit_text(object(), chat, special=True, sampling=sampling)
+    refused = engine.submit_prompt(object(), TextPrompt(chat, special=True), sampling=sampling)
     assert isinstance(refused, ContextWindowExceeded)
     assert f"the prompt has {prompt_tokens} tokens and max_tokens is {room + 1}" in refused.detail
     assert not engine.busy
     fits = object()
-    assert engine.submit_text(fits, chat, special=True, sampling=Sampling(temperature=0.0, max_tokens=room)) is None
+    assert (
+        engine.submit_prompt(fits, TextPrompt(chat, special=True), sampling=Sampling(temperature=0.0, max_tokens=room))
+        is None
+    )
     engine.cancel(fits)
     assert not engine.busy
 

@@ -16,6 +16,7 @@ from modelport.config import EngineSettings
 from modelport.engine.convert import gguf_path
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
+from modelport.engine.protocol import TextPrompt
 from modelport.engine.self_check import self_check
 from modelport.errors import InvalidRequest
 
@@ -83,7 +84,9 @@ def test_it_refuses_to_generate(engine: BatchEngine) -> None:
     assert engine.embedding_only
     from modelport.generation import Sampling
 
-    refused = engine.submit_text("k", "Hello", special=False, sampling=Sampling(temperature=0, max_tokens=3))
+    refused = engine.submit_prompt(
+        "k", TextPrompt("Hello", special=False), sampling=Sampling(temperature=0, max_tokens=3)
+    )
     assert isinstance(refused, InvalidRequest) and "embedding model" in refused.detail
 
 

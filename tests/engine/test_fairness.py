@@ -15,6 +15,7 @@ import pytest
 from modelport.config import EngineSettings
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import resolve_checkpoint
+from modelport.engine.protocol import TextPrompt
 from modelport.errors import ContextWindowExceeded, InvalidRequest, ModelportError
 from modelport.generation import GenerationChunk, Sampling
 
@@ -24,7 +25,7 @@ CHAT = "<|im_start|>user\nCount from one to one thousand.<|im_end|>\n<|im_start|
 
 def submit(engine: BatchEngine, key: Hashable, max_tokens: int | None, account: str | None = None) -> Any:
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-    return engine.submit_text(key, CHAT, special=True, sampling=sampling, account=account)
+    return engine.submit_prompt(key, TextPrompt(CHAT, special=True), sampling=sampling, account=account)
 
 
 def test_one_request_reserves_at_most_its_share_of_the_kv_cache() -> None:
@@ -103,4 +104,4 @@ def test_a_prompt_too_long_in_bytes_is_refused_before_tokenizing(monkeypatch: py
 
 def submit_text(engine: BatchEngine, text: str) -> ModelportError | None:
     sampling = Sampling(temperature=0.0, max_tokens=1)
-    return engine.submit_text(object(), text, special=False, sampling=sampling)
+    return engine.submit_prompt(object(), TextPrompt(text, special=False), sampling=sampling)

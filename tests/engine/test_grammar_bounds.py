@@ -29,7 +29,7 @@ from modelport.engine import protocol
 from modelport.engine.grammar import GrammarBounds, grammar_for, schema_grammar
 from modelport.engine.model import BatchEngine
 from modelport.engine.pool import EnginePool, resolve_checkpoint
-from modelport.engine.protocol import HEADER, MAX_MESSAGE_BYTES, encode, read_message
+from modelport.engine.protocol import HEADER, MAX_MESSAGE_BYTES, TextPrompt, encode, read_message
 from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, Sampling
@@ -239,11 +239,10 @@ async def test_a_grammar_the_engine_refuses_fails_only_that_request(pool: Engine
     client = pool.get(GGUF)
     assert client is not None
     chat = "<|im_start|>user\nCount from one to fifty.<|im_end|>\n<|im_start|>assistant\n"
-    running = client.generate(text=chat, special=True, sampling=Sampling(temperature=0.0, max_tokens=60))
+    running = client.generate(prompt=TextPrompt(chat, special=True), sampling=Sampling(temperature=0.0, max_tokens=60))
     first = await anext(running)
     refused = client.generate(
-        text="Hi",
-        special=False,
+        prompt=TextPrompt("Hi"),
         sampling=Sampling(temperature=0.0, max_tokens=5, grammar='root ::= "a"{3000}'),
     )
     with pytest.raises(InvalidRequest, match="could not parse the grammar"):
@@ -259,15 +258,14 @@ async def test_a_request_too_large_to_send_fails_alone(pool: EnginePool, monkeyp
     with pytest.raises(InvalidRequest, match="over the engine protocol's limit of 1048576"):
         await anext(
             client.generate(
-                text="x" * (2 << 20),
-                special=False,
+                prompt=TextPrompt("x" * (2 << 20)),
                 sampling=Sampling(temperature=0.0, max_tokens=1),
             )
         )
     with pytest.raises(InvalidRequest, match=r"the embedding request .* over the engine protocol.s limit"):
         await client.embed(["y" * (2 << 20)])
     sampling = Sampling(temperature=0.0, max_tokens=5)
-    chunks = [c async for c in client.generate(text="The capital of France is", special=False,
+    chunks = [c async for c in client.generate(prompt=TextPrompt("The capital of France is", special=False),
                                                sampling=sampling)]  # fmt: skip
     assert "Paris" in "".join(chunk.text for chunk in chunks)
 
@@ -327,7 +325,7 @@ async def test_a_grammar_in_flight_when_the_engine_died_is_refused_after(pool: E
 
     def generate(grammar: str, max_tokens: int = 400) -> AsyncIterator[Any]:
         sampling = Sampling(temperature=0.0, max_tokens=max_tokens, grammar=grammar)
-        return client.generate(text=chat, special=True, sampling=sampling)
+        return client.generate(prompt=TextPrompt(chat, special=True), sampling=sampling)
 
     assert [chunk async for chunk in generate(proven, max_tokens=3)][-1].finish_reason == "length"
     streams = [generate(suspect), generate(proven)]

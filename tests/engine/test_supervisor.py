@@ -16,7 +16,7 @@ import pytest
 from modelport.config import EngineSettings, Settings
 from modelport.engine.pool import EnginePool, resolve_checkpoint
 from modelport.engine.process import HEARTBEAT_SECONDS
-from modelport.engine.protocol import ModelLoadError, encode, read_message
+from modelport.engine.protocol import ModelLoadError, TextPrompt, encode, read_message
 from modelport.engine.supervisor import SupervisorClient, SupervisorThread
 from modelport.errors import DeploymentUnavailable
 from modelport.generation import Sampling
@@ -111,7 +111,7 @@ async def ask(pool: EnginePool, text: str = "The capital of France is", max_toke
     client = pool.get(GGUF)
     assert client is not None
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-    chunks = [c async for c in client.generate(text=text, special=False, sampling=sampling)]
+    chunks = [c async for c in client.generate(prompt=TextPrompt(text, special=False), sampling=sampling)]
     assert chunks[-1].finish_reason is not None
     return "".join(chunk.text for chunk in chunks)
 
@@ -149,7 +149,7 @@ async def test_deployments_of_one_file_share_one_engine_process(pool: EnginePool
 async def test_a_killed_engine_fails_its_requests_at_once_and_comes_back(pool: EnginePool) -> None:
     client = await pool.attach("dep", GGUF)
     pid = await engine_pid(pool)
-    stream = client.generate(text=CHAT, special=True, sampling=LONG)
+    stream = client.generate(prompt=TextPrompt(CHAT, special=True), sampling=LONG)
     received = 0
     started = 0.0
     with pytest.raises(DeploymentUnavailable, match="stopped while generating"):
@@ -248,7 +248,7 @@ async def test_a_stuck_engine_ends_its_requests_instead_of_hanging_them(supervis
     try:
         client = await pool.attach("dep", GGUF)
         pid = await engine_pid(pool)
-        stream = client.generate(text=CHAT, special=True, sampling=LONG)
+        stream = client.generate(prompt=TextPrompt(CHAT, special=True), sampling=LONG)
         received = 0
         stopped_at = 0.0
         try:

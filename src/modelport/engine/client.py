@@ -20,12 +20,14 @@ from typing import Any
 
 from modelport.engine.crashes import CrashLedger, grammar_fingerprint
 from modelport.engine.protocol import (
+    EnginePrompt,
     ProtocolError,
     chunk_from_wire,
     encode,
     encode_request,
     error_from_wire,
     is_error,
+    prompt_to_wire,
     read_message,
     sampling_to_wire,
 )
@@ -218,12 +220,12 @@ class EngineClient:
     async def generate(
         self,
         *,
-        text: str,
-        special: bool,
+        prompt: EnginePrompt,
         sampling: Sampling,
         account: str | None = None,
     ) -> AsyncGenerator[GenerationChunk, None]:
-        """Stream a generation. Closing the generator early cancels it in the engine.
+        """Stream a generation of `prompt` (text the engine tokenizes, or token ids it
+        evaluates as given). Closing the generator early cancels it in the engine.
         400 for a request too large to send, or whose grammar was in flight when this
         engine died (engine/crashes.py)."""
         fingerprint = grammar_fingerprint(sampling.grammar) if sampling.grammar else None
@@ -235,8 +237,7 @@ class EngineClient:
             {
                 "op": "submit",
                 "id": request_id,
-                "text": text,
-                "special": special,
+                **prompt_to_wire(prompt),
                 "sampling": sampling_to_wire(sampling),
                 "account": account,  # the engine caps each account's running sequences
             },

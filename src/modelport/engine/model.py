@@ -39,10 +39,10 @@ from modelport.engine.cpu import unsafe_repacking_off
 from modelport.engine.embedding import TextEmbedder, check_input_ids
 from modelport.engine.logprobs import token_logprob
 from modelport.engine.prefix import PrefixCache
-from modelport.engine.protocol import ModelLoadError
+from modelport.engine.protocol import EnginePrompt, ModelLoadError, TokenPrompt
 from modelport.engine.sampler import build_sampler, free_sampler
 from modelport.engine.sequences import Job, Sequence
-from modelport.engine.vocabulary import Vocabulary
+from modelport.engine.vocabulary import Vocabulary, check_prompt_ids
 from modelport.errors import (
     ContextWindowExceeded,
     DeploymentUnavailable,
@@ -204,32 +204,34 @@ class BatchEngine:
 
     # --- requests ---------------------------------------------------------------------
 
-    def submit_text(
-        self,
-        key: Hashable,
-        text: str,
-        *,
-        special: bool,
-        sampling: Sampling,
-        account: str | None = None,
+    def submit_prompt(
+        self, key: Hashable, prompt: EnginePrompt, *, sampling: Sampling, account: str | None = None
     ) -> ModelportError | None:
-        """Tokenize and queue a request; the error that refuses it, if any. max_tokens
-        is the caller's to choose (the service resolves it, once, for every vendor); this
-        checks only that it fits the window with the prompt. Left unset (a caller
-        other than the service), it is the rest of the window, within one request's
-        share of the cache."""
+        """Queue a request, its prompt as text (tokenized here) or as this model's token
+        ids (evaluated as given, each checked against the vocabulary); the error that
+        refuses it, if any. max_tokens is the caller's to choose (the service resolves
+        it, once, for every vendor); this checks only that it fits the window with the
+        prompt. Left unset (a caller other than the service), it is the rest of the
+        window, within one request's share of the cache."""
         if self.embedding_only:
             return InvalidRequest(f"{self.path.name} is an embedding model: it computes embeddings, not text")
-        longest = self.vocabulary.longest_token_bytes
-        most_bytes = self.context_window * longest
-        size = len(text.encode("utf-8", "surrogatepass"))  # about a millisecond for 4 MB
-        if size > most_bytes:
-            return ContextWindowExceeded(
-                f"the prompt is {size} bytes; this model's context window of {self.context_window} tokens holds at "
-                f"most {most_bytes} bytes (its longest token is {longest} bytes)",
-                context_window=self.context_window,
-            )
-        tokens = self.tokenize(text, special=special)
+        if isinstance(prompt, TokenPrompt):
+            try:
+                check_prompt_ids(prompt.ids, self.vocabulary.size)
+            except InvalidRequest as exc:
+                return exc
+            tokens = list(prompt.ids)
+        else:
+            longest = self.vocabulary.longest_token_bytes
+            most_bytes = self.context_window * longest
+            size = len(prompt.text.encode("utf-8", "surrogatepass"))  # about a millisecond for 4 MB
+            if size > most_bytes:
+                return ContextWindowExceeded(
+                    f"the prompt is {size} bytes; this model's context window of {self.context_window} tokens "
+                    f"holds at most {most_bytes} bytes (its longest token is {longest} bytes)",
+                    context_window=self.context_window,
+                )
+            tokens = self.tokenize(prompt.text, special=prompt.special)
         refused = self._outside_window(len(tokens), sampling.max_tokens)
         if refused is not None:
             return refused

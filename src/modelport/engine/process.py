@@ -42,6 +42,7 @@ from modelport.engine.protocol import (
     chunk_to_wire,
     encode,
     error_to_wire,
+    prompt_from_wire,
     sampling_from_wire,
 )
 from modelport.engine.self_check import self_check
@@ -192,10 +193,9 @@ class EngineServer:
     def _submit(self, gateway: _Gateway, message: dict[str, Any]) -> None:
         request_id = int(message["id"])
         key = gateway.key(request_id)
-        refused = self._engine.submit_text(
+        refused = self._engine.submit_prompt(
             key,
-            str(message["text"]),
-            special=bool(message.get("special")),
+            prompt_from_wire(message),
             sampling=sampling_from_wire(message["sampling"]),
             account=message.get("account"),
         )

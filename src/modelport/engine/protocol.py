@@ -10,6 +10,8 @@ as msgpack for these small messages.
 
 Gateway → engine:
   {"op": "submit", "id": 7, "text": "...", "special": true, "sampling": {...}, "account": "..."}
+  {"op": "submit", "id": 7, "tokens": [1, 2, ...], "sampling": {...}, "account": "..."}
+                                                      a prompt as the model's own token ids
   {"op": "embed", "id": 8, "texts": ["...", ...]}   sentence vectors (engine/embedding.py)
   {"op": "embed", "id": 8, "texts": [], "tokens": [[1, 2, ...], ...]}   inputs as token ids
   {"op": "count", "id": 9, "text": "...", "special": true}   a prompt's tokens, nothing generated
@@ -176,6 +178,47 @@ def encode_request(message: dict[str, Any], what: str) -> bytes:
 
 
 # --- the pieces of a message ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextPrompt:
+    """A prompt the engine tokenizes; `special`: control tokens in it are matched (a
+    rendered chat template's role markers), else they are plain text."""
+
+    text: str
+    special: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrompt:
+    """A prompt as the model's own token ids (OpenAI's legacy completions take them),
+    evaluated as given: no tokenizing, no template. How many there can be is bounded
+    before they get here: by the request body's size (MODELPORT_MAX_BODY_BYTES), by the
+    limits' prompt-token bound (each id is at least a byte of the prompt written out,
+    compat/openai.py), by MAX_MESSAGE_BYTES on this wire, and in the engine by the
+    context window (engine/model.py), which also checks each id against the vocabulary."""
+
+    ids: tuple[int, ...]
+
+
+EnginePrompt = TextPrompt | TokenPrompt
+
+
+def prompt_to_wire(prompt: EnginePrompt) -> dict[str, Any]:
+    if isinstance(prompt, TokenPrompt):
+        return {"tokens": list(prompt.ids)}
+    return {"text": prompt.text, "special": prompt.special}
+
+
+def prompt_from_wire(message: dict[str, Any]) -> EnginePrompt:
+    """A submit message's prompt; ValueError for ids that are not integers (the engine
+    refuses that request alone, engine/process.py)."""
+    tokens = message.get("tokens")
+    if tokens is None:
+        return TextPrompt(str(message["text"]), special=bool(message.get("special")))
+    if not isinstance(tokens, list) or not all(type(token) is int for token in tokens):
+        raise ValueError("a prompt's tokens are a list of integers")
+    return TokenPrompt(tuple(tokens))
 
 
 def sampling_to_wire(sampling: Sampling) -> dict[str, Any]:

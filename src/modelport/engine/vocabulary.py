@@ -8,7 +8,24 @@ directly, and keeps the pieces it has looked up: every generated token needs one
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from typing import Any
+
+from modelport.errors import InvalidRequest
+
+
+def check_prompt_ids(ids: Sequence[int], vocabulary: int) -> None:
+    """A 400 naming `prompt` when a prompt given as token ids holds ids a model of
+    `vocabulary` tokens lacks (checked as `logit_bias` ids and embedding inputs are:
+    by the gateway before sending, which knows the size from the engine's greeting, and
+    again by the engine, which evaluates them)."""
+    outside = sorted({token for token in ids if not 0 <= token < vocabulary})
+    if outside:
+        raise InvalidRequest(
+            f"prompt names token ids outside this model's vocabulary of {vocabulary}: "
+            + ", ".join(map(str, outside[:10])),
+            param="prompt",
+        )
 
 
 class Vocabulary:

@@ -10,14 +10,16 @@ from modelport.engine.control_tokens import neutralise_messages
 from modelport.engine.embedding import check_input_ids
 from modelport.engine.grammar import DEFAULT_BOUNDS, GrammarBounds, grammar_for
 from modelport.engine.pool import EnginePool
-from modelport.engine.protocol import ModelLoadError
+from modelport.engine.protocol import EnginePrompt, ModelLoadError, TextPrompt, TokenPrompt
 from modelport.engine.sampler import check_token_ids
+from modelport.engine.vocabulary import check_prompt_ids
 from modelport.errors import DeploymentUnavailable, InvalidRequest
 from modelport.generation import GenerationCall, GenerationChunk, Sampling
 from modelport.prompts.templates import render_chat_async
 from modelport.schemas.inference import MAX_SURFACE_STOP_SEQUENCES
 from modelport.vendors.base import (
     OPTIONAL_PARAMETERS,
+    TOKEN_PROMPT,
     Capabilities,
     ChunkStream,
     EmbeddingInput,
@@ -41,6 +43,7 @@ from modelport.vendors.embedded_tools import (
 # and tools (vendors/embedded_tools.py), one call per answer (so parallel_tool_calls
 # is honoured, whatever its value). Not n > 1: a GenerationChunk carries one choice.
 # No hint it could act on: a reasoning effort is left out (the model does not think).
+# A legacy completion's prompt as token ids is evaluated as given (`engine_prompt`).
 CAPABILITIES = Capabilities(
     vendor="LLMENGINE",
     parameters=(OPTIONAL_PARAMETERS - {"n"}) | {"parallel_tool_calls"},
@@ -50,6 +53,7 @@ CAPABILITIES = Capabilities(
     accepts_images=False,
     stops_at_stop_sequences=True,
     max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
+    content_kinds=frozenset({TOKEN_PROMPT}),
 )
 
 # Used only for a GGUF file that carries no chat template of its own.
@@ -102,13 +106,11 @@ class EmbeddedVendor:
         if info.vocabulary is not None:
             # Checked here too (the engine checks again), so a bad id is a 400 before streaming.
             check_token_ids(sampling.logit_bias, info.vocabulary)
-        text = await prompt_text(call, info, describe_tools=bool(forced or offered))
+        prompt = await engine_prompt(call, info, describe_tools=bool(forced or offered))
         # The engine tokenizes and checks that the prompt and max_tokens fit its window:
         # it has the vocabulary, and one message there costs less than a round trip to ask.
         # Closing the stream cancels the generation in the engine.
-        chunks = engine.generate(
-            text=text, special=call.messages is not None, sampling=sampling, account=target.account_id
-        )
+        chunks = engine.generate(prompt=prompt, sampling=sampling, account=target.account_id)
         if forced:
             return as_tool_call(chunks)
         return decided_tool_call(chunks, offered) if offered else chunks
@@ -119,8 +121,10 @@ class EmbeddedVendor:
     async def count_prompt(self, target: Target, call: GenerationCall) -> int:
         """The prompt's tokens as `stream` would send them (vendors/counting.py)."""
         engine = await self._model(target)
-        text = await prompt_text(call, engine.info, describe_tools=bool(forced_function_names(call)))
-        return await engine.count(text, special=call.messages is not None)
+        prompt = await engine_prompt(call, engine.info, describe_tools=bool(forced_function_names(call)))
+        if isinstance(prompt, TokenPrompt):
+            return len(prompt.ids)  # evaluated as given: each id is a prompt token
+        return await engine.count(prompt.text, special=prompt.special)
 
     async def embed(self, target: Target, texts: list[str]) -> Embeddings:
         """Mean-pooled unit vectors from the deployment's GGUF file (engine/embedding.py)."""
@@ -148,6 +152,18 @@ class EmbeddedVendor:
 
     async def aclose(self) -> None:
         await self._pool.close()
+
+
+async def engine_prompt(call: GenerationCall, info: EngineInfo, *, describe_tools: bool) -> EnginePrompt:
+    """What the engine evaluates: a legacy completion's token ids as given (400 naming
+    `prompt` for one outside the vocabulary, checked here too so that it comes before
+    any streaming; the engine checks again), else the text it tokenizes."""
+    if call.prompt_token_ids is not None:
+        if info.vocabulary is not None:
+            check_prompt_ids(call.prompt_token_ids, info.vocabulary)
+        return TokenPrompt(call.prompt_token_ids)
+    text = await prompt_text(call, info, describe_tools=describe_tools)
+    return TextPrompt(text, special=call.messages is not None)
 
 
 async def prompt_text(call: GenerationCall, info: EngineInfo, *, describe_tools: bool) -> str:
