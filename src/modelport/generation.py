@@ -66,6 +66,11 @@ class GenerationCall:
     # completions), for the vendors that take them (content_needs "token_prompt"); `prompt`
     # then holds them written out, which bounds their count for the limits.
     prompt_token_ids: tuple[int, ...] | None = None
+    # OpenAI's legacy `echo` with `logprobs`, computed by the vendor (content_needs
+    # "prompt_logprobs"): the answer's text starts with the prompt, and its logprobs
+    # cover the prompt's tokens, then the generated ones. (Echo alone is modelport's own:
+    # api/several.py puts the prompt before the answer, for any vendor.)
+    echo: bool = False
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     # OpenAI shapes, passed through (see the module docstring). `messages` may then also
@@ -143,7 +148,9 @@ class TokenAlternative:
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
     token: str
-    logprob: float
+    # None: the vendor computed none; only an echoed prompt's first token (nothing comes
+    # before it to predict it from), as OpenAI's legacy completions send it (null).
+    logprob: float | None
     bytes: list[int] | None
     top_logprobs: list[TokenAlternative] = field(default_factory=list)
 

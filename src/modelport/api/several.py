@@ -3,7 +3,9 @@ choices 0 … n-1 of one answer. Text completions may also carry several prompts
 indexed prompt-major: prompt i's choice j is choice i * n + j, as OpenAI does), `best_of`
 (best_of generations a prompt, the n with the highest mean token log-probability kept,
 in that order; the ranking asks each generation for its log-probabilities, shown only
-where the caller asked for them) and `echo` (each choice's text starts with its prompt).
+where the caller asked for them) and `echo` (each choice's text starts with its prompt,
+put there here; with `logprobs`, each generation asks the vendor to echo it, which alone
+computes the prompt's log-probabilities: compat/openai.py).
 
 Each choice is a request of its own through the inference service (admitted, limited,
 metered and billed like any other, so the prompt is billed once per choice), made from
@@ -51,14 +53,16 @@ def several(body: wire.ChatCompletionBody | wire.TextCompletionBody) -> bool:
 class _Plan(Generic[Body]):
     """What one request generates: a body per generation (prompt-major), how many a
     prompt has (`each`), how many of those are kept (`kept`), each prompt's echo ("" for
-    none), and whether the caller asked to see the log-probabilities (best_of asks for
-    them to rank by, whether or not the caller did)."""
+    none), whether the caller asked to see the log-probabilities (best_of asks for
+    them to rank by, whether or not the caller did), and whether the vendor echoes the
+    prompts instead (echo with logprobs: only it computes the prompt's)."""
 
     bodies: list[Body]
     each: int
     kept: int
     echoes: list[str]
     logprobs_shown: bool = True
+    vendor_echoes: bool = False
 
 
 def _plan(body: Body) -> _Plan[Body]:
@@ -66,24 +70,24 @@ def _plan(body: Body) -> _Plan[Body]:
     if not isinstance(body, wire.TextCompletionBody):
         return _Plan([_one_of(body, index, {}) for index in range(n)], n, n, [""])
     prompts = body.prompts()
-    if body.echo and any(not isinstance(prompt, str) for prompt in prompts):
-        raise InvalidRequest("echo needs the prompts as text, not token ids", param="echo")
-    if body.echo and body.logprobs is not None:
-        raise InvalidRequest(
-            "echo with logprobs is not supported: the prompt's own log-probabilities are not computed",
-            param="echo",
-        )
+    # Echo with logprobs goes to the vendor, which alone can compute the prompt's (a 400
+    # naming the deployments that can, elsewhere: compat/openai.py); echo alone is done here.
+    vendor_echoes = bool(body.echo) and body.logprobs is not None
+    if body.echo and not vendor_echoes and any(not isinstance(prompt, str) for prompt in prompts):
+        raise InvalidRequest("echo needs the prompts as text, not token ids (or with logprobs)", param="echo")
     each = body.best_of or n
     ranked = each > n
     # The ranking needs every generation's token log-probabilities (at least the chosen token's).
     logprobs = body.logprobs if body.logprobs is not None or not ranked else 0
+    echo = True if vendor_echoes else None
     bodies = [
-        _one_of(body, index * each + draw, {"prompt": prompt, "best_of": None, "echo": None, "logprobs": logprobs})
+        _one_of(body, index * each + draw, {"prompt": prompt, "best_of": None, "echo": echo, "logprobs": logprobs})
         for index, prompt in enumerate(prompts)
         for draw in range(each)
     ]
-    echoes = [prompt if body.echo and isinstance(prompt, str) else "" for prompt in prompts]
-    return cast("_Plan[Body]", _Plan(bodies, each, n, echoes, logprobs_shown=body.logprobs is not None))
+    echoes = [prompt if body.echo and not vendor_echoes and isinstance(prompt, str) else "" for prompt in prompts]
+    shown = body.logprobs is not None
+    return cast("_Plan[Body]", _Plan(bodies, each, n, echoes, logprobs_shown=shown, vendor_echoes=vendor_echoes))
 
 
 def _one_of(body: Body, index: int, update: dict[str, Any]) -> Body:
@@ -97,12 +101,15 @@ def _unsupported(error: BaseException) -> list[str]:
     return list(error.extra.get("unsupported_parameters") or []) if isinstance(error, InvalidRequest) else []
 
 
-def _mean_logprob(piece: Generated) -> float:
+def _mean_logprob(piece: Generated, *, echoed: bool) -> float:
     """What best_of ranks by: the mean log-probability of the generated tokens (an empty
-    answer last)."""
-    if not piece.logprobs:
+    answer last). An answer the vendor echoed has the prompt's entries first: the
+    generated tokens are its last `response_tokens` (the vendor's count)."""
+    entries = piece.logprobs[len(piece.logprobs) - (piece.response_tokens or 0) :] if echoed else piece.logprobs
+    values = [entry.logprob for entry in entries if entry.logprob is not None]
+    if not values:
         return -math.inf
-    return sum(entry.logprob for entry in piece.logprobs) / len(piece.logprobs)
+    return sum(values) / len(values)
 
 
 def _wrapped(seed: int) -> int:
@@ -157,7 +164,7 @@ async def answer(
     for start in range(0, len(bodies), plan.each):
         drawn = list(range(start, start + plan.each))
         if plan.kept < plan.each:  # best_of: the highest mean log-probability first (stable)
-            drawn = sorted(drawn, key=lambda at: -_mean_logprob(generated[at]))[: plan.kept]
+            drawn = sorted(drawn, key=lambda at: -_mean_logprob(generated[at], echoed=plan.vendor_echoes))[: plan.kept]
         for at in drawn:
             choice = wholes[at].choices[0]
             update: dict[str, Any] = {"index": len(choices)}

@@ -11,7 +11,10 @@ Two choices differ from the v4 routes, to match OpenAI: `temperature` defaults t
 the answer echoes the `model` the caller named. Stop sequences may be more than the v4
 routes' 4 where the deployment's vendor takes them (`Capabilities.max_stop_sequences`).
 `file` (PDF) and `input_audio` parts travel to the vendors that take them
-(`Capabilities.content_kinds`: OpenAI's), and are a 400 naming them elsewhere.
+(`Capabilities.content_kinds`: OpenAI's), and are a 400 naming them elsewhere; so do a
+legacy completion's token-id prompts (`TOKEN_PROMPT`: OpenAI-compatible servers and the
+embedded engine) and its `echo` with `logprobs` (`PROMPT_LOGPROBS`: the vendor computes
+the prompt's log-probabilities and its answer is returned as it is).
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest, CompletionRequest, wire_logprobs
-from modelport.vendors.base import HINT_PARAMETERS, TOKEN_PROMPT
+from modelport.vendors.base import HINT_PARAMETERS, PROMPT_LOGPROBS, TOKEN_PROMPT
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
+# How a 400 names echo with logprobs where the deployment's vendor cannot compute them
+# (inference/calls.py `check_content`): which deployments can.
+ECHO_WITH_LOGPROBS = (
+    "echo with logprobs (the prompt's own log-probabilities: deployments of OpenAI or of an OpenAI-compatible "
+    "server, such as vLLM or llama.cpp's, compute them; the embedded engine does not)"
+)
 # SGP names -> the OpenAI names a caller sent, for error messages.
 _PARAMETER_NAMES = {"stop_sequences": "stop", "chat_history": "messages", "prompt": "messages"}
 
@@ -86,10 +95,20 @@ def text_request(body: wire.TextCompletionBody) -> TextRequest:
     # The legacy API has none of chat's hints; what its body shares with chat's is named.
     dropped = tuple(name for name in _SHARED_HINTS if getattr(body, name) is not None) + _unsent(body)
     options = _call_options(body)
+    needs: dict[str, str] = {}
     [prompt] = body.prompts()  # api/several.py makes a body of each prompt
+    if body.echo and body.logprobs is not None:  # only the vendor can compute the prompt's logprobs
+        options["echo"] = True
+        needs[PROMPT_LOGPROBS] = ECHO_WITH_LOGPROBS
+        stop = next((stop for stop in body.stop_sequences() or () if isinstance(prompt, str) and stop in prompt), None)
+        if stop is not None:  # the service's stop filter reads the echoed prompt too, and would cut it there
+            raise InvalidRequest(f"echo with logprobs: the prompt holds the stop sequence {stop!r}", param="stop")
     if not isinstance(prompt, str):  # token ids: for the vendors that take them
-        options.update(prompt_token_ids=tuple(prompt), content_needs={TOKEN_PROMPT: "prompts as token ids"})
+        options["prompt_token_ids"] = tuple(prompt)
+        needs[TOKEN_PROMPT] = "prompts as token ids"
         prompt = " ".join(map(str, prompt))  # at least a byte an id: what the limits reserve bounds them
+    if needs:
+        options["content_needs"] = needs
     return TextRequest(_validated(CompletionRequest, {"prompt": prompt, **sampling}), options=options, dropped=dropped)
 
 
@@ -311,7 +330,11 @@ def _text_logprobs(entries: list[GeneratedLogprob], offset: int) -> wire.TextLog
     return wire.TextLogprobs(
         tokens=[entry.token for entry in entries],
         token_logprobs=[entry.logprob for entry in entries],
-        top_logprobs=[{alt.token: alt.logprob for alt in entry.top_logprobs} for entry in entries],
+        # An echoed prompt's first token has neither (null), as OpenAI sends it.
+        top_logprobs=[
+            None if entry.logprob is None else {alt.token: alt.logprob for alt in entry.top_logprobs}
+            for entry in entries
+        ],
         text_offset=offsets,
     )
 

@@ -38,6 +38,6 @@ def self_check(engine: BatchEngine) -> None:
         raise ModelLoadError(f"the start-up self-check failed: {errors[0].detail}")
     chunks = [event for event in events if isinstance(event, GenerationChunk)]
     logprobs = [entry.logprob for chunk in chunks for entry in chunk.logprobs or []]
-    if len(logprobs) != 2 or not all(math.isfinite(value) and value <= 0 for value in logprobs):
+    if len(logprobs) != 2 or not all(value is not None and math.isfinite(value) and value <= 0 for value in logprobs):
         raise ModelLoadError(f"the start-up self-check computed invalid log-probabilities {logprobs}")
     engine.forget_kept_prefixes()  # no request shares the check's prompt

@@ -384,11 +384,12 @@ class ChatCompletionChunk(BaseModel):
 
 
 class TextLogprobs(BaseModel):
-    """The legacy completions API's logprobs: parallel lists, one entry per token."""
+    """The legacy completions API's logprobs: parallel lists, one entry per token (with
+    `echo`, the prompt's first: null, nothing comes before it)."""
 
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]] | None
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None] | None
     text_offset: list[int]
 
 

@@ -65,14 +65,16 @@ HINT_PARAMETERS = frozenset(
 # `document` blocks (PDF, URL or custom sources), `search_result` blocks, images inside a
 # `tool_result`, server tools (`web_search_*`, `code_execution_*`, `bash_*`, ...),
 # `mcp_servers` and `container`; OpenAI's `file` (PDF) and `input_audio` parts, and a
-# legacy completion's prompt as token ids (`TOKEN_PROMPT`). A vendor lists those it takes
-# in `Capabilities.content_kinds`.
+# legacy completion's prompt as token ids (`TOKEN_PROMPT`), and its `echo` with `logprobs`
+# (`PROMPT_LOGPROBS`: the prompt's own log-probabilities, which only the vendor can compute).
+# A vendor lists those it takes in `Capabilities.content_kinds`.
 ANTHROPIC_CONTENT = frozenset(
     {"document", "search_result", "tool_result_image", "server_tools", "mcp_servers", "container"}
 )
 OPENAI_CONTENT = frozenset({"file", "input_audio"})
 TOKEN_PROMPT = "token_prompt"
-CONTENT_KINDS = ANTHROPIC_CONTENT | OPENAI_CONTENT | {TOKEN_PROMPT}
+PROMPT_LOGPROBS = "prompt_logprobs"
+CONTENT_KINDS = ANTHROPIC_CONTENT | OPENAI_CONTENT | {TOKEN_PROMPT, PROMPT_LOGPROBS}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,14 @@ from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
 from modelport.limits.token_estimate import estimate_prompt_tokens
 from modelport.schemas.inference import MAX_SURFACE_STOP_SEQUENCES
-from modelport.vendors.base import OPENAI_CONTENT, TOKEN_PROMPT, Capabilities, RelayedEvents, Target
+from modelport.vendors.base import (
+    OPENAI_CONTENT,
+    PROMPT_LOGPROBS,
+    TOKEN_PROMPT,
+    Capabilities,
+    RelayedEvents,
+    Target,
+)
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
@@ -58,9 +65,13 @@ OPENAI_REASONING = Capabilities(
     accepts_images=True,
     content_kinds=OPENAI_CONTENT,
 )
-# Legacy completions take a prompt as token ids, passed through (OpenAI's, vLLM's).
+# Legacy completions take a prompt as token ids, passed through (OpenAI's, vLLM's), and
+# return log-probabilities in their own shape (`logprobs: k`), the prompt's too with
+# `echo` (OpenAI, vLLM, llama.cpp's server: `PROMPT_LOGPROBS`).
+_LEGACY_LOGPROBS = frozenset({"logprobs", "top_logprobs"})
+_LEGACY_CONTENT = frozenset({TOKEN_PROMPT, PROMPT_LOGPROBS})
 OPENAI_COMPLETIONS = Capabilities(
-    vendor="OPENAI", parameters=_SAMPLING | _DRAW, fills_window=True, content_kinds=frozenset({TOKEN_PROMPT})
+    vendor="OPENAI", parameters=_SAMPLING | _DRAW | _LEGACY_LOGPROBS, fills_window=True, content_kinds=_LEGACY_CONTENT
 )
 LLMENGINE_OPENAI = Capabilities(
     vendor="LLMENGINE",
@@ -74,10 +85,10 @@ LLMENGINE_OPENAI = Capabilities(
 )
 LLMENGINE_OPENAI_COMPLETIONS = Capabilities(
     vendor="LLMENGINE",
-    parameters=_SAMPLING | _DRAW | {"top_k"},
+    parameters=_SAMPLING | _DRAW | _LEGACY_LOGPROBS | {"top_k"},
     default_max_tokens=100,
     max_stop_sequences=MAX_SURFACE_STOP_SEQUENCES,
-    content_kinds=frozenset({TOKEN_PROMPT}),
+    content_kinds=_LEGACY_CONTENT,
 )
 
 # o1, o3, o4-mini, gpt-5...: they take max_completion_tokens and reject temperature.
@@ -185,9 +196,13 @@ class OpenAICompatible(OpenAIRetrieval):
         }
         body.update({name: value for name, value in optional.items() if value is not None})
         body.update(call.hints or {})  # only those this vendor takes (inference/params.py)
-        if sampling.logprobs:
+        if sampling.logprobs and call.messages is None:  # the legacy shape: how many alternatives
+            body["logprobs"] = sampling.top_logprobs
+        elif sampling.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = sampling.top_logprobs
+        if call.echo:  # the upstream's answer is returned as it is: prompt first, its logprobs too
+            body["echo"] = True
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(target.settings.extra_body or {})
@@ -373,6 +388,8 @@ def _tool_call_deltas(deltas: Any) -> list[dict[str, Any]] | None:
 
 
 def _logprobs(block: Any) -> list[TokenLogprob] | None:
+    if isinstance(block, dict) and isinstance(block.get("tokens"), list):
+        return _legacy_logprobs(block)
     if not isinstance(block, dict) or not isinstance(block.get("content"), list):
         return None
     # A token that splits a character arrives as escaped text ("\\xf0\\x9f"); its text
@@ -393,4 +410,24 @@ def _logprobs(block: Any) -> list[TokenLogprob] | None:
             ],
         )
         for entry in block["content"]
+    ]
+
+
+def _legacy_logprobs(block: dict[str, Any]) -> list[TokenLogprob]:
+    """The legacy completions' parallel lists, one entry a token. An echoed prompt's first
+    token has no log-probability nor alternatives (null): kept as None."""
+    tokens = [str(token) for token in block["tokens"]]
+    values = block.get("token_logprobs") or [None] * len(tokens)
+    alternatives = block.get("top_logprobs") or [None] * len(tokens)
+    return [
+        TokenLogprob(
+            token=token,
+            logprob=None if value is None else float(value),
+            bytes=list(token.encode("utf-8")),
+            top_logprobs=[
+                TokenAlternative(token=str(alt), logprob=float(alt_value), bytes=list(str(alt).encode("utf-8")))
+                for alt, alt_value in (alts or {}).items()
+            ],
+        )
+        for token, value, alts in zip(tokens, values, alternatives, strict=False)
     ]
