@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,6 +27,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from modelport import __version__
 from modelport.api import batch_calls, error_shapes, openapi_bodies, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
+from modelport.api.hot_path import HotPath
 from modelport.api.limits import RequestGuard, Upload
 from modelport.api.routes import (
     accounts,
@@ -83,6 +85,7 @@ from modelport.vendors.adapters import COHERE, EMBEDDED, OPENAI_COMPATIBLE, Vend
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.bedrock import BedrockVendor
 from modelport.vendors.bounded import AnswerBounds
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.cohere import CohereVendor
 from modelport.vendors.embedded import EmbeddedVendor
 from modelport.vendors.google import GoogleVendor
@@ -127,10 +130,10 @@ def _register_upstream_vendors(
         answers=AnswerBounds.from_settings(settings),
     )
 
-    def pooled_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
-            transport=transport or AiohttpTransport(policy=settings.policy, max_connections=512),
+    def pooled_client() -> UpstreamClient:
+        return UpstreamClient(
+            transport or AiohttpTransport(policy=settings.policy, max_connections=512),
+            httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
         )
 
     vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
@@ -460,6 +463,22 @@ def create_app(
     web.install(app)
     file_upload = Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")
     uploads = {batches_route.FILES_PATH: file_upload, sgp_files_route.SGP_FILES_PATH: file_upload}
+    # Innermost: past the guard's checks, the inference routes are served without
+    # FastAPI's routing and dependency resolution (api/hot_path.py).
+    hot_routers = (
+        inference.router,
+        sgp_legacy.router,
+        openai_compat.router,
+        anthropic_compat.router,
+        responses_route.router,
+    )
+    hot_routes = [
+        route
+        for router in hot_routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.methods == {"POST"}
+    ]
+    app.add_middleware(HotPath, routes=hot_routes, exception_handlers=app.exception_handlers)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads=uploads)
     if settings.cors_origins:
         # Outside the guard, so a browser's preflight is answered before any check. Keys
