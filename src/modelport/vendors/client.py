@@ -78,7 +78,13 @@ class UpstreamClient:
         if headers:
             sent.update(headers)
         return httpx.Request(
-            method, _parsed(url), content=content, data=data, headers=sent, params=params, extensions={"timeout": self._timeout}
+            method,
+            _parsed(url),
+            content=content,
+            data=data,
+            headers=sent,
+            params=params,
+            extensions={"timeout": self._timeout},
         )
 
     async def send(self, request: httpx.Request, *, stream: bool = True) -> httpx.Response:
