@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,6 +27,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from modelport import __version__
 from modelport.api import batch_calls, error_shapes, openapi_bodies, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
+from modelport.api.hot_path import HotPath
 from modelport.api.limits import RequestGuard, Upload
 from modelport.api.routes import (
     accounts,
@@ -78,20 +80,9 @@ from modelport.prompts.render_pool import configure_render_pool
 from modelport.schemas.errors import ErrorResponse, ValidationErrorResponse, validation_detail
 from modelport.store import db, usage
 from modelport.store.cache import CatalogueCache
-from modelport.vendors import openai
-from modelport.vendors.adapters import COHERE, EMBEDDED, OPENAI_COMPATIBLE, VendorRegistry
-from modelport.vendors.anthropic import AnthropicVendor
-from modelport.vendors.bedrock import BedrockVendor
-from modelport.vendors.bounded import AnswerBounds
-from modelport.vendors.cohere import CohereVendor
+from modelport.vendors.adapters import EMBEDDED, VendorRegistry
 from modelport.vendors.embedded import EmbeddedVendor
-from modelport.vendors.google import GoogleVendor
-from modelport.vendors.llmengine import LLMEngineVendor
-from modelport.vendors.llmengine_v1 import LLMEngineV1
-from modelport.vendors.openai import OpenAICompatible
-from modelport.vendors.transport import AiohttpTransport
-from modelport.vendors.upstream import RetryPolicy
-from modelport.vendors.vertex import VertexVendor
+from modelport.vendors.wiring import register_upstream_vendors
 
 log = logging.getLogger(__name__)
 
@@ -114,41 +105,6 @@ def start_engine_supervisor(settings: Settings) -> SupervisorThread:
     supervisor = SupervisorThread(settings.engine, on_failed=failed, on_recovered=recovered)
     supervisor.start()
     return supervisor
-
-
-def _register_upstream_vendors(
-    vendors: VendorRegistry, settings: Settings, transport: httpx.AsyncBaseTransport | None
-) -> None:
-    """One pooled HTTP client per vendor, created here and closed at shutdown.
-    `transport` replaces the network (tests inject recorded vendor answers)."""
-    policy = RetryPolicy(
-        attempts=settings.upstream_attempts,
-        backoff=settings.upstream_backoff,
-        answers=AnswerBounds.from_settings(settings),
-    )
-
-    def pooled_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
-            transport=transport or AiohttpTransport(policy=settings.policy, max_connections=512),
-        )
-
-    vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
-    vendors.register(
-        "LLMENGINE",
-        LLMEngineVendor(
-            {
-                "openai": OpenAICompatible(pooled_client(), openai.LLMENGINE, policy),
-                "llmengine-v1": LLMEngineV1(pooled_client(), policy),
-            }
-        ),
-    )
-    vendors.register(OPENAI_COMPATIBLE, OpenAICompatible(pooled_client(), openai.COMPATIBLE, policy))
-    vendors.register("ANTHROPIC", AnthropicVendor(pooled_client(), policy))
-    vendors.register("GOOGLE", GoogleVendor(pooled_client(), policy))
-    vendors.register(COHERE, CohereVendor(pooled_client(), policy))
-    vendors.register("BEDROCK", BedrockVendor(pooled_client(), policy, settings.policy))
-    vendors.register("VERTEX_AI", VertexVendor(pooled_client(), policy, settings.policy))
 
 
 async def prepare_database(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -206,7 +162,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if own_supervisor is not None:  # no engine outlives a start-up that failed
             await asyncio.to_thread(own_supervisor.stop)
         raise
-    _register_upstream_vendors(vendors, settings, app.state.upstream_transport)
+    register_upstream_vendors(vendors, settings, app.state.upstream_transport)
     app.state.vendors = vendors
     recorder = UsageRecorder(app.state.sessions, interval=settings.usage_flush_seconds)
     recorder.start()
@@ -460,6 +416,22 @@ def create_app(
     web.install(app)
     file_upload = Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")
     uploads = {batches_route.FILES_PATH: file_upload, sgp_files_route.SGP_FILES_PATH: file_upload}
+    # Innermost: past the guard's checks, the inference routes are served without
+    # FastAPI's routing and dependency resolution (api/hot_path.py).
+    hot_routers = (
+        inference.router,
+        sgp_legacy.router,
+        openai_compat.router,
+        anthropic_compat.router,
+        responses_route.router,
+    )
+    hot_routes = [
+        route
+        for router in hot_routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.methods == {"POST"}
+    ]
+    app.add_middleware(HotPath, routes=hot_routes, exception_handlers=app.exception_handlers)
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads=uploads)
     if settings.cors_origins:
         # Outside the guard, so a browser's preflight is answered before any check. Keys

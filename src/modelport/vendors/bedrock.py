@@ -39,6 +39,7 @@ from modelport.errors import InvalidRequest, MissingCredential, ModelportError, 
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.policy import ServerPolicy
 from modelport.vendors.base import Capabilities, ChunkStream, Target
+from modelport.vendors.client import HttpClient
 from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.settings import BedrockSettings
 from modelport.vendors.turns import conversation
@@ -138,7 +139,7 @@ class _Signed(Outgoing):
 class BedrockVendor(HttpVendor):
     vendor = "BEDROCK"
 
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy, server: ServerPolicy) -> None:
+    def __init__(self, client: HttpClient, policy: RetryPolicy, server: ServerPolicy) -> None:
         super().__init__(client, policy)
         self._server = server
 

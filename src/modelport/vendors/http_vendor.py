@@ -22,6 +22,7 @@ import httpx
 from modelport.errors import InvalidRequest, ModelportError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, ChunkStream, Target
+from modelport.vendors.client import HttpClient
 from modelport.vendors.upstream import (
     RetryPolicy,
     api_key_for,
@@ -84,7 +85,7 @@ class HttpVendor(ABC):
 
     vendor: str
 
-    def __init__(self, client: httpx.AsyncClient, policy: RetryPolicy) -> None:
+    def __init__(self, client: HttpClient, policy: RetryPolicy) -> None:
         self._client = client
         self._policy = policy
 

@@ -29,6 +29,7 @@ from modelport.vendors.base import (
     RelayedEvents,
     Target,
 )
+from modelport.vendors.client import HttpClient
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
@@ -139,7 +140,7 @@ LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS,
 
 
 class OpenAICompatible(OpenAIRetrieval):
-    def __init__(self, client: httpx.AsyncClient, flavour: Flavour, policy: RetryPolicy) -> None:
+    def __init__(self, client: HttpClient, flavour: Flavour, policy: RetryPolicy) -> None:
         super().__init__(client, policy)
         self._flavour = flavour
         self.vendor = flavour.vendor

@@ -46,6 +46,7 @@ from modelport.vendors.bounded import (
     read_json_within,
     too_slow,
 )
+from modelport.vendors.client import HttpClient
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -100,7 +101,7 @@ def configured_headers(target: Target) -> dict[str, str]:
 
 
 def json_request(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     body: dict[str, Any],
     *,
@@ -219,7 +220,7 @@ def called_url(response: httpx.Response) -> str:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     request: httpx.Request,
     *,
     vendor: str,
