@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 from modelport.errors import UpstreamError, UpstreamTimeout
 from modelport.observability import metrics
@@ -247,6 +248,11 @@ async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
 
 
 def parse_json(body: bytes | bytearray | str, *, vendor: str, what: str) -> Any:
+    # orjson first: a stream parses one of these per event, and it is several times faster
+    # than the standard library. What it refuses (NaN, a lone surrogate, an integer past 64
+    # bits, not JSON at all) is read as before, so that an answer reads the same either way.
+    with contextlib.suppress(orjson.JSONDecodeError):
+        return orjson.loads(body)
     try:
         text = body if isinstance(body, str) else body.decode("utf-8")
     except UnicodeDecodeError as exc:
