@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.store import accounts, db
 from tests.store.test_migration_cached_tokens import _downgrade
-from tests.store.test_migration_key_allow_lists import engine  # noqa: F401  (the fixture: both databases)
 
 NEW_COLUMNS = {"rpm_limit", "tpm_limit", "max_parallel_requests", "max_budget", "budget_duration", "budget_started_at"}
 REVISION, BEFORE = "0013", "0012"
@@ -27,7 +26,7 @@ def _account_columns(connection: Connection) -> set[str]:
     "sqlite_version", [sqlite3.sqlite_version_info, (3, 34, 1)], ids=["this-sqlite", "sqlite-3.34"]
 )
 async def test_account_limit_columns_up_and_down(
-    engine: AsyncEngine,  # noqa: F811
+    engine: AsyncEngine,
     sqlite_version: tuple[int, int, int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

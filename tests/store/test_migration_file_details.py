@@ -5,32 +5,17 @@ output expiry; a downgrade drops the columns and keeps the file, its bytes and t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.batches.views import sgp_file
 from modelport.store import batches, db
-from tests.conftest import own_database
 from tests.store.test_migration_cached_tokens import _downgrade
 
 NEW_COLUMNS = {"md5_checksum", "mime_type", "created_by_identity_type", "expires_at"}
 NEW_BATCH_COLUMNS = {"model", "output_expires_after_seconds"}
 REVISION, BEFORE = "0016", "0015"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
-        made = db.make_engine(url)
-        try:
-            yield made
-        finally:
-            await made.dispose()
 
 
 def _file_columns(connection: Connection) -> set[str]:

@@ -4,32 +4,18 @@ store), and go on a downgrade; the rest of the schema stays."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.store import batches, db
 from modelport.store.tables import Batch, BatchFile, BatchLine
-from tests.conftest import own_database
 from tests.store.test_migration_cached_tokens import _downgrade
 
 TABLES = {"batch_files", "batch_file_chunks", "batches", "batch_lines"}
 REVISION, BEFORE = "0015", "0014"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
-        made = db.make_engine(url)
-        try:
-            yield made
-        finally:
-            await made.dispose()
 
 
 def _tables(connection: Connection) -> set[str]:

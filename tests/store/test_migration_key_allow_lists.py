@@ -4,33 +4,17 @@ keeps the key."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.catalogue.keys import hash_key
 from modelport.store import accounts, db
-from tests.conftest import own_database
 from tests.store.test_migration_cached_tokens import _downgrade
 from tests.store.test_migration_key_rotation import _key_columns
 
 NEW_COLUMNS = {"allowed_models", "allowed_deployments"}
 SECRET = "mp_made_before_allow_lists_0123456789"
 REVISION, BEFORE = "0012", "0011"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An empty database of each kind, of this test's own."""
-    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
-        made = db.make_engine(url)
-        try:
-            yield made
-        finally:
-            await made.dispose()
 
 
 async def test_key_allow_list_columns_up_and_down(engine: AsyncEngine) -> None:

@@ -4,32 +4,17 @@ downgrade drops the column and keeps the key."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.catalogue.keys import hash_key
 from modelport.store import accounts, db
-from tests.conftest import own_database
 from tests.store.test_migration_cached_tokens import _downgrade
 from tests.store.test_migration_key_rotation import _key_columns
 
 NEW_COLUMN = "cache_ttl_seconds"
 SECRET = "mp_made_before_the_cache_0123456789"
 REVISION, BEFORE = "0014", "0013"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
-        made = db.make_engine(url)
-        try:
-            yield made
-        finally:
-            await made.dispose()
 
 
 async def test_key_cache_column_up_and_down(engine: AsyncEngine) -> None:

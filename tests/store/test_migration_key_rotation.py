@@ -5,17 +5,13 @@ gives back the table the revision before it had, the key kept."""
 from __future__ import annotations
 
 import ast
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.catalogue.keys import hash_key
 from modelport.store import accounts, db
-from tests.conftest import own_database
 from tests.store.test_migration_cached_tokens import _downgrade  # Alembic's downgrade, on one connection
 
 NEW_COLUMNS = {"expires_at", "previous_key_hash", "previous_key_retired_at"}
@@ -33,17 +29,6 @@ def _revisions() -> tuple[str, str]:
 
 
 REVISION, BEFORE = _revisions()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An empty database of each kind, of this test's own."""
-    async with own_database(request.param, tmp_path, prefix="modelport_migration") as url:
-        made = db.make_engine(url)
-        try:
-            yield made
-        finally:
-            await made.dispose()
 
 
 def _key_columns(connection: Connection) -> set[str]:
