@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport.api.sse import data_event
 from modelport.compat import anthropic, openai, sgp
 from modelport.errors import InvalidRequest, RateLimited, UpstreamError
 from modelport.generation import GenerationCall, GenerationChunk, UsageEvent
@@ -256,7 +257,7 @@ async def test_a_client_gone_mid_stream_is_499_billed_for_what_was_generated(wor
     )
     events = sgp.completion_events(request, pieces)
     first = await anext(events)
-    assert first.completions == [["hi", ["Hel"]]]
+    assert data_event(first) == b'data: {"completions":[["hi",["Hel"]]]}\n\n'
     await events.aclose()  # what the SSE response does when its client goes away
     [event] = world.usage
     assert (event.status, event.response_tokens) == (499, 1)

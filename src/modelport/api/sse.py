@@ -31,6 +31,7 @@ from starlette.types import Send
 from modelport.errors import ModelportError
 from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
 from modelport.observability.shutdown import gate
+from modelport.schemas.inference import EncodedEvent
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ CLOSING_SECONDS = 5
 Item = TypeVar("Item")
 
 
-def data_event(payload: BaseModel) -> bytes:
+def data_event(payload: BaseModel | EncodedEvent) -> bytes:
     """One `data:` line of JSON: an event of the SGP and OpenAI surfaces."""
+    if isinstance(payload, EncodedEvent):
+        return b"data: " + payload.json + b"\n\n"
     return b"data: " + payload.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
 

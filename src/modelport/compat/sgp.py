@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import orjson
+
 from modelport.inference.calls import V4_WINDOW
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
@@ -23,6 +25,7 @@ from modelport.schemas.inference import (
     ChoiceLogprobs,
     CompletionRequest,
     CompletionResponse,
+    EncodedEvent,
     wire_logprobs,
 )
 
@@ -75,9 +78,19 @@ def completion(request: CompletionRequest, generated: Generated) -> CompletionRe
 
 async def completion_events(
     request: CompletionRequest, pieces: AsyncGenerator[Generated, None]
-) -> AsyncIterator[CompletionResponse]:
+) -> AsyncIterator[CompletionResponse | EncodedEvent]:
     """The v4 stream: one `CompletionResponse` per piece. Closing it closes the service's
-    stream, which settles the request then."""
+    stream, which settles the request then.
+
+    A text delta's event is `{"completions":[[prompt,[text]]]}`: the same bytes every
+    time but for the text. It is made from a template, the prompt encoded once rather
+    than once a token (what `completion` would write, byte for byte: both encoders write
+    the same JSON for a string); the other events go through the model."""
+    head = b'{"completions":[[' + orjson.dumps(request.prompt) + b",["
     async with contextlib.aclosing(pieces):
         async for piece in pieces:
-            yield completion(request, piece)
+            plain = piece.finish_reason is None and piece.prompt_tokens is None and piece.response_tokens is None
+            if plain and not request.logprobs:
+                yield EncodedEvent(head + orjson.dumps(piece.text) + b"]]]}")
+            else:
+                yield completion(request, piece)

@@ -19,7 +19,13 @@ from modelport.compat import sgp
 from modelport.inference.calls import V4_WINDOW
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
-from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse, UserMessage
+from modelport.schemas.inference import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    CompletionResponse,
+    EncodedEvent,
+    UserMessage,
+)
 from modelport.schemas.sgp_legacy import (
     ChatCompletionsRequest,
     ChatCompletionsResponse,
@@ -90,5 +96,7 @@ def whole(body: LegacyRequest, generated: Generated) -> ChatCompletionsResponse 
     )
 
 
-def events(body: LegacyRequest, pieces: AsyncGenerator[Generated, None]) -> AsyncIterator[CompletionResponse]:
+def events(
+    body: LegacyRequest, pieces: AsyncGenerator[Generated, None]
+) -> AsyncIterator[CompletionResponse | EncodedEvent]:
     return sgp.completion_events(v4_request(body), pieces)

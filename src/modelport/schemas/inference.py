@@ -6,6 +6,7 @@ Responses mirror the SDK's `CompletionResponse` type exactly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -215,6 +216,15 @@ class ChoiceLogprobs(BaseModel):
 class Choice(BaseModel):
     index: int = 0
     logprobs: ChoiceLogprobs | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A stream event's JSON, already encoded: where an event is the same bytes each time
+    but for its text, it is made from a template (`compat/sgp.py`) and written as it is
+    (`api/sse.py`), byte for byte what the event's model would have written."""
+
+    json: bytes
 
 
 class CompletionResponse(BaseModel):

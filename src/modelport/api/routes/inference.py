@@ -12,7 +12,7 @@ from modelport.api import sse
 from modelport.api.answers import TextSurface, asks_no_cache
 from modelport.api.deps import CurrentPrincipal, Service, parse_body
 from modelport.compat import sgp
-from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse
+from modelport.schemas.inference import ChatCompletionRequest, CompletionRequest, CompletionResponse, EncodedEvent
 
 router = APIRouter(tags=["inference"])
 
@@ -27,7 +27,7 @@ def _error(status: int, body: dict[str, Any]) -> bytes:
 
 # SGP's streams: no `[DONE]` (the SDK parses every `data:` line as JSON), and an error
 # event whose data is modelport's own error body with its status.
-FRAMING: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
+FRAMING: sse.Framing[BaseModel | EncodedEvent] = sse.Framing(event=sse.data_event, error=_error)
 
 
 def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -35,7 +35,9 @@ def _declared_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-_V4: TextSurface[CompletionRequest, BaseModel] = TextSurface(sgp.text_request, sgp.completion, sgp.completion_events)
+_V4: TextSurface[CompletionRequest, BaseModel | EncodedEvent] = TextSurface(
+    sgp.text_request, sgp.completion, sgp.completion_events
+)
 
 
 def _route(path: str, name: str, schema: type[CompletionRequest]) -> None:

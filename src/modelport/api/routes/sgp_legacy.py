@@ -20,6 +20,7 @@ from modelport.api.routes.inference import FRAMING
 from modelport.compat import sgp_legacy as translate
 from modelport.errors import Forbidden
 from modelport.principal import Principal
+from modelport.schemas.inference import EncodedEvent
 from modelport.schemas.sgp_legacy import (
     ChatCompletionsRequest,
     ChatCompletionsResponse,
@@ -29,7 +30,7 @@ from modelport.schemas.sgp_legacy import (
 
 router = APIRouter(tags=["inference"])
 
-_SURFACE: TextSurface[translate.LegacyRequest, BaseModel] = TextSurface(
+_SURFACE: TextSurface[translate.LegacyRequest, BaseModel | EncodedEvent] = TextSurface(
     translate.text_request, translate.whole, translate.events
 )
 
