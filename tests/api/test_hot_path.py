@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Request
 
 from modelport.api.app import create_app
 from modelport.api.deps import CurrentPrincipal, Service
@@ -204,6 +204,9 @@ def test_a_route_asking_for_what_only_fastapi_resolves_is_refused_at_start_up() 
     @router.post("/with-other-dependency")
     async def with_other(value: int = Depends(elsewhere)) -> None: ...
 
+    @router.post("/with-background-tasks")
+    async def with_tasks(tasks: BackgroundTasks, principal: CurrentPrincipal) -> None: ...
+
     refusals = {}
     for route in router.routes:
         with pytest.raises(ValueError) as refused:
@@ -212,3 +215,4 @@ def test_a_route_asking_for_what_only_fastapi_resolves_is_refused_at_start_up() 
     assert "query parameters" in refusals["/with-query"]
     assert "body parameters" in refusals["/with-body"]
     assert "no resolver" in refusals["/with-other-dependency"]
+    assert "background tasks" in refusals["/with-background-tasks"]

@@ -75,6 +75,15 @@ def plan_for(route: APIRoute) -> _Plan:
     for where, params in taken.items():
         if params:
             raise ValueError(f"{route.path}: the endpoint takes {where} parameters, which only FastAPI resolves")
+    special = {
+        "a Response to change": dependant.response_param_name,
+        "background tasks": dependant.background_tasks_param_name,
+        "an HTTP connection": dependant.http_connection_param_name,
+        "security scopes": dependant.security_scopes_param_name,
+    }
+    for what, name in special.items():
+        if name is not None:
+            raise ValueError(f"{route.path}: the endpoint takes {what} ({name}), which only FastAPI gives")
     dependencies = []
     for dependency in dependant.dependencies:
         resolver = _RESOLVERS.get(dependency.call) if dependency.call is not None else None
@@ -128,8 +137,12 @@ class HotPath:
 
         try:
             arguments: dict[str, Any] = {}
+            # Each dependency once a request, however many parameters ask for it (as FastAPI caches it).
+            resolved: dict[Resolver, Any] = {}
             for name, resolve in plan.dependencies:
-                arguments[name] = await resolve(request)
+                if resolve not in resolved:
+                    resolved[resolve] = await resolve(request)
+                arguments[name] = resolved[resolve]
             path_params = scope["path_params"]
             for name in plan.path_params:
                 arguments[name] = path_params[name]
