@@ -6,7 +6,9 @@ after its TTL, and the Redis one answers a miss, quickly, when Redis cannot be r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +18,7 @@ from redis.asyncio import Redis
 from modelport.generation import GenerationCall, Sampling, TokenLogprob
 from modelport.inference.metering import Generated
 from modelport.inference.response_cache import (
+    ENTRY_OVERHEAD_BYTES,
     MemoryStore,
     RedisStore,
     cache_key,
@@ -100,17 +103,40 @@ async def test_a_stream_is_kept_whole_and_replayed_as_a_stream() -> None:
 
 
 async def test_the_memory_store_evicts_the_least_recently_used_past_its_bytes() -> None:
-    store = MemoryStore(max_bytes=300, max_entry_bytes=200)
+    entry = 100 + ENTRY_OVERHEAD_BYTES  # an answer of 100 bytes, and what keeping it costs
+    store = MemoryStore(max_bytes=3 * entry, max_entry_bytes=200)
     for name in ("a", "b", "c"):
         await store.put(name, name.encode() * 100, 60)
-    assert store.bytes == 300
+    assert store.bytes == 3 * entry
     assert await store.get("a") == b"a" * 100  # a is now the most recently used
     await store.put("d", b"d" * 100, 60)
     assert await store.get("b") is None  # the least recently used went
     assert [await store.get(name) is not None for name in ("a", "c", "d")] == [True, True, True]
-    assert store.bytes == 300
+    assert store.bytes == 3 * entry
     await store.put("huge", b"x" * 201, 60)  # over one entry's bound: not kept, nothing dropped
-    assert await store.get("huge") is None and store.bytes == 300
+    assert await store.get("huge") is None and store.bytes == 3 * entry
+
+
+async def test_the_memory_stores_bound_is_on_the_memory_it_holds() -> None:
+    """What the store counts is what its entries really take (answers as `encode` makes
+    them, keys as the cache makes them): orjson's output once held 4 KiB for a 250-byte
+    answer, so 64 MiB of counted answers was about a gigabyte."""
+    answer = Generated(
+        text="Hello! How can I help you today?", finish_reason="stop", prompt_tokens=9, response_tokens=8
+    )
+    store = MemoryStore(max_bytes=1 << 30)
+    keys = [hashlib.sha256(str(index).encode()).hexdigest() for index in range(2000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            await store.put(key, encode(answer), 60)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # The keys were made before: they are counted by the store, not traced here.
+    assert held <= store.bytes, (held, store.bytes)
+    assert store.bytes <= 2 * held  # and not wildly more
 
 
 async def test_the_memory_store_forgets_an_answer_after_its_ttl() -> None:
