@@ -110,10 +110,10 @@ class HotPath:
     ) -> None:
         self.app = app
         self._plans = tuple(plan_for(route) for route in routes)
-        self._status_handlers = {key: value for key, value in exception_handlers.items() if isinstance(key, int)}
-        self._handlers = {
-            key: value for key, value in exception_handlers.items() if not isinstance(key, int) and key is not Exception
-        }
+        # Split as Starlette splits them (`Starlette.build_middleware_stack`).
+        handled = {key: value for key, value in exception_handlers.items() if key not in (500, Exception)}
+        self._status_handlers = {key: value for key, value in handled.items() if isinstance(key, int)}
+        self._handlers = {key: value for key, value in handled.items() if not isinstance(key, int)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
