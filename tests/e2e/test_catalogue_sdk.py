@@ -210,3 +210,18 @@ def test_chat_history_without_roles_or_part_types_is_answered(sdk: SGPClient) ->
         temperature=0,
     )
     assert answer.completions and answer.completions[0][1][0].strip()
+
+
+def test_beta_files_round_trip_through_a_real_server(account: tuple[SGPClient, str]) -> None:
+    """The SGP SDK's `beta.files` over a real socket: the multipart body the SDK builds,
+    read by the server as it streams in (every method, strict validation)."""
+    client, account_id = account
+    text = "question,answer\nwho,me\n"
+    created = client.beta.files.create(file=text)
+    assert (created.size, created.mime_type) == (len(text.encode()), "text/plain")
+    assert client.beta.files.retrieve(created.id).md5_checksum == created.md5_checksum
+    assert client.beta.files.content(created.id).read() == text.encode()
+    assert [file.id for file in client.beta.files.list(account_id=account_id)] == [created.id]
+    assert client.beta.files.delete(created.id).deleted
+    with pytest.raises(scale_gp.NotFoundError):
+        client.beta.files.retrieve(created.id)
