@@ -44,6 +44,14 @@ async def in_process(
     """The real application started (its lifespan run) and a client that calls it
     in-process as the admin; `upstream` answers its vendor calls when given."""
     application = create_app(settings, upstream_transport=upstream)
+    async with serving(application, client_timeout=client_timeout) as client:
+        yield application, client
+
+
+@asynccontextmanager
+async def serving(application: FastAPI, *, client_timeout: float = 60) -> AsyncIterator[httpx.AsyncClient]:
+    """`application` started (its lifespan run) and a client that calls it in-process
+    as the admin."""
     async with (
         application.router.lifespan_context(application),
         httpx.AsyncClient(
@@ -53,7 +61,7 @@ async def in_process(
             timeout=client_timeout,
         ) as client,
     ):
-        yield application, client
+        yield client
 
 
 def _postgres_url(name: str) -> str:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Request
 from modelport.api.app import create_app
 from modelport.api.deps import CurrentPrincipal, Service
 from modelport.api.hot_path import HotPath, plan_for
-from tests.conftest import ADMIN_KEY, sqlite_settings
+from tests.conftest import ADMIN_KEY, serving, sqlite_settings
 
 CHAT = {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "up",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
@@ -125,14 +125,7 @@ def _seen(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
 
 async def _answers(application: FastAPI, deployment: str | None) -> tuple[str, dict[str, Any]]:
     """The deployment (made when not given) and what each request of `_requests` got."""
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application),
-            base_url="http://modelport.test",
-            headers={"x-api-key": ADMIN_KEY},
-        ) as client,
-    ):
+    async with serving(application) as client:
         if deployment is None:
             made = await client.post(
                 "/v4/models",

@@ -66,24 +66,20 @@ def plan_for(route: APIRoute) -> _Plan:
     """The call plan of `route`; a ValueError naming what it asks for that this path
     cannot give."""
     dependant = route.dependant
-    taken = {
-        "query": dependant.query_params,
-        "header": dependant.header_params,
-        "cookie": dependant.cookie_params,
-        "body": dependant.body_params,
-    }
-    for where, params in taken.items():
-        if params:
-            raise ValueError(f"{route.path}: the endpoint takes {where} parameters, which only FastAPI resolves")
-    special = {
+    # What only FastAPI resolves or gives an endpoint: any of it, and the route is not planned.
+    only_fastapi = {
+        "query parameters": dependant.query_params,
+        "header parameters": dependant.header_params,
+        "cookie parameters": dependant.cookie_params,
+        "body parameters": dependant.body_params,
         "a Response to change": dependant.response_param_name,
         "background tasks": dependant.background_tasks_param_name,
         "an HTTP connection": dependant.http_connection_param_name,
         "security scopes": dependant.security_scopes_param_name,
     }
-    for what, name in special.items():
-        if name is not None:
-            raise ValueError(f"{route.path}: the endpoint takes {what} ({name}), which only FastAPI gives")
+    for what, asked in only_fastapi.items():
+        if asked:
+            raise ValueError(f"{route.path}: the endpoint takes {what}, which only FastAPI gives")
     dependencies = []
     for dependency in dependant.dependencies:
         resolver = _RESOLVERS.get(dependency.call) if dependency.call is not None else None
