@@ -19,19 +19,28 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
         {"content": b'{"a": 1}', "headers": {"content-type": "application/json", "authorization": "Bearer k"}},
         {"content": b"{}", "headers": {"accept-encoding": "identity"}, "params": {"key": "v", "alt": "sse"}},
         {"data": {"grant_type": "x", "assertion": "y"}, "headers": {"accept": "application/json"}},
+        # Defaults replaced in another spelling, where they stand; a name given twice.
+        {"content": b"{}", "headers": {"Accept": "text/event-stream", "User-Agent": "sdk/1", "x-a": "1", "X-A": "2"}},
+        {"content": b"", "headers": {"x-goog-api-key": "k"}},  # an empty body: Content-Length 0, first
+        {},  # no body at all
+        {"content": b"abc", "headers": {"Host": "other.test", "Content-Length": "3"}},
+        {"content": b"abc", "headers": {"transfer-encoding": "chunked"}},
     ],
 )
-async def test_a_request_is_what_httpx_asyncclient_builds(call: dict[str, object]) -> None:
+@pytest.mark.parametrize("method", ["POST", "get", "DELETE"])
+async def test_a_request_is_what_httpx_asyncclient_builds(call: dict[str, object], method: str) -> None:
     url = "https://upstream.test:8443/v1/models/m%3Apredict"
     ours = UpstreamClient(httpx.MockTransport(lambda request: httpx.Response(200)), TIMEOUT).build_request(
-        "POST",
+        method,
         url,
         **call,  # type: ignore[arg-type]
     )
     async with httpx.AsyncClient(timeout=TIMEOUT) as reference:
-        theirs = reference.build_request("POST", url, **call)  # type: ignore[arg-type]
+        theirs = reference.build_request(method, url, **call)  # type: ignore[arg-type]
     assert (ours.method, str(ours.url), ours.url.raw_path) == (theirs.method, str(theirs.url), theirs.url.raw_path)
+    # What reaches the wire (the transport sends `multi_items()`): names, values, order.
     assert ours.headers.multi_items() == theirs.headers.multi_items()
+    assert ours.content == theirs.content  # read already, as httpx reads a body given whole
     assert ours.read() == theirs.read()
     assert ours.extensions["timeout"] == theirs.extensions["timeout"]
 

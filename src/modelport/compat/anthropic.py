@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
 from modelport.generation import PromptCounts, VendorPassthrough
+from modelport.ids import hex_id
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
 from modelport.schemas import anthropic as wire
@@ -273,7 +274,7 @@ def _result_text(blocks: list[Any]) -> str:
 
 
 def message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
+    return f"msg_{hex_id()}"
 
 
 def stop_reason(piece: Generated) -> wire.StopReason:

@@ -20,7 +20,6 @@ the prompt's log-probabilities and its answer is returned as it is).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 from modelport.errors import InvalidRequest
 from modelport.generation import FinishReason
 from modelport.generation import TokenLogprob as GeneratedLogprob
+from modelport.ids import hex_id
 from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import openai as wire
@@ -230,7 +230,7 @@ def _message(message: wire.Message) -> dict[str, Any]:
 
 
 def completion_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+    return f"{prefix}-{hex_id()}"
 
 
 def _usage(piece: Generated) -> wire.Usage:

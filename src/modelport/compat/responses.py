@@ -20,12 +20,12 @@ The answer, whole or streamed, is `compat/responses_answer.py`.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
+from modelport.ids import hex_id
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.schemas import responses as wire
 from modelport.schemas.inference import ChatCompletionRequest
@@ -37,7 +37,7 @@ Item = dict[str, Any]
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{hex_id()}"
 
 
 # --- the input, as stored items ---------------------------------------------------------

@@ -13,10 +13,10 @@ conversation begun on a translated deployment would be unknown there.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from modelport.ids import hex_id
 from modelport.vendors.base import RelayedEvents
 
 Item = dict[str, Any]
@@ -58,7 +58,7 @@ class RelayedAnswer:
         self._previous = previous_response_id
         self._store = store
         self._save = save
-        self._identity = {"id": f"resp_{uuid.uuid4().hex}", "created_at": int(time.time())}
+        self._identity = {"id": f"resp_{hex_id()}", "created_at": int(time.time())}
         self.last_sequence_number = -1  # of the events relayed so far
 
     def shown(self, response: dict[str, Any]) -> dict[str, Any]:

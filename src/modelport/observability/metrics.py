@@ -14,6 +14,7 @@ enough for the hot path (benchmarks/README.md has the numbers).
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import (
@@ -110,8 +111,17 @@ ENGINE_UP = Gauge(
 )
 
 
+@lru_cache(maxsize=16384)
+def _series(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: the request path's metrics are fed
+    several times a request, and `labels` checks and joins its arguments each time
+    (about 2 % of a request's CPU, issue 27). The metric keeps every series it has made
+    anyway; this keeps the 16,384 most recent, which bounds what it holds here."""
+    return metric.labels(*labels)
+
+
 def request_answered(route: str, deployment: str, model_name: str, status: int) -> None:
-    REQUESTS.labels(route, deployment, model_name, str(status)).inc()
+    _series(REQUESTS, route, deployment, model_name, str(status)).inc()
 
 
 def inference_finished(
@@ -123,19 +133,19 @@ def inference_finished(
     prompt_tokens: int,
     completion_tokens: int,
 ) -> None:
-    OPERATION_DURATION.labels(operation, deployment, model_name, str(status)).observe(seconds)
+    _series(OPERATION_DURATION, operation, deployment, model_name, str(status)).observe(seconds)
     if prompt_tokens:
-        TOKEN_USAGE.labels(deployment, model_name, "input").observe(prompt_tokens)
+        _series(TOKEN_USAGE, deployment, model_name, "input").observe(prompt_tokens)
     if completion_tokens:
-        TOKEN_USAGE.labels(deployment, model_name, "output").observe(completion_tokens)
+        _series(TOKEN_USAGE, deployment, model_name, "output").observe(completion_tokens)
 
 
 def first_token(deployment: str, model_name: str, seconds: float) -> None:
-    TIME_TO_FIRST_TOKEN.labels(deployment, model_name).observe(seconds)
+    _series(TIME_TO_FIRST_TOKEN, deployment, model_name).observe(seconds)
 
 
 def gateway_overhead(route: str, seconds: float) -> None:
-    GATEWAY_OVERHEAD.labels(route).observe(seconds)
+    _series(GATEWAY_OVERHEAD, route).observe(seconds)
 
 
 def upstream_failed(vendor: str, reason: str) -> None:

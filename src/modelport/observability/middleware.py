@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelport.ids import hex_id
 from modelport.limits.base import response_headers
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.requests import RequestRecord, current_request
@@ -38,7 +38,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER and _CALLER_ID.fullmatch(value):
             return bytes(value).decode()
-    return uuid.uuid4().hex
+    return hex_id()
 
 
 class RequestObserver:

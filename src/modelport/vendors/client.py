@@ -47,6 +47,10 @@ _DEFAULT_HEADERS = httpx.Headers(
         "user-agent": f"python-httpx/{httpx.__version__}",
     }
 )
+# The same, by lower-case name, for `_header_list`.
+_DEFAULTS: dict[str, tuple[str, str]] = {name: (name, value) for name, value in _DEFAULT_HEADERS.items()}
+# The methods httpx sends a `Content-Length: 0` with when they carry no body.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 @lru_cache(maxsize=1024)
@@ -54,6 +58,30 @@ def _parsed(url: str) -> httpx.URL:
     """A URL parsed once: each deployment calls the same few (parsing one was a tenth of
     building a request). At most 1,024 are kept, the least recently used dropped."""
     return httpx.URL(url)
+
+
+def _header_list(
+    url: httpx.URL, method: str, body: bytes, given: dict[str, str] | None
+) -> list[tuple[str | bytes, str | bytes]]:
+    """The headers httpx would send with `body` (`Request(content=...)` after
+    `AsyncClient`'s defaults), in its order: `Host` and an empty body's `Content-Length:
+    0` first, then the defaults `given` does not name, then `given` (as `Headers.update`
+    merges them), then the body's `Content-Length`. `tests/vendors/test_client.py` holds
+    it to httpx's."""
+    given = given or {}
+    named = {name.lower() for name in given}
+    listed: list[tuple[str | bytes, str | bytes]] = [pair for lower, pair in _DEFAULTS.items() if lower not in named]
+    listed.extend(given.items())
+    sized = "content-length" in named or "transfer-encoding" in named
+    if body and "content-length" not in named:
+        listed.append(("Content-Length", str(len(body))))
+        sized = True
+    first: list[tuple[str | bytes, str | bytes]] = []
+    if "host" not in named and url.host:
+        first.append((b"Host", url.netloc))
+    if not sized and method in _BODY_METHODS:
+        first.append((b"Content-Length", b"0"))
+    return first + listed
 
 
 class UpstreamClient:
@@ -74,18 +102,32 @@ class UpstreamClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> httpx.Request:
-        sent = _DEFAULT_HEADERS.copy()
-        if headers:
-            sent.update(headers)
-        return httpx.Request(
+        if data is not None or params is not None:
+            # A form or a query (a token exchange, a few vendors' URLs): httpx encodes them.
+            sent = _DEFAULT_HEADERS.copy()
+            if headers:
+                sent.update(headers)
+            return httpx.Request(
+                method,
+                _parsed(url),
+                content=content,
+                data=data,
+                headers=sent,
+                params=params,
+                extensions={"timeout": self._timeout},
+            )
+        # A body of bytes, as every model call sends: the header list is made here in one
+        # pass, where httpx copies, merges and rebuilds it four times (issue 27).
+        parsed = _parsed(url)
+        request = httpx.Request(
             method,
-            _parsed(url),
-            content=content,
-            data=data,
-            headers=sent,
-            params=params,
+            parsed,
+            headers=_header_list(parsed, method.upper(), content or b"", headers),
+            stream=httpx.ByteStream(content or b""),
             extensions={"timeout": self._timeout},
         )
+        request.read()  # as httpx does with a body given whole: `request.content` is there
+        return request
 
     async def send(self, request: httpx.Request, *, stream: bool = True) -> httpx.Response:
         if not stream:
