@@ -60,9 +60,7 @@ def _parsed(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-def _header_list(
-    url: httpx.URL, method: str, body: bytes, given: dict[str, str] | None
-) -> list[tuple[str | bytes, str | bytes]]:
+def _header_list(url: httpx.URL, method: str, body: bytes, given: dict[str, str] | None) -> list[tuple[str, str]]:
     """The headers httpx would send with `body` (`Request(content=...)` after
     `AsyncClient`'s defaults), in its order: `Host` and an empty body's `Content-Length:
     0` first, then the defaults `given` does not name, then `given` (as `Headers.update`
@@ -70,17 +68,17 @@ def _header_list(
     it to httpx's."""
     given = given or {}
     named = {name.lower() for name in given}
-    listed: list[tuple[str | bytes, str | bytes]] = [pair for lower, pair in _DEFAULTS.items() if lower not in named]
+    listed: list[tuple[str, str]] = [pair for lower, pair in _DEFAULTS.items() if lower not in named]
     listed.extend(given.items())
     sized = "content-length" in named or "transfer-encoding" in named
     if body and "content-length" not in named:
         listed.append(("Content-Length", str(len(body))))
         sized = True
-    first: list[tuple[str | bytes, str | bytes]] = []
+    first: list[tuple[str, str]] = []
     if "host" not in named and url.host:
-        first.append((b"Host", url.netloc))
+        first.append(("Host", url.netloc.decode("ascii")))  # IDNA-encoded already
     if not sized and method in _BODY_METHODS:
-        first.append((b"Content-Length", b"0"))
+        first.append(("Content-Length", "0"))
     return first + listed
 
 
