@@ -282,3 +282,44 @@ async def test_a_client_gone_stops_a_stream_that_outruns_its_writes() -> None:
     with pytest.raises(ClientDisconnect):
         await asyncio.wait_for(serve(events(), client), 2)
     assert client.bodies == []
+
+
+async def test_a_client_gone_as_the_server_says_it_stops_the_stream_while_its_upstream_stalls() -> None:
+    """ASGI 2.3 (uvicorn): the disconnect comes from `receive`; the stream stops at
+    once, its generator closed in the request's own task, and nothing more is written."""
+    cleaned_up_in: list[asyncio.Task[Any] | None] = []
+    gone = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            await asyncio.Event().wait()  # the upstream stalls
+            yield b"never"
+        finally:
+            cleaned_up_in.append(asyncio.current_task())
+
+    class Leaving(Client):
+        async def receive(self) -> dict[str, Any]:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+    client = Leaving()
+    serving = asyncio.create_task(serve(events(), client, "2.3", WITH_DONE))
+    assert await client.next_write() == b"a"
+    gone.set()
+    await asyncio.wait_for(serving, 2)  # ends as Starlette's does: no error for the server
+    assert cleaned_up_in == [serving]
+    assert client.bodies == [b"a"] and not client.finished  # no `done`, no end of the body
+
+
+@SPEC_VERSIONS
+async def test_a_complete_stream_leaves_no_task_behind(spec_version: str) -> None:
+    async def events() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+
+    before = asyncio.all_tasks()
+    client = Client()
+    await asyncio.wait_for(serve(events(), client, spec_version, WITH_DONE), 2)
+    assert b"".join(client.bodies) == b"abdone|" and client.finished
+    assert asyncio.all_tasks() == before  # the writer and the listener ended with it

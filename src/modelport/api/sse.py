@@ -26,7 +26,7 @@ import anyio
 import orjson
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from modelport.errors import ModelportError
 from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
@@ -109,12 +109,30 @@ class EventStream(StreamingResponse, Generic[Item]):
         self._events = events
         self._framing = framing
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _spec_version(scope) < (2, 4):
+            # A server of ASGI 2.3 (uvicorn) tells of a client gone only through
+            # `receive`. Starlette would stream in a task of its own and listen here;
+            # the listener joins the writer's task group instead, and the events are
+            # read in this task: one task and one task group less for each stream.
+            await self._respond(send, receive)
+            if self.background is not None:  # as Starlette runs them
+                await self.background()
+            return
+        # ASGI 2.4: a client gone is an OSError from `send`; Starlette streams here.
+        await super().__call__(scope, receive, send)
+
     async def stream_response(self, send: Send) -> None:
+        await self._respond(send, None)
+
+    async def _respond(self, send: Send, receive: Receive | None) -> None:
+        """The stream, written; with `receive`, stopped as soon as it says the client is gone."""
         started = False
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             started = True
-            await self._relay(send)
+            if not await self._relay(send, receive):
+                return  # the client went away: nothing more is written
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except anyio.get_cancelled_exc_class():
             if started and gate.expired:
@@ -129,10 +147,20 @@ class EventStream(StreamingResponse, Generic[Item]):
                 with anyio.move_on_after(CLOSING_SECONDS, shield=True):
                     await aclose()
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send, receive: Receive | None) -> bool:
+        """Reads the events here and writes them from a task; False when `receive` said
+        the client went away, which stops both wherever they wait."""
         unsent = _Unsent()
         failure: BaseException | None = None
+        client_gone = False
+        written = anyio.Event()
         async with anyio.create_task_group() as writers:
+
+            async def listen(receive: Receive) -> None:
+                nonlocal client_gone
+                await self.listen_for_disconnect(receive)
+                client_gone = True
+                writers.cancel_scope.cancel()
 
             async def write() -> None:
                 nonlocal failure
@@ -146,8 +174,12 @@ class EventStream(StreamingResponse, Generic[Item]):
                     # request's task, and the service records usage before it awaits.
                     failure = exc
                     writers.cancel_scope.cancel()
+                finally:
+                    written.set()
 
             writers.start_soon(write)
+            if receive is not None:
+                writers.start_soon(listen, receive)
             try:
                 if last := await self._read(unsent):  # empty: a surface with no `[DONE]`
                     await unsent.put(last)
@@ -158,8 +190,12 @@ class EventStream(StreamingResponse, Generic[Item]):
                 failure = exc
             finally:
                 unsent.close()
+            # Everything is written (or the writer failed): the listener is done too.
+            await written.wait()
+            writers.cancel_scope.cancel()
         if failure is not None:
             raise failure
+        return not client_gone
 
     async def _read(self, unsent: _Unsent) -> bytes:
         """Reads every event into `unsent`, and returns the stream's last write: the
@@ -175,6 +211,10 @@ class EventStream(StreamingResponse, Generic[Item]):
             log.exception("stream failed after it started")
             return framing.error(500, {"detail": "internal error while streaming"})
         return framing.done
+
+
+def _spec_version(scope: Scope) -> tuple[int, ...]:
+    return tuple(map(int, scope.get("asgi", {}).get("spec_version", "2.0").split(".")))
 
 
 async def _last_write(send: Send, body: bytes) -> None:

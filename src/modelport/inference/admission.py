@@ -34,6 +34,11 @@ from modelport.vendors.base import Target
 log = logging.getLogger(__name__)
 
 
+def _without_tpm(limits: Limits) -> Limits:
+    """`limits` with no tpm_limit (a cache hit generates no tokens); most have none."""
+    return limits if limits.tpm_limit is None else replace(limits, tpm_limit=None)
+
+
 def _positive_int(value: object) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -124,19 +129,17 @@ class LimitGate:
         max_parallel_requests, and `cost` (the hit's price) for the budget. Never
         counted against tpm, by the key, its account or the deployment: it generates no
         tokens."""
-        key = principal.key_limits or NO_LIMITS
-        account = principal.account_limits or NO_LIMITS
         demand = Demand(
             request_id=request_id,
             key_id=principal.key_id,
-            key=replace(key, tpm_limit=None),
+            key=_without_tpm(principal.key_limits or NO_LIMITS),
             deployment_id=target.deployment_id,
             deployment_rpm=_positive_int(target.parameters.get("rpm_limit")),
             deployment_tpm=None,
             tokens=0,
             cost=cost,
             account_id=principal.account_id,
-            account=replace(account, tpm_limit=None),
+            account=_without_tpm(principal.account_limits or NO_LIMITS),
         )
         if not demand.limited:
             return None
