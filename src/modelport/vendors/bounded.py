@@ -320,55 +320,48 @@ class _Lines:
         return [line.rstrip(b"\r\n") for line in lines]
 
 
-async def _events(response: httpx.Response, bounds: AnswerBounds, vendor: str) -> AsyncGenerator[Event, None]:
-    def too_big() -> UpstreamError:
-        return _too_large(vendor, "an event", "upstream_max_event_bytes", bounds.max_event_bytes)
+class _Framing:
+    """Whole server-sent events from decoded bytes, each within
+    MODELPORT_UPSTREAM_MAX_EVENT_BYTES. Not a generator: `feed` answers the events a
+    piece completes (most often one or none), so that the stream's one generator
+    (`events_within`) is the only one each event passes."""
 
-    lines = _Lines(bounds.max_event_bytes, too_big)
-    name, size = "", 0
-    data: list[str] = []
-    loop = asyncio.get_running_loop()
-    # The wait for an event starts when it is asked for: the caller's own time between
-    # events (writing to a slow client) is not the upstream's.
-    due = loop.time() + bounds.event_gap_seconds
-    body = _decoded(
-        response,
-        vendor=vendor,
-        what="a stream",
-        setting="upstream_max_stream_bytes",
-        limit=bounds.max_stream_bytes,
-        due=lambda: due,
-    )
+    def __init__(self, bounds: AnswerBounds, vendor: str) -> None:
+        self._vendor = vendor
+        self._limit = bounds.max_event_bytes
+        self._lines = _Lines(bounds.max_event_bytes, self._too_big)
+        self._name = ""
+        self._data: list[str] = []
+        self._size = 0
 
-    def parsed(found: list[bytes]) -> Iterator[Event]:
-        nonlocal name, data, size
-        for raw in found:
+    def _too_big(self) -> UpstreamError:
+        return _too_large(self._vendor, "an event", "upstream_max_event_bytes", self._limit)
+
+    def feed(self, piece: bytes) -> list[Event]:
+        events: list[Event] = []
+        for raw in self._lines.feed(piece):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise _malformed(vendor, f"sent an event that is not UTF-8 (at byte {exc.start})") from None
+                raise _malformed(self._vendor, f"sent an event that is not UTF-8 (at byte {exc.start})") from None
             if not line:  # a blank line ends the event
-                if data:
-                    yield Event(name, "\n".join(data))
-                name, data, size = "", [], 0
+                if self._data:
+                    events.append(Event(self._name, "\n".join(self._data)))
+                    self._data = []
+                self._name, self._size = "", 0
                 continue
             field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            if value.startswith(" "):
+                value = value[1:]
             if field == "data":
-                size += len(raw)
-                if size > bounds.max_event_bytes:
-                    raise too_big()
-                data.append(value)
+                self._size += len(raw)
+                if self._size > self._limit:
+                    raise self._too_big()
+                self._data.append(value)
             elif field == "event":
-                name = value
+                self._name = value
             # `id`, `retry` and comments (a line starting with ":") mean nothing here.
-
-    # An event left unfinished when the stream ends is dropped, as the SSE standard says.
-    async with contextlib.aclosing(body):
-        async for piece in body:
-            for event in parsed(lines.feed(piece)):
-                yield event
-                due = loop.time() + bounds.event_gap_seconds
+        return events
 
 
 def _check_stream_type(response: httpx.Response, vendor: str) -> None:
@@ -383,13 +376,29 @@ async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenera
     MODELPORT_UPSTREAM_MAX_STREAM_BYTES."""
     bounds = AnswerBounds.of(response)
     _check_stream_type(response, vendor)
-    events = _events(response, bounds, vendor)
+    framing = _Framing(bounds, vendor)
+    loop = asyncio.get_running_loop()
+    gap = bounds.event_gap_seconds
+    # The wait for an event starts when it is asked for: the caller's own time between
+    # events (writing to a slow client) is not the upstream's.
+    due = loop.time() + gap
+    body = _decoded(
+        response,
+        vendor=vendor,
+        what="a stream",
+        setting="upstream_max_stream_bytes",
+        limit=bounds.max_stream_bytes,
+        due=lambda: due,
+    )
+    # An event left unfinished when the stream ends is dropped, as the SSE standard says.
     try:
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+        async with contextlib.aclosing(body):
+            async for piece in body:
+                for event in framing.feed(piece):
+                    yield event
+                    due = loop.time() + gap
     except TimeoutError:
-        raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", bounds.event_gap_seconds) from None
+        raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", gap) from None
 
 
 # ---- AWS event streams (binary) ------------------------------------------------------------
