@@ -160,10 +160,17 @@ def _decoder(response: httpx.Response, vendor: str) -> _Identity | _Gzip:
 
 
 async def _decoded(
-    response: httpx.Response, *, vendor: str, what: str, setting: str, limit: int, due: Callable[[], float]
+    response: httpx.Response,
+    *,
+    vendor: str,
+    what: str,
+    setting: str,
+    limit: int,
+    due: Callable[[], float] | None,
 ) -> AsyncGenerator[bytes, None]:
     """The body's decoded pieces; more than `limit` bytes, encoded or decoded, end it, and
-    so does a read still waiting at the loop time `due()` (TimeoutError)."""
+    so does a read still waiting at the loop time `due()` (TimeoutError). With no `due`,
+    the caller holds the one deadline of the whole body around its reading."""
     decoder = _decoder(response, vendor)
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:  # refused before reading any of it
@@ -177,9 +184,12 @@ async def _decoded(
     encoded = decoded = since_turn = 0
     reads = aiter(raw)
     while True:
-        # One deadline per network read (an event's own would cost a timer per event).
-        async with asyncio.timeout_at(due()):
+        if due is None:
             chunk = await anext(reads, None)
+        else:
+            # One deadline per network read (an event's own would cost a timer per event).
+            async with asyncio.timeout_at(due()):
+                chunk = await anext(reads, None)
         if chunk is None:
             break
         encoded += len(chunk)
@@ -218,17 +228,25 @@ def _whole_body(
     response: httpx.Response, bounds: AnswerBounds, *, vendor: str, what: str
 ) -> AsyncGenerator[bytes, None]:
     """The decoded pieces of an answer that is not a stream: at most
-    MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES, all of them within
-    MODELPORT_UPSTREAM_EVENT_GAP_SECONDS from now (TimeoutError)."""
-    deadline = asyncio.get_running_loop().time() + bounds.event_gap_seconds
+    MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES. The caller reads them all within
+    MODELPORT_UPSTREAM_EVENT_GAP_SECONDS (`_whole_within`): one deadline for the whole
+    body, where a deadline for each read would cost a timer each, and one more for the
+    read that finds the end."""
     return _decoded(
         response,
         vendor=vendor,
         what=what,
         setting="upstream_max_response_bytes",
         limit=bounds.max_response_bytes,
-        due=lambda: deadline,
+        due=None,
     )
+
+
+def _whole_within(bounds: AnswerBounds) -> asyncio.Timeout:
+    # Safe around the whole loop (a deadline that spans a generator's pieces may also
+    # cancel whatever its caller awaits between them): the loops that read a whole body
+    # await nothing but the body.
+    return asyncio.timeout(bounds.event_gap_seconds)
 
 
 async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
@@ -239,7 +257,7 @@ async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
     body = _whole_body(response, bounds, vendor=vendor, what="an answer")
     whole = bytearray()  # grown in place: joining pieces would hold the body twice
     try:
-        async with contextlib.aclosing(body):
+        async with _whole_within(bounds), contextlib.aclosing(body):
             async for piece in body:
                 whole += piece
     except TimeoutError:
@@ -273,7 +291,7 @@ async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
     size = 0
     body = _whole_body(response, bounds, vendor=vendor, what="an error answer")
     try:
-        async with contextlib.aclosing(body):
+        async with _whole_within(bounds), contextlib.aclosing(body):
             async for piece in body:
                 pieces.append(piece)
                 size += len(piece)
