@@ -35,6 +35,7 @@ import orjson
 
 from modelport.errors import UpstreamError, UpstreamTimeout
 from modelport.observability import metrics
+from modelport.vendors.sse_framing import Event, Framing
 
 if TYPE_CHECKING:
     from modelport.config import Settings
@@ -305,83 +306,6 @@ async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
 # ---- server-sent events --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    name: str
-    data: str
-
-
-class _Lines:
-    """Splits decoded bytes into lines (LF, CRLF or CR, as SSE allows), holding at most
-    `limit` bytes of a line that has not ended yet."""
-
-    def __init__(self, limit: int, too_long: Callable[[], UpstreamError]) -> None:
-        self._pending = bytearray()
-        self._limit = limit
-        self._too_long = too_long
-
-    def feed(self, piece: bytes) -> list[bytes]:
-        # A CR held back ends its line once any byte but LF follows it.
-        held_cr = self._pending.endswith(b"\r")
-        self._pending += piece
-        if not held_cr and b"\n" not in piece and b"\r" not in piece:
-            if len(self._pending) > self._limit:
-                raise self._too_long()
-            return []
-        lines = bytes(self._pending).splitlines(keepends=True)
-        last = lines[-1]
-        # A line without its end, or ending in CR (perhaps the first half of a CRLF), waits.
-        unfinished = not last.endswith((b"\n", b"\r")) or last.endswith(b"\r")
-        self._pending = bytearray(lines.pop() if unfinished else b"")
-        if any(len(line) > self._limit + 2 for line in lines) or len(self._pending) > self._limit:
-            raise self._too_long()
-        return [line.rstrip(b"\r\n") for line in lines]
-
-
-class _Framing:
-    """Whole server-sent events from decoded bytes, each within
-    MODELPORT_UPSTREAM_MAX_EVENT_BYTES. Not a generator: `feed` answers the events a
-    piece completes (most often one or none), so that the stream's one generator
-    (`events_within`) is the only one each event passes."""
-
-    def __init__(self, bounds: AnswerBounds, vendor: str) -> None:
-        self._vendor = vendor
-        self._limit = bounds.max_event_bytes
-        self._lines = _Lines(bounds.max_event_bytes, self._too_big)
-        self._name = ""
-        self._data: list[str] = []
-        self._size = 0
-
-    def _too_big(self) -> UpstreamError:
-        return _too_large(self._vendor, "an event", "upstream_max_event_bytes", self._limit)
-
-    def feed(self, piece: bytes) -> list[Event]:
-        events: list[Event] = []
-        for raw in self._lines.feed(piece):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _malformed(self._vendor, f"sent an event that is not UTF-8 (at byte {exc.start})") from None
-            if not line:  # a blank line ends the event
-                if self._data:
-                    events.append(Event(self._name, "\n".join(self._data)))
-                    self._data = []
-                self._name, self._size = "", 0
-                continue
-            field, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if field == "data":
-                self._size += len(raw)
-                if self._size > self._limit:
-                    raise self._too_big()
-                self._data.append(value)
-            elif field == "event":
-                self._name = value
-            # `id`, `retry` and comments (a line starting with ":") mean nothing here.
-        return events
-
-
 def _check_stream_type(response: httpx.Response, vendor: str) -> None:
     media = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "text/event-stream":
@@ -394,7 +318,11 @@ async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenera
     MODELPORT_UPSTREAM_MAX_STREAM_BYTES."""
     bounds = AnswerBounds.of(response)
     _check_stream_type(response, vendor)
-    framing = _Framing(bounds, vendor)
+    framing = Framing(
+        bounds.max_event_bytes,
+        lambda: _too_large(vendor, "an event", "upstream_max_event_bytes", bounds.max_event_bytes),
+        lambda at: _malformed(vendor, f"sent an event that is not UTF-8 (at byte {at})"),
+    )
     loop = asyncio.get_running_loop()
     gap = bounds.event_gap_seconds
     # The wait for an event starts when it is asked for: the caller's own time between
@@ -412,9 +340,12 @@ async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenera
     try:
         async with contextlib.aclosing(body):
             async for piece in body:
-                for event in framing.feed(piece):
-                    yield event
-                    due = loop.time() + gap
+                events = framing.feed(piece)
+                while events:
+                    for event in events:
+                        yield event
+                        due = loop.time() + gap
+                    events = framing.more()
     except TimeoutError:
         raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", gap) from None
 
