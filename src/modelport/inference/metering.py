@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -188,7 +188,9 @@ class Meter:
         try:
             with waiting_for_vendor():
                 result = await vendor.complete(metered.target, metered.call)
-            pieces = [piece async for piece in _filtered(metered, capabilities, _one(result))]
+            window = _Window(metered, capabilities)
+            first = window.take(result)
+            pieces = [first, window.last()] if first is not None else [window.last()]
         except BaseException as exc:  # the client gone (cancelled) included: its limits are settled
             self.settle(metered, NOTHING, failure_status(exc))
             raise
@@ -226,7 +228,7 @@ class Meter:
         except BaseException as exc:
             self.settle(metered, NOTHING, failure_status(exc))
             raise
-        return self._settled(metered, _filtered(metered, capabilities, chunks))
+        return self._settled(metered, _Window(metered, capabilities), chunks)
 
     async def retrieve(
         self, metered: Metered, call: Callable[[], Awaitable[T]], tokens: Callable[[T], int | None]
@@ -244,20 +246,31 @@ class Meter:
         return Priced(result, self.cost(metered, read))
 
     async def _settled(
-        self, metered: Metered, pieces: AsyncGenerator[Generated, None]
+        self, metered: Metered, window: _Window, chunks: AsyncIterator[GenerationChunk]
     ) -> AsyncGenerator[Generated, None]:
-        """The non-empty pieces of a stream; settled when it ends, however it ends."""
+        """The vendor's chunks as pieces, stop sequences removed (`_Window`), the last one
+        with the finish reason and the counts; settled when the stream ends, however it
+        ends, and the vendor's stream closed then.
+
+        One generator filters and settles: every piece of a stream is passed on by each
+        generator it goes through, so the two jobs share one."""
         status = 499  # the client went away before the end, unless we get there
         final: Generated | None = None
+        # A vendor's stream is an async generator; a test's may be any async iterator.
+        close = getattr(chunks, "aclose", None)
         try:
-            async for piece in pieces:
-                if piece.finish_reason is not None:
-                    final = piece
-                    final.cost = self.cost(metered, final)
-                    status = 200
-                elif not piece.text and not piece.logprobs and not piece.tool_calls and not piece.reasoning:
-                    continue
-                yield piece
+            async for chunk in chunks:
+                piece = window.take(chunk)
+                if piece is not None:
+                    yield piece
+                if window.cut_off:
+                    break
+            if close is not None:
+                await close()  # the upstream is let go before the last piece is passed on
+            final = window.last()
+            final.cost = self.cost(metered, final)
+            status = 200
+            yield final
         except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: closed early is 499
             status = failure_status(exc)
             raise
@@ -270,74 +283,92 @@ class Meter:
                 )
             # Settled before anything is awaited (see `settle`).
             self.settle(metered, final or NOTHING, status)
-            await pieces.aclose()
+            if close is not None:
+                await close()
 
 
-async def _one(chunk: GenerationChunk) -> AsyncIterator[GenerationChunk]:
-    yield chunk
+class _Window:
+    """Stop sequences removed from a vendor's chunks, one chunk at a time, and what the
+    chunks said so far: the finish reason and the counts, for the last piece.
 
+    Not a generator: a whole answer is one chunk through `take` and then `last`, and a
+    stream's generator (`Meter._settled`) calls it for each chunk, so neither pays a
+    generator of its own per piece."""
 
-async def _filtered(
-    metered: Metered, capabilities: Capabilities, chunks: AsyncIterator[GenerationChunk]
-) -> AsyncGenerator[Generated, None]:
-    """The vendor's chunks with stop sequences removed; the last piece carries the finish
-    reason and the counts."""
-    output = OutputFilter(metered.call.sampling.stop_sequences)
-    finish_reason: FinishReason | None = None
-    prompt_tokens: int | None = None
-    response_tokens: int | None = None
-    cached_prompt_tokens: int | None = None
-    cache_creation_tokens: int | None = None
-    estimated = False
-    announced = False  # whether a piece carried the prompt's counts (`prompt_counts`)
-    try:
-        async for chunk in chunks:
-            if chunk.text:
-                metered.text_deltas += 1
-            if chunk.prompt_tokens is not None:
-                prompt_tokens = chunk.prompt_tokens
-            if chunk.cached_prompt_tokens is not None:
-                cached_prompt_tokens = chunk.cached_prompt_tokens
-            if chunk.cache_creation_tokens is not None:
-                cache_creation_tokens = chunk.cache_creation_tokens
-            if not output.stopped:
-                text, entries = output.take(chunk)
-                if text or entries or chunk.tool_calls or chunk.reasoning:
-                    piece = Generated(
-                        text=text, logprobs=entries, tool_calls=chunk.tool_calls, reasoning=chunk.reasoning
-                    )
-                    if not announced and prompt_tokens is not None:
-                        announced = True
-                        piece.prompt_counts = PromptCounts(
-                            prompt_tokens, cached_prompt_tokens or 0, cache_creation_tokens or 0
-                        )
-                    yield piece
-            if chunk.finish_reason is not None:
-                finish_reason = chunk.finish_reason
-            if chunk.response_tokens is not None:
-                response_tokens = chunk.response_tokens
-            estimated = estimated or chunk.estimated
-            # A vendor that stops by itself ends right after the stop sequence and
-            # reports its counts; one that does not must be cut off here.
-            if output.stopped and not capabilities.stops_at_stop_sequences:
-                break
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    text, entries = output.finish()
-    yield Generated(
-        text=text,
-        logprobs=entries,
-        finish_reason="stop" if output.stopped else (finish_reason or "stop"),
-        prompt_tokens=prompt_tokens,
-        response_tokens=response_tokens,
-        stop_sequence=output.matched,
-        estimated=estimated,
-        cached_prompt_tokens=cached_prompt_tokens,
-        cache_creation_tokens=cache_creation_tokens,
-        vendor_finished=finish_reason is not None or output.stopped,
+    __slots__ = (
+        "_metered",
+        "_output",
+        "_stops_itself",
+        "announced",
+        "cache_creation_tokens",
+        "cached_prompt_tokens",
+        "estimated",
+        "finish_reason",
+        "prompt_tokens",
+        "response_tokens",
     )
+
+    def __init__(self, metered: Metered, capabilities: Capabilities) -> None:
+        self._metered = metered
+        self._output = OutputFilter(metered.call.sampling.stop_sequences)
+        self._stops_itself = capabilities.stops_at_stop_sequences
+        self.finish_reason: FinishReason | None = None
+        self.prompt_tokens: int | None = None
+        self.response_tokens: int | None = None
+        self.cached_prompt_tokens: int | None = None
+        self.cache_creation_tokens: int | None = None
+        self.estimated = False
+        self.announced = False  # whether a piece carried the prompt's counts (`prompt_counts`)
+
+    def take(self, chunk: GenerationChunk) -> Generated | None:
+        """The piece a chunk gives the caller, if any: text, logprobs, tool calls or reasoning."""
+        if chunk.text:
+            self._metered.text_deltas += 1
+        if chunk.prompt_tokens is not None:
+            self.prompt_tokens = chunk.prompt_tokens
+        if chunk.cached_prompt_tokens is not None:
+            self.cached_prompt_tokens = chunk.cached_prompt_tokens
+        if chunk.cache_creation_tokens is not None:
+            self.cache_creation_tokens = chunk.cache_creation_tokens
+        piece = None
+        if not self._output.stopped:
+            text, entries = self._output.take(chunk)
+            if text or entries or chunk.tool_calls or chunk.reasoning:
+                piece = Generated(text=text, logprobs=entries, tool_calls=chunk.tool_calls, reasoning=chunk.reasoning)
+                if not self.announced and self.prompt_tokens is not None:
+                    self.announced = True
+                    piece.prompt_counts = PromptCounts(
+                        self.prompt_tokens, self.cached_prompt_tokens or 0, self.cache_creation_tokens or 0
+                    )
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.response_tokens is not None:
+            self.response_tokens = chunk.response_tokens
+        self.estimated = self.estimated or chunk.estimated
+        return piece
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the stream must end here: a vendor that stops by itself ends right
+        after the stop sequence and reports its counts; one that does not is cut off."""
+        return self._output.stopped and not self._stops_itself
+
+    def last(self) -> Generated:
+        """The last piece: what the filter held back, the finish reason and the counts."""
+        output = self._output
+        text, entries = output.finish()
+        return Generated(
+            text=text,
+            logprobs=entries,
+            finish_reason="stop" if output.stopped else (self.finish_reason or "stop"),
+            prompt_tokens=self.prompt_tokens,
+            response_tokens=self.response_tokens,
+            stop_sequence=output.matched,
+            estimated=self.estimated,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            cache_creation_tokens=self.cache_creation_tokens,
+            vendor_finished=self.finish_reason is not None or output.stopped,
+        )
 
 
 async def first_then_rest(pieces: AsyncGenerator[Generated, None]) -> AsyncGenerator[Generated, None]:
@@ -372,11 +403,18 @@ class GeneratedStream(AsyncGenerator[Generated, None]):
         # What the response cache did (`Generated.cache`), for the x-modelport-cache header.
         self.cache = cache
 
-    async def asend(self, value: None) -> Generated:
-        return await self._pieces.asend(value)
+    # Each piece of a stream is asked for here: the wrapped stream's own awaitable is
+    # handed back rather than awaited in a coroutine of this class, which would cost a
+    # coroutine per piece (and `AsyncGenerator.__anext__` another, through `asend`).
 
-    async def athrow(self, *args: Any) -> Generated:
-        return await self._pieces.athrow(*args)
+    def __anext__(self) -> Coroutine[Any, Any, Generated]:
+        return self._pieces.__anext__()
 
-    async def aclose(self) -> None:
-        await self._pieces.aclose()
+    def asend(self, value: None) -> Coroutine[Any, Any, Generated]:
+        return self._pieces.asend(value)
+
+    def athrow(self, *args: Any) -> Coroutine[Any, Any, Generated]:
+        return self._pieces.athrow(*args)
+
+    def aclose(self) -> Coroutine[Any, Any, None]:
+        return self._pieces.aclose()

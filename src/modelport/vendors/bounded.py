@@ -35,6 +35,7 @@ import orjson
 
 from modelport.errors import UpstreamError, UpstreamTimeout
 from modelport.observability import metrics
+from modelport.vendors.sse_framing import Event, Framing
 
 if TYPE_CHECKING:
     from modelport.config import Settings
@@ -160,10 +161,17 @@ def _decoder(response: httpx.Response, vendor: str) -> _Identity | _Gzip:
 
 
 async def _decoded(
-    response: httpx.Response, *, vendor: str, what: str, setting: str, limit: int, due: Callable[[], float]
+    response: httpx.Response,
+    *,
+    vendor: str,
+    what: str,
+    setting: str,
+    limit: int,
+    due: Callable[[], float] | None,
 ) -> AsyncGenerator[bytes, None]:
     """The body's decoded pieces; more than `limit` bytes, encoded or decoded, end it, and
-    so does a read still waiting at the loop time `due()` (TimeoutError)."""
+    so does a read still waiting at the loop time `due()` (TimeoutError). With no `due`,
+    the caller holds the one deadline of the whole body around its reading."""
     decoder = _decoder(response, vendor)
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:  # refused before reading any of it
@@ -177,9 +185,12 @@ async def _decoded(
     encoded = decoded = since_turn = 0
     reads = aiter(raw)
     while True:
-        # One deadline per network read (an event's own would cost a timer per event).
-        async with asyncio.timeout_at(due()):
+        if due is None:
             chunk = await anext(reads, None)
+        else:
+            # One deadline per network read (an event's own would cost a timer per event).
+            async with asyncio.timeout_at(due()):
+                chunk = await anext(reads, None)
         if chunk is None:
             break
         encoded += len(chunk)
@@ -218,17 +229,25 @@ def _whole_body(
     response: httpx.Response, bounds: AnswerBounds, *, vendor: str, what: str
 ) -> AsyncGenerator[bytes, None]:
     """The decoded pieces of an answer that is not a stream: at most
-    MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES, all of them within
-    MODELPORT_UPSTREAM_EVENT_GAP_SECONDS from now (TimeoutError)."""
-    deadline = asyncio.get_running_loop().time() + bounds.event_gap_seconds
+    MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES. The caller reads them all within
+    MODELPORT_UPSTREAM_EVENT_GAP_SECONDS (`_whole_within`): one deadline for the whole
+    body, where a deadline for each read would cost a timer each, and one more for the
+    read that finds the end."""
     return _decoded(
         response,
         vendor=vendor,
         what=what,
         setting="upstream_max_response_bytes",
         limit=bounds.max_response_bytes,
-        due=lambda: deadline,
+        due=None,
     )
+
+
+def _whole_within(bounds: AnswerBounds) -> asyncio.Timeout:
+    # Safe around the whole loop (a deadline that spans a generator's pieces may also
+    # cancel whatever its caller awaits between them): the loops that read a whole body
+    # await nothing but the body.
+    return asyncio.timeout(bounds.event_gap_seconds)
 
 
 async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
@@ -239,7 +258,7 @@ async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
     body = _whole_body(response, bounds, vendor=vendor, what="an answer")
     whole = bytearray()  # grown in place: joining pieces would hold the body twice
     try:
-        async with contextlib.aclosing(body):
+        async with _whole_within(bounds), contextlib.aclosing(body):
             async for piece in body:
                 whole += piece
     except TimeoutError:
@@ -273,7 +292,7 @@ async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
     size = 0
     body = _whole_body(response, bounds, vendor=vendor, what="an error answer")
     try:
-        async with contextlib.aclosing(body):
+        async with _whole_within(bounds), contextlib.aclosing(body):
             async for piece in body:
                 pieces.append(piece)
                 size += len(piece)
@@ -285,90 +304,6 @@ async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
 
 
 # ---- server-sent events --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    name: str
-    data: str
-
-
-class _Lines:
-    """Splits decoded bytes into lines (LF, CRLF or CR, as SSE allows), holding at most
-    `limit` bytes of a line that has not ended yet."""
-
-    def __init__(self, limit: int, too_long: Callable[[], UpstreamError]) -> None:
-        self._pending = bytearray()
-        self._limit = limit
-        self._too_long = too_long
-
-    def feed(self, piece: bytes) -> list[bytes]:
-        # A CR held back ends its line once any byte but LF follows it.
-        held_cr = self._pending.endswith(b"\r")
-        self._pending += piece
-        if not held_cr and b"\n" not in piece and b"\r" not in piece:
-            if len(self._pending) > self._limit:
-                raise self._too_long()
-            return []
-        lines = bytes(self._pending).splitlines(keepends=True)
-        last = lines[-1]
-        # A line without its end, or ending in CR (perhaps the first half of a CRLF), waits.
-        unfinished = not last.endswith((b"\n", b"\r")) or last.endswith(b"\r")
-        self._pending = bytearray(lines.pop() if unfinished else b"")
-        if any(len(line) > self._limit + 2 for line in lines) or len(self._pending) > self._limit:
-            raise self._too_long()
-        return [line.rstrip(b"\r\n") for line in lines]
-
-
-async def _events(response: httpx.Response, bounds: AnswerBounds, vendor: str) -> AsyncGenerator[Event, None]:
-    def too_big() -> UpstreamError:
-        return _too_large(vendor, "an event", "upstream_max_event_bytes", bounds.max_event_bytes)
-
-    lines = _Lines(bounds.max_event_bytes, too_big)
-    name, size = "", 0
-    data: list[str] = []
-    loop = asyncio.get_running_loop()
-    # The wait for an event starts when it is asked for: the caller's own time between
-    # events (writing to a slow client) is not the upstream's.
-    due = loop.time() + bounds.event_gap_seconds
-    body = _decoded(
-        response,
-        vendor=vendor,
-        what="a stream",
-        setting="upstream_max_stream_bytes",
-        limit=bounds.max_stream_bytes,
-        due=lambda: due,
-    )
-
-    def parsed(found: list[bytes]) -> Iterator[Event]:
-        nonlocal name, data, size
-        for raw in found:
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _malformed(vendor, f"sent an event that is not UTF-8 (at byte {exc.start})") from None
-            if not line:  # a blank line ends the event
-                if data:
-                    yield Event(name, "\n".join(data))
-                name, data, size = "", [], 0
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "data":
-                size += len(raw)
-                if size > bounds.max_event_bytes:
-                    raise too_big()
-                data.append(value)
-            elif field == "event":
-                name = value
-            # `id`, `retry` and comments (a line starting with ":") mean nothing here.
-
-    # An event left unfinished when the stream ends is dropped, as the SSE standard says.
-    async with contextlib.aclosing(body):
-        async for piece in body:
-            for event in parsed(lines.feed(piece)):
-                yield event
-                due = loop.time() + bounds.event_gap_seconds
 
 
 def _check_stream_type(response: httpx.Response, vendor: str) -> None:
@@ -383,13 +318,36 @@ async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenera
     MODELPORT_UPSTREAM_MAX_STREAM_BYTES."""
     bounds = AnswerBounds.of(response)
     _check_stream_type(response, vendor)
-    events = _events(response, bounds, vendor)
+    framing = Framing(
+        bounds.max_event_bytes,
+        lambda: _too_large(vendor, "an event", "upstream_max_event_bytes", bounds.max_event_bytes),
+        lambda at: _malformed(vendor, f"sent an event that is not UTF-8 (at byte {at})"),
+    )
+    loop = asyncio.get_running_loop()
+    gap = bounds.event_gap_seconds
+    # The wait for an event starts when it is asked for: the caller's own time between
+    # events (writing to a slow client) is not the upstream's.
+    due = loop.time() + gap
+    body = _decoded(
+        response,
+        vendor=vendor,
+        what="a stream",
+        setting="upstream_max_stream_bytes",
+        limit=bounds.max_stream_bytes,
+        due=lambda: due,
+    )
+    # An event left unfinished when the stream ends is dropped, as the SSE standard says.
     try:
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+        async with contextlib.aclosing(body):
+            async for piece in body:
+                events = framing.feed(piece)
+                while events:
+                    for event in events:
+                        yield event
+                        due = loop.time() + gap
+                    events = framing.more()
     except TimeoutError:
-        raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", bounds.event_gap_seconds) from None
+        raise too_slow(vendor, "its next event", "upstream_event_gap_seconds", gap) from None
 
 
 # ---- AWS event streams (binary) ------------------------------------------------------------

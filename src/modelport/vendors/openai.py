@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -278,7 +277,9 @@ class _Events(EventParser):
         self._call = call
         self._deltas = 0  # deltas that carried text: one token each on llama.cpp and vLLM
 
-    def parse(self, name: str, payload: Any) -> Iterator[GenerationChunk]:
+    def parse(self, name: str, payload: Any) -> list[GenerationChunk]:
+        # A list, not a generator: an event most often carries one chunk, and a generator
+        # would be made and resumed twice for it, once an event.
         if payload.get("error"):
             raise UpstreamError(f"{self._vendor} failed mid-stream: {payload['error']}")
         usage = payload.get("usage")
@@ -288,19 +289,23 @@ class _Events(EventParser):
             cached = cached_tokens(usage)
             if cached is not None:
                 self.cached_prompt_tokens = cached
-        for choice in payload.get("choices") or []:
+        chunks: list[GenerationChunk] = []
+        for choice in payload.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content") if "delta" in choice else choice.get("text")
             if delta.get("refusal"):
                 self.finish = "content_filter"
-            logprobs = _logprobs(choice.get("logprobs"))
-            tool_calls = _tool_call_deltas(delta.get("tool_calls"))
+            block = choice.get("logprobs")
+            logprobs = None if block is None else _logprobs(block)
+            deltas = delta.get("tool_calls")
+            tool_calls = None if deltas is None else _tool_call_deltas(deltas)
             if text or logprobs:
                 self._deltas += 1
             if text or logprobs or tool_calls:
-                yield GenerationChunk(text=text or "", logprobs=logprobs, tool_calls=tool_calls)
+                chunks.append(GenerationChunk(text=text or "", logprobs=logprobs, tool_calls=tool_calls))
             if choice.get("finish_reason"):
                 self.finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+        return chunks
 
     def last(self) -> GenerationChunk:
         # Counts are never missing (SPEC 3.7): a server that sent no usage gets modelport's.
