@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -32,6 +31,7 @@ from modelport.generation import (
     join_reasoning,
     join_tool_calls,
 )
+from modelport.ids import uuid_text
 from modelport.inference.admission import LimitGate, admit
 from modelport.limits.base import Admission
 from modelport.limits.pricing import cost_of, prompt_token_guess
@@ -126,7 +126,7 @@ class Meter:
     ) -> Metered:
         """Count the request (429 when a limit has no room); from here on every way it
         can end must go through `settle`."""
-        request_id = str(uuid.uuid4())
+        request_id = uuid_text()
         admission = await admit(self._limits, principal, target, call, request_id)
         calling_vendor(target)
         return Metered(principal, deployment_id, target, call, started, request_id, admission)
@@ -137,7 +137,7 @@ class Meter:
         """A request the response cache answers: admitted as a request at the hit's
         price `cost` and no tokens (429 when a limit has no room), and settled and
         recorded at once: nothing more is called."""
-        request_id = str(uuid.uuid4())
+        request_id = uuid_text()
         admission = None
         if self._limits is not None:
             admission = await self._limits.admit_cached(principal, target, request_id, cost)
