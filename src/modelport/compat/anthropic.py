@@ -38,9 +38,9 @@ from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
 from modelport.generation import PromptCounts, VendorPassthrough
-from modelport.ids import hex_id
 from modelport.inference.metering import Generated
 from modelport.inference.service import TextRequest
+from modelport.observability.ids import hex_id
 from modelport.schemas import anthropic as wire
 from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest
 

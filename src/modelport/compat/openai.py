@@ -28,9 +28,9 @@ from pydantic import ValidationError
 from modelport.errors import InvalidRequest
 from modelport.generation import FinishReason
 from modelport.generation import TokenLogprob as GeneratedLogprob
-from modelport.ids import hex_id
 from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
+from modelport.observability.ids import hex_id
 from modelport.schemas import openai as wire
 from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest, CompletionRequest, wire_logprobs
 from modelport.vendors.base import HINT_PARAMETERS, PROMPT_LOGPROBS, TOKEN_PROMPT

@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
-from modelport.ids import hex_id
 from modelport.inference.service import CHAT_WINDOW, TextRequest
+from modelport.observability.ids import hex_id
 from modelport.schemas import responses as wire
 from modelport.schemas.inference import ChatCompletionRequest
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from modelport.ids import hex_id
+from modelport.observability.ids import hex_id
 from modelport.vendors.base import RelayedEvents
 
 Item = dict[str, Any]

@@ -31,10 +31,10 @@ from modelport.generation import (
     join_reasoning,
     join_tool_calls,
 )
-from modelport.ids import uuid_text
 from modelport.inference.admission import LimitGate, admit
 from modelport.limits.base import Admission
 from modelport.limits.pricing import cost_of, prompt_token_guess
+from modelport.observability.ids import uuid_text
 from modelport.observability.requests import calling_vendor
 from modelport.observability.shutdown import cut_off_status
 from modelport.observability.timing import waiting_for_vendor

@@ -18,9 +18,9 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.ids import hex_id
 from modelport.limits.base import response_headers
 from modelport.observability import logs, metrics, tracing
+from modelport.observability.ids import hex_id
 from modelport.observability.requests import RequestRecord, current_request
 from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
 from modelport.observability.shutdown import gate

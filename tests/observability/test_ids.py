@@ -1,4 +1,4 @@
-"""Per-request ids (`modelport.ids`): their shapes, and no two processes drawing the same."""
+"""Per-request ids (`modelport.observability.ids`): their shapes, and no two processes drawing the same."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import re
 import uuid
 
-from modelport import ids
+from modelport.observability import ids
 
 
 def test_the_ids_have_the_shapes_of_uuid4s() -> None:
