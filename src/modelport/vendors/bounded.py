@@ -184,29 +184,37 @@ async def _decoded(
         raw = response.aiter_raw()
     encoded = decoded = since_turn = 0
     reads = aiter(raw)
-    while True:
-        if due is None:
-            chunk = await anext(reads, None)
-        else:
-            # One deadline per network read (an event's own would cost a timer per event).
-            async with asyncio.timeout_at(due()):
+    try:
+        while True:
+            if due is None:
                 chunk = await anext(reads, None)
-        if chunk is None:
-            break
-        encoded += len(chunk)
-        if encoded > limit:
-            raise _too_large(vendor, what, setting, limit)
-        for piece in decoder.feed(chunk):
-            decoded += len(piece)
-            if decoded > limit:
+            else:
+                # One deadline per network read (an event's own would cost a timer per event).
+                async with asyncio.timeout_at(due()):
+                    chunk = await anext(reads, None)
+            if chunk is None:
+                break
+            encoded += len(chunk)
+            if encoded > limit:
                 raise _too_large(vendor, what, setting, limit)
+            for piece in decoder.feed(chunk):
+                decoded += len(piece)
+                if decoded > limit:
+                    raise _too_large(vendor, what, setting, limit)
+                yield piece
+                since_turn += len(piece)
+                if since_turn >= TURN_BYTES:
+                    since_turn = 0
+                    await asyncio.sleep(0)
+        for piece in decoder.finish():
             yield piece
-            since_turn += len(piece)
-            if since_turn >= TURN_BYTES:
-                since_turn = 0
-                await asyncio.sleep(0)
-    for piece in decoder.finish():
-        yield piece
+    finally:
+        # A stream's reader stops at its last event, before the body's end: the reads are
+        # closed here, now, rather than by the event loop's finaliser for generators left
+        # open (a wake-up system call and a task of its own for each stream).
+        close = getattr(reads, "aclose", None)  # httpx's `aiter_raw` is a generator; typed an iterator
+        if close is not None:
+            await close()
 
 
 async def _once(content: bytes) -> AsyncIterator[bytes]:

@@ -17,7 +17,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -108,11 +107,17 @@ class _Body(httpx.AsyncByteStream):
     def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
         self._response = response
         self._request = request
+        self._chunks = response.content.iter_any()  # a plain iterator: nothing to close
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    # An iterator of its own rather than an async generator: a stream's reader stops at
+    # its last event, before the body's end, and a generator left open there is closed
+    # by the event loop's finaliser (a wake-up system call and a task for each stream).
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            return await self._chunks.__anext__()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _mapped(exc, self._request) from exc
 
