@@ -113,7 +113,7 @@ class EventStream(StreamingResponse, Generic[Item]):
         if scope["type"] == "http" and _spec_version(scope) < (2, 4):
             # A server of ASGI 2.3 (uvicorn) tells of a client gone only through
             # `receive`. Starlette would stream in a task of its own and listen here;
-            # the listener joins the writer's task group instead, and the events are
+            # the listener is a task beside the writer's instead, and the events are
             # read in this task: one task and one task group less for each stream.
             await self._respond(send, receive)
             if self.background is not None:  # as Starlette runs them
@@ -134,7 +134,7 @@ class EventStream(StreamingResponse, Generic[Item]):
             if not await self._relay(send, receive):
                 return  # the client went away: nothing more is written
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except anyio.get_cancelled_exc_class():
+        except asyncio.CancelledError:
             if started and gate.expired:
                 # The shutdown's grace period is over (the middleware records the 503):
                 # the surface's error event ends the stream, so its SDK raises instead
@@ -149,50 +149,72 @@ class EventStream(StreamingResponse, Generic[Item]):
 
     async def _relay(self, send: Send, receive: Receive | None) -> bool:
         """Reads the events here and writes them from a task; False when `receive` said
-        the client went away, which stops both wherever they wait."""
+        the client went away, which stops both wherever they wait.
+
+        Plain asyncio tasks, not an anyio task group: a task group, its cancel scopes
+        and its task handles were a seventh of the CPU of a stream answered from the
+        response cache (issue 27). What the task group gave is kept: the writer and the
+        listener never outlive the stream, and the reading is stopped (its task
+        cancelled, wherever it waits) only by them and only while it reads; that
+        cancellation ends here, any other (the shutdown's) goes on as itself."""
         unsent = _Unsent()
         failure: BaseException | None = None
         client_gone = False
-        written = anyio.Event()
-        async with anyio.create_task_group() as writers:
+        reader = asyncio.current_task()
+        assert reader is not None
+        reading = True
+        stopped = False  # whether the writer or the listener cancelled the reading
 
-            async def listen(receive: Receive) -> None:
-                nonlocal client_gone
-                await self.listen_for_disconnect(receive)
-                client_gone = True
-                writers.cancel_scope.cancel()
+        def stop_reading() -> None:
+            nonlocal stopped
+            if reading and not stopped:
+                stopped = True
+                reader.cancel()
 
-            async def write() -> None:
-                nonlocal failure
-                try:
-                    while (chunk := await unsent.take()) is not None:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except Exception as exc:
-                    # The client went away: the reading stops now, wherever it waits (a
-                    # stalled upstream must not hold the request), as it does when the
-                    # server reports the disconnect. The generator is cancelled in the
-                    # request's task, and the service records usage before it awaits.
-                    failure = exc
-                    writers.cancel_scope.cancel()
-                finally:
-                    written.set()
+        async def listen(receive: Receive) -> None:
+            nonlocal client_gone
+            await self.listen_for_disconnect(receive)
+            client_gone = True
+            stop_reading()
 
-            writers.start_soon(write)
-            if receive is not None:
-                writers.start_soon(listen, receive)
+        async def write() -> None:
+            nonlocal failure
+            try:
+                while (chunk := await unsent.take()) is not None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except Exception as exc:
+                # The client went away: the reading stops now, wherever it waits (a
+                # stalled upstream must not hold the request), as it does when the
+                # server reports the disconnect. The generator is cancelled in the
+                # request's task, and the service records usage before it awaits.
+                failure = exc
+                stop_reading()
+
+        helpers = [asyncio.create_task(write())]
+        if receive is not None:
+            helpers.append(asyncio.create_task(listen(receive)))
+        try:
             try:
                 if last := await self._read(unsent):  # empty: a surface with no `[DONE]`
                     await unsent.put(last)
-            except anyio.get_cancelled_exc_class():
+            except asyncio.CancelledError:
                 raise
             except BaseException as exc:
                 # Raised, as itself, once what came before it has been written.
                 failure = exc
             finally:
                 unsent.close()
-            # Everything is written (or the writer failed): the listener is done too.
-            await written.wait()
-            writers.cancel_scope.cancel()
+            await helpers[0]  # everything written, or the writer failed
+        except asyncio.CancelledError:
+            # Ours ends here; the shutdown's (or anyone else's) goes on.
+            if not stopped or reader.uncancel() > 0:
+                raise
+        finally:
+            reading = False
+            for helper in helpers:
+                helper.cancel()
+            # Neither outlives the stream (the writer may be in the middle of a write).
+            await asyncio.wait(helpers)
         if failure is not None:
             raise failure
         return not client_gone

@@ -158,9 +158,11 @@ def joined(pieces: list[Generated]) -> Generated | None:
     final = pieces[-1]
     tool_calls: list[dict[str, Any]] = []
     reasoning: list[dict[str, Any]] = []
-    for piece in pieces:
-        join_tool_calls(tool_calls, piece.tool_calls or [])
-        join_reasoning(reasoning, piece.reasoning or [])
+    for piece in pieces:  # most pieces carry neither: each call would index the blocks again
+        if piece.tool_calls:
+            join_tool_calls(tool_calls, piece.tool_calls)
+        if piece.reasoning:
+            join_reasoning(reasoning, piece.reasoning)
     return dataclasses.replace(
         final,
         text="".join(piece.text for piece in pieces),
