@@ -218,17 +218,24 @@ class Meter:
         )
 
     async def stream(
-        self, metered: Metered, vendor: Vendor, capabilities: Capabilities
+        self,
+        metered: Metered,
+        vendor: Vendor,
+        capabilities: Capabilities,
+        *,
+        complete: Callable[[list[Generated]], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[Generated, None]:
         """Start the vendor's stream (errors known before its first chunk are raised
-        here); the pieces it returns are settled when they end, however they end."""
+        here); the pieces it returns are settled when they end, however they end.
+        `complete` is given every piece of a stream that ended complete, once its reader
+        has read past the last one (the response cache keeps it); never one cut off."""
         try:
             with waiting_for_vendor():
                 chunks = await vendor.stream(metered.target, metered.call)
         except BaseException as exc:
             self.settle(metered, NOTHING, failure_status(exc))
             raise
-        return self._settled(metered, _Window(metered, capabilities), chunks)
+        return self._settled(metered, _Window(metered, capabilities), chunks, complete)
 
     async def retrieve(
         self, metered: Metered, call: Callable[[], Awaitable[T]], tokens: Callable[[T], int | None]
@@ -246,22 +253,30 @@ class Meter:
         return Priced(result, self.cost(metered, read))
 
     async def _settled(
-        self, metered: Metered, window: _Window, chunks: AsyncIterator[GenerationChunk]
+        self,
+        metered: Metered,
+        window: _Window,
+        chunks: AsyncIterator[GenerationChunk],
+        complete: Callable[[list[Generated]], Awaitable[None]] | None,
     ) -> AsyncGenerator[Generated, None]:
         """The vendor's chunks as pieces, stop sequences removed (`_Window`), the last one
         with the finish reason and the counts; settled when the stream ends, however it
         ends, and the vendor's stream closed then.
 
         One generator filters and settles: every piece of a stream is passed on by each
-        generator it goes through, so the two jobs share one."""
+        generator it goes through, so the two jobs share one (and the pieces `complete`
+        is given are gathered here, for the same reason)."""
         status = 499  # the client went away before the end, unless we get there
         final: Generated | None = None
+        seen: list[Generated] | None = [] if complete is not None else None
         # A vendor's stream is an async generator; a test's may be any async iterator.
         close = getattr(chunks, "aclose", None)
         try:
             async for chunk in chunks:
                 piece = window.take(chunk)
                 if piece is not None:
+                    if seen is not None:
+                        seen.append(piece)
                     yield piece
                 if window.cut_off:
                     break
@@ -285,6 +300,9 @@ class Meter:
             self.settle(metered, final or NOTHING, status)
             if close is not None:
                 await close()
+        # Only here when the stream ended complete and its reader asked past the last piece.
+        if complete is not None and seen is not None and final is not None:
+            await complete([*seen, final])
 
 
 class _Window:

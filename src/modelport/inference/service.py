@@ -15,9 +15,7 @@ with the kept generation, whole or streamed as the request asks.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -161,11 +159,16 @@ class InferenceService:
         if prepared.hit is not None:
             return GeneratedStream(replay(prepared.hit), prepared.dropped, CacheState.HIT)
         assert prepared.metered is not None
-        pieces = await self._meter.stream(prepared.metered, prepared.vendor, prepared.capabilities)
-        if prepared.cache is None or self._response_cache is None:
+        cache, entry = self._response_cache, prepared.cache
+        if cache is None or entry is None:
+            pieces = await self._meter.stream(prepared.metered, prepared.vendor, prepared.capabilities)
             return GeneratedStream(pieces, prepared.dropped)
-        kept = _kept(self._response_cache, prepared.cache, pieces)
-        return GeneratedStream(kept, prepared.dropped, prepared.cache.state)
+
+        async def keep(seen: list[Generated]) -> None:  # a stream that ended complete
+            await cache.keep(entry, joined(seen))
+
+        pieces = await self._meter.stream(prepared.metered, prepared.vendor, prepared.capabilities, complete=keep)
+        return GeneratedStream(pieces, prepared.dropped, entry.state)
 
     # --- text, on one of the deployments a model names (the compatible surfaces) --------
 
@@ -403,19 +406,6 @@ class InferenceService:
             text = "\n".join([request.query, *request.chunks, request.instruction or ""])
         reserved = GenerationCall(sampling=Sampling(temperature=0.0, max_tokens=0), prompt=text)
         return resolved.vendor, await self._meter.admit(principal, deployment_id, target, reserved, started)
-
-
-async def _kept(
-    cache: ResponseCache, entry: CacheEntry, pieces: AsyncGenerator[Generated, None]
-) -> AsyncGenerator[Generated, None]:
-    """A generation's stream, passed on; kept in the response cache once it has ended
-    complete. A stream closed early (its client gone) never reaches the end here."""
-    seen: list[Generated] = []
-    async with contextlib.aclosing(pieces):
-        async for piece in pieces:
-            seen.append(piece)
-            yield piece
-    await cache.keep(entry, joined(seen))
 
 
 def _bindings(
