@@ -1,0 +1,172 @@
+"""The gateway's own CPU per request, without sockets: requests handed straight to the
+ASGI application, its upstream an in-memory transport answering the mock's bytes
+(mock_upstream.py: a JSON completion, or a 20-event stream). What is left out (uvicorn,
+aiohttp, the kernel) is the same for every commit, so two commits compare closely even
+on a busy machine, where `run.py`'s wrk runs do not.
+
+    .venv/bin/python benchmarks/gateway/inprocess.py                      # this checkout
+    .venv/bin/python benchmarks/gateway/inprocess.py --against ../old/src # A/B, alternating
+    .venv/bin/python benchmarks/gateway/inprocess.py --kinds stream --profile  # cProfile
+
+Kinds: `json` and `stream` (the admin key), `hit-json` and `hit-stream` (a key whose
+answers the response cache keeps: every request after the first is a hit), `varied-*`
+(every request different, the admin key) and `keyed-*` (the same, by a key with a
+model allow-list and a cache that always misses: what issue 24's features add).
+Each kind runs in a fresh process per round; the median of the rounds is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+KINDS = ("json", "stream", "hit-json", "hit-stream", "varied-json", "keyed-json", "varied-stream", "keyed-stream")
+KEY = "mp_bench_inprocess_admin_key_0123456789"
+
+
+async def _call(app: Any, path: str, body: bytes, key: str) -> list[dict[str, Any]]:
+    """One request through the whole ASGI application, as uvicorn would hand it over."""
+    headers = [(b"host", b"modelport.test"), (b"content-type", b"application/json"), (b"x-api-key", key.encode()),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 40000),
+             "server": ("127.0.0.1", 8080)}  # fmt: skip
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def measure(kind: str, requests: int, profile: Path | None) -> float:
+    """CPU ms per request of `kind`, after a warm-up."""
+    import httpx
+
+    sys.path.insert(0, str(HERE))
+    from mock_upstream import ANSWER, STREAM
+
+    from modelport.api.app import create_app
+    from modelport.config import Settings
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        if b'"stream":true' in request.content.replace(b" ", b""):
+            return httpx.Response(200, content=STREAM, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, content=ANSWER, headers={"content-type": "application/json"})
+
+    data = Path(tempfile.mkdtemp(prefix="modelport-inprocess-"))
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{data / 'modelport.db'}", api_key=KEY,
+                        embedded_engine=False)  # fmt: skip
+    app = create_app(settings, upstream_transport=httpx.MockTransport(upstream))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://modelport.test", headers={"x-api-key": KEY}
+        ) as admin:
+            parameters = {"base_url": "http://127.0.0.1:9/v1", "model": "mock",
+                          "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}  # fmt: skip
+            model = await admin.post("/v4/models", json={"name": "mock", "model_type": "CHAT_COMPLETION",
+                                                         "model_vendor": "OPENAI",
+                                                         "model_creation_parameters": parameters})  # fmt: skip
+            deployment = await admin.post(f"/v4/models/{model.json()['id']}/deployments", json={"name": "mock"})
+            key = KEY
+            if kind.startswith(("hit-", "keyed-")):
+                asked: dict[str, Any] = {"role": "member", "name": kind, "cache_ttl_seconds": 86400}
+                if kind.startswith("keyed-"):
+                    asked["models"] = ["mock"]
+                key = (await admin.post("/v4/api-keys", json=asked)).json()["key"]
+        path = f"/v4/models/{deployment.json()['id']}/chat-completions"
+        template = {"chat_history": [], "prompt": "Say hello. {n}", "max_tokens": 16, "temperature": 0,
+                    "stream": kind.endswith("stream")}  # fmt: skip
+        varied = kind.startswith(("varied-", "keyed-"))
+
+        def body(number: int) -> bytes:
+            return json.dumps({**template, "prompt": template["prompt"].format(n=number if varied else 0)}).encode()
+
+        first = await _call(app, path, body(-1), key)
+        if first[0]["status"] != 200:
+            raise SystemExit(f"{kind}: {first}")
+        for number in range(300):
+            await _call(app, path, body(-2 - number), key)
+        bodies = [body(number) for number in range(requests)]
+        profiler = cProfile.Profile() if profile else None
+        started = time.process_time()
+        if profiler:
+            profiler.enable()
+        for each in bodies:
+            await _call(app, path, each, key)
+        if profiler:
+            profiler.disable()
+        spent = time.process_time() - started
+        if profiler and profile:
+            profiler.dump_stats(profile)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return 1000 * spent / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", default="json,stream", help=f"comma-separated, of {', '.join(KINDS)}")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--against", type=Path, help="another checkout's src/: run alternately with this one's")
+    parser.add_argument("--profile", action="store_true", help="one round under cProfile (writes <kind>.prof)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one kind, one measurement
+    args = parser.parse_args()
+    if args.one:
+        profile = Path(f"{args.one}.prof") if args.profile else None
+        print(json.dumps(asyncio.run(measure(args.one, args.requests, profile))))
+        return
+    kinds = [kind for kind in args.kinds.split(",") if kind]
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
+    sources = {"this checkout": HERE.parents[1] / "src"}
+    if args.against:
+        sources["--against"] = args.against.resolve()
+    rounds = 1 if args.profile else args.rounds
+    results: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for kind in kinds:
+            for name, source in sources.items():
+                environment = {**os.environ, "PYTHONPATH": str(source)}
+                command = [sys.executable, __file__, "--one", kind, "--requests", str(args.requests)]
+                if args.profile:
+                    command.append("--profile")
+                    subprocess.run(command, env=environment, check=True)
+                    continue
+                out = subprocess.run(command, env=environment, check=True, capture_output=True, text=True)
+                results.setdefault((kind, name), []).append(float(out.stdout.strip().splitlines()[-1]))
+    if args.profile:
+        return
+    print("| kind | source | CPU ms/request (median) | rounds |")
+    print("| --- | --- | --- | --- |")
+    for (kind, name), values in results.items():
+        print(f"| {kind} | {name} | {statistics.median(values):.3f} | {' '.join(f'{v:.3f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    main()
