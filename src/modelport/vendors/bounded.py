@@ -217,6 +217,17 @@ async def _decoded(
             await close()
 
 
+def _stream_body(
+    response: httpx.Response, vendor: str, bounds: AnswerBounds, due: Callable[[], float]
+) -> AsyncGenerator[bytes, None]:
+    """A stream's decoded body (SSE or AWS event stream), within
+    MODELPORT_UPSTREAM_MAX_STREAM_BYTES, each read done by the loop time `due()`."""
+    return _decoded(
+        response, vendor=vendor, what="a stream", setting="upstream_max_stream_bytes",
+        limit=bounds.max_stream_bytes, due=due,
+    )  # fmt: skip
+
+
 async def _once(content: bytes) -> AsyncIterator[bytes]:
     yield content
 
@@ -336,14 +347,7 @@ async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenera
     # The wait for an event starts when it is asked for: the caller's own time between
     # events (writing to a slow client) is not the upstream's.
     due = loop.time() + gap
-    body = _decoded(
-        response,
-        vendor=vendor,
-        what="a stream",
-        setting="upstream_max_stream_bytes",
-        limit=bounds.max_stream_bytes,
-        due=lambda: due,
-    )
+    body = _stream_body(response, vendor, bounds, lambda: due)
     # An event left unfinished when the stream ends is dropped, as the SSE standard says.
     try:
         async with contextlib.aclosing(body):
@@ -378,14 +382,7 @@ async def event_stream_messages(response: httpx.Response, *, vendor: str) -> Asy
         raise _malformed(vendor, f"did not answer with an AWS event stream: content type {media or 'none'!r}")
     loop = asyncio.get_running_loop()
     due = loop.time() + bounds.event_gap_seconds
-    body = _decoded(
-        response,
-        vendor=vendor,
-        what="a stream",
-        setting="upstream_max_stream_bytes",
-        limit=bounds.max_stream_bytes,
-        due=lambda: due,
-    )
+    body = _stream_body(response, vendor, bounds, lambda: due)
     pending = bytearray()
     try:
         async with contextlib.aclosing(body):
