@@ -31,6 +31,8 @@ TEXT = {"id": "cmpl-up", "object": "text_completion", "created": 1, "model": "up
 HOT_ROUTES = {
     "/v4/models/{model_deployment_id}/chat-completions",
     "/v4/models/{model_deployment_id}/completions",
+    "/v4/models/{model_deployment_id}/embeddings",
+    "/v4/models/{model_deployment_id}/rerankings",
     "/v4/chat-completions",
     "/v4/completions",
     "/v1/chat/completions",
@@ -77,6 +79,11 @@ def _requests(deployment: str) -> list[tuple[str, str, Any, dict[str, str]]]:
         ("v4 unknown deployment", "/v4/models/nope/chat-completions", {"chat_history": [], "prompt": "hi"}, {}),
         ("v4 no key", v4, {"chat_history": [], "prompt": "hi"}, {"x-api-key": ""}),
         ("v4 wrong key", v4, {"chat_history": [], "prompt": "hi"}, {"x-api-key": "mp_" + "x" * 40}),
+        # A chat deployment answers neither; a body that is not one is refused first.
+        ("v4 embeddings of a chat model", f"/v4/models/{deployment}/embeddings", {"texts": ["a"]}, {}),
+        ("v4 embeddings bad body", f"/v4/models/{deployment}/embeddings", {"texts": 5}, {}),
+        ("v4 rerankings not JSON", f"/v4/models/{deployment}/rerankings", "{", {}),
+        ("v4 rerankings unknown deployment", "/v4/models/nope/rerankings", {"query": "q", "chunks": ["a"]}, {}),
         ("SGP top-level chat", "/v4/chat-completions", {**chat, "messages": [{"role": "user", "content": "hi"}]}, {}),
         ("openai chat", "/v1/chat/completions", chat, {}),
         ("openai chat streamed", "/v1/chat/completions", {**chat, "stream": True}, {}),
@@ -172,6 +179,9 @@ async def test_a_client_sees_the_same_answers_refusals_and_streams_with_and_with
     assert statuses["v4 chat"] == statuses["openai chat streamed"] == statuses["anthropic message"] == 200
     assert (statuses["v4 bad body"], statuses["v4 unknown deployment"], statuses["v4 no key"]) == (422, 404, 401)
     assert (statuses["openai bad body"], statuses["anthropic bad body"]) == (400, 400)
+    assert statuses["v4 embeddings of a chat model"] == 400
+    assert (statuses["v4 embeddings bad body"], statuses["v4 rerankings not JSON"]) == (422, 422)
+    assert statuses["v4 rerankings unknown deployment"] == 404
 
 
 async def test_the_openapi_document_is_the_same_with_and_without_it(tmp_path: Path) -> None:

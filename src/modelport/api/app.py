@@ -420,6 +420,7 @@ def create_app(
     # FastAPI's routing and dependency resolution (api/hot_path.py).
     hot_routers = (
         inference.router,
+        retrieval.router,
         sgp_legacy.router,
         openai_compat.router,
         anthropic_compat.router,
