@@ -56,6 +56,9 @@ async def tenant(client: httpx.AsyncClient) -> dict[str, str]:
             json={"input_file_id": a_file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
         )
     )
+    # Only its existence is probed. Cancelled at once: on the session's database, any
+    # test's app could otherwise run its line, against that test's own upstream.
+    await ok(await client.post(f"/v1/batches/{a_batch['id']}/cancel"))
     return {
         "a_file": a_file["id"],
         "a_sgp_file": a_sgp_file["id"],

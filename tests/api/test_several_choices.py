@@ -16,7 +16,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from modelport.config import Settings
-from tests.conftest import ADMIN_KEY, in_process
+from tests.conftest import ADMIN_KEY, in_process, own_database
 
 MODEL = "smollm2-135m-instruct"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8,
@@ -119,21 +119,32 @@ def upstream() -> Upstream:
     return Upstream()
 
 
-@pytest.fixture(scope="module")
-async def upstream_model(upstream: Upstream, database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    settings = Settings(database_url=database_url, api_key=ADMIN_KEY, embedded_engine=False, upstream_attempts=1)
-    async with in_process(settings, upstream=httpx.MockTransport(upstream)) as (_, client):
-        name = f"n-{uuid.uuid4().hex[:8]}"
-        made = await client.post(
-            "/v4/models",
-            json={"name": name, "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
-                  "model_creation_parameters": {"base_url": "http://upstream.test/v1", "model": "up",
-                                                "input_cost_per_token": 0.001, "output_cost_per_token": 0.002}},
-        )  # fmt: skip
-        assert made.status_code == 200, made.text
-        deployed = await client.post(f"/v4/models/{made.json()['id']}/deployments", json={"name": "d"})
-        assert deployed.status_code == 200, deployed.text
-        yield client, name
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def upstream_model(
+    request: pytest.FixtureRequest, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    # A database of its own: on the session's, this app's batch runner could take up a
+    # batch another module left, and send its lines to this upstream among the calls
+    # these tests count.
+    async with own_database(request.param, tmp_path_factory.mktemp("several")) as url:
+        settings = Settings(database_url=url, api_key=ADMIN_KEY, embedded_engine=False, upstream_attempts=1)
+        async with in_process(settings, upstream=httpx.MockTransport(upstream)) as (_, client):
+            yield await _upstream_model(client)
+
+
+async def _upstream_model(client: httpx.AsyncClient) -> tuple[httpx.AsyncClient, str]:
+    """A model on the recording upstream, deployed; the client and the model's name."""
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    made = await client.post(
+        "/v4/models",
+        json={"name": name, "model_type": "CHAT_COMPLETION", "model_vendor": "OPENAI",
+              "model_creation_parameters": {"base_url": "http://upstream.test/v1", "model": "up",
+                                            "input_cost_per_token": 0.001, "output_cost_per_token": 0.002}},
+    )  # fmt: skip
+    assert made.status_code == 200, made.text
+    deployed = await client.post(f"/v4/models/{made.json()['id']}/deployments", json={"name": "d"})
+    assert deployed.status_code == 200, deployed.text
+    return client, name
 
 
 async def test_each_choice_is_a_call_of_its_own_with_seed_plus_i(
