@@ -63,6 +63,66 @@ async def _call(app: Any, path: str, body: bytes, key: str) -> list[dict[str, An
     return sent
 
 
+def _upstream(answer: bytes, stream: bytes) -> Any:
+    """An in-memory upstream that answers as the network transport of the checkout under
+    test does, so that the objects it builds per answer are counted as they are in a real
+    call: modelport's own answer (`vendors/wire.py`), or, in a checkout from before it,
+    an httpx response over a body read in pieces, as its aiohttp transport built."""
+    import httpx
+
+    def chosen(body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        if b'"stream":true' in body.replace(b" ", b""):
+            return stream, [(b"Content-Type", b"text/event-stream")]
+        return answer, [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(answer)).encode())]
+
+    class Pieces:
+        def __init__(self, content: bytes) -> None:
+            self._pieces = iter([content])
+
+        def __aiter__(self) -> Pieces:
+            return self
+
+        async def __anext__(self) -> bytes:
+            try:
+                return next(self._pieces)
+            except StopIteration:
+                raise StopAsyncIteration from None
+
+    try:
+        from modelport.vendors.wire import Inbound
+    except ImportError:
+
+        class Body(httpx.AsyncByteStream):
+            def __init__(self, content: bytes) -> None:
+                self._pieces = Pieces(content)
+
+            def __aiter__(self) -> Any:
+                return self._pieces
+
+        class Transport(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                content, headers = chosen(await request.aread())
+                return httpx.Response(200, headers=headers, stream=Body(content), request=request)
+
+        return Transport()
+
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    async def closed() -> None:
+        return None
+
+    class Native:
+        async def send(self, request: Any) -> Any:
+            content, headers = chosen(request.body)
+            listed = CIMultiDictProxy(CIMultiDict((name.decode(), value.decode()) for name, value in headers))
+            return Inbound(200, listed, request, Pieces(content), closed)
+
+        async def aclose(self) -> None:
+            return None
+
+    return Native()
+
+
 async def measure(kind: str, requests: int, profile: Path | None) -> float:
     """CPU ms per request of `kind`, after a warm-up."""
     import httpx
@@ -73,15 +133,10 @@ async def measure(kind: str, requests: int, profile: Path | None) -> float:
     from modelport.api.app import create_app
     from modelport.config import Settings
 
-    def upstream(request: httpx.Request) -> httpx.Response:
-        if b'"stream":true' in request.content.replace(b" ", b""):
-            return httpx.Response(200, content=STREAM, headers={"content-type": "text/event-stream"})
-        return httpx.Response(200, content=ANSWER, headers={"content-type": "application/json"})
-
     data = Path(tempfile.mkdtemp(prefix="modelport-inprocess-"))
     settings = Settings(database_url=f"sqlite+aiosqlite:///{data / 'modelport.db'}", api_key=KEY,
                         embedded_engine=False)  # fmt: skip
-    app = create_app(settings, upstream_transport=httpx.MockTransport(upstream))
+    app = create_app(settings, upstream_transport=_upstream(ANSWER, STREAM))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://modelport.test", headers={"x-api-key": KEY}

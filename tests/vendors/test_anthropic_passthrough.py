@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from modelport.catalogue.deployment_settings import with_parameters
@@ -20,6 +19,7 @@ from modelport.generation import GenerationCall, Sampling, VendorPassthrough
 from modelport.schemas import anthropic as wire
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.base import Target
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.upstream import RetryPolicy
 from tests.vendors.conftest import deploy
 from tests.vendors.recorded import Recorded
@@ -134,7 +134,7 @@ async def test_operator_headers_and_the_credential_win_over_the_clients(recorded
 async def test_the_adapter_sends_no_client_header_but_anthropic_beta() -> None:
     transport = Recorded()
     transport.answers["claude-x"] = (200, "documented/anthropic/message.json")
-    vendor = AnthropicVendor(httpx.AsyncClient(transport=transport), RetryPolicy(attempts=1))
+    vendor = AnthropicVendor(UpstreamClient(transport), RetryPolicy(attempts=1))
     target = with_parameters(
         Target(deployment_id="dep", model_type="CHAT_COMPLETION", model_vendor="ANTHROPIC"), {"model": "claude-x"}
     )

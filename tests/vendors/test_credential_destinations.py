@@ -26,6 +26,7 @@ from modelport.policy import (
     upstream_host,
 )
 from modelport.vendors import anthropic, cohere, google, openai
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import scrub
 from tests.conftest import in_process, sqlite_settings
@@ -223,14 +224,19 @@ async def test_the_transport_never_sends_a_server_key_to_an_untied_host(upstream
     policy = ServerPolicy(key_envs=("OPENAI_API_KEY",))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_API_KEY", OPERATOR_KEY)
-        async with httpx.AsyncClient(transport=AiohttpTransport(policy=policy)) as http:
+        async with UpstreamClient(AiohttpTransport(policy=policy)) as http:
             for headers, url in [
                 ({"authorization": f"Bearer {OPERATOR_KEY}"}, base),
                 ({}, f"{base}/?k={OPERATOR_KEY}"),
             ]:
                 with pytest.raises(UpstreamDenied, match="OPENAI_API_KEY"):
-                    await http.post(url, headers=headers, content=b"{}")
-            sent = await http.post(base, headers={"authorization": "Bearer something-else-entirely"}, content=b"{}")
+                    await http.send(http.build_request("POST", url, headers=headers, content=b"{}"))
+            sent = await http.send(
+                http.build_request(
+                    "POST", base, headers={"authorization": "Bearer something-else-entirely"}, content=b"{}"
+                )
+            )
+            await sent.aclose()
     assert sent.status_code == 200
     assert len(seen) == before + 1 and OPERATOR_KEY not in keys_seen(seen)
 
@@ -438,10 +444,10 @@ async def test_the_unspecified_address_never_reaches_the_machine() -> None:
     port = listener.getsockname()[1]
     listener.settimeout(0.5)
     try:
-        async with httpx.AsyncClient(transport=AiohttpTransport(policy=LOOPBACK_DENIED)) as http:
+        async with UpstreamClient(AiohttpTransport(policy=LOOPBACK_DENIED)) as http:
             for host in ("[::]", "[0:0:0:0:0:0:0:0]", "[::ffff:127.0.0.1]"):
                 with pytest.raises(UpstreamDenied):
-                    await http.get(f"http://{host}:{port}/")
+                    await http.send(http.build_request("GET", f"http://{host}:{port}/"))
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing connected
     finally:

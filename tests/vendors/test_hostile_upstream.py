@@ -413,10 +413,16 @@ class _Chunks(httpx.AsyncByteStream):
 async def test_events_are_read_the_same_whatever_the_line_ends_and_reads(newline: bytes, chunk_size: int) -> None:
     """SSE allows LF, CRLF and CR, and a network read may split a line (or a CRLF) anywhere."""
     from modelport.vendors.bounded import events_within
+    from modelport.vendors.client import UpstreamClient
 
     text = b': a comment\nevent: first\ndata: {"a":\ndata: 1}\n\nid: 7\ndata: two\n\ndata: unfinished'
     body = text.replace(b"\n", newline)
     chunks = [body[start : start + chunk_size] for start in range(0, len(body), chunk_size)]
-    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Chunks(chunks))
+    client = UpstreamClient(
+        httpx.MockTransport(
+            lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Chunks(chunks))
+        )
+    )
+    response = await client.send(client.build_request("GET", "http://upstream.test/"))
     events = [(event.name, event.data) async for event in events_within(response, vendor="TEST")]
     assert events == [("first", '{"a":\n1}'), ("", "two")]

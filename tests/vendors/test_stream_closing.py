@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
 from modelport.vendors.client import UpstreamClient
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy, send, sse_json
+from modelport.vendors.wire import Timeouts
 
 # The last event comes after `[DONE]`, in a later write: no reader asks for it.
 FIRST = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
@@ -56,7 +56,7 @@ async def test_a_stream_stopped_at_done_leaves_no_generator_to_the_finaliser(ups
         if finalizer is not None:
             finalizer(generator)
 
-    client = UpstreamClient(AiohttpTransport(), httpx.Timeout(10.0))
+    client = UpstreamClient(AiohttpTransport(), Timeouts(connect=10.0, read=10.0))
     sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=finalising)
     try:
         for _ in range(3):

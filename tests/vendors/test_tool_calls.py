@@ -9,7 +9,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from modelport.catalogue.deployment_settings import with_parameters
@@ -19,6 +18,7 @@ from modelport.inference.params import check_supported
 from modelport.vendors import anthropic, embedded, google, llmengine_v1, openai
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.base import Capabilities, Target
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.google import GoogleVendor
 from modelport.vendors.openai import OPENAI, OpenAICompatible
 from modelport.vendors.upstream import RetryPolicy
@@ -89,7 +89,7 @@ def joined(chunks: list[GenerationChunk]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def openai_vendor(transport: Recorded, policy: RetryPolicy) -> Iterator[OpenAICompatible]:
-    yield OpenAICompatible(httpx.AsyncClient(transport=transport), OPENAI, policy)
+    yield OpenAICompatible(UpstreamClient(transport), OPENAI, policy)
 
 
 async def test_openai_sends_tools_and_returns_the_calls_whole(
@@ -187,7 +187,7 @@ async def test_openai_passes_response_format_on(openai_vendor: OpenAICompatible,
 
 @pytest.fixture
 def anthropic_vendor(transport: Recorded, policy: RetryPolicy) -> Iterator[AnthropicVendor]:
-    yield AnthropicVendor(httpx.AsyncClient(transport=transport), policy)
+    yield AnthropicVendor(UpstreamClient(transport), policy)
 
 
 async def test_anthropic_gets_tools_with_input_schema_and_tool_use_comes_back_as_tool_calls(
@@ -304,7 +304,7 @@ async def test_anthropic_gets_the_tool_turns_as_tool_use_and_tool_result_blocks(
 
 @pytest.fixture
 def google_vendor(transport: Recorded, policy: RetryPolicy) -> Iterator[GoogleVendor]:
-    yield GoogleVendor(httpx.AsyncClient(transport=transport), policy)
+    yield GoogleVendor(UpstreamClient(transport), policy)
 
 
 GEMINI_WEATHER_PARAMETERS = {

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from modelport.errors import ModelportError
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.upstream import RetryPolicy
 from modelport.vendors.vertex import REFRESH_MARGIN_SECONDS, TokenSource
 from tests.vendors.cloud_fakes import CloudFake, ServiceAccount, cloud_app
@@ -255,7 +256,7 @@ class Clock:
 async def test_a_token_is_refreshed_shortly_before_it_expires() -> None:
     fake = CloudFake(accounts={ACCOUNT.key_id: ACCOUNT}, token_lifetime=3600)
     clock = Clock()
-    async with httpx.AsyncClient(transport=fake) as client:
+    async with UpstreamClient(fake) as client:
         tokens = TokenSource(client, RetryPolicy(attempts=1), clock=clock)
         first = await tokens.token(ACCOUNT.json(), None)
         clock.now += 3600 - REFRESH_MARGIN_SECONDS - 1  # still good
@@ -268,7 +269,7 @@ async def test_a_token_is_refreshed_shortly_before_it_expires() -> None:
 
 async def test_one_refresh_at_a_time_for_concurrent_requests() -> None:
     fake = CloudFake(accounts={ACCOUNT.key_id: ACCOUNT})
-    async with httpx.AsyncClient(transport=fake) as client:
+    async with UpstreamClient(fake) as client:
         tokens = TokenSource(client, RetryPolicy(attempts=1))
         found = await asyncio.gather(*(tokens.token(ACCOUNT.json(), None) for _ in range(20)))
     assert len(set(found)) == 1 and len(fake.fetches) == 1
@@ -279,7 +280,7 @@ async def test_the_token_cache_is_bounded() -> None:
     oldest is dropped, and fetched again when next needed."""
     accounts = [ServiceAccount(f"sa{index}@p.iam.gserviceaccount.com", f"bound-{index}") for index in range(3)]
     fake = CloudFake(accounts={account.key_id: account for account in accounts})
-    async with httpx.AsyncClient(transport=fake) as client:
+    async with UpstreamClient(fake) as client:
         tokens = TokenSource(client, RetryPolicy(attempts=1), max_cached=2)
         for account in accounts:
             await tokens.token(account.json(), None)
@@ -290,7 +291,7 @@ async def test_the_token_cache_is_bounded() -> None:
 
 async def test_a_key_that_fails_keeps_no_lock_behind() -> None:
     fake = CloudFake(accounts={})  # knows no key: every assertion is refused
-    async with httpx.AsyncClient(transport=fake) as client:
+    async with UpstreamClient(fake) as client:
         tokens = TokenSource(client, RetryPolicy(attempts=1))
         for _ in range(3):
             with pytest.raises(ModelportError, match="invalid_grant"):
@@ -302,7 +303,7 @@ async def test_a_token_answer_without_a_token_is_an_upstream_error() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"token_type": "Bearer"})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with UpstreamClient(httpx.MockTransport(handler)) as client:
         with pytest.raises(ModelportError, match="access_token"):
             await TokenSource(client, RetryPolicy(attempts=1)).token(ACCOUNT.json(), None)
 

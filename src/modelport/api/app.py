@@ -82,6 +82,7 @@ from modelport.store import db, usage
 from modelport.store.cache import CatalogueCache
 from modelport.vendors.adapters import EMBEDDED, VendorRegistry
 from modelport.vendors.embedded import EmbeddedVendor
+from modelport.vendors.wire import Transport
 from modelport.vendors.wiring import register_upstream_vendors
 
 log = logging.getLogger(__name__)
@@ -340,7 +341,7 @@ def _error_response(description: str, model: type[BaseModel]) -> dict[str, Any]:
 def create_app(
     settings: Settings | None = None,
     *,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    upstream_transport: Transport | httpx.AsyncBaseTransport | None = None,
     limits_clock: Clock = wall_clock,
 ) -> FastAPI:
     settings = settings or Settings()

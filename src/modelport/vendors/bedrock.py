@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -39,7 +38,7 @@ from modelport.errors import InvalidRequest, MissingCredential, ModelportError, 
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.policy import ServerPolicy
 from modelport.vendors.base import Capabilities, ChunkStream, Target
-from modelport.vendors.client import HttpClient
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.http_vendor import EventParser, HttpVendor, Outgoing
 from modelport.vendors.settings import BedrockSettings
 from modelport.vendors.turns import conversation
@@ -55,6 +54,7 @@ from modelport.vendors.upstream import (
     upstream_model,
     without_credential,
 )
+from modelport.vendors.wire import Inbound, Outbound
 
 SERVICE = "bedrock"  # the signing name of bedrock-runtime
 # The server's own AWS variables beside the secret key that `api_key_env` names.
@@ -139,7 +139,7 @@ class _Signed(Outgoing):
 class BedrockVendor(HttpVendor):
     vendor = "BEDROCK"
 
-    def __init__(self, client: HttpClient, policy: RetryPolicy, server: ServerPolicy) -> None:
+    def __init__(self, client: UpstreamClient, policy: RetryPolicy, server: ServerPolicy) -> None:
         super().__init__(client, policy)
         self._server = server
 
@@ -211,7 +211,7 @@ class BedrockVendor(HttpVendor):
         response = await self._send(sent)
         return self._frames(response, _Events(), secrets=_secrets(sent))
 
-    async def _frames(self, response: httpx.Response, parser: EventParser, *, secrets: list[str | None]) -> ChunkStream:
+    async def _frames(self, response: Inbound, parser: EventParser, *, secrets: list[str | None]) -> ChunkStream:
         """As HttpVendor._chunks, over AWS's binary frames instead of server-sent events."""
         messages = event_stream(response, vendor=self.vendor)
         try:
@@ -229,7 +229,7 @@ class BedrockVendor(HttpVendor):
             raise
         yield parser.last()
 
-    async def _send(self, sent: Outgoing) -> httpx.Response:
+    async def _send(self, sent: Outgoing) -> Inbound:
         return await send(self._client, sent.request, vendor=self.vendor, policy=self._policy, secrets=_secrets(sent))
 
 
@@ -244,15 +244,16 @@ def _region(target: Target) -> str:
     return region
 
 
-def sign(request: httpx.Request, credential: AwsCredential, region: str) -> None:
+def sign(request: Outbound, credential: AwsCredential, region: str) -> None:
     """Sign a request in place with botocore's SigV4 signer. Only the headers present now
-    are signed (with the host); what httpx and `send` add later (accept-encoding, the
-    user agent) is left out of the signature, so it may change without breaking it."""
+    are signed (with the host); the client's defaults and what `send` changes later
+    (accept-encoding, the user agent) are left out of the signature, so they may change
+    without breaking it."""
     signed = AWSRequest(
         method=request.method,
-        url=str(request.url),
-        data=request.content,
-        headers={name: value for name, value in request.headers.items() if name not in _UNSIGNED},
+        url=request.url.text,
+        data=request.body,
+        headers={name: value for name, value in request.merged_headers().items() if name not in _UNSIGNED},
     )
     signer = SigV4Auth(
         Credentials(credential.access_key_id, credential.secret_access_key, credential.session_token),
@@ -262,10 +263,10 @@ def sign(request: httpx.Request, credential: AwsCredential, region: str) -> None
     signer.add_auth(signed)
     for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
         if name in signed.headers:
-            request.headers[name] = signed.headers[name]
+            request.set_header(name, signed.headers[name])
 
 
-# Set by httpx on every request, or changed by `send` after signing.
+# Set by the client on every request, or changed by `send` after signing.
 _UNSIGNED = frozenset({"accept", "accept-encoding", "connection", "user-agent", "content-length"})
 
 

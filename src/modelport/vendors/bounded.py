@@ -16,7 +16,7 @@ line, a byte a second. Each is stopped by a setting named in the 502/504 it ends
   request alive. `upstream_read_timeout` stays the longest silence on the socket.
 
 A bound broken mid-answer leaves unread bytes behind, so the transport closes that
-connection instead of handing it back to the pool (vendors/transport.py, `_Body.aclose`).
+connection instead of handing it back to the pool (vendors/transport.py, `_closer`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import contextlib
 import functools
 import json
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ import orjson
 from modelport.errors import UpstreamError, UpstreamTimeout
 from modelport.observability import metrics
 from modelport.vendors.sse_framing import Event, Framing
+from modelport.vendors.wire import Inbound
 
 if TYPE_CHECKING:
     from modelport.config import Settings
@@ -49,8 +50,6 @@ TURN_BYTES = 1024 * 1024
 ACCEPT_ENCODING = "gzip"
 # An error answer (4xx/5xx) is only quoted, shortened, in the caller's message.
 ERROR_BODY_BYTES = 64 * 1024
-# Where `send` leaves the bounds for the functions that read the answer.
-_BOUNDS = "modelport.answer_bounds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +76,10 @@ class AnswerBounds:
     def defaults(cls) -> AnswerBounds:
         return _default_bounds()
 
-    def attach(self, response: httpx.Response) -> None:
-        response.extensions[_BOUNDS] = self
-
     @classmethod
-    def of(cls, response: httpx.Response) -> AnswerBounds:
-        bounds = response.extensions.get(_BOUNDS)
-        return bounds if isinstance(bounds, AnswerBounds) else cls.defaults()
+    def of(cls, response: Inbound) -> AnswerBounds:
+        """What `vendors.upstream.send` said this answer is read within."""
+        return response.bounds or cls.defaults()
 
 
 @functools.cache
@@ -151,7 +147,7 @@ class _Gzip:
         return iter(())
 
 
-def _decoder(response: httpx.Response, vendor: str) -> _Identity | _Gzip:
+def _decoder(response: Inbound, vendor: str) -> _Identity | _Gzip:
     coding = response.headers.get("content-encoding", "").strip().lower()
     if coding in ("", "identity"):
         return _Identity()
@@ -161,7 +157,7 @@ def _decoder(response: httpx.Response, vendor: str) -> _Identity | _Gzip:
 
 
 async def _decoded(
-    response: httpx.Response,
+    response: Inbound,
     *,
     vendor: str,
     what: str,
@@ -176,14 +172,10 @@ async def _decoded(
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:  # refused before reading any of it
         raise _too_large(vendor, what, setting, limit)
-    if response.is_stream_consumed:
-        # An answer built in memory (the tests' transports): httpx has read and decoded it.
-        raw: AsyncIterator[bytes] = _once(response.content)
+    if response.decoded:  # an answer an httpx transport built in memory
         decoder = _Identity()
-    else:
-        raw = response.aiter_raw()
     encoded = decoded = since_turn = 0
-    reads = aiter(raw)
+    reads = response.body
     try:
         while True:
             if due is None:
@@ -212,13 +204,13 @@ async def _decoded(
         # A stream's reader stops at its last event, before the body's end: the reads are
         # closed here, now, rather than by the event loop's finaliser for generators left
         # open (a wake-up system call and a task of its own for each stream).
-        close = getattr(reads, "aclose", None)  # httpx's `aiter_raw` is a generator; typed an iterator
+        close = getattr(reads, "aclose", None)  # an httpx transport's body is a generator; typed an iterator
         if close is not None:
             await close()
 
 
 def _stream_body(
-    response: httpx.Response, vendor: str, bounds: AnswerBounds, due: Callable[[], float]
+    response: Inbound, vendor: str, bounds: AnswerBounds, due: Callable[[], float]
 ) -> AsyncGenerator[bytes, None]:
     """A stream's decoded body (SSE or AWS event stream), within
     MODELPORT_UPSTREAM_MAX_STREAM_BYTES, each read done by the loop time `due()`."""
@@ -228,14 +220,10 @@ def _stream_body(
     )  # fmt: skip
 
 
-async def _once(content: bytes) -> AsyncIterator[bytes]:
-    yield content
-
-
 # ---- whole answers -----------------------------------------------------------------------
 
 
-def _check_json_type(response: httpx.Response, vendor: str) -> None:
+def _check_json_type(response: Inbound, vendor: str) -> None:
     """JSON, or no type at all, or text/plain (some compatible servers say so); an HTML
     page or a stream where JSON was asked for is refused before its body is read."""
     media = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -244,9 +232,7 @@ def _check_json_type(response: httpx.Response, vendor: str) -> None:
     raise _malformed(vendor, f"answered with content type {media!r} where JSON was expected")
 
 
-def _whole_body(
-    response: httpx.Response, bounds: AnswerBounds, *, vendor: str, what: str
-) -> AsyncGenerator[bytes, None]:
+def _whole_body(response: Inbound, bounds: AnswerBounds, *, vendor: str, what: str) -> AsyncGenerator[bytes, None]:
     """The decoded pieces of an answer that is not a stream: at most
     MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES. The caller reads them all within
     MODELPORT_UPSTREAM_EVENT_GAP_SECONDS (`_whole_within`): one deadline for the whole
@@ -269,7 +255,7 @@ def _whole_within(bounds: AnswerBounds) -> asyncio.Timeout:
     return asyncio.timeout(bounds.event_gap_seconds)
 
 
-async def read_json_within(response: httpx.Response, *, vendor: str) -> Any:
+async def read_json_within(response: Inbound, *, vendor: str) -> Any:
     """The parsed JSON body of a 2xx answer, within MODELPORT_UPSTREAM_MAX_RESPONSE_BYTES
     and, after the headers, MODELPORT_UPSTREAM_EVENT_GAP_SECONDS."""
     bounds = AnswerBounds.of(response)
@@ -302,7 +288,7 @@ def parse_json(body: bytes | bytearray | str, *, vendor: str, what: str) -> Any:
         raise _malformed(vendor, f"{what} something that is not JSON: {text[:200]!r}") from None
 
 
-async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
+async def read_error_body(response: Inbound, *, vendor: str) -> bytes:
     """The start of an error answer, to quote: never more than ERROR_BODY_BYTES decoded,
     and never waiting longer than MODELPORT_UPSTREAM_EVENT_GAP_SECONDS for it. A body that
     breaks either is cut where it stands: the status already says what went wrong."""
@@ -325,13 +311,13 @@ async def read_error_body(response: httpx.Response, *, vendor: str) -> bytes:
 # ---- server-sent events --------------------------------------------------------------------
 
 
-def _check_stream_type(response: httpx.Response, vendor: str) -> None:
+def _check_stream_type(response: Inbound, vendor: str) -> None:
     media = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "text/event-stream":
         raise _malformed(vendor, f"did not answer with an event stream: content type {media or 'none'!r}")
 
 
-async def events_within(response: httpx.Response, *, vendor: str) -> AsyncGenerator[Event, None]:
+async def events_within(response: Inbound, *, vendor: str) -> AsyncGenerator[Event, None]:
     """The server-sent events of a 2xx answer, each within MODELPORT_UPSTREAM_MAX_EVENT_BYTES
     and MODELPORT_UPSTREAM_EVENT_GAP_SECONDS of the one before, all of them within
     MODELPORT_UPSTREAM_MAX_STREAM_BYTES."""
@@ -370,7 +356,7 @@ _PRELUDE_BYTES = 12
 EVENT_STREAM_MEDIA = "application/vnd.amazon.eventstream"
 
 
-async def event_stream_messages(response: httpx.Response, *, vendor: str) -> AsyncGenerator[bytes, None]:
+async def event_stream_messages(response: Inbound, *, vendor: str) -> AsyncGenerator[bytes, None]:
     """The whole messages of a 2xx answer in AWS's binary event-stream framing (Bedrock's
     ConverseStream), each within MODELPORT_UPSTREAM_MAX_EVENT_BYTES (read from its prelude,
     before its body is held) and MODELPORT_UPSTREAM_EVENT_GAP_SECONDS of the one before,

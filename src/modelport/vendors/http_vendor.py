@@ -17,12 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from modelport.errors import InvalidRequest, ModelportError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk
 from modelport.vendors.base import Capabilities, ChunkStream, Target
-from modelport.vendors.client import HttpClient
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.upstream import (
     RetryPolicy,
     api_key_for,
@@ -34,13 +32,14 @@ from modelport.vendors.upstream import (
     sse_json,
     without_credential,
 )
+from modelport.vendors.wire import Inbound, Outbound
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """A request ready to send, with what reading its answer needs."""
 
-    request: httpx.Request
+    request: Outbound
     # Scrubbed from every message the vendor's answer puts in front of a caller or a log.
     api_key: str | None
     # The token limit the vendor was sent: a vendor that reports no finish reason
@@ -85,7 +84,7 @@ class HttpVendor(ABC):
 
     vendor: str
 
-    def __init__(self, client: HttpClient, policy: RetryPolicy) -> None:
+    def __init__(self, client: UpstreamClient, policy: RetryPolicy) -> None:
         self._client = client
         self._policy = policy
 
@@ -121,7 +120,7 @@ class HttpVendor(ABC):
         response = await self._send(sent)
         return self._chunks(response, self.event_parser(call, sent), api_key=sent.api_key)
 
-    async def _chunks(self, response: httpx.Response, parser: EventParser, *, api_key: str | None) -> ChunkStream:
+    async def _chunks(self, response: Inbound, parser: EventParser, *, api_key: str | None) -> ChunkStream:
         # Closed however the stream ends (read to the end, failed, or abandoned by the
         # caller), which closes the upstream response at once.
         events = sse_json(response, vendor=self.vendor)
@@ -175,7 +174,7 @@ class HttpVendor(ABC):
         """The parsed JSON answer to a request, read within its bounds."""
         return await read_json(await self._send(sent), vendor=self.vendor)
 
-    async def _send(self, sent: Outgoing) -> httpx.Response:
+    async def _send(self, sent: Outgoing) -> Inbound:
         return await send(self._client, sent.request, vendor=self.vendor, policy=self._policy, secrets=[sent.api_key])
 
     async def aclose(self) -> None:

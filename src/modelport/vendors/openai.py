@@ -1,7 +1,7 @@
 """OpenAI's Chat Completions and legacy Completions APIs, and every server that speaks
 them (vLLM, LLM Engine v2, llama.cpp's server) through `model_creation_parameters.base_url`.
 
-Written on httpx rather than the `openai` SDK: the SDK's own retries, timeouts and
+Written on modelport's own client rather than the `openai` SDK: the SDK's own retries, timeouts and
 error types would sit on top of modelport's (which must follow SPEC's rules), and
 vLLM's extra fields (`top_k`, `chat_template`) would go through `extra_body` anyway.
 """
@@ -13,8 +13,6 @@ import contextlib
 import re
 from dataclasses import dataclass, replace
 from typing import Any
-
-import httpx
 
 from modelport.errors import InvalidRequest, UpstreamError
 from modelport.generation import FinishReason, GenerationCall, GenerationChunk, TokenAlternative, TokenLogprob
@@ -28,11 +26,12 @@ from modelport.vendors.base import (
     RelayedEvents,
     Target,
 )
-from modelport.vendors.client import HttpClient
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.http_vendor import EventParser, Outgoing
 from modelport.vendors.retrieval_wire import OpenAIRetrieval
 from modelport.vendors.settings import OpenAISettings
 from modelport.vendors.upstream import RetryPolicy, join_url, sse_json, upstream_model, without_credential
+from modelport.vendors.wire import Inbound
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -139,7 +138,7 @@ LLMENGINE = Flavour("LLMENGINE", LLMENGINE_OPENAI, LLMENGINE_OPENAI_COMPLETIONS,
 
 
 class OpenAICompatible(OpenAIRetrieval):
-    def __init__(self, client: HttpClient, flavour: Flavour, policy: RetryPolicy) -> None:
+    def __init__(self, client: UpstreamClient, flavour: Flavour, policy: RetryPolicy) -> None:
         super().__init__(client, policy)
         self._flavour = flavour
         self.vendor = flavour.vendor
@@ -257,7 +256,7 @@ class OpenAICompatible(OpenAIRetrieval):
         response = await self._send(sent)
         return self._relayed(response, sent.api_key)
 
-    async def _relayed(self, response: httpx.Response, api_key: str | None) -> RelayedEvents:
+    async def _relayed(self, response: Inbound, api_key: str | None) -> RelayedEvents:
         events = sse_json(response, vendor=self.vendor)
         async with contextlib.aclosing(events):
             async for name, payload in events:

@@ -1,14 +1,16 @@
-"""httpx's API over aiohttp's connection pool.
+"""The transports an adapter's request travels by (`vendors/wire.py`'s `Transport`).
 
-The adapters speak httpx (requests, responses, and the transport seam the
-tests use to replay recorded vendor answers), but httpcore's pool is the gateway's most
-expensive part under load: `benchmarks/gateway/clients.py` measured 781 requests/s at
-32 concurrent requests against 18,854 for aiohttp on the same mock, and 1.3 ms of CPU
-per request against 0.05. This transport sends the request with aiohttp instead.
+`AiohttpTransport` is the network: aiohttp's connection pool. httpcore's pool (httpx's)
+was the gateway's most expensive part under load: `benchmarks/gateway/clients.py`
+measured 781 requests/s at 32 concurrent requests against 18,854 for aiohttp on the same
+mock, and 1.3 ms of CPU per request against 0.05. Its failures are raised as the httpx
+errors that mean the same thing (why not the `httpx-aiohttp` package: it reports a
+dropped connection as a `ConnectTimeout`, which would turn a vendor's reset into a
+misleading 504 "timed out").
 
-Why not the `httpx-aiohttp` package: it reports a dropped connection as a
-`ConnectTimeout`, which would turn a vendor's reset into a misleading 504 "timed out".
-Here aiohttp's errors map onto the httpx errors that mean the same thing.
+`HttpxTransport` speaks to an httpx transport instead: the tests' recorded vendors and
+`httpx.MockTransport` (`create_app(upstream_transport=...)`) get the `httpx.Request`
+they always got.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
-from yarl import URL
 
 from modelport.policy import ServerPolicy, UpstreamDenied
+from modelport.vendors.wire import Inbound, Outbound, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -81,37 +84,39 @@ def _refusal(exc: BaseException) -> UpstreamDenied | None:
     return None
 
 
-def _unanswered(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def _unanswered(exc: BaseException, request: Outbound) -> httpx.TransportError:
     """A failure before an answer's status line, worded the same whatever the cause
     (timeouts keep their kind: they are told apart by the time they take anyway)."""
     log.warning("upstream %s:%s gave no HTTP answer: %r", request.url.host, request.url.port, exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(NO_HTTP_ANSWER, request=request)
+        return httpx.ConnectTimeout(NO_HTTP_ANSWER)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-        return httpx.ReadTimeout(NO_HTTP_ANSWER, request=request)
-    return httpx.ConnectError(NO_HTTP_ANSWER, request=request)
+        return httpx.ReadTimeout(NO_HTTP_ANSWER)
+    return httpx.ConnectError(NO_HTTP_ANSWER)
 
 
-def _mapped(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def _mapped(exc: BaseException) -> httpx.TransportError:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message, request=request)
+        return httpx.ConnectTimeout(message)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-        return httpx.ReadTimeout(message, request=request)
+        return httpx.ReadTimeout(message)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message, request=request)
-    return httpx.ReadError(message, request=request)
+        return httpx.ConnectError(message)
+    return httpx.ReadError(message)
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
+class _Body:
+    """An answer's body as aiohttp reads it off the socket. An iterator of its own rather
+    than an async generator: a stream's reader stops at its last event, before the body's
+    end, and a generator left open there is closed by the event loop's finaliser (a
+    wake-up system call and a task for each stream)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._chunks = response.content.iter_any()  # a plain iterator: nothing to close
 
-    # An iterator of its own rather than an async generator: a stream's reader stops at
-    # its last event, before the body's end, and a generator left open there is closed
-    # by the event loop's finaliser (a wake-up system call and a task for each stream).
     def __aiter__(self) -> _Body:
         return self
 
@@ -119,18 +124,23 @@ class _Body(httpx.AsyncByteStream):
         try:
             return await self._chunks.__anext__()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _mapped(exc, self._request) from exc
+            raise _mapped(exc) from exc
 
-    async def aclose(self) -> None:
+
+def _closer(response: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
         # A body read to the end hands its connection back to the pool; one abandoned
-        # half-way (the caller went away) closes it, which stops the vendor's work.
-        if self._response.content.at_eof():
-            self._response.release()
+        # half-way (the caller went away, a bound was broken) closes it, which stops the
+        # vendor's work and leaves no unread bytes on a pooled connection.
+        if response.content.at_eof():
+            response.release()
         else:
-            self._response.close()
+            response.close()
+
+    return close
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
+class AiohttpTransport:
     def __init__(
         self, *, policy: ServerPolicy | None = None, max_connections: int = 512, keepalive_seconds: float = 30.0
     ) -> None:
@@ -141,6 +151,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Hosts already checked, with the server credentials barred from each: the policy
         # and the environment do not change while the server runs.
         self._barred: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop, as aiohttp requires.
@@ -153,7 +164,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, request: Outbound) -> Inbound:
         session = self._session or self._open()
         # Names are checked after DNS (the resolver); a literal address never reaches it.
         host = request.url.host
@@ -162,36 +173,75 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._policy.check_host(host)
             barred = self._barred[host] = self._policy.credentials_barred_from(host)
         if barred:  # the last line: a server credential leaves only for a host tied to it
-            texts = [str(request.url), *(value for _, value in request.headers.items())]
+            texts = [request.url.text, *(value for _, value in request.headers)]
             self._policy.check_credentials_sent(host, texts, barred)
-        timeout = request.extensions.get("timeout", {})
+        timeout = self._timeouts.get(request.timeouts)
+        if timeout is None:
+            given = request.timeouts
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=given.connect, sock_read=given.read)
+            self._timeouts[given] = timeout  # one per client: a handful at most
         try:
             response = await session.request(
                 request.method,
                 # As httpx encoded it: yarl would otherwise decode `%3A` in a path to `:`,
                 # and a signature computed over the encoded path (Bedrock's SigV4) would fail.
-                URL(str(request.url), encoded=True),
-                headers=request.headers.multi_items(),
-                data=await request.aread() or None,
+                request.url.wire,
+                # Names in lower case, as httpx sent them.
+                headers=[(name.lower(), value) for name, value in request.headers],
+                data=request.body or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
-                ),
+                timeout=timeout,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             refusal = _refusal(exc)
             if refusal is not None:
                 raise refusal from None
             raise _unanswered(exc, request) from exc
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_Body(response, request),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return Inbound(response.status, response.headers, request, _Body(response), _closer(response))
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class HttpxTransport:
+    """An httpx transport behind modelport's `Transport`: it is sent the `httpx.Request`
+    httpx.AsyncClient would have built (the same headers, URL, body and timeouts)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def send(self, request: Outbound) -> Inbound:
+        timeouts = request.timeouts
+        sent = httpx.Request(
+            request.method,
+            request.url.text,
+            headers=request.headers,
+            stream=httpx.ByteStream(request.body),
+            # As httpx.Timeout(read, connect=connect) gives them.
+            extensions={
+                "timeout": {
+                    "connect": timeouts.connect,
+                    "read": timeouts.read,
+                    "write": timeouts.read,
+                    "pool": timeouts.read,
+                }
+            },
+        )
+        sent.read()  # as httpx does with a body given whole: `request.content` is there
+        response = await self._transport.handle_async_request(sent)
+        response.request = sent
+        if response.is_stream_consumed:
+            # Built in memory (`httpx.Response(200, json=...)`): httpx has read and decoded it.
+            return Inbound(
+                response.status_code, response.headers, request, _once(response.content), response.aclose, decoded=True
+            )
+        return Inbound(response.status_code, response.headers, request, response.aiter_raw(), response.aclose)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+async def _once(content: bytes) -> AsyncIterator[bytes]:
+    yield content

@@ -46,7 +46,8 @@ from modelport.vendors.bounded import (
     read_json_within,
     too_slow,
 )
-from modelport.vendors.client import HttpClient
+from modelport.vendors.client import UpstreamClient
+from modelport.vendors.wire import Inbound, Outbound
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -101,15 +102,15 @@ def configured_headers(target: Target) -> dict[str, str]:
 
 
 def json_request(
-    client: HttpClient,
+    client: UpstreamClient,
     url: str,
     body: dict[str, Any],
     *,
     headers: dict[str, str],
     params: dict[str, str] | None = None,
-) -> httpx.Request:
-    """A POST with a JSON body, encoded by orjson (several times faster than httpx's
-    own `json=`, which goes through the standard library)."""
+) -> Outbound:
+    """A POST with a JSON body, encoded by orjson (several times faster than the
+    standard library)."""
     return client.build_request(
         "POST",
         url,
@@ -185,7 +186,7 @@ def vendor_message(body: bytes) -> str:
     return json.dumps(payload)
 
 
-def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: Iterable[str | None]) -> ModelportError:
+def error_for(response: Inbound, body: bytes, *, vendor: str, secrets: Iterable[str | None]) -> ModelportError:
     message = scrub(vendor_message(body), secrets)[:QUOTED_CHARS]
     if response.status_code == 429:
         return RateLimited(
@@ -208,25 +209,22 @@ def error_for(response: httpx.Response, body: bytes, *, vendor: str, secrets: It
     return UpstreamError(f"{vendor} answered {response.status_code}: {message}", upstream_status=response.status_code)
 
 
-def called_url(response: httpx.Response) -> str:
+def called_url(response: Inbound) -> str:
     """The address a response answered, without its query or user info (where a
     credential could sit)."""
-    try:
-        url = response.request.url
-    except RuntimeError:
-        return "(unknown address)"
+    url = response.request.url
     port = f":{url.port}" if url.port else ""
     return f"{url.scheme}://{url.host}{port}{url.path}"
 
 
 async def send(
-    client: HttpClient,
-    request: httpx.Request,
+    client: UpstreamClient,
+    request: Outbound,
     *,
     vendor: str,
     policy: RetryPolicy,
     secrets: Iterable[str | None] = (),
-) -> httpx.Response:
+) -> Inbound:
     """Send and return a 2xx response with its body not yet read (the caller streams
     or reads it with `read_json` or `sse_json`, which close it, within `policy.answers`).
     Failures are raised as ModelportErrors."""
@@ -234,12 +232,12 @@ async def send(
     delay = policy.backoff
     first_byte = policy.answers.first_byte_seconds
     # Only what is decoded within a bound is asked for (a vendor's own default may be br).
-    request.headers["accept-encoding"] = ACCEPT_ENCODING
+    request.set_header("accept-encoding", ACCEPT_ENCODING)
     for attempt in range(1, policy.attempts + 1):
         last = attempt == policy.attempts
         try:
             async with asyncio.timeout(first_byte):
-                response = await client.send(request, stream=True)
+                response = await client.send(request)
         except TimeoutError:
             if last:
                 raise too_slow(vendor, "its answer's headers", "upstream_first_byte_seconds", first_byte) from None
@@ -254,7 +252,7 @@ async def send(
                     f"could not reach {vendor}: {scrub(str(exc) or type(exc).__name__, secrets)}"
                 ) from exc
         else:
-            policy.answers.attach(response)
+            response.bounds = policy.answers
             if response.is_success:
                 return response
             try:
@@ -296,7 +294,7 @@ def _seconds(value: str | None) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def _reading(response: httpx.Response, *, vendor: str, what: str) -> AsyncIterator[None]:
+async def _reading(response: Inbound, *, vendor: str, what: str) -> AsyncIterator[None]:
     """Read an answer's body: failures after the status line are the vendor's, and
     the response is closed however reading ends (finished, failed or abandoned)."""
     try:
@@ -311,13 +309,13 @@ async def _reading(response: httpx.Response, *, vendor: str, what: str) -> Async
         await response.aclose()
 
 
-async def read_json(response: httpx.Response, *, vendor: str) -> Any:
+async def read_json(response: Inbound, *, vendor: str) -> Any:
     """The parsed body of a 2xx answer from `send`, read within its bounds."""
     async with _reading(response, vendor=vendor, what="response"):
         return await read_json_within(response, vendor=vendor)
 
 
-async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncGenerator[tuple[str, Any], None]:
+async def sse_json(response: Inbound, *, vendor: str) -> AsyncGenerator[tuple[str, Any], None]:
     """(event name, parsed JSON data) for each server-sent event of a 2xx answer from
     `send`, read within its bounds; `[DONE]` ends it."""
     async with _reading(response, vendor=vendor, what="stream"):
@@ -331,7 +329,7 @@ async def sse_json(response: httpx.Response, *, vendor: str) -> AsyncGenerator[t
                     yield event.name, parse_json(data, vendor=vendor, what="sent an event with")
 
 
-async def event_stream(response: httpx.Response, *, vendor: str) -> AsyncGenerator[bytes, None]:
+async def event_stream(response: Inbound, *, vendor: str) -> AsyncGenerator[bytes, None]:
     """As `sse_json`, for AWS's binary event-stream framing: each whole message of a 2xx
     answer from `send`, read within its bounds (the caller decodes it)."""
     async with _reading(response, vendor=vendor, what="stream"):

@@ -35,7 +35,7 @@ from modelport.generation import GenerationCall, GenerationChunk
 from modelport.policy import ServerPolicy
 from modelport.vendors.anthropic import AnthropicVendor
 from modelport.vendors.base import Capabilities, ChunkStream, Embeddings, Target
-from modelport.vendors.client import HttpClient
+from modelport.vendors.client import UpstreamClient
 from modelport.vendors.google import GoogleVendor, gemini_body
 from modelport.vendors.http_vendor import Outgoing
 from modelport.vendors.settings import VertexSettings
@@ -96,7 +96,7 @@ class TokenSource:
 
     def __init__(
         self,
-        client: HttpClient,
+        client: UpstreamClient,
         policy: RetryPolicy,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -186,7 +186,7 @@ class _VertexAuth:
     """What both publishers' adapters share: the bearer token in place of an API key."""
 
     vendor = "VERTEX_AI"
-    _client: HttpClient
+    _client: UpstreamClient
     _tokens: TokenSource
     _server: ServerPolicy
 
@@ -217,7 +217,7 @@ class _VertexAuth:
 class VertexGemini(_VertexAuth, GoogleVendor):
     vendor = "VERTEX_AI"
 
-    def __init__(self, client: HttpClient, policy: RetryPolicy, tokens: TokenSource, server: ServerPolicy) -> None:
+    def __init__(self, client: UpstreamClient, policy: RetryPolicy, tokens: TokenSource, server: ServerPolicy) -> None:
         super().__init__(client, policy)
         self._tokens = tokens
         self._server = server
@@ -237,7 +237,7 @@ class VertexGemini(_VertexAuth, GoogleVendor):
 class VertexClaude(_VertexAuth, AnthropicVendor):
     vendor = "VERTEX_AI"
 
-    def __init__(self, client: HttpClient, policy: RetryPolicy, tokens: TokenSource, server: ServerPolicy) -> None:
+    def __init__(self, client: UpstreamClient, policy: RetryPolicy, tokens: TokenSource, server: ServerPolicy) -> None:
         super().__init__(client, policy)
         self._tokens = tokens
         self._server = server
@@ -268,7 +268,7 @@ class VertexClaude(_VertexAuth, AnthropicVendor):
 class VertexVendor:
     """The VERTEX_AI adapter: each deployment's `publisher` picks who speaks for it."""
 
-    def __init__(self, client: HttpClient, policy: RetryPolicy, server: ServerPolicy) -> None:
+    def __init__(self, client: UpstreamClient, policy: RetryPolicy, server: ServerPolicy) -> None:
         self._client = client
         self.tokens = TokenSource(client, policy)
         self._gemini = VertexGemini(client, policy, self.tokens, server)

@@ -19,10 +19,11 @@ from modelport.vendors.openai import OpenAICompatible
 from modelport.vendors.transport import AiohttpTransport
 from modelport.vendors.upstream import RetryPolicy
 from modelport.vendors.vertex import VertexVendor
+from modelport.vendors.wire import Timeouts, Transport
 
 
 def register_upstream_vendors(
-    vendors: VendorRegistry, settings: Settings, transport: httpx.AsyncBaseTransport | None
+    vendors: VendorRegistry, settings: Settings, transport: Transport | httpx.AsyncBaseTransport | None
 ) -> None:
     """One pooled HTTP client per vendor, created here and closed at shutdown.
     `transport` replaces the network (tests inject recorded vendor answers)."""
@@ -35,7 +36,7 @@ def register_upstream_vendors(
     def pooled_client() -> UpstreamClient:
         return UpstreamClient(
             transport or AiohttpTransport(policy=settings.policy, max_connections=512),
-            httpx.Timeout(settings.upstream_read_timeout, connect=settings.upstream_connect_timeout),
+            Timeouts(connect=settings.upstream_connect_timeout, read=settings.upstream_read_timeout),
         )
 
     vendors.register("OPENAI", OpenAICompatible(pooled_client(), openai.OPENAI, policy))
