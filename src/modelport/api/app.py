@@ -354,6 +354,10 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by api/routes/web.py from packaged assets, not a CDN
         redoc_url=None,  # likewise
+        # FastAPI's own OpenTelemetry spans and metrics, which it adds when a global
+        # provider is set: modelport's observer and tracing already measure each request
+        # (observability/), and checking the providers cost each request about 5 µs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.upstream_transport = upstream_transport
