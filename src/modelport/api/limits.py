@@ -84,7 +84,10 @@ def _nul_outside_body(scope: Scope) -> list[str] | None:
     if b"%00" in query or b"\x00" in query:
         return ["query"]
     for name, value in scope["headers"]:
-        if b"\x00" in value or b"\x00" in name:
+        # The byte as an int: CPython looks for one with memchr, but for a bytes
+        # argument it goes through the buffer protocol, several times slower, and every
+        # request has a dozen headers.
+        if 0 in value or 0 in name:
             return ["header", name.decode("latin-1").replace("\x00", "")]
     return None
 
@@ -163,7 +166,12 @@ class RequestGuard:
         """The request's body, read whole; None when it was refused (and answered) or the
         client went away before it finished sending."""
         content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
-        if content_type is not None and not is_json_media_type(content_type.decode("latin-1")):
+        # What nearly every client sends is taken without being parsed.
+        if (
+            content_type is not None
+            and content_type != b"application/json"
+            and not is_json_media_type(content_type.decode("latin-1"))
+        ):
             await _refuse(
                 send,
                 UnsupportedMediaType(
