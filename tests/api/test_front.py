@@ -2,17 +2,27 @@
 replaced ran: the observer around everything (a refusal by the guard and a CORS
 preflight are observed: request id, overhead, metrics, log line), a preflight answered
 before any of the guard's checks, and the guard's refusals made before routing (so
-counted under no route) and carrying the CORS headers when CORS is on."""
+counted under no route) and carrying the CORS headers when CORS is on; a request still
+running at the end of the shutdown's grace period is ended by it, with a 503."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
+from modelport.api.front import Front
+from modelport.observability.shutdown import REASON as SHUTDOWN_REASON
+from modelport.observability.shutdown import gate
 from tests.conftest import in_process, sqlite_settings
 
 ORIGIN = "https://chat.example.com"
@@ -73,3 +83,62 @@ async def test_with_cors_a_preflight_comes_before_the_guard_and_every_answer_has
         assert "x-request-id" in answer.headers["access-control-expose-headers"]
     assert "access-control-allow-origin" not in without_origin.headers
     assert without_origin.headers["vary"] == "Origin"
+
+
+def _front_waiting_forever() -> Front:
+    """A Front whose one hot route waits until it is cancelled."""
+    router = APIRouter()
+
+    @router.post("/wait")
+    async def wait(request: Request) -> Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def fastapi_app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the hot path serves /wait")
+
+    routes = [route for route in router.routes if isinstance(route, APIRoute)]
+    return Front(fastapi_app, routes=routes, exception_handlers={}, max_bytes=1024, uploads={}, access_log=False)
+
+
+async def _waiting(front: Front) -> tuple[asyncio.Task[None], list[Message]]:
+    scope = {"type": "http", "method": "POST", "path": "/wait", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")]}  # fmt: skip
+    delivered = False
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if delivered:
+            await asyncio.Event().wait()
+        delivered = True
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(front(scope, receive, send))
+    for _ in range(10):
+        await asyncio.sleep(0)  # into the endpoint's wait
+    return task, sent
+
+
+async def test_a_request_still_running_when_the_shutdowns_grace_period_ends_gets_a_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, sent = await _waiting(_front_waiting_forever())
+    monkeypatch.setattr(gate, "expired", True)  # what `gate` does at the end of the grace period
+    task.cancel(SHUTDOWN_REASON)
+    await task  # ended here, cleanly: no CancelledError
+    start, body = sent
+    assert start["status"] == 503
+    assert orjson.loads(body["body"]) == {"detail": SHUTDOWN_REASON}
+
+
+async def test_any_other_cancellation_goes_on() -> None:
+    task, sent = await _waiting(_front_waiting_forever())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sent == []

@@ -74,7 +74,9 @@ class Front:
     async def _answer(self, scope: Scope, receive: Receive, observed: Observation) -> None:
         send: Send = observed.send
         if self.cors is not None:
-            # As `CORSMiddleware.__call__` does it.
+            # `CORSMiddleware.__call__`'s two cases, taken here so that what follows CORS
+            # stays in this function: a preflight answered before any check, and every
+            # other answer given the CORS headers on its way out.
             request_headers = Headers(scope=scope)
             if (
                 scope["method"] == "OPTIONS"
