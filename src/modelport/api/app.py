@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -27,8 +26,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from modelport import __version__
 from modelport.api import batch_calls, error_shapes, openapi_bodies, welcome
 from modelport.api.deps import SELECTED_ACCOUNT_HEADER
-from modelport.api.hot_path import HotPath
-from modelport.api.limits import RequestGuard, Upload
+from modelport.api.front import Front
+from modelport.api.limits import Upload
 from modelport.api.routes import (
     accounts,
     anthropic_compat,
@@ -73,7 +72,6 @@ from modelport.limits.auth_throttle import AuthThrottle
 from modelport.limits.base import Clock, Scope, wall_clock
 from modelport.observability import logs, metrics, tracing
 from modelport.observability.heap import freeze_startup_heap
-from modelport.observability.middleware import RequestObserver
 from modelport.observability.requests import observed_usage
 from modelport.observability.shutdown import gate
 from modelport.prompts.render_pool import configure_render_pool
@@ -421,8 +419,8 @@ def create_app(
     web.install(app)
     file_upload = Upload(settings.files_max_bytes, "MODELPORT_FILES_MAX_BYTES")
     uploads = {batches_route.FILES_PATH: file_upload, sgp_files_route.SGP_FILES_PATH: file_upload}
-    # Innermost: past the guard's checks, the inference routes are served without
-    # FastAPI's routing and dependency resolution (api/hot_path.py).
+    # The inference routes, served past the guard's checks without FastAPI's routing and
+    # dependency resolution (api/hot_path.py).
     hot_routers = (
         inference.router,
         retrieval.router,
@@ -437,22 +435,26 @@ def create_app(
         for route in router.routes
         if isinstance(route, APIRoute) and route.methods == {"POST"}
     ]
-    app.add_middleware(HotPath, routes=hot_routes, exception_handlers=app.exception_handlers)
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads=uploads)
-    if settings.cors_origins:
-        # Outside the guard, so a browser's preflight is answered before any check. Keys
-        # travel in headers, never cookies: no credentials mode.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=CORS_EXPOSED_HEADERS,
-            max_age=600,
-        )
-    # Outermost: its clock (the request's latency, and the gateway's own share of it)
-    # starts before any of modelport's work.
-    app.add_middleware(RequestObserver, access_log=settings.access_log)
+    # Keys travel in headers, never cookies: no credentials mode.
+    cors = {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["*"],
+        "allow_headers": ["*"],
+        "expose_headers": CORS_EXPOSED_HEADERS,
+        "max_age": 600,
+    }
+    # One middleware (api/front.py): the observer (its clock starts before any of
+    # modelport's work), CORS (a browser's preflight answered before any check), the
+    # guard and the hot path, as steps of one function rather than a layer each.
+    app.add_middleware(
+        Front,
+        routes=hot_routes,
+        exception_handlers=app.exception_handlers,
+        max_bytes=settings.max_body_bytes,
+        uploads=uploads,
+        access_log=settings.access_log,
+        cors=cors if settings.cors_origins else None,
+    )
     if settings.trusted_proxies:
         # Around everything: the client's address is known before anything reads it (the
         # auth throttle). uvicorn's own proxy handling is off (`modelport serve`), so this

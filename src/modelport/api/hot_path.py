@@ -4,8 +4,8 @@ A request to an inference route (`POST /v4/models/{id}/chat-completions`,
 `/v1/chat/completions`, `/v1/messages`, ...) spends most of the gateway's own CPU in the
 model call, but under FastAPI about a fifth of it went to routing through every
 included router, the exception and exit-stack middlewares, and resolving the
-endpoint's dependencies with their signatures each time. `HotPath` sits where those
-begin (inside the request guard) and serves these routes itself: one match of the path,
+endpoint's dependencies with their signatures each time. `HotPath` serves these routes
+where those would begin (in `api/front.py`, past the request guard): one match of the path,
 then the route's own endpoint function called with what it asks for, worked out once at
 start-up from the route's dependencies. Everything else goes on to FastAPI.
 
@@ -29,9 +29,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from modelport.api import deps
+from modelport.observability.observation import Observation
 
 Resolver = Callable[[Request], Awaitable[Any]]
 
@@ -95,42 +96,41 @@ def plan_for(route: APIRoute) -> _Plan:
 
 
 class HotPath:
-    """ASGI: serves `routes` (each a POST route planned by `plan_for`) itself and passes
-    every other request on to `app`. `exception_handlers` are the application's
+    """Serves `routes` (each a POST route planned by `plan_for`) itself, past the
+    request guard (`api/front.py` asks `route` of every request the guard let through
+    with its body read). `exception_handlers` are the application's
     (`FastAPI.exception_handlers`): those Starlette's exception middleware would apply
     are applied here; the rest (`Exception`, 500) belong to the outermost middleware,
     which an unhandled error still reaches."""
 
-    def __init__(
-        self, app: ASGIApp, routes: Iterable[APIRoute], exception_handlers: Mapping[Any, Callable[..., Any]]
-    ) -> None:
-        self.app = app
+    def __init__(self, routes: Iterable[APIRoute], exception_handlers: Mapping[Any, Callable[..., Any]]) -> None:
         self._plans = tuple(plan_for(route) for route in routes)
         # Split as Starlette splits them (`Starlette.build_middleware_stack`).
         handled = {key: value for key, value in exception_handlers.items() if key not in (500, Exception)}
         self._status_handlers = {key: value for key, value in handled.items() if isinstance(key, int)}
         self._handlers = {key: value for key, value in handled.items() if not isinstance(key, int)}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+    def route(self, scope: Scope) -> _Plan | None:
+        """The plan of the route this request is for, its route and path parameters put
+        in the scope (as Starlette's router puts them); None for a request not served here."""
+        if scope["method"] == "POST":
             for plan in self._plans:
                 match, child_scope = plan.route.matches(scope)
                 if match is Match.FULL:
-                    scope.update(child_scope)  # the route, its endpoint and path parameters
-                    await self._serve(plan, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+                    scope.update(child_scope)
+                    return plan
+        return None
 
-    async def _serve(self, plan: _Plan, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self, plan: _Plan, scope: Scope, receive: Receive, send: Send, body: bytes, observed: Observation
+    ) -> None:
+        """The request, answered on `send` by its route's endpoint; `body` is what the
+        guard read (and `receive` what the client sends after it); `observed` knows
+        whether the answer has begun."""
         request = Request(scope, receive, send)
-        started = False
-
-        async def sending(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        # Starlette's own cache of a read body: `request.body()` (and `stream()`, `json()`)
+        # hand it back, as they would after reading it from `receive`.
+        request._body = body
         try:
             arguments: dict[str, Any] = {}
             # Each dependency once a request, however many parameters ask for it (as FastAPI caches it).
@@ -147,15 +147,15 @@ class HotPath:
             response = await plan.route.endpoint(**arguments)
             if not isinstance(response, Response):
                 raise TypeError(f"{plan.route.path}: the endpoint answered {type(response).__name__}, not a Response")
-            await response(scope, receive, sending)
+            await response(scope, receive, send)
         except Exception as error:
             handler = self._handler_for(error)
             if handler is None:
                 raise
-            if started:
+            if observed.started:
                 raise RuntimeError("an error after the answer began cannot be answered") from error
             answer = await handler(request, error)
-            await answer(scope, receive, sending)
+            await answer(scope, receive, send)
             # A reused exception would otherwise gather a traceback per request.
             error.__traceback__ = None
 

@@ -55,7 +55,7 @@ WINDOW_SECONDS = 60
 # A budget for a key's whole life never resets: Retry-After then says "a year".
 MAX_RETRY_AFTER = 366 * 86400
 
-# Set by the HTTP layer for each request (observability/middleware.py): admission writes
+# Set by the HTTP layer for each request (observability/observation.py): admission writes
 # the x-ratelimit-remaining-* headers of the answer here.
 response_headers: ContextVar[dict[str, str] | None] = ContextVar("modelport_ratelimit_headers", default=None)
 

@@ -1,9 +1,9 @@
 """What is known about the request being served, gathered where it is learnt.
 
-The HTTP middleware (`observability.middleware`) opens a `RequestRecord` per request in
+The HTTP layer (`observability.observation`) opens a `RequestRecord` per request in
 a context variable; the service fills in the deployment and vendor when it calls one
 (`calling_vendor`) and the outcome when it finishes (`observed_usage` wraps the usage
-sink, which the service calls once per finished inference request). The middleware then
+sink, which the service calls once per finished inference request). The observation then
 turns the record into metrics, a log line and a trace, in one place.
 """
 

@@ -1,7 +1,7 @@
 """The gateway's own share of a request's time: wall time minus time spent waiting
 for the vendor. Reported to callers in the `x-modelport-overhead-ms` header.
 
-The HTTP layer (observability/middleware.py) opens a `RequestClock` per request; the service marks the stretches
+The HTTP layer (observability/observation.py) opens a `RequestClock` per request; the service marks the stretches
 spent waiting on a vendor with `waiting_for_vendor()`. The clock travels in a context
 variable so the service needs no HTTP object to report it.
 """
