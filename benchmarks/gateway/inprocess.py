@@ -8,7 +8,8 @@ on a busy machine, where `run.py`'s wrk runs do not.
     .venv/bin/python benchmarks/gateway/inprocess.py --against ../old/src # A/B, alternating
     .venv/bin/python benchmarks/gateway/inprocess.py --kinds stream --profile  # cProfile
 
-Kinds: `json` and `stream` (the admin key), `hit-json` and `hit-stream` (a key whose
+Kinds: `json` and `stream` (the admin key; `v1-json` and `v1-stream`: the same on
+OpenAI's surface, `/v1/chat/completions`), `hit-json` and `hit-stream` (a key whose
 answers the response cache keeps: every request after the first is a hit), `varied-*`
 (every request different, the admin key) and `keyed-*` (the same, by a key with a
 model allow-list and a cache that always misses: what issue 24's features add).
@@ -32,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("json", "stream", "hit-json", "hit-stream", "varied-json", "keyed-json", "varied-stream", "keyed-stream")
+KINDS = ("json", "stream", "hit-json", "hit-stream", "varied-json", "keyed-json", "varied-stream", "keyed-stream",
+         "v1-json", "v1-stream")  # fmt: skip
 KEY = "mp_bench_inprocess_admin_key_0123456789"
 
 
@@ -159,7 +161,15 @@ async def measure(kind: str, requests: int, profile: Path | None) -> float:
         varied = kind.startswith(("varied-", "keyed-"))
 
         def body(number: int) -> bytes:
-            return json.dumps({**template, "prompt": template["prompt"].format(n=number if varied else 0)}).encode()
+            prompt = template["prompt"].format(n=number if varied else 0)
+            if kind.startswith("v1-"):  # OpenAI's surface, the same call
+                messages = [{"role": "user", "content": prompt}]
+                return json.dumps({"model": "mock", "messages": messages, "max_tokens": 16, "temperature": 0,
+                                   "stream": template["stream"]}).encode()  # fmt: skip
+            return json.dumps({**template, "prompt": prompt}).encode()
+
+        if kind.startswith("v1-"):
+            path = "/v1/chat/completions"
 
         first = await _call(app, path, body(-1), key)
         if first[0]["status"] != 200:

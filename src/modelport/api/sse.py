@@ -44,6 +44,9 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 CLOSING_SECONDS = 5
 
 Item = TypeVar("Item")
+# A framing only takes events: one that writes any of a surface's events writes a
+# narrower stream's too (several choices' models, where one stream also has templates).
+Framed = TypeVar("Framed", contravariant=True)
 
 
 def data_event(payload: BaseModel | EncodedEvent) -> bytes:
@@ -65,10 +68,10 @@ def error_event(body: dict[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Framing(Generic[Item]):
+class Framing(Generic[Framed]):
     """How one surface writes its streams."""
 
-    event: Callable[[Item], bytes]
+    event: Callable[[Framed], bytes]
     # The event that ends a failed stream, from modelport's own status and error body
     # (`{"detail": ...}`, SPEC 3.4).
     error: Callable[[int, dict[str, Any]], bytes]

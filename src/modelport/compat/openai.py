@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from modelport.errors import InvalidRequest
@@ -32,7 +33,13 @@ from modelport.inference.metering import Generated
 from modelport.inference.service import CHAT_WINDOW, TextRequest
 from modelport.observability.ids import hex_id
 from modelport.schemas import openai as wire
-from modelport.schemas.inference import MAX_STOP_SEQUENCES, ChatCompletionRequest, CompletionRequest, wire_logprobs
+from modelport.schemas.inference import (
+    MAX_STOP_SEQUENCES,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EncodedEvent,
+    wire_logprobs,
+)
 from modelport.vendors.base import HINT_PARAMETERS, PROMPT_LOGPROBS, TOKEN_PROMPT
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
@@ -293,12 +300,20 @@ def chat_completion(body: wire.ChatCompletionBody, generated: Generated) -> wire
 
 
 async def chat_chunks(
-    body: wire.ChatCompletionBody, pieces: AsyncIterator[Generated]
-) -> AsyncIterator[wire.ChatCompletionChunk]:
+    body: wire.ChatCompletionBody, pieces: AsyncIterator[Generated], *, templated: bool = True
+) -> AsyncIterator[wire.ChatCompletionChunk | EncodedEvent]:
     """OpenAI's stream: the role first, then content and tool-call deltas, then the finish
     reason in a chunk of its own, then (with `stream_options.include_usage`) the usage in
-    a chunk with no choices."""
+    a chunk with no choices.
+
+    A content delta without log-probabilities, nearly every event, is the same bytes every
+    time but for its text: it is made from a template, the chunk's id, time and model
+    encoded once rather than once a token (byte for byte what the chunk's model writes,
+    `tests/compat/test_openai_chunk_template.py`); the other events go through the model.
+    Not `templated`: every event is its model, for a caller that changes them (several
+    choices merged into one stream, `api/several.py`)."""
     identity = {"id": completion_id("chatcmpl"), "created": int(time.time()), "model": body.model}
+    head, tail = content_delta_template(identity)
 
     def chunk(delta: wire.ChunkDelta, **fields: Any) -> wire.ChatCompletionChunk:
         return wire.ChatCompletionChunk(**identity, choices=[wire.ChunkChoice(index=0, delta=delta, **fields)])
@@ -306,8 +321,12 @@ async def chat_chunks(
     yield chunk(wire.ChunkDelta(role="assistant", content=""))
     async for piece in pieces:
         if piece.text or piece.logprobs:
-            logprobs = _chat_logprobs(piece.logprobs) if body.logprobs else None
-            yield chunk(wire.ChunkDelta(content=piece.text), logprobs=logprobs)
+            if body.logprobs:
+                yield chunk(wire.ChunkDelta(content=piece.text), logprobs=_chat_logprobs(piece.logprobs))
+            elif templated:
+                yield EncodedEvent(head + orjson.dumps(piece.text) + tail)
+            else:
+                yield chunk(wire.ChunkDelta(content=piece.text))
         if piece.tool_calls:
             deltas = [wire.DeltaToolCall.model_validate(call) for call in piece.tool_calls]
             if not body.legacy_functions:
@@ -320,6 +339,16 @@ async def chat_chunks(
             yield chunk(wire.ChunkDelta(), finish_reason=_finish(body, piece.finish_reason))
             if body.include_usage():
                 yield wire.ChatCompletionChunk(**identity, choices=[], usage=_usage(piece))
+
+
+def content_delta_template(identity: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The bytes of a content delta's chunk before and after its text (JSON-encoded)."""
+    head = (
+        b'{"id":' + orjson.dumps(identity["id"]) + b',"object":"chat.completion.chunk","created":'
+        + orjson.dumps(identity["created"]) + b',"model":' + orjson.dumps(identity["model"])
+        + b',"choices":[{"index":0,"delta":{"content":'
+    )  # fmt: skip
+    return head, b"}}]}"
 
 
 def _text_logprobs(entries: list[GeneratedLogprob], offset: int) -> wire.TextLogprobs:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from modelport.api import several, sse
-from modelport.api.answers import TextSurface, asks_no_cache, cost_header
+from modelport.api.answers import Pieces, TextSurface, asks_no_cache, cost_header
 from modelport.api.deps import CatalogueDep, CurrentPrincipal, Service, parse_body
 from modelport.api.error_shapes import openai_error
 from modelport.api.openapi_bodies import declared_body
@@ -29,6 +30,7 @@ from modelport.compat import openai as translate
 from modelport.errors import NotFound
 from modelport.schemas import openai as wire
 from modelport.schemas.catalogue import MAX_PAGE_SIZE
+from modelport.schemas.inference import EncodedEvent
 from modelport.schemas.retrieval import EmbeddingRequest, TokenEmbeddingRequest
 
 router = APIRouter(tags=["openai-compatible"])
@@ -44,8 +46,8 @@ def _error(status: int, body: dict[str, Any]) -> bytes:
 
 # /v1 ends a complete stream with OpenAI's `[DONE]`; the SGP SDK parses every `data:`
 # line of /v4/beta as JSON, so there it ends with nothing.
-_V1: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error, done=b"data: [DONE]\n\n")
-_BETA: sse.Framing[BaseModel] = sse.Framing(event=sse.data_event, error=_error)
+_V1: sse.Framing[BaseModel | EncodedEvent] = sse.Framing(event=sse.data_event, error=_error, done=b"data: [DONE]\n\n")
+_BETA: sse.Framing[BaseModel | EncodedEvent] = sse.Framing(event=sse.data_event, error=_error)
 
 
 # Text-completion chunks are written with their nulls, as OpenAI writes them: every choice
@@ -58,14 +60,25 @@ _TEXT_V1: sse.Framing[BaseModel] = sse.Framing(event=_with_nulls, error=_error, 
 _TEXT_BETA: sse.Framing[BaseModel] = sse.Framing(event=_with_nulls, error=_error)
 
 
-def _framing(request: Request, *, text: bool = False) -> sse.Framing[BaseModel]:
-    if request.url.path.startswith("/v4/beta/"):
-        return _TEXT_BETA if text else _BETA
-    return _TEXT_V1 if text else _V1
+def _framing(request: Request) -> sse.Framing[BaseModel | EncodedEvent]:
+    return _BETA if request.url.path.startswith("/v4/beta/") else _V1
 
 
-_CHAT: TextSurface[wire.ChatCompletionBody, BaseModel] = TextSurface(
+def _text_framing(request: Request) -> sse.Framing[BaseModel]:
+    return _TEXT_BETA if request.url.path.startswith("/v4/beta/") else _TEXT_V1
+
+
+def _chat_chunk_models(body: wire.ChatCompletionBody, pieces: Pieces) -> AsyncIterator[wire.ChatCompletionChunk]:
+    # Untemplated, every event is its model (the union is the templated stream's).
+    return cast("AsyncIterator[wire.ChatCompletionChunk]", translate.chat_chunks(body, pieces, templated=False))
+
+
+_CHAT: TextSurface[wire.ChatCompletionBody, BaseModel | EncodedEvent] = TextSurface(
     translate.chat_request, translate.chat_completion, translate.chat_chunks
+)
+# Several choices in one stream: `api/several.py` renumbers each event's choice.
+_CHAT_CHOICES: TextSurface[wire.ChatCompletionBody, BaseModel] = TextSurface(
+    translate.chat_request, translate.chat_completion, _chat_chunk_models
 )
 _TEXT: TextSurface[wire.TextCompletionBody, BaseModel] = TextSurface(
     translate.text_request, translate.text_completion, translate.text_chunks
@@ -83,7 +96,7 @@ _EMBEDDINGS_BODY = declared_body(wire.EmbeddingsBody, "OpenAI")
 async def chat_completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.ChatCompletionBody)
     if several.several(body):  # never cached: n > 1 is not one deterministic answer
-        return await several.answer(_CHAT, service, principal, body, _framing(request))
+        return await several.answer(_CHAT_CHOICES, service, principal, body, _framing(request))
     no_cache = asks_no_cache(request)
     return await _CHAT.by_model(service, principal, body.model, body, _framing(request), no_cache=no_cache)
 
@@ -92,7 +105,7 @@ async def chat_completions(request: Request, principal: CurrentPrincipal, servic
 @router.post("/v4/beta/completions", response_model=wire.TextCompletion, openapi_extra=_TEXT_BODY)
 async def completions(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     body = await parse_body(request, wire.TextCompletionBody)
-    framing = _framing(request, text=True)
+    framing = _text_framing(request)
     # Never cached: several choices, prompts or an echo are not one deterministic answer.
     if several.several(body):
         return await several.answer(_TEXT, service, principal, body, framing)
