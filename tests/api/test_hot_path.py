@@ -18,7 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Request
 from modelport.api.app import create_app
 from modelport.api.deps import CurrentPrincipal, Service
 from modelport.api.front import Front
-from modelport.api.hot_path import plan_for
+from modelport.api.hot_path import HotPath, plan_for
 from tests.conftest import ADMIN_KEY, serving, sqlite_settings
 
 CHAT = {"id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "up",
@@ -166,6 +166,27 @@ async def test_the_hot_path_serves_every_inference_route_and_no_other(tmp_path: 
     [entry] = [entry for entry in application.user_middleware if entry.cls is Front]
     served = {route.path for route in entry.kwargs["routes"]}
     assert served == HOT_ROUTES
+
+
+@pytest.mark.parametrize("root_path", ["", "/gateway"])
+def test_a_route_is_found_by_its_path_as_by_matching_each_in_turn(tmp_path: Path, root_path: str) -> None:
+    """Routes without path parameters are looked up by path: each request finds the route
+    Starlette's matching in turn finds (the first whose pattern matches), behind a root
+    path too, and a route not served here is not found."""
+    application = create_app(sqlite_settings(tmp_path))
+    [entry] = [entry for entry in application.user_middleware if entry.cls is Front]
+    routes = entry.kwargs["routes"]
+    hot = HotPath(routes, {})
+    paths = [re.sub(r"\{[^}]+\}", "some-id", route.path) for route in routes] + ["/v4/api-keys", "/v1/models"]
+    assert any("some-id" not in path for path in paths[: len(routes)])  # some are found by path
+    for path in paths:
+        for method in ("POST", "GET"):
+            scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
+            expected = next((route for route in routes if route.matches(dict(scope))[0].name == "FULL"), None)
+            found = hot.route(scope)
+            assert (found.route if found else None) is (expected if method == "POST" else None), (method, path)
+            if found is not None:
+                assert scope["route"] is found.route and "path_params" in scope
 
 
 async def test_a_client_sees_the_same_answers_refusals_and_streams_with_and_without_it(tmp_path: Path) -> None:

@@ -95,6 +95,20 @@ def plan_for(route: APIRoute) -> _Plan:
     )
 
 
+def _by_path(plans: tuple[_Plan, ...]) -> dict[str, _Plan]:
+    """The plans of routes without path parameters, by path: `/v1/messages` was matched
+    after a dozen other routes' patterns. A path an earlier route's pattern also matches
+    is left to the matching in turn, where that route comes first."""
+    found: dict[str, _Plan] = {}
+    for at, plan in enumerate(plans):
+        path = plan.route.path
+        if plan.route.param_convertors or path in found:
+            continue
+        if not any(earlier.route.path_regex.match(path) for earlier in plans[:at]):
+            found[path] = plan
+    return found
+
+
 class HotPath:
     """Serves `routes` (each a POST route planned by `plan_for`) itself, past the
     request guard (`api/front.py` asks `route` of every request the guard let through
@@ -105,6 +119,7 @@ class HotPath:
 
     def __init__(self, routes: Iterable[APIRoute], exception_handlers: Mapping[Any, Callable[..., Any]]) -> None:
         self._plans = tuple(plan_for(route) for route in routes)
+        self._by_path = _by_path(self._plans)
         # Split as Starlette splits them (`Starlette.build_middleware_stack`).
         handled = {key: value for key, value in exception_handlers.items() if key not in (500, Exception)}
         self._status_handlers = {key: value for key, value in handled.items() if isinstance(key, int)}
@@ -114,6 +129,14 @@ class HotPath:
         """The plan of the route this request is for, its route and path parameters put
         in the scope (as Starlette's router puts them); None for a request not served here."""
         if scope["method"] == "POST":
+            # A route without path parameters is found by its path, then matched once
+            # (the root path, the method); the rest are matched in turn, as Starlette does.
+            candidate = self._by_path.get(scope["path"])
+            if candidate is not None:
+                match, child_scope = candidate.route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    return candidate
             for plan in self._plans:
                 match, child_scope = plan.route.matches(scope)
                 if match is Match.FULL:
