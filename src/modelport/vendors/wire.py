@@ -40,9 +40,6 @@ class Address:
     netloc: str  # the Host header: host (IDNA-encoded already) and any port given
     wire: URL  # the same, for aiohttp: yarl is told not to decode it again
 
-    def __str__(self) -> str:
-        return self.text
-
 
 @lru_cache(maxsize=1024)
 def address(url: str, query: tuple[tuple[str, str], ...] = ()) -> Address:
