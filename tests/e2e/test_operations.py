@@ -92,6 +92,10 @@ def log_entries(data: Path) -> list[dict[str, object]]:
     return entries
 
 
+def _failure_pids(data: Path) -> set[object]:
+    return {entry["pid"] for entry in log_entries(data) if entry.get("message") == "request failed"}
+
+
 def scrape(base_url: str, name: str, **labels: str) -> float:
     text = httpx.get(f"{base_url}/metrics").text
     for family in text_string_to_metric_families(text):
@@ -115,12 +119,16 @@ def test_with_two_workers_one_scrape_counts_every_workers_requests_and_every_wor
         ),
     ):
         failing = deploy(base_url, fake_vendor, "fail-500")
-        requests = 16
-        for _ in range(requests):  # each on a new connection: the kernel spreads them over both workers
+        requests = 0
+        # Each on a new connection. Which worker accepts one is the kernel's choice, and a
+        # run of 16 has gone to one worker alone: the requests go on until both have
+        # logged one (at most 256).
+        while requests < 16 or (len(_failure_pids(tmp_path)) < 2 and requests < 256):
             assert (
                 httpx.post(f"{base_url}/v4/models/{failing}/chat-completions", json=BODY, headers=HEADERS).status_code
                 == 502
             )
+            requests += 1
         # Whichever worker answers the scrape, it reports both workers' counts.
         for _ in range(6):
             assert scrape(base_url, "modelport_requests_total", deployment=failing, status="502") == requests
