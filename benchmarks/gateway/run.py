@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -194,7 +195,28 @@ def run_wrk(target: Target, workdir: Path, *, connections: int, seconds: int, st
     line = next(line for line in out.stderr.splitlines() if line.startswith("WRKJSON "))
     result: dict[str, float] = json.loads(line.removeprefix("WRKJSON "))
     result["rps"] = result["requests"] / result["seconds"]
+    result["cpu_seconds"] = cpu
     result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
+    return result
+
+
+def summary(result: dict[str, float]) -> str:
+    return (
+        f"{result['rps']:9.0f} req/s  p50 {result['p50_us'] / 1000:7.2f} ms  p99 {result['p99_us'] / 1000:7.2f} ms"
+        f"  cpu {result['cpu_ms_per_request']:.2f} ms/req  errors {result['errors']}"
+    )
+
+
+def pooled(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Several wrk runs of one target as one: requests, seconds, CPU and errors summed,
+    latencies the median of the runs'."""
+    if len(runs) == 1:
+        return runs[0]
+    result = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    for name in ("requests", "seconds", "errors", "cpu_seconds"):
+        result[name] = sum(run[name] for run in runs)
+    result["rps"] = result["requests"] / result["seconds"]
+    result["cpu_ms_per_request"] = 1000 * result["cpu_seconds"] / max(result["requests"], 1)
     return result
 
 
@@ -303,6 +325,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--workers", default="1", help="modelport worker processes; a list (1,2) runs each")
     parser.add_argument("--soak", type=int, default=0, help="also send this many requests and sample RSS")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the targets in turn this many times per scenario, pooled (CPU: summed)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument(
         "--limits", action="store_true", help="also modelport with a limited key (redis-server on loopback)"
@@ -482,16 +506,15 @@ def main() -> None:
         results: dict[str, dict[str, dict[str, float]]] = {t.name: {} for t in targets}
         for connections in [int(c) for c in args.concurrency.split(",")]:
             for stream in (False, True):
-                for target in targets:  # interleaved: each target in turn, same conditions
-                    key = f"{'stream' if stream else 'json'}@{connections}"
-                    result = run_wrk(target, workdir, connections=connections, seconds=args.seconds, stream=stream)
-                    results[target.name][key] = result
-                    print(
-                        f"{target.name:9} {key:10} {result['rps']:9.0f} req/s  p50 {result['p50_us'] / 1000:7.2f} ms"
-                        f"  p99 {result['p99_us'] / 1000:7.2f} ms  cpu {result['cpu_ms_per_request']:.2f} ms/req"
-                        f"  errors {result['errors']}",
-                        flush=True,
-                    )
+                key = f"{'stream' if stream else 'json'}@{connections}"
+                runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+                for _ in range(args.repeat):  # interleaved: each target in turn, same conditions
+                    for target in targets:
+                        result = run_wrk(target, workdir, connections=connections, seconds=args.seconds, stream=stream)
+                        runs[target.name].append(result)
+                        print(f"{target.name:9} {key:10} {summary(result)}", flush=True)
+                for name, each in runs.items():
+                    results[name][key] = pooled(each)
 
         soak_samples = soak(next(t for t in targets if t.name == "modelport"), workdir, args.soak) if args.soak else []
         report(targets, results, soak_samples)
@@ -572,6 +595,13 @@ def report(
             for key in results["modelport"]:
                 ratio = results[name][key]["rps"] / results["modelport"][key]["rps"]
                 print(f"{name} / modelport (1 worker) throughput, {key}: {ratio:.2f}x")
+    if "modelport+keyed" in names:
+        for key in results["modelport+keyed"]:
+            ratio = (
+                results["modelport+keyed"][key]["cpu_ms_per_request"]
+                / results["modelport+varied"][key]["cpu_ms_per_request"]
+            )
+            print(f"modelport+keyed / modelport+varied CPU per request, {key}: {ratio:.3f}")
     if "litellm" in names:
         for mode in ("json", "stream"):
             ratio = results["modelport"][f"{mode}@32"]["rps"] / results["litellm"][f"{mode}@32"]["rps"]

@@ -6,6 +6,7 @@ after its TTL, and the Redis one answers a miss, quickly, when Redis cannot be r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 import tracemalloc
@@ -15,8 +16,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from modelport.generation import GenerationCall, Sampling, TokenLogprob
-from modelport.inference.metering import Generated
+from modelport.generation import GenerationCall, Sampling, TokenLogprob, VendorPassthrough
+from modelport.inference.metering import Generated, joined
 from modelport.inference.response_cache import (
     ENTRY_OVERHEAD_BYTES,
     MemoryStore,
@@ -25,7 +26,7 @@ from modelport.inference.response_cache import (
     decode,
     deterministic,
     encode,
-    joined,
+    keepable,
     replay,
     ttl_for,
 )
@@ -61,6 +62,34 @@ def test_the_key_differs_by_account_deployment_and_call_and_not_by_key_order() -
     assert cache_key("a", "d", reordered) == base
 
 
+# A value other than `_call()`'s for every field of the call, and of its sampling.
+_OTHER_CALL = {
+    "messages": ({"role": "user", "content": "ho"},), "prompt": "hi", "prompt_token_ids": (1, 2), "echo": True,
+    "chat_template": "{{ messages }}", "chat_template_kwargs": {"x": 1}, "tools": ({"type": "function"},),
+    "tool_choice": "auto", "response_format": {"type": "json_object"}, "seed": 3, "logit_bias": {"1": 2.0}, "n": 2,
+    "hints": {"verbosity": "low"}, "response_token_bound": 9,
+    "passthrough": VendorPassthrough(vendor="ANTHROPIC", body={"thinking": {}}), "content_needs": {"audio": "x"},
+}  # fmt: skip
+_OTHER_SAMPLING = {
+    "temperature": 0.5, "max_tokens": 6, "top_p": 0.9, "top_k": 3, "frequency_penalty": 0.1,
+    "presence_penalty": 0.1, "stop_sequences": ("x",), "logprobs": True, "top_logprobs": 2,
+    "reasoning_effort": "low", "seed": 1, "logit_bias": ((1, 2.0),), "grammar": "root ::= x",
+}  # fmt: skip
+
+
+def test_every_field_of_the_call_is_part_of_the_key() -> None:
+    assert set(_OTHER_CALL) | {"sampling"} == {field.name for field in dataclasses.fields(GenerationCall)}
+    assert set(_OTHER_SAMPLING) == {field.name for field in dataclasses.fields(Sampling)}
+    base = _call()
+    keys = {cache_key("a", "d", base)}
+    keys |= {cache_key("a", "d", dataclasses.replace(base, **{name: value})) for name, value in _OTHER_CALL.items()}
+    keys |= {
+        cache_key("a", "d", dataclasses.replace(base, sampling=dataclasses.replace(base.sampling, **{name: value})))
+        for name, value in _OTHER_SAMPLING.items()
+    }
+    assert len(keys) == 1 + len(_OTHER_CALL) + len(_OTHER_SAMPLING)
+
+
 def test_only_a_deterministic_single_answer_is_cached() -> None:
     assert deterministic(_call())
     assert not deterministic(_call(temperature=0.5))
@@ -84,7 +113,7 @@ async def test_a_stream_is_kept_whole_and_replayed_as_a_stream() -> None:
         Generated(text="", finish_reason="tool_calls", prompt_tokens=3, response_tokens=2),
     ]
     whole = joined(pieces)
-    assert whole is not None
+    assert keepable(whole)
     back = decode(encode(whole))
     assert (back.text, back.logprobs, back.finish_reason) == ("ab", [entry], "tool_calls")
     assert back.tool_calls == [
@@ -94,9 +123,16 @@ async def test_a_stream_is_kept_whole_and_replayed_as_a_stream() -> None:
     assert [piece.text for piece in replayed] == ["ab", ""]
     assert replayed[-1].finish_reason == "tool_calls" and replayed[-1].response_tokens == 2
     assert replayed[0].finish_reason is None
-    assert joined(pieces[:-1]) is None  # no finish reason: not kept
+    assert not keepable(joined(pieces[:-1]))  # no finish reason: not kept
     cut = Generated(text="", finish_reason="stop", vendor_finished=False)
-    assert joined([pieces[0], cut]) is None  # the vendor never said it finished
+    assert not keepable(joined([pieces[0], cut]))  # the vendor never said it finished
+
+
+def test_an_entry_of_another_format_is_not_read_as_an_answer() -> None:
+    with pytest.raises(ValueError):
+        decode(b'{"text": "kept by an earlier version", "logprobs": []}')
+    with pytest.raises(ValueError):
+        decode(b'[1, "a format of the future"]')
 
 
 # --- in process ---------------------------------------------------------------------------

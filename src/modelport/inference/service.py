@@ -27,11 +27,11 @@ from modelport.generation import GenerationCall, Sampling, UsageSink
 from modelport.inference import relay
 from modelport.inference.admission import LimitGate
 from modelport.inference.calls import TEXT_TYPES, WindowRules, text_call
-from modelport.inference.metering import Generated, GeneratedStream, Meter, Metered, Priced, first_then_rest
+from modelport.inference.metering import Generated, GeneratedStream, Meter, Metered, Priced, first_then_rest, joined
 from modelport.inference.params import CallBounds, check_supported, effective_sampling
 from modelport.inference.relay import Relayed
 from modelport.inference.resolve import Resolver
-from modelport.inference.response_cache import CacheEntry, CacheState, ResponseCache, joined, replay
+from modelport.inference.response_cache import CacheEntry, CacheState, ResponseCache, replay
 from modelport.inference.routing import Router
 from modelport.observability.requests import leaving_out
 from modelport.policy import DEFAULT_KEY_ENVS, ServerPolicy
