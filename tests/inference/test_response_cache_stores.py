@@ -128,6 +128,28 @@ async def test_a_stream_is_kept_whole_and_replayed_as_a_stream() -> None:
     assert not keepable(joined([pieces[0], cut]))  # the vendor never said it finished
 
 
+async def test_a_replayed_stream_carries_every_field_of_the_answer() -> None:
+    entry = TokenLogprob(token="a", logprob=-0.1, bytes=[97])
+    answer = Generated(
+        text="a", logprobs=[entry], finish_reason="tool_calls", prompt_tokens=3, response_tokens=2,
+        tool_calls=[{"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        stop_sequence="x", estimated=True, reasoning=[{"index": 0, "type": "thinking", "thinking": "hm"}],
+        dropped=("seed",), cached_prompt_tokens=1, cache_creation_tokens=1, cost=0.5, vendor_finished=True,
+        cache="hit",
+    )  # fmt: skip
+    expected = dataclasses.replace(answer)
+    first, last = [piece async for piece in replay(answer)]
+    content = ("text", "logprobs", "tool_calls", "reasoning")
+    for field in dataclasses.fields(Generated):
+        if field.name in content:
+            assert getattr(first, field.name) == getattr(expected, field.name), field.name
+        elif field.name != "prompt_counts":
+            assert getattr(last, field.name) == getattr(expected, field.name), field.name
+    assert (last.text, last.logprobs, last.tool_calls, last.reasoning) == ("", [], None, None)
+    assert first.finish_reason is None and first.cost is None and first.prompt_counts is not None
+    assert (first.prompt_counts.tokens, first.prompt_counts.cached, first.prompt_counts.created) == (3, 1, 1)
+
+
 def test_an_entry_of_another_format_is_not_read_as_an_answer() -> None:
     with pytest.raises(ValueError):
         decode(b'{"text": "kept by an earlier version", "logprobs": []}')

@@ -96,8 +96,10 @@ def text_call(
     decided = max_tokens_for(call, capabilities, target.context_window, default_max_tokens, window=window)
     if decided.clamped:
         changes.append(decided.clamped)
-    call = replace(call, sampling=replace(call.sampling, max_tokens=decided.sent), response_token_bound=decided.bound)
-    return call, tuple(changes)
+    sampling = call.sampling
+    if decided.sent != sampling.max_tokens:  # mostly the request's own, kept: no copy
+        sampling = replace(sampling, max_tokens=decided.sent)
+    return replace(call, sampling=sampling, response_token_bound=decided.bound), tuple(changes)
 
 
 def _effort_as_sampling(call: GenerationCall) -> GenerationCall:

@@ -110,8 +110,8 @@ def deterministic(call: GenerationCall) -> bool:
 
 
 # The call's fields, and its sampling's, in their declared order: the key is written from
-# these tuples rather than from the dataclasses, which orjson writes at about half the
-# speed (on every cacheable request).
+# these tuples, on every cacheable request, in about a third of the time orjson takes to
+# write the dataclasses themselves (0.9 µs against 3.3 µs, timeit).
 _CALL_FIELDS = attrgetter(*(field.name for field in dataclasses.fields(GenerationCall) if field.name != "sampling"))
 _SAMPLING_FIELDS = attrgetter(*(field.name for field in dataclasses.fields(Sampling)))
 # Sorted keys (the messages' and tools' objects, as the caller ordered them) and no
@@ -173,17 +173,20 @@ def keepable(answer: Generated) -> bool:
 
 async def replay(answer: Generated) -> AsyncGenerator[Generated, None]:
     """A whole answer as a stream: its content in one piece, then the last piece with the
-    finish reason and the counts, as a generation's stream ends."""
+    finish reason and the counts, as a generation's stream ends. `answer` is the
+    request's own copy (decoded for it): it becomes the last piece, its content moved
+    to the first, rather than being copied twice (a hit's every stream)."""
     if answer.text or answer.logprobs or answer.tool_calls or answer.reasoning:
         counts = (
             None
             if answer.prompt_tokens is None
             else PromptCounts(answer.prompt_tokens, answer.cached_prompt_tokens or 0, answer.cache_creation_tokens or 0)
         )
-        yield dataclasses.replace(answer, finish_reason=None, prompt_tokens=None, response_tokens=None,
-                                  stop_sequence=None, cached_prompt_tokens=None, cache_creation_tokens=None,
-                                  cost=None, prompt_counts=counts)  # fmt: skip
-    yield dataclasses.replace(answer, text="", logprobs=[], tool_calls=None, reasoning=None)
+        yield Generated(text=answer.text, logprobs=answer.logprobs, tool_calls=answer.tool_calls,
+                        reasoning=answer.reasoning, estimated=answer.estimated, dropped=answer.dropped,
+                        vendor_finished=answer.vendor_finished, prompt_counts=counts, cache=answer.cache)  # fmt: skip
+    answer.text, answer.logprobs, answer.tool_calls, answer.reasoning = "", [], None, None
+    yield answer
 
 
 # --- the stores ---------------------------------------------------------------------------

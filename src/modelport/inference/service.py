@@ -16,7 +16,7 @@ with the kept generation, whole or streamed as the request asks.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -367,8 +367,9 @@ class InferenceService:
             if kept is not None:
                 # Counted as a request at the hit's price, like any other (429 included).
                 await self._meter.cache_hit(principal, deployment_id, target, entry.hit_cost, started)
-                hit = replace(kept, dropped=left_out, cost=entry.hit_cost, cache=CacheState.HIT)
-                return _Prepared(None, resolved.vendor, capabilities, left_out, entry, hit)
+                # This request's own copy, decoded for it: filled in rather than copied.
+                kept.dropped, kept.cost, kept.cache = left_out, entry.hit_cost, CacheState.HIT
+                return _Prepared(None, resolved.vendor, capabilities, left_out, entry, kept)
         # Last, once the request is known to be valid: from here on it is counted.
         metered = await self._meter.admit(principal, deployment_id, target, call, started)
         return _Prepared(metered, resolved.vendor, capabilities, left_out, entry)
