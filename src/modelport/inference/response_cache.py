@@ -380,6 +380,7 @@ class ResponseCache:
         return CacheEntry(key, ttl, state, hit_cost(target.parameters))
 
     async def lookup(self, entry: CacheEntry) -> Generated | None:
+        """The kept answer, decoded anew for each call: the caller's own to fill in."""
         if entry.state is CacheState.BYPASS:
             return None
         data = await self.store.get(entry.key)
