@@ -105,8 +105,8 @@ def joined(pieces: Sequence[Generated]) -> Generated:
             join_tool_calls(tool_calls, piece.tool_calls)
         if piece.reasoning:
             join_reasoning(reasoning, piece.reasoning)
-    # Built whole rather than by `dataclasses.replace` of the last piece: a third of the
-    # time, on every stream the response cache keeps.
+    # Built whole rather than by `dataclasses.replace` of the last piece, which copied it
+    # first (about 3 µs, on every stream the response cache keeps).
     return Generated(
         text="".join(map(_TEXT, pieces)),
         logprobs=list(chain.from_iterable(map(_LOGPROBS, pieces))),
