@@ -5,16 +5,34 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 import uuid
 
 from modelport.observability import ids
 
 
-def test_the_ids_have_the_shapes_of_uuid4s() -> None:
+def test_the_ids_have_their_shapes() -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", ids.hex_id())
-    text = ids.uuid_text()
-    assert uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
     assert len({ids.hex_id() for _ in range(10_000)}) == 10_000
+    before = time.time_ns() // 1_000_000
+    text = ids.uuid_text()
+    after = time.time_ns() // 1_000_000
+    parsed = uuid.UUID(text)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+    assert before <= parsed.int >> 80 <= after  # its first 48 bits: the time in milliseconds
+    assert len({ids.uuid_text() for _ in range(10_000)}) == 10_000
+
+
+def test_usage_ids_drawn_later_sort_after_earlier_ones() -> None:
+    # The usage table is unique by these ids: drawn in order, they are added at the end
+    # of its index rather than anywhere in it.
+    drawn = []
+    for _ in range(5):
+        drawn.append(ids.uuid_text())
+        started = time.monotonic()
+        while time.monotonic() - started < 0.002:  # into a later millisecond
+            pass
+    assert drawn == sorted(drawn)
 
 
 def test_a_forked_worker_draws_other_ids_than_its_parent() -> None:
