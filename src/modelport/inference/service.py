@@ -365,10 +365,11 @@ class InferenceService:
         if cache is not None and entry is not None:
             kept = await cache.lookup(entry)
             if kept is not None:
+                price = entry.hit_cost
                 # Counted as a request at the hit's price, like any other (429 included).
-                await self._meter.cache_hit(principal, deployment_id, target, entry.hit_cost, started)
+                await self._meter.cache_hit(principal, deployment_id, target, price, started)
                 # This request's own copy, decoded for it: filled in rather than copied.
-                kept.dropped, kept.cost, kept.cache = left_out, entry.hit_cost, CacheState.HIT
+                kept.dropped, kept.cost, kept.cache = left_out, price, CacheState.HIT
                 return _Prepared(None, resolved.vendor, capabilities, left_out, entry, kept)
         # Last, once the request is known to be valid: from here on it is counted.
         metered = await self._meter.admit(principal, deployment_id, target, call, started)
