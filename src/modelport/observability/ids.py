@@ -3,8 +3,9 @@ ids of the answers the compatible surfaces shape (`chatcmpl-…`, `msg_…`, `re
 
 A usage record's id (`uuid_text`) grows with time: the usage table is unique by it, and
 an id drawn at random lands anywhere in that index, so that each insert read pages from
-all over a large table. In SQLite a row cost 18 µs of CPU at 100,000 rows and 32 to 38 µs
-at a million, against 7 to 8 µs throughout for time-ordered ids (`benchmarks/usage_inserts.py`).
+all over a large table. Written by the usage writer into SQLite, a row cost 29 µs of CPU
+at 100,000 rows and 52 µs at a million, against 13 to 19 µs throughout for time-ordered
+ids (`benchmarks/usage_inserts.py`).
 
 They are drawn from a `random.Random` of their own, seeded by the OS when the process
 starts and again in every forked child, not read from `os.urandom` each time: these ids
