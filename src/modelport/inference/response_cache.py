@@ -12,8 +12,8 @@ request streams, whole otherwise, whichever way the cached answer was first aske
 - **Eligible**: a call that asks for the same answer every time: temperature 0 or a
   `seed`, and one choice (`n` 1).
 - **Key**: sha256 of the account, the deployment and the call as the vendor would get it
-  (every field of `GenerationCall`, as canonical JSON: sorted keys, no whitespace), after
-  the key format's version. The call holds no stream flag, so a stream and a whole
+  (every field of `GenerationCall`), with the key format's version first, as canonical
+  JSON (sorted keys, no whitespace). The call holds no stream flag, so a stream and a whole
   answer share an entry; the account is part of the key, so no entry is ever read by
   another account.
 - **Kept**: only complete answers: never an error, an answer the client or a shutdown
