@@ -17,6 +17,8 @@ neither an allow-list nor a cache) and `keyed-*` (the same, by a member key with
 allow-list and a cache that always misses: against `member-*`, what issue 24's features
 add).
 Each kind runs in a fresh process per round; the median of the rounds is reported.
+With `--paired`, compare two kinds at a time: with more, a kind's cost moves with the
+kinds measured around it, by a few per cent, as much as the differences measured.
 """
 
 from __future__ import annotations
