@@ -107,4 +107,6 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--postgres", help="a PostgreSQL URL (postgresql+asyncpg://...) to empty, fill and measure")
     arguments = parser.parse_args()
+    if arguments.rows <= 0 or arguments.rows % (10 * BATCH):
+        parser.error(f"--rows: a positive multiple of {10 * BATCH} (ten tenths of whole batches)")
     asyncio.run(main(arguments.rows, arguments.postgres))
